@@ -1,0 +1,3 @@
+from fashionmlp.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Checkpoints: model, optimizer, progress and every RNG, as tensors and plain Python types only.
+
+Plain contents let `torch.load(..., weights_only=True)` read a checkpoint from anyone without running code.
+Writes go to a temporary file that is renamed over the target, so a crash never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fashionmlp.errors import UserError
+
+FORMAT = "fashionmlp-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
+    """Every generator that affects training, in plain types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "data": data_generator.get_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    data_generator.set_state(state["data"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    global_step: int, config: dict, history: list[dict], step_losses: list[float],
+                    best: dict, data_generator: torch.Generator) -> None:
+    state = {
+        "format": FORMAT, "version": VERSION, "epoch": epoch, "global_step": global_step, "config": config,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+        "step_losses": torch.tensor(step_losses, dtype=torch.float64), "best": best,
+        "rng": rng_state(data_generator),
+    }
+    atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (weights_only); anything that is not one of ours is a UserError."""
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors of every kind: the file is not a checkpoint we can trust
+        raise UserError(f"{path}: not a readable fashionmlp checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a fashionmlp checkpoint")
+    if state.get("version") != VERSION:
+        raise UserError(f"{path}: checkpoint format version {state.get('version')!r}, this fashionmlp reads {VERSION}")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load weights, turning a shape/key mismatch into a one-line UserError."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise UserError(f"{path}: checkpoint does not fit the configured model ({detail})") from None

@@ -1,0 +1,279 @@
+"""The `fashionmlp` command: thin typer commands that parse options, call plain functions and report."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from fashionmlp.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, evaluate, predict, "
+                       "and NumPy backpropagation (manual).")
+manual_app = typer.Typer(no_args_is_help=True, help="NumPy implementations of backprop, checked against torch.")
+app.add_typer(manual_app, name="manual")
+
+DEBUG_ENV = "FASHIONMLP_DEBUG"
+
+# ---------------------------------------------------------------- errors and reporting
+
+
+def _verbose() -> bool:
+    ctx = typer.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return bool(os.environ.get(DEBUG_ENV)) or bool(root and root.obj and root.obj.get("verbose"))
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and exit code 2 (the traceback too with --verbose)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if _verbose():
+                traceback.print_exc()
+            _err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show full tracebacks (or set {DEBUG_ENV}=1).")]
+          = False) -> None:
+    ctx.obj = {"verbose": verbose}
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C/SIGTERM: finish the step, save, exit 130. Second Ctrl-C: exit at once."""
+    from fashionmlp.runner import StopFlag
+
+    flag = StopFlag()
+
+    def handler(signum, frame):
+        if flag.requested:
+            _err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact)")
+            os._exit(130)
+        flag.requested = True
+        _err(f"\n{signal.Signals(signum).name}: stopping after this step (press Ctrl-C again to quit at once)")
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. embedded): no handlers, no graceful stop
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress(label: str = ""):
+    """A rich progress bar on a terminal, one plain line per epoch otherwise (CI logs)."""
+    from fashionmlp.runner import Progress
+
+    def line(result, epochs: int) -> str:
+        m = result.metrics
+        val = f"  val acc {m['val_accuracy']:6.2%}" if "val_accuracy" in m else ""
+        return (f"{label}epoch {result.epoch:>3}/{epochs}  train loss {m['train_loss']:.4f}  "
+                f"test loss {m['test_loss']:.4f}  test acc {m['test_accuracy']:6.2%}{val}  "
+                f"{result.samples_per_second:,.0f} samples/s  {m['seconds']:.1f}s")
+
+    class Plain(Progress):
+        def end_epoch(self, result, epochs):
+            typer.echo(line(result, epochs))
+
+    class Bar(Progress):
+        def __init__(self):
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+                TimeRemainingColumn
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), transient=True)
+            self.task = None
+
+        def start_epoch(self, epoch, epochs, steps):
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task("", total=steps)
+            self.bar.reset(self.task, total=steps, description=f"{label}epoch {epoch}/{epochs}")
+
+        def step(self, done):
+            self.bar.update(self.task, completed=done)
+
+        def end_epoch(self, result, epochs):
+            self.bar.console.print(line(result, epochs), highlight=False)
+
+        def close(self):
+            self.bar.stop()
+
+    return Bar() if sys.stderr.isatty() and sys.stdout.isatty() else Plain()
+
+
+def _report_run(result) -> None:
+    s = result.summary
+    if result.status == "completed":
+        typer.echo(f"done: test accuracy {s['final']['test_accuracy']:.2%} (best {s['best']['test_accuracy']:.2%} "
+                   f"at epoch {s['best']['epoch']}), {s['seconds']:.1f}s")
+    elif result.status == "diverged":
+        d = s["diverged"]
+        _err(f"diverged: the loss became non-finite at epoch {d['epoch']}, step {d['step']} (lr {d['lr']:g}); "
+             f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; try a lower learning rate, "
+             f"e.g. --set optimizer.lr={d['lr'] / 10:g}")
+    else:
+        _err(f"interrupted after epoch {s['epochs']}; resume with: {s['resume_command']}")
+    typer.echo(str(result.run_dir))
+
+
+# ---------------------------------------------------------------- train
+
+Overrides = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1")]
+DataDir = Annotated[Optional[Path], typer.Option(
+    help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then $FASHIONMLP_DATA_DIR, "
+         "then ./data).")]
+Device = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's device).")]
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
+    set_: Overrides = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
+    device: Device = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides seed).")] = None,
+    data_dir: DataDir = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run folder prefix (overrides name).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint "
+                                                         "(with --epochs N to extend it).")] = None,
+) -> None:
+    """Train a model from a YAML config; prints the run folder. Exit 0 done, 3 diverged, 130 interrupted."""
+    from fashionmlp import runner
+    from fashionmlp.config import load_config
+
+    with _graceful_stop() as should_stop:
+        if resume is not None:
+            if config is not None or set_ or seed is not None or name is not None:
+                raise UserError("--resume continues a run with its saved config; only --epochs, --device and "
+                                "--data-dir may be given with it")
+            result = runner.resume(resume, epochs=epochs, data_dir=data_dir, device=device, progress=_progress(),
+                                   should_stop=should_stop)
+        else:
+            if config is None:
+                raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
+            overrides = list(set_ or [])
+            overrides += [f"{key}={value}" for key, value in
+                          (("train.epochs", epochs), ("device", device), ("seed", seed)) if value is not None]
+            if name is not None:
+                overrides.append(f"name={_yaml_str(name)}")
+            cfg = load_config(config, overrides)
+            result = runner.train(cfg, runs_dir=runs_dir, data_dir=data_dir, progress=_progress(),
+                                  should_stop=should_stop)
+    _report_run(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _yaml_str(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # a JSON string is a YAML string: keeps "1" or "true" as text
+
+
+# ---------------------------------------------------------------- evaluate, predict, data
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `fashionmlp train`.")],
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+    data_dir: DataDir = None,
+    device: Device = None,
+) -> None:
+    """Re-evaluate a saved run on the test set: loss, accuracy, per-class accuracy and confusion matrix."""
+    from fashionmlp.inference import evaluate_run
+
+    report = evaluate_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
+    typer.echo(report.text)
+    typer.echo(f"confusion matrix picture: {report.figure_path}")
+
+
+@app.command()
+@user_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `fashionmlp train`.")],
+    index: Annotated[Optional[list[int]], typer.Option(help="Test-set image index, 0-9999 (repeatable).")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
+                                                       "is, other sizes are resized to 28x28 with a warning.")] = None,
+    invert: Annotated[bool, typer.Option(help="Invert --image (for dark objects on a light background; "
+                                              "Fashion-MNIST is light on dark).")] = False,
+    grid: Annotated[Optional[Path], typer.Option(help="Save a picture of 16 test images with predicted/true labels.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+    data_dir: DataDir = None,
+    device: Device = None,
+) -> None:
+    """Top-3 classes with probabilities for test images (--index) or an image file (--image)."""
+    from fashionmlp.inference import predict_run
+
+    if index and image is not None:
+        raise UserError("give --index or --image, not both")
+    if not index and image is None and grid is None:
+        raise UserError("nothing to predict: give --index I (repeatable), --image FILE or --grid OUT.png")
+    text = predict_run(run_dir, indices=index or [], image=image, invert=invert, grid=grid, checkpoint=checkpoint,
+                       data_dir=data_dir, device=device, warn=_err)
+    typer.echo(text)
+
+
+@app.command()
+@user_errors
+def data(
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option(help="Fetch missing files through torchvision's mirrors.")] = True,
+) -> None:
+    """Fetch (when missing) and verify the Fashion-MNIST files; prints where they are and their MD5 status."""
+    from fashionmlp.data import FILES, ensure_files, file_status, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    rows = file_status(root, verify_md5=True)
+    if any(r.path is None for r in rows) and download:
+        ensure_files(root, verify_md5=False, allow_download=True)
+        rows = file_status(root, verify_md5=True)
+    typer.echo(f"data directory: {root.resolve()}")
+    for r in rows:
+        md5 = {True: "MD5 ok", False: "MD5 MISMATCH", None: "MD5 not checked (not the .gz)"}[r.md5_ok]
+        typer.echo(f"  {FILES[r.key][0]:<28} {str(r.path) if r.path else 'MISSING':<60} "
+                   f"{md5 if r.path else ''}")
+    missing = [FILES[r.key][0] for r in rows if r.path is None]
+    if missing:
+        raise UserError(f"missing in {str(root)!r}: {', '.join(missing)}; put the four .gz files there or point "
+                        "--data-dir / $FASHIONMLP_DATA_DIR at them")
+    if any(r.md5_ok is False for r in rows):
+        raise UserError("some files do not match the published MD5 (see above): replace them")
+
+
+def main() -> None:
+    app(prog_name="fashionmlp")
+
+
+if __name__ == "__main__":
+    main()

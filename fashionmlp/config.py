@@ -1,0 +1,306 @@
+"""Typed, frozen run configuration: loaded from YAML once, validated once, never changed after.
+
+Every value passes through `_coerce`, which knows the field's type and its allowed values; anything
+wrong becomes a `ConfigError` whose message is one line naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashionmlp.errors import ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+MODELS = ("mlp", "cnn")
+OPTIMIZERS = ("sgd", "nesterov", "adam")
+SCHEDULES = ("constant", "cosine")
+LOADERS = ("fast", "torchvision")
+
+
+def _spec(default: Any, **rules: Any) -> Any:
+    """A dataclass field with validation rules (choices, ge, gt, lt, le) kept in its metadata."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str | None = _spec(None)  # folder with the four .gz files (or torchvision's FashionMNIST/raw)
+    verify_md5: bool = _spec(True)  # false accepts other IDX files (e.g. small synthetic ones)
+    download: bool = _spec(True)  # try torchvision's mirrors when files are missing
+    val_size: int = _spec(0, ge=0)  # images carved from the training set for validation
+    subset: int | None = _spec(None, ge=1)  # use only the first N training images
+    loader: str = _spec("fast", choices=LOADERS)  # fast: tensors in memory; torchvision: DataLoader
+    num_workers: int = _spec(0, ge=0)  # DataLoader workers (torchvision loader only)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _spec("mlp", choices=MODELS)
+    hidden: tuple[int, ...] = _spec((100, 100), ge=1)  # MLP hidden widths; CNN classifier widths
+    activation: str = _spec("relu", choices=ACTIVATIONS)
+    channels: tuple[int, ...] = _spec((16, 32), ge=1)  # CNN: output channels of the two conv blocks
+    dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # before each hidden linear layer's output
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = _spec("sgd", choices=OPTIMIZERS)
+    lr: float = _spec(0.01, gt=0.0)
+    momentum: float = _spec(0.0, ge=0.0, lt=1.0)  # sgd/nesterov only
+    weight_decay: float = _spec(0.0, ge=0.0)
+    betas: tuple[float, ...] = _spec((0.9, 0.999), ge=0.0, lt=1.0)  # adam only
+    schedule: str = _spec("constant", choices=SCHEDULES)  # lr per epoch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _spec(20, ge=1)
+    batch_size: int = _spec(128, ge=1)
+    eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
+    threads: int = _spec(0, ge=0)  # CPU intra-op threads; 0 = all cores this process may use
+    channels_last: bool = _spec(True)  # CNN on CPU: measured faster (see README, Performance)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str | None = _spec(None)  # run folder prefix; default "<model>_<optimizer>"
+    seed: int = _spec(0, ge=0)
+    device: str = _spec("auto")  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.model.name}_{self.optimizer.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so the dict round-trips through YAML and weights_only checkpoints."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_device(key: str, value: str) -> str:
+    if value in ("auto", "cpu", "cuda"):
+        return value
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise ConfigError(f"{key}: {_show(value)} is not a device; allowed: auto, cpu, cuda, cuda:N")
+
+
+def _check_range(key: str, value: float, rules: dict[str, Any]) -> None:
+    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+    allowed = " and ".join(f"{sym} {rules[r]}" for r, sym, _ in bounds if r in rules)
+    for rule, _, ok in bounds:
+        if rule in rules and not ok(value, rules[rule]):
+            raise ConfigError(f"{key}: {_show(value)} is out of range; allowed: {allowed}")
+
+
+def _scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {_show(value)} is not a boolean; allowed: true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: {_show(value)} is not a whole number")
+        _check_range(key, value, rules)
+        return value
+    if kind is float:
+        # YAML 1.1 reads `1e-3` as a string; accept numeric strings rather than punish the spelling.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: {_show(value)} is not a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: {_show(value)} is not a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {_show(value)} is not a finite number")
+        _check_range(key, float(value), rules)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {_show(value)} is not a string")
+        choices = rules.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {_show(value)} is not allowed; allowed: {', '.join(choices)}")
+        return value
+    raise TypeError(f"no validation for type {kind!r} of {key}")
+
+
+def _coerce(key: str, value: Any, annotation: Any, rules: dict[str, Any]) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner, rules)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{key}: {_show(value)} is not a non-empty list")
+        return tuple(_scalar(f"{key}[{i}]", v, args[0], rules) for i, v in enumerate(value))
+    if value is None:
+        raise ConfigError(f"{key}: a value is required (got nothing)")
+    return _scalar(key, value, annotation, rules)
+
+
+def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Validate a mapping against a config dataclass and return the frozen instance."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in fields:
+            raise _unknown_key(f"{prefix}{key}", list(fields))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, {} if value is None else value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, hint, dict(fields[key].metadata))
+    return cls(**kwargs)
+
+
+def _check_whole(cfg: RunConfig) -> RunConfig:
+    """Rules that involve more than one key."""
+    _check_device("device", cfg.device)
+    if cfg.optimizer.name == "nesterov" and cfg.optimizer.momentum <= 0:
+        raise ConfigError(
+            f"optimizer.momentum: {cfg.optimizer.momentum} with optimizer.name 'nesterov'; "
+            "allowed: > 0 and < 1 (Nesterov needs momentum, e.g. 0.9)")
+    if cfg.model.name == "cnn" and len(cfg.model.channels) != 2:
+        raise ConfigError(f"model.channels: {list(cfg.model.channels)} must list two widths (one per conv block)")
+    if len(cfg.optimizer.betas) != 2:
+        raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
+    return cfg
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optimizer.lr=0.1` -> (["optimizer", "lr"], 0.1); the value is read as YAML (numbers, lists, bools)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.1")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.1")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text  # not YAML: keep the text; validation will judge it
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Return a copy of `raw` with each dotted override applied (validated later, with the rest)."""
+    result = _deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for depth, part in enumerate(path[:-1]):
+            sub = node.get(part)
+            if sub is None:
+                sub = node[part] = {}
+            if not isinstance(sub, dict):
+                raise ConfigError(f"--set {text!r}: {'.'.join(path[:depth + 1])} is not a section")
+            node = sub
+        node[path[-1]] = value
+    return result
+
+
+def _deepcopy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deepcopy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deepcopy(v) for v in raw]
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with `yaml.safe_load`; every problem becomes a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.__class__.__name__}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"config file {str(path)!r} is empty; it must be a mapping such as 'model: {{name: mlp}}'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def config_from_dict(raw: Any, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Validate a plain dict (plus dotted overrides) into a frozen RunConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of keys to values, got {_show(raw)}")
+    return _check_whole(_build(RunConfig, apply_overrides(raw, overrides), ""))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load, override and validate a config file (or the defaults when `path` is None)."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(raw, overrides)
+
+
+def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A new validated config with some values changed: replace(cfg, train={"epochs": 3}, seed=1)."""
+    raw = cfg.to_dict()
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return config_from_dict(raw)

@@ -1,0 +1,17 @@
+"""Errors that are the user's to fix (exit code 2) and the outcomes that end a run early."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in a config, path, option or data file: shown as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config key, value or override that does not validate."""
+
+
+class DataError(UserError):
+    """Data files that are missing, damaged or inconsistent."""

@@ -1,0 +1,33 @@
+"""Optimizers by name, and learning-rate schedules as pure functions of the epoch."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from fashionmlp.config import OptimConfig
+
+
+def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "nesterov":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=True)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}")  # config validation makes this unreachable
+
+
+def lr_at(cfg: OptimConfig, epoch: int, epochs: int) -> float:
+    """Learning rate for 1-based `epoch` of `epochs`: constant, or cosine decay from lr to 0."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+    return cfg.lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,127 @@
+"""Pure plotting functions: numbers in, matplotlib Figure out (no pyplot, so no global backend state)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fashionmlp.data import CLASSES
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    v = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(v) == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "") -> Figure:
+    """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    epochs = [row["epoch"] for row in history]
+    if step_losses and epochs:
+        steps_per_epoch = len(step_losses) / max(epochs)
+        x = (np.arange(len(step_losses)) + 1) / steps_per_epoch
+        ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
+        ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
+                linewidth=0.8, label="train loss (smoothed)")
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train loss (epoch)")
+    if history and "test_loss" in history[0]:
+        ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    if all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in history) and history:
+        ax.set_yscale("log")
+    ax2 = ax.twinx()
+    if history and "test_accuracy" in history[0]:
+        ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",
+                 label="test accuracy")
+    ax2.set_ylabel("test accuracy (%)")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
+    """Row-normalized confusion matrix with counts; rows are true classes."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(10), CLASSES, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    return fig
+
+
+def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
+                    confidence: Sequence[float]) -> Figure:
+    """A 4x4 grid of (28, 28) images titled 'predicted (p) / true', wrong ones in red."""
+    fig = Figure(figsize=(8, 9), layout="constrained")
+    for k in range(min(16, len(images))):
+        ax = fig.add_subplot(4, 4, k + 1)
+        ax.imshow(images[k], cmap="gray_r")
+        ok = predicted[k] == true[k]
+        ax.set_title(f"{CLASSES[predicted[k]]} ({confidence[k]:.0%})\ntrue: {CLASSES[true[k]]}", fontsize=8,
+                     color="black" if ok else "red")
+        ax.axis("off")
+    return fig
+
+
+def comparison(series: dict[str, dict], title: str) -> Figure:
+    """Two panels: train loss (log) and test accuracy per epoch; one line per variant, mean ± std bands.
+
+    series: name -> {"epochs": [...], "train_loss": (n_seeds, n_epochs) array, "test_accuracy": same,
+    "status": str}. Arrays may hold nan where a diverged seed stopped.
+    """
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for k, (name, s) in enumerate(series.items()):
+        color = f"C{k}"
+        label = name if s["status"] == "completed" else f"{name} ({s['status']})"
+        style = "-" if s["status"] == "completed" else "--"
+        for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, "test_accuracy", 100.0)):
+            values = np.asarray(s[key], dtype=np.float64) * scale
+            values = np.where(np.isfinite(values), values, np.nan)
+            mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values[0]
+            x = np.asarray(s["epochs"][: values.shape[1]])
+            ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
+            if values.shape[0] > 1:
+                std = np.nanstd(values, axis=0)
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            if s["status"] == "diverged":
+                last = np.flatnonzero(np.isfinite(mean))
+                if len(last):
+                    ax.plot(x[last[-1]], mean[last[-1]], "x", color=color, markersize=12, markeredgewidth=2)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (cross-entropy, log scale)")
+    ax_loss.set_title("Training loss")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("Test accuracy")
+    ax_acc.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig

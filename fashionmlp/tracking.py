@@ -1,0 +1,164 @@
+"""Run folders and what goes in them: resolved config, metrics.csv, summary.json, TensorBoard events.
+
+Every whole-file output is written atomically; metrics.csv and TensorBoard are flushed each epoch, so a
+killed process keeps every completed epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashionmlp import __version__
+from fashionmlp.checkpoint import atomic_write
+from fashionmlp.errors import UserError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"]
+VAL_COLUMNS = ["val_loss", "val_accuracy"]
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """A new folder `<runs_dir>/<name>-<YYYYmmdd-HHMMSS>[-k]`; never reuses an existing one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 1000):
+            path = runs_dir / (f"{name}-{stamp}" if k == 1 else f"{name}-{stamp}-{k}")
+            try:
+                path.mkdir()  # atomic: two processes in the same second get different folders
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written: {exc.strerror or exc}") from None
+    raise UserError(f"runs directory {str(runs_dir)!r}: too many runs named {name!r} in one second")
+
+
+def check_writable(runs_dir: Path) -> None:
+    """Fail early, before loading data, when the runs directory cannot hold a new run."""
+    probe = runs_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def write_config(path: Path, config: dict) -> None:
+    text = yaml.safe_dump(config, sort_keys=False)
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "fashionmlp": __version__}
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _fmt(value: Any) -> Any:
+    return repr(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class MetricsFile:
+    """metrics.csv: one row per completed epoch, flushed and fsynced as it is written."""
+
+    def __init__(self, path: Path, with_val: bool):
+        self.path = path
+        self.columns = METRIC_COLUMNS + (VAL_COLUMNS if with_val else [])
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the file with exactly `rows` (used at the start and on resume)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+        text = buffer.getvalue()
+        atomic_write(self.path, lambda fh: fh.write(text), mode="w")
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, self.columns, extrasaction="ignore", lineterminator="\n").writerow(
+                {k: _fmt(v) for k, v in row.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+class TensorBoardLog:
+    """Scalars on one x axis (optimizer steps), hparams in the same run, the confusion matrix as an image."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides events at or after that step left by a run that crashed before its checkpoint.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+
+    def epoch(self, row: dict, step_losses: list[float], first_step: int, samples_per_second: float) -> None:
+        """Log one completed epoch: per-step losses from `first_step` on, then the epoch scalars."""
+        w = self.writer
+        for i, loss in enumerate(step_losses):
+            w.add_scalar("loss/train_step", loss, first_step + i)
+        step = first_step + len(step_losses) - 1
+        w.add_scalar("loss/train", row["train_loss"], step)
+        for key, tag in (("test_loss", "loss/test"), ("test_accuracy", "accuracy/test"), ("val_loss", "loss/val"),
+                         ("val_accuracy", "accuracy/val"), ("lr", "lr"), ("epoch", "epoch")):
+            if key in row:
+                w.add_scalar(tag, row[key], step)
+        w.add_scalar("perf/samples_per_second", samples_per_second, step)
+        w.flush()
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Write the HParams session into THIS run (add_hparams would make a separate sub-run)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        for summary in hparams_summary(clean, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        self.writer.add_figure(tag, figure, step, close=False)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+HPARAM_METRICS = ("accuracy/test", "loss/test", "loss/train")
+
+
+def hparams_of(config: dict) -> dict[str, Any]:
+    """The flat hyper-parameters shown in TensorBoard's HParams tab."""
+    model, optim, train = config["model"], config["optimizer"], config["train"]
+    return {"model": model["name"], "hidden": str(model["hidden"]), "activation": model["activation"],
+            "optimizer": optim["name"], "lr": optim["lr"], "momentum": optim["momentum"],
+            "weight_decay": optim["weight_decay"], "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "seed": config["seed"]}
