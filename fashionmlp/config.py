@@ -237,6 +237,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     result = _deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
+        _check_path(text, path)
         node = result
         for depth, part in enumerate(path[:-1]):
             sub = node.get(part)
@@ -247,6 +248,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             node = sub
         node[path[-1]] = value
     return result
+
+
+def _check_path(text: str, path: list[str]) -> None:
+    """The dotted key must name a field of the schema: sections only before the last part."""
+    cls: Any = RunConfig
+    for depth, part in enumerate(path):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"--set {text!r}: {'.'.join(path[:depth])} is a value, not a section")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise _unknown_key(".".join(path[:depth + 1]), names)
+        cls = typing.get_type_hints(cls)[part]
 
 
 def _deepcopy(raw: Any) -> Any:

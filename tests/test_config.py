@@ -1,0 +1,126 @@
+import pytest
+import yaml
+from pathlib import Path
+
+from fashionmlp.config import RunConfig, config_from_dict, load_config, parse_override, replace
+from fashionmlp.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = load_config(None)
+    assert (cfg.model.name, cfg.model.hidden, cfg.model.activation) == ("mlp", (100, 100), "relu")
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.seed, cfg.device) == (128, 20, 0, "auto")
+    assert cfg.data.loader == "fast" and cfg.data.val_size == 0
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith(("compare_", "manual_"))],
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    model, optim = path.stem.split("_", 1)
+    assert cfg.model.name == model
+    expected = {"sgd": ("sgd", 0.01), "nesterov": ("nesterov", 0.01), "adam": ("adam", 0.01),
+                "adam_lr1": ("adam", 1.0)}[optim]
+    assert (cfg.optimizer.name, cfg.optimizer.lr) == expected
+    if optim == "nesterov":
+        assert cfg.optimizer.momentum == 0.9
+
+
+def test_config_is_frozen_and_round_trips():
+    cfg = load_config(None, ["optimizer.lr=0.1", "model.hidden=[10, 20, 30]"])
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert again == cfg and again.model.hidden == (10, 20, 30)
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("model.hidden=[5, 6]") == (["model", "hidden"], [5, 6])
+    assert parse_override("data.verify_md5=false") == (["data", "verify_md5"], False)
+    assert load_config(None, ["optimizer.lr=1e-3"]).optimizer.lr == 0.001  # YAML 1.1 reads 1e-3 as text
+
+
+def test_replace_validates():
+    cfg = replace(load_config(None), train={"epochs": 3}, seed=4)
+    assert cfg.train.epochs == 3 and cfg.seed == 4 and cfg.train.batch_size == 128
+    with pytest.raises(ConfigError):
+        replace(cfg, train={"epochs": 0})
+
+
+BAD = [
+    ({"optimizer": {"lr": 0}}, "optimizer.lr: 0.0 is out of range; allowed: > 0.0"),
+    ({"optimizer": {"lr": -0.5}}, "optimizer.lr: -0.5 is out of range"),
+    ({"optimizer": {"lr": float("inf")}}, "optimizer.lr: inf is not a finite number"),
+    ({"optimizer": {"lr": "fast"}}, "optimizer.lr: 'fast' is not a number"),
+    ({"optimizer": {"momentum": 1.0}}, "optimizer.momentum: 1.0 is out of range; allowed: >= 0.0 and < 1.0"),
+    ({"optimizer": {"name": "nesterov", "momentum": 0}}, "Nesterov needs momentum"),
+    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name: 'rmsprop' is not allowed; allowed: sgd, nesterov, adam"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: 0 is out of range; allowed: >= 1"),
+    ({"train": {"epochs": 0}}, "train.epochs: 0 is out of range; allowed: >= 1"),
+    ({"train": {"epochs": 2.5}}, "train.epochs: 2.5 is not a whole number"),
+    ({"train": {"epochs": True}}, "train.epochs: True is not a whole number"),
+    ({"model": {"name": "resnet"}}, "model.name: 'resnet' is not allowed; allowed: mlp, cnn"),
+    ({"model": {"hidden": "100"}}, "model.hidden: '100' is not a non-empty list"),
+    ({"model": {"hidden": [100, 0]}}, "model.hidden[1]: 0 is out of range"),
+    ({"model": 5}, "model: expected a mapping"),
+    ({"device": "tpu"}, "device: 'tpu' is not a device; allowed: auto, cpu, cuda, cuda:N"),
+    ({"device": "cuda:x"}, "device: 'cuda:x' is not a device"),
+    ({"optimizr": {}}, "unknown config key 'optimizr' (did you mean 'optimizer'?)"),
+    ({"optimizer": {"learning_rate": 0.1}}, "unknown config key 'optimizer.learning_rate'"),
+    ({"data": {"verify_md5": "yes please"}}, "data.verify_md5: 'yes please' is not a boolean"),
+    ({"seed": -1}, "seed: -1 is out of range; allowed: >= 0"),
+]
+
+
+@pytest.mark.parametrize("raw,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_values_give_one_line(raw, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    text = str(info.value)
+    assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr", "expected KEY=VALUE"),
+    ("=3", "expected KEY=VALUE with a dotted key"),
+    ("optimizer.lrr=0.1", "unknown config key 'optimizer.lrr' (did you mean 'lr'?)"),
+    ("train.epochs=-2", "train.epochs: -2 is out of range"),
+    ("seed.x=1", "--set 'seed.x=1': seed is a value, not a section"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "is empty"),
+    ("- a\n- b\n", "must be a mapping of keys to values, got list"),
+    ("model: [unclosed\n", "is not valid YAML at line"),
+    ("just a string", "must be a mapping"),
+])
+def test_bad_files(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_tags_are_not_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_type_is_runconfig():
+    assert isinstance(load_config(None), RunConfig)

@@ -1,0 +1,121 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import idx_bytes, write_dataset
+from fashionmlp.data import (FILES, MEAN, STD, TensorSplit, classic_batches, epoch_order, fast_batches,
+                             load_fashion_mnist, normalize, read_idx, resolve_data_dir)
+from fashionmlp.errors import DataError
+
+
+def test_reads_flat_layout(tiny_data):
+    data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False)
+    assert data.train.images.shape == (320, 28, 28) and data.train.images.dtype == np.uint8
+    assert data.test.labels.shape == (160,) and data.test.labels.dtype == np.int64
+    assert data.val is None
+
+
+def test_reads_torchvision_layout_uncompressed(tmp_path):
+    write_dataset(tmp_path / "FashionMNIST" / "raw", gz=False)
+    data = load_fashion_mnist(tmp_path, verify_md5=False, allow_download=False)
+    assert len(data.train.labels) == 320
+
+
+def test_subset_and_val_split_are_seeded(tiny_data):
+    a = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=3)
+    b = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=3)
+    c = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=4)
+    assert len(a.train.labels) == 150 and len(a.val.labels) == 50
+    assert np.array_equal(a.val.images, b.val.images)
+    assert not np.array_equal(a.val.images, c.val.images)
+
+
+def test_md5_mismatch_is_reported(tiny_data):
+    with pytest.raises(DataError, match="does not match the published"):
+        load_fashion_mnist(tiny_data, verify_md5=True, allow_download=False)
+
+
+def test_missing_files_offline(tmp_path):
+    with pytest.raises(DataError, match="Fashion-MNIST files missing") as info:
+        load_fashion_mnist(tmp_path, allow_download=False)
+    assert all(name in str(info.value) for name, _ in FILES.values())
+
+
+def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(DataError, match="download failed: RuntimeError.*put the four .gz files there"):
+        load_fashion_mnist(tmp_path / "new", allow_download=True)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_bytes(gzip.compress(b"hello world, not idx")), "not an IDX file"),
+    (lambda p: p.write_bytes(gzip.compress(idx_bytes(np.zeros((10, 28, 28), np.uint8))[:-100])), "truncated"),
+    (lambda p: p.write_bytes(b"\x1f\x8b\x08 broken gzip"), "cannot be read as gzip"),
+])
+def test_damaged_files(tmp_path, damage, message):
+    root = write_dataset(tmp_path / "d")
+    damage(root / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match=message):
+        load_fashion_mnist(root, verify_md5=False, allow_download=False)
+
+
+def test_count_mismatch(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    shutil.copy(write_dataset(tmp_path / "other", n_train=100) / "train-labels-idx1-ubyte.gz",
+                root / "train-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match="320 images, 100 labels"):
+        load_fashion_mnist(root, verify_md5=False, allow_download=False)
+
+
+def test_read_idx_roundtrip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a").write_bytes(idx_bytes(arr))
+    assert np.array_equal(read_idx(tmp_path / "a"), arr)
+
+
+def test_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASHIONMLP_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir("cli", "cfg").name == "cli"
+    assert resolve_data_dir(None, "cfg").name == "cfg"
+    assert resolve_data_dir(None, None) == tmp_path / "env"
+    monkeypatch.delenv("FASHIONMLP_DATA_DIR")
+    assert str(resolve_data_dir(None, None)) == "data"
+
+
+def test_normalize_matches_torchvision_transforms():
+    from PIL import Image
+    from torchvision import transforms
+
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    tv = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    expected = torch.stack([tv(Image.fromarray(img.numpy())) for img in images])
+    assert torch.equal(normalize(images), expected)  # bit for bit
+
+
+def test_fast_and_classic_batches_are_identical(tiny_data):
+    data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False)
+    split = TensorSplit.from_split(data.train, torch.device("cpu"))
+    order_a = epoch_order(len(split), torch.Generator().manual_seed(7))
+    order_b = epoch_order(len(split), torch.Generator().manual_seed(7))
+    assert torch.equal(order_a, order_b)
+    fast = list(fast_batches(split, 64, order_a))
+    classic = list(classic_batches(data.train, 64, order_b))
+    assert len(fast) == len(classic) == 5
+    for (xf, yf), (xc, yc) in zip(fast, classic):
+        assert torch.equal(xf, xc) and torch.equal(yf, yc)
+
+
+def test_real_data_md5_and_shapes(real_data):
+    data = load_fashion_mnist(real_data, verify_md5=True, allow_download=False)
+    assert data.train.images.shape == (60000, 28, 28) and data.test.images.shape == (10000, 28, 28)
+    assert np.bincount(data.train.labels).tolist() == [6000] * 10
+    x = normalize(torch.from_numpy(data.train.images[:60000]))
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-3  # MEAN/STD are the train statistics

@@ -1,0 +1,166 @@
+"""`fashionmlp train`, `evaluate` and `predict` end to end on the tiny data set."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from fashionmlp.data import CLASSES
+from helpers import accumulator, cli, run_dir_of, scalars, summary
+
+STEPS_PER_EPOCH = 10  # 320 tiny training images / batch 32
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data):
+    from conftest import tiny_config
+
+    tmp = tmp_path_factory.mktemp("train")
+    path = tmp / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data)))
+    result = cli("train", "--config", path, "--runs-dir", tmp / "runs", "--epochs", 3, "--name", "e2e")
+    assert result.exit_code == 0, result.output
+    return run_dir_of(result)
+
+
+def test_run_folder_has_every_output(trained):
+    assert trained.name.startswith("e2e-")
+    for name in ("config.yaml", "metrics.csv", "summary.json", "loss_curve.png", "checkpoints/last.pt",
+                 "checkpoints/best.pt"):
+        assert (trained / name).is_file(), name
+    assert list(trained.glob("events.out.tfevents.*"))
+    assert not list(trained.glob("**/.*.tmp"))  # no leftovers of atomic writes
+
+
+def test_resolved_config_is_complete(trained):
+    saved = yaml.safe_load((trained / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 3 and saved["name"] == "e2e"
+    assert saved["model"]["hidden"] == [32, 32] and saved["train"]["batch_size"] == 32
+    assert set(saved) == {"name", "seed", "device", "data", "model", "optimizer", "train"}
+
+
+def test_metrics_and_summary(trained):
+    with open(trained / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    s = summary(trained)
+    assert s["status"] == "completed" and s["epochs"] == 3
+    assert s["final"]["test_accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]))
+    assert s["final"]["test_accuracy"] > 0.5  # the tiny classes are easy: it must learn them
+    assert s["best"]["test_accuracy"] == max(float(r["test_accuracy"]) for r in rows)
+    assert s["device"] == "cpu" and s["seed"] == 0 and s["samples_per_second"] > 0
+    assert {"python", "torch"} <= set(s["versions"])
+
+
+def test_tensorboard_events(trained):
+    tags = scalars(trained)
+    assert {"loss/train", "loss/train_step", "loss/test", "accuracy/test", "lr"} <= set(tags)
+    assert [step for step, _ in tags["loss/train_step"]] == list(range(1, 3 * STEPS_PER_EPOCH + 1))
+    assert [step for step, _ in tags["accuracy/test"]] == [10, 20, 30]
+    with open(trained / "metrics.csv") as fh:
+        accs = [float(r["test_accuracy"]) for r in csv.DictReader(fh)]
+    assert [v for _, v in tags["accuracy/test"]] == pytest.approx(accs, abs=1e-6)
+    acc = accumulator(trained)
+    assert "confusion_matrix/test" in acc.Tags()["images"]
+    hp = acc.PluginTagToContent("hparams")  # in the SAME run folder, not a sub-run
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hp)
+    assert not [p for p in trained.iterdir() if p.is_dir() and p.name != "checkpoints"]
+
+
+def test_checkpoint_loads_safely(trained):
+    state = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["global_step"] == 30 and len(state["history"]) == 3
+
+
+def test_evaluate(trained):
+    result = cli("evaluate", trained, "--checkpoint", "last")
+    assert result.exit_code == 0, result.output
+    s = summary(trained)
+    assert f"test accuracy {s['final']['test_accuracy']:.2%}" in result.stdout
+    assert all(name in result.stdout for name in CLASSES)
+    assert (trained / "confusion_matrix.png").is_file()
+
+
+def test_predict_index_and_grid(trained, tmp_path):
+    result = cli("predict", trained, "--index", 0, "--index", 3, "--grid", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("test image")]
+    assert len(lines) == 2 and lines[0].count("%") == 3
+    probs = [float(p.rsplit(" ", 1)[1].rstrip("%")) for p in lines[0].split(": ", 1)[1].split(", ")]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 100.05
+    assert Image.open(tmp_path / "g.png").size[0] > 100
+
+
+def test_predict_image_file(trained, tmp_path):
+    from conftest import make_images
+
+    images, labels = make_images(1, 2)  # the first tiny test image
+    Image.fromarray(images[0]).save(tmp_path / "x.png")
+    result = cli("predict", trained, "--image", tmp_path / "x.png")
+    assert result.exit_code == 0, result.output
+    assert "x.png:" in result.stdout and result.stdout.count("%") == 3
+    Image.fromarray(images[0]).resize((56, 56)).save(tmp_path / "big.png")
+    result = cli("predict", trained, "--image", tmp_path / "big.png")
+    assert result.exit_code == 0 and "resized to 28x28" in result.stderr
+
+
+def test_same_seed_same_metrics(write_config, tmp_path):
+    path = write_config(train={"epochs": 2})
+    runs = [run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path / "r")) for _ in range(2)]
+    assert runs[0] != runs[1]  # never the same folder, even within one second
+    a, b = ((r / "metrics.csv").read_text().splitlines() for r in runs)
+    strip = lambda lines: [line.rsplit(",", 1)[0] for line in lines]  # noqa: E731 (drop the seconds column)
+    assert strip(a) == strip(b)
+    other = run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path / "r", "--seed", 1))
+    assert strip((other / "metrics.csv").read_text().splitlines()) != strip(a)
+
+
+def test_fast_and_torchvision_loaders_train_identically(write_config, tmp_path):
+    runs = {}
+    for loader in ("fast", "torchvision"):
+        path = write_config(f"{loader}.yaml", data={"loader": loader})
+        result = cli("train", "--config", path, "--runs-dir", tmp_path / loader)
+        assert result.exit_code == 0, result.output
+        runs[loader] = run_dir_of(result)
+    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in runs.values())
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["history"][-1]["test_loss"] == b["history"][-1]["test_loss"]
+
+
+def test_val_split_columns(write_config, tmp_path):
+    path = write_config(data={"val_size": 64})
+    run = run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path))
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert header.endswith("val_loss,val_accuracy")
+    s = summary(run)
+    assert s["data"]["val_size"] == 64 and s["data"]["train_size"] == 256 and "val_accuracy" in s["best"]
+
+
+def test_cnn_trains(write_config, tmp_path):
+    path = write_config(model={"name": "cnn", "channels": [4, 8], "hidden": [16]}, train={"epochs": 1})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert math.isfinite(summary(run_dir_of(result))["final"]["test_loss"])
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "fashionmlp", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "compare-optimizers" in out.stdout
+
+
+def test_every_command_documents_every_option():
+    for command in (["train"], ["evaluate"], ["predict"], ["data"], ["compare-optimizers"], ["manual", "check"],
+                    ["manual", "train"]):
+        result = cli(*command, "--help")
+        assert result.exit_code == 0, command
+        assert "Usage" in result.stdout
