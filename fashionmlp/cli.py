@@ -271,6 +271,75 @@ def data(
         raise UserError("some files do not match the published MD5 (see above): replace them")
 
 
+# ---------------------------------------------------------------- compare-optimizers
+
+
+def _csv_list(text: str | None, option: str, kind=str) -> list | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected a comma-separated list, e.g. {option} 0,1,2") from None
+    if not values:
+        raise UserError(f"{option} {text!r}: the list is empty")
+    return values
+
+
+@app.command("compare-optimizers")
+@user_errors
+def compare_optimizers(
+    model: Annotated[Optional[str], typer.Option(help="mlp | cnn: the built-in study of that network "
+                                                      "(ignored with --config except as a check).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Study config: a training config plus "
+                                                   "`variants` (see configs/compare_mlp.yaml).")] = None,
+    optimizers: Annotated[Optional[str], typer.Option(help="Comma-separated variants to run "
+                                                           "(default: all), e.g. sgd,nesterov,adam,adam_lr1.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per variant (overrides train.epochs).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
+                                                      "(default: the config's seed).")] = None,
+    device: Device = None,
+    data_dir: DataDir = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the study folder is created.")] = Path("runs"),
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override KEY=VALUE for every variant (train.batch_size=256) or one "
+                      "(variants.adam.lr=0.001). Repeatable.")] = None,
+) -> None:
+    """Train the same network with several optimizers from the same start; plot and tabulate the result."""
+    from fashionmlp.compare import run_study, study_from_options, table_rows
+
+    if model is not None and model not in ("mlp", "cnn"):
+        raise UserError(f"--model: {model!r} is not allowed; allowed: mlp, cnn")
+    overrides = list(set_ or [])
+    overrides += [f"{k}={v}" for k, v in (("train.epochs", epochs), ("device", device)) if v is not None]
+    study = study_from_options(model, config, overrides, _csv_list(optimizers, "--optimizers"))
+    seed_list = _csv_list(seeds, "--seeds", int) or [study.base.seed]
+    if any(s < 0 for s in seed_list):
+        raise UserError(f"--seeds {seeds!r}: seeds must be >= 0")
+    with _graceful_stop() as should_stop:
+        result = run_study(study, seeds=seed_list, runs_dir=runs_dir, data_dir=data_dir,
+                           make_progress=lambda label: _progress(label), should_stop=should_stop)
+    from rich.console import Console
+    from rich.table import Table
+
+    header, cells = table_rows(result.rows)
+    table = Table(title=f"Optimizer comparison: {study.base.model.name}, {study.base.train.epochs} epochs")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("optimizer", "status") else "right")
+    for row in cells:
+        style = None if row[-1] == "completed" else "bold red"
+        table.add_row(*row, style=style)
+    Console(width=max(120, Console().width)).print(table)
+    typer.echo(f"plot: {result.study_dir / 'comparison.png'}")
+    typer.echo(f"table: {result.study_dir / 'summary.md'}")
+    if result.interrupted:
+        _err("interrupted: the study stopped early; the table covers the finished variants")
+        typer.echo(str(result.study_dir))
+        raise typer.Exit(130)
+    typer.echo(str(result.study_dir))
+
+
 def main() -> None:
     app(prog_name="fashionmlp")
 

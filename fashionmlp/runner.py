@@ -6,6 +6,7 @@ the writing here, at the edge. Problems the user can fix are raised as UserError
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -99,6 +100,19 @@ def prepare_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     return model
 
 
+def fingerprints(model: torch.nn.Module, generator: torch.Generator, n: int, batch_size: int) -> dict[str, str]:
+    """SHA-256 of the initial weights and of the first batch's sample indices: equal means same start."""
+    weights = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        weights.update(key.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    probe = torch.Generator()
+    probe.set_state(generator.get_state())  # a copy: the run's own generator is not advanced
+    first = epoch_order(n, probe)[:batch_size]
+    return {"initial_weights": weights.hexdigest(),
+            "first_batch": hashlib.sha256(first.numpy().tobytes()).hexdigest()}
+
+
 @dataclass
 class _Session:
     """Everything a run carries from epoch to epoch (and into its checkpoints)."""
@@ -150,6 +164,8 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         model.load_state_dict(initial_state)
     session = _Session(cfg, run_dir, device, data, model, build_optimizer(cfg.optimizer, model.parameters()),
                        torch.Generator().manual_seed(cfg.seed))
+    session.provenance["fingerprints"] = fingerprints(model, session.generator, len(data.train.labels),
+                                                      cfg.train.batch_size)
     write_config(run_dir / "config.yaml", cfg.to_dict())
     session.checkpoint("last.pt")  # epoch 0: an interrupted first epoch can still be resumed
     _write_summary(session, "running")
@@ -187,10 +203,13 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator()
     restore_rng(state["rng"], generator)
+    previous = _previous_summary(run_dir)
     session = _Session(cfg, run_dir, dev, data, model, optimizer, generator, epoch=done,
                        global_step=int(state["global_step"]), history=list(state["history"]),
                        step_losses=state["step_losses"].tolist(), best=dict(state["best"]),
-                       prior_seconds=_previous_seconds(run_dir))
+                       prior_seconds=float(previous.get("seconds") or 0.0))
+    if "fingerprints" in previous:
+        session.provenance["fingerprints"] = previous["fingerprints"]
     write_config(run_dir / "config.yaml", cfg.to_dict())
     MetricsFile(run_dir / "metrics.csv", data.val is not None).rewrite(session.history)
     _write_summary(session, "running")
@@ -198,11 +217,12 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
                  should_stop)
 
 
-def _previous_seconds(run_dir: Path) -> float:
+def _previous_summary(run_dir: Path) -> dict:
     try:
-        return float(json.loads((run_dir / "summary.json").read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        previous = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
 
 
 def _loop(s: _Session, tb: TensorBoardLog, progress: Progress, should_stop: Callable[[], bool]) -> RunResult:
@@ -245,7 +265,7 @@ def _loop(s: _Session, tb: TensorBoardLog, progress: Progress, should_stop: Call
                              "last_good_epoch": s.epoch}
     if status == "interrupted":
         extra["resume_command"] = f"fashionmlp train --resume {s.run_dir}"
-    if status != "interrupted" and s.history:
+    if status != "interrupted":
         _finish_outputs(s, tb)
     tb.close()
     summary = _write_summary(s, status, **extra)
@@ -277,7 +297,8 @@ def _record_epoch(s: _Session, result: EpochResult, metrics: MetricsFile, tb: Te
 
 def _finish_outputs(s: _Session, tb: TensorBoardLog) -> None:
     title = f"{s.cfg.run_name}: {s.cfg.model.name}, {s.cfg.optimizer.name} lr={s.cfg.optimizer.lr:g}"
-    loss_curve(s.history, s.step_losses, title).savefig(s.run_dir / "loss_curve.png", dpi=110)
+    if s.history:
+        loss_curve(s.history, s.step_losses, title).savefig(s.run_dir / "loss_curve.png", dpi=110)
     if s.confusion:
         tb.figure("confusion_matrix/test", confusion_matrix(s.confusion, title), s.global_step)
     # The metric values are the last points of these scalar tags, already in this run.

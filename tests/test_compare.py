@@ -1,0 +1,133 @@
+"""`fashionmlp compare-optimizers` on the tiny data set."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fashionmlp.compare import default_study_dict, load_study
+from fashionmlp.config import read_yaml
+from fashionmlp.errors import ConfigError
+from helpers import cli, scalars, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_config(tmp_path, tiny_data, **extra) -> Path:
+    raw = default_study_dict("mlp")
+    raw.update(device="cpu", model={"name": "mlp", "hidden": [32, 32]},
+               train={"epochs": 2, "batch_size": 32, "eval_batch_size": 64},
+               data={"dir": str(tiny_data), "verify_md5": False, "download": False}, **extra)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_data):
+    tmp = tmp_path_factory.mktemp("study")
+    result = cli("compare-optimizers", "--config", study_config(tmp, tiny_data), "--runs-dir", tmp / "runs",
+                 "--set", "variants.sgd.lr=1e6")  # absurd lr: sgd must diverge, the others go on
+    assert result.exit_code == 0, result.output
+    return Path(result.stdout.strip().splitlines()[-1]), result
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_shipped_study_configs_match_the_builtin_default(model):
+    shipped = load_study(read_yaml(ROOT / "configs" / f"compare_{model}.yaml"))
+    builtin = load_study(default_study_dict(model))
+    assert shipped == builtin
+    assert {n: (c.optimizer.name, c.optimizer.lr, c.optimizer.momentum) for n, c in shipped.variants.items()} == {
+        "sgd": ("sgd", 0.01, 0.0), "nesterov": ("nesterov", 0.01, 0.9), "adam": ("adam", 0.01, 0.0),
+        "adam_lr1": ("adam", 1.0, 0.0)}
+
+
+def test_every_variant_has_a_full_run_folder(study):
+    study_dir, _ = study
+    assert study_dir.name.startswith("compare-mlp-")
+    for name in ("sgd", "nesterov", "adam", "adam_lr1"):
+        run = study_dir / name
+        assert (run / "config.yaml").is_file() and (run / "summary.json").is_file(), name
+        assert list(run.glob("events.out.tfevents.*"))
+
+
+def test_same_initial_weights_and_first_batch(study):
+    study_dir, _ = study
+    prints = [summary(study_dir / n)["fingerprints"] for n in ("sgd", "nesterov", "adam", "adam_lr1")]
+    assert all(p == prints[0] for p in prints) and len(prints[0]["initial_weights"]) == 64
+    lrs = {n: yaml.safe_load((study_dir / n / "config.yaml").read_text())["optimizer"]["lr"]
+           for n in ("sgd", "adam_lr1")}
+    assert lrs == {"sgd": 1e6, "adam_lr1": 1.0}
+
+
+def test_divergence_is_contained(study):
+    study_dir, result = study
+    s = summary(study_dir / "sgd")
+    assert s["status"] == "diverged" and s["diverged"]["epoch"] == 1 and s["diverged"]["step"] >= 1
+    assert summary(study_dir / "nesterov")["status"] == "completed"
+    assert "diverged" in result.stdout
+
+
+def test_summary_table_sorted_with_columns(study):
+    study_dir, _ = study
+    with open(study_dir / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["optimizer", "lr", "momentum", "n", "final_train_loss", "final_test_loss",
+                             "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_epoch",
+                             "seconds_per_epoch", "status"]
+    assert {r["optimizer"] for r in rows} == {"sgd", "nesterov", "adam", "adam_lr1"}
+    accs = [float(r["final_test_accuracy"]) for r in rows]
+    finite = [a for a in accs if a == a]
+    assert finite == sorted(finite, reverse=True) and accs[: len(finite)] == finite  # nan (diverged) last
+    statuses = {r["optimizer"]: r["status"] for r in rows}
+    assert statuses["sgd"] == "diverged" and statuses["nesterov"] == "completed"
+    md = (study_dir / "summary.md").read_text()
+    assert md.count("\n| ") == 5 and "final test acc" in md  # header + 4 variants
+    assert (study_dir / "comparison.png").stat().st_size > 10_000
+
+
+def test_tensorboard_runs_overlay(study):
+    study_dir, _ = study
+    from helpers import accumulator
+
+    for name in ("nesterov", "adam"):
+        assert "accuracy/test" in scalars(study_dir / name)
+        assert "_hparams_/session_start_info" in accumulator(study_dir / name).PluginTagToContent("hparams")
+
+
+def test_seeds_give_mean_and_std(tmp_path, tiny_data):
+    result = cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--runs-dir", tmp_path / "r",
+                 "--optimizers", "adam,nesterov", "--seeds", "0,1", "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    study_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert sorted(p.name for p in study_dir.iterdir() if p.is_dir()) == [
+        "adam-seed0", "adam-seed1", "nesterov-seed0", "nesterov-seed1"]
+    assert summary(study_dir / "adam-seed0")["fingerprints"] == summary(study_dir / "nesterov-seed0")["fingerprints"]
+    assert summary(study_dir / "adam-seed0")["fingerprints"] != summary(study_dir / "adam-seed1")["fingerprints"]
+    with open(study_dir / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["n"] == "2" for r in rows) and "±" in (study_dir / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["variants.rmsprop.lr=1"], "no variant 'rmsprop'"),
+    (["variants.adam.lrr=1"], "unknown config key 'optimizer.lrr'"),
+    (["variants.adam.lr=-1"], "optimizer.lr: -1.0 is out of range"),
+])
+def test_bad_study_overrides(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(default_study_dict("mlp"), overrides)
+
+
+def test_failed_to_learn_on_real_data(real_data, tmp_path):
+    result = cli("compare-optimizers", "--model", "mlp", "--epochs", 1, "--device", "cpu", "--data-dir", real_data,
+                 "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    with open(Path(result.stdout.strip().splitlines()[-1]) / "summary.csv") as fh:
+        rows = {r["optimizer"]: r for r in csv.DictReader(fh)}
+    assert rows["adam_lr1"]["status"] == "failed to learn"
+    assert float(rows["adam_lr1"]["final_test_accuracy"]) < 0.12
+    for name in ("sgd", "nesterov", "adam"):
+        assert rows[name]["status"] == "completed" and float(rows[name]["final_test_accuracy"]) > 0.7
+    assert float(rows["nesterov"]["final_test_accuracy"]) > float(rows["sgd"]["final_test_accuracy"])
