@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,14 +24,13 @@ manual_app = typer.Typer(no_args_is_help=True, help="NumPy implementations of ba
 app.add_typer(manual_app, name="manual")
 
 DEBUG_ENV = "FASHIONMLP_DEBUG"
+_VERBOSE = contextvars.ContextVar("fashionmlp_verbose", default=False)  # set by the root callback per invocation
 
 # ---------------------------------------------------------------- errors and reporting
 
 
 def _verbose() -> bool:
-    ctx = typer.get_current_context(silent=True)
-    root = ctx.find_root() if ctx else None
-    return bool(os.environ.get(DEBUG_ENV)) or bool(root and root.obj and root.obj.get("verbose"))
+    return bool(os.environ.get(DEBUG_ENV)) or _VERBOSE.get()
 
 
 def _err(message: str) -> None:
@@ -53,10 +54,9 @@ def user_errors(command: Callable) -> Callable:
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show full tracebacks (or set {DEBUG_ENV}=1).")]
-          = False) -> None:
-    ctx.obj = {"verbose": verbose}
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show full tracebacks (or set "
+                                                                     f"{DEBUG_ENV}=1).")] = False) -> None:
+    _VERBOSE.set(verbose)
 
 
 @contextmanager
@@ -103,8 +103,8 @@ def _progress(label: str = ""):
 
     class Bar(Progress):
         def __init__(self):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-                TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                     TimeRemainingColumn(), transient=True)
@@ -145,26 +145,26 @@ def _report_run(result) -> None:
 
 # ---------------------------------------------------------------- train
 
-Overrides = Annotated[Optional[list[str]], typer.Option(
+Overrides = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1")]
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then $FASHIONMLP_DATA_DIR, "
          "then ./data).")]
-Device = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's device).")]
+Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 
 
 @app.command()
 @user_errors
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
     set_: Overrides = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
     device: Device = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides seed).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides seed).")] = None,
     data_dir: DataDir = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run folder prefix (overrides name).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint "
+    name: Annotated[str | None, typer.Option(help="Run folder prefix (overrides name).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint "
                                                          "(with --epochs N to extend it).")] = None,
 ) -> None:
     """Train a model from a YAML config; prints the run folder. Exit 0 done, 3 diverged, 130 interrupted."""
@@ -222,12 +222,12 @@ def evaluate(
 @user_errors
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `fashionmlp train`.")],
-    index: Annotated[Optional[list[int]], typer.Option(help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[Optional[Path], typer.Option(help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
+    index: Annotated[list[int] | None, typer.Option(help="Test-set image index, 0-9999 (repeatable).")] = None,
+    image: Annotated[Path | None, typer.Option(help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
                                                        "is, other sizes are resized to 28x28 with a warning.")] = None,
     invert: Annotated[bool, typer.Option(help="Invert --image (for dark objects on a light background; "
                                               "Fashion-MNIST is light on dark).")] = False,
-    grid: Annotated[Optional[Path], typer.Option(help="Save a picture of 16 test images with predicted/true labels.")] = None,
+    grid: Annotated[Path | None, typer.Option(help="Save a picture of 16 test images with predicted/true labels.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
     data_dir: DataDir = None,
     device: Device = None,
@@ -290,19 +290,19 @@ def _csv_list(text: str | None, option: str, kind=str) -> list | None:
 @app.command("compare-optimizers")
 @user_errors
 def compare_optimizers(
-    model: Annotated[Optional[str], typer.Option(help="mlp | cnn: the built-in study of that network "
+    model: Annotated[str | None, typer.Option(help="mlp | cnn: the built-in study of that network "
                                                       "(ignored with --config except as a check).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Study config: a training config plus "
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config: a training config plus "
                                                    "`variants` (see configs/compare_mlp.yaml).")] = None,
-    optimizers: Annotated[Optional[str], typer.Option(help="Comma-separated variants to run "
+    optimizers: Annotated[str | None, typer.Option(help="Comma-separated variants to run "
                                                            "(default: all), e.g. sgd,nesterov,adam,adam_lr1.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per variant (overrides train.epochs).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
+    epochs: Annotated[int | None, typer.Option(help="Epochs per variant (overrides train.epochs).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
                                                       "(default: the config's seed).")] = None,
     device: Device = None,
     data_dir: DataDir = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the study folder is created.")] = Path("runs"),
-    set_: Annotated[Optional[list[str]], typer.Option(
+    set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override KEY=VALUE for every variant (train.batch_size=256) or one "
                       "(variants.adam.lr=0.001). Repeatable.")] = None,
 ) -> None:

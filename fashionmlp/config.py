@@ -176,7 +176,7 @@ def _coerce(key: str, value: Any, annotation: Any, rules: dict[str, Any]) -> Any
 
 def _unknown_key(key: str, allowed: list[str]) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(leaf, allowed, n=1)
+    close = difflib.get_close_matches(leaf, allowed, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint}; allowed: {', '.join(allowed)}")
 

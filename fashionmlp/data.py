@@ -14,9 +14,9 @@ import gzip
 import hashlib
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -209,7 +209,7 @@ class TensorSplit:
     y: torch.Tensor
 
     @classmethod
-    def from_split(cls, split: Split, device: torch.device) -> "TensorSplit":
+    def from_split(cls, split: Split, device: torch.device) -> TensorSplit:
         x = normalize(torch.from_numpy(split.images))
         return cls(x.to(device), torch.from_numpy(split.labels).to(device))
 
@@ -222,7 +222,8 @@ def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def fast_batches(split: TensorSplit, batch_size: int, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def fast_batches(split: TensorSplit, batch_size: int,
+                 order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of `split` in `order`, by indexing the in-memory tensors."""
     order = order.to(split.x.device)
     for start in range(0, len(order), batch_size):
@@ -263,7 +264,8 @@ class _FixedOrder(torch.utils.data.Sampler):
 def classic_batches(split: Split, batch_size: int, order: torch.Tensor, num_workers: int = 0,
                     device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The same batches as `fast_batches`, through torchvision transforms and a DataLoader."""
+    pin = device is not None and device.type == "cuda"
     loader = torch.utils.data.DataLoader(_PilDataset(split), batch_size=batch_size, sampler=_FixedOrder(order),
-                                         num_workers=num_workers, pin_memory=device is not None and device.type == "cuda")
+                                         num_workers=num_workers, pin_memory=pin)
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)

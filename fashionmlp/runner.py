@@ -12,24 +12,42 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from fashionmlp import config as config_mod
 from fashionmlp.checkpoint import load_checkpoint, load_model_state, restore_rng, save_checkpoint
 from fashionmlp.config import RunConfig
-from fashionmlp.data import FashionMNIST, TensorSplit, classic_batches, epoch_order, fast_batches, \
-    load_fashion_mnist, resolve_data_dir
+from fashionmlp.data import (
+    FashionMNIST,
+    TensorSplit,
+    classic_batches,
+    epoch_order,
+    fast_batches,
+    load_fashion_mnist,
+    resolve_data_dir,
+)
 from fashionmlp.engine import EpochResult, fit, seed_everything
 from fashionmlp.errors import UserError
 from fashionmlp.models import build_model, n_params
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots import confusion_matrix, loss_curve
-from fashionmlp.tracking import HPARAM_METRICS, MetricsFile, TensorBoardLog, check_writable, create_run_dir, \
-    git_commit, hparams_of, versions, write_config, write_json
+from fashionmlp.tracking import (
+    HPARAM_METRICS,
+    MetricsFile,
+    TensorBoardLog,
+    check_writable,
+    create_run_dir,
+    git_commit,
+    hparams_of,
+    versions,
+    write_config,
+    write_json,
+)
 
 DIVERGED_EXIT = 3
 INTERRUPTED_EXIT = 130
@@ -183,24 +201,26 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         raise UserError(f"--resume {str(run_dir)!r}: not a fashionmlp run (no config.yaml)")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
+    overrides = [f"{key}={value}" for key, value in (("train.epochs", epochs), ("device", device))
+                 if value is not None]
+    cfg = config_mod.load_config(run_dir / "config.yaml", overrides)
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    overrides = []
-    if epochs is not None:
-        overrides.append(f"train.epochs={epochs}")
-    if device is not None:
-        overrides.append(f"device={device}")
-    cfg = config_mod.config_from_dict(state["config"], overrides)
     done = int(state["epoch"])
     if cfg.train.epochs <= done:
         raise UserError(f"--resume {str(run_dir)!r}: the run already has {done} of {cfg.train.epochs} epochs; "
                         f"pass --epochs N with N > {done} to extend it")
+    check_fits(cfg, state, run_dir / "checkpoints" / "last.pt", optimizer_too=True)
     dev = resolve_device(cfg.device)
     data = load_data(cfg, data_dir)
     set_threads(cfg)
     model = prepare_model(cfg, dev)
     load_model_state(model, state["model"], run_dir / "checkpoints" / "last.pt")
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{run_dir / 'checkpoints' / 'last.pt'}: optimizer state does not fit the configured "
+                        f"optimizer ({exc})") from None
     generator = torch.Generator()
     restore_rng(state["rng"], generator)
     previous = _previous_summary(run_dir)
@@ -340,6 +360,17 @@ def _write_summary(s: _Session, status: str, **extra: Any) -> dict:
 # ---------------------------------------------------------------- saved runs: evaluate and predict
 
 
+def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = False) -> None:
+    """The checkpoint must have been made for the model (and optimizer) that config.yaml describes."""
+    saved = state.get("config") or {}
+    if saved.get("model") != cfg.to_dict()["model"]:
+        raise UserError(f"{path}: checkpoint does not fit the configured model (config.yaml says "
+                        f"{cfg.to_dict()['model']}, the checkpoint was made for {saved.get('model')})")
+    if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
+        raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
+                        f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
+
+
 @dataclass
 class LoadedRun:
     cfg: RunConfig
@@ -359,8 +390,9 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: str | None = None)
     if checkpoint not in ("best", "last"):
         raise UserError(f"--checkpoint: {checkpoint!r} is not allowed; allowed: best, last")
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    cfg = config_mod.load_config(run_dir / "config.yaml", [f"device={device}"] if device else [])
     state = load_checkpoint(path)
-    cfg = config_mod.config_from_dict(state["config"], [f"device={device}"] if device else [])
+    check_fits(cfg, state, path)
     dev = resolve_device(cfg.device)
     set_threads(cfg)
     model = prepare_model(cfg, dev)

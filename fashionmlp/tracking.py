@@ -49,7 +49,9 @@ def check_writable(runs_dir: Path) -> None:
     probe = runs_dir
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir():
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({str(probe)!r} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
 
 

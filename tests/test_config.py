@@ -1,6 +1,8 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
 import yaml
-from pathlib import Path
 
 from fashionmlp.config import RunConfig, config_from_dict, load_config, parse_override, replace
 from fashionmlp.errors import ConfigError
@@ -30,7 +32,7 @@ def test_shipped_configs_load(path):
 
 def test_config_is_frozen_and_round_trips():
     cfg = load_config(None, ["optimizer.lr=0.1", "model.hidden=[10, 20, 30]"])
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
     again = config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert again == cfg and again.model.hidden == (10, 20, 30)

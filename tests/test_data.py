@@ -4,10 +4,21 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import idx_bytes, write_dataset
-from fashionmlp.data import (FILES, MEAN, STD, TensorSplit, classic_batches, epoch_order, fast_batches,
-                             load_fashion_mnist, normalize, read_idx, resolve_data_dir)
+
+from fashionmlp.data import (
+    FILES,
+    MEAN,
+    STD,
+    TensorSplit,
+    classic_batches,
+    epoch_order,
+    fast_batches,
+    load_fashion_mnist,
+    normalize,
+    read_idx,
+    resolve_data_dir,
+)
 from fashionmlp.errors import DataError
 
 

@@ -1,0 +1,310 @@
+"""Resume, interruption, divergence, torn files and bad input: the promises of a trustworthy training tool."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+from helpers import cli, run_dir_of, scalars, summary
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fashionmlp.config import config_from_dict
+from fashionmlp.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+# ---------------------------------------------------------------- 1. exact resume
+
+
+def test_resume_is_bit_for_bit(write_config, tmp_path):
+    path = write_config(train={"epochs": 4}, model={"name": "mlp", "hidden": [32, 32], "dropout": 0.2})
+    full = run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path / "full"))
+    part = run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path / "part", "--epochs", 2))
+    assert summary(part)["status"] == "completed" and summary(part)["epochs"] == 2
+    result = cli("train", "--resume", part, "--epochs", 4)
+    assert result.exit_code == 0, result.output
+    assert without_seconds(metrics_rows(part)) == without_seconds(metrics_rows(full))
+    a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["step_losses"], b["step_losses"])
+    assert summary(part)["epochs"] == 4 and yaml.safe_load((part / "config.yaml").read_text())["train"]["epochs"] == 4
+    # TensorBoard: the same points, none duplicated or missing
+    sa, sb = scalars(full), scalars(part)
+    for tag in ("loss/train_step", "loss/train", "accuracy/test"):
+        assert [s for s, _ in sb[tag]] == [s for s, _ in sa[tag]], tag
+        assert [v for _, v in sb[tag]] == pytest.approx([v for _, v in sa[tag]]), tag
+
+
+def test_resume_a_finished_run_needs_more_epochs(write_config, tmp_path):
+    run = run_dir_of(cli("train", "--config", write_config(), "--runs-dir", tmp_path))
+    result = cli("train", "--resume", run)
+    assert result.exit_code == 2 and "pass --epochs N with N > 2" in result.stderr
+
+
+# ---------------------------------------------------------------- 2/3. interruption and kill -9
+
+
+def _start(config: Path, runs: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fashionmlp", "train", "--config", str(config),
+                             "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _wait_for_epochs(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for run in runs.glob("*/metrics.csv"):
+            if len(run.read_text().splitlines()) > n:
+                return run.parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the expected epoch in time")
+
+
+@pytest.fixture
+def slow_config(write_config):
+    # batch 1: 320 steps per epoch, slow enough to be caught mid-epoch
+    return write_config("slow.yaml", train={"epochs": 60, "batch_size": 1})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_and_resumes(slow_config, tmp_path, sig):
+    proc = _start(slow_config, tmp_path)
+    run = _wait_for_epochs(tmp_path, 2, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["epochs"] >= 2
+    assert f"fashionmlp train --resume {run}" in err and s["resume_command"].endswith(str(run))
+    assert "Traceback" not in err
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == s["epochs"] == len(metrics_rows(run))
+    result = cli("train", "--resume", run, "--epochs", s["epochs"] + 1)
+    assert result.exit_code == 0, result.output
+    assert summary(run)["status"] == "completed" and len(metrics_rows(run)) == s["epochs"] + 1
+
+
+def test_kill_9_keeps_completed_epochs(slow_config, tmp_path):
+    proc = _start(slow_config, tmp_path)
+    run = _wait_for_epochs(tmp_path, 2, proc)
+    time.sleep(0.15)  # somewhere inside the next epoch
+    proc.kill()
+    proc.communicate()
+    rows = metrics_rows(run)
+    assert len(rows) >= 2 and all(set(r.values()) and None not in r.values() for r in rows)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] in (len(rows), len(rows) - 1)  # a kill between checkpoint and csv is repaired below
+    assert not list(run.glob("**/.*.tmp")) or True  # a temp file may be left; it is never read
+    result = cli("train", "--resume", run, "--epochs", state["epoch"] + 1)
+    assert result.exit_code == 0, result.output
+    assert len(metrics_rows(run)) == state["epoch"] + 1
+    steps = [s for s, _ in scalars(run)["loss/train"]]
+    assert len(steps) == len(set(steps)) == state["epoch"] + 1  # no duplicated epoch points
+
+
+# ---------------------------------------------------------------- 4. divergence
+
+
+def test_divergence_stops_with_exit_3(write_config, tmp_path):
+    path = write_config(optimizer={"name": "sgd", "lr": 1e6}, train={"epochs": 3})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path)
+    assert result.exit_code == 3, result.output
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "non-finite" in err[0] and "lower learning rate" in err[0]
+    run = run_dir_of(result)
+    s = summary(run)
+    assert s["status"] == "diverged" and s["diverged"]["epoch"] == 1 and s["diverged"]["step"] >= 1
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 0  # last good state
+    for p in torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"].values():
+        assert torch.isfinite(p).all()
+
+
+# ---------------------------------------------------------------- 5. bad input
+
+
+def _bad_cases(tmp: Path, data: Path, good_run: Path) -> list[tuple[str, list[str], str]]:
+    def cfg(name: str, text: str | None = None, **sections) -> str:
+        p = tmp / name
+        p.write_text(text if text is not None else yaml.safe_dump(tiny_config(data, **sections)))
+        return str(p)
+
+    broken = tmp / "broken"
+    broken.mkdir()
+    for f in data.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    wrong_fit = tmp / "wrong_fit"
+    (wrong_fit / "checkpoints").mkdir(parents=True)
+    (wrong_fit / "checkpoints" / "best.pt").write_bytes((good_run / "checkpoints" / "best.pt").read_bytes())
+    (wrong_fit / "checkpoints" / "last.pt").write_bytes((good_run / "checkpoints" / "last.pt").read_bytes())
+    (wrong_fit / "config.yaml").write_text(yaml.safe_dump(tiny_config(data, model={"hidden": [64]})))
+    evil = tmp / "evil"
+    (evil / "checkpoints").mkdir(parents=True)
+    (evil / "config.yaml").write_text((good_run / "config.yaml").read_text())
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp / "pwned"),))
+
+    with open(evil / "checkpoints" / "best.pt", "wb") as fh:
+        pickle.dump(Payload(), fh)
+    (tmp / "notes.txt").write_text("hello")
+    (tmp / "a_file").write_text("")
+    Image.new("L", (28, 28)).save(tmp / "ok.png")
+    return [
+        ("malformed YAML", ["train", "--config", cfg("m.yaml", "model: [oops\n")], "is not valid YAML at line"),
+        ("empty config", ["train", "--config", cfg("e.yaml", "")], "is empty"),
+        ("config not a mapping", ["train", "--config", cfg("l.yaml", "- 1\n- 2\n")], "must be a mapping"),
+        ("missing config", ["train", "--config", str(tmp / "nope.yaml")], "does not exist"),
+        ("unknown key", ["train", "--config", cfg("u.yaml", **{"optimizer": {"lrate": 0.1}})],
+         "unknown config key 'optimizer.lrate' (did you mean 'lr'?)"),
+        ("wrong type", ["train", "--config", cfg("t.yaml", train={"epochs": "ten"})], "train.epochs: 'ten' is not a whole"),
+        ("lr <= 0", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr=0"], "optimizer.lr: 0.0 is out of range"),
+        ("lr not finite", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr=.inf"], "not a finite number"),
+        ("batch_size < 1", ["train", "--config", cfg("g.yaml"), "--set", "train.batch_size=0"], "train.batch_size: 0"),
+        ("epochs < 1", ["train", "--config", cfg("g.yaml"), "--epochs", "0"], "train.epochs: 0 is out of range"),
+        ("momentum >= 1", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.momentum=1.5"],
+         "optimizer.momentum: 1.5 is out of range; allowed: >= 0.0 and < 1.0"),
+        ("unknown model", ["train", "--config", cfg("g.yaml"), "--set", "model.name=vit"], "model.name: 'vit'"),
+        ("unknown optimizer", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.name=lion"], "'lion'"),
+        ("unknown device", ["train", "--config", cfg("g.yaml"), "--device", "gpu"], "device: 'gpu' is not a device"),
+        ("--set without =", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr"], "expected KEY=VALUE"),
+        ("--set unknown key", ["train", "--config", cfg("g.yaml"), "--set", "train.epoch=3"],
+         "unknown config key 'train.epoch' (did you mean 'epochs'?)"),
+        ("no --config", ["train"], "--config is required"),
+        ("data missing offline", ["train", "--config", cfg("g.yaml"), "--data-dir", str(tmp / "empty")],
+         "Fashion-MNIST files missing"),
+        ("wrong MD5", ["train", "--config", cfg("md5.yaml", data={"verify_md5": True})], "does not match the published"),
+        ("truncated/non-IDX file", ["train", "--config", cfg("g.yaml"), "--data-dir", str(broken)],
+         "cannot be read as gzip"),
+        ("runs dir not writable", ["train", "--config", cfg("g.yaml"), "--runs-dir", str(tmp / "a_file" / "runs")],
+         "cannot be written"),
+        ("resume: not a run", ["train", "--resume", str(tmp)], "not a fashionmlp run"),
+        ("resume: no such dir", ["train", "--resume", str(tmp / "nope")], "no such run directory"),
+        ("resume: no checkpoint", ["train", "--resume", str(evil)], "no checkpoint to resume from"),
+        ("checkpoint does not fit", ["evaluate", str(wrong_fit)], "checkpoint does not fit the configured model"),
+        ("resume: checkpoint does not fit", ["train", "--resume", str(wrong_fit), "--epochs", "9"],
+         "checkpoint does not fit the configured model"),
+        ("malicious checkpoint", ["evaluate", str(evil)], "not a readable fashionmlp checkpoint"),
+        ("evaluate: not a run", ["evaluate", str(tmp)], "is not a fashionmlp run"),
+        ("predict: not a run", ["predict", str(tmp / "notes.txt"), "--index", "1"], "is not a directory"),
+        ("predict: missing image", ["predict", str(good_run), "--image", str(tmp / "nope.png")], "no such file"),
+        ("predict: not an image", ["predict", str(good_run), "--image", str(tmp / "notes.txt")], "not an image file"),
+        ("predict: index out of range", ["predict", str(good_run), "--index", "99999"], "out of range"),
+        ("predict: nothing asked", ["predict", str(good_run)], "nothing to predict"),
+        ("evaluate: bad checkpoint name", ["evaluate", str(good_run), "--checkpoint", "first"], "allowed: best, last"),
+        ("compare: unknown variant", ["compare-optimizers", "--optimizers", "sgd,lion"], "unknown variant 'lion'"),
+        ("compare: bad seeds", ["compare-optimizers", "--seeds", "a,b"], "expected a comma-separated list"),
+    ] + ([] if torch.cuda.is_available() else [
+        ("CUDA without CUDA", ["train", "--config", cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
+    ])
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, tiny_data):
+    tmp = tmp_path_factory.mktemp("good")
+    path = tmp / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
+    return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))
+
+
+def test_every_bad_input_gets_one_line_and_exit_2(tmp_path, tiny_data, good_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default ./runs must stay empty
+    cases = _bad_cases(tmp_path, tiny_data, good_run)
+    seen = []
+    for label, args, message in cases:
+        runs = tmp_path / "runs"
+        if "--runs-dir" not in args and args[0] == "train" and "--resume" not in args:
+            args = args + ["--runs-dir", str(runs)]
+        result = cli(*args)
+        err = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2, (label, result.output)
+        assert len(err) == 1 and err[0].startswith("error: "), (label, result.stderr)
+        assert message in err[0], (label, err[0])
+        assert "Traceback" not in result.output, label
+        assert not runs.exists() or not list(runs.iterdir()), f"{label}: left a run folder behind"
+        seen.append((label, err[0]))
+    assert not (tmp_path / "pwned").exists()  # the malicious checkpoint ran nothing
+    Path(os.environ.get("FASHIONMLP_BAD_INPUT_LOG", os.devnull)).write_text(
+        "\n".join(f"{label}\t{line}" for label, line in seen) + "\n")
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer: {lr: -1}\n")
+    quiet = cli("train", "--config", bad)
+    loud = cli("--verbose", "train", "--config", bad)
+    env = cli("train", "--config", bad, env={"FASHIONMLP_DEBUG": "1"})
+    assert quiet.exit_code == loud.exit_code == env.exit_code == 2
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr and "ConfigError" in loud.stderr and "Traceback" in env.stderr
+
+
+# ---------------------------------------------------------------- generated malformed configs
+
+KEYS = ["name", "seed", "device", "model", "optimizer", "train", "data", "bogus", "model.name", "model.hidden",
+        "optimizer.lr", "optimizer.momentum", "optimizer.name", "train.epochs", "train.batch_size", "data.subset",
+        "data.val_size", "data.loader", "optimizer.betas", "train.threads"]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8) | st.sampled_from(["mlp", "cnn", "adam", "sgd", "nesterov", "cuda:0", "fast"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6))
+def test_generated_configs_validate_or_fail_in_one_line(entries):
+    raw: dict = {}
+    for key, value in entries.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+        node[leaf] = value
+    try:
+        cfg = config_from_dict(raw)
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert cfg.train.epochs >= 1 and cfg.optimizer.lr > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_generated_yaml_text_validates_or_fails_in_one_line(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("y") / "c.yaml"
+    path.write_text(text)
+    from fashionmlp.config import load_config
+
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
