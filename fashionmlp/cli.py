@@ -156,7 +156,8 @@ Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (de
 @app.command()
 @user_errors
 def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
     set_: Overrides = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
     device: Device = None,
@@ -227,7 +228,8 @@ def predict(
                                                        "is, other sizes are resized to 28x28 with a warning.")] = None,
     invert: Annotated[bool, typer.Option(help="Invert --image (for dark objects on a light background; "
                                               "Fashion-MNIST is light on dark).")] = False,
-    grid: Annotated[Path | None, typer.Option(help="Save a picture of 16 test images with predicted/true labels.")] = None,
+    grid: Annotated[Path | None, typer.Option(
+        help="Save a picture of 16 test images with predicted/true labels.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
     data_dir: DataDir = None,
     device: Device = None,
