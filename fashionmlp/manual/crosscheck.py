@@ -1,0 +1,58 @@
+"""The same computation in torch float64 with autograd: the trusted twin of the NumPy code."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fashionmlp.manual.gradcheck import relative_error
+
+
+def torch_loss(output: str, z, y):
+    """The loss of each output head, written with torch's own functions (mean over the batch)."""
+    import torch.nn.functional as F
+
+    batch = z.shape[0]
+    if output == "softmax":
+        target = y if y.ndim == 2 else F.one_hot(y.long(), z.shape[1]).double()
+        return -(target * F.log_softmax(z, dim=1)).sum() / batch
+    if output == "sigmoid":
+        return F.binary_cross_entropy_with_logits(z, y, reduction="sum") / batch
+    if output == "margin":
+        return F.softplus(-y * z).sum() / batch
+    if output == "identity":
+        return 0.5 * ((z - y) ** 2).sum() / batch
+    raise ValueError(output)
+
+
+def torch_forward(net, X, params: dict):
+    """Z_L of the torch twin, for parameters given as a dict of tensors named like net.params()."""
+    import torch
+
+    act = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[net.hidden]
+    a = X
+    n = len(net.weights)
+    for l in range(1, n + 1):
+        a_next = a @ params[f"W{l}"]
+        if f"b{l}" in params:
+            a_next = a_next + params[f"b{l}"]
+        a = act(a_next) if l < n else a_next
+    return a
+
+
+def crosscheck(net, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
+    """Max abs and relative difference between NumPy and torch.autograd (float64) for the loss,
+    every parameter gradient and the input gradient: {"loss": {"abs":, "rel":}, "W1": ..., "X": ...}."""
+    import torch
+
+    params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in net.params().items()}
+    Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
+    yt = torch.tensor(y, dtype=torch.float64 if net.output != "softmax" or np.ndim(y) == 2 else torch.int64)
+    loss_t = torch_loss(net.output, torch_forward(net, Xt, params), yt)
+    loss_t.backward()
+    loss, grads = net.loss_and_grads(X, y)
+    dx = net.input_grad(X, y)
+    pairs = {"loss": (np.array(loss), loss_t.detach().numpy())}
+    pairs.update({k: (grads[k], params[k].grad.numpy()) for k in params})
+    pairs["X"] = (dx, Xt.grad.numpy())
+    return {k: {"abs": float(np.max(np.abs(a - b))) if np.size(a) else 0.0, "rel": relative_error(a, b)}
+            for k, (a, b) in pairs.items()}

@@ -1,0 +1,86 @@
+"""Finite-difference gradient checking.
+
+Numerical derivative by central differences, with the step scaled to the entry's size:
+    n_i = [f(x + h e_i) - f(x - h e_i)] / (2h),   h = eps · max(1, |x_i|)
+compared entrywise with the analytic gradient a by cs231n's relative error
+    |a_i - n_i| / max(|a_i|, |n_i|, 1e-12).
+
+The perturbed points are passed to f in extended precision (np.longdouble, 64-bit mantissa on x86-64),
+so a NumPy f computes in it too: the rounding error of f(x ± h) then stays near 1e-19/h instead of
+1e-16/h, which is what lets checks pass at 1e-7 even for gradient entries of size 1e-5. Where
+np.longdouble is plain float64 (some platforms), the check still works, only less sharply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+EXTENDED = np.longdouble
+Fn = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max_i |a_i - b_i| / max(|a_i|, |b_i|, 1e-12)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)))
+
+
+def numerical_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6,
+                   entries: np.ndarray | None = None) -> np.ndarray:
+    """Central differences of the scalar f at x for the flat `entries` (all by default; others are nan)."""
+    point = np.array(x, dtype=EXTENDED, copy=True)
+    flat = point.reshape(-1)
+    grad = np.full(flat.shape, np.nan)
+    for i in range(flat.size) if entries is None else entries:
+        original = flat[i]
+        h = EXTENDED(eps) * max(EXTENDED(1), abs(original))
+        flat[i] = original + h
+        plus = f(point)
+        flat[i] = original - h
+        minus = f(point)
+        flat[i] = original
+        grad[i] = float((EXTENDED(plus) - EXTENDED(minus)) / (2 * h))
+    return grad.reshape(np.shape(x))
+
+
+def gradcheck(f: Fn, x: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000, seed: int = 0) -> float:
+    """Max relative error between f's analytic gradient at x and central differences.
+
+    f(x) returns (value, dvalue/dx). Arrays larger than `max_entries` are checked on a seeded random sample.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    analytic = np.asarray(f(x)[1], dtype=np.float64)
+    entries = None
+    if max_entries is not None and x.size > max_entries:
+        entries = np.random.default_rng(seed).choice(x.size, size=max_entries, replace=False)
+    numeric = numerical_grad(lambda v: f(v)[0], x, eps, entries)
+    if entries is None:
+        return relative_error(analytic, numeric)
+    return relative_error(analytic.reshape(-1)[entries], numeric.reshape(-1)[entries])
+
+
+def check_network(net, X: np.ndarray, y: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000) -> dict:
+    """Max relative error vs finite differences of every parameter gradient and of dLoss/dX."""
+    from fashionmlp.manual.mlp import MLP
+
+    _, grads = net.loss_and_grads(X, y)
+    twin = MLP.from_weights([w.astype(EXTENDED) for w in net.weights],
+                            None if net.biases is None else [b.astype(EXTENDED) for b in net.biases],
+                            net.hidden, net.output)  # evaluated in extended precision for the differences
+    errors = {}
+    for name, param in twin.params().items():
+        def f(value, param=param, name=name):
+            saved = param.copy()
+            param[...] = value
+            try:
+                return twin.loss(X, y), grads[name]
+            finally:
+                param[...] = saved
+
+        errors[name] = gradcheck(f, net.params()[name], eps, max_entries)
+    errors["X"] = gradcheck(lambda v: (twin.loss(v, y), net.input_grad(X, y)), X, eps, max_entries)
+    return errors
