@@ -342,6 +342,62 @@ def compare_optimizers(
     typer.echo(str(result.study_dir))
 
 
+# ---------------------------------------------------------------- manual
+
+
+@manual_app.command("check")
+@user_errors
+def manual_check(seed: Annotated[int, typer.Option(help="Seed of the random test inputs.")] = 0) -> None:
+    """Check every NumPy function and several networks against finite differences and torch.autograd.
+
+    Exit 1 if any row exceeds 1e-7 (relative, vs finite differences) or 1e-10 (vs autograd).
+    """
+    from fashionmlp.manual.check import format_table, run_checks
+
+    rows = run_checks(seed)
+    typer.echo(format_table(rows))
+    if not all(r.passed for r in rows):
+        raise typer.Exit(1)
+
+
+@manual_app.command("train")
+@user_errors
+def manual_train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config (default: the same as "
+                                                "configs/manual_mlp.yaml: 784-100-100-10 ReLU, SGD lr 0.1).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
+    crosscheck: Annotated[bool, typer.Option(help="Train a torch float64 twin in lockstep and report the "
+                                                  "largest per-step loss difference and final weight difference.")]
+    = False,
+    set_: Overrides = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch."""
+    from fashionmlp.config import config_from_dict, load_config
+    from fashionmlp.manual.train import DEFAULTS, check_manual_config, train_numpy
+    from fashionmlp.runner import load_data
+
+    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    cfg = load_config(config, overrides) if config is not None else config_from_dict(DEFAULTS, overrides)
+    check_manual_config(cfg)
+    data = load_data(cfg, data_dir)
+    typer.echo(f"NumPy MLP {[784, *cfg.model.hidden, 10]} ({cfg.model.activation}), SGD lr {cfg.optimizer.lr:g}, "
+               f"batch {cfg.train.batch_size}, {len(data.train.labels)} training images"
+               + (", with a torch float64 twin" if crosscheck else ""))
+    worst_loss, last = 0.0, None
+    for e in train_numpy(cfg, data, crosscheck=crosscheck):
+        extra = (f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δθ| max {e.max_param_diff:.1e}"
+                 if crosscheck else "")
+        typer.echo(f"epoch {e.epoch:>3}/{cfg.train.epochs}  train loss {e.train_loss:.4f}  test loss "
+                   f"{e.test_loss:.4f}  test acc {e.test_accuracy:6.2%}  {e.seconds:.1f}s{extra}")
+        worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
+        last = e
+    typer.echo(f"final test accuracy {last.test_accuracy:.2%}")
+    if crosscheck:
+        typer.echo(f"crosscheck vs torch (float64, same init and batches): largest per-step loss difference "
+                   f"{worst_loss:.2e}, final parameter difference {last.max_param_diff:.2e}")
+
+
 def main() -> None:
     app(prog_name="fashionmlp")
 

@@ -1,0 +1,157 @@
+"""`fashionmlp manual check`: every function and a few networks against finite differences and autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fashionmlp.manual import functional as F
+from fashionmlp.manual.crosscheck import crosscheck
+from fashionmlp.manual.gradcheck import check_network, gradcheck, relative_error
+from fashionmlp.manual.mlp import MLP
+
+FD_TOL = 1e-7  # max relative error vs central differences
+AUTOGRAD_TOL = 1e-10  # max relative difference vs torch.autograd in float64
+
+
+@dataclass
+class Row:
+    check: str
+    fd_error: float
+    autograd_error: float
+
+    @property
+    def passed(self) -> bool:
+        return self.fd_error <= FD_TOL and self.autograd_error <= AUTOGRAD_TOL
+
+
+def _away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random values with |z| >= 0.1, so finite differences never straddle ReLU's kink."""
+    return rng.choice([-1.0, 1.0], size=shape) * (0.1 + rng.random(shape) * 2)
+
+
+def _weighted(name: str, fn: Callable, backward: Callable, torch_fn: Callable, z: np.ndarray, w: np.ndarray) -> Row:
+    """Check g(z) = Σ w ⊙ fn(z), whose gradient `backward(z)` returns (w ⊙ fn'(z) for elementwise fn)."""
+    import torch
+
+    fd = gradcheck(lambda v: (np.sum(w * fn(v)), backward(z)), z)
+    zt = torch.tensor(z, requires_grad=True)
+    (torch.tensor(w) * torch_fn(zt)).sum().backward()
+    auto = max(relative_error(fn(z), torch_fn(zt).detach().numpy()), relative_error(backward(z), zt.grad.numpy()))
+    return Row(name, fd, auto)
+
+
+def _elementwise(name: str, fn: Callable, grad: Callable, torch_fn: Callable, z: np.ndarray, w: np.ndarray) -> Row:
+    return _weighted(name, fn, lambda v: w * grad(v), torch_fn, z, w)
+
+
+def _random_biases(net: MLP, rng: np.random.Generator) -> MLP:
+    """Nonzero biases: zero ones can put a ReLU exactly on its kink (e.g. a sample whose units are all off)."""
+    return MLP.from_weights(net.weights, [rng.normal(0, 0.1, b.shape) for b in net.biases], net.hidden, net.output)
+
+
+def _loss(name: str, loss: Callable, grad: Callable, torch_loss: Callable, z: np.ndarray, y: np.ndarray) -> Row:
+    """Check a loss L(y, z) and its gradient with respect to the logits z."""
+    import torch
+
+    fd = gradcheck(lambda v: (loss(y, v), grad(y, z)), z)
+    zt = torch.tensor(z, requires_grad=True)
+    lt = torch_loss(zt, torch.tensor(y))
+    lt.backward()
+    auto = max(relative_error(loss(y, z), lt.item()), relative_error(grad(y, z), zt.grad.numpy()))
+    return Row(name, fd, auto)
+
+
+def _network(name: str, net: MLP, X: np.ndarray, y: np.ndarray) -> Row:
+    fd = max(check_network(net, X, y).values())
+    auto = max(v["rel"] for v in crosscheck(net, X, y).values())
+    return Row(name, fd, auto)
+
+
+def run_checks(seed: int = 0) -> list[Row]:
+    """The whole suite in float64; any overflow or invalid operation raises instead of passing silently."""
+    import torch
+    import torch.nn.functional as T
+
+    rng = np.random.default_rng(seed)
+    rows: list[Row] = []
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        z, w = rng.normal(0, 2, (6, 5)), rng.normal(size=(6, 5))
+        rows.append(_elementwise("sigmoid / sigmoid_grad", F.sigmoid, F.sigmoid_grad, torch.sigmoid, z, w))
+        rows.append(_elementwise("relu / relu_grad", F.relu, F.relu_grad, torch.relu, _away_from_zero(rng, (6, 5)), w))
+        rows.append(_elementwise("tanh / tanh_grad", F.tanh, F.tanh_grad, torch.tanh, z, w))
+        extreme = np.array([[-1e10, -50.0, -1.0, 0.0, 1.0, 50.0, 1e10]])
+        rows.append(_elementwise("sigmoid at ±1e10", F.sigmoid, F.sigmoid_grad, torch.sigmoid, extreme,
+                                 np.ones_like(extreme)))
+        rows.append(_weighted("softmax", lambda v: F.softmax(v), lambda v: F.softmax_backward(F.softmax(v), w),
+                              lambda t: torch.softmax(t, -1), z, w))
+        rows.append(_weighted("log_softmax", lambda v: F.log_softmax(v), lambda v: F.log_softmax_backward(v, w),
+                              lambda t: torch.log_softmax(t, -1), z, w))
+        # every entry extreme, so the finite-difference step (scaled to |z|) fits the function's scale
+        big, w_big = np.array([[1e10, -1e10, 2e10], [-1e10, 1e10, 3e10]]), rng.normal(size=(2, 3))
+        rows.append(_weighted("softmax / log_softmax at ±1e10", lambda v: F.softmax(v) + F.log_softmax(v),
+                              lambda v: F.softmax_backward(F.softmax(v), w_big) + F.log_softmax_backward(v, w_big),
+                              lambda t: torch.softmax(t, -1) + torch.log_softmax(t, -1), big, w_big))
+
+        y01 = rng.integers(0, 2, (8, 1)).astype(np.float64)
+        logits = rng.normal(0, 2, (8, 1))
+        rows.append(_loss("logistic_loss (from σ(z))", lambda y, v: F.logistic_loss(y, F.sigmoid(v)),
+                          lambda y, v: F.logistic_loss_grad(y, F.sigmoid(v)),
+                          lambda t, y: T.binary_cross_entropy(torch.sigmoid(t), y, reduction="sum") / len(t),
+                          logits, y01))
+        bce = lambda t, y: T.binary_cross_entropy_with_logits(t, y, reduction="sum") / len(t)  # noqa: E731
+        rows.append(_loss("stable_logistic_loss", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce,
+                          logits, y01))
+        ext_z = np.array([[1e10], [-1e10], [1e10], [-1e10]])
+        ext_y = np.array([[1.0], [0.0], [0.0], [1.0]])  # right with certainty, then wrong with certainty
+        rows.append(_loss("stable_logistic_loss at ±1e10", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce,
+                          ext_z, ext_y))
+        ypm = np.where(y01 > 0, 1.0, -1.0)
+        margin = lambda t, y: T.softplus(-y * t).sum() / len(t)  # noqa: E731
+        rows.append(_loss("margin_logistic_loss (±1 labels)", F.margin_logistic_loss, F.margin_logistic_loss_grad,
+                          margin, logits, ypm))
+        rows.append(_loss("margin_logistic_loss at ±1e10", F.margin_logistic_loss, F.margin_logistic_loss_grad,
+                          margin, ext_z, np.where(ext_y > 0, 1.0, -1.0)))
+        k_logits, labels = rng.normal(0, 2, (7, 5)), rng.integers(0, 5, 7)
+        rows.append(_loss("cross_entropy (int labels)", lambda y, v: F.cross_entropy(v, y),
+                          lambda y, v: F.cross_entropy_grad(v, y),
+                          lambda t, y: T.cross_entropy(t, y.long()), k_logits, labels))
+        rows.append(_loss("cross_entropy (one-hot)", lambda y, v: F.cross_entropy(v, y),
+                          lambda y, v: F.cross_entropy_grad(v, y),
+                          lambda t, y: -(y * torch.log_softmax(t, 1)).sum() / len(t), k_logits,
+                          F.one_hot(labels, 5)))
+        rows.append(_loss("cross_entropy at ±1e10", lambda y, v: F.cross_entropy(v, y),
+                          lambda y, v: F.cross_entropy_grad(v, y),
+                          lambda t, y: T.cross_entropy(t, y.long()), big, np.array([0, 2])))
+
+        X4, Y4 = rng.normal(size=(4, 4)), rng.integers(0, 2, (4, 5)).astype(np.float64)
+        rows.append(_network("net 4-5-5: sigmoid hidden, sigmoid out, logistic loss",
+                             _random_biases(MLP([4, 5, 5], "sigmoid", "sigmoid", seed=seed), rng), X4, Y4))
+        X6, y6 = rng.normal(size=(8, 6)), rng.integers(0, 3, 8)
+        rows.append(_network("net 6-8-8-3: relu hidden, softmax out, cross-entropy",
+                             _random_biases(MLP([6, 8, 8, 3], "relu", "softmax", seed=seed), rng), X6, y6))
+        X2 = rng.normal(size=(10, 2))
+        y2 = np.where(X2[:, :1] * X2[:, 1:] > 0, 1.0, -1.0)  # XOR-like ±1 labels on 2-D inputs
+        rows.append(_network("net 2-6-1: relu hidden, identity out, margin loss, ±1 labels",
+                             _random_biases(MLP([2, 6, 1], "relu", "margin", seed=seed), rng), X2, y2))
+        X5, y5 = rng.normal(size=(6, 5)), rng.integers(0, 4, 6)
+        rows.append(_network("net 5-6-6-6-4: 3 tanh hidden layers, softmax out",
+                             _random_biases(MLP([5, 6, 6, 6, 4], "tanh", "softmax", seed=seed), rng), X5, y5))
+        rows.append(_network("net 5-6-3 without biases: sigmoid hidden, softmax out",
+                             MLP([5, 6, 3], "sigmoid", "softmax", bias=False, seed=seed), X5, y5 % 3))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    width = max(len(r.check) for r in rows)
+    lines = [f"{'check':<{width}}  {'vs finite diff.':>15}  {'vs autograd':>12}  result",
+             f"{'':<{width}}  {'(max rel. err)':>15}  {'(max rel.)':>12}"]
+    for r in rows:
+        lines.append(f"{r.check:<{width}}  {r.fd_error:>15.2e}  {r.autograd_error:>12.2e}  "
+                     f"{'pass' if r.passed else 'FAIL'}")
+    n_fail = sum(not r.passed for r in rows)
+    lines.append(f"tolerances: {FD_TOL:g} vs finite differences, {AUTOGRAD_TOL:g} vs autograd (float64)")
+    lines.append(f"{len(rows) - n_fail} passed, {n_fail} failed")
+    return "\n".join(lines)
