@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import cli, scalars, summary
 
 from fashionmlp.compare import default_study_dict, load_study
 from fashionmlp.config import read_yaml
 from fashionmlp.errors import ConfigError
+
+from helpers import cli, scalars, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes, write_dataset
 
 from fashionmlp.data import (
     FILES,
@@ -20,6 +19,8 @@ from fashionmlp.data import (
     resolve_data_dir,
 )
 from fashionmlp.errors import DataError
+
+from conftest import idx_bytes, write_dataset
 
 
 def test_reads_flat_layout(tiny_data):

@@ -15,6 +15,7 @@ from fashionmlp.config import config_from_dict
 from fashionmlp.data import load_fashion_mnist
 from fashionmlp.manual.check import run_checks
 from fashionmlp.manual.train import DEFAULTS, train_numpy
+
 from helpers import cli
 
 FD_TOL, AUTOGRAD_TOL = 1e-7, 1e-10

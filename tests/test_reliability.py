@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
-from helpers import cli, run_dir_of, scalars, summary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from fashionmlp.config import config_from_dict
 from fashionmlp.errors import ConfigError
+
+from conftest import tiny_config
+from helpers import cli, run_dir_of, scalars, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 import yaml
-from helpers import accumulator, cli, run_dir_of, scalars, summary
 from PIL import Image
 
 from fashionmlp.data import CLASSES
+
+from helpers import accumulator, cli, run_dir_of, scalars, summary
 
 STEPS_PER_EPOCH = 10  # 320 tiny training images / batch 32
 
