@@ -273,7 +273,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     csv_text = buffer.getvalue()
     atomic_write(study_dir / "summary.csv", lambda fh: fh.write(csv_text), mode="w")
     series = {}
-    for r in rows:
+    by_name = {r["optimizer"]: r for r in rows}
+    for r in (by_name[name] for name in study.variants if name in by_name):  # config order: stable colors
         runs = [o for o in outcomes if o.name == r["optimizer"]]
         epochs = max(base.train.epochs, 1)
         grid = {key: np.full((len(runs), epochs), np.nan) for key in ("train_loss", "test_accuracy")}

@@ -50,7 +50,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = _spec((100, 100), ge=1)  # MLP hidden widths; CNN classifier widths
     activation: str = _spec("relu", choices=ACTIVATIONS)
     channels: tuple[int, ...] = _spec((16, 32), ge=1)  # CNN: output channels of the two conv blocks
-    dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # before each hidden linear layer's output
+    dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # after each hidden activation (0: none)
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,10 @@ def load_fashion_mnist(root: Path, *, verify_md5: bool = True, allow_download: b
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), (x/255 - MEAN) / STD: the same ops as ToTensor+Normalize."""
-    x = images.unsqueeze(1).to(torch.float32).div(255)
-    return x.sub(torch.tensor(MEAN)).div(torch.tensor(STD))
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 pixels, got {images.dtype}")
+    x = images.unsqueeze(1).to(torch.float32)
+    return x.div_(255).sub_(torch.tensor(MEAN)).div_(torch.tensor(STD))  # in place: one float copy, not four
 
 
 @dataclass

@@ -9,6 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import settings
+
+# The same generated examples on every run: a property test that fails, fails every time.
+# (HYPOTHESIS_PROFILE=explore draws new examples, to hunt for failures on purpose.)
+settings.register_profile("fashionmlp", derandomize=True, print_blob=True)
+settings.register_profile("explore", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fashionmlp"))
 
 REAL_DATA_CANDIDATES = [os.environ.get("FASHIONMLP_DATA_DIR"),
                         str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist")]

@@ -2,6 +2,7 @@
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +165,25 @@ def test_every_command_documents_every_option():
         result = cli(*command, "--help")
         assert result.exit_code == 0, command
         assert "Usage" in result.stdout
+
+
+def test_data_command_reports_md5(tiny_data, tmp_path):
+    result = cli("data", "--data-dir", tiny_data, "--no-download")
+    assert result.exit_code == 2 and result.stdout.count("MD5 MISMATCH") == 4
+    assert "do not match the published MD5" in result.stderr
+    missing = cli("data", "--data-dir", tmp_path / "none", "--no-download")
+    assert missing.exit_code == 2 and "MISSING" in missing.stdout
+
+
+def test_data_command_on_real_data(real_data):
+    result = cli("data", "--data-dir", real_data, "--no-download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("MD5 ok") == 4
+
+
+def test_real_data_one_epoch_of_adam(real_data, tmp_path):
+    config = Path(__file__).resolve().parents[1] / "configs" / "mlp_adam.yaml"
+    result = cli("train", "--config", config, "--epochs", 1, "--device", "cpu",
+                 "--data-dir", real_data, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert summary(run_dir_of(result))["final"]["test_accuracy"] >= 0.80

@@ -1,0 +1,25 @@
+"""scripts/bench.py runs and writes the JSON it promises (its numbers are measured, not tested)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"model", "batch_size", "fast_samples_per_s", "classic_samples_per_s", "speedup", "peak_gflops",
+        "achieved_gflops", "peak_fraction"}
+
+
+def test_quick_benchmark_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--synthetic", "2048",
+                             "--repeats", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    cases = json.loads(out.read_text())
+    assert [(c["model"], c["batch_size"]) for c in cases] == [("mlp", 128), ("mlp", 1024), ("cnn", 128), ("cnn", 128)]
+    for case in cases:
+        assert KEYS <= set(case)
+        assert case["fast_samples_per_s"] > 0 and case["classic_samples_per_s"] > 0 and case["peak_gflops"] > 0
+        assert abs(case["speedup"] - case["fast_samples_per_s"] / case["classic_samples_per_s"]) < 0.01 * case["speedup"] + 0.01
+        assert abs(case["peak_fraction"] - case["achieved_gflops"] / case["peak_gflops"]) < 1e-3
+    assert "fast samples/s" in result.stdout
