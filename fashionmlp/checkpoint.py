@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"no checkpoint at {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them: one line is enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors of every kind: the file is not a checkpoint we can trust
         raise UserError(f"{path}: not a readable fashionmlp checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
