@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,11 +91,17 @@ def download(root: Path) -> None:
     """Fetch the four files through torchvision's mirrors into `root/FashionMNIST/raw`."""
     from torchvision.datasets import FashionMNIST
 
+    created = root.absolute()
+    while not created.parent.exists():
+        created = created.parent
+    created = None if created.exists() else created  # the topmost folder this call makes, if any
     try:
         root.mkdir(parents=True, exist_ok=True)
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
     except Exception as exc:  # any network or mirror failure: the user's fix is the same
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)  # leave no empty folders behind a failed download
         raise DataError(_missing_message(root, [k for k, (n, _) in FILES.items() if _locate(root, n) is None],
                                          f"download failed: {exc.__class__.__name__}")) from exc
 

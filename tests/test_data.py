@@ -64,7 +64,8 @@ def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError, match="download failed: RuntimeError.*put the four .gz files there"):
-        load_fashion_mnist(tmp_path / "new", allow_download=True)
+        load_fashion_mnist(tmp_path / "new" / "deeper", allow_download=True)
+    assert not (tmp_path / "new").exists()  # no empty folders left behind
 
 
 @pytest.mark.parametrize("damage,message", [
