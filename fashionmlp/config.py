@@ -24,6 +24,7 @@ MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("sgd", "nesterov", "adam")
 SCHEDULES = ("constant", "cosine")
 LOADERS = ("fast", "torchvision")
+PRECISIONS = ("fp32", "bf16")
 
 
 def _spec(default: Any, **rules: Any) -> Any:
@@ -70,6 +71,7 @@ class TrainConfig:
     eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
     threads: int = _spec(0, ge=0)  # CPU intra-op threads; 0 = all cores this process may use
     channels_last: bool = _spec(True)  # CNN on CPU: measured faster (see README, Performance)
+    precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes (faster where supported)
 
 
 @dataclass(frozen=True)

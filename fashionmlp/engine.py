@@ -41,8 +41,12 @@ class EpochStats:
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                     batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
                     should_stop: Callable[[], bool] = lambda: False,
-                    on_step: Callable[[int], None] | None = None) -> EpochStats:
-    """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks)."""
+                    on_step: Callable[[int], None] | None = None,
+                    autocast: torch.dtype | None = None) -> EpochStats:
+    """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks).
+
+    `autocast` (e.g. torch.bfloat16) runs the forward pass and loss under torch.autocast.
+    """
     model.train()
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
@@ -51,7 +55,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     interrupted = False
     start = time.perf_counter()
     for x, y in batches:
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,14 +129,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
         batches_for_epoch: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
         lr_for_epoch: Callable[[int], float], test: TensorSplit, val: TensorSplit | None = None,
         eval_batch_size: int = 2000, should_stop: Callable[[], bool] = lambda: False,
-        on_step: Callable[[int], None] | None = None) -> Iterator[EpochResult]:
+        on_step: Callable[[int], None] | None = None, autocast: torch.dtype | None = None
+        ) -> Iterator[EpochResult]:
     """Train over `epochs`, yielding one EpochResult per epoch; stops after a diverged or interrupted epoch."""
     for epoch in epochs:
         lr = lr_for_epoch(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         stats = train_one_epoch(model, optimizer, batches_for_epoch(epoch), should_stop=should_stop,
-                                on_step=on_step)
+                                on_step=on_step, autocast=autocast)
         row = {"epoch": epoch, "train_loss": stats.train_loss, "lr": lr, "seconds": stats.seconds}
         if stats.interrupted and stats.nonfinite_step is None:
             yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status="interrupted")

@@ -269,7 +269,8 @@ def _loop(s: _Session, tb: TensorBoardLog, progress: Progress, should_stop: Call
                           batches_for_epoch=batches_for_epoch,
                           lr_for_epoch=lambda e: lr_at(cfg.optimizer, e, cfg.train.epochs),
                           test=test_split, val=val_split, eval_batch_size=cfg.train.eval_batch_size,
-                          should_stop=should_stop, on_step=progress.step):
+                          should_stop=should_stop, on_step=progress.step,
+                          autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None):
             if result.status != "ok":
                 status, last = result.status, result
                 break

@@ -5,8 +5,9 @@ against the machine's measured float32 matrix-multiply peak.
     python scripts/bench.py                       # full: real data (if found), median of 3 epochs per case
     python scripts/bench.py --quick --json b.json # a fraction of an epoch per measurement, < 1 minute
 
-Cases: MLP batch 128, MLP batch 1024, CNN batch 128 (channels_last, as `train` uses it), and the CNN without
-channels_last (the measurement behind that default). Every measurement follows a warm-up of the same length.
+Cases: MLP batch 128, MLP batch 1024, CNN batch 128 (channels_last, as `train` uses it), the CNN without
+channels_last (the measurement behind that default) and the CNN with `train.precision: bf16` (autocast; both
+pipelines). Every measurement follows a warm-up of the same length.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from fashionmlp.models import build_model, train_flops_per_sample
 from fashionmlp.optim import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
-CASES = [("mlp", 128, True), ("mlp", 1024, True), ("cnn", 128, True), ("cnn", 128, False)]
+CASES = [("mlp", 128, True, "fp32"), ("mlp", 1024, True, "fp32"), ("cnn", 128, True, "fp32"),
+         ("cnn", 128, False, "fp32"), ("cnn", 128, True, "bf16")]
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -56,8 +58,8 @@ def load_train(args) -> tuple[Split, str]:
     return data.train, f"Fashion-MNIST train ({len(data.train.labels)} images, {root})"
 
 
-def measure(model_name: str, batch: int, channels_last: bool, train: Split, *, classic_workers: int | None,
-            steps: int | None, repeats: int) -> float:
+def measure(model_name: str, batch: int, channels_last: bool, precision: str, train: Split, *,
+            classic_workers: int | None, steps: int | None, repeats: int) -> float:
     """Median samples/s over `repeats` epochs (or `steps`-step slices) after one warm-up of the same length."""
     cfg = config_from_dict({"model": {"name": model_name} | ({"hidden": [128]} if model_name == "cnn" else {}),
                             "optimizer": {"name": "nesterov", "lr": 0.01, "momentum": 0.9},
@@ -78,7 +80,8 @@ def measure(model_name: str, batch: int, channels_last: bool, train: Split, *, c
             batches = classic_batches(train, batch, order, classic_workers)
         if steps is not None:
             batches = itertools.islice(batches, steps)
-        stats = train_one_epoch(model, optimizer, batches)
+        stats = train_one_epoch(model, optimizer, batches,
+                                autocast=torch.bfloat16 if precision == "bf16" else None)
         if i > 0:  # the first pass is the warm-up
             rates.append(stats.samples_per_second)
     return statistics.median(rates)
@@ -98,20 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; data: {source}")
     print(f"float32 matmul peak (2048^3 torch.mm, best of 5): {peak:.1f} GFLOP/s\n")
-    header = (f"{'model':<5} {'batch':>5} {'ch.last':>7} {'fast samples/s':>15} {'classic samples/s':>18} "
+    header = (f"{'model':<5} {'batch':>5} {'ch.last':>7} {'prec.':>5} {'fast samples/s':>15} {'classic samples/s':>18} "
               f"{'workers':>7} {'speedup':>8} {'GFLOP/sample':>12} {'achieved GFLOP/s':>16} {'of peak':>8}")
     print(header)
     cases = []
-    for model_name, batch, channels_last in CASES:
+    for model_name, batch, channels_last, precision in CASES:
         steps = None
         if args.quick:
             steps = max(4, 4096 // batch)
-        fast = measure(model_name, batch, channels_last, train, classic_workers=None, steps=steps,
+        fast = measure(model_name, batch, channels_last, precision, train, classic_workers=None, steps=steps,
                        repeats=args.repeats)
         classic, workers = 0.0, 0
         classic_steps = None if steps is None else max(2, steps // 4)
         for w in (0, 2):
-            rate = measure(model_name, batch, channels_last, train, classic_workers=w, steps=classic_steps,
+            rate = measure(model_name, batch, channels_last, precision, train, classic_workers=w, steps=classic_steps,
                            repeats=args.repeats)
             if rate > classic:
                 classic, workers = rate, w
@@ -119,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             {"hidden": [128]} if model_name == "cnn" else {})}).model)
         flops = train_flops_per_sample(model)
         achieved = fast * flops / 1e9
-        case = {"model": model_name, "batch_size": batch, "channels_last": channels_last,
+        case = {"model": model_name, "batch_size": batch, "channels_last": channels_last, "precision": precision,
                 "fast_samples_per_s": round(fast, 1), "classic_samples_per_s": round(classic, 1),
                 "classic_num_workers": workers, "speedup": round(fast / classic, 2),
                 "flops_per_sample": flops, "peak_gflops": round(peak, 2), "achieved_gflops": round(achieved, 2),
                 "peak_fraction": round(achieved / peak, 4)}
         cases.append(case)
-        print(f"{model_name:<5} {batch:>5} {str(channels_last):>7} {fast:>15,.0f} {classic:>18,.0f} {workers:>7} "
+        print(f"{model_name:<5} {batch:>5} {str(channels_last):>7} {precision:>5} {fast:>15,.0f} {classic:>18,.0f} "
+              f"{workers:>7} "
               f"{fast / classic:>7.1f}x {flops / 1e9:>12.5f} {achieved:>16.1f} {achieved / peak:>8.1%}",
               flush=True)
     if args.json:

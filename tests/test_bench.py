@@ -16,7 +16,8 @@ def test_quick_benchmark_writes_json(tmp_path):
                              "--repeats", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     cases = json.loads(out.read_text())
-    assert [(c["model"], c["batch_size"]) for c in cases] == [("mlp", 128), ("mlp", 1024), ("cnn", 128), ("cnn", 128)]
+    assert [(c["model"], c["batch_size"], c["precision"]) for c in cases] == [
+        ("mlp", 128, "fp32"), ("mlp", 1024, "fp32"), ("cnn", 128, "fp32"), ("cnn", 128, "fp32"), ("cnn", 128, "bf16")]
     for case in cases:
         assert KEYS <= set(case)
         assert case["fast_samples_per_s"] > 0 and case["classic_samples_per_s"] > 0 and case["peak_gflops"] > 0

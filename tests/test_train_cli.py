@@ -144,6 +144,16 @@ def test_val_split_columns(write_config, tmp_path):
     assert s["data"]["val_size"] == 64 and s["data"]["train_size"] == 256 and "val_accuracy" in s["best"]
 
 
+def test_bf16_autocast_trains(write_config, tmp_path):
+    path = write_config(train={"epochs": 2, "precision": "bf16"})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    s = summary(run_dir_of(result))
+    assert s["final"]["test_accuracy"] > 0.5
+    bf16 = torch.load(run_dir_of(result) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(t.dtype == torch.float32 for t in bf16.values())  # autocast: the weights stay float32
+
+
 def test_cnn_trains(write_config, tmp_path):
     path = write_config(model={"name": "cnn", "channels": [4, 8], "hidden": [16]}, train={"epochs": 1})
     result = cli("train", "--config", path, "--runs-dir", tmp_path)
