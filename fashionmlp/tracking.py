@@ -163,4 +163,5 @@ def hparams_of(config: dict) -> dict[str, Any]:
     return {"model": model["name"], "hidden": str(model["hidden"]), "activation": model["activation"],
             "optimizer": optim["name"], "lr": optim["lr"], "momentum": optim["momentum"],
             "weight_decay": optim["weight_decay"], "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "precision": train["precision"],
             "seed": config["seed"]}
