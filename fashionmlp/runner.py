@@ -277,6 +277,10 @@ def _loop(s: _Session, tb: TensorBoardLog, progress: Progress, should_stop: Call
             _record_epoch(s, result, metrics, tb)
             last = result
             progress.end_epoch(result, cfg.train.epochs)
+    except Exception as exc:  # a bug, not a user mistake: record it beside the run, then let it raise
+        _write_summary(s, "crashed", error=f"{exc.__class__.__name__}: {exc}",
+                       resume_command=f"fashionmlp train --resume {s.run_dir}")
+        raise
     finally:
         progress.close()
     extra: dict[str, Any] = {}

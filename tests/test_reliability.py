@@ -147,6 +147,21 @@ def test_divergence_stops_with_exit_3(write_config, tmp_path):
         assert torch.isfinite(p).all()
 
 
+def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
+    import fashionmlp.engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(fashionmlp.engine, "evaluate", broken)
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs")
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1  # bugs raise, not exit 2
+    (run,) = (tmp_path / "runs").iterdir()
+    s = summary(run)
+    assert s["status"] == "crashed" and "simulated bug" in s["error"]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 0
+
+
 # ---------------------------------------------------------------- 5. bad input
 
 
