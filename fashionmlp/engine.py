@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionmlp.data import TensorSplit
+from fashionmlp.optim import set_lr
 
 CHECK_FINITE_EVERY = 50  # steps between the (synchronizing) checks for a non-finite loss
 
@@ -134,8 +135,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
     """Train over `epochs`, yielding one EpochResult per epoch; stops after a diverged or interrupted epoch."""
     for epoch in epochs:
         lr = lr_for_epoch(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         stats = train_one_epoch(model, optimizer, batches_for_epoch(epoch), should_stop=should_stop,
                                 on_step=on_step, autocast=autocast)
         row = {"epoch": epoch, "train_loss": stats.train_loss, "lr": lr, "seconds": stats.seconds}

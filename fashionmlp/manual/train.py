@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,7 @@ from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, epoch_order, normalize
 from fashionmlp.errors import ConfigError
 from fashionmlp.manual.crosscheck import torch_forward, torch_loss
+from fashionmlp.manual.functional import cross_entropy
 from fashionmlp.manual.mlp import MLP
 
 
@@ -72,19 +74,17 @@ def _as_arrays(images: np.ndarray) -> np.ndarray:
 
 
 def evaluate_numpy(net: MLP, X: np.ndarray, y: np.ndarray, batch: int = 2000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy, one forward pass per batch."""
     loss, correct = 0.0, 0
     for i in range(0, len(y), batch):
-        z = net.logits(X[i:i + batch])
-        loss += float(net.loss(X[i:i + batch], y[i:i + batch])) * len(z)
-        correct += int(np.sum(np.argmax(z, axis=1) == y[i:i + batch]))
+        z, labels = net.logits(X[i:i + batch]), y[i:i + batch]
+        loss += float(cross_entropy(z, labels)) * len(z)
+        correct += int(np.sum(np.argmax(z, axis=1) == labels))
     return loss / len(y), correct / len(y)
 
 
-def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False,
-                on_step: Callable[[int, int], None] | None = None) -> Iterator[ManualEpoch]:
+def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False) -> Iterator[ManualEpoch]:
     """Yield one ManualEpoch per epoch of minibatch SGD; batches come from the same seeded order as `train`."""
-    import time
-
     check_manual_config(cfg)
     X, y = _as_arrays(data.train.images), data.train.labels
     X_test, y_test = _as_arrays(data.test.images), data.test.labels
@@ -92,20 +92,17 @@ def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False,
     twin = TorchTwin(net, cfg.optimizer.lr) if crosscheck else None
     generator = torch.Generator().manual_seed(cfg.seed)
     bs = cfg.train.batch_size
-    steps = -(-len(y) // bs)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         order = epoch_order(len(y), generator).numpy()
         total, worst = 0.0, 0.0
-        for step, i in enumerate(range(0, len(y), bs), start=1):
+        for i in range(0, len(y), bs):
             idx = order[i:i + bs]
             loss, grads = net.loss_and_grads(X[idx], y[idx])
             net.sgd_step(grads, cfg.optimizer.lr)
             total += float(loss) * len(idx)
             if twin is not None:
                 worst = max(worst, abs(float(loss) - twin.step(X[idx], y[idx])))
-            if on_step is not None:
-                on_step(step, steps)
         seconds = time.perf_counter() - start
         test_loss, test_acc = evaluate_numpy(net, X_test, y_test)
         yield ManualEpoch(epoch, total / len(y), test_loss, test_acc, seconds,
