@@ -146,11 +146,10 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
               should_stop: Callable[[], bool] = lambda: False) -> StudyResult:
     """Train every variant for every seed from one shared initialization per seed, then write the report."""
     base = study.base
-    runner.resolve_device(base.device)
+    device = runner.resolve_device(base.device)
     check_writable(runs_dir)
     data = runner.load_data(base, data_dir)
     study_dir = create_run_dir(runs_dir, f"compare-{base.model.name}")
-    device = runner.resolve_device(base.device)
     outcomes: list[VariantOutcome] = []
     interrupted = False
     for seed in seeds:
