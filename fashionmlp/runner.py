@@ -233,8 +233,30 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     write_config(run_dir / "config.yaml", cfg.to_dict())
     MetricsFile(run_dir / "metrics.csv", data.val is not None).rewrite(session.history)
     _write_summary(session, "running")
-    return _loop(session, TensorBoardLog(run_dir, purge_step=session.global_step + 1), progress or Progress(),
-                 should_stop)
+    return _loop(session, _reopen_tensorboard(session), progress or Progress(), should_stop)
+
+
+def _reopen_tensorboard(s: _Session) -> TensorBoardLog:
+    """Continue the run's TensorBoard log from the checkpoint: purge everything from the first step of the
+    last checkpointed epoch on, and log that epoch again from the checkpoint (a kill may have come between
+    the checkpoint and the TensorBoard flush). Every point is then there exactly once."""
+    _wait_for_a_later_second(s.run_dir)
+    if not s.history:
+        return TensorBoardLog(s.run_dir, purge_step=1)
+    last = s.history[-1]
+    start = int(s.history[-2]["global_step"]) if len(s.history) > 1 else 0
+    tb = TensorBoardLog(s.run_dir, purge_step=start + 1)
+    tb.epoch(last, s.step_losses[start:s.global_step], start + 1, last["samples_per_second"])
+    return tb
+
+
+def _wait_for_a_later_second(run_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and names begin with the creation second; the
+    purge marker of a resumed log only works from a file that sorts after the old ones (at most 1 s wait)."""
+    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")
+               if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
 
 
 def _previous_summary(run_dir: Path) -> dict:
@@ -303,7 +325,7 @@ def _record_epoch(s: _Session, result: EpochResult, metrics: MetricsFile, tb: Te
     s.epoch = result.epoch
     s.global_step += len(result.step_losses)
     s.step_losses.extend(result.step_losses)
-    row = dict(result.metrics, samples_per_second=result.samples_per_second)
+    row = dict(result.metrics, samples_per_second=result.samples_per_second, global_step=s.global_step)
     s.history.append(row)
     key = "val_accuracy" if "val_accuracy" in row else "test_accuracy"
     improved = not s.best or row[key] > s.best.get(key, -1.0)
