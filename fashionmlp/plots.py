@@ -107,7 +107,9 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
             ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
             if values.shape[0] > 1:
                 std = np.nanstd(values, axis=0)
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+                # never below the lowest seed: keeps the band positive on the log-scale loss panel
+                low = np.maximum(mean - std, np.nanmin(values, axis=0))
+                ax.fill_between(x, low, mean + std, color=color, alpha=0.2)
             if s["status"] == "diverged":
                 last = np.flatnonzero(np.isfinite(mean))
                 if len(last):
