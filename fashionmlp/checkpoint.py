@@ -39,6 +39,12 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
         raise
 
 
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file as atomically as atomic_write writes one."""
+    data = source.read_bytes()
+    atomic_write(target, lambda fh: fh.write(data))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

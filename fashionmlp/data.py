@@ -119,8 +119,9 @@ def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = Tru
     paths = {s.key: s.path for s in status}
     if verify_md5:
         for key, path in paths.items():
-            if path.suffix == ".gz" and md5sum(path) != FILES[key][1]:
-                raise DataError(f"{path}: MD5 {md5sum(path)} does not match the published {FILES[key][1]}; "
+            digest = md5sum(path) if path.suffix == ".gz" else None
+            if digest is not None and digest != FILES[key][1]:
+                raise DataError(f"{path}: MD5 {digest} does not match the published {FILES[key][1]}; "
                                 "the file is damaged or not Fashion-MNIST (set data.verify_md5: false for "
                                 "other IDX files)")
     return paths

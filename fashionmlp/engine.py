@@ -66,8 +66,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
         samples += len(y)
         if on_step is not None:
             on_step(len(losses))
-        if len(losses) % CHECK_FINITE_EVERY == 0:
-            nonfinite_step = _first_nonfinite(losses)
+        if len(losses) % CHECK_FINITE_EVERY == 0:  # only the steps since the last check
+            nonfinite_step = _first_nonfinite(losses, len(losses) - CHECK_FINITE_EVERY)
             if nonfinite_step is not None:
                 break
         if should_stop():
@@ -82,11 +82,12 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     return EpochStats(train_loss, step_losses.tolist(), samples, seconds, nonfinite_step, interrupted)
 
 
-def _first_nonfinite(losses: list[torch.Tensor]) -> int | None:
-    if not losses:
+def _first_nonfinite(losses: list[torch.Tensor], start: int = 0) -> int | None:
+    """1-based step of the first non-finite loss among losses[start:], or None."""
+    if len(losses) <= start:
         return None
-    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
-    return int(bad[0]) + 1 if len(bad) else None
+    bad = (~torch.isfinite(torch.stack(losses[start:]))).nonzero()
+    return start + int(bad[0]) + 1 if len(bad) else None
 
 
 @torch.inference_mode()

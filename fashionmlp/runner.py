@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fashionmlp import config as config_mod
-from fashionmlp.checkpoint import load_checkpoint, load_model_state, restore_rng, save_checkpoint
+from fashionmlp.checkpoint import atomic_copy, load_checkpoint, load_model_state, restore_rng, save_checkpoint
 from fashionmlp.config import RunConfig
 from fashionmlp.data import (
     FashionMNIST,
@@ -334,8 +334,8 @@ def _record_epoch(s: _Session, result: EpochResult, metrics: MetricsFile, tb: Te
         if key == "val_accuracy":
             s.best["val_accuracy"] = row["val_accuracy"]
     s.checkpoint("last.pt")
-    if improved:
-        s.checkpoint("best.pt")
+    if improved:  # the same state: copy the bytes instead of serializing twice
+        atomic_copy(s.run_dir / "checkpoints" / "last.pt", s.run_dir / "checkpoints" / "best.pt")
     metrics.append(row)
     tb.epoch(row, result.step_losses, first_step, result.samples_per_second)
     s.confusion = result.confusion

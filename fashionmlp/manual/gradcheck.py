@@ -63,24 +63,35 @@ def gradcheck(f: Fn, x: np.ndarray, eps: float = 1e-6, max_entries: int | None =
     return relative_error(analytic.reshape(-1)[entries], numeric.reshape(-1)[entries])
 
 
-def check_network(net, X: np.ndarray, y: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000) -> dict:
-    """Max relative error vs finite differences of every parameter gradient and of dLoss/dX."""
+def network_losses(net, X: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.ndarray], float]]:
+    """{"W1": W ↦ loss, ..., "X": X ↦ loss}: the loss as a function of each parameter (the others fixed) and
+    of the input, computed on an extended-precision copy of `net` for finite differences."""
     from fashionmlp.manual.mlp import MLP
 
-    _, grads = net.loss_and_grads(X, y)
     twin = MLP.from_weights([w.astype(EXTENDED) for w in net.weights],
                             None if net.biases is None else [b.astype(EXTENDED) for b in net.biases],
-                            net.hidden, net.output)  # evaluated in extended precision for the differences
-    errors = {}
-    for name, param in twin.params().items():
-        def f(value, param=param, name=name):
+                            net.hidden, net.output)
+
+    def of_param(param: np.ndarray) -> Callable[[np.ndarray], float]:
+        def loss(value: np.ndarray) -> float:
             saved = param.copy()
             param[...] = value
             try:
-                return twin.loss(X, y), grads[name]
+                return twin.loss(X, y)
             finally:
                 param[...] = saved
 
-        errors[name] = gradcheck(f, net.params()[name], eps, max_entries)
-    errors["X"] = gradcheck(lambda v: (twin.loss(v, y), net.input_grad(X, y)), X, eps, max_entries)
-    return errors
+        return loss
+
+    losses = {name: of_param(param) for name, param in twin.params().items()}
+    losses["X"] = lambda value: twin.loss(value, y)
+    return losses
+
+
+def check_network(net, X: np.ndarray, y: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000) -> dict:
+    """Max relative error vs finite differences of every parameter gradient and of dLoss/dX."""
+    _, grads = net.loss_and_grads(X, y)
+    grads["X"] = net.input_grad(X, y)
+    points = {**net.params(), "X": X}
+    return {name: gradcheck(lambda v, loss=loss, name=name: (loss(v), grads[name]), points[name], eps, max_entries)
+            for name, loss in network_losses(net, X, y).items()}
