@@ -6,6 +6,7 @@ the writing here, at the edge. Problems the user can fix are raised as UserError
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -99,10 +100,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(cfg: RunConfig) -> None:
-    """Intra-op threads = the cores this process may use (or train.threads)."""
+    """Intra-op threads = the cores this process may use (or train.threads); glibc keeps freed memory."""
     threads = cfg.train.threads or len(os.sched_getaffinity(0))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them back to the OS.
+
+    Every training step frees and re-allocates the same few MB of activations; by default glibc returns such
+    blocks to the OS and the next step pays a page fault per 4 KiB touched. Measured on the CNN (batch 128,
+    2-core CPU, 4 runs each): 65-1,150 minor page faults per step by default, 0-22 with this; 0-12% more
+    samples/s; peak memory unchanged. A no-op where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value
+    mallopt(_M_TRIM_THRESHOLD, 2**30)
 
 
 def load_data(cfg: RunConfig, data_dir: str | Path | None = None) -> FashionMNIST:

@@ -31,6 +31,7 @@ from fashionmlp.data import ENV_VAR, Split, TensorSplit, classic_batches, epoch_
 from fashionmlp.engine import seed_everything, train_one_epoch
 from fashionmlp.models import build_model, train_flops_per_sample
 from fashionmlp.optim import build_optimizer
+from fashionmlp.runner import set_threads
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 CASES = [("mlp", 128, None, "fp32"), ("mlp", 1024, None, "fp32"), ("cnn", 128, True, "fp32"),
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, metavar="N", help="use N random images instead of the data set")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per case; the median is reported")
     args = parser.parse_args(argv)
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    set_threads(config_from_dict({}))  # as `train` does: one thread per core, freed memory kept for reuse
     train, source = load_train(args)
     peak = matmul_peak_gflops()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

@@ -356,3 +356,38 @@ def test_generated_yaml_text_validates_or_fails_in_one_line(tmp_path_factory, te
         load_config(path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+import torch.nn.functional as F
+from fashionmlp.models import SmallCNN
+from fashionmlp.runner import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+model = SmallCNN().to(memory_format=torch.channels_last)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+def step():
+    optimizer.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+for _ in range(5):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
+    faults = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                             check=True)
+        faults[mode] = int(out.stdout.strip())
+    print(faults)
+    assert faults["keep"] < faults["default"] / 4, faults
