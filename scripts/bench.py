@@ -9,6 +9,11 @@ Each case measures the fast path and the classic pipeline (num_workers 0 and 2) 
 Cases: MLP batch 128, MLP batch 1024, CNN batch 128 (channels_last, as `train` uses it), the CNN without
 channels_last (the measurement behind that default) and the CNN with `train.precision: bf16` (autocast; both
 pipelines). Every measurement follows a warm-up of the same length.
+
+Each round also measures how much of the machine's parallelism is there at that moment ("scaling": a small
+matrix multiply on all threads vs on one; about 1.9 on two free cores). On a shared VM it drops when the other core is
+busy elsewhere, and then the fast path, which uses both cores, loses more than the classic pipeline, whose
+per-sample Python work runs on one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import statistics
@@ -48,6 +54,33 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
     return best
+
+
+def core_scaling(repeats: int = 300) -> float:
+    """Speed of a small matmul on all intra-op threads over its speed on one thread (best of 3 each).
+
+    The shape is the MLP's first layer at batch 128, (128, 784) @ (784, 100): ~100 us per call, so it feels
+    the cost of starting and joining threads as the training steps do (a large matmul hides it).
+    """
+    a, b = torch.randn(128, 784), torch.randn(784, 100)
+    threads = torch.get_num_threads()
+
+    def seconds() -> float:
+        torch.mm(a, b)
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    torch.set_num_threads(1)
+    try:
+        single = seconds()
+    finally:
+        torch.set_num_threads(threads)
+    return single / seconds()
 
 
 def load_train(args) -> tuple[Split, str]:
@@ -95,8 +128,9 @@ class Pipeline:
 
 
 def measure_case(model_name: str, batch: int, channels_last: bool | None, precision: str, train: Split,
-                 split: TensorSplit, *, quick: bool, repeats: int) -> tuple[float, float, int]:
-    """(fast samples/s, best classic samples/s, its num_workers): medians over `repeats` rounds after a warm-up.
+                 split: TensorSplit, *, quick: bool, repeats: int) -> tuple[float, float, int, float]:
+    """(fast samples/s, best classic samples/s, its num_workers, core scaling): medians over `repeats` rounds
+    after a warm-up.
 
     The pipelines take turns within each round, so a machine whose speed drifts over minutes (shared VMs do)
     slows all of them alike instead of biasing the ratio.
@@ -108,11 +142,13 @@ def measure_case(model_name: str, batch: int, channels_last: bool | None, precis
     pipelines = [fast, *classics]
     for p in pipelines:
         p.epoch(record=False)  # warm-up
+    scaling = []
     for _ in range(repeats):
+        scaling.append(core_scaling())
         for p in pipelines:
             p.epoch()
     best = max(classics, key=lambda p: p.median)
-    return fast.median, best.median, best.workers
+    return fast.median, best.median, best.workers, statistics.median(scaling)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} threads; data: {source}")
     print(f"float32 matmul peak (2048^3 torch.mm, best of 5): {peak:.1f} GFLOP/s\n")
     header = (f"{'model':<5} {'batch':>5} {'ch.last':>7} {'prec.':>5} {'fast samples/s':>15} {'classic samples/s':>18} "
-              f"{'workers':>7} {'speedup':>8} {'GFLOP/sample':>12} {'achieved GFLOP/s':>16} {'of peak':>8}")
+              f"{'workers':>7} {'speedup':>8} {'GFLOP/sample':>12} {'achieved GFLOP/s':>16} {'of peak':>8} "
+              f"{'scaling':>7}")
     print(header)
     cases = []
     split = TensorSplit.from_split(train, torch.device("cpu"))
     for model_name, batch, channels_last, precision in CASES:
-        fast, classic, workers = measure_case(model_name, batch, channels_last, precision, train, split,
+        fast, classic, workers, scaling = measure_case(model_name, batch, channels_last, precision, train, split,
                                               quick=args.quick, repeats=args.repeats)
         model = build_model(config_from_dict({"model": {"name": model_name} | (
             {"hidden": [128]} if model_name == "cnn" else {})}).model)
@@ -145,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
                 "fast_samples_per_s": round(fast, 1), "classic_samples_per_s": round(classic, 1),
                 "classic_num_workers": workers, "speedup": round(fast / classic, 2),
                 "flops_per_sample": flops, "peak_gflops": round(peak, 2), "achieved_gflops": round(achieved, 2),
-                "peak_fraction": round(achieved / peak, 4)}
+                "peak_fraction": round(achieved / peak, 4), "core_scaling": round(scaling, 2)}
         cases.append(case)
         layout = "-" if channels_last is None else str(channels_last)
         print(f"{model_name:<5} {batch:>5} {layout:>7} {precision:>5} {fast:>15,.0f} {classic:>18,.0f} "
               f"{workers:>7} "
-              f"{fast / classic:>7.1f}x {flops / 1e9:>12.5f} {achieved:>16.1f} {achieved / peak:>8.1%}",
+              f"{fast / classic:>7.1f}x {flops / 1e9:>12.5f} {achieved:>16.1f} {achieved / peak:>8.1%} "
+              f"{scaling:>6.2f}x",
               flush=True)
     if args.json:
         args.json.write_text(json.dumps(cases, indent=2) + "\n")

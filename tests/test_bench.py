@@ -1,13 +1,14 @@
 """scripts/bench.py runs and writes the JSON it promises (its numbers are measured, not tested)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"model", "batch_size", "fast_samples_per_s", "classic_samples_per_s", "speedup", "peak_gflops",
-        "achieved_gflops", "peak_fraction"}
+        "achieved_gflops", "peak_fraction", "core_scaling"}
 
 
 def test_quick_benchmark_writes_json(tmp_path):
@@ -21,6 +22,7 @@ def test_quick_benchmark_writes_json(tmp_path):
     for case in cases:
         assert KEYS <= set(case)
         assert case["fast_samples_per_s"] > 0 and case["classic_samples_per_s"] > 0 and case["peak_gflops"] > 0
+        assert 0 < case["core_scaling"] < 2 * os.cpu_count()
         assert abs(case["speedup"] - case["fast_samples_per_s"] / case["classic_samples_per_s"]) < 0.01 * case["speedup"] + 0.01
         assert abs(case["peak_fraction"] - case["achieved_gflops"] / case["peak_gflops"]) < 1e-3
     assert "fast samples/s" in result.stdout
