@@ -181,9 +181,10 @@ class FashionMNIST:
     root: Path
 
 
-def load_fashion_mnist(root: Path, *, verify_md5: bool = True, allow_download: bool = True,
+def load_fashion_mnist(root: str | Path, *, verify_md5: bool = True, allow_download: bool = True,
                        subset: int | None = None, val_size: int = 0, seed: int = 0) -> FashionMNIST:
     """Decode the data set; `subset` keeps the first N training images, `val_size` carves a seeded val split."""
+    root = Path(root)
     paths = ensure_files(root, verify_md5=verify_md5, allow_download=allow_download)
     train, test = _read_split(paths, "train"), _read_split(paths, "test")
     if subset is not None:

@@ -36,9 +36,9 @@ def test_reads_torchvision_layout_uncompressed(tmp_path):
     assert len(data.train.labels) == 320
 
 
-def test_subset_and_val_split_are_seeded(tiny_data):
+def test_subset_and_val_split_are_seeded(tiny_data):  # (b: the folder as a plain string works too)
     a = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=3)
-    b = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=3)
+    b = load_fashion_mnist(str(tiny_data), verify_md5=False, allow_download=False, subset=200, val_size=50, seed=3)
     c = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=200, val_size=50, seed=4)
     assert len(a.train.labels) == 150 and len(a.val.labels) == 50
     assert np.array_equal(a.val.images, b.val.images)
