@@ -11,9 +11,9 @@ channels_last (the measurement behind that default) and the CNN with `train.prec
 pipelines). Every measurement follows a warm-up of the same length.
 
 Each round also measures how much of the machine's parallelism is there at that moment ("scaling": a small
-matrix multiply on all threads vs on one; about 1.9 on two free cores). On a shared VM it drops when the other core is
-busy elsewhere, and then the fast path, which uses both cores, loses more than the classic pipeline, whose
-per-sample Python work runs on one.
+matrix multiply on all threads vs on one; about 1.9 on two cores that serve at once). On a shared VM it drops in
+slow spells (to ~1.5 on this project's machine), and then the fast path, which needs both cores, loses more than
+the classic pipeline, whose per-sample Python work runs on one.
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ def measure_case(model_name: str, batch: int, channels_last: bool | None, precis
     """(fast samples/s, best classic samples/s, its num_workers, core scaling): medians over `repeats` rounds
     after a warm-up.
 
-    The pipelines take turns within each round, so a machine whose speed drifts over minutes (shared VMs do)
-    slows all of them alike instead of biasing the ratio.
+    The pipelines take turns within each round, so a slow spell of the machine (shared VMs have them) falls
+    on all of them instead of on one; it still slows the fast path more (see `core_scaling`).
     """
     steps = max(4, 4096 // batch) if quick else None
     classic_steps = None if steps is None else max(2, steps // 4)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     split = TensorSplit.from_split(train, torch.device("cpu"))
     for model_name, batch, channels_last, precision in CASES:
         fast, classic, workers, scaling = measure_case(model_name, batch, channels_last, precision, train, split,
-                                              quick=args.quick, repeats=args.repeats)
+                                                       quick=args.quick, repeats=args.repeats)
         model = build_model(config_from_dict({"model": {"name": model_name} | (
             {"hidden": [128]} if model_name == "cnn" else {})}).model)
         flops = train_flops_per_sample(model)
