@@ -1,16 +1,13 @@
 """Checkpoints: model, optimizer, progress and every RNG, as tensors and plain Python types only.
 
 Plain contents let `torch.load(..., weights_only=True)` read a checkpoint from anyone without running code.
-Writes go to a temporary file that is renamed over the target, so a crash never leaves a torn file.
+Writes are atomic (tracking.atomic_write), so a crash never leaves a torn file.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +15,10 @@ import numpy as np
 import torch
 
 from fashionmlp.errors import UserError
+from fashionmlp.tracking import atomic_write
 
 FORMAT = "fashionmlp-checkpoint"
 VERSION = 1
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy a file as atomically as atomic_write writes one."""
-    data = source.read_bytes()
-    atomic_write(target, lambda fh: fh.write(data))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def rng_state(data_generator: torch.Generator) -> dict[str, Any]:

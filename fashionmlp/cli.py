@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from fashionmlp import status
 from fashionmlp.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,6 +26,7 @@ app.add_typer(manual_app, name="manual")
 
 DEBUG_ENV = "FASHIONMLP_DEBUG"
 _VERBOSE = contextvars.ContextVar("fashionmlp_verbose", default=False)  # set by the root callback per invocation
+_ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fashionmlp_argv", default=None)
 
 # ---------------------------------------------------------------- errors and reporting
 
@@ -62,7 +64,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show f
 @contextmanager
 def _graceful_stop() -> Iterator[Callable[[], bool]]:
     """First Ctrl-C/SIGTERM: finish the step, save, exit 130. Second Ctrl-C: exit at once."""
-    from fashionmlp.runner import StopFlag
+    from fashionmlp.engine import StopFlag
 
     flag = StopFlag()
 
@@ -88,7 +90,7 @@ def _graceful_stop() -> Iterator[Callable[[], bool]]:
 
 def _progress(label: str = ""):
     """A rich progress bar on a terminal, one plain line per epoch otherwise (CI logs)."""
-    from fashionmlp.runner import Progress
+    from fashionmlp.engine import Progress
 
     def line(result, epochs: int) -> str:
         m = result.metrics
@@ -130,10 +132,10 @@ def _progress(label: str = ""):
 
 def _report_run(result) -> None:
     s = result.summary
-    if result.status == "completed":
+    if result.status == status.COMPLETED:
         typer.echo(f"done: test accuracy {s['final']['test_accuracy']:.2%} (best {s['best']['test_accuracy']:.2%} "
                    f"at epoch {s['best']['epoch']}), {s['seconds']:.1f}s")
-    elif result.status == "diverged":
+    elif result.status == status.DIVERGED:
         d = s["diverged"]
         _err(f"diverged: the loss became non-finite at epoch {d['epoch']}, step {d['step']} (lr {d['lr']:g}); "
              f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; try a lower learning rate, "
@@ -169,35 +171,34 @@ def train(
                                                          "(with --epochs N to extend it).")] = None,
 ) -> None:
     """Train a model from a YAML config; prints the run folder. Exit 0 done, 3 diverged, 130 interrupted."""
-    from fashionmlp import runner
-    from fashionmlp.config import load_config
+    from fashionmlp.config import load_config, shortcut_overrides
+    from fashionmlp.resume import resume as resume_run
+    from fashionmlp.run import train as train_run
 
     with _graceful_stop() as should_stop:
         if resume is not None:
             if config is not None or set_ or seed is not None or name is not None:
                 raise UserError("--resume continues a run with its saved config; only --epochs, --device and "
                                 "--data-dir may be given with it")
-            result = runner.resume(resume, epochs=epochs, data_dir=data_dir, device=device, progress=_progress(),
-                                   should_stop=should_stop)
+            result = resume_run(resume, epochs=epochs, data_dir=data_dir, device=device, progress=_progress(),
+                                should_stop=should_stop, command=_command_line())
         else:
             if config is None:
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
-            overrides = list(set_ or [])
-            overrides += [f"{key}={value}" for key, value in
-                          (("train.epochs", epochs), ("device", device), ("seed", seed)) if value is not None]
-            if name is not None:
-                overrides.append(f"name={_yaml_str(name)}")
+            overrides = list(set_ or []) + shortcut_overrides(epochs=epochs, device=device, seed=seed, name=name)
             cfg = load_config(config, overrides)
-            result = runner.train(cfg, runs_dir=runs_dir, data_dir=data_dir, progress=_progress(),
-                                  should_stop=should_stop)
+            result = train_run(cfg, runs_dir=runs_dir, data_dir=data_dir, progress=_progress(),
+                               should_stop=should_stop, command=_command_line())
     _report_run(result)
     raise typer.Exit(result.exit_code)
 
 
-def _yaml_str(text: str) -> str:
-    import json
+def _command_line() -> str | None:
+    """This invocation as the user would type it again (recorded in summary.json); None when not run by main()."""
+    import shlex
 
-    return json.dumps(text)  # a JSON string is a YAML string: keeps "1" or "true" as text
+    argv = _ARGV.get()
+    return None if argv is None else shlex.join(["fashionmlp", *argv])
 
 
 # ---------------------------------------------------------------- evaluate, predict, data
@@ -310,18 +311,19 @@ def compare_optimizers(
 ) -> None:
     """Train the same network with several optimizers from the same start; plot and tabulate the result."""
     from fashionmlp.compare import run_study, study_from_options, table_rows
+    from fashionmlp.config import shortcut_overrides
 
     if model is not None and model not in ("mlp", "cnn"):
         raise UserError(f"--model: {model!r} is not allowed; allowed: mlp, cnn")
-    overrides = list(set_ or [])
-    overrides += [f"{k}={v}" for k, v in (("train.epochs", epochs), ("device", device)) if v is not None]
+    overrides = list(set_ or []) + shortcut_overrides(epochs=epochs, device=device)
     study = study_from_options(model, config, overrides, _csv_list(optimizers, "--optimizers"))
     seed_list = _csv_list(seeds, "--seeds", int) or [study.base.seed]
     if any(s < 0 for s in seed_list):
         raise UserError(f"--seeds {seeds!r}: seeds must be >= 0")
     with _graceful_stop() as should_stop:
         result = run_study(study, seeds=seed_list, runs_dir=runs_dir, data_dir=data_dir,
-                           make_progress=lambda label: _progress(label), should_stop=should_stop)
+                           make_progress=lambda label: _progress(label), should_stop=should_stop,
+                           command=_command_line())
     from rich.console import Console
     from rich.table import Table
 
@@ -330,7 +332,7 @@ def compare_optimizers(
     for h in header:
         table.add_column(h, justify="left" if h in ("optimizer", "status") else "right")
     for row in cells:
-        style = None if row[-1] == "completed" else "bold red"
+        style = None if row[-1] == status.COMPLETED else "bold red"
         table.add_row(*row, style=style)
     Console(width=max(120, Console().width)).print(table)
     typer.echo(f"plot: {result.study_dir / 'comparison.png'}")
@@ -373,11 +375,11 @@ def manual_train(
     data_dir: DataDir = None,
 ) -> None:
     """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch."""
-    from fashionmlp.config import config_from_dict, load_config
+    from fashionmlp.config import config_from_dict, load_config, shortcut_overrides
+    from fashionmlp.data import load_data
     from fashionmlp.manual.train import DEFAULTS, check_manual_config, train_numpy
-    from fashionmlp.runner import load_data
 
-    overrides = list(set_ or []) + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    overrides = list(set_ or []) + shortcut_overrides(epochs=epochs)
     cfg = load_config(config, overrides) if config is not None else config_from_dict(DEFAULTS, overrides)
     check_manual_config(cfg)
     data = load_data(cfg, data_dir)
@@ -399,6 +401,7 @@ def manual_train(
 
 
 def main() -> None:
+    _ARGV.set(sys.argv[1:])
     app(prog_name="fashionmlp")
 
 

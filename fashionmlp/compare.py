@@ -14,8 +14,6 @@ summary.md and summary.csv beside them.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import statistics
 from collections.abc import Callable
@@ -25,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from fashionmlp import runner
-from fashionmlp.checkpoint import atomic_write
+from fashionmlp import status as st
 from fashionmlp.config import RunConfig, apply_overrides, config_from_dict, read_yaml
-from fashionmlp.engine import seed_everything
+from fashionmlp.data import load_data
+from fashionmlp.device import prepare_model, resolve_device
+from fashionmlp.engine import Progress, seed_everything
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.plots import comparison
-from fashionmlp.tracking import check_writable, create_run_dir, read_metrics
+from fashionmlp.run import train
+from fashionmlp.tracking import atomic_write, check_writable, create_run_dir, read_metrics, write_csv
 
 # The study this tool exists for; configs/compare_<model>.yaml spell out the same thing.
 DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
@@ -39,10 +39,6 @@ DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "nesterov": {"name": "nesterov", "lr": 0.01, "momentum": 0.9},
     "adam": {"name": "adam", "lr": 0.01},
     "adam_lr1": {"name": "adam", "lr": 1.0},
-}
-DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "mlp": {"name": "mlp", "hidden": [100, 100], "activation": "relu"},
-    "cnn": {"name": "cnn", "channels": [16, 32], "hidden": [128], "activation": "relu"},
 }
 CHANCE = 0.10  # 10 balanced classes
 FAILED_MARGIN = 0.02  # final accuracy within 2 points of chance: "failed to learn"
@@ -58,7 +54,7 @@ class Study:
 
 
 def default_study_dict(model: str) -> dict[str, Any]:
-    return {"name": f"compare_{model}", "model": copy.deepcopy(DEFAULT_MODELS[model]),
+    return {"name": f"compare_{model}", "model": {"name": model},
             "variants": copy.deepcopy(DEFAULT_VARIANTS)}
 
 
@@ -107,9 +103,14 @@ def study_from_options(model: str | None, config: Path | None, overrides: list[s
     if config is not None:
         raw = read_yaml(config)
         if model is not None:
-            raw.setdefault("model", {})
-            if raw["model"].get("name", model) != model:
-                raise UserError(f"--model {model} contradicts model.name {raw['model']['name']!r} in {config}")
+            section = raw.get("model")
+            if section is None:
+                section = raw["model"] = {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"model: expected a mapping of keys to values, got {section!r}")
+            if section.get("name", model) != model:
+                raise UserError(f"--model {model} contradicts model.name {section['name']!r} in {config}")
+            section["name"] = model
     else:
         raw = default_study_dict(model or "mlp")
     return load_study(raw, overrides, only)
@@ -120,7 +121,7 @@ class VariantOutcome:
     name: str
     seed: int
     run_dir: Path
-    status: str  # completed | diverged | failed to learn | interrupted
+    status: str  # status.COMPLETED | DIVERGED | FAILED_TO_LEARN | INTERRUPTED
     history: list[dict]
     summary: dict
 
@@ -134,37 +135,45 @@ class StudyResult:
 
 
 def classify(run_status: str, final_accuracy: float | None) -> str:
-    if run_status != "completed":
+    if run_status != st.COMPLETED:
         return run_status
     if final_accuracy is None or final_accuracy <= CHANCE + FAILED_MARGIN:
-        return "failed to learn"
-    return "completed"
+        return st.FAILED_TO_LEARN
+    return st.COMPLETED
 
 
 def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
-              make_progress: Callable[[str], runner.Progress] = lambda label: runner.Progress(),
-              should_stop: Callable[[], bool] = lambda: False) -> StudyResult:
-    """Train every variant for every seed from one shared initialization per seed, then write the report."""
+              make_progress: Callable[[str], Progress] = lambda label: Progress(),
+              should_stop: Callable[[], bool] = lambda: False, command: str | None = None) -> StudyResult:
+    """Train every variant for every seed from one shared initialization per seed, then write the report.
+
+    Each run is exactly what `fashionmlp train` with its saved config.yaml would do: the same initial weights,
+    batches and (the seed draws it) validation split.
+    """
     base = study.base
-    device = runner.resolve_device(base.device)
+    device = resolve_device(base.device)
     check_writable(runs_dir)
-    data = runner.load_data(base, data_dir)
+    first = config_from_dict(base.to_dict(), [f"seed={seeds[0]}"])
+    data = load_data(first, data_dir)  # errors in the data before any folder exists
     study_dir = create_run_dir(runs_dir, f"compare-{base.model.name}")
     outcomes: list[VariantOutcome] = []
     interrupted = False
     for seed in seeds:
+        seeded = config_from_dict(base.to_dict(), [f"seed={seed}"])
+        if seeded.data.val_size and seed != seeds[0]:
+            data = load_data(seeded, data_dir)  # the validation split is drawn with the run's seed, as in train
         seed_everything(seed)
-        initial = copy.deepcopy(runner.prepare_model(base, device).state_dict())  # one init per seed, shared
+        initial = copy.deepcopy(prepare_model(seeded, device).state_dict())  # one init per seed, shared
         for name, cfg in study.variants.items():
             cfg = config_from_dict(cfg.to_dict(), [f"seed={seed}"])
             folder = study_dir / (name if len(seeds) == 1 else f"{name}-seed{seed}")
             label = f"{name} " + (f"seed {seed} " if len(seeds) > 1 else "")
-            result = runner.train(cfg, run_dir=folder, data=data, initial_state=initial,
-                                  progress=make_progress(label), should_stop=should_stop)
+            result = train(cfg, run_dir=folder, data=data, initial_state=initial, progress=make_progress(label),
+                           should_stop=should_stop, command=command)
             history = read_metrics(folder / "metrics.csv")
             status = classify(result.status, result.summary["final"]["test_accuracy"])
             outcomes.append(VariantOutcome(name, seed, folder, status, history, result.summary))
-            if result.status == "interrupted":
+            if result.status == st.INTERRUPTED:
                 interrupted = True
                 break
         if interrupted:
@@ -247,10 +256,10 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     seeds = sorted({o.seed for o in outcomes})
     notes = [f"- **{r['optimizer']}** {r['status']}: " + (
         "the loss became non-finite; the run stopped early (see its summary.json for the epoch and step)."
-        if "diverged" in r["status"] else
+        if st.DIVERGED in r["status"] else
         f"final test accuracy {_pct(r['final_test_accuracy'])} is within {FAILED_MARGIN:.0%} of chance "
-        f"({CHANCE:.0%}): the network did not learn." if "failed" in r["status"] else "")
-        for r in rows if r["status"] != "completed"]
+        f"({CHANCE:.0%}): the network did not learn." if st.FAILED_TO_LEARN in r["status"] else "")
+        for r in rows if r["status"] != st.COMPLETED]
     text = "\n".join([
         f"# Optimizer comparison: {base.model.name}",
         "",
@@ -265,12 +274,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         "",
     ])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, SUMMARY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    csv_text = buffer.getvalue()
-    atomic_write(study_dir / "summary.csv", lambda fh: fh.write(csv_text), mode="w")
+    write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
     series = {}
     by_name = {r["optimizer"]: r for r in rows}
     for r in (by_name[name] for name in study.variants if name in by_name):  # config order: stable colors

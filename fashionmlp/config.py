@@ -6,8 +6,10 @@ wrong becomes a `ConfigError` whose message is one line naming the key, the bad 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -21,6 +23,11 @@ from fashionmlp.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
 MODELS = ("mlp", "cnn")
+# Each network's own defaults, filled in where the config leaves them out (the study's networks).
+MODEL_DEFAULTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "mlp": {"hidden": (100, 100)},  # 784-100-100-10
+    "cnn": {"hidden": (128,)},  # conv 16, conv 32, then 1568-128-10
+}
 OPTIMIZERS = ("sgd", "nesterov", "adam")
 SCHEDULES = ("constant", "cosine")
 LOADERS = ("fast", "torchvision")
@@ -48,7 +55,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _spec("mlp", choices=MODELS)
-    hidden: tuple[int, ...] = _spec((100, 100), ge=1)  # MLP hidden widths; CNN classifier widths
+    hidden: tuple[int, ...] | None = _spec(None, ge=1)  # MLP hidden widths; CNN classifier widths (MODEL_DEFAULTS)
     activation: str = _spec("relu", choices=ACTIVATIONS)
     channels: tuple[int, ...] = _spec((16, 32), ge=1)  # CNN: output channels of the two conv blocks
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # after each hidden activation (0: none)
@@ -70,7 +77,7 @@ class TrainConfig:
     batch_size: int = _spec(128, ge=1)
     eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
     threads: int = _spec(0, ge=0)  # CPU intra-op threads; 0 = all cores this process may use
-    channels_last: bool = _spec(True)  # CNN on CPU: measured faster (see README, Performance)
+    channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
     precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes (faster where supported)
 
 
@@ -203,7 +210,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def _check_whole(cfg: RunConfig) -> RunConfig:
-    """Rules that involve more than one key."""
+    """Rules that involve more than one key; the chosen network's defaults where the config has none."""
+    if cfg.model.hidden is None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **MODEL_DEFAULTS[cfg.model.name]))
     _check_device("device", cfg.device)
     if cfg.optimizer.name == "nesterov" and cfg.optimizer.momentum <= 0:
         raise ConfigError(
@@ -236,7 +245,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Return a copy of `raw` with each dotted override applied (validated later, with the rest)."""
-    result = _deepcopy(raw)
+    result = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
         _check_path(text, path)
@@ -262,14 +271,6 @@ def _check_path(text: str, path: list[str]) -> None:
         if part not in names:
             raise _unknown_key(".".join(path[:depth + 1]), names)
         cls = typing.get_type_hints(cls)[part]
-
-
-def _deepcopy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deepcopy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deepcopy(v) for v in raw]
-    return raw
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -310,12 +311,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return config_from_dict(raw, overrides)
 
 
-def replace(cfg: RunConfig, **sections: dict[str, Any]) -> RunConfig:
-    """A new validated config with some values changed: replace(cfg, train={"epochs": 3}, seed=1)."""
-    raw = cfg.to_dict()
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return config_from_dict(raw)
+def shortcut_overrides(*, epochs: int | None = None, device: str | None = None, seed: int | None = None,
+                       name: str | None = None) -> list[str]:
+    """The command-line shortcuts (--epochs, --device, --seed, --name) as dotted overrides."""
+    overrides = [f"{key}={value}" for key, value in
+                 (("train.epochs", epochs), ("device", device), ("seed", seed)) if value is not None]
+    if name is not None:
+        overrides.append(f"name={json.dumps(name)}")  # a JSON string is a YAML string: keeps "1" or "true" text
+    return overrides

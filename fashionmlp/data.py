@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionmlp.config import RunConfig
 from fashionmlp.errors import DataError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -89,7 +90,7 @@ def _missing_message(root: Path, missing: list[str], reason: str) -> str:
 
 def download(root: Path) -> None:
     """Fetch the four files through torchvision's mirrors into `root/FashionMNIST/raw`."""
-    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
     created = root.absolute()
     while not created.parent.exists():
@@ -97,8 +98,8 @@ def download(root: Path) -> None:
     created = None if created.exists() else created  # the topmost folder this call makes, if any
     try:
         root.mkdir(parents=True, exist_ok=True)
-        FashionMNIST(str(root), train=True, download=True)
-        FashionMNIST(str(root), train=False, download=True)
+        TorchvisionFashionMNIST(str(root), train=True, download=True)
+        TorchvisionFashionMNIST(str(root), train=False, download=True)
     except Exception as exc:  # any network or mirror failure: the user's fix is the same
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)  # leave no empty folders behind a failed download
@@ -201,6 +202,13 @@ def load_fashion_mnist(root: str | Path, *, verify_md5: bool = True, allow_downl
     return FashionMNIST(train, val, test, root)
 
 
+def load_data(cfg: RunConfig, data_dir: str | Path | None = None) -> FashionMNIST:
+    """The data set a config asks for; the validation split is drawn with the config's seed."""
+    root = resolve_data_dir(data_dir, cfg.data.dir)
+    return load_fashion_mnist(root, verify_md5=cfg.data.verify_md5, allow_download=cfg.data.download,
+                              subset=cfg.data.subset, val_size=cfg.data.val_size, seed=cfg.seed)
+
+
 # ---------------------------------------------------------------- tensors and batches
 
 
@@ -239,7 +247,7 @@ def fast_batches(split: TensorSplit, batch_size: int,
     order = order.to(split.x.device)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        yield split.x.index_select(0, idx), split.y.index_select(0, idx)  # measured ~6% faster than x[idx]
+        yield split.x.index_select(0, idx), split.y.index_select(0, idx)  # faster than x[idx] (scripts/bench.py)
 
 
 class _PilDataset(torch.utils.data.Dataset):

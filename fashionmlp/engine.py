@@ -15,6 +15,7 @@ from torch import nn
 
 from fashionmlp.data import TensorSplit
 from fashionmlp.optim import set_lr
+from fashionmlp.status import DIVERGED, INTERRUPTED
 
 CHECK_FINITE_EVERY = 50  # steps between the (synchronizing) checks for a non-finite loss
 
@@ -27,7 +28,9 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass
-class EpochStats:
+class TrainStats:
+    """What one pass of `train_one_epoch` measured."""
+
     train_loss: float  # mean over the epoch's samples (nan if the epoch diverged)
     step_losses: list[float]  # one per optimizer step, in order
     samples: int
@@ -44,7 +47,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                     batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
                     should_stop: Callable[[], bool] = lambda: False,
                     on_step: Callable[[int], None] | None = None,
-                    autocast: torch.dtype | None = None) -> EpochStats:
+                    autocast: torch.dtype | None = None) -> TrainStats:
     """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks).
 
     `autocast` (e.g. torch.bfloat16) runs the forward pass and loss under torch.autocast.
@@ -80,11 +83,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
         nonfinite_step = _first_nonfinite(losses)
     # Each step's loss is its batch's mean; weight by batch size so a short last batch counts less.
     train_loss = float((step_losses * torch.tensor(sizes, dtype=torch.float64)).sum() / max(samples, 1))
-    return EpochStats(train_loss, step_losses.tolist(), samples, seconds, nonfinite_step, interrupted)
+    return TrainStats(train_loss, step_losses.tolist(), samples, seconds, nonfinite_step, interrupted)
 
 
 def _autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """torch.autocast, or no context at all when off (a disabled autocast still costs ~1.3% of an MLP step)."""
+    """torch.autocast, or no context at all when off (even a disabled autocast context costs time per step)."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
 
 
@@ -120,6 +123,25 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> 
     return torch.cat([F.softmax(model(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)])
 
 
+class Progress:
+    """What a run reports while it works; the CLI shows it, tests and the comparison may ignore it."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, done: int) -> None: ...
+    def end_epoch(self, result: EpochResult, epochs: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class StopFlag:
+    """Set by a signal handler; `fit` checks it after every step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
 @dataclass
 class EpochResult:
     """What `fit` yields after each epoch: the metrics row, the per-step losses and how the epoch ended."""
@@ -129,7 +151,7 @@ class EpochResult:
     step_losses: list[float]
     samples_per_second: float
     confusion: list[list[int]] = field(default_factory=list)
-    status: str = "ok"  # ok | diverged | interrupted
+    status: str = "ok"  # ok, or status.DIVERGED / status.INTERRUPTED
     nonfinite_step: int | None = None
 
 
@@ -147,10 +169,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
                                 on_step=on_step, autocast=autocast)
         row = {"epoch": epoch, "train_loss": stats.train_loss, "lr": lr, "seconds": stats.seconds}
         if stats.interrupted and stats.nonfinite_step is None:
-            yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status="interrupted")
+            yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status=INTERRUPTED)
             return
         if stats.nonfinite_step is not None:
-            yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status="diverged",
+            yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status=DIVERGED,
                               nonfinite_step=stats.nonfinite_step)
             return
         tested = evaluate(model, test, eval_batch_size)

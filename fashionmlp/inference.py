@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionmlp.data import CLASSES, TensorSplit, normalize
+from fashionmlp.data import CLASSES, TensorSplit, load_data, normalize
 from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.plots import confusion_matrix, prediction_grid
-from fashionmlp.runner import load_data, load_run
+from fashionmlp.savedrun import load_run
 from fashionmlp.tracking import write_json
 
 

@@ -37,8 +37,8 @@ class SmallCNN(nn.Sequential):
 
     With ReLU each block pools first and then applies the ReLU: max and ReLU commute (ReLU is monotone, and
     where they could pick different elements the gradient is 0 either way), so outputs and gradients are
-    bit-identical to conv -> ReLU -> pool, while the ReLU and its backward touch 4x fewer values (measured
-    on a 2-core CPU: training steps 1.2-1.5x faster). Other activations keep the textbook order.
+    bit-identical to conv -> ReLU -> pool, while the ReLU and its backward touch 4x fewer values (faster;
+    scripts/bench.py measures the CNN). Other activations keep the textbook order.
     """
 
     def __init__(self, channels: tuple[int, ...] = (16, 32), hidden: tuple[int, ...] = (128,),

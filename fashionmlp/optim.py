@@ -12,7 +12,7 @@ from fashionmlp.config import OptimConfig
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer by name; the fused (one kernel for all parameters) implementation where torch has it,
-    measured ~8% faster per epoch for the MLP at batch 128 on a 2-core CPU."""
+    which is faster per step on CPU (scripts/bench.py)."""
     params = list(params)
     if cfg.name in ("sgd", "nesterov"):
         make = lambda **extra: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731

@@ -13,14 +13,15 @@ import math
 import os
 import platform
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fashionmlp import __version__
-from fashionmlp.checkpoint import atomic_write
 from fashionmlp.errors import UserError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"]
@@ -53,6 +54,44 @@ def check_writable(runs_dir: Path) -> None:
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({str(probe)!r} is not a directory)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the permissions open() would
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file as atomically as atomic_write writes one."""
+    data = source.read_bytes()
+    atomic_write(target, lambda fh: fh.write(data))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write a whole CSV file atomically (values that are not finite floats as their repr: 'nan', 'inf')."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+    text = buffer.getvalue()
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -94,12 +133,7 @@ class MetricsFile:
 
     def rewrite(self, rows: list[dict]) -> None:
         """Replace the file with exactly `rows` (used at the start and on resume)."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, self.columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
-        text = buffer.getvalue()
-        atomic_write(self.path, lambda fh: fh.write(text), mode="w")
+        write_csv(self.path, self.columns, rows)
 
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as fh:

@@ -34,10 +34,10 @@ import torch
 
 from fashionmlp.config import config_from_dict
 from fashionmlp.data import ENV_VAR, Split, TensorSplit, classic_batches, epoch_order, fast_batches, load_fashion_mnist
+from fashionmlp.device import keep_freed_memory, prepare_model, set_threads
 from fashionmlp.engine import seed_everything, train_one_epoch
 from fashionmlp.models import build_model, train_flops_per_sample
 from fashionmlp.optim import build_optimizer
-from fashionmlp.runner import set_threads
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 CASES = [("mlp", 128, None, "fp32"), ("mlp", 1024, None, "fp32"), ("cnn", 128, True, "fp32"),
@@ -98,12 +98,11 @@ class Pipeline:
 
     def __init__(self, model_name: str, batch: int, channels_last: bool | None, precision: str, train: Split,
                  split: TensorSplit, workers: int | None, steps: int | None):
-        cfg = config_from_dict({"model": {"name": model_name} | ({"hidden": [128]} if model_name == "cnn" else {}),
-                                "optimizer": {"name": "nesterov", "lr": 0.01, "momentum": 0.9}})
+        cfg = config_from_dict({"model": {"name": model_name}, "device": "cpu",
+                                "optimizer": {"name": "nesterov", "lr": 0.01, "momentum": 0.9},
+                                "train": {"channels_last": bool(channels_last)}})
         seed_everything(0)
-        self.model = build_model(cfg.model)
-        if channels_last and model_name == "cnn":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = prepare_model(cfg, torch.device("cpu"))  # the layout rule `train` uses
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
         self.generator = torch.Generator().manual_seed(0)
         self.train, self.split, self.batch, self.workers, self.steps = train, split, batch, workers, steps
@@ -159,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, metavar="N", help="use N random images instead of the data set")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per case; the median is reported")
     args = parser.parse_args(argv)
-    set_threads(config_from_dict({}))  # as `train` does: one thread per core, freed memory kept for reuse
+    set_threads()  # as `train` does: one thread per core, freed memory kept for reuse
+    keep_freed_memory()
     train, source = load_train(args)
     peak = matmul_peak_gflops()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_name, batch, channels_last, precision in CASES:
         fast, classic, workers, scaling = measure_case(model_name, batch, channels_last, precision, train, split,
                                                        quick=args.quick, repeats=args.repeats)
-        model = build_model(config_from_dict({"model": {"name": model_name} | (
-            {"hidden": [128]} if model_name == "cnn" else {})}).model)
+        model = build_model(config_from_dict({"model": {"name": model_name}}).model)
         flops = train_flops_per_sample(model)
         achieved = fast * flops / 1e9
         case = {"model": model_name, "batch_size": batch, "channels_last": channels_last, "precision": precision,

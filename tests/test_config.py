@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fashionmlp.config import RunConfig, config_from_dict, load_config, parse_override, replace
+from fashionmlp.config import RunConfig, config_from_dict, load_config, parse_override
 from fashionmlp.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -45,11 +45,11 @@ def test_overrides_parse_yaml_values():
     assert load_config(None, ["optimizer.lr=1e-3"]).optimizer.lr == 0.001  # YAML 1.1 reads 1e-3 as text
 
 
-def test_replace_validates():
-    cfg = replace(load_config(None), train={"epochs": 3}, seed=4)
-    assert cfg.train.epochs == 3 and cfg.seed == 4 and cfg.train.batch_size == 128
-    with pytest.raises(ConfigError):
-        replace(cfg, train={"epochs": 0})
+def test_each_model_has_its_own_defaults():
+    assert load_config(None).model.hidden == (100, 100)
+    assert load_config(None, ["model.name=cnn"]).model.hidden == (128,)
+    assert load_config(None, ["model.name=cnn", "model.hidden=[64]"]).model.hidden == (64,)
+    assert config_from_dict({"model": {"name": "cnn", "hidden": None}}).model.hidden == (128,)
 
 
 BAD = [

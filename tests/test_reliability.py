@@ -135,14 +135,16 @@ def test_kill_9_keeps_completed_epochs(slow_config, tmp_path):
 def test_kill_between_checkpoint_and_its_mirrors_is_repaired(write_config, tmp_path, monkeypatch, dies_in):
     """The deterministic version of the race above: epoch 2 is checkpointed, then the process dies before
     metrics.csv (or TensorBoard) hears of it. The resumed run must hold every epoch exactly once."""
-    from fashionmlp import runner, tracking
+    from fashionmlp import tracking
     from fashionmlp.config import load_config
+    from fashionmlp.resume import resume
+    from fashionmlp.run import train
 
     class Killed(BaseException):
         pass
 
     cfg = load_config(write_config(train={"epochs": 3}))
-    full = runner.train(cfg, runs_dir=tmp_path / "full").run_dir
+    full = train(cfg, runs_dir=tmp_path / "full").run_dir
     owner, method = dies_in.split(".")
     original = getattr(getattr(tracking, owner), method)
 
@@ -153,12 +155,12 @@ def test_kill_between_checkpoint_and_its_mirrors_is_repaired(write_config, tmp_p
 
     monkeypatch.setattr(getattr(tracking, owner), method, dies_on_second_epoch)
     with pytest.raises(Killed):
-        runner.train(cfg, runs_dir=tmp_path / "part")
+        train(cfg, runs_dir=tmp_path / "part")
     monkeypatch.setattr(getattr(tracking, owner), method, original)
     (part,) = (tmp_path / "part").iterdir()
     assert torch.load(part / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     assert len(metrics_rows(part)) == (1 if owner == "MetricsFile" else 2)
-    assert runner.resume(part).status == "completed"
+    assert resume(part).status == "completed"
     columns = ("epoch", "train_loss", "test_loss", "test_accuracy")
     assert [[r[c] for c in columns] for r in metrics_rows(part)] == [[r[c] for c in columns] for r in metrics_rows(full)]
     sa, sb = scalars(full), scalars(part)
@@ -202,82 +204,89 @@ def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- 5. bad input
 
 
-def _bad_cases(tmp: Path, data: Path, good_run: Path) -> list[tuple[str, list[str], str]]:
-    def cfg(name: str, text: str | None = None, **sections) -> str:
-        p = tmp / name
-        p.write_text(text if text is not None else yaml.safe_dump(tiny_config(data, **sections)))
+class BadInputs:
+    """Files the bad-input cases point at: broken data, foreign and malicious checkpoints, odd files."""
+
+    def __init__(self, tmp: Path, data: Path, good_run: Path):
+        self.tmp, self.data, self.good_run = tmp, data, good_run
+        self.broken = broken = tmp / "broken"
+        broken.mkdir()
+        for f in data.iterdir():
+            (broken / f.name).write_bytes(f.read_bytes())
+        (broken / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+        self.wrong_fit = wrong_fit = tmp / "wrong_fit"
+        (wrong_fit / "checkpoints").mkdir(parents=True)
+        (wrong_fit / "checkpoints" / "best.pt").write_bytes((good_run / "checkpoints" / "best.pt").read_bytes())
+        (wrong_fit / "checkpoints" / "last.pt").write_bytes((good_run / "checkpoints" / "last.pt").read_bytes())
+        (wrong_fit / "config.yaml").write_text(yaml.safe_dump(tiny_config(data, model={"hidden": [64]})))
+        self.evil = evil = tmp / "evil"
+        (evil / "checkpoints").mkdir(parents=True)
+        (evil / "config.yaml").write_text((good_run / "config.yaml").read_text())
+
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("touch " + str(tmp / "pwned"),))
+
+        with open(evil / "checkpoints" / "best.pt", "wb") as fh:
+            pickle.dump(Payload(), fh)
+        (tmp / "notes.txt").write_text("hello")
+        (tmp / "a_file").write_text("")
+        Image.new("L", (28, 28)).save(tmp / "ok.png")
+
+    def cfg(self, name: str, text: str | None = None, **sections) -> str:
+        p = self.tmp / name
+        p.write_text(text if text is not None else yaml.safe_dump(tiny_config(self.data, **sections)))
         return str(p)
 
-    broken = tmp / "broken"
-    broken.mkdir()
-    for f in data.iterdir():
-        (broken / f.name).write_bytes(f.read_bytes())
-    (broken / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
-    wrong_fit = tmp / "wrong_fit"
-    (wrong_fit / "checkpoints").mkdir(parents=True)
-    (wrong_fit / "checkpoints" / "best.pt").write_bytes((good_run / "checkpoints" / "best.pt").read_bytes())
-    (wrong_fit / "checkpoints" / "last.pt").write_bytes((good_run / "checkpoints" / "last.pt").read_bytes())
-    (wrong_fit / "config.yaml").write_text(yaml.safe_dump(tiny_config(data, model={"hidden": [64]})))
-    evil = tmp / "evil"
-    (evil / "checkpoints").mkdir(parents=True)
-    (evil / "config.yaml").write_text((good_run / "config.yaml").read_text())
 
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("touch " + str(tmp / "pwned"),))
-
-    with open(evil / "checkpoints" / "best.pt", "wb") as fh:
-        pickle.dump(Payload(), fh)
-    (tmp / "notes.txt").write_text("hello")
-    (tmp / "a_file").write_text("")
-    Image.new("L", (28, 28)).save(tmp / "ok.png")
-    return [
-        ("malformed YAML", ["train", "--config", cfg("m.yaml", "model: [oops\n")], "is not valid YAML at line"),
-        ("empty config", ["train", "--config", cfg("e.yaml", "")], "is empty"),
-        ("config not a mapping", ["train", "--config", cfg("l.yaml", "- 1\n- 2\n")], "must be a mapping"),
-        ("missing config", ["train", "--config", str(tmp / "nope.yaml")], "does not exist"),
-        ("unknown key", ["train", "--config", cfg("u.yaml", **{"optimizer": {"lrate": 0.1}})],
+# (label, args given a BadInputs, the start of the message the one error line must contain)
+BAD_INPUTS = [
+        ("malformed YAML", lambda e: ["train", "--config", e.cfg("m.yaml", "model: [oops\n")], "is not valid YAML at line"),
+        ("empty config", lambda e: ["train", "--config", e.cfg("e.yaml", "")], "is empty"),
+        ("config not a mapping", lambda e: ["train", "--config", e.cfg("l.yaml", "- 1\n- 2\n")], "must be a mapping"),
+        ("missing config", lambda e: ["train", "--config", str(e.tmp / "nope.yaml")], "does not exist"),
+        ("unknown key", lambda e: ["train", "--config", e.cfg("u.yaml", **{"optimizer": {"lrate": 0.1}})],
          "unknown config key 'optimizer.lrate' (did you mean 'lr'?)"),
-        ("wrong type", ["train", "--config", cfg("t.yaml", train={"epochs": "ten"})], "train.epochs: 'ten' is not a whole"),
-        ("lr <= 0", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr=0"], "optimizer.lr: 0.0 is out of range"),
-        ("lr not finite", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr=.inf"], "not a finite number"),
-        ("batch_size < 1", ["train", "--config", cfg("g.yaml"), "--set", "train.batch_size=0"], "train.batch_size: 0"),
-        ("epochs < 1", ["train", "--config", cfg("g.yaml"), "--epochs", "0"], "train.epochs: 0 is out of range"),
-        ("momentum >= 1", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.momentum=1.5"],
+        ("wrong type", lambda e: ["train", "--config", e.cfg("t.yaml", train={"epochs": "ten"})], "train.epochs: 'ten' is not a whole"),
+        ("lr <= 0", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.lr=0"], "optimizer.lr: 0.0 is out of range"),
+        ("lr not finite", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.lr=.inf"], "not a finite number"),
+        ("batch_size < 1", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.batch_size=0"], "train.batch_size: 0"),
+        ("epochs < 1", lambda e: ["train", "--config", e.cfg("g.yaml"), "--epochs", "0"], "train.epochs: 0 is out of range"),
+        ("momentum >= 1", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.momentum=1.5"],
          "optimizer.momentum: 1.5 is out of range; allowed: >= 0.0 and < 1.0"),
-        ("unknown model", ["train", "--config", cfg("g.yaml"), "--set", "model.name=vit"], "model.name: 'vit'"),
-        ("unknown optimizer", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.name=lion"], "'lion'"),
-        ("unknown device", ["train", "--config", cfg("g.yaml"), "--device", "gpu"], "device: 'gpu' is not a device"),
-        ("--set without =", ["train", "--config", cfg("g.yaml"), "--set", "optimizer.lr"], "expected KEY=VALUE"),
-        ("--set unknown key", ["train", "--config", cfg("g.yaml"), "--set", "train.epoch=3"],
+        ("unknown model", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.name=vit"], "model.name: 'vit'"),
+        ("unknown optimizer", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.name=lion"], "'lion'"),
+        ("unknown device", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "gpu"], "device: 'gpu' is not a device"),
+        ("--set without =", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.lr"], "expected KEY=VALUE"),
+        ("--set unknown key", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.epoch=3"],
          "unknown config key 'train.epoch' (did you mean 'epochs'?)"),
-        ("no --config", ["train"], "--config is required"),
-        ("data missing offline", ["train", "--config", cfg("g.yaml"), "--data-dir", str(tmp / "empty")],
+        ("no --config", lambda e: ["train"], "--config is required"),
+        ("data missing offline", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", str(e.tmp / "empty")],
          "Fashion-MNIST files missing"),
-        ("wrong MD5", ["train", "--config", cfg("md5.yaml", data={"verify_md5": True})], "does not match the published"),
-        ("truncated/non-IDX file", ["train", "--config", cfg("g.yaml"), "--data-dir", str(broken)],
+        ("wrong MD5", lambda e: ["train", "--config", e.cfg("md5.yaml", data={"verify_md5": True})], "does not match the published"),
+        ("truncated/non-IDX file", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", str(e.broken)],
          "cannot be read as gzip"),
-        ("runs dir not writable", ["train", "--config", cfg("g.yaml"), "--runs-dir", str(tmp / "a_file" / "runs")],
+        ("runs dir not writable", lambda e: ["train", "--config", e.cfg("g.yaml"), "--runs-dir", str(e.tmp / "a_file" / "runs")],
          "cannot be written"),
-        ("resume: not a run", ["train", "--resume", str(tmp)], "not a fashionmlp run"),
-        ("resume: no such dir", ["train", "--resume", str(tmp / "nope")], "no such run directory"),
-        ("resume: no checkpoint", ["train", "--resume", str(evil)], "no checkpoint to resume from"),
-        ("checkpoint does not fit", ["evaluate", str(wrong_fit)], "checkpoint does not fit the configured model"),
-        ("resume: checkpoint does not fit", ["train", "--resume", str(wrong_fit), "--epochs", "9"],
+        ("resume: not a run", lambda e: ["train", "--resume", str(e.tmp)], "not a fashionmlp run"),
+        ("resume: no such dir", lambda e: ["train", "--resume", str(e.tmp / "nope")], "no such folder"),
+        ("resume: no checkpoint", lambda e: ["train", "--resume", str(e.evil)], "no checkpoint to resume from"),
+        ("checkpoint does not fit", lambda e: ["evaluate", str(e.wrong_fit)], "checkpoint does not fit the configured model"),
+        ("resume: checkpoint does not fit", lambda e: ["train", "--resume", str(e.wrong_fit), "--epochs", "9"],
          "checkpoint does not fit the configured model"),
-        ("malicious checkpoint", ["evaluate", str(evil)], "not a readable fashionmlp checkpoint"),
-        ("evaluate: not a run", ["evaluate", str(tmp)], "is not a fashionmlp run"),
-        ("predict: not a run", ["predict", str(tmp / "notes.txt"), "--index", "1"], "is not a directory"),
-        ("predict: missing image", ["predict", str(good_run), "--image", str(tmp / "nope.png")], "no such file"),
-        ("predict: not an image", ["predict", str(good_run), "--image", str(tmp / "notes.txt")], "not an image file"),
-        ("predict: index out of range", ["predict", str(good_run), "--index", "99999"], "out of range"),
-        ("predict: nothing asked", ["predict", str(good_run)], "nothing to predict"),
-        ("evaluate: bad checkpoint name", ["evaluate", str(good_run), "--checkpoint", "first"], "allowed: best, last"),
-        ("compare: unknown variant", ["compare-optimizers", "--optimizers", "sgd,lion"], "unknown variant 'lion'"),
-        ("compare: bad seeds", ["compare-optimizers", "--seeds", "a,b"], "expected a comma-separated list"),
-    ] + ([] if torch.cuda.is_available() else [
-        ("CUDA without CUDA", ["train", "--config", cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
-    ])
+        ("malicious checkpoint", lambda e: ["evaluate", str(e.evil)], "not a readable fashionmlp checkpoint"),
+        ("evaluate: not a run", lambda e: ["evaluate", str(e.tmp)], "is not a fashionmlp run"),
+        ("predict: not a run", lambda e: ["predict", str(e.tmp / "notes.txt"), "--index", "1"], "is a file, not a directory"),
+        ("predict: missing image", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "nope.png")], "no such file"),
+        ("predict: not an image", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "notes.txt")], "not an image file"),
+        ("predict: index out of range", lambda e: ["predict", str(e.good_run), "--index", "99999"], "out of range"),
+        ("predict: nothing asked", lambda e: ["predict", str(e.good_run)], "nothing to predict"),
+        ("evaluate: bad checkpoint name", lambda e: ["evaluate", str(e.good_run), "--checkpoint", "first"], "allowed: best, last"),
+        ("compare: unknown variant", lambda e: ["compare-optimizers", "--optimizers", "sgd,lion"], "unknown variant 'lion'"),
+        ("compare: bad seeds", lambda e: ["compare-optimizers", "--seeds", "a,b"], "expected a comma-separated list"),
+] + ([] if torch.cuda.is_available() else [
+    ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
+])
 
 
 @pytest.fixture(scope="module")
@@ -288,25 +297,31 @@ def good_run(tmp_path_factory, tiny_data):
     return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))
 
 
-def test_every_bad_input_gets_one_line_and_exit_2(tmp_path, tiny_data, good_run, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # default ./runs must stay empty
-    cases = _bad_cases(tmp_path, tiny_data, good_run)
-    seen = []
-    for label, args, message in cases:
-        runs = tmp_path / "runs"
-        if "--runs-dir" not in args and args[0] == "train" and "--resume" not in args:
-            args = args + ["--runs-dir", str(runs)]
-        result = cli(*args)
-        err = [line for line in result.stderr.splitlines() if line.strip()]
-        assert result.exit_code == 2, (label, result.output)
-        assert len(err) == 1 and err[0].startswith("error: "), (label, result.stderr)
-        assert message in err[0], (label, err[0])
-        assert "Traceback" not in result.output, label
-        assert not runs.exists() or not list(runs.iterdir()), f"{label}: left a run folder behind"
-        seen.append((label, err[0]))
-    assert not (tmp_path / "pwned").exists()  # the malicious checkpoint ran nothing
-    Path(os.environ.get("FASHIONMLP_BAD_INPUT_LOG", os.devnull)).write_text(
-        "\n".join(f"{label}\t{line}" for label, line in seen) + "\n")
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, tiny_data, good_run) -> BadInputs:
+    return BadInputs(tmp_path_factory.mktemp("bad"), tiny_data, good_run)
+
+
+def assert_one_line_exit_2(result, message: str) -> str:
+    """Exit code 2, exactly one `error:` line on stderr that contains `message`, no traceback."""
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(err) == 1 and err[0].startswith("error: "), result.stderr
+    assert message in err[0], err[0]
+    assert "Traceback" not in result.output
+    return err[0]
+
+
+@pytest.mark.parametrize("make_args,message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gets_one_line_and_exit_2(bad_inputs, tmp_path, monkeypatch, make_args, message):
+    monkeypatch.chdir(tmp_path)  # the default ./runs must stay empty
+    runs = tmp_path / "runs"
+    args = make_args(bad_inputs)
+    if "--runs-dir" not in args and args[0] == "train" and "--resume" not in args:
+        args = args + ["--runs-dir", str(runs)]
+    assert_one_line_exit_2(cli(*args), message)
+    assert not runs.exists() or not list(runs.iterdir()), "left a run folder behind"
+    assert not (bad_inputs.tmp / "pwned").exists()  # the malicious checkpoint ran nothing
 
 
 def test_verbose_shows_the_traceback(tmp_path):
@@ -367,7 +382,7 @@ _FAULTS_SCRIPT = """
 import resource, torch
 import torch.nn.functional as F
 from fashionmlp.models import SmallCNN
-from fashionmlp.runner import keep_freed_memory
+from fashionmlp.device import keep_freed_memory
 torch.manual_seed(0)
 model = SmallCNN().to(memory_format=torch.channels_last)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

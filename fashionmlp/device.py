@@ -1,0 +1,70 @@
+"""Where a run computes: the device, the CPU threads, the process's memory settings and the model's layout.
+
+Each of these changes process-wide state, so they are called at the entry points (train, resume, evaluate,
+predict, the benchmark), never on import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import torch
+
+from fashionmlp.config import RunConfig
+from fashionmlp.errors import UserError
+from fashionmlp.models import build_model
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; an explicit CUDA request on a machine without it is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device: {name!r} requested but CUDA is not available on this machine "
+                            f"(torch {torch.__version__}); use --device cpu or --device auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} "
+                            "CUDA device(s): cuda:0 .. cuda:N-1")
+    return torch.device(name)
+
+
+def set_threads(threads: int = 0) -> None:
+    """Intra-op threads: `threads`, or (0) every core this process may use."""
+    threads = threads or len(os.sched_getaffinity(0))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them back to the OS.
+
+    Every training step frees and re-allocates the same few MB of activations; by default glibc returns such
+    blocks to the OS and the next step pays a page fault per 4 KiB touched (tests/test_reliability.py counts
+    them; scripts/bench.py measures the effect). Peak memory is unchanged. A no-op where the C library is
+    not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value
+    mallopt(_M_TRIM_THRESHOLD, 2**30)
+
+
+def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    """The CNN on a CPU trains faster in channels_last (scripts/bench.py measures both layouts)."""
+    return cfg.model.name == "cnn" and cfg.train.channels_last and device.type == "cpu"
+
+
+def prepare_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    """The config's model, freshly initialized from torch's global generator, on `device` in its best layout."""
+    model = build_model(cfg.model).to(device)
+    if uses_channels_last(cfg, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,74 @@
+"""A saved run folder: check that it is one, that its checkpoint fits its config, and load its model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fashionmlp.checkpoint import load_checkpoint, load_model_state
+from fashionmlp.config import RunConfig, load_config
+from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.errors import UserError
+
+CHECKPOINTS = ("best", "last")
+
+
+def check_run_dir(run_dir: Path, what: str = "run folder") -> Path:
+    """`run_dir` must be a folder that `fashionmlp train` made (config.yaml and checkpoints/)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
+        raise UserError(f"{what} {str(run_dir)!r}{problem}; pass a run folder such as runs/mlp_adam-20260101-120000")
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)")
+    return run_dir
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
+    """checkpoints/<best|last>.pt of a run, with the way out when it is not there."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"--checkpoint: {checkpoint!r} is not allowed; allowed: {', '.join(CHECKPOINTS)}")
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
+                "--checkpoint last)" if checkpoint == "best" and path.with_name("last.pt").is_file() else "")
+        raise UserError(f"no checkpoint at {str(path)!r}{hint}")
+    return path
+
+
+def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = False) -> None:
+    """The checkpoint must have been made for the model (and optimizer) that config.yaml describes."""
+    saved = state.get("config") or {}
+    if saved.get("model") != cfg.to_dict()["model"]:
+        raise UserError(f"{path}: checkpoint does not fit the configured model (config.yaml says "
+                        f"{cfg.to_dict()['model']}, the checkpoint was made for {saved.get('model')})")
+    if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
+        raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
+                        f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
+
+
+@dataclass
+class LoadedRun:
+    cfg: RunConfig
+    model: torch.nn.Module
+    device: torch.device
+    checkpoint: Path
+    epoch: int
+
+
+def load_run(run_dir: Path, checkpoint: str = "best", device: str | None = None) -> LoadedRun:
+    """The model of a saved run, from checkpoints/<checkpoint>.pt, ready for inference."""
+    run_dir = check_run_dir(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
+    cfg = load_config(run_dir / "config.yaml", [f"device={device}"] if device else [])
+    state = load_checkpoint(path)
+    check_fits(cfg, state, path)
+    dev = resolve_device(cfg.device)
+    set_threads(cfg.train.threads)
+    keep_freed_memory()
+    model = prepare_model(cfg, dev)
+    load_model_state(model, state["model"], path)
+    model.eval()
+    return LoadedRun(cfg, model, dev, path, int(state["epoch"]))

@@ -1,0 +1,12 @@
+"""How a run ends: the words written to summary.json (and shown in tables) and the exit codes of `train`."""
+
+from __future__ import annotations
+
+RUNNING = "running"  # written while the run works, so a killed run's summary says it never finished
+COMPLETED = "completed"
+INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: the last completed epoch is checkpointed, resumable
+DIVERGED = "diverged"  # the training loss became non-finite
+CRASHED = "crashed"  # a bug raised: recorded beside the run, then re-raised
+FAILED_TO_LEARN = "failed to learn"  # completed, but the final accuracy is within a margin of chance (studies)
+
+EXIT_CODES = {COMPLETED: 0, DIVERGED: 3, INTERRUPTED: 130}
