@@ -18,10 +18,11 @@ import typer
 from fashionmlp import status
 from fashionmlp.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, evaluate, predict, "
                        "and NumPy backpropagation (manual).")
-manual_app = typer.Typer(no_args_is_help=True, help="NumPy implementations of backprop, checked against torch.")
+manual_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="NumPy implementations of backprop, checked against torch.")
 app.add_typer(manual_app, name="manual")
 
 DEBUG_ENV = "FASHIONMLP_DEBUG"
@@ -32,7 +33,8 @@ _ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fashio
 
 
 def _verbose() -> bool:
-    return bool(os.environ.get(DEBUG_ENV)) or _VERBOSE.get()
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return flag not in ("", "0", "false", "no", "off") or _VERBOSE.get()
 
 
 def _err(message: str) -> None:
@@ -148,26 +150,32 @@ def _report_run(result) -> None:
 # ---------------------------------------------------------------- train
 
 Overrides = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1")]
+    "--set", metavar="KEY=VALUE",
+    help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1; a mapping "
+         "edits a section: --set 'model={activation: tanh}'")]
 DataDir = Annotated[Path | None, typer.Option(
-    help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then $FASHIONMLP_DATA_DIR, "
-         "then ./data).")]
-Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's device).")]
+    metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
+                        "$FASHIONMLP_DATA_DIR, then ./data).")]
+Device = Annotated[str | None, typer.Option(
+    metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 
 
 @app.command()
 @user_errors
 def train(
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
+        "--config", "-c", metavar="FILE", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
     set_: Overrides = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
     device: Device = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (overrides seed).")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed, 0 to 2**32-1 (overrides seed).")] = None,
     data_dir: DataDir = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders are created.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run folder prefix (overrides name).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint "
+    runs_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Where run folders are created [default: runs].")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Run folder prefix, one folder name "
+                                                                  "(overrides name).")] = None,
+    resume: Annotated[Path | None, typer.Option(metavar="RUN_DIR",
+        help="Continue the run in this folder from its last checkpoint "
                                                          "(with --epochs N to extend it).")] = None,
 ) -> None:
     """Train a model from a YAML config; prints the run folder. Exit 0 done, 3 diverged, 130 interrupted."""
@@ -177,9 +185,9 @@ def train(
 
     with _graceful_stop() as should_stop:
         if resume is not None:
-            if config is not None or set_ or seed is not None or name is not None:
-                raise UserError("--resume continues a run with its saved config; only --epochs, --device and "
-                                "--data-dir may be given with it")
+            if config is not None or set_ or seed is not None or name is not None or runs_dir is not None:
+                raise UserError("--resume continues a run in its own folder with its saved config; only --epochs, "
+                                "--device and --data-dir may be given with it")
             result = resume_run(resume, epochs=epochs, data_dir=data_dir, device=device, progress=_progress(),
                                 should_stop=should_stop, command=_command_line())
         else:
@@ -187,7 +195,7 @@ def train(
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
             overrides = list(set_ or []) + shortcut_overrides(epochs=epochs, device=device, seed=seed, name=name)
             cfg = load_config(config, overrides)
-            result = train_run(cfg, runs_dir=runs_dir, data_dir=data_dir, progress=_progress(),
+            result = train_run(cfg, runs_dir=runs_dir or Path("runs"), data_dir=data_dir, progress=_progress(),
                                should_stop=should_stop, command=_command_line())
     _report_run(result)
     raise typer.Exit(result.exit_code)
@@ -207,8 +215,8 @@ def _command_line() -> str | None:
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `fashionmlp train`.")],
-    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
+    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -217,21 +225,27 @@ def evaluate(
 
     report = evaluate_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
     typer.echo(report.text)
-    typer.echo(f"confusion matrix picture: {report.figure_path}")
+    if report.unsaved:
+        _err(f"warning: {report.unsaved}")
+    else:
+        typer.echo(f"confusion matrix picture: {report.figure_path}")
 
 
 @app.command()
 @user_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `fashionmlp train`.")],
-    index: Annotated[list[int] | None, typer.Option(help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[Path | None, typer.Option(help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
+    index: Annotated[list[int] | None, typer.Option(metavar="I",
+        help="Test-set image index, 0-9999 (repeatable).")] = None,
+    image: Annotated[Path | None, typer.Option(metavar="FILE",
+        help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
                                                        "is, other sizes are resized to 28x28 with a warning.")] = None,
     invert: Annotated[bool, typer.Option(help="Invert --image (for dark objects on a light background; "
                                               "Fashion-MNIST is light on dark).")] = False,
     grid: Annotated[Path | None, typer.Option(
-        help="Save a picture of 16 test images with predicted/true labels.")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+        metavar="FILE", help="Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, "
+                             ".jpg ...).")] = None,
+    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -293,25 +307,29 @@ def _csv_list(text: str | None, option: str, kind=str) -> list | None:
 @app.command("compare-optimizers")
 @user_errors
 def compare_optimizers(
-    model: Annotated[str | None, typer.Option(help="mlp | cnn: the built-in study of that network "
+    model: Annotated[str | None, typer.Option(metavar="mlp|cnn", help="mlp | cnn: the built-in study of that network "
                                                       "(ignored with --config except as a check).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Study config: a training config plus "
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE",
+        help="Study config: a training config plus "
                                                    "`variants` (see configs/compare_mlp.yaml).")] = None,
-    optimizers: Annotated[str | None, typer.Option(help="Comma-separated variants to run "
+    optimizers: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated variants to run "
                                                            "(default: all), e.g. sgd,nesterov,adam,adam_lr1.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per variant (overrides train.epochs).")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
+    epochs: Annotated[int | None, typer.Option(metavar="N",
+        help="Epochs per variant (overrides train.epochs).")] = None,
+    seeds: Annotated[str | None, typer.Option(metavar="LIST",
+        help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
                                                       "(default: the config's seed).")] = None,
     device: Device = None,
     data_dir: DataDir = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where the study folder is created.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the study folder is created.")] = Path("runs"),
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override KEY=VALUE for every variant (train.batch_size=256) or one "
+        "--set", metavar="KEY=VALUE", help="Override KEY=VALUE for every variant (train.batch_size=256) or one "
                       "(variants.adam.lr=0.001). Repeatable.")] = None,
 ) -> None:
     """Train the same network with several optimizers from the same start; plot and tabulate the result."""
     from fashionmlp.compare import run_study, study_from_options, table_rows
     from fashionmlp.config import shortcut_overrides
+    from fashionmlp.plots import plural
 
     if model is not None and model not in ("mlp", "cnn"):
         raise UserError(f"--model: {model!r} is not allowed; allowed: mlp, cnn")
@@ -328,7 +346,7 @@ def compare_optimizers(
     from rich.table import Table
 
     header, cells = table_rows(result.rows)
-    table = Table(title=f"Optimizer comparison: {study.base.model.name}, {study.base.train.epochs} epochs")
+    table = Table(title=f"Optimizer comparison: {study.base.model.name}, {plural(study.base.train.epochs, 'epoch')}")
     for h in header:
         table.add_column(h, justify="left" if h in ("optimizer", "status") else "right")
     for row in cells:
@@ -349,7 +367,7 @@ def compare_optimizers(
 
 @manual_app.command("check")
 @user_errors
-def manual_check(seed: Annotated[int, typer.Option(help="Seed of the random test inputs.")] = 0) -> None:
+def manual_check(seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random test inputs.")] = 0) -> None:
     """Check every NumPy function and several networks against finite differences and torch.autograd.
 
     Exit 1 if any row exceeds 1e-7 (relative, vs finite differences) or 1e-10 (vs autograd).
@@ -365,9 +383,9 @@ def manual_check(seed: Annotated[int, typer.Option(help="Seed of the random test
 @manual_app.command("train")
 @user_errors
 def manual_train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config (default: the same as "
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="Config (default: the same as "
                                                 "configs/manual_mlp.yaml: 784-100-100-10 ReLU, SGD lr 0.1).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (overrides train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
     crosscheck: Annotated[bool, typer.Option(help="Train a torch float64 twin in lockstep and report the "
                                                   "largest per-step loss difference and final weight difference.")]
     = False,

@@ -29,7 +29,7 @@ from fashionmlp.data import load_data
 from fashionmlp.device import prepare_model, resolve_device
 from fashionmlp.engine import Progress, seed_everything
 from fashionmlp.errors import ConfigError, UserError
-from fashionmlp.plots import comparison
+from fashionmlp.plots import comparison, plural
 from fashionmlp.run import train
 from fashionmlp.tracking import atomic_write, check_writable, create_run_dir, read_metrics, write_csv
 
@@ -151,10 +151,14 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
     batches and (the seed draws it) validation split.
     """
     base = study.base
+    try:  # every seed's every run validated before the first one trains
+        runs = {seed: {name: config_from_dict(cfg.to_dict(), [f"seed={seed}"]) for name, cfg in study.variants.items()}
+                for seed in seeds}
+    except ConfigError as exc:
+        raise ConfigError(f"--seeds: {exc}") from None
     device = resolve_device(base.device)
     check_writable(runs_dir)
-    first = config_from_dict(base.to_dict(), [f"seed={seeds[0]}"])
-    data = load_data(first, data_dir)  # errors in the data before any folder exists
+    data = load_data(config_from_dict(base.to_dict(), [f"seed={seeds[0]}"]), data_dir)  # data errors come first
     study_dir = create_run_dir(runs_dir, f"compare-{base.model.name}")
     outcomes: list[VariantOutcome] = []
     interrupted = False
@@ -164,8 +168,7 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
             data = load_data(seeded, data_dir)  # the validation split is drawn with the run's seed, as in train
         seed_everything(seed)
         initial = copy.deepcopy(prepare_model(seeded, device).state_dict())  # one init per seed, shared
-        for name, cfg in study.variants.items():
-            cfg = config_from_dict(cfg.to_dict(), [f"seed={seed}"])
+        for name, cfg in runs[seed].items():
             folder = study_dir / (name if len(seeds) == 1 else f"{name}-seed{seed}")
             label = f"{name} " + (f"seed {seed} " if len(seeds) > 1 else "")
             result = train(cfg, run_dir=folder, data=data, initial_state=initial, progress=make_progress(label),
@@ -263,8 +266,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     text = "\n".join([
         f"# Optimizer comparison: {base.model.name}",
         "",
-        f"{base.train.epochs} epochs, batch {base.train.batch_size}, {len(seeds)} seed(s) {seeds}; every "
-        "optimizer starts from the same initial weights and sees the same batches (per seed).",
+        f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}, {plural(len(seeds), 'seed')} "
+        f"{seeds}; every optimizer starts from the same initial weights and sees the same batches (per seed).",
         "",
         markdown_table(rows),
         "",
@@ -289,5 +292,5 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         series[r["optimizer"]] = {"epochs": list(range(1, max(last, 1) + 1)), "status": r["status"],
                                   **{k: v[:, :max(last, 1)] for k, v in grid.items()}}
     title = (f"{base.model.name.upper()} on Fashion-MNIST: optimizer comparison "
-             f"({base.train.epochs} epochs, batch {base.train.batch_size}, n={len(seeds)} seed(s))")
+             f"({plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}, {plural(len(seeds), 'seed')})")
     comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)

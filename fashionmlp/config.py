@@ -83,8 +83,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str | None = _spec(None)  # run folder prefix; default "<model>_<optimizer>"
-    seed: int = _spec(0, ge=0)
+    name: str | None = _spec(None)  # run folder prefix (one folder name); default "<model>_<optimizer>"
+    seed: int = _spec(0, ge=0, le=2**32 - 1)  # NumPy's seeds are 32-bit
     device: str = _spec("auto")  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -114,6 +114,28 @@ def _plain(value: Any) -> Any:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def float_problem(text: str, value: float) -> str | None:
+    """Why the float that `text` spells cannot be used as written (it underflows to 0 or overflows), or None."""
+    mantissa = text.strip().lower().lstrip("+-").split("e")[0]
+    if value == 0.0 and any(c in "123456789" for c in mantissa):
+        return "is too small for a 64-bit float (it reads as 0.0)"
+    if math.isinf(value) and mantissa not in ("inf", "infinity", ".inf"):
+        return "is too large for a 64-bit float (it reads as infinity)"
+    return None
+
+
+def _check_name(name: str | None) -> None:
+    """A run name becomes one folder name under the runs directory: never a path that leads elsewhere."""
+    if name is None:
+        return
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"]
+    if not name.strip() or name in (".", "..") or bad or len(name) > 100:
+        reason = ("contains " + ", ".join(sorted({repr(c) for c in bad})) if bad else
+                  "is longer than 100 characters" if len(name) > 100 else "is not a folder name")
+        raise ConfigError(f"name: {_show(name)} {reason}; a run name is one folder name: no '/' or '\\\\', "
+                          "not '.' or '..', at most 100 characters")
 
 
 def _check_device(key: str, value: str) -> str:
@@ -146,10 +168,14 @@ def _scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
     if kind is float:
         # YAML 1.1 reads `1e-3` as a string; accept numeric strings rather than punish the spelling.
         if isinstance(value, str):
+            text = value
             try:
-                value = float(value)
+                value = float(text)
             except ValueError:
-                raise ConfigError(f"{key}: {_show(value)} is not a number") from None
+                raise ConfigError(f"{key}: {_show(text)} is not a number") from None
+            problem = float_problem(text, value)
+            if problem:
+                raise ConfigError(f"{key}: {_show(text)} {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: {_show(value)} is not a number")
         if not math.isfinite(value):
@@ -211,6 +237,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _check_whole(cfg: RunConfig) -> RunConfig:
     """Rules that involve more than one key; the chosen network's defaults where the config has none."""
+    _check_name(cfg.name)
     if cfg.model.hidden is None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **MODEL_DEFAULTS[cfg.model.name]))
     _check_device("device", cfg.device)
@@ -228,6 +255,41 @@ def _check_whole(cfg: RunConfig) -> RunConfig:
 # ---------------------------------------------------------------- loading
 
 
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (plain data only) that refuses a key given twice in one mapping, and a float literal
+    that underflows to 0 or overflows to infinity, instead of silently keeping a value the user did not write."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key]}, again at line {line}); "
+                        "give each key once", key_node.start_mark)
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value = super().construct_yaml_float(node)
+        problem = float_problem(str(node.value).replace("_", ""), value)
+        if problem:
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value} {problem}", node.start_mark)
+        return value
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load with StrictLoader's checks."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`optimizer.lr=0.1` -> (["optimizer", "lr"], 0.1); the value is read as YAML (numbers, lists, bools)."""
     if "=" not in text:
@@ -237,7 +299,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.1")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text  # not YAML: keep the text; validation will judge it
     return key.split("."), value
@@ -257,8 +319,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             if not isinstance(sub, dict):
                 raise ConfigError(f"--set {text!r}: {'.'.join(path[:depth + 1])} is not a section")
             node = sub
-        node[path[-1]] = value
+        if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+            node[path[-1]] = _merged(node[path[-1]], value)  # a mapping edits the section; it never resets it
+        else:
+            node[path[-1]] = value
     return result
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`base` with `update`'s keys set, recursively into sub-mappings."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _check_path(text: str, path: list[str]) -> None:
@@ -285,11 +358,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.__class__.__name__}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "duplicate key" in problem or "64-bit float" in problem:
+            raise ConfigError(f"config file {str(path)!r}{where}: {problem}") from None
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
     if raw is None:
         raise ConfigError(f"config file {str(path)!r} is empty; it must be a mapping such as 'model: {{name: mlp}}'")

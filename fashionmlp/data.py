@@ -72,6 +72,9 @@ class FileStatus:
 
 
 def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data directory {str(root)!r} is a file, not a folder; point --data-dir / ${ENV_VAR} at "
+                        "the folder that holds the four Fashion-MNIST .gz files")
     rows = []
     for key, (name, expected) in FILES.items():
         path = _locate(root, name)

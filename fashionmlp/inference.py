@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ class EvaluationReport:
     confusion: list[list[int]]
     figure_path: Path
     text: str
+    unsaved: str | None = None  # why the figure and JSON could not be written, if they could not
 
 
 def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
@@ -49,37 +51,87 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Pat
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
     title = f"{Path(run_dir).name} ({checkpoint}.pt, epoch {run.epoch}): test accuracy {result['accuracy']:.2%}"
-    confusion_matrix(result["confusion"], title).savefig(figure_path, dpi=110)
-    write_json(Path(run_dir) / f"evaluation-{checkpoint}.json",
-               {"checkpoint": checkpoint, "epoch": run.epoch, "test_loss": result["loss"],
-                "test_accuracy": result["accuracy"], "per_class_accuracy": dict(zip(CLASSES, per_class)),
-                "confusion": result["confusion"]})
+    json_path = Path(run_dir) / f"evaluation-{checkpoint}.json"
+    unsaved = None
+    try:  # the numbers are printed even where the run folder cannot be written (a read-only copy, say)
+        confusion_matrix(result["confusion"], title).savefig(figure_path, dpi=110)
+        write_json(json_path, {"checkpoint": checkpoint, "epoch": run.epoch, "test_loss": result["loss"],
+                               "test_accuracy": result["accuracy"],
+                               "per_class_accuracy": dict(zip(CLASSES, per_class)), "confusion": result["confusion"]})
+    except OSError as exc:
+        unsaved = (f"{figure_path.name} and {json_path.name} could not be written to {str(run_dir)!r} "
+                   f"({exc.strerror or exc}); the results above are not saved")
     lines = [f"run {run_dir}  checkpoint {checkpoint}.pt (epoch {run.epoch})  {len(data.test.labels)} test images",
              f"test loss {result['loss']:.4f}   test accuracy {result['accuracy']:.2%}", "",
              "per-class accuracy:"]
     lines += [f"  {name:<12} {acc:7.2%}" for name, acc in zip(CLASSES, per_class)]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):", format_confusion(result["confusion"])]
     return EvaluationReport(result["loss"], result["accuracy"], per_class, result["confusion"], figure_path,
-                            "\n".join(lines))
+                            "\n".join(lines), unsaved)
 
 
 def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = print) -> np.ndarray:
-    """An image file -> (28, 28) uint8 grayscale; other sizes are resized with a warning."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file -> (28, 28) uint8, light object on black as in Fashion-MNIST.
 
+    Any bit depth is scaled by its range (16-bit by 65535, float by [0, 1]); colour becomes luminance
+    (ITU-R 601); transparent pixels are composited over black, Fashion-MNIST's background, after --invert
+    (which flips the object's pixels only). Other sizes are padded to a square and resized, with a warning.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    where = f"--image {str(path)!r}"
+    if path.is_dir():
+        raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
     if not path.is_file():
-        raise UserError(f"--image {str(path)!r}: no such file")
+        raise UserError(f"{where}: no such file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            gray = img.convert("L")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"--image {str(path)!r}: not an image file PIL can read ({exc.__class__.__name__})") from None
-    if gray.size != (28, 28):
-        warn(f"warning: {path} is {gray.size[0]}x{gray.size[1]}; resized to 28x28 (Fashion-MNIST's size)")
-        gray = gray.resize((28, 28), Image.Resampling.BILINEAR)
-    array = np.asarray(gray, dtype=np.uint8)
-    return 255 - array if invert else array
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment
+            with Image.open(path) as img:
+                img.load()  # the first frame of an animation or multi-page file
+                gray, alpha = _luminance_and_alpha(ImageOps.exif_transpose(img), where, warn)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
+                        "safely; crop or shrink it to the garment first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"{where}: not an image file PIL can read ({exc.__class__.__name__})") from None
+    if invert:
+        gray = 1.0 - gray
+    if alpha is not None:
+        gray = gray * alpha
+    if gray.shape != (28, 28):
+        h, w = gray.shape
+        warn(f"warning: {path} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
+        side = max(h, w)
+        square = np.zeros((side, side))
+        square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray
+        resample = Image.Resampling.BOX if side > 28 else Image.Resampling.BILINEAR  # BOX: area average
+        gray = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((28, 28), resample),
+                          dtype=np.float64)
+    return np.clip(np.rint(gray * 255), 0, 255).astype(np.uint8)
+
+
+def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W) luminance in [0, 1] and, for images with transparency, (H, W) opacity in [0, 1] (else None)."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float64) / 65535, None
+    if mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise UserError(f"{where}: the image holds NaN or infinite values")
+        low, high = float(values.min()), float(values.max())
+        for top in ((1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)):
+            if low >= 0 and high <= top:
+                return values / top, None
+        warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range; scaled from that range to 0-255")
+        return (values - low) / (high - low), None
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info
+    if mode in ("1", "L"):
+        return np.asarray(img.convert("L"), dtype=np.float64) / 255, None
+    rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255
+    gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as PIL's convert("L")
+    return gray, (rgba[..., 3] if has_alpha else None)
 
 
 def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
@@ -91,6 +143,8 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
                 grid: Path | None = None, checkpoint: str = "best", data_dir: str | Path | None = None,
                 device: str | None = None, warn: Callable[[str], None] = print) -> str:
     """Top-3 predictions as text; optionally a 16-image grid picture of the test set."""
+    if grid is not None:
+        check_figure_path(grid, "--grid")
     run = load_run(run_dir, checkpoint, device)
     lines = []
     if image is not None:
@@ -117,6 +171,21 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
                 raise UserError(f"--grid {str(grid)!r}: cannot be written ({exc.strerror or exc})") from None
             lines.append(f"grid of {len(chosen)} test images saved to {grid}")
     return "\n".join(lines)
+
+
+def check_figure_path(path: Path, option: str) -> None:
+    """A picture can be saved at `path`: a format matplotlib writes, in a folder that exists."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
+    if path.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a directory; give a file name such as grid.png")
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"{option} {str(path)!r}: {path.suffix or 'no extension'} is not a picture format; "
+                        f"allowed: {', '.join('.' + f for f in formats)}")
+    if not path.parent.is_dir():
+        raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
 
 
 def _format_top(what: str, top: list[tuple[str, float]]) -> str:

@@ -11,6 +11,11 @@ from matplotlib.figure import Figure
 from fashionmlp.data import CLASSES
 
 
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (the first points average what exists so far)."""
     v = np.asarray(values, dtype=np.float64)
@@ -79,7 +84,7 @@ def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence
     fig = Figure(figsize=(8, 9), layout="constrained")
     for k in range(min(16, len(images))):
         ax = fig.add_subplot(4, 4, k + 1)
-        ax.imshow(images[k], cmap="gray_r")
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)  # as the model sees it: light clothes on black
         ok = predicted[k] == true[k]
         ax.set_title(f"{CLASSES[predicted[k]]} ({confidence[k]:.0%})\ntrue: {CLASSES[true[k]]}", fontsize=8,
                      color="black" if ok else "red")

@@ -19,7 +19,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer
 from fashionmlp.run import RunResult, RunState, run_epochs, write_summary
 from fashionmlp.savedrun import check_fits, check_run_dir
-from fashionmlp.tracking import MetricsFile, TensorBoardLog, write_config
+from fashionmlp.tracking import MetricsFile, TensorBoardLog, check_folder_writable, write_config
 
 
 def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
@@ -30,6 +30,8 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     last_pt = run_dir / "checkpoints" / "last.pt"
     if not last_pt.is_file():
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
+    for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
+        check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
     cfg = load_config(run_dir / "config.yaml", shortcut_overrides(epochs=epochs, device=device))
     state = load_checkpoint(last_pt)
     done = int(state["epoch"])

@@ -20,7 +20,7 @@ from fashionmlp import status as st
 from fashionmlp.checkpoint import save_checkpoint
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, TensorSplit, classic_batches, epoch_order, fast_batches, load_data
-from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
 from fashionmlp.engine import EpochResult, Progress, fit, seed_everything
 from fashionmlp.models import n_params
 from fashionmlp.optim import build_optimizer, lr_at
@@ -106,16 +106,17 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
     if run_dir is None:
         check_writable(runs_dir)
     data = data or load_data(cfg, data_dir)
+    check_memory(cfg, device, len(data.train.labels) + len(data.test.labels))
     set_threads(cfg.train.threads)
     keep_freed_memory()
-    if run_dir is None:
-        run_dir = create_run_dir(runs_dir, cfg.run_name)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=False)
     seed_everything(cfg.seed)
     model = prepare_model(cfg, device)
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    if run_dir is None:
+        run_dir = create_run_dir(runs_dir, cfg.run_name)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=False)
     run = RunState(cfg, run_dir, device, data, model, build_optimizer(cfg.optimizer, model.parameters()),
                    torch.Generator().manual_seed(cfg.seed), command=command)
     run.provenance["fingerprints"] = fingerprints(model, run.generator, len(data.train.labels),

@@ -56,6 +56,16 @@ def check_writable(runs_dir: Path) -> None:
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
 
 
+def check_folder_writable(folder: Path, what: str) -> None:
+    """Fail early when files cannot be created in `folder` (read-only file system or permissions)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {str(folder)!r} cannot be written ({exc.strerror or exc}); copy it somewhere "
+                        "writable and use the copy") from None
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)

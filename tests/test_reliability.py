@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -204,6 +206,16 @@ def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- 5. bad input
 
 
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims width x height (a decompression bomb, without the memory)."""
+    buffer = io.BytesIO()
+    Image.new("1", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR's fields after its type
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # IHDR's CRC over type + fields
+    return bytes(data)
+
+
 class BadInputs:
     """Files the bad-input cases point at: broken data, foreign and malicious checkpoints, odd files."""
 
@@ -232,9 +244,18 @@ class BadInputs:
         (tmp / "notes.txt").write_text("hello")
         (tmp / "a_file").write_text("")
         Image.new("L", (28, 28)).save(tmp / "ok.png")
+        (tmp / "image_folder.png").mkdir()
+        self.huge_png = tmp / "huge.png"
+        self.huge_png.write_bytes(png_claiming_size(30000, 30000))
+        self.unfinished = tmp / "unfinished"  # a run killed during its first epoch: last.pt (epoch 0) only
+        (self.unfinished / "checkpoints").mkdir(parents=True)
+        (self.unfinished / "config.yaml").write_text((good_run / "config.yaml").read_text())
+        (self.unfinished / "checkpoints" / "last.pt").write_bytes((good_run / "checkpoints" / "last.pt").read_bytes())
+        self.study = tmp / "study.yaml"
+        self.study.write_text(yaml.safe_dump({**tiny_config(data), "variants": {"sgd": {"name": "sgd"}}}))
 
-    def cfg(self, name: str, text: str | None = None, **sections) -> str:
-        p = self.tmp / name
+    def cfg(self, file: str, text: str | None = None, /, **sections) -> str:
+        p = self.tmp / file
         p.write_text(text if text is not None else yaml.safe_dump(tiny_config(self.data, **sections)))
         return str(p)
 
@@ -284,6 +305,40 @@ BAD_INPUTS = [
         ("evaluate: bad checkpoint name", lambda e: ["evaluate", str(e.good_run), "--checkpoint", "first"], "allowed: best, last"),
         ("compare: unknown variant", lambda e: ["compare-optimizers", "--optimizers", "sgd,lion"], "unknown variant 'lion'"),
         ("compare: bad seeds", lambda e: ["compare-optimizers", "--seeds", "a,b"], "expected a comma-separated list"),
+    # Found by trying the tool as a demanding new user (issue 15): each crashed, or did the wrong thing, before.
+    ("seed >= 2**32 (option)", lambda e: ["train", "--config", e.cfg("g.yaml"), "--seed", "4294967296"],
+     "seed: 4294967296 is out of range; allowed: >= 0 and <= 4294967295"),
+    ("seed >= 2**32 (YAML)", lambda e: ["train", "--config", e.cfg("s.yaml", seed=2**32)], "seed: 4294967296 is out"),
+    ("seed >= 2**64 with a val split", lambda e: ["train", "--config", e.cfg("s64.yaml", seed=2**64, data={"val_size": 10})],
+     "seed: 18446744073709551616 is out of range"),
+    ("compare: a seed >= 2**32 after a good one", lambda e: ["compare-optimizers", "--config", str(e.study), "--seeds",
+                                                             "0,4294967296", "--runs-dir", str(e.tmp / "runs")],
+     "--seeds: seed: 4294967296 is out of range"),
+    ("hidden width beyond memory", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.hidden=[10000000000]"],
+     "model.hidden [10000000000] at train.batch_size 32 need about"),
+    ("--name escapes the runs dir", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "../../x"],
+     "name: '../../x' contains '/'; a run name is one folder name"),
+    ("--name with a slash", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "sweep/a"], "contains '/'"),
+    ("name in a stranger's config", lambda e: ["train", "--config", e.cfg("n.yaml", name="..")], "name: '..' is not a"),
+    ("resume with --runs-dir", lambda e: ["train", "--resume", str(e.good_run), "--runs-dir", str(e.tmp)],
+     "only --epochs, --device and --data-dir may be given with it"),
+    ("--data-dir is a file", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", str(e.tmp / "notes.txt")],
+     "is a file, not a folder"),
+    ("data: --data-dir is a file", lambda e: ["data", "--data-dir", str(e.tmp / "notes.txt")], "is a file, not a folder"),
+    ("duplicate YAML key", lambda e: ["train", "--config", e.cfg("d.yaml", "optimizer:\n  name: sgd\nseed: 1\noptimizer:\n  name: adam\n")],
+     "duplicate key 'optimizer' (first at line 1, again at line 4)"),
+    ("float underflow (--set)", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.lr=1e-400"],
+     "optimizer.lr: '1e-400' is too small for a 64-bit float"),
+    ("float underflow (YAML)", lambda e: ["train", "--config", e.cfg("f.yaml", "optimizer:\n  lr: 1.0e-400\n")],
+     "at line 2, column 7: 1.0e-400 is too small for a 64-bit float"),
+    ("predict: decompression bomb", lambda e: ["predict", str(e.good_run), "--image", str(e.huge_png)], "too large to read"),
+    ("predict: image is a folder", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "image_folder.png")],
+     "is a directory"),
+    ("predict: --grid .txt", lambda e: ["predict", str(e.good_run), "--grid", str(e.tmp / "out.txt")],
+     ".txt is not a picture format"),
+    ("predict: --grid in a missing folder", lambda e: ["predict", str(e.good_run), "--grid", str(e.tmp / "no" / "g.png")],
+     "does not exist"),
+    ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished)], "--checkpoint last"),
 ] + ([] if torch.cuda.is_available() else [
     ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
 ])

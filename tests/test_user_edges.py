@@ -1,0 +1,252 @@
+"""Inputs at the edges, found by trying the tool as a demanding new user would (issue 15): real-world image
+files, options combined, read-only folders. The one-line refusals are in test_reliability's bad-input table."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from fashionmlp.config import load_config
+from fashionmlp.inference import read_image
+
+from conftest import make_images, tiny_config
+from helpers import cli, run_dir_of, summary
+
+# ---------------------------------------------------------------- predict --image: any bit depth and mode
+
+
+@pytest.fixture(scope="module")
+def picture() -> np.ndarray:
+    """A (28, 28) uint8 test picture with every gray level present somewhere, light object on black."""
+    images, _ = make_images(4, seed=7)
+    return images[0]
+
+
+def _forms(picture: np.ndarray, tmp_path) -> dict[str, object]:
+    """The same picture saved in every form people have it in."""
+    rgb = np.repeat(picture[..., None], 3, axis=2)
+    forms = {
+        "8-bit gray PNG": Image.fromarray(picture),
+        "16-bit gray PNG": Image.fromarray(picture.astype(np.uint16) * 257),
+        "float TIFF in [0, 1]": Image.fromarray(picture.astype(np.float32) / 255),
+        "32-bit integer TIFF": Image.fromarray(picture.astype(np.int32)),
+        "palette PNG": Image.fromarray(picture).convert("P", palette=Image.Palette.ADAPTIVE, colors=256),
+        "RGB PNG": Image.fromarray(rgb),
+        "RGBA PNG, opaque": Image.fromarray(np.dstack([rgb, np.full_like(picture, 255)])),
+        # A cut-out: white everywhere, the garment only in the alpha channel (it was all white before).
+        "RGBA cut-out, shape in alpha": Image.fromarray(np.dstack([np.full_like(rgb, 255), picture])),
+        "gray + alpha cut-out": Image.fromarray(np.dstack([np.full_like(picture, 255), picture]), mode="LA"),
+    }
+    paths = {}
+    for name, image in forms.items():
+        suffix = ".tif" if "TIFF" in name else ".png"
+        path = tmp_path / (name.replace(" ", "_").replace(",", "").replace("[", "").replace("]", "") + suffix)
+        image.save(path)
+        paths[name] = path
+    return paths
+
+
+def test_every_bit_depth_and_mode_reads_as_the_same_picture(picture, tmp_path):
+    for name, path in _forms(picture, tmp_path).items():
+        assert Image.open(path).size == (28, 28), name
+        np.testing.assert_array_equal(read_image(path, warn=pytest.fail), picture, err_msg=name)
+
+
+def test_one_bit_and_inverted_images(tmp_path, picture):
+    binary = picture > 127
+    Image.fromarray(binary).save(tmp_path / "bw.png")  # mode "1"
+    assert set(np.unique(read_image(tmp_path / "bw.png"))) <= {0, 255}
+    np.testing.assert_array_equal(read_image(tmp_path / "bw.png"), binary.astype(np.uint8) * 255)
+    # --invert: dark clothes on a light background -> light on dark
+    Image.fromarray(255 - picture).save(tmp_path / "dark_on_light.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "dark_on_light.png", invert=True), picture)
+    # --invert on a cut-out inverts the garment, and the transparent background stays black
+    cutout = np.dstack([np.repeat((255 - picture)[..., None], 3, axis=2), np.where(picture > 0, 255, 0)])
+    Image.fromarray(cutout.astype(np.uint8)).save(tmp_path / "dark_cutout.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "dark_cutout.png", invert=True), picture)
+
+
+def test_other_sizes_keep_their_shape_and_warn(tmp_path):
+    tall = np.zeros((56, 28), dtype=np.uint8)
+    tall[:, 10:18] = 255  # a 56x28 white bar
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    warnings = []
+    small = read_image(tmp_path / "tall.png", warn=warnings.append)
+    assert len(warnings) == 1 and "28x56" in warnings[0] and "padded" in warnings[0]
+    assert small.shape == (28, 28)
+    assert small[:, :7].max() == 0 and small[:, -7:].max() == 0  # padded at the sides, not stretched
+    assert small[:, 12:16].min() > 200
+    Image.new("L", (1, 1), 255).save(tmp_path / "dot.png")  # tiny: upscaled, still runs
+    assert read_image(tmp_path / "dot.png", warn=lambda _: None).shape == (28, 28)
+
+
+def test_predict_gives_one_answer_for_every_form(picture, tmp_path, good_run):
+    answers = set()
+    for name, path in _forms(picture, tmp_path).items():
+        result = cli("predict", good_run, "--image", path)
+        assert result.exit_code == 0, (name, result.output)
+        answers.add(result.stdout.split(": ", 1)[1])
+    assert len(answers) == 1, answers
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, tiny_data):
+    tmp = tmp_path_factory.mktemp("edges")
+    path = tmp / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
+    return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))
+
+
+# ---------------------------------------------------------------- the grid picture
+
+
+def test_grid_shows_what_the_model_sees(good_run, tmp_path):
+    from fashionmlp.plots import prediction_grid
+
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[10:18, 10:18] = 255  # a light square on black, as in Fashion-MNIST
+    figure = prediction_grid(image[None], [0], [0], [0.9])
+    shown = figure.axes[0].images[0]
+    colors = shown.to_rgba(shown.get_array())[..., :3]  # the colours the picture shows, pixel by pixel
+    assert colors[14, 14].min() > 0.95 and colors[0, 0].max() < 0.05  # light square, black background
+    assert cli("predict", good_run, "--grid", tmp_path / "g.svg").exit_code == 0
+    assert (tmp_path / "g.svg").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- options combined
+
+
+def test_set_with_a_mapping_edits_the_section(tmp_path, write_config):
+    cnn = write_config(model={"name": "cnn", "hidden": [16], "channels": [4, 8]}, train={"epochs": 1})
+    cfg = load_config(cnn, ["model={activation: tanh}"])
+    assert (cfg.model.name, cfg.model.activation, cfg.model.hidden, cfg.model.channels) == ("cnn", "tanh", (16,), (4, 8))
+    result = cli("train", "--config", cnn, "--set", "model={activation: tanh}", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    run = run_dir_of(result)
+    assert summary(run)["model"] == "cnn"
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["activation"] == "tanh"
+
+
+def test_compare_model_option_fills_a_study_without_a_model_name(tmp_path, tiny_data):
+    from fashionmlp.compare import study_from_options
+
+    study = tmp_path / "study.yaml"
+    raw = tiny_config(tiny_data)
+    raw["model"] = {"channels": [4, 8]}  # no name
+    study.write_text(yaml.safe_dump({**raw, "variants": {"sgd": {"name": "sgd"}}}))
+    loaded = study_from_options("cnn", study, [], None)
+    assert loaded.base.model.name == "cnn" and loaded.variants["sgd"].model.name == "cnn"
+    assert loaded.base.model.hidden == (128,)  # the CNN's own default classifier
+
+
+@pytest.fixture
+def val_study(tmp_path, tiny_data):
+    study = tmp_path / "study.yaml"
+    raw = tiny_config(tiny_data, data={"val_size": 64}, train={"epochs": 2})
+    study.write_text(yaml.safe_dump({**raw, "variants": {"sgd": {"name": "sgd", "lr": 0.05}}}))
+    return study
+
+
+def _numbers(run) -> list[list[str]]:
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, c in enumerate(header) if c not in ("seconds",)]
+    return [[row.split(",")[i] for i in keep] for row in lines[1:]]
+
+
+def test_every_study_run_is_what_train_with_its_config_does(val_study, tmp_path):
+    """A study with a validation split and a seed other than the config's: each run folder must hold exactly
+    what `train --config <run>/config.yaml` gives, and its resume must match a straight run."""
+    result = cli("compare-optimizers", "--config", val_study, "--seeds", "1", "--runs-dir", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    (study_dir,) = (tmp_path / "s").iterdir()
+    variant = study_dir / "sgd"
+    assert summary(variant)["seed"] == 1 and summary(variant)["data"]["val_size"] == 64
+    again = cli("train", "--config", variant / "config.yaml", "--runs-dir", tmp_path / "t")
+    assert again.exit_code == 0, again.output
+    assert _numbers(run_dir_of(again)) == _numbers(variant)
+    assert summary(run_dir_of(again))["fingerprints"] == summary(variant)["fingerprints"]
+    # Resume: one epoch in the study, then extended to two, equals the two-epoch study run.
+    short = cli("compare-optimizers", "--config", val_study, "--seeds", "1", "--epochs", "1",
+                "--runs-dir", tmp_path / "short")
+    assert short.exit_code == 0, short.output
+    (short_dir,) = (tmp_path / "short").iterdir()
+    resumed = cli("train", "--resume", short_dir / "sgd", "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert _numbers(short_dir / "sgd") == _numbers(variant)
+
+
+# ---------------------------------------------------------------- read-only run folders
+
+
+def _read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+def test_evaluate_on_a_read_only_run_prints_the_results(good_run, monkeypatch):
+    monkeypatch.setattr("fashionmlp.inference.write_json", _read_only)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", _read_only)
+    result = cli("evaluate", good_run)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.stdout and "per-class accuracy" in result.stdout
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("warning: ") and "Read-only file system" in err[0]
+    assert "not saved" in err[0]
+
+
+def test_resume_on_a_read_only_run_is_refused_before_training(good_run, monkeypatch):
+    before = (good_run / "metrics.csv").read_text()
+    monkeypatch.setattr("tempfile.TemporaryFile", _read_only)
+    result = cli("train", "--resume", good_run, "--epochs", "3")
+    assert result.exit_code == 2 and "cannot be written (Read-only file system)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (good_run / "metrics.csv").read_text() == before
+
+
+# ---------------------------------------------------------------- small things
+
+
+def test_debug_variable_zero_means_off(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer: {lr: -1}\n")
+    for value, traceback in (("0", False), ("false", False), ("", False), ("1", True), ("yes", True)):
+        result = cli("train", "--config", bad, env={"FASHIONMLP_DEBUG": value})
+        assert result.exit_code == 2 and ("Traceback" in result.stderr) == traceback, value
+
+
+def test_one_epoch_is_singular(tmp_path, val_study):
+    result = cli("compare-optimizers", "--config", val_study, "--epochs", "1", "--runs-dir", tmp_path / "one")
+    assert result.exit_code == 0, result.output
+    assert "1 epochs" not in result.stdout and "1 epoch" in result.stdout
+    (study_dir,) = (tmp_path / "one").iterdir()
+    text = (study_dir / "summary.md").read_text()
+    assert "1 epochs" not in text and "1 seeds" not in text and "1 epoch, " in text
+
+
+def test_run_name_never_leaves_the_runs_folder(tmp_path, write_config):
+    runs = tmp_path / "deep" / "runs"
+    for name in ("../../x", "..", "a/b", "a\\b", "x" * 101, "\x00"):
+        result = cli("train", "--config", write_config(), "--runs-dir", runs, "--name", name)
+        assert result.exit_code == 2, (name, result.output)
+    assert not runs.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
+    ok = cli("train", "--config", write_config(train={"epochs": 1}), "--runs-dir", runs, "--name", "my run.v2")
+    assert ok.exit_code == 0 and run_dir_of(ok).parent == runs and run_dir_of(ok).name.startswith("my run.v2-")
+
+
+def test_summary_records_the_command_only_when_run_from_the_command_line(good_run, tmp_path, tiny_data):
+    import subprocess
+    import sys
+
+    assert summary(good_run)["command"] is None  # an in-process call: no command line to record
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
+    out = subprocess.run([sys.executable, "-c", "from fashionmlp.cli import main; main()", "train", "--config",
+                          str(cfg), "--runs-dir", str(tmp_path / "r")], capture_output=True, text=True, check=True)
+    run = out.stdout.strip().splitlines()[-1]
+    assert json.loads(open(f"{run}/summary.json").read())["command"] == (
+        f"fashionmlp train --config {cfg} --runs-dir {tmp_path / 'r'}")
