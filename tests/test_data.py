@@ -20,7 +20,7 @@ from fashionmlp.data import (
 )
 from fashionmlp.errors import DataError
 
-from conftest import idx_bytes, write_dataset
+from helpers import idx_bytes, write_dataset
 
 
 def test_reads_flat_layout(tiny_data):

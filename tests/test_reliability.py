@@ -23,8 +23,7 @@ from PIL import Image
 from fashionmlp.config import config_from_dict
 from fashionmlp.errors import ConfigError
 
-from conftest import tiny_config
-from helpers import cli, run_dir_of, scalars, summary
+from helpers import cli, run_dir_of, scalars, summary, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

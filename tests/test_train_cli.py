@@ -18,7 +18,7 @@ STEPS_PER_EPOCH = 10  # 320 tiny training images / batch 32
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_data):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     tmp = tmp_path_factory.mktemp("train")
     path = tmp / "cfg.yaml"
@@ -99,7 +99,7 @@ def test_predict_index_and_grid(trained, tmp_path):
 
 
 def test_predict_image_file(trained, tmp_path):
-    from conftest import make_images
+    from helpers import make_images
 
     images, labels = make_images(1, 2)  # the first tiny test image
     Image.fromarray(images[0]).save(tmp_path / "x.png")

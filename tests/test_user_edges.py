@@ -14,8 +14,7 @@ from PIL import Image
 from fashionmlp.config import load_config
 from fashionmlp.inference import read_image
 
-from conftest import make_images, tiny_config
-from helpers import cli, run_dir_of, summary
+from helpers import cli, make_images, run_dir_of, summary, tiny_config
 
 # ---------------------------------------------------------------- predict --image: any bit depth and mode
 
