@@ -367,13 +367,16 @@ def compare_optimizers(
 
 @manual_app.command("check")
 @user_errors
-def manual_check(seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random test inputs.")] = 0) -> None:
+def manual_check(seed: Annotated[int, typer.Option(
+        metavar="N", help="Seed of the random test inputs, 0 to 2**32-1.")] = 0) -> None:
     """Check every NumPy function and several networks against finite differences and torch.autograd.
 
     Exit 1 if any row exceeds 1e-7 (relative, vs finite differences) or 1e-10 (vs autograd).
     """
     from fashionmlp.manual.check import format_table, run_checks
 
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed {seed}: out of range; allowed: 0 to {2**32 - 1}")
     rows = run_checks(seed)
     typer.echo(format_table(rows))
     if not all(r.passed for r in rows):

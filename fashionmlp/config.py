@@ -49,7 +49,7 @@ class DataConfig:
     val_size: int = _spec(0, ge=0)  # images carved from the training set for validation
     subset: int | None = _spec(None, ge=1)  # use only the first N training images
     loader: str = _spec("fast", choices=LOADERS)  # fast: tensors in memory; torchvision: DataLoader
-    num_workers: int = _spec(0, ge=0)  # DataLoader workers (torchvision loader only)
+    num_workers: int = _spec(0, ge=0, le=256)  # DataLoader worker processes (torchvision loader only)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class TrainConfig:
     epochs: int = _spec(20, ge=1)
     batch_size: int = _spec(128, ge=1)
     eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
-    threads: int = _spec(0, ge=0)  # CPU intra-op threads; 0 = all cores this process may use
+    threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = all cores this process may use
     channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
     precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes (faster where supported)
 

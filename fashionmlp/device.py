@@ -70,7 +70,7 @@ def prepare_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     return model
 
 
-def memory_needed(cfg: RunConfig, n_images: int) -> int:
+def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> int:
     """Bytes a training run needs at its peak, estimated without allocating anything (a model on the meta device):
     parameters with their gradients and up to two optimizer states, the activations of one training batch
     (kept for backward, and their gradients), those of one evaluation batch, and the images as float32 tensors."""
@@ -89,21 +89,22 @@ def memory_needed(cfg: RunConfig, n_images: int) -> int:
     finally:
         for hook in hooks:
             hook.remove()
-    floats = (4 * n_params + 2 * per_sample * cfg.train.batch_size + per_sample * cfg.train.eval_batch_size
-              + n_images * 28 * 28)
+    n_train = n_images if n_train is None else n_train
+    batch, eval_batch = min(cfg.train.batch_size, n_train), min(cfg.train.eval_batch_size, n_images)
+    floats = 4 * n_params + 2 * per_sample * batch + per_sample * eval_batch + n_images * 28 * 28
     return 4 * floats
 
 
-def check_memory(cfg: RunConfig, device: torch.device, n_images: int) -> None:
+def check_memory(cfg: RunConfig, device: torch.device, n_images: int, n_train: int) -> None:
     """Refuse, before a run folder exists, a model and batch size that cannot fit in this machine's memory."""
     if device.type == "cuda":
         total, what = torch.cuda.get_device_properties(device).total_memory, f"{device}'s"
     else:
         total, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
-    need = memory_needed(cfg, n_images)
+    need = memory_needed(cfg, n_images, n_train)
     if need > 0.9 * total:
         widths = f"model.hidden {list(cfg.model.hidden)}" + (
             f", model.channels {list(cfg.model.channels)}" if cfg.model.name == "cnn" else "")
-        raise UserError(f"{widths} at train.batch_size {cfg.train.batch_size} need about {need / 2**30:,.1f} GiB "
-                        f"(weights, gradients, optimizer state, one batch's activations), more than {what} "
-                        f"{total / 2**30:,.1f} GiB; use smaller widths or batches")
+        raise UserError(f"{widths} at train.batch_size {min(cfg.train.batch_size, n_train)} need about "
+                        f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state, one batch's activations), "
+                        f"more than {what} {total / 2**30:,.1f} GiB; use smaller widths or batches")

@@ -106,7 +106,9 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
     if run_dir is None:
         check_writable(runs_dir)
     data = data or load_data(cfg, data_dir)
-    check_memory(cfg, device, len(data.train.labels) + len(data.test.labels))
+    n_train = len(data.train.labels)
+    check_memory(cfg, device, n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels)),
+                 n_train)
     set_threads(cfg.train.threads)
     keep_freed_memory()
     seed_everything(cfg.seed)
