@@ -7,18 +7,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fashionmlp import manual as M
 from fashionmlp.config import config_from_dict
 from fashionmlp.data import load_fashion_mnist
-from fashionmlp.manual.check import run_checks
+from fashionmlp.manual.check import AUTOGRAD_TOL, FD_TOL, run_checks
 from fashionmlp.manual.train import DEFAULTS, train_numpy
 
 from helpers import cli
-
-FD_TOL, AUTOGRAD_TOL = 1e-7, 1e-10
 
 
 def test_import_needs_only_numpy():
@@ -35,21 +33,208 @@ def test_closed_form_values():
     assert M.sigmoid(np.array(0.0)) == 0.5
     p = M.softmax(np.array([[1.0, 2.0, 0.5]]), axis=1)
     assert M.cross_entropy(np.array([[1.0, 2.0, 0.5]]), np.array([1])) == pytest.approx(-np.log(p[0, 1]))
-    assert M.stable_logistic_loss(np.array([1.0]), np.array([0.0])) == pytest.approx(np.log(2))
-    assert M.margin_logistic_loss(np.array([-1.0]), np.array([2.0])) == pytest.approx(np.log1p(np.exp(2.0)))
-    assert M.logistic_loss(np.array([1.0, 0.0]), np.array([0.8, 0.3])) == pytest.approx(
+    assert M.stable_logistic_loss(np.array([0.0]), np.array([1.0])) == pytest.approx(np.log(2))
+    assert M.stable_logistic_loss(np.array([1.5]), np.array([1.0])) == pytest.approx(np.log1p(np.exp(-1.5)))
+    assert M.margin_logistic_loss(np.array([2.0]), np.array([-1.0])) == pytest.approx(np.log1p(np.exp(2.0)))
+    assert M.logistic_loss(np.array([0.8, 0.3]), np.array([1.0, 0.0])) == pytest.approx(
         -(np.log(0.8) + np.log(0.7)) / 2)
+    assert M.squared_error(np.array([[3.0], [1.0]]), np.array([1.0, 1.0])) == 1.0  # ½ (2² + 0²) / 2
     assert M.relu_grad(np.array([-1.0, 0.0, 2.0])).tolist() == [0.0, 0.0, 1.0]
     assert M.tanh_grad(np.array(0.0)) == 1.0 and M.sigmoid_grad(np.array(0.0)) == 0.25
     assert M.cross_entropy_grad(np.zeros((2, 4)), np.array([0, 3])) == pytest.approx(
         (np.full((2, 4), 0.25) - np.eye(4)[[0, 3]]) / 2)
 
 
-def test_int_and_one_hot_labels_agree():
+# ---------------------------------------------------------------- label shapes (issue 10)
+
+BINARY_LOSSES = [(M.stable_logistic_loss, M.stable_logistic_loss_grad), (M.margin_logistic_loss,
+                  M.margin_logistic_loss_grad), (M.squared_error, M.squared_error_grad)]
+
+
+def _binary_case(loss, rng, b):
+    """Logits (B, 1) and labels (B,) in the loss's own label set."""
+    z = rng.normal(0, 2, (b, 1))
+    if loss is M.margin_logistic_loss:
+        return z, rng.choice([-1.0, 1.0], b)
+    if loss is M.squared_error:
+        return z, rng.normal(size=b)
+    return z, rng.integers(0, 2, b).astype(np.float64)
+
+
+@pytest.mark.parametrize("b", [1, 5])
+@pytest.mark.parametrize("loss, grad", BINARY_LOSSES + [(
+    lambda p, y: M.logistic_loss(M.sigmoid(p), y), lambda p, y: M.logistic_loss_grad(M.sigmoid(p), y))],
+    ids=["stable_logistic", "margin_logistic", "squared_error", "logistic"])
+def test_one_output_losses_give_identical_results_for_every_accepted_label_shape(loss, grad, b):
+    z, y = _binary_case(loss, np.random.default_rng(b), b)
+    reference = loss(z, y[:, None])
+    # the plain per-example formula, written on 1-D arrays, so "identical" cannot mean "identically wrong"
+    per_example = {M.margin_logistic_loss: np.logaddexp(0, -y * z[:, 0]), M.squared_error: 0.5 * (z[:, 0] - y) ** 2}
+    expected = per_example.get(loss, np.logaddexp(0, z[:, 0]) - y * z[:, 0])
+    assert reference == pytest.approx(np.mean(expected), rel=1e-6 if loss not in dict(BINARY_LOSSES) else 1e-12)
+    for logits in (z, z[:, 0]):  # (B, 1) and (B,) outputs
+        for labels in (y, y[:, None]):  # (B,) and (B, 1) labels
+            assert loss(logits, labels) == reference
+            g = grad(logits, labels)
+            assert g.shape == logits.shape and np.array_equal(g.reshape(-1), grad(z, y[:, None]).reshape(-1))
+
+
+def test_cross_entropy_gives_identical_results_for_int_and_one_hot_labels():
     z = np.random.default_rng(0).normal(size=(5, 4))
     y = np.array([0, 3, 1, 1, 2])
-    assert M.cross_entropy(z, y) == pytest.approx(M.cross_entropy(z, M.one_hot(y, 4)))
-    assert np.allclose(M.cross_entropy_grad(z, y), M.cross_entropy_grad(z, M.one_hot(y, 4)))
+    for labels in (y.astype(np.int32), y.astype(np.float64), M.one_hot(y, 4)):
+        assert M.cross_entropy(z, labels) == M.cross_entropy(z, y)
+        assert np.array_equal(M.cross_entropy_grad(z, labels), M.cross_entropy_grad(z, y))
+    assert M.cross_entropy(z, y) == pytest.approx(-np.mean(M.log_softmax(z)[np.arange(5), y]))
+
+
+def _single_output(output, hidden="sigmoid", seed=0):
+    rng = np.random.default_rng(seed)
+    net = M.MLP([3, 4, 1], hidden, output, seed=seed)
+    return M.MLP.from_weights(net.weights, [rng.normal(0, 0.5, b.shape) for b in net.biases], hidden, output)
+
+
+@pytest.mark.parametrize("b", [1, 6])
+@pytest.mark.parametrize("output", ["sigmoid", "margin", "identity", "softmax"])
+def test_every_head_gives_identical_results_for_every_accepted_label_shape(output, b):
+    rng = np.random.default_rng(b)
+    X = rng.normal(size=(b, 3))
+    if output == "softmax":
+        net = M.MLP([3, 4, 3], "tanh", "softmax", seed=1)
+        y = rng.integers(0, 3, b)
+        shapes = [y, y.astype(np.float64), M.one_hot(y, 3)]
+    else:
+        net = _single_output(output)
+        y = {"sigmoid": rng.integers(0, 2, b).astype(np.float64), "margin": rng.choice([-1.0, 1.0], b),
+             "identity": rng.normal(size=b)}[output]
+        shapes = [y, y[:, None]]
+    loss, grads = net.loss_and_grads(X, shapes[0])
+    dx = net.input_grad(X, shapes[0])
+    assert np.isfinite(loss) and dx.shape == X.shape
+    for labels in shapes[1:]:
+        assert net.loss(X, labels) == loss
+        other_loss, other = net.loss_and_grads(X, labels)
+        assert other_loss == loss and all(np.array_equal(other[k], grads[k]) for k in grads)
+        assert np.array_equal(net.input_grad(X, labels), dx)
+
+
+# The 4-5-1 sigmoid network of issue 10. No X was given there; the obvious choices (np.eye(4), ones,
+# zeros, aranges, seeded random draws) do not give its 0.0265. Rows summing to 0.96 do, on the code before the
+# fix, for (4, 1) labels: z = 5 σ(0.96) for every row, and the loss is softplus(-z) = 0.02655.
+ISSUE_NET = dict(weights=[np.ones((4, 5)), np.ones((5, 1))], biases=None, hidden="sigmoid", output="sigmoid")
+ISSUE_X = np.full((4, 4), 0.24)
+
+
+def test_the_issue_10_network_gives_the_same_loss_for_labels_of_shape_b_and_b1():
+    net = M.MLP.from_weights(**ISSUE_NET)
+    z = 5 * M.sigmoid(np.array(0.96))
+    for y in ([1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 1.0, 0.0]):
+        y = np.array(y)
+        closed_form = np.mean(np.logaddexp(0, z) - y * z)
+        loss_b, grads_b = net.loss_and_grads(ISSUE_X, y)  # (4,) labels: crashed in _backward before the fix
+        loss_b1, grads_b1 = net.loss_and_grads(ISSUE_X, y[:, None])
+        assert net.loss(ISSUE_X, y) == loss_b == loss_b1 == pytest.approx(closed_form, rel=1e-14)
+        assert all(np.array_equal(grads_b[k], grads_b1[k]) for k in grads_b)
+    assert round(float(net.loss(ISSUE_X, np.ones(4))), 4) == 0.0265
+    assert round(float(net.loss(ISSUE_X, np.ones((4, 1)))), 4) == 0.0265
+
+
+# ---------------------------------------------------------------- rejected shapes
+
+Z41, Z4, Z43 = np.zeros((4, 1)), np.zeros(4), np.zeros((4, 3))
+ELEMENTWISE = [M.stable_logistic_loss, M.stable_logistic_loss_grad, M.margin_logistic_loss,
+               M.margin_logistic_loss_grad, M.squared_error, M.squared_error_grad]
+# (input, labels) pairs that no elementwise loss may accept: wrong B, wrong K, transposed, 3-D, multi-output
+# logits with 1-D labels (which broadcast when B == K), 2-D labels that cannot align with 1-D logits
+BAD_PAIRS = [(Z41, np.ones(3)), (Z41, np.ones((4, 2))), (Z41, np.ones((1, 4))), (Z41, np.ones((4, 1, 1))),
+             (Z4, np.ones((4, 2))), (Z4, np.ones((1, 4))), (Z4, np.ones(5)), (np.zeros((3, 3)), np.ones(3)),
+             (Z43, np.ones(4)), (Z43, np.ones((4, 1)))]
+
+
+def _message(call) -> str:
+    with pytest.raises(ValueError) as info:
+        call()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("fn", ELEMENTWISE + [M.logistic_loss, M.logistic_loss_grad], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("z, y", BAD_PAIRS, ids=lambda a: str(a.shape))
+def test_losses_reject_labels_that_do_not_fit_naming_both_shapes(fn, z, y):
+    y = np.abs(y)  # label values every loss accepts: only the shape is wrong
+    if "margin" in fn.__name__:
+        y = np.ones_like(y)
+    message = _message(lambda: fn(z, y))
+    assert fn.__name__ in message and str(y.shape) in message and str(z.shape) in message and "expected" in message
+
+
+@pytest.mark.parametrize("fn", [M.cross_entropy, M.cross_entropy_grad], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("y", [np.zeros((4, 1)), np.zeros(5), np.zeros((4, 2)), np.zeros((4, 3, 1)), np.zeros(3)],
+                         ids=lambda a: str(a.shape))
+def test_cross_entropy_rejects_labels_that_do_not_fit(fn, y):
+    message = _message(lambda: fn(Z43, y))
+    assert str(y.shape) in message and str(Z43.shape) in message and "(4,)" in message and "expected" in message
+
+
+@pytest.mark.parametrize("call, needed", [
+    (lambda: M.stable_logistic_loss(np.zeros((4, 1)), np.array([1.0, -1.0, 1.0, 1.0])), "[0, 1]"),
+    (lambda: M.margin_logistic_loss(np.zeros((4, 1)), np.array([1.0, 0.0, 1.0, 0.0])), "-1 or +1"),
+    (lambda: M.cross_entropy(Z43, np.array([0, 1, 3, 2])), "[0, 3)"),
+    (lambda: M.cross_entropy(Z43, np.array([0, -1, 2, 2])), "[0, 3)"),
+    (lambda: M.cross_entropy(Z43, np.array([0, 0.5, 2, 2])), "whole numbers"),
+    (lambda: M.one_hot(np.array([0, 1, 4]), 4), "[0, 4)"),
+    (lambda: M.stable_logistic_loss(np.zeros(()), np.zeros(())), "expected (B,) or (B, K)"),
+    (lambda: M.stable_logistic_loss(np.zeros((0, 1)), np.zeros(0)), "B, K >= 1"),
+    (lambda: M.cross_entropy(np.zeros(3), np.zeros(3)), "expected (B, K)"),
+], ids=["sigmoid ±1", "margin 0/1", "class = K", "class -1", "class 0.5", "one_hot", "scalar", "empty", "1-D logits"])
+def test_labels_outside_the_heads_label_set_are_rejected(call, needed):
+    assert needed in _message(call)
+
+
+NET = M.MLP([4, 5, 1], "tanh", "sigmoid", seed=0)
+X44, Y4 = np.zeros((4, 4)), np.ones(4)
+
+
+@pytest.mark.parametrize("call, shapes", [
+    (lambda: NET.loss(X44, np.ones((4, 2))), ["(4, 2)", "(4, 1)", "(4,)"]),
+    (lambda: NET.loss_and_grads(X44, np.ones(3)), ["(3,)", "(4, 1)", "(4,)"]),
+    (lambda: NET.input_grad(X44, np.ones((1, 4))), ["(1, 4)", "(4, 1)"]),
+    (lambda: NET.loss(np.zeros((4, 3)), Y4), ["(4, 3)", "(B, 4)"]),
+    (lambda: NET.forward(np.zeros(4)), ["(4,)", "(B, 4)"]),
+    (lambda: NET.logits(np.zeros((2, 4, 1))), ["(2, 4, 1)", "(B, 4)"]),
+    (lambda: NET.loss_and_grads(np.zeros((0, 4)), np.ones(0)), ["(0, 4)", "(B, 4)"]),
+    (lambda: NET.input_grad(np.zeros((4, 5)), Y4), ["(4, 5)", "(B, 4)"]),
+    (lambda: M.check_network(NET, X44, np.ones((4, 4))), ["(4, 4)", "(4, 1)"]),
+    (lambda: M.crosscheck(NET, X44, np.ones(5)), ["(5,)", "(4, 1)"]),
+    (lambda: M.crosscheck(NET, np.zeros((4, 2)), Y4), ["(4, 2)", "(B, 4)"]),
+    (lambda: M.gradcheck(lambda v: (np.sum(v ** 2), 2 * v.reshape(-1)), np.ones((3, 1))), ["(3,)", "(3, 1)"]),
+    (lambda: M.gradcheck(lambda v: (v ** 2, 2 * v), np.ones(3)), ["(3,)", "scalar"]),
+    (lambda: M.gradcheck(lambda v: (np.sum(v), v), np.ones((0, 2))), ["(0, 2)"]),
+    (lambda: M.relative_error(np.ones(3), np.ones((3, 1))), ["(3,)", "(3, 1)"]),
+    (lambda: NET.sgd_step({"W1": np.zeros((4, 5)), "b1": np.zeros((1, 5)), "W2": np.zeros((5, 1)),
+                           "b2": np.zeros(1)}, 0.1), ["(1, 5)", "(5,)"]),
+], ids=["loss y", "loss_and_grads y", "input_grad y", "loss X", "forward X 1-D", "logits X 3-D", "empty batch",
+        "input_grad X", "check_network y", "crosscheck y", "crosscheck X", "gradcheck grad shape",
+        "gradcheck value", "gradcheck empty", "relative_error", "sgd_step"])
+def test_network_and_check_boundaries_reject_shapes_naming_them(call, shapes):
+    message = _message(call)
+    assert all(shape in message for shape in shapes), message
+
+
+def test_torch_twin_loss_refuses_to_broadcast():
+    from fashionmlp.manual.crosscheck import torch_loss
+
+    message = _message(lambda: torch_loss("sigmoid", torch.zeros(4, 1), torch.ones(4)))
+    assert "(4,)" in message and "(4, 1)" in message
+
+
+def test_rejection_messages_read_well():
+    assert _message(lambda: M.stable_logistic_loss(np.zeros((4, 1)), np.ones((4, 2)))) == (
+        "stable_logistic_loss: y of shape (4, 2) does not fit z of shape (4, 1); expected y of shape (4,) or (4, 1)")
+    assert _message(lambda: NET.loss(X44, np.ones(3))) == (
+        "MLP.loss (sigmoid head): y of shape (3,) does not fit the network's output of shape (4, 1); "
+        "expected y of shape (4,) or (4, 1)")
+    assert _message(lambda: NET.forward(np.zeros((4, 3)))) == (
+        "MLP.forward: X of shape (4, 3) does not fit a network with fan-in 4; expected (B, 4) with B >= 1")
 
 
 def test_extreme_inputs_are_finite_and_silent():
@@ -59,20 +244,20 @@ def test_extreme_inputs_are_finite_and_silent():
         with np.errstate(all="raise", under="ignore"):
             s = M.sigmoid(z)
             assert s[0] == 0.0 and s[-1] == 1.0 and np.all(np.isfinite(M.sigmoid_grad(z)))
-            assert M.stable_logistic_loss(np.array([1.0, 0.0]), np.array([1e10, -1e10])) == 0.0
-            assert M.stable_logistic_loss(np.array([0.0]), np.array([1e10])) == 1e10
-            assert M.margin_logistic_loss(np.array([1.0]), np.array([-1e10])) == 1e10
+            assert M.stable_logistic_loss(np.array([1e10, -1e10]), np.array([1.0, 0.0])) == 0.0
+            assert M.stable_logistic_loss(np.array([1e10]), np.array([0.0])) == 1e10
+            assert M.margin_logistic_loss(np.array([-1e10]), np.array([1.0])) == 1e10
             big = np.array([[1e10, 0.0, -1e10]])
             assert M.softmax(big).tolist() == [[1.0, 0.0, 0.0]]
             assert np.all(np.isfinite(M.log_softmax(big)))
             assert M.cross_entropy(big, np.array([2])) == 2e10
-            assert M.logistic_loss(np.array([0.0]), M.sigmoid(np.array([1e10]))) == pytest.approx(-np.log(1e-12))
+            assert M.logistic_loss(M.sigmoid(np.array([1e10])), np.array([0.0])) == pytest.approx(-np.log(1e-12))
 
 
 def test_naive_logistic_loss_is_wrong_where_the_stable_one_is_right():
     z, y = np.array([100.0]), np.array([0.0])
-    assert M.stable_logistic_loss(y, z) == pytest.approx(100.0)
-    assert M.logistic_loss(y, M.sigmoid(z)) < 30  # clipped: the naive form cannot see past log(1e-12)
+    assert M.stable_logistic_loss(z, y) == pytest.approx(100.0)
+    assert M.logistic_loss(M.sigmoid(z), y) < 30  # clipped: the naive form cannot see past log(1e-12)
 
 
 # ---------------------------------------------------------------- random shapes and seeds
@@ -128,6 +313,45 @@ def test_networks_match_finite_differences_and_autograd(seed, depth, width, batc
     assert max(d["rel"] for d in diffs.values()) < AUTOGRAD_TOL, diffs
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), width=st.integers(1, 6), batch=st.integers(1, 6),
+       fan_in=st.integers(1, 5), hidden=st.sampled_from(["sigmoid", "tanh", "relu"]),
+       output=st.sampled_from(["sigmoid", "margin"]), bias=st.booleans())
+@example(seed=0, depth=1, width=5, batch=1, fan_in=4, hidden="sigmoid", output="sigmoid", bias=False)
+@example(seed=1, depth=2, width=3, batch=1, fan_in=2, hidden="relu", output="margin", bias=True)
+def test_single_output_networks_with_labels_of_shape_b_match_torch(seed, depth, width, batch, fan_in, hidden, output,
+                                                                   bias):
+    """(B,) labels against torch float64 autograd on a (B,) logit vector: nothing is reshaped on torch's side."""
+    import torch.nn.functional as T
+
+    rng = np.random.default_rng(seed)
+    net = M.MLP([fan_in] + [width] * depth + [1], hidden, output, bias=bias, seed=seed)
+    if bias:
+        net = M.MLP.from_weights(net.weights, [rng.normal(0, 0.5, b.shape) for b in net.biases], hidden, output)
+    X = rng.normal(size=(batch, fan_in))
+    y = rng.integers(0, 2, batch).astype(np.float64)
+    if output == "margin":
+        y = 2 * y - 1
+    loss, grads = net.loss_and_grads(X, y)
+    dx = net.input_grad(X, y)
+
+    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[hidden]
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in net.params().items()}
+    Xt, yt = torch.tensor(X, requires_grad=True), torch.tensor(y)
+    a = Xt
+    for layer in range(1, depth + 2):
+        a = a @ params[f"W{layer}"] + (params[f"b{layer}"] if bias else 0)
+        a = act(a) if layer <= depth else a[:, 0]  # the logits as a (B,) vector, like the labels
+    reference = T.binary_cross_entropy_with_logits(a, yt) if output == "sigmoid" else T.softplus(-yt * a).mean()
+    reference.backward()
+    assert M.relative_error(loss, reference.item()) < AUTOGRAD_TOL
+    for k, p in params.items():
+        assert M.relative_error(grads[k], p.grad.numpy()) < AUTOGRAD_TOL, k
+    assert M.relative_error(dx, Xt.grad.numpy()) < AUTOGRAD_TOL
+    loss_b1, grads_b1 = net.loss_and_grads(X, y[:, None])
+    assert loss_b1 == loss and all(np.array_equal(grads_b1[k], grads[k]) for k in grads)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), rows=st.integers(1, 5), cols=st.integers(2, 6), scale=st.sampled_from([0.1, 0.5, 1.5]))
 def test_functions_match_finite_differences(seed, rows, cols, scale):
@@ -141,9 +365,10 @@ def test_functions_match_finite_differences(seed, rows, cols, scale):
     y = rng.integers(0, cols, rows)
     assert M.gradcheck(lambda v: (M.cross_entropy(v, y), M.cross_entropy_grad(z, y)), z) < FD_TOL
     yb = rng.integers(0, 2, (rows, cols)).astype(float)
-    assert M.gradcheck(lambda v: (M.stable_logistic_loss(yb, v), M.stable_logistic_loss_grad(yb, z)), z) < FD_TOL
+    assert M.gradcheck(lambda v: (M.stable_logistic_loss(v, yb), M.stable_logistic_loss_grad(z, yb)), z) < FD_TOL
     ypm = 2 * yb - 1
-    assert M.gradcheck(lambda v: (M.margin_logistic_loss(ypm, v), M.margin_logistic_loss_grad(ypm, z)), z) < FD_TOL
+    assert M.gradcheck(lambda v: (M.margin_logistic_loss(v, ypm), M.margin_logistic_loss_grad(z, ypm)), z) < FD_TOL
+    assert M.gradcheck(lambda v: (M.squared_error(v, w), M.squared_error_grad(z, w)), z) < FD_TOL
     zt = torch.tensor(z, requires_grad=True)
     torch.nn.functional.cross_entropy(zt, torch.tensor(y)).backward()
     assert M.relative_error(M.cross_entropy_grad(z, y), zt.grad.numpy()) < AUTOGRAD_TOL
@@ -189,16 +414,30 @@ def test_lockstep_training_with_torch(tiny_data):
 
 def test_check_suite_passes_every_row():
     rows = run_checks()
-    assert len(rows) >= 20 and all(r.passed for r in rows), [r for r in rows if not r.passed]
+    assert len(rows) >= 28 and all(r.passed for r in rows), [r for r in rows if not r.passed]
     names = " ".join(r.check for r in rows)
     for needed in ("sigmoid", "relu", "tanh", "softmax", "stable_logistic_loss", "margin", "cross_entropy",
-                   "4-5-5", "tanh hidden", "±1 labels"):
+                   "squared_error", "4-5-5", "tanh hidden", "±1 labels", "stable_logistic_loss, (B,) labels",
+                   "sigmoid out, (B,) labels 0/1", "margin out, (B,) labels ±1", "all-ones weights"):
         assert needed in names
+
+
+def test_check_suite_catches_labels_that_broadcast(monkeypatch):
+    """The (B,) rows fail if a loss lets (B,) labels broadcast against (B, 1) logits, as before issue 10."""
+    import fashionmlp.manual.check as check
+
+    def broadcasting(z, y):
+        return np.sum(np.logaddexp(0.0, z) - np.asarray(y) * z) / len(z)  # (B, 1) with (B,) -> (B, B)
+
+    monkeypatch.setattr(check.F, "stable_logistic_loss", broadcasting)
+    rows = {r.check: r for r in run_checks()}
+    assert not rows["stable_logistic_loss, (B,) labels"].passed
+    assert rows["stable_logistic_loss"].passed  # (B, 1) labels: broadcasting changes nothing there
 
 
 def test_manual_cli(tiny_data, tmp_path):
     result = cli("manual", "check")
-    assert result.exit_code == 0 and "20 passed, 0 failed" in result.stdout
+    assert result.exit_code == 0 and f"{len(run_checks())} passed, 0 failed" in result.stdout
     result = cli("manual", "train", "--epochs", 1, "--crosscheck", "--data-dir", tiny_data,
                  "--set", "data.verify_md5=false", "--set", "model.hidden=[16]")
     assert result.exit_code == 0, result.output
@@ -220,3 +459,4 @@ def test_manual_training_on_real_data(real_data):
     data = load_fashion_mnist(real_data, allow_download=False)
     (epoch,) = list(train_numpy(cfg, data))
     assert epoch.test_accuracy > 0.80
+

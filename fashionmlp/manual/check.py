@@ -53,14 +53,14 @@ def _random_biases(net: MLP, rng: np.random.Generator) -> MLP:
 
 
 def _loss(name: str, loss: Callable, grad: Callable, torch_loss: Callable, z: np.ndarray, y: np.ndarray) -> Row:
-    """Check a loss L(y, z) and its gradient with respect to the logits z."""
+    """Check a loss L(z, y) and its gradient with respect to the logits z."""
     import torch
 
-    fd = gradcheck(lambda v: (loss(y, v), grad(y, z)), z)
+    fd = gradcheck(lambda v: (loss(v, y), grad(z, y)), z)
     zt = torch.tensor(z, requires_grad=True)
     lt = torch_loss(zt, torch.tensor(y))
     lt.backward()
-    auto = max(relative_error(loss(y, z), lt.item()), relative_error(grad(y, z), zt.grad.numpy()))
+    auto = max(relative_error(loss(z, y), lt.item()), relative_error(grad(z, y), zt.grad.numpy()))
     return Row(name, fd, auto)
 
 
@@ -70,78 +70,96 @@ def _network(name: str, net: MLP, X: np.ndarray, y: np.ndarray) -> Row:
     return Row(name, fd, auto)
 
 
-def run_checks(seed: int = 0) -> list[Row]:
-    """The whole suite in float64; any overflow or invalid operation raises instead of passing silently."""
+def _cases(rng: np.random.Generator, seed: int) -> list[tuple]:
+    """The suite as a table: (check function, row name, its arguments). Inputs are drawn here, in this order."""
     import torch
     import torch.nn.functional as T
 
-    rng = np.random.default_rng(seed)
-    rows: list[Row] = []
+    z, w = rng.normal(0, 2, (6, 5)), rng.normal(size=(6, 5))
+    kinked = _away_from_zero(rng, (6, 5))
+    extreme = np.array([[-1e10, -50.0, -1.0, 0.0, 1.0, 50.0, 1e10]])
+    # every entry extreme, so the finite-difference step (scaled to |z|) fits the function's scale
+    big, w_big = np.array([[1e10, -1e10, 2e10], [-1e10, 1e10, 3e10]]), rng.normal(size=(2, 3))
+    y01 = rng.integers(0, 2, (8, 1)).astype(np.float64)
+    logits = rng.normal(0, 2, (8, 1))
+    ext_z = np.array([[1e10], [-1e10], [1e10], [-1e10]])
+    ext_y = np.array([[1.0], [0.0], [0.0], [1.0]])  # right with certainty, then wrong with certainty
+    ypm, ext_pm = np.where(y01 > 0, 1.0, -1.0), np.where(ext_y > 0, 1.0, -1.0)
+    k_logits, labels = rng.normal(0, 2, (7, 5)), rng.integers(0, 5, 7)
+    X4, Y4 = rng.normal(size=(4, 4)), rng.integers(0, 2, (4, 5)).astype(np.float64)
+    net455 = _random_biases(MLP([4, 5, 5], "sigmoid", "sigmoid", seed=seed), rng)
+    X6, y6 = rng.normal(size=(8, 6)), rng.integers(0, 3, 8)
+    net6883 = _random_biases(MLP([6, 8, 8, 3], "relu", "softmax", seed=seed), rng)
+    X2 = rng.normal(size=(10, 2))
+    y2 = np.where(X2[:, :1] * X2[:, 1:] > 0, 1.0, -1.0)  # XOR-like ±1 labels on 2-D inputs, (10, 1)
+    net261 = _random_biases(MLP([2, 6, 1], "relu", "margin", seed=seed), rng)
+    X5, y5 = rng.normal(size=(6, 5)), rng.integers(0, 4, 6)
+    net56664 = _random_biases(MLP([5, 6, 6, 6, 4], "tanh", "softmax", seed=seed), rng)
+    # single-output networks fed labels of shape (B,): they must equal the (B, 1) computation, not broadcast
+    targets = rng.normal(size=8)
+    X3, y3 = rng.normal(size=(7, 3)), rng.integers(0, 2, 7).astype(np.float64)
+    net451 = _random_biases(MLP([3, 5, 4, 1], "sigmoid", "sigmoid", seed=seed), rng)
+    net261b = _random_biases(MLP([2, 6, 1], "tanh", "margin", seed=seed), rng)
+    net331 = _random_biases(MLP([3, 3, 1], "tanh", "identity", seed=seed), rng)
+    ones_net = MLP.from_weights([np.ones((4, 5)), np.ones((5, 1))], None, "sigmoid", "sigmoid")
+    X_ones = np.full((4, 4), 0.24)
+
+    bce = lambda t, y: T.binary_cross_entropy_with_logits(t, y, reduction="sum") / len(t)  # noqa: E731
+    margin = lambda t, y: T.softplus(-y * t).sum() / len(t)  # noqa: E731
+    half_squares = lambda t, y: 0.5 * ((t - y) ** 2).sum() / len(t)  # noqa: E731
+    ce = lambda t, y: T.cross_entropy(t, y.long())  # noqa: E731
+    return [
+        (_elementwise, "sigmoid / sigmoid_grad", F.sigmoid, F.sigmoid_grad, torch.sigmoid, z, w),
+        (_elementwise, "relu / relu_grad", F.relu, F.relu_grad, torch.relu, kinked, w),
+        (_elementwise, "tanh / tanh_grad", F.tanh, F.tanh_grad, torch.tanh, z, w),
+        (_elementwise, "sigmoid at ±1e10", F.sigmoid, F.sigmoid_grad, torch.sigmoid, extreme, np.ones_like(extreme)),
+        (_weighted, "softmax", F.softmax, lambda v: F.softmax_backward(F.softmax(v), w),
+         lambda t: torch.softmax(t, -1), z, w),
+        (_weighted, "log_softmax", F.log_softmax, lambda v: F.log_softmax_backward(v, w),
+         lambda t: torch.log_softmax(t, -1), z, w),
+        (_weighted, "softmax / log_softmax at ±1e10", lambda v: F.softmax(v) + F.log_softmax(v),
+         lambda v: F.softmax_backward(F.softmax(v), w_big) + F.log_softmax_backward(v, w_big),
+         lambda t: torch.softmax(t, -1) + torch.log_softmax(t, -1), big, w_big),
+        (_loss, "logistic_loss (from σ(z))", lambda v, y: F.logistic_loss(F.sigmoid(v), y),
+         lambda v, y: F.logistic_loss_grad(F.sigmoid(v), y),
+         lambda t, y: T.binary_cross_entropy(torch.sigmoid(t), y, reduction="sum") / len(t), logits, y01),
+        (_loss, "stable_logistic_loss", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce, logits, y01),
+        (_loss, "stable_logistic_loss at ±1e10", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce,
+         ext_z, ext_y),
+        (_loss, "margin_logistic_loss (±1 labels)", F.margin_logistic_loss, F.margin_logistic_loss_grad, margin,
+         logits, ypm),
+        (_loss, "margin_logistic_loss at ±1e10", F.margin_logistic_loss, F.margin_logistic_loss_grad, margin,
+         ext_z, ext_pm),
+        (_loss, "squared_error", F.squared_error, F.squared_error_grad, half_squares, logits, targets[:, None]),
+        (_loss, "cross_entropy (int labels)", F.cross_entropy, F.cross_entropy_grad, ce, k_logits, labels),
+        (_loss, "cross_entropy (one-hot)", F.cross_entropy, F.cross_entropy_grad,
+         lambda t, y: -(y * torch.log_softmax(t, 1)).sum() / len(t), k_logits, F.one_hot(labels, 5)),
+        (_loss, "cross_entropy at ±1e10", F.cross_entropy, F.cross_entropy_grad, ce, big, np.array([0, 2])),
+        # (B,) labels for (B, 1) logits: torch gets the logits' column, so nothing is reshaped on its side
+        (_loss, "stable_logistic_loss, (B,) labels", F.stable_logistic_loss, F.stable_logistic_loss_grad,
+         lambda t, y: bce(t[:, 0], y), logits, y01[:, 0]),
+        (_loss, "margin_logistic_loss, (B,) ±1 labels", F.margin_logistic_loss, F.margin_logistic_loss_grad,
+         lambda t, y: margin(t[:, 0], y), logits, ypm[:, 0]),
+        (_loss, "squared_error, (B,) targets", F.squared_error, F.squared_error_grad,
+         lambda t, y: half_squares(t[:, 0], y), logits, targets),
+        (_network, "net 4-5-5: sigmoid hidden, sigmoid out, logistic loss", net455, X4, Y4),
+        (_network, "net 6-8-8-3: relu hidden, softmax out, cross-entropy", net6883, X6, y6),
+        (_network, "net 2-6-1: relu hidden, identity out, margin loss, ±1 labels", net261, X2, y2),
+        (_network, "net 5-6-6-6-4: 3 tanh hidden layers, softmax out", net56664, X5, y5),
+        (_network, "net 5-6-3 without biases: sigmoid hidden, softmax out",
+         MLP([5, 6, 3], "sigmoid", "softmax", bias=False, seed=seed), X5, y5 % 3),
+        (_network, "net 3-5-4-1: sigmoid hidden, sigmoid out, (B,) labels 0/1", net451, X3, y3),
+        (_network, "net 2-6-1: tanh hidden, margin out, (B,) labels ±1", net261b, X2, y2[:, 0]),
+        (_network, "net 3-3-1: tanh hidden, identity out, (B,) targets", net331, X3, targets[:7]),
+        (_network, "net 4-5-1, all-ones weights, sigmoid out, (B,) labels", ones_net, X_ones,
+         np.array([1.0, 0.0, 1.0, 0.0])),
+    ]
+
+
+def run_checks(seed: int = 0) -> list[Row]:
+    """The whole suite in float64; any overflow or invalid operation raises instead of passing silently."""
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        z, w = rng.normal(0, 2, (6, 5)), rng.normal(size=(6, 5))
-        rows.append(_elementwise("sigmoid / sigmoid_grad", F.sigmoid, F.sigmoid_grad, torch.sigmoid, z, w))
-        rows.append(_elementwise("relu / relu_grad", F.relu, F.relu_grad, torch.relu, _away_from_zero(rng, (6, 5)), w))
-        rows.append(_elementwise("tanh / tanh_grad", F.tanh, F.tanh_grad, torch.tanh, z, w))
-        extreme = np.array([[-1e10, -50.0, -1.0, 0.0, 1.0, 50.0, 1e10]])
-        rows.append(_elementwise("sigmoid at ±1e10", F.sigmoid, F.sigmoid_grad, torch.sigmoid, extreme,
-                                 np.ones_like(extreme)))
-        rows.append(_weighted("softmax", lambda v: F.softmax(v), lambda v: F.softmax_backward(F.softmax(v), w),
-                              lambda t: torch.softmax(t, -1), z, w))
-        rows.append(_weighted("log_softmax", lambda v: F.log_softmax(v), lambda v: F.log_softmax_backward(v, w),
-                              lambda t: torch.log_softmax(t, -1), z, w))
-        # every entry extreme, so the finite-difference step (scaled to |z|) fits the function's scale
-        big, w_big = np.array([[1e10, -1e10, 2e10], [-1e10, 1e10, 3e10]]), rng.normal(size=(2, 3))
-        rows.append(_weighted("softmax / log_softmax at ±1e10", lambda v: F.softmax(v) + F.log_softmax(v),
-                              lambda v: F.softmax_backward(F.softmax(v), w_big) + F.log_softmax_backward(v, w_big),
-                              lambda t: torch.softmax(t, -1) + torch.log_softmax(t, -1), big, w_big))
-
-        y01 = rng.integers(0, 2, (8, 1)).astype(np.float64)
-        logits = rng.normal(0, 2, (8, 1))
-        rows.append(_loss("logistic_loss (from σ(z))", lambda y, v: F.logistic_loss(y, F.sigmoid(v)),
-                          lambda y, v: F.logistic_loss_grad(y, F.sigmoid(v)),
-                          lambda t, y: T.binary_cross_entropy(torch.sigmoid(t), y, reduction="sum") / len(t),
-                          logits, y01))
-        bce = lambda t, y: T.binary_cross_entropy_with_logits(t, y, reduction="sum") / len(t)  # noqa: E731
-        rows.append(_loss("stable_logistic_loss", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce,
-                          logits, y01))
-        ext_z = np.array([[1e10], [-1e10], [1e10], [-1e10]])
-        ext_y = np.array([[1.0], [0.0], [0.0], [1.0]])  # right with certainty, then wrong with certainty
-        rows.append(_loss("stable_logistic_loss at ±1e10", F.stable_logistic_loss, F.stable_logistic_loss_grad, bce,
-                          ext_z, ext_y))
-        ypm = np.where(y01 > 0, 1.0, -1.0)
-        margin = lambda t, y: T.softplus(-y * t).sum() / len(t)  # noqa: E731
-        rows.append(_loss("margin_logistic_loss (±1 labels)", F.margin_logistic_loss, F.margin_logistic_loss_grad,
-                          margin, logits, ypm))
-        rows.append(_loss("margin_logistic_loss at ±1e10", F.margin_logistic_loss, F.margin_logistic_loss_grad,
-                          margin, ext_z, np.where(ext_y > 0, 1.0, -1.0)))
-        k_logits, labels = rng.normal(0, 2, (7, 5)), rng.integers(0, 5, 7)
-        rows.append(_loss("cross_entropy (int labels)", lambda y, v: F.cross_entropy(v, y),
-                          lambda y, v: F.cross_entropy_grad(v, y),
-                          lambda t, y: T.cross_entropy(t, y.long()), k_logits, labels))
-        rows.append(_loss("cross_entropy (one-hot)", lambda y, v: F.cross_entropy(v, y),
-                          lambda y, v: F.cross_entropy_grad(v, y),
-                          lambda t, y: -(y * torch.log_softmax(t, 1)).sum() / len(t), k_logits,
-                          F.one_hot(labels, 5)))
-        rows.append(_loss("cross_entropy at ±1e10", lambda y, v: F.cross_entropy(v, y),
-                          lambda y, v: F.cross_entropy_grad(v, y),
-                          lambda t, y: T.cross_entropy(t, y.long()), big, np.array([0, 2])))
-
-        X4, Y4 = rng.normal(size=(4, 4)), rng.integers(0, 2, (4, 5)).astype(np.float64)
-        rows.append(_network("net 4-5-5: sigmoid hidden, sigmoid out, logistic loss",
-                             _random_biases(MLP([4, 5, 5], "sigmoid", "sigmoid", seed=seed), rng), X4, Y4))
-        X6, y6 = rng.normal(size=(8, 6)), rng.integers(0, 3, 8)
-        rows.append(_network("net 6-8-8-3: relu hidden, softmax out, cross-entropy",
-                             _random_biases(MLP([6, 8, 8, 3], "relu", "softmax", seed=seed), rng), X6, y6))
-        X2 = rng.normal(size=(10, 2))
-        y2 = np.where(X2[:, :1] * X2[:, 1:] > 0, 1.0, -1.0)  # XOR-like ±1 labels on 2-D inputs
-        rows.append(_network("net 2-6-1: relu hidden, identity out, margin loss, ±1 labels",
-                             _random_biases(MLP([2, 6, 1], "relu", "margin", seed=seed), rng), X2, y2))
-        X5, y5 = rng.normal(size=(6, 5)), rng.integers(0, 4, 6)
-        rows.append(_network("net 5-6-6-6-4: 3 tanh hidden layers, softmax out",
-                             _random_biases(MLP([5, 6, 6, 6, 4], "tanh", "softmax", seed=seed), rng), X5, y5))
-        rows.append(_network("net 5-6-3 without biases: sigmoid hidden, softmax out",
-                             MLP([5, 6, 3], "sigmoid", "softmax", bias=False, seed=seed), X5, y5 % 3))
-    return rows
+        return [check(name, *args) for check, name, *args in _cases(np.random.default_rng(seed), seed)]
 
 
 def format_table(rows: list[Row]) -> str:

@@ -8,10 +8,16 @@ from fashionmlp.manual.gradcheck import relative_error
 
 
 def torch_loss(output: str, z, y):
-    """The loss of each output head, written with torch's own functions (mean over the batch)."""
+    """The loss of each output head, written with torch's own functions (mean over the batch).
+
+    z is (B, K); y is int (B,) or one-hot (B, K) for softmax, else (B, K) exactly: no broadcasting here either.
+    """
     import torch.nn.functional as F
 
     batch = z.shape[0]
+    if output != "softmax" and tuple(y.shape) != tuple(z.shape):
+        raise ValueError(f"torch_loss: y of shape {tuple(y.shape)} does not fit z of shape {tuple(z.shape)}; "
+                         f"expected {tuple(z.shape)}")
     if output == "softmax":
         target = y if y.ndim == 2 else F.one_hot(y.long(), z.shape[1]).double()
         return -(target * F.log_softmax(z, dim=1)).sum() / batch
@@ -41,12 +47,18 @@ def torch_forward(net, X, params: dict):
 
 def crosscheck(net, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
     """Max abs and relative difference between NumPy and torch.autograd (float64) for the loss,
-    every parameter gradient and the input gradient: {"loss": {"abs":, "rel":}, "W1": ..., "X": ...}."""
+    every parameter gradient and the input gradient: {"loss": {"abs":, "rel":}, "W1": ..., "X": ...}.
+
+    X is (B, fan_in) and y what `net.loss` accepts; one-output labels (B,) are given to torch as (B, 1)."""
     import torch
 
+    net.check_batch(X, y, where="crosscheck")  # the shape errors of net.loss, before any torch work
     params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in net.params().items()}
     Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
-    yt = torch.tensor(y, dtype=torch.float64 if net.output != "softmax" or np.ndim(y) == 2 else torch.int64)
+    if net.output == "softmax":
+        yt = torch.tensor(y, dtype=torch.float64 if np.ndim(y) == 2 else torch.int64)
+    else:
+        yt = torch.tensor(y, dtype=torch.float64).reshape(len(X), net.sizes[-1])
     loss_t = torch_loss(net.output, torch_forward(net, Xt, params), yt)
     loss_t.backward()
     loss, grads = net.loss_and_grads(X, y)

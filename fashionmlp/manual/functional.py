@@ -2,7 +2,8 @@
 
 Conventions: a batch is (B, ...) and every loss is the MEAN over the batch (summed over any output units
 of one example), returned as a NumPy scalar of the input's precision (so a float128 gradient check keeps its
-extra digits). Each `*_grad` returns dLoss/d(logits).
+extra digits). Losses take (input, target) like torch: `stable_logistic_loss(z, y)`. Each `*_grad` takes
+the same arguments and returns dLoss/d(input), shaped like the input.
 """
 
 from __future__ import annotations
@@ -74,51 +75,119 @@ ACTIVATIONS = {"sigmoid": (sigmoid, sigmoid_grad), "relu": (relu, relu_grad), "t
 
 
 # ---------------------------------------------------------------- losses
+#
+# Every loss and its gradient take (input, target) in torch's order: the network's output first (logits z,
+# probabilities ŷ or the raw score), the labels y second. Shapes are checked before any arithmetic, so a
+# label array can never broadcast against the logits: for one output unit, y of shape (B,) or (B, 1) is
+# reshaped to the logits' shape (B, 1) or (B,), which gives bit-identical results; any other mismatch is a
+# ValueError naming both shapes and what was expected.
+
+BINARY, MARGIN, REAL, CLASSES = "labels in [0, 1]", "labels ±1", "real targets", "classes"
 
 
-def _batch(z: np.ndarray) -> int:
-    return z.shape[0] if np.ndim(z) else 1
+def _batch_shape(where: str, name: str, shape: tuple[int, ...]) -> None:
+    if len(shape) not in (1, 2) or 0 in shape:
+        raise ValueError(f"{where}: {name} of shape {shape}; expected (B,) or (B, K) with B, K >= 1")
 
 
-def logistic_loss(y: np.ndarray, y_hat: np.ndarray) -> float:
+def check_labels(kind: str, where: str, name: str, shape: tuple[int, ...], y) -> np.ndarray:
+    """y checked against an input of `shape` (called `name` in messages), returned ready for the loss.
+
+    kind BINARY, MARGIN or REAL: y reshaped to `shape` (one output unit: (B,) and (B, 1) are both fine).
+    kind CLASSES: `shape` is (B, K) logits and y int labels (B,) or one-hot (B, K); returned one-hot.
+    """
+    y = np.asarray(y)
+    if kind == CLASSES:
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"{where}: {name} of shape {shape}; expected (B, K) with B, K >= 1")
+        b, k = shape
+        if y.shape not in ((b,), (b, k)):
+            raise ValueError(f"{where}: y of shape {y.shape} does not fit {name} of shape {shape}; expected int "
+                             f"labels of shape ({b},) or one-hot labels of shape ({b}, {k})")
+        return one_hot(y, k, where=where)
+    _batch_shape(where, name, shape)
+    single = shape[1:] in ((), (1,))
+    if y.shape != shape and not (single and y.shape in ((shape[0],), (shape[0], 1))):
+        expected = f"({shape[0]},) or ({shape[0]}, 1)" if single else str(shape)
+        raise ValueError(f"{where}: y of shape {y.shape} does not fit {name} of shape {shape}; "
+                         f"expected y of shape {expected}")
+    if kind == BINARY and not np.all((y >= 0) & (y <= 1)):
+        raise ValueError(f"{where}: labels y must lie in [0, 1], got {_some(y[~((y >= 0) & (y <= 1))])} "
+                         "(labels ±1 belong to margin_logistic_loss)")
+    if kind == MARGIN and not np.all(np.abs(y) == 1):
+        raise ValueError(f"{where}: labels y must be -1 or +1, got {_some(y[np.abs(y) != 1])} "
+                         "(labels 0/1 belong to stable_logistic_loss)")
+    return y.reshape(shape)
+
+
+def _some(bad: np.ndarray) -> str:
+    """The first few distinct offending values, for an error message."""
+    values = np.unique(bad)
+    return ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
+
+
+def _input(where: str, name: str, z) -> np.ndarray:
+    z = np.asarray(z)
+    _batch_shape(where, name, z.shape)
+    return z
+
+
+def logistic_loss(y_hat: np.ndarray, y: np.ndarray) -> float:
     """Naive binary cross-entropy from probabilities: -(1/B) Σ [y log ŷ + (1-y) log(1-ŷ)], ŷ clipped.
 
     Correct in the middle, but log(1-ŷ) loses everything once σ(z) rounds to 1: use stable_logistic_loss.
     """
+    y_hat = _input("logistic_loss", "y_hat", y_hat)
+    y = check_labels(BINARY, "logistic_loss", "y_hat", y_hat.shape, y)
     p = np.clip(y_hat, LOG_EPS, 1.0 - LOG_EPS)
-    return -np.sum(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)) / _batch(y_hat)
+    return -np.sum(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)) / y_hat.shape[0]
 
 
-def logistic_loss_grad(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
-    """d/dz of logistic_loss(y, σ(z)) = (ŷ - y) / B (the σ' cancels the 1/(ŷ(1-ŷ)))."""
-    return (y_hat - y) / _batch(y_hat)
+def logistic_loss_grad(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """d/dz of logistic_loss(σ(z), y) = (ŷ - y) / B (the σ' cancels the 1/(ŷ(1-ŷ))); shaped like ŷ."""
+    y_hat = _input("logistic_loss_grad", "y_hat", y_hat)
+    y = check_labels(BINARY, "logistic_loss_grad", "y_hat", y_hat.shape, y)
+    return (y_hat - y) / y_hat.shape[0]
 
 
-def stable_logistic_loss(y: np.ndarray, z: np.ndarray) -> float:
+def stable_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Binary cross-entropy from logits, y in {0, 1}: (1/B) Σ [log(1 + e^z) - y z], via logaddexp(0, z)."""
-    return np.sum(np.logaddexp(0.0, z) - y * z) / _batch(z)
+    z = _input("stable_logistic_loss", "z", z)
+    y = check_labels(BINARY, "stable_logistic_loss", "z", z.shape, y)
+    return np.sum(np.logaddexp(0.0, z) - y * z) / z.shape[0]
 
 
-def stable_logistic_loss_grad(y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """(σ(z) - y) / B."""
-    return (sigmoid(z) - y) / _batch(z)
+def stable_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(σ(z) - y) / B, shaped like z."""
+    z = _input("stable_logistic_loss_grad", "z", z)
+    y = check_labels(BINARY, "stable_logistic_loss_grad", "z", z.shape, y)
+    return (sigmoid(z) - y) / z.shape[0]
 
 
-def margin_logistic_loss(y: np.ndarray, z: np.ndarray) -> float:
+def margin_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Logistic loss with labels y in {-1, +1}: (1/B) Σ log(1 + e^{-y z})."""
-    return np.sum(np.logaddexp(0.0, -y * z)) / _batch(z)
+    z = _input("margin_logistic_loss", "z", z)
+    y = check_labels(MARGIN, "margin_logistic_loss", "z", z.shape, y)
+    return np.sum(np.logaddexp(0.0, -y * z)) / z.shape[0]
 
 
-def margin_logistic_loss_grad(y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """-y σ(-y z) / B."""
-    return -y * sigmoid(-y * z) / _batch(z)
+def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-y σ(-y z) / B, shaped like z."""
+    z = _input("margin_logistic_loss_grad", "z", z)
+    y = check_labels(MARGIN, "margin_logistic_loss_grad", "z", z.shape, y)
+    return -y * sigmoid(-y * z) / z.shape[0]
 
 
-def one_hot(y: np.ndarray, k: int) -> np.ndarray:
-    """Integer labels (B,) -> one-hot (B, k); a (B, k) array is returned as float unchanged."""
+def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
+    """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array is returned as float64 unchanged."""
     y = np.asarray(y)
-    if y.ndim == 2:
+    if y.ndim == 2 and y.shape[1] == k:
         return y.astype(np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"{where}: y of shape {y.shape}; expected int labels (B,) or one-hot labels (B, {k})")
+    bad = (np.mod(y, 1) != 0) | (y < 0) | (y >= k)
+    if np.any(bad):
+        raise ValueError(f"{where}: int labels must be whole numbers in [0, {k}), got {_some(y[bad])}")
     out = np.zeros((len(y), k))  # float64: promotes to the logits' precision
     out[np.arange(len(y)), y.astype(np.int64)] = 1.0
     return out
@@ -126,19 +195,27 @@ def one_hot(y: np.ndarray, k: int) -> np.ndarray:
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """-(1/B) Σ_i Σ_k Y_ik log softmax(z_i)_k, with y as int labels (B,) or one-hot (B, K)."""
-    return -np.sum(one_hot(y, logits.shape[1]) * log_softmax(logits, axis=1)) / logits.shape[0]
+    logits = np.asarray(logits)
+    Y = check_labels(CLASSES, "cross_entropy", "logits", logits.shape, y)
+    return -np.sum(Y * log_softmax(logits, axis=1)) / logits.shape[0]
 
 
 def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(softmax(z) - Y) / B."""
-    return (softmax(logits, axis=1) - one_hot(y, logits.shape[1])) / logits.shape[0]
+    """(softmax(z) - Y) / B, shaped like the logits."""
+    logits = np.asarray(logits)
+    Y = check_labels(CLASSES, "cross_entropy_grad", "logits", logits.shape, y)
+    return (softmax(logits, axis=1) - Y) / logits.shape[0]
 
 
-def squared_error(y: np.ndarray, z: np.ndarray) -> float:
+def squared_error(z: np.ndarray, y: np.ndarray) -> float:
     """(1/B) Σ ½ (z - y)²: the loss of an identity output."""
-    return 0.5 * np.sum((z - y) ** 2) / _batch(z)
+    z = _input("squared_error", "z", z)
+    y = check_labels(REAL, "squared_error", "z", z.shape, y)
+    return 0.5 * np.sum((z - y) ** 2) / z.shape[0]
 
 
-def squared_error_grad(y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """(z - y) / B."""
-    return (z - y) / _batch(z)
+def squared_error_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(z - y) / B, shaped like z."""
+    z = _input("squared_error_grad", "z", z)
+    y = check_labels(REAL, "squared_error_grad", "z", z.shape, y)
+    return (z - y) / z.shape[0]

@@ -22,8 +22,10 @@ Fn = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max_i |a_i - b_i| / max(|a_i|, |b_i|, 1e-12)."""
+    """max_i |a_i - b_i| / max(|a_i|, |b_i|, 1e-12), for a and b of the same shape (never broadcast)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"relative_error: a of shape {a.shape} and b of shape {b.shape}; expected equal shapes")
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)))
@@ -42,6 +44,8 @@ def numerical_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float =
         plus = f(point)
         flat[i] = original - h
         minus = f(point)
+        if np.ndim(plus) or np.ndim(minus):
+            raise ValueError(f"numerical_grad: f returned a value of shape {np.shape(plus)}; expected a scalar")
         flat[i] = original
         grad[i] = float((EXTENDED(plus) - EXTENDED(minus)) / (2 * h))
     return grad.reshape(np.shape(x))
@@ -50,10 +54,19 @@ def numerical_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float =
 def gradcheck(f: Fn, x: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000, seed: int = 0) -> float:
     """Max relative error between f's analytic gradient at x and central differences.
 
-    f(x) returns (value, dvalue/dx). Arrays larger than `max_entries` are checked on a seeded random sample.
+    f(x) returns (value, dvalue/dx): a scalar and an array shaped like x (anything else is a ValueError).
+    Arrays larger than `max_entries` are checked on a seeded random sample.
     """
     x = np.asarray(x, dtype=np.float64)
-    analytic = np.asarray(f(x)[1], dtype=np.float64)
+    if x.size == 0:
+        raise ValueError(f"gradcheck: x of shape {x.shape} has no entries to check")
+    value, analytic = f(x)
+    analytic = np.asarray(analytic, dtype=np.float64)
+    if np.ndim(value):
+        raise ValueError(f"gradcheck: f(x) returned a value of shape {np.shape(value)}; expected a scalar")
+    if analytic.shape != x.shape:
+        raise ValueError(f"gradcheck: f(x) returned a gradient of shape {analytic.shape} for x of shape {x.shape}; "
+                         f"expected {x.shape}")
     entries = None
     if max_entries is not None and x.size > max_entries:
         entries = np.random.default_rng(seed).choice(x.size, size=max_entries, replace=False)
@@ -68,6 +81,7 @@ def network_losses(net, X: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.
     of the input, computed on an extended-precision copy of `net` for finite differences."""
     from fashionmlp.manual.mlp import MLP
 
+    X, _ = net.check_batch(X, y, where="network_losses")
     twin = MLP.from_weights([w.astype(EXTENDED) for w in net.weights],
                             None if net.biases is None else [b.astype(EXTENDED) for b in net.biases],
                             net.hidden, net.output)
@@ -90,6 +104,7 @@ def network_losses(net, X: np.ndarray, y: np.ndarray) -> dict[str, Callable[[np.
 
 def check_network(net, X: np.ndarray, y: np.ndarray, eps: float = 1e-6, max_entries: int | None = 2000) -> dict:
     """Max relative error vs finite differences of every parameter gradient and of dLoss/dX."""
+    X, _ = net.check_batch(X, y, where="check_network")
     _, grads = net.loss_and_grads(X, y)
     grads["X"] = net.input_grad(X, y)
     points = {**net.params(), "X": X}

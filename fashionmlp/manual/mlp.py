@@ -12,26 +12,37 @@ Backpropagation, with δ_l = dLoss/dZ_l:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
 from fashionmlp.manual import functional as F
 
-# output head -> (forward value from logits, loss(y, z), dLoss/dz)
+
+class Head(NamedTuple):
+    value: Callable[[np.ndarray], np.ndarray]  # the head's output from the logits Z_L
+    loss: Callable[[np.ndarray, np.ndarray], float]  # loss(Z_L, y)
+    grad: Callable[[np.ndarray, np.ndarray], np.ndarray]  # dLoss/dZ_L, shaped like Z_L
+    labels: str  # what y may hold (functional.BINARY, MARGIN, REAL or CLASSES)
+
+
 HEADS = {
-    "softmax": (lambda z: F.softmax(z, axis=1), lambda y, z: F.cross_entropy(z, y),
-                lambda y, z: F.cross_entropy_grad(z, y)),
-    "sigmoid": (F.sigmoid, F.stable_logistic_loss, F.stable_logistic_loss_grad),
-    "margin": (lambda z: z, F.margin_logistic_loss, F.margin_logistic_loss_grad),
-    "identity": (lambda z: z, F.squared_error, F.squared_error_grad),
+    "softmax": Head(lambda z: F.softmax(z, axis=1), F.cross_entropy, F.cross_entropy_grad, F.CLASSES),
+    "sigmoid": Head(F.sigmoid, F.stable_logistic_loss, F.stable_logistic_loss_grad, F.BINARY),
+    "margin": Head(lambda z: z, F.margin_logistic_loss, F.margin_logistic_loss_grad, F.MARGIN),
+    "identity": Head(lambda z: z, F.squared_error, F.squared_error_grad, F.REAL),
 }
 
 
 class MLP:
     """MLP(sizes=[784, 100, 100, 10], hidden="relu", output="softmax", bias=True, seed=0, dtype=np.float64).
 
-    hidden: sigmoid | relu | tanh. output: softmax (cross-entropy, int or one-hot labels), sigmoid
-    (logistic loss, labels {0,1}), margin (margin logistic loss on the raw score, labels ±1) or identity
-    (squared error). Weights start as N(0, gain/fan_in) with gain 2 for ReLU (He) and 1 otherwise.
+    hidden: sigmoid | relu | tanh. output: softmax (cross-entropy, int labels (B,) or one-hot (B, K)), sigmoid
+    (logistic loss, labels in [0, 1]), margin (margin logistic loss on the raw score, labels ±1) or identity
+    (squared error). Labels of a K-output head are (B, K); with one output unit (B,) works too, with the
+    same result as (B, 1). X is (B, fan_in). Any other shape is a ValueError naming both shapes.
+    Weights start as N(0, gain/fan_in) with gain 2 for ReLU (He) and 1 otherwise.
     """
 
     def __init__(self, sizes: list[int] = (784, 100, 100, 10), hidden: str = "relu", output: str = "softmax",
@@ -86,6 +97,19 @@ class MLP:
 
     # ------------------------------------------------------------ forward and backward
 
+    def check_batch(self, X, y=None, where: str = "MLP") -> tuple[np.ndarray, np.ndarray | None]:
+        """X as a (B, fan_in) array and y as the head's loss wants it: a ValueError naming `where` otherwise."""
+        X = np.asarray(X)
+        fan_in = self.weights[0].shape[0]
+        if X.ndim != 2 or X.shape[1] != fan_in or X.shape[0] == 0:
+            raise ValueError(f"{where}: X of shape {X.shape} does not fit a network with fan-in {fan_in}; "
+                             f"expected (B, {fan_in}) with B >= 1")
+        if y is None:
+            return X, None
+        out = (X.shape[0], self.weights[-1].shape[1])  # the shape of Z_L
+        return X, F.check_labels(HEADS[self.output].labels, f"{where} ({self.output} head)", "the network's output",
+                                 out, y)
+
     def _forward(self, X: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Pre-activations Z_1..Z_L and activations A_0..A_{L-1} (A_0 = X)."""
         act = F.ACTIVATIONS[self.hidden][0]
@@ -100,21 +124,25 @@ class MLP:
         return zs, acts
 
     def logits(self, X: np.ndarray) -> np.ndarray:
+        """Z_L, (B, fan_out)."""
+        X, _ = self.check_batch(X, where="MLP.logits")
         return self._forward(X)[0][-1]
 
     def forward(self, X: np.ndarray) -> np.ndarray:
         """The output head's values: probabilities for softmax/sigmoid, the raw score for margin/identity."""
-        return HEADS[self.output][0](self.logits(X))
+        X, _ = self.check_batch(X, where="MLP.forward")
+        return HEADS[self.output].value(self._forward(X)[0][-1])
 
     def loss(self, X: np.ndarray, y: np.ndarray) -> float:
-        return HEADS[self.output][1](y, self.logits(X))
+        X, y = self.check_batch(X, y, where="MLP.loss")
+        return HEADS[self.output].loss(self._forward(X)[0][-1], y)
 
     def _backward(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
         zs, acts = self._forward(X)
-        _, loss_fn, loss_grad = HEADS[self.output]
+        head = HEADS[self.output]
         grad_act = F.ACTIVATIONS[self.hidden][1]
-        loss = loss_fn(y, zs[-1])
-        delta = loss_grad(y, zs[-1])  # δ_L = dLoss/dZ_L, (B, fan_out)
+        loss = head.loss(zs[-1], y)
+        delta = head.grad(zs[-1], y)  # δ_L = dLoss/dZ_L, (B, fan_out)
         grads: dict[str, np.ndarray] = {}
         for l in range(len(self.weights) - 1, -1, -1):
             grads[f"W{l + 1}"] = acts[l].T @ delta  # (fan_in, B) @ (B, fan_out)
@@ -128,15 +156,19 @@ class MLP:
 
     def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         """(loss, {"W1": dW_1, "b1": db_1, ...}) shaped like the parameters."""
-        loss, grads, _ = self._backward(X, y)
+        loss, grads, _ = self._backward(*self.check_batch(X, y, where="MLP.loss_and_grads"))
         return loss, grads
 
     def input_grad(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """dLoss/dX, shaped like X."""
-        return self._backward(X, y)[2]
+        return self._backward(*self.check_batch(X, y, where="MLP.input_grad"))[2]
 
     def sgd_step(self, grads: dict[str, np.ndarray], lr: float) -> None:
         """θ ← θ - lr ∇θ for every layer at once (all gradients were computed before any update)."""
+        params = self.params()
+        if set(grads) != set(params) or any(np.shape(grads[k]) != p.shape for k, p in params.items()):
+            raise ValueError(f"MLP.sgd_step: gradients { {k: np.shape(g) for k, g in grads.items()} } do not fit "
+                             f"the parameters { {k: p.shape for k, p in params.items()} }")
         new = {k: p - lr * grads[k] for k, p in self.params().items()}
         self.weights = [new[f"W{l}"] for l in range(1, len(self.weights) + 1)]
         if self.biases is not None:
