@@ -395,7 +395,11 @@ def manual_train(
     set_: Overrides = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch."""
+    """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch.
+
+    Exit 0 done, 2 for a config it cannot run, 3 diverged, 130 interrupted (nothing is saved).
+    """
+    from fashionmlp import status
     from fashionmlp.config import config_from_dict, load_config, shortcut_overrides
     from fashionmlp.data import load_data
     from fashionmlp.manual.train import DEFAULTS, check_manual_config, train_numpy
@@ -403,18 +407,31 @@ def manual_train(
     overrides = list(set_ or []) + shortcut_overrides(epochs=epochs)
     cfg = load_config(config, overrides) if config is not None else config_from_dict(DEFAULTS, overrides)
     check_manual_config(cfg)
-    data = load_data(cfg, data_dir)
-    typer.echo(f"NumPy MLP {[784, *cfg.model.hidden, 10]} ({cfg.model.activation}), SGD lr {cfg.optimizer.lr:g}, "
-               f"batch {cfg.train.batch_size}, {len(data.train.labels)} training images"
-               + (", with a torch float64 twin" if crosscheck else ""))
     worst_loss, last = 0.0, None
-    for e in train_numpy(cfg, data, crosscheck=crosscheck):
-        extra = (f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δθ| max {e.max_param_diff:.1e}"
-                 if crosscheck else "")
-        typer.echo(f"epoch {e.epoch:>3}/{cfg.train.epochs}  train loss {e.train_loss:.4f}  test loss "
-                   f"{e.test_loss:.4f}  test acc {e.test_accuracy:6.2%}  {e.seconds:.1f}s{extra}")
-        worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
-        last = e
+    try:
+        data = load_data(cfg, data_dir)
+        val = f", {len(data.val.labels)} validation images" if data.val is not None else ""
+        schedule = f" ({cfg.optimizer.schedule})" if cfg.optimizer.schedule != "constant" else ""
+        typer.echo(f"NumPy MLP {[784, *cfg.model.hidden, 10]} ({cfg.model.activation}), SGD lr "
+                   f"{cfg.optimizer.lr:g}{schedule}, batch {cfg.train.batch_size}, {len(data.train.labels)} "
+                   f"training images{val}" + (", with a torch float64 twin" if crosscheck else ""))
+        for e in train_numpy(cfg, data, crosscheck=crosscheck):
+            if e.diverged_step is not None:
+                _err(f"diverged: the loss became non-finite at epoch {e.epoch}, step {e.diverged_step} "
+                     f"(lr {e.lr:g}); try a lower learning rate, e.g. --set optimizer.lr={e.lr / 10:g}")
+                raise typer.Exit(status.EXIT_CODES[status.DIVERGED])
+            extra = (f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δθ| max {e.max_param_diff:.1e}"
+                     if crosscheck else "")
+            val = (f"  val loss {e.val_loss:.4f}  val acc {e.val_accuracy:6.2%}" if e.val_loss is not None else "")
+            lr = f"  lr {e.lr:.3g}" if schedule else ""
+            typer.echo(f"epoch {e.epoch:>3}/{cfg.train.epochs}  train loss {e.train_loss:.4f}  test loss "
+                       f"{e.test_loss:.4f}  test acc {e.test_accuracy:6.2%}{val}{lr}  {e.seconds:.1f}s{extra}")
+            worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
+            last = e
+    except KeyboardInterrupt:
+        _err(f"interrupted after {last.epoch if last else 0} of {cfg.train.epochs} epochs (manual train saves "
+             "nothing)")
+        raise typer.Exit(status.EXIT_CODES[status.INTERRUPTED]) from None
     typer.echo(f"final test accuracy {last.test_accuracy:.2%}")
     if crosscheck:
         typer.echo(f"crosscheck vs torch (float64, same init and batches): largest per-step loss difference "

@@ -403,10 +403,11 @@ def test_mlp_api():
 
 
 def test_lockstep_training_with_torch(tiny_data):
-    cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [20, 20]}, "train": {"epochs": 2, "batch_size": 32}})
+    cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [20, 20]}, "train": {"epochs": 2, "batch_size": 32},
+                            "optimizer": {**DEFAULTS["optimizer"], "schedule": "cosine"}})
     data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False)
     epochs = list(train_numpy(cfg, data, crosscheck=True))
-    assert len(epochs) == 2
+    assert [e.lr for e in epochs] == [0.1, pytest.approx(0.05)]  # the twin follows the same schedule
     assert max(e.max_step_loss_diff for e in epochs) < 1e-9
     assert epochs[-1].max_param_diff < 1e-9
     assert epochs[-1].train_loss < epochs[0].train_loss
@@ -460,3 +461,151 @@ def test_manual_training_on_real_data(real_data):
     (epoch,) = list(train_numpy(cfg, data))
     assert epoch.test_accuracy > 0.80
 
+
+# ---------------------------------------------------------------- manual train: every config key, every option
+
+SAME, DIFFERS = "same output", "different output"
+
+
+def _schema_keys(cls=None, prefix=""):
+    import dataclasses
+    import typing
+
+    from fashionmlp.config import RunConfig
+
+    cls = cls or RunConfig
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _schema_keys(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+# Each key of the config schema with a value other than the default, and what manual train must do with it:
+# change the run (applied), leave it unchanged (no effect on this data, or not a concern of an SGD-trained MLP,
+# exactly as for `train`), or refuse it with one line naming the key.
+KEY_CASES = [
+    ("name", "other", SAME),  # manual train writes no folder for a name to label
+    ("seed", 1, DIFFERS),
+    ("seed", 2**32, "seed: 4294967296 is out of range"),
+    ("device", "cpu", SAME),
+    ("device", "cuda", "device: 'cuda' is not supported by manual train (NumPy runs on the CPU); allowed: auto, cpu"),
+    ("data.dir", "OTHER_DATA", DIFFERS),
+    ("data.verify_md5", True, "MD5"),  # the synthetic files are not the published ones
+    ("data.download", False, SAME),
+    ("data.val_size", 32, DIFFERS),
+    ("data.subset", 200, DIFFERS),
+    ("data.loader", "torchvision", "data.loader: 'torchvision' is not supported by manual train"),
+    ("data.num_workers", 2, "data.num_workers: 2 is not supported by manual train"),
+    ("model.name", "cnn", "plain minibatch SGD on an MLP"),
+    ("model.hidden", [12], DIFFERS),
+    ("model.hidden", [10**10], "model.hidden: [10000000000] makes 7.95e+12 parameters"),
+    ("model.activation", "tanh", DIFFERS),
+    ("model.activation", "gelu", "model.activation: 'gelu' is not available in NumPy"),
+    ("model.channels", [4, 4], SAME),  # CNN only
+    ("model.dropout", 0.5, "model.dropout: 0.5 is not supported by manual train (the NumPy MLP has no dropout)"),
+    ("optimizer.name", "adam", "plain minibatch SGD"),
+    ("optimizer.lr", 0.05, DIFFERS),
+    ("optimizer.momentum", 0.9, "plain minibatch SGD"),
+    ("optimizer.weight_decay", 0.01, "plain minibatch SGD"),
+    ("optimizer.betas", [0.8, 0.9], SAME),  # Adam only
+    ("optimizer.schedule", "cosine", DIFFERS),
+    ("train.epochs", 3, DIFFERS),
+    ("train.batch_size", 64, DIFFERS),
+    ("train.eval_batch_size", 7, SAME),  # evaluation in batches of 7 gives the same means
+    ("train.threads", 1, "train.threads: 1 is not supported by manual train"),
+    ("train.channels_last", False, SAME),  # CNN only
+    ("train.precision", "bf16", "train.precision: 'bf16' is not supported by manual train"),
+]
+
+
+def test_every_config_key_has_a_case():
+    assert {key for key, _, _ in KEY_CASES} == set(_schema_keys())
+
+
+def _manual_train(*args):
+    import re
+
+    result = cli("manual", "train", "--set", "data.verify_md5=false", "--set", "model.hidden=[8]", "--set",
+                 "train.epochs=2", *args)
+    return result, re.sub(r"\d+\.\ds\b", "", result.stdout)  # without the timings
+
+
+@pytest.fixture(scope="module")
+def manual_baseline(tiny_data, tmp_path_factory):
+    from helpers import write_dataset
+
+    other = write_dataset(tmp_path_factory.mktemp("other"), n_train=200)
+    result, out = _manual_train("--set", f"data.dir={tiny_data}")
+    assert result.exit_code == 0, result.output
+    return tiny_data, other, out
+
+
+@pytest.mark.parametrize("key, value, expected", KEY_CASES, ids=[f"{k}={v}" for k, v, _ in KEY_CASES])
+def test_manual_train_applies_or_refuses_every_config_key(manual_baseline, key, value, expected):
+    tiny, other, baseline = manual_baseline
+    value = other if value == "OTHER_DATA" else value
+    overrides = ["--set", f"{key}={value}"] + ([] if key == "data.dir" else ["--set", f"data.dir={tiny}"])
+    result, out = _manual_train(*overrides)
+    if expected in (SAME, DIFFERS):
+        assert result.exit_code == 0, result.output
+        assert (out == baseline) == (expected == SAME), out
+    else:
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert expected in result.stderr
+
+
+def test_manual_train_reports_validation_and_the_schedule(manual_baseline):
+    from fashionmlp.config import OptimConfig
+    from fashionmlp.optim import lr_at
+
+    tiny, _, _ = manual_baseline
+    result, out = _manual_train("--set", f"data.dir={tiny}", "--set", "data.val_size=32", "--set",
+                                "optimizer.schedule=cosine", "--epochs", 3)
+    assert result.exit_code == 0, result.output
+    assert "288 training images, 32 validation images" in out
+    cosine = OptimConfig(lr=0.1, schedule="cosine")
+    for epoch in (1, 2, 3):
+        (line,) = [text for text in out.splitlines() if text.startswith(f"epoch   {epoch}/3")]
+        assert "val acc" in line and f"lr {lr_at(cosine, epoch, 3):.3g} " in line
+
+
+@pytest.mark.parametrize("epochs", [0, -1, -(10**30)])
+def test_manual_train_refuses_epochs_below_one(epochs):
+    result = cli("manual", "train", "--epochs", epochs)
+    assert result.exit_code == 2 and result.stderr == f"error: train.epochs: {epochs} is out of range; allowed: >= 1\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", ""])
+def test_manual_train_epochs_that_are_not_numbers_are_a_usage_error(value):
+    result = cli("manual", "train", "--epochs", value)
+    assert result.exit_code == 2 and "Traceback" not in result.output and "--epochs" in result.output
+
+
+def test_manual_train_runs_a_huge_epoch_count_until_interrupted(manual_baseline, monkeypatch):
+    import fashionmlp.manual.train as manual_train
+
+    real = manual_train.train_numpy
+
+    def one_epoch_then_ctrl_c(cfg, data, crosscheck=False):
+        for epoch in real(cfg, data, crosscheck=crosscheck):
+            yield epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(manual_train, "train_numpy", one_epoch_then_ctrl_c)
+    tiny, _, _ = manual_baseline
+    result, out = _manual_train("--set", f"data.dir={tiny}", "--epochs", 10**30)
+    assert result.exit_code == 130, result.output
+    assert f"epoch   1/{10**30}  train loss" in out
+    assert result.stderr == f"interrupted after 1 of {10**30} epochs (manual train saves nothing)\n"
+
+
+def test_manual_train_stops_a_diverging_run_in_one_line(manual_baseline):
+    tiny, _, _ = manual_baseline
+    result, out = _manual_train("--set", f"data.dir={tiny}", "--set", "optimizer.lr=1e300")
+    assert result.exit_code == 3, result.output
+    assert result.stderr == ("diverged: the loss became non-finite at epoch 1, step 2 (lr 1e+300); try a lower "
+                             "learning rate, e.g. --set optimizer.lr=1e+299\n")  # and no RuntimeWarnings
+    assert "final test accuracy" not in out

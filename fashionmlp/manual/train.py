@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,17 +17,22 @@ from fashionmlp.errors import ConfigError
 from fashionmlp.manual.crosscheck import torch_forward, torch_loss
 from fashionmlp.manual.functional import cross_entropy
 from fashionmlp.manual.mlp import MLP
+from fashionmlp.optim import lr_at
 
 
 @dataclass
 class ManualEpoch:
     epoch: int
+    lr: float  # this epoch's learning rate (optimizer.schedule)
     train_loss: float
     test_loss: float
     test_accuracy: float
     seconds: float
+    val_loss: float | None = None  # on data.val_size images carved from the training set (None without them)
+    val_accuracy: float | None = None
     max_step_loss_diff: float | None = None  # |loss_numpy - loss_torch|, largest over the epoch's steps
     max_param_diff: float | None = None  # max |θ_numpy - θ_torch| after the epoch
+    diverged_step: int | None = None  # 1-based step whose loss was not finite: training stopped there
 
 
 @dataclass
@@ -42,7 +49,9 @@ class TorchTwin:
                        for k, v in self.net.params().items()}
         self.optimizer = torch.optim.SGD(self.params.values(), lr=self.lr)
 
-    def step(self, X: np.ndarray, y: np.ndarray) -> float:
+    def step(self, X: np.ndarray, y: np.ndarray, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         logits = torch_forward(self.net, torch.from_numpy(X), self.params)
         loss = torch_loss(self.net.output, logits, torch.from_numpy(y))
         self.optimizer.zero_grad()
@@ -60,12 +69,46 @@ DEFAULTS = {"name": "manual_mlp", "model": {"name": "mlp", "hidden": [100, 100],
 
 
 def check_manual_config(cfg: RunConfig) -> None:
+    """Refuse, in one line, every config value that the NumPy trainer would otherwise ignore or crash on.
+
+    Applied: seed, data.dir/verify_md5/download/subset/val_size, model.hidden/activation, optimizer.lr/schedule,
+    train.epochs/batch_size/eval_batch_size. Accepted because they do not concern an MLP trained with SGD
+    (`train` ignores them too): model.channels, optimizer.betas, train.channels_last; `name` labels nothing here.
+    """
     if cfg.model.name != "mlp" or cfg.optimizer.name != "sgd" or cfg.optimizer.momentum or cfg.optimizer.weight_decay:
         raise ConfigError("manual train runs plain minibatch SGD on an MLP: set model.name: mlp, optimizer.name: sgd, "
                           "optimizer.momentum: 0 and optimizer.weight_decay: 0")
     if cfg.model.activation not in ("relu", "sigmoid", "tanh"):
         raise ConfigError(f"model.activation: {cfg.model.activation!r} is not available in NumPy; "
                           "allowed: relu, sigmoid, tanh")
+    unsupported = [  # (key, value, whether manual train can run it, what it can run, why)
+        ("model.dropout", cfg.model.dropout, cfg.model.dropout == 0, "0", "the NumPy MLP has no dropout"),
+        ("device", cfg.device, cfg.device in ("auto", "cpu"), "auto, cpu", "NumPy runs on the CPU"),
+        ("data.loader", cfg.data.loader, cfg.data.loader == "fast", "fast", "the NumPy trainer makes its own batches"),
+        ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers == 0, "0", "it uses no DataLoader"),
+        ("train.threads", cfg.train.threads, cfg.train.threads == 0, "0", "NumPy's BLAS chooses its own threads"),
+        ("train.precision", cfg.train.precision, cfg.train.precision == "fp32", "fp32",
+         "the NumPy MLP computes in float64"),
+    ]
+    for key, value, ok, allowed, why in unsupported:
+        if not ok:
+            raise ConfigError(f"{key}: {value!r} is not supported by manual train ({why}); allowed: {allowed}")
+    sizes = [784, *cfg.model.hidden, 10]
+    n_params = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
+    need = 3 * 8 * n_params  # float64 weights, their gradients and the updated weights of a step
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise ConfigError(f"model.hidden: {list(cfg.model.hidden)} makes {n_params:.3g} parameters, which need "
+                          f"{need / 2**30:,.0f} GiB in float64 with their gradients; this machine has "
+                          f"{memory / 2**30:,.0f} GiB")
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _as_arrays(images: np.ndarray) -> np.ndarray:
@@ -84,26 +127,43 @@ def evaluate_numpy(net: MLP, X: np.ndarray, y: np.ndarray, batch: int = 2000) ->
 
 
 def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False) -> Iterator[ManualEpoch]:
-    """Yield one ManualEpoch per epoch of minibatch SGD; batches come from the same seeded order as `train`."""
+    """Yield one ManualEpoch per epoch of minibatch SGD; batches come from the same seeded order as `train`.
+
+    A step whose loss is not finite (the learning rate is too high) ends training: its epoch is yielded with
+    `diverged_step` set and nan metrics.
+    """
     check_manual_config(cfg)
     X, y = _as_arrays(data.train.images), data.train.labels
     X_test, y_test = _as_arrays(data.test.images), data.test.labels
+    X_val, y_val = (None, None) if data.val is None else (_as_arrays(data.val.images), data.val.labels)
     net = MLP([784, *cfg.model.hidden, 10], hidden=cfg.model.activation, output="softmax", seed=cfg.seed)
     twin = TorchTwin(net, cfg.optimizer.lr) if crosscheck else None
     generator = torch.Generator().manual_seed(cfg.seed)
-    bs = cfg.train.batch_size
+    bs, eval_bs = cfg.train.batch_size, cfg.train.eval_batch_size
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
+        lr = lr_at(cfg.optimizer, epoch, cfg.train.epochs)
         order = epoch_order(len(y), generator).numpy()
         total, worst = 0.0, 0.0
-        for i in range(0, len(y), bs):
-            idx = order[i:i + bs]
-            loss, grads = net.loss_and_grads(X[idx], y[idx])
-            net.sgd_step(grads, cfg.optimizer.lr)
-            total += float(loss) * len(idx)
-            if twin is not None:
-                worst = max(worst, abs(float(loss) - twin.step(X[idx], y[idx])))
-        seconds = time.perf_counter() - start
-        test_loss, test_acc = evaluate_numpy(net, X_test, y_test)
-        yield ManualEpoch(epoch, total / len(y), test_loss, test_acc, seconds,
+        # a diverging run overflows on its way to a non-finite loss: that loss is reported, not the warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for step, i in enumerate(range(0, len(y), bs), start=1):
+                idx = order[i:i + bs]
+                loss, grads = net.loss_and_grads(X[idx], y[idx])
+                if not math.isfinite(loss):
+                    nan = float("nan")
+                    yield ManualEpoch(epoch, lr, nan, nan, nan, time.perf_counter() - start, diverged_step=step)
+                    return
+                net.sgd_step(grads, lr)
+                total += float(loss) * len(idx)
+                if twin is not None:
+                    worst = max(worst, abs(float(loss) - twin.step(X[idx], y[idx], lr)))
+            seconds = time.perf_counter() - start
+            test_loss, test_acc = evaluate_numpy(net, X_test, y_test, eval_bs)
+            val_loss, val_acc = (None, None) if X_val is None else evaluate_numpy(net, X_val, y_val, eval_bs)
+        if not math.isfinite(test_loss):  # the epoch's last update overflowed the weights
+            yield ManualEpoch(epoch, lr, total / len(y), test_loss, test_acc, seconds, val_loss, val_acc,
+                              diverged_step=step)
+            return
+        yield ManualEpoch(epoch, lr, total / len(y), test_loss, test_acc, seconds, val_loss, val_acc,
                           worst if twin else None, twin.max_diff(net) if twin else None)
