@@ -438,6 +438,69 @@ def manual_train(
                    f"{worst_loss:.2e}, final parameter difference {last.max_param_diff:.2e}")
 
 
+# ---------------------------------------------------------------- lr-find, inspect
+
+
+def _number(text: str, option: str, kind: type = float) -> float:
+    """Parse an option's number here, so a bad one is one `error:` line like every other mistake."""
+    from fashionmlp.config import float_problem
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r}: not a {'whole number' if kind is int else 'number'}") from None
+    problem = float_problem(text, value) if kind is float else None
+    if problem:
+        raise UserError(f"{option} {text!r} {problem}")
+    return value
+
+
+@app.command("lr-find")
+@user_errors
+def lr_find(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", metavar="FILE", help="YAML experiment config, e.g. configs/mlp_sgd.yaml.")] = None,
+    set_: Overrides = None,
+    start: Annotated[str, typer.Option(metavar="LR", help="First learning rate, > 0.")] = "1e-6",
+    end: Annotated[str, typer.Option(metavar="LR", help="Last learning rate, > --start.")] = "10",
+    steps: Annotated[str, typer.Option(metavar="N", help="Batches, one learning rate each, growing exponentially "
+                                                         "from --start to --end; 1 to 10000.")] = "200",
+    runs_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Where the lr-find folder is created [default: runs].")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Learning-rate range test: train with an exponentially growing lr until the loss blows up; prints the
+    suggested lr and the folder with lr_find.png and lr_find.csv (no checkpoint is kept)."""
+    from fashionmlp.config import load_config
+    from fashionmlp.lrfind import check_options, run_lr_find
+
+    start_lr, end_lr, n = _number(start, "--start"), _number(end, "--end"), _number(steps, "--steps", int)
+    check_options(start_lr, end_lr, n)
+    if config is None:
+        raise UserError("--config is required (e.g. --config configs/mlp_sgd.yaml)")
+    cfg = load_config(config, list(set_ or []))
+    result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or Path("runs"),
+                         data_dir=data_dir, command=_command_line())
+    typer.echo(result.message)
+    typer.echo(str(result.out_dir))
+
+
+@app.command("inspect")
+@user_errors
+def inspect_(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
+    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
+    data_dir: DataDir = None,
+    device: Device = None,
+) -> None:
+    """Pictures of a trained model in RUN_DIR/inspect/: first-layer weights, confident mistakes, per-class
+    accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
+    from fashionmlp.inspection import inspect_run
+
+    report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
+    typer.echo(report.text)
+
+
 def main() -> None:
     _ARGV.set(sys.argv[1:])
     app(prog_name="fashionmlp")

@@ -184,3 +184,27 @@ def test_manual_train(places, data):
     if "--epochs" not in args:
         args += ["--epochs", "1"]
     check(cli("manual", "train", *args), Path("/nonexistent"), allowed=(0, 3))  # 3: diverged, as in train
+
+
+LRS = st.one_of(TEXT, st.sampled_from(["1e-6", "0.1", "10", "1e300", "0", "-1", "inf"]))
+
+
+@SLOW
+@given(data=st.data())
+def test_lr_find(places, tmp_path_factory, data):
+    runs = tmp_path_factory.mktemp("runs") / "runs"
+    spec = {"--config": paths("config", "file", "folder", "missing"), "--start": LRS, "--end": LRS,
+            "--steps": st.one_of(TEXT, st.sampled_from([-1, 0, 1, 2, 40, 10001, 2**63])), "--set": SETS,
+            "--data-dir": COMMON["--data-dir"]}
+    args = ["lr-find", *options(data.draw, spec, places)]
+    if "--config" not in args:
+        args += ["--config", str(places["config"])]
+    check(cli(*args, "--runs-dir", runs), runs, allowed=(0,))
+
+
+@FAST
+@given(data=st.data())
+def test_inspect(places, data):
+    target = data.draw(paths("run", "file", "folder", "missing", "config"))
+    spec = {"--checkpoint": TEXT, **COMMON}
+    check(cli("inspect", str(places[target]), *options(data.draw, spec, places)), places["missing"])

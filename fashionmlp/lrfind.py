@@ -1,0 +1,266 @@
+"""The learning-rate range test (Smith, 2015; fastai's `lr_find`, Lightning's `Tuner.lr_find`).
+
+From the config's initial weights, train for up to `steps` batches while the learning rate grows
+exponentially from `start` to `end`, and record the loss of every step. The loss first stays flat (lr too
+small to move), then falls (useful lr), then blows up (lr too large). The test stops once the smoothed loss
+exceeds 4x its minimum or a loss is non-finite. Nothing is checkpointed: the weights are thrown away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from fashionmlp.config import RunConfig
+from fashionmlp.data import TensorSplit, epoch_order, fast_batches, load_data
+from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.engine import seed_everything
+from fashionmlp.errors import UserError
+from fashionmlp.optim import build_optimizer, set_lr
+from fashionmlp.tracking import check_writable, create_run_dir, versions, write_config, write_csv, write_json
+
+LR_LIMITS = (1e-12, 1e12)  # --start and --end: far beyond any useful lr, and a log axis that matplotlib can draw
+MAX_STEPS = 10_000  # ~21 epochs of the full training set at batch 128: far more than a range test needs
+BLOW_UP = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum (fastai's and Lightning's rule)
+SMOOTHING_SPAN = 20  # the smoothed loss averages over ~1/20 of the steps (see smoothing_beta)
+FELL = 0.9  # a suggestion needs the smoothed loss to have fallen to 90% of its first value somewhere
+SKIP_START = 10  # the first steps of the smoothed curve are too few averages to take a slope from
+CSV_COLUMNS = ["step", "lr", "loss", "smoothed_loss"]
+
+
+def check_options(start: float, end: float, steps: int) -> None:
+    """Every range the command accepts can run; anything else is one line, before any folder exists."""
+    for option, value in (("--start", start), ("--end", end)):
+        if not math.isfinite(value):
+            raise UserError(f"{option} {value!r}: not a finite number")
+        if value <= 0:
+            raise UserError(f"{option} {value!r}: a learning rate must be > 0")
+        if not LR_LIMITS[0] <= value <= LR_LIMITS[1]:
+            raise UserError(f"{option} {value:g}: out of range; allowed: {LR_LIMITS[0]:g} to {LR_LIMITS[1]:g}")
+    if end <= start:
+        raise UserError(f"--end {end:g} must be larger than --start {start:g}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps {steps}: out of range; allowed: 1 to {MAX_STEPS}")
+
+
+def smoothing_beta(steps: int) -> float:
+    """Decay of the loss's exponential moving average: a time constant of steps/20 steps (0.9 for 200).
+
+    fastai and Lightning use a fixed 0.98: a 50-step time constant, which over the default 200 steps across
+    seven decades is 1.7 decades of lr. Measured on the real MLP with Adam, that curve's minimum sat at lr 0.06,
+    where the per-step loss was already blowing up. Tying the span to the steps keeps the smoothing the same
+    width in log(lr) whatever --steps is.
+    """
+    return max(0.0, 1.0 - SMOOTHING_SPAN / steps)
+
+
+def lr_schedule(start: float, end: float, steps: int) -> np.ndarray:
+    """`steps` learning rates from `start` to `end`, evenly spaced on a log scale (computed in logs, so
+    tiny starts such as 1e-300 do not overflow end/start)."""
+    if steps == 1:
+        return np.array([start])
+    return np.exp(np.linspace(math.log(start), math.log(end), steps))
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    """What a range test measured; `stop` says why it ended: end | blew_up | non_finite."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    stop: str
+    beta: float  # decay of the smoothing's moving average
+
+    @property
+    def min_lr(self) -> float | None:
+        """The learning rate at the smoothed loss's minimum (None if no step had a finite loss)."""
+        finite = [i for i, v in enumerate(self.smoothed) if math.isfinite(v)]
+        return self.lrs[min(finite, key=lambda i: self.smoothed[i])] if finite else None
+
+    @property
+    def fell(self) -> bool:
+        """Did the smoothed loss fall to at most FELL of its first value? If not, no lr in the range trained."""
+        finite = [v for v in self.smoothed if math.isfinite(v)]
+        return bool(finite) and min(finite) <= FELL * finite[0]
+
+    @property
+    def steepest_lr(self) -> float | None:
+        """The learning rate where the smoothed loss falls fastest per decade of lr, before its minimum (None
+        where it never fell: the steepest point of a flat, noisy curve means nothing)."""
+        return steepest_descent(self.lrs, self.smoothed) if self.fell else None
+
+
+def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = SKIP_START) -> float | None:
+    """argmin of d(smoothed loss)/d(log lr) between the first steps and the minimum; None if too short."""
+    loss = np.asarray(smoothed, dtype=np.float64)
+    finite = np.isfinite(loss)
+    end = int(np.argmin(np.where(finite, loss, np.inf))) + 1 if finite.any() else 0
+    begin = min(skip_start, max(end - 3, 0))  # keep at least 3 points where the run is short
+    if end - begin < 2:
+        return None
+    slope = np.gradient(loss[begin:end], np.log10(np.asarray(lrs[begin:end], dtype=np.float64)))
+    return float(lrs[begin + int(np.argmin(slope))])
+
+
+def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, *,
+               autocast: torch.dtype | None = None) -> RangeTest:
+    """Train one batch per learning rate in `lrs`; no file I/O."""
+    beta = smoothing_beta(len(lrs))
+    model.train()
+    losses: list[float] = []
+    smoothed: list[float] = []
+    average, best, stop = 0.0, math.inf, "end"
+    for step, (lr, (x, y)) in enumerate(zip(lrs.tolist(), batches), start=1):
+        set_lr(optimizer, lr)
+        context = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        with context:
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())  # one sync per step: the stop rule needs every value
+        average = beta * average + (1 - beta) * value
+        smooth = average / (1 - beta ** step)  # bias correction: the average starts at 0
+        losses.append(value)
+        smoothed.append(smooth)
+        if not math.isfinite(value) or not math.isfinite(smooth):
+            stop = "non_finite"
+            break
+        best = min(best, smooth)
+        if smooth > BLOW_UP * best:
+            stop = "blew_up"
+            break
+    return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta)
+
+
+def endless_batches(split: TensorSplit, batch_size: int, generator: torch.Generator
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches in the run's order, epoch after epoch, for as long as the range test asks (the fast
+    loader's batches; the torchvision loader yields the same ones)."""
+    while True:
+        yield from fast_batches(split, batch_size, epoch_order(len(split), generator))
+
+
+@dataclass
+class LRFindResult:
+    out_dir: Path
+    test: RangeTest
+    summary: dict
+
+    @property
+    def message(self) -> str:
+        """The one line for the terminal."""
+        s = self.summary
+        if s["suggested_lr"] is None and len(self.test.lrs) < 3:
+            return (f"no suggestion: the range test stopped after {len(self.test.lrs)} step(s) ({s['stop']}); "
+                    f"use more --steps or a smaller --start")
+        if s["suggested_lr"] is None:
+            return (f"no suggestion: the smoothed loss never fell below {FELL:.0%} of its first value between lr "
+                    f"{self.test.lrs[0]:.3g} and {self.test.lrs[-1]:.3g}; try a larger --end")
+        return (f"suggested learning rate {s['suggested_lr']:.3g} (steepest descent of the smoothed loss; the "
+                f"minimum/10 is {s['min_lr_div_10']:.3g}): --set optimizer.lr={s['suggested_lr']:.3g}")
+
+
+def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps: int = 200,
+                runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
+                command: str | None = None) -> LRFindResult:
+    """Run the range test for `cfg` and write lr_find.png/.csv/.json and config.yaml into a new
+    `<runs_dir>/lr-find-<name>-<timestamp>/` (the config has checked that the name is one folder name);
+    returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json."""
+    check_options(start, end, steps)
+    device = resolve_device(cfg.device)
+    check_writable(runs_dir)
+    data = load_data(cfg, data_dir)
+    n_train = len(data.train.labels)
+    check_memory(cfg, device, n_train, n_train)  # only the training split goes to the device
+    set_threads(cfg.train.threads)
+    keep_freed_memory()
+    seed_everything(cfg.seed)  # as `train` does: the same initial weights and the same first batches
+    model = prepare_model(cfg, device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    batches = endless_batches(TensorSplit.from_split(data.train, device), cfg.train.batch_size,
+                              torch.Generator().manual_seed(cfg.seed))
+    test = range_test(model, optimizer, batches, lr_schedule(start, end, steps),
+                      autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+    out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
+    steepest, lowest = test.steepest_lr, test.min_lr
+    summary = {
+        "suggested_lr": steepest, "min_lr": lowest, "min_lr_div_10": None if lowest is None else lowest / 10,
+        "min_smoothed_loss": min((v for v in test.smoothed if math.isfinite(v)), default=None),
+        "stop": test.stop, "steps_run": len(test.lrs), "last_lr": test.lrs[-1] if test.lrs else None,
+        "start": start, "end": end, "steps": steps, "smoothing_beta": test.beta, "blow_up": BLOW_UP,
+        "model": cfg.model.name, "optimizer": cfg.optimizer.name, "batch_size": cfg.train.batch_size,
+        "seed": cfg.seed, "train_size": n_train, "versions": versions(), "command": command,
+    }
+    write_config(out_dir / "config.yaml", cfg.to_dict())
+    write_csv(out_dir / "lr_find.csv", CSV_COLUMNS,
+              [{"step": i, "lr": lr, "loss": loss, "smoothed_loss": smooth}  # floats written exactly (repr)
+               for i, (lr, loss, smooth) in enumerate(zip(test.lrs, test.losses, test.smoothed), start=1)])
+    write_json(out_dir / "lr_find.json", summary)
+    title = (f"Learning-rate range test: {cfg.run_name} ({cfg.model.name}, {cfg.optimizer.name}, "
+             f"batch {cfg.train.batch_size}, seed {cfg.seed})")
+    config_lr = cfg.optimizer.lr if start <= cfg.optimizer.lr <= end else None  # marked when in the range
+    lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr,
+                   title).savefig(out_dir / "lr_find.png", dpi=100)
+    return LRFindResult(out_dir, test, summary)
+
+
+def smoothing_label(beta: float) -> str:
+    if beta == 0:
+        return "smoothed loss (too few steps to smooth: the loss per step)"
+    return f"smoothed loss (exponential moving average, time constant {1 / (1 - beta):.3g} steps)"
+
+
+STOP_TEXT = {"blew_up": f"stopped: smoothed loss > {BLOW_UP:g}x its minimum", "non_finite": "stopped: loss not finite"}
+
+
+def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
+                   title: str = "") -> Figure:
+    """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
+    lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
+    top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
+    fig = Figure(figsize=(8, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    lrs = np.asarray(test.lrs, dtype=np.float64)
+    raw = np.asarray(test.losses, dtype=np.float64)
+    smooth = np.asarray(test.smoothed, dtype=np.float64)
+    ok_raw, ok = np.isfinite(raw), np.isfinite(smooth)
+    ax.plot(lrs[ok_raw], raw[ok_raw], color="tab:blue", alpha=0.3, linewidth=0.7, label="loss per step")
+    ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta))
+    top = 1.5 * smooth[ok][0] if ok.any() else 1.0
+    marks = [(steepest, "tab:red", "--", "suggestion (steepest descent)"),
+             (None if lowest is None else lowest / 10, "tab:green", "--", "minimum of smoothed loss / 10"),
+             (config_lr, "dimgray", ":", "the config's lr")]
+    for lr, color, style, text in marks:
+        if lr is None:
+            continue
+        ax.axvline(lr, color=color, linestyle=style, linewidth=1.2, label=f"{text}: {lr:.3g}")
+        if ok.any() and lrs[0] <= lr <= lrs[-1]:
+            ax.plot([lr], [np.interp(np.log(lr), np.log(lrs[ok]), smooth[ok])], "o", color=color)
+    if test.stop in STOP_TEXT and ok.any():
+        last = np.flatnonzero(ok)[-1]
+        ax.plot([lrs[last]], [min(smooth[last], top)], "x", color="black", markersize=9, markeredgewidth=2,
+                clip_on=False, label=f"{STOP_TEXT[test.stop]} (lr {lrs[-1]:.3g})")
+    above = ok_raw & (raw > top)
+    if above.any():
+        peak = int(np.argmax(np.where(ok_raw, raw, -np.inf)))
+        ax.plot(lrs[above], np.full(above.sum(), top), "^", color="tab:blue", markersize=5, clip_on=False,
+                label=f"loss per step above the scale (up to {raw[peak]:.3g}, at lr {lrs[peak]:.3g})")
+    ax.set_ylim(0, top)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale; it grows every step)")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    return fig

@@ -1,0 +1,312 @@
+"""`fashionmlp inspect`: the pictures of a trained model, on tiny synthetic runs, and the numbers behind them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from fashionmlp.data import CLASSES, load_data, normalize
+from fashionmlp.engine import predict_proba
+from fashionmlp.inspection import (
+    DPI,
+    SIZES,
+    cnn_weights_figure,
+    confident_mistakes,
+    confused_pairs,
+    expected_calibration_error,
+    grid_shape,
+    mlp_weights_figure,
+    mosaic,
+    percent,
+    reliability,
+)
+from fashionmlp.savedrun import load_run
+
+from helpers import accumulator, cli, run_dir_of, tiny_config
+
+N_TEST = 160  # tiny test set (helpers.write_dataset)
+PNGS = {"weights.png", "mistakes.png", "per_class.png", "calibration.png"}
+
+
+def train_tiny(tmp_path_factory, tiny_data, name: str, **sections) -> Path:
+    tmp = tmp_path_factory.mktemp(name)
+    path = tmp / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data, name=name, **sections)))
+    result = cli("train", "--config", path, "--runs-dir", tmp / "runs")
+    assert result.exit_code == 0, result.output
+    return run_dir_of(result)
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory, tiny_data) -> Path:
+    """One epoch of plain SGD: good enough to learn something, bad enough to make mistakes to show."""
+    return train_tiny(tmp_path_factory, tiny_data, "mlp", optimizer={"name": "sgd", "lr": 0.02},
+                      train={"epochs": 1, "batch_size": 32})
+
+
+@pytest.fixture(scope="module")
+def mlp_inspected(mlp_run) -> tuple[Path, str]:
+    result = cli("inspect", mlp_run)
+    assert result.exit_code == 0, result.output
+    return mlp_run / "inspect", result.stdout
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def pixels(size: tuple[float, float]) -> tuple[int, int]:
+    return round(size[0] * DPI), round(size[1] * DPI)
+
+
+# ---------------------------------------------------------------- the files of a run
+
+
+def test_every_file_with_its_size(mlp_inspected):
+    out, stdout = mlp_inspected
+    assert PNGS | {"summary.json"} <= {p.name for p in out.iterdir()}
+    assert png_size(out / "weights.png") == pixels(SIZES["weights_mlp"]) == (1000, 1060)
+    assert png_size(out / "mistakes.png") == pixels(SIZES["mistakes"])
+    assert png_size(out / "per_class.png") == pixels(SIZES["per_class"])
+    assert png_size(out / "calibration.png") == pixels(SIZES["calibration"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_images"] == N_TEST and summary["checkpoint"] == "best" and summary["epoch"] == 1
+    assert 0 <= summary["ece"] <= 1 and f"expected calibration error {summary['ece']:.2%}" in stdout
+    assert sum(b["count"] for b in summary["calibration_bins"]) == N_TEST
+    assert [b["lower"] for b in summary["calibration_bins"]] == pytest.approx([i / 10 for i in range(10)])
+
+
+def test_numbers_agree_with_evaluate(mlp_run, mlp_inspected):
+    out, _ = mlp_inspected
+    summary = json.loads((out / "summary.json").read_text())
+    assert cli("evaluate", mlp_run).exit_code == 0
+    evaluation = json.loads((mlp_run / "evaluation-best.json").read_text())
+    assert summary["test_accuracy"] == pytest.approx(evaluation["test_accuracy"], abs=1e-12)
+    assert summary["per_class_accuracy"] == pytest.approx(evaluation["per_class_accuracy"], abs=1e-12)
+    cm = np.asarray(evaluation["confusion"])
+    assert confused_pairs(cm) == summary["confused_pairs"]
+    # the ECE in summary.json is the ECE of the model's own probabilities
+    probs, labels = model_probabilities(mlp_run)
+    assert summary["ece"] == pytest.approx(expected_calibration_error(probs.max(1), probs.argmax(1) == labels),
+                                           abs=1e-6)
+
+
+def model_probabilities(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test-set probabilities through the ordinary predict path (not inspect's)."""
+    run = load_run(run_dir, "best")
+    test = load_data(run.cfg).test
+    probs = predict_proba(run.model, normalize(torch.from_numpy(test.images))).double().numpy()
+    return probs, test.labels
+
+
+def test_mistakes_are_wrong_and_most_confident_first(mlp_run, mlp_inspected):
+    out, _ = mlp_inspected
+    mistakes = json.loads((out / "summary.json").read_text())["mistakes"]
+    probs, labels = model_probabilities(mlp_run)
+    predicted, confidence = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(predicted != labels)
+    assert len(wrong) >= 10, "the tiny run must make mistakes for this test to mean anything"
+    assert len(mistakes) == min(24, len(wrong))
+    for m in mistakes:
+        i = m["index"]
+        assert predicted[i] != labels[i]
+        assert (m["true"], m["predicted"]) == (CLASSES[labels[i]], CLASSES[predicted[i]])
+        assert m["confidence"] == pytest.approx(confidence[i], abs=1e-6)
+    shown = [m["confidence"] for m in mistakes]
+    assert shown == sorted(shown, reverse=True)
+    # and no wrong prediction left out is more confident than the least confident one shown
+    left_out = set(wrong.tolist()) - {m["index"] for m in mistakes}
+    assert all(confidence[i] <= shown[-1] + 1e-6 for i in left_out)
+
+
+def test_tensorboard_images_and_projector(mlp_inspected):
+    out, _ = mlp_inspected
+    acc = accumulator(out)
+    assert set(acc.Tags()["images"]) == {f"inspect/{k}" for k in ("weights", "mistakes", "per_class", "calibration")}
+    config = (out / "projector_config.pbtxt").read_text()
+    folder = out / "00001" / "penultimate"  # <checkpoint epoch>/<tag>
+    assert 'tensor_path: "00001/penultimate/tensors.tsv"' in config
+    assert 'image_path: "00001/penultimate/sprite.png"' in config and config.count("single_image_dim: 28") == 2
+    tensors = (folder / "tensors.tsv").read_text().splitlines()
+    assert len(tensors) == N_TEST and all(len(line.split("\t")) == 32 for line in tensors)  # hidden [32, 32]
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert metadata[0] == "label\tpredicted\tcorrect" and len(metadata) == N_TEST + 1
+    labels = load_data(load_run(out.parent).cfg).test.labels
+    assert [row.split("\t")[0] for row in metadata[1:]] == [CLASSES[k] for k in labels]
+    side = math.ceil(math.sqrt(N_TEST)) * 28  # the sprite: a square grid of 28x28 thumbnails
+    assert png_size(folder / "sprite.png") == (side, side)
+
+
+def test_second_inspection_replaces_the_first(mlp_inspected, tmp_path):
+    from fashionmlp.inspection import inspect_run
+
+    run = copy_run(mlp_inspected[0].parent, tmp_path / "run", keep_inspect=True)
+    out = run / "inspect"
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    report = inspect_run(run, checkpoint="last", embedding_images=50)
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    assert (out / "projector_config.pbtxt").read_text().count("embeddings {") == 1
+    assert json.loads((out / "summary.json").read_text())["checkpoint"] == "last"
+    tensors = (out / "00001" / "penultimate" / "tensors.tsv").read_text().splitlines()
+    assert report.summary["embedding"]["images"] == 50 and len(tensors) == 50
+
+
+def test_cnn_run(tmp_path_factory, tiny_data):
+    run = train_tiny(tmp_path_factory, tiny_data, "cnn", model={"name": "cnn", "channels": [4, 8], "hidden": [16]},
+                     train={"epochs": 1, "batch_size": 32})
+    result = cli("inspect", run)
+    assert result.exit_code == 0, result.output
+    out = run / "inspect"
+    assert png_size(out / "weights.png") == pixels(SIZES["weights_cnn"])
+    assert PNGS <= {p.name for p in out.iterdir()}
+    tensors = next(out.glob("*/penultimate/tensors.tsv")).read_text().splitlines()
+    assert len(tensors[0].split("\t")) == 16  # the classifier's hidden width
+
+
+# ---------------------------------------------------------------- bad input: the same lines as evaluate
+
+
+def one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def copy_run(run: Path, to: Path, keep_inspect: bool = False) -> Path:
+    import shutil
+
+    shutil.copytree(run, to, ignore=None if keep_inspect else shutil.ignore_patterns("inspect"))
+    return to
+
+
+@pytest.mark.parametrize("breakage", ["not a folder", "no config", "no best.pt", "garbage best.pt",
+                                      "bad checkpoint option", "garbage config"])
+def test_bad_input_gets_the_same_error_as_evaluate(mlp_run, tmp_path, breakage):
+    run = copy_run(mlp_run, tmp_path / "run")
+    args = []
+    if breakage == "not a folder":
+        run = tmp_path / "missing"
+    elif breakage == "no config":
+        (run / "config.yaml").unlink()
+    elif breakage == "no best.pt":
+        (run / "checkpoints" / "best.pt").unlink()
+    elif breakage == "garbage best.pt":
+        (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    elif breakage == "garbage config":
+        (run / "config.yaml").write_text("model: [unclosed")
+    else:
+        args = ["--checkpoint", "newest"]
+    line = one_error_line(cli("inspect", run, *args))
+    assert line == one_error_line(cli("evaluate", run, *args))
+    assert not (run / "inspect").exists()
+
+
+def test_unwritable_inspect_folder_is_one_line(mlp_run, tmp_path):
+    run = copy_run(mlp_run, tmp_path / "run")
+    (run / "inspect").write_text("a file where the folder should be")
+    line = one_error_line(cli("inspect", run))
+    assert line == f"error: {str(run / 'inspect')!r} is a file, not a folder; inspect writes its pictures into a " \
+                   "folder of that name: move the file away"
+
+
+# ---------------------------------------------------------------- the numbers, on constructed inputs
+
+
+def test_ece_of_a_perfectly_calibrated_predictor_is_zero():
+    # in each bin, the predictions at confidence c are right exactly a fraction c of the time
+    confidence, correct = [], []
+    for c, n_right, n in ((0.25, 1, 4), (0.55, 11, 20), (0.75, 3, 4), (0.95, 19, 20), (1.0, 5, 5)):
+        confidence += [c] * n
+        correct += [True] * n_right + [False] * (n - n_right)
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.0, abs=1e-12)
+    # and a large sample drawn from a calibrated predictor: only sampling noise remains
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.1, 1.0, 200_000)
+    assert expected_calibration_error(conf, rng.random(200_000) < conf) < 0.005
+
+
+def test_ece_of_an_overconfident_predictor_is_large():
+    assert expected_calibration_error([0.99] * 100, [True] * 50 + [False] * 50) == pytest.approx(0.49)
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 100_000)
+    right = rng.random(100_000) < conf - 0.3  # 30 points less accurate than it claims, everywhere
+    assert expected_calibration_error(conf, right) == pytest.approx(0.3, abs=0.01)
+
+
+def test_reliability_bins():
+    rel = reliability([0.05, 0.1, 0.5, 0.5000001, 0.95, 1.0], [True, False, True, True, False, True])
+    assert rel.counts == [2, 0, 0, 0, 1, 1, 0, 0, 0, 2]  # right-closed: 0.1 in (0, 0.1], 0.5 in (0.4, 0.5]
+    assert rel.accuracy[0] == 0.5 and rel.accuracy[1] is None and rel.accuracy[9] == 0.5
+    assert rel.confidence[9] == pytest.approx(0.975)
+    # ECE by hand: (2/6)|0.5-0.075| + (1/6)|1-0.5| + (1/6)|1-0.5000001| + (2/6)|0.5-0.975|
+    expected = (2 * 0.425 + 0.5 + 0.4999999 + 2 * 0.475) / 6
+    assert rel.ece == pytest.approx(expected)
+
+
+def test_confident_mistakes_on_constructed_probabilities():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95], [0.7, 0.3]])
+    labels = np.array([1, 1, 1, 0, 0])  # wrong: 0 (0.9), 2 (0.6), 3 (0.95)
+    assert confident_mistakes(probs, labels).tolist() == [3, 0, 2]
+    assert confident_mistakes(probs, labels, k=2).tolist() == [3, 0]
+    assert confident_mistakes(probs, np.array([0, 1, 0, 1, 0])).tolist() == []
+
+
+def test_confused_pairs_count_both_directions():
+    cm = np.diag([50] * 10)
+    cm[6, 0], cm[0, 6] = 30, 12  # Shirt -> T-shirt/top 30, the reverse 12
+    cm[4, 2] = 20
+    pairs = confused_pairs(cm, k=2)
+    assert pairs == [{"classes": ["T-shirt/top", "Shirt"], "total": 42, "first_as_second": 12,
+                      "second_as_first": 30},
+                     {"classes": ["Pullover", "Coat"], "total": 20, "first_as_second": 0, "second_as_first": 20}]
+
+
+def test_percent_never_rounds_a_wrong_answer_up_to_certainty():
+    assert percent(0.99996) == ">99.99%" and percent(1.0) == "100.00%" and percent(0.5) == "50.00%"
+
+
+# ---------------------------------------------------------------- the figures' layout
+
+
+def test_mlp_weights_grid():
+    weights = np.random.default_rng(0).normal(size=(32, 784))
+    fig = mlp_weights_figure(weights, "t")
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == 32 and grid_shape(32) == (6, 6)
+    assert all(ax.get_subplotspec().get_geometry()[:2] == (6, 6) for ax in tiles)
+    for k, ax in enumerate(tiles):  # row-major, unit k in cell k
+        assert ax.get_subplotspec().num1 == k
+        assert np.array_equal(ax.images[0].get_array(), weights[k].reshape(28, 28))
+    low, high = tiles[0].images[0].get_clim()
+    assert low == -high and high == pytest.approx(np.percentile(np.abs(weights), 99))  # centred at 0
+    assert len([ax for ax in fig.axes if not ax.images]) == 6 * 6 - 32 + 1  # empty cells + the colour bar
+
+
+def test_cnn_weights_layout():
+    rng = np.random.default_rng(0)
+    n = 3
+    fig = cnn_weights_figure(rng.normal(size=(4, 1, 3, 3)), rng.integers(0, 255, (n, 28, 28)), [0, 5, 9],
+                             rng.random((n, 4, 14, 14)), rng.random((n, 8, 7, 7)), "t")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 1 + 3 * n  # the filters, then per image: itself, block 1, block 2
+    filters = shown[0].images[0].get_array()
+    assert filters.shape == (3, 4 * 4 - 1)  # 4 filters of 3x3 in one row, 1-pixel gaps
+    assert [ax.get_ylabel() for ax in shown[1::3]] == ["T-shirt/top", "Sandal", "Ankle boot"]
+    assert shown[2].images[0].get_array().shape == (14, 8 * 15 - 1)  # 4 maps of 14x14, 8 per row
+    assert shown[3].images[0].get_array().shape == (7, 8 * 8 - 1)
+
+
+def test_mosaic_places_tiles_row_major_with_gaps():
+    tiles = np.arange(5 * 2 * 2, dtype=float).reshape(5, 2, 2)
+    m = mosaic(tiles, 3)
+    assert m.shape == (2 * 3 - 1, 3 * 3 - 1)
+    assert np.array_equal(m[0:2, 3:5], tiles[1]) and np.array_equal(m[3:5, 3:5], tiles[4])
+    assert np.isnan(m[2]).all() and np.isnan(m[3:5, 6:8]).all()

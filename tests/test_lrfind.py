@@ -1,0 +1,193 @@
+"""`fashionmlp lr-find`: the learning-rate range test on the tiny data set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fashionmlp.lrfind import MAX_STEPS, RangeTest, lr_schedule, smoothing_beta, steepest_descent
+
+from helpers import cli, run_dir_of
+
+FILES = {"config.yaml", "lr_find.csv", "lr_find.json", "lr_find.png"}
+
+
+def read_csv(folder: Path) -> list[dict[str, float]]:
+    with open(folder / "lr_find.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["step", "lr", "loss", "smoothed_loss"]
+    return [{k: float(v) for k, v in row.items()} for row in rows]
+
+
+def lr_find(config: Path, runs: Path, *args):
+    return cli("lr-find", "--config", config, "--runs-dir", runs, *args)
+
+
+# ---------------------------------------------------------------- the pure parts
+
+
+def test_schedule_is_exponential_from_start_to_end():
+    lrs = lr_schedule(1e-6, 10.0, 200)
+    assert len(lrs) == 200 and lrs[0] == pytest.approx(1e-6, rel=1e-12) and lrs[-1] == pytest.approx(10, rel=1e-12)
+    assert np.diff(np.log(lrs)) == pytest.approx(np.full(199, math.log(1e7) / 199), rel=1e-9)
+    assert lr_schedule(0.1, 1.0, 1).tolist() == [0.1]
+    extreme = lr_schedule(1e-300, 1e300, 5)  # end/start overflows a float; the schedule must not
+    assert np.isfinite(extreme).all() and extreme[2] == pytest.approx(1.0)
+
+
+def test_smoothing_spans_a_twentieth_of_the_steps():
+    assert smoothing_beta(200) == pytest.approx(0.9)
+    assert smoothing_beta(1000) == pytest.approx(0.98)
+    assert smoothing_beta(20) == 0.0 and smoothing_beta(1) == 0.0
+
+
+def test_steepest_descent_finds_the_steepest_point_before_the_minimum():
+    lrs = lr_schedule(1e-5, 10.0, 121)  # 20 points per decade
+    x = np.log10(lrs)
+    # falls fastest at lr 1e-2, bottoms out near lr 1, then rises steeply (steeper than it ever fell)
+    loss = 2 - np.tanh(x + 2) + np.where(x > 0, 40 * x ** 2, 0.0)
+    assert steepest_descent(lrs.tolist(), loss.tolist()) == pytest.approx(1e-2, rel=0.13)  # within one step
+    test = RangeTest(lrs.tolist(), loss.tolist(), loss.tolist(), "blew_up", 0.0)
+    assert test.min_lr == pytest.approx(lrs[int(np.argmin(loss))])
+    assert test.fell and test.steepest_lr == steepest_descent(lrs.tolist(), loss.tolist())
+    flat = RangeTest(lrs.tolist(), (2.3 + 0.01 * np.sin(x * 40)).tolist(), (2.3 + 0.01 * np.sin(x * 40)).tolist(),
+                     "end", 0.0)
+    assert not flat.fell and flat.steepest_lr is None  # noise on a flat curve is no suggestion
+    assert steepest_descent([0.1], [2.0]) is None  # one point has no slope
+    assert steepest_descent([0.1, 0.2], [math.nan, math.nan]) is None
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_writes_only_its_folder_and_no_checkpoint(write_config, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "older-run").mkdir(parents=True)
+    before = {p.relative_to(runs) for p in runs.rglob("*")}
+    result = lr_find(write_config(optimizer={"name": "sgd", "lr": 0.05}), runs, "--steps", 30, "--start", 1e-4,
+                     "--end", 1)
+    assert result.exit_code == 0, result.output
+    out = run_dir_of(result)
+    assert out.parent == runs and re.fullmatch(r"lr-find-tiny-\d{8}-\d{6}", out.name)
+    after = {p.relative_to(runs) for p in runs.rglob("*")}
+    assert after - before == {out.relative_to(runs) / f for f in FILES} | {out.relative_to(runs)}
+    assert not list(out.rglob("*.pt")) and not list(out.glob("events.*"))
+    rows = read_csv(out)
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    assert rows[0]["lr"] == pytest.approx(1e-4) and all(math.isfinite(r["loss"]) for r in rows[:-1])
+    summary = json.loads((out / "lr_find.json").read_text())
+    assert summary["steps_run"] == len(rows) and summary["optimizer"] == "sgd" and summary["seed"] == 0
+    line = result.stdout.splitlines()[0]
+    suggested = summary["suggested_lr"]
+    assert suggested in [r["lr"] for r in rows]
+    assert f"--set optimizer.lr={suggested:.3g}" in line and f"{summary['min_lr'] / 10:.3g}" in line
+    assert Image.open(out / "lr_find.png").size == (800, 520)
+
+
+def test_deterministic_for_a_seed(write_config, tmp_path):
+    config = write_config(model={"name": "mlp", "hidden": [32, 32], "dropout": 0.2})  # dropout draws RNG too
+    runs = [run_dir_of(lr_find(config, tmp_path / name, "--steps", 40)) for name in ("a", "b")]
+    first, second = ((r / "lr_find.csv").read_bytes() for r in runs)
+    assert first == second and len(first.splitlines()) > 10
+    other = run_dir_of(lr_find(config, tmp_path / "c", "--steps", 40, "--set", "seed=1"))
+    assert (other / "lr_find.csv").read_bytes() != first
+
+
+def test_starts_from_the_configs_initial_weights_and_batches(write_config, tmp_path):
+    """The first loss of the range test is the first training step's loss: the same weights, the same batch."""
+    config = write_config(train={"epochs": 1})
+    trained = run_dir_of(cli("train", "--config", config, "--runs-dir", tmp_path / "train"))
+    first_train_loss = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["step_losses"][0]
+    rows = read_csv(run_dir_of(lr_find(config, tmp_path / "lr", "--steps", 5)))
+    assert rows[0]["loss"] == pytest.approx(float(first_train_loss), rel=1e-6)
+
+
+def test_stops_when_the_loss_blows_up(write_config, tmp_path):
+    result = lr_find(write_config(optimizer={"name": "sgd", "lr": 0.01}), tmp_path / "runs", "--end", 1e6,
+                     "--steps", 400)
+    assert result.exit_code == 0, result.output
+    out = run_dir_of(result)
+    rows = read_csv(out)
+    summary = json.loads((out / "lr_find.json").read_text())
+    assert len(rows) < 400 and summary["stop"] in ("blew_up", "non_finite")
+    last, best = rows[-1], min(r["smoothed_loss"] for r in rows[:-1])
+    assert not math.isfinite(last["loss"]) or last["smoothed_loss"] > 4 * best
+    # every earlier step was within the rule, else it would have stopped there
+    assert all(r["smoothed_loss"] <= 4 * min(q["smoothed_loss"] for q in rows[:i + 1])
+               for i, r in enumerate(rows[:-1]))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("optimizer", [{"name": "sgd"}, {"name": "nesterov", "momentum": 0.9}, {"name": "adam"}])
+def test_every_optimizer_and_model(write_config, tmp_path, model, optimizer):
+    sections = {"model": {"name": model, "hidden": [16], "channels": [4, 8]}, "optimizer": optimizer}
+    result = lr_find(write_config(**sections), tmp_path / "runs", "--steps", 20, "--start", 1e-4, "--end", 1)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(run_dir_of(result))
+    assert 2 <= len(rows) <= 20 and rows[0]["lr"] == pytest.approx(1e-4)
+    lowest = min(r["smoothed_loss"] for r in rows)
+    assert lowest < rows[0]["loss"]  # the optimizer did train the network
+    if lowest <= 0.9 * rows[0]["smoothed_loss"]:  # enough of a fall for a suggestion (the tiny CNN with SGD: not)
+        assert "--set optimizer.lr=" in result.stdout
+    else:
+        assert result.stdout.startswith("no suggestion: the smoothed loss never fell below 90%")
+
+
+def test_no_suggestion_where_the_loss_never_falls(write_config, tmp_path):
+    result = lr_find(write_config(optimizer={"name": "sgd"}), tmp_path / "runs", "--start", 1e-12, "--end", 1e-11,
+                     "--steps", 30)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("no suggestion: the smoothed loss never fell below 90% of its first value "
+                                    "between lr 1e-12 and 1e-11; try a larger --end")
+    summary = json.loads((run_dir_of(result) / "lr_find.json").read_text())
+    assert summary["suggested_lr"] is None and summary["steps_run"] == 30
+
+
+def test_too_short_for_a_suggestion_says_so(write_config, tmp_path):
+    result = lr_find(write_config(), tmp_path / "runs", "--steps", 1)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("no suggestion: the range test stopped after 1 step(s)")
+    assert len(read_csv(run_dir_of(result))) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "0"], "--start 0.0: a learning rate must be > 0"),
+    (["--start", "-1e-3"], "--start -0.001: a learning rate must be > 0"),
+    (["--start", "nan"], "--start nan: not a finite number"),
+    (["--end", "inf"], "--end inf: not a finite number"),
+    (["--start", "abc"], "--start 'abc': not a number"),
+    (["--start", "1", "--end", "1"], "--end 1 must be larger than --start 1"),
+    (["--start", "0.1", "--end", "0.01"], "--end 0.01 must be larger than --start 0.1"),
+    (["--steps", "0"], f"--steps 0: out of range; allowed: 1 to {MAX_STEPS}"),
+    (["--steps", str(MAX_STEPS + 1)], f"--steps {MAX_STEPS + 1}: out of range; allowed: 1 to {MAX_STEPS}"),
+    (["--steps", "1.5"], "--steps '1.5': not a whole number"),
+    (["--start", "1e-400"], "--start '1e-400' is too small for a 64-bit float (it reads as 0.0)"),
+    (["--end", "1e400"], "--end '1e400' is too large for a 64-bit float (it reads as infinity)"),
+    (["--start", "1e-13"], "--start 1e-13: out of range; allowed: 1e-12 to 1e+12"),
+    (["--end", "2e12"], "--end 2e+12: out of range; allowed: 1e-12 to 1e+12"),
+    (["--set", "name=../outside"], "name: '../outside' contains '/'; a run name is one folder name"),
+    (["--set", "name=a/b"], "name: 'a/b' contains '/'; a run name is one folder name"),
+    (["--set", "optimizer.lr=-1"], "optimizer.lr: -1.0 is out of range"),
+])
+def test_bad_options_are_one_line_and_leave_nothing(write_config, tmp_path, args, message):
+    runs = tmp_path / "runs"
+    result = lr_find(write_config(), runs, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+    assert not runs.exists()
+    assert not (tmp_path / "outside").exists() and not list(tmp_path.glob("*outside*"))
+
+
+def test_config_is_required(tmp_path):
+    result = cli("lr-find", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.output.startswith("error: --config is required")
+    assert not (tmp_path / "runs").exists()
