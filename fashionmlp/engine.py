@@ -137,6 +137,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.reason = INTERRUPTED  # the run's status when it stops (a sweep's pruner sets PRUNED)
 
     def __call__(self) -> bool:
         return self.requested

@@ -18,6 +18,7 @@ from fashionmlp.engine import Progress
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer
 from fashionmlp.run import RunResult, RunState, run_epochs, write_summary
+from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir
 from fashionmlp.tracking import MetricsFile, TensorBoardLog, check_folder_writable, write_config
 
@@ -32,6 +33,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
     for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
         check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
+    lock = lock_run_dir(run_dir)  # before anything is read or rewritten; held until the run ends
     cfg = load_config(run_dir / "config.yaml", shortcut_overrides(epochs=epochs, device=device))
     state = load_checkpoint(last_pt)
     done = int(state["epoch"])
@@ -62,7 +64,8 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     write_config(run_dir / "config.yaml", cfg.to_dict())
     MetricsFile(run_dir / "metrics.csv", data.val is not None).rewrite(run.history)
     write_summary(run, st.RUNNING)
-    return run_epochs(run, _reopen_tensorboard(run), progress or Progress(), should_stop)
+    with lock:
+        return run_epochs(run, _reopen_tensorboard(run), progress or Progress(), should_stop)
 
 
 def _reopen_tensorboard(run: RunState) -> TensorBoardLog:

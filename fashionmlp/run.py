@@ -25,6 +25,7 @@ from fashionmlp.engine import EpochResult, Progress, fit, seed_everything
 from fashionmlp.models import n_params
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots import confusion_matrix, loss_curve
+from fashionmlp.runlock import lock_run_dir
 from fashionmlp.tracking import (
     HPARAM_METRICS,
     MetricsFile,
@@ -43,7 +44,7 @@ from fashionmlp.tracking import (
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # status.COMPLETED | INTERRUPTED | DIVERGED
+    status: str  # status.COMPLETED | INTERRUPTED | DIVERGED | PRUNED
     summary: dict
 
     @property
@@ -119,6 +120,7 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         run_dir = create_run_dir(runs_dir, cfg.run_name)
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
+    lock = lock_run_dir(run_dir)  # held until the run ends: a --resume of this folder meanwhile is refused
     run = RunState(cfg, run_dir, device, data, model, build_optimizer(cfg.optimizer, model.parameters()),
                    torch.Generator().manual_seed(cfg.seed), command=command)
     run.provenance["fingerprints"] = fingerprints(model, run.generator, len(data.train.labels),
@@ -126,7 +128,8 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
     write_config(run_dir / "config.yaml", cfg.to_dict())
     run.checkpoint("last.pt")  # epoch 0: an interrupted first epoch can still be resumed
     write_summary(run, st.RUNNING)
-    return run_epochs(run, TensorBoardLog(run_dir), progress or Progress(), should_stop)
+    with lock:
+        return run_epochs(run, TensorBoardLog(run_dir), progress or Progress(), should_stop)
 
 
 def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_stop: Callable[[], bool]) -> RunResult:
@@ -158,6 +161,8 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
                           autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None):
             if result.status != "ok":
                 status, last = result.status, result
+                if status == st.INTERRUPTED:  # the caller may name why it stopped the run, e.g. PRUNED
+                    status = getattr(should_stop, "reason", status)
                 break
             record_epoch(run, result, metrics, tb)
             last = result
