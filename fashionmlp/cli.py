@@ -501,6 +501,75 @@ def inspect_(
     typer.echo(report.text)
 
 
+# ---------------------------------------------------------------- sweep
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Annotated[Path, typer.Option("--config", "-c", metavar="FILE", help="Sweep config: a training config "
+                                         "plus a `sweep:` section (see configs/sweep_mlp.yaml).")],
+    trials: Annotated[int | None, typer.Option(metavar="N", help="Finished trials the study needs (overrides "
+                                                                 "sweep.trials); raise it to extend a study.")] = None,
+    jobs: Annotated[int, typer.Option(metavar="J", help="Worker processes on this machine, each with cores/J CPU "
+                                                        "threads.")] = 1,
+    storage: Annotated[str | None, typer.Option(
+        metavar="URL", help="Database URL of a shared study, e.g. postgresql://user:password@host/db (default: a "
+                            "journal file in the sweep folder).")] = None,
+    study: Annotated[str | None, typer.Option(metavar="NAME", help="Study name (default: the config's name); the "
+                                                                   "same name and storage continue it.")] = None,
+    set_: Overrides = None,
+    data_dir: DataDir = None,
+    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the sweep folder is created (or found, to "
+                                                               "continue).")] = Path("runs"),
+) -> None:
+    """Search hyperparameters with Optuna: one run folder per trial, scored on a validation split.
+
+    Running the same command again continues the study until it has its trials. Exit 0 done, 1 a worker died
+    before the study was done, 130 interrupted.
+    """
+    from fashionmlp.sweep import default_study_name, load_sweep_file, require_optuna, run_sweep, table_rows
+
+    require_optuna()
+    spec = load_sweep_file(config, list(set_ or []), trials)
+    with _graceful_stop() as should_stop:
+        result = run_sweep(spec, study=study or default_study_name(spec, config), jobs=jobs, storage=storage,
+                           runs_dir=runs_dir, data_dir=data_dir, echo=typer.echo, should_stop=should_stop,
+                           command=_command_line())
+    from rich.console import Console
+    from rich.table import Table
+
+    header, cells = table_rows(result.rows, spec)
+    table = Table(title=f"Sweep {result.study}: {result.finished} of {result.target} trials finished, best first")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("state", "note") else "right")
+    for row in cells:
+        table.add_row(*row)
+    Console(width=max(160, Console().width)).print(table)
+    best = result.best
+    if best is not None:
+        test = (f"{best['test_accuracy']:.2%}" if best["test_accuracy"] is not None
+                else f"in {best['run_dir']}/summary.json on {best['host']}")
+        typer.echo(f"best: trial {best['number']}, {spec.metric} {best['value']:.4f}; test accuracy {test} "
+                   "(reported once, not used by the search)")
+        typer.echo(f"config: {result.sweep_dir / 'best.yaml'}  (fashionmlp train --config ... --epochs N)")
+    typer.echo(f"table: {result.sweep_dir / 'summary.md'}")
+    for problem in result.problems:
+        _err(f"worker lost: {problem}")
+    if result.interrupted:
+        _err(f"interrupted: {result.finished} of {result.target} trials finished; run the same command again "
+             "to continue")
+        typer.echo(str(result.sweep_dir))
+        raise typer.Exit(130)
+    if result.finished < result.target:
+        _err(f"incomplete: {result.finished} of {result.target} trials finished"
+             + (f", {result.running} still running elsewhere" if result.running else "")
+             + "; run the same command again to continue")
+        typer.echo(str(result.sweep_dir))
+        raise typer.Exit(1 if result.problems else 0)
+    typer.echo(str(result.sweep_dir))
+
+
 def main() -> None:
     _ARGV.set(sys.argv[1:])
     app(prog_name="fashionmlp")

@@ -198,7 +198,7 @@ class TensorBoardLog:
         self.writer.close()
 
 
-HPARAM_METRICS = ("accuracy/test", "loss/test", "loss/train")
+HPARAM_METRICS = ("accuracy/test", "loss/test", "loss/train", "accuracy/val", "loss/val")  # val: when there is one
 
 
 def hparams_of(config: dict) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def test_defaults_are_the_documented_ones():
     assert cfg.data.loader == "fast" and cfg.data.val_size == 0
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith(("compare_", "manual_"))],
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not p.name.startswith(("compare_", "manual_", "sweep_"))],
                          ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_config(path)

@@ -1,0 +1,594 @@
+"""`fashionmlp sweep` on the tiny data set: grids, reproducibility, workers, pruning, kills, bad configs,
+and a real PostgreSQL server when its binaries are on the machine."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
+
+from helpers import cli, summary, tiny_config
+
+optuna = pytest.importorskip("optuna")
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL = 64  # validation images held out of the 320 tiny training images
+
+
+@pytest.fixture
+def sweep_config(tmp_path, tiny_data):
+    """sweep_config(sweep={...}, **sections) -> path of a sweep YAML on the tiny data set."""
+
+    def write(name: str = "sweep.yaml", sweep: dict | None = None, **sections) -> Path:
+        sections = {"data": {"val_size": VAL}, **sections}
+        cfg = tiny_config(tiny_data, **sections)
+        cfg["train"] = {"threads": 1, **cfg["train"]}  # one thread: tiny steps are slower on two
+        cfg["sweep"] = {"trials": 4, "pruner": "none",
+                        "space": {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}}, **(sweep or {})}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def quick_pictures(monkeypatch):
+    """Blank end-of-run pictures: drawing the real ones takes ~90% of a tiny trial's time, and the sweep tests
+    check trials, not pictures (test_grid_sweep_gives_exactly_its_grid keeps the real ones)."""
+    from matplotlib.figure import Figure
+
+    from fashionmlp import run
+
+    monkeypatch.setattr(run, "loss_curve", lambda *args, **kwargs: Figure(figsize=(1, 1)))
+    monkeypatch.setattr(run, "confusion_matrix", lambda *args, **kwargs: Figure(figsize=(1, 1)))
+
+
+def sweep_dir(runs: Path) -> Path:
+    (folder,) = [p for p in runs.iterdir() if p.name.startswith("sweep-")]
+    return folder
+
+
+def trials_csv(folder: Path) -> list[dict]:
+    with open(folder / "trials.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_study(folder: Path, name: str = "tiny"):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(folder / "optuna.journal"))))
+
+
+def finished(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def test_grid_sweep_gives_exactly_its_grid(sweep_config, tmp_path):
+    grid = {"optimizer.lr": [0.01, 0.03], "model.hidden": [[16], [32, 32]]}
+    path = sweep_config(sweep={"sampler": "grid", "trials": 10, "space": grid})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "the grid has 4 points: 4 trials, not 10" in result.stdout
+    folder = sweep_dir(tmp_path / "runs")
+    assert Path(result.stdout.strip().splitlines()[-1]) == folder
+    rows = trials_csv(folder)
+    assert [int(r["number"]) for r in rows] == [0, 1, 2, 3] and {r["state"] for r in rows} == {"complete"}
+    points = sorted((float(r["optimizer.lr"]), r["model.hidden"]) for r in rows)
+    assert points == [(0.01, "[16]"), (0.01, "[32, 32]"), (0.03, "[16]"), (0.03, "[32, 32]")]
+    for r in rows:  # each trial is an ordinary run folder trained with exactly its values
+        run = folder / f"trial-{int(r['number']):04d}"
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["optimizer"]["lr"] == float(r["optimizer.lr"])
+        assert saved["model"]["hidden"] == json.loads(r["model.hidden"])
+        assert saved["data"]["val_size"] == VAL and saved["seed"] == 0
+        s = summary(run)
+        assert s["status"] == "completed" and s["epochs"] == 2
+        assert float(r["val_accuracy"]) == pytest.approx(s["final"]["val_accuracy"])
+        assert (run / "checkpoints" / "best.pt").is_file() and list(run.glob("events.out.tfevents.*"))
+    best = max(rows, key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
+    best_cfg = yaml.safe_load((folder / "best.yaml").read_text())
+    assert best_cfg["optimizer"]["lr"] == float(best["optimizer.lr"])
+    assert best_cfg["model"]["hidden"] == json.loads(best["model.hidden"])
+    assert best_cfg["train"]["threads"] == 1  # the config's own, not a worker's
+    test_acc = summary(folder / f"trial-{int(best['number']):04d}")["final"]["test_accuracy"]
+    assert f"test accuracy {test_acc:.2%}" in result.stdout
+    assert result.stdout.count("test accuracy") == 1  # reported once, for the best trial only
+    header = (folder / "trials.csv").read_text().splitlines()[0]  # keys in the file's order (sorted by safe_dump)
+    assert header == "number,model.hidden,optimizer.lr,state,val_accuracy,epochs,seconds,note"
+    assert "test" not in header
+    for name in ("summary.md", "sweep.yaml", "optimization_history.png", "parallel_coordinate.png"):
+        assert (folder / name).is_file(), name
+    # best.yaml is ready for `fashionmlp train`
+    trained = cli("train", "--config", folder / "best.yaml", "--runs-dir", tmp_path / "again")
+    assert trained.exit_code == 0, trained.output
+
+
+def test_tpe_sweep_with_a_seed_is_reproducible(sweep_config, tmp_path, quick_pictures):
+    space = {"optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "train.batch_size": [16, 32, 64]}
+    # two random start-up trials, then three drawn from TPE's model of the trials so far
+    tpe = {"trials": 5, "sampler": "tpe", "seed": 3, "sampler_startup_trials": 2, "space": space}
+    path = sweep_config(train={"epochs": 1}, sweep=tpe)
+    other = sweep_config("other.yaml", train={"epochs": 1}, sweep={**tpe, "seed": 4})
+    runs = []
+    for k, config in enumerate([path, path, other]):
+        result = cli("sweep", "--config", config, "--runs-dir", tmp_path / f"runs{k}")
+        assert result.exit_code == 0, result.output
+        runs.append([{key: r[key] for key in ("number", "optimizer.lr", "train.batch_size", "state", "val_accuracy")}
+                     for r in trials_csv(sweep_dir(tmp_path / f"runs{k}"))])
+    assert runs[0] == runs[1] and len(runs[0]) == 5
+    assert len({r["optimizer.lr"] for r in runs[0]}) == 5  # drawn, not repeated
+    assert [r["optimizer.lr"] for r in runs[2]] != [r["optimizer.lr"] for r in runs[0]]  # the seed matters
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_path, quick_pictures):
+    path = sweep_config(train={"epochs": 3}, sweep={
+        "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
+        "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    folder = sweep_dir(tmp_path / "runs")
+    study = load_study(folder)
+    pruned = [t for t in study.get_trials() if t.state.name == "PRUNED"]
+    complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert pruned and len(pruned) + len(complete) == 8
+    for t in pruned:
+        run = folder / f"trial-{t.number:04d}"
+        s = summary(run)
+        assert s["status"] == "pruned" and "resume_command" not in s
+        assert 1 <= s["epochs"] < 3 and t.user_attrs["epochs"] == s["epochs"]
+        assert len((run / "metrics.csv").read_text().splitlines()) == 1 + s["epochs"]  # the stopped epoch is dropped
+        assert (run / "loss_curve.png").is_file()  # a pruned run gets its outputs, unlike an interrupted one
+        # MedianPruner's rule: worse than the median of the earlier complete trials at that epoch
+        epoch = s["epochs"]
+        earlier = sorted(c.intermediate_values[epoch] for c in complete if c.number < t.number)
+        median = (earlier[(len(earlier) - 1) // 2] + earlier[len(earlier) // 2]) / 2
+        assert len(earlier) >= 2 and t.intermediate_values[epoch] < median
+    for t in complete:
+        assert summary(folder / f"trial-{t.number:04d}")["status"] == "completed"
+    rows = {int(r["number"]): r for r in trials_csv(folder)}
+    assert {rows[t.number]["state"] for t in pruned} == {"pruned"}
+    assert (folder / "intermediate_values.png").is_file()
+
+
+def test_a_rejected_combination_fails_its_trial_and_the_sweep_goes_on(sweep_config, tmp_path, quick_pictures):
+    # nesterov needs momentum > 0: each value is valid alone, the pair is not
+    space = {"optimizer.name": ["sgd", "nesterov"], "optimizer.momentum": [0.0, 0.9]}
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 4, "sampler": "random", "seed": 1, "space": space})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    folder = sweep_dir(tmp_path / "runs")
+    rows = trials_csv(folder)
+    rejected = [r for r in rows if r["state"] == "fail"]
+    assert rejected, "seed 1 draws nesterov with momentum 0 at least once"
+    for r in rows:
+        bad = r["optimizer.name"] == "nesterov" and float(r["optimizer.momentum"]) == 0.0
+        assert (r["state"] == "fail") == bad
+        assert (folder / f"trial-{int(r['number']):04d}").exists() == (not bad)
+    assert all("config rejected: optimizer.momentum" in r["note"] for r in rejected)
+    assert sum(r["state"] == "complete" for r in rows) == 4  # failed trials do not count
+
+
+# ---------------------------------------------------------------- continuing a study
+
+
+def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pictures):
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 2})
+    first = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert first.exit_code == 0, first.output
+    again = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert again.exit_code == 0 and "2 of 2 trials finished" in again.stdout and "running" not in again.stdout
+    more = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--trials", 3)
+    assert more.exit_code == 0, more.output
+    folder = sweep_dir(tmp_path / "runs")  # still one folder
+    assert [r["number"] for r in trials_csv(folder)] == ["0", "1", "2"]
+    assert len({r["optimizer.lr"] for r in trials_csv(folder)}) == 3  # the continued sampler draws anew
+    changed = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--set", "train.batch_size=16")
+    assert changed.exit_code == 2
+    assert changed.stderr.strip().splitlines() == [
+        f"error: --study 'tiny' in {folder / 'optuna.journal'} was started from a different sweep config: "
+        "train.batch_size 16 (the study has 32); continue it with the same config, or start a new study with "
+        "--study NEW_NAME"]
+
+
+def _start(path: Path, runs: Path, *extra) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "fashionmlp", "sweep", "--config", str(path), "--runs-dir",
+                             str(runs), *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _running_trial(runs: Path, proc: subprocess.Popen, pids=None, timeout: float = 120) -> tuple[Path, int]:
+    """A trial folder in the middle of its training (>= 1 epoch done) and the pid that trains it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for run in runs.glob("sweep-*/trial-*"):
+            try:
+                status = summary(run)["status"]
+                epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
+                pid = int((run / ".lock").read_text())
+            except (OSError, ValueError, KeyError):
+                continue
+            if status == "running" and epochs >= 1 and (pids is None or pid in pids):
+                return run, pid
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no trial reached its first epoch in time")
+
+
+@pytest.fixture
+def slow_sweep(sweep_config):
+    # batch 1: 256 steps per epoch, 20 epochs: a few seconds per trial, easy to catch mid-way
+    return sweep_config("slow.yaml", train={"epochs": 20, "batch_size": 1},
+                        sweep={"trials": 2, "space": {"optimizer.lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+
+
+def test_two_workers_share_one_journal_and_a_kill_9_fails_only_its_trial(slow_sweep, tmp_path):
+    runs = tmp_path / "runs"
+    proc = _start(slow_sweep, runs, "--jobs", 2)
+    run, pid = _running_trial(runs, proc)
+    assert pid != proc.pid  # a worker process, not the command
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert "2 worker(s), 1 CPU thread(s) each" in out
+    assert "worker lost: worker-" in err and "was killed by SIGKILL" in err and "Traceback" not in err
+    # Usually the other worker fails the orphaned trial, runs its values again and finishes the study (exit 0);
+    # if it had already stopped (the dead trial still counted as running), the command says so (exit 1).
+    assert proc.returncode == 0 or (proc.returncode == 1 and "incomplete: 1 of 2" in err), err
+    if proc.returncode == 1:  # then the same command completes it
+        again = _start(slow_sweep, runs)
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err
+    folder = sweep_dir(runs)
+    study = load_study(folder)
+    trials = study.get_trials()
+    killed = int(run.name.split("-")[1])
+    assert trials[killed].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == trials[killed].params
+    # together the workers finished the requested count; nothing else was lost, and no number ran twice
+    assert len(finished(study)) == 2 and len(trials) == 3
+    assert sorted(p.name for p in folder.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+    owners = {t.number: t.user_attrs["worker"] for t in trials}
+    assert all(o["trial"] == n for n, o in owners.items())
+    assert len({o["pid"] for o in owners.values()}) >= 2 and pid in {o["pid"] for o in owners.values()}
+    for t in trials:
+        run = folder / f"trial-{t.number:04d}"
+        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["threads"] == 1
+        assert (run / ".lock").read_text().strip() == str(owners[t.number]["pid"])
+    rows = {int(r["number"]): r for r in trials_csv(folder)}
+    assert rows[killed]["state"] == "fail" and rows[killed]["note"] == "worker lost (killed?)"
+    assert rows[retry[0].number]["note"] == f"retry of {killed}"
+
+
+def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_sweep, tmp_path):
+    runs = tmp_path / "runs"
+    # Ctrl-C: the trial stops after its step, is marked failed and queued again; exit 130
+    proc = _start(slow_sweep, runs)
+    run, pid = _running_trial(runs, proc)
+    assert pid == proc.pid  # one worker: the command itself
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to continue" in err and "Traceback" not in err
+    assert summary(run)["status"] == "interrupted"
+    folder = sweep_dir(runs)
+    interrupted = int(run.name.split("-")[1])
+    rows = {int(r["number"]): r for r in trials_csv(folder)}
+    assert rows[interrupted]["state"] == "fail" and rows[interrupted]["note"] == "interrupted"
+    assert rows[interrupted + 1]["state"] == "waiting" and rows[interrupted + 1]["note"] == f"retry of {interrupted}"
+    # kill -9: nobody is left to notice; the next command finds the trial's worker gone
+    proc = _start(slow_sweep, runs)
+    run, pid = _running_trial(runs, proc)
+    killed = int(run.name.split("-")[1])
+    assert killed == interrupted + 1  # the queued retry ran first
+    proc.kill()
+    proc.communicate()
+    assert load_study(folder).get_trials()[killed].state.name == "RUNNING"
+    again = _start(slow_sweep, runs)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"trial(s) {killed} had lost their worker (killed?): marked failed, queued again" in out
+    study = load_study(folder)
+    assert study.get_trials()[interrupted].state.name == study.get_trials()[killed].state.name == "FAIL"
+    retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == interrupted]
+    assert [t.system_attrs["retry_history"] for t in retried] == [[interrupted], [interrupted, killed]]
+    assert retried[-1].state.name == "COMPLETE" and len(finished(study)) == 2
+    rows = {int(r["number"]): r for r in trials_csv(folder)}
+    assert rows[killed]["note"] == f"retry of {interrupted}; worker lost (killed?)"
+
+
+# ---------------------------------------------------------------- bad sweeps: one line, exit 2, no folder
+
+
+def _space(**space):
+    return {"space": space}
+
+
+BAD_SWEEPS = {
+    "unknown key in space": ({"space": {"optimizer.lrr": [0.1]}},
+                             "sweep.space.optimizer.lrr: value 0.1 is rejected: unknown config key 'optimizer.lrr' "
+                             "(did you mean 'lr'?)"),
+    "unknown section in space": ({"space": {"optimiser.lr": [0.1]}}, "unknown config key 'optimiser'"),
+    "a section, not a value": ({"space": {"model": [{"name": "mlp"}]}}, "sweep.space.model: names a section"),
+    "low >= high": ({"space": {"optimizer.lr": {"low": 0.1, "high": 0.1}}},
+                    "sweep.space.optimizer.lr: low 0.1 must be below high 0.1"),
+    "log with low <= 0": ({"space": {"optimizer.weight_decay": {"low": 0.0, "high": 0.1, "log": True}}},
+                          "sweep.space.optimizer.weight_decay: a log range needs low > 0, got low 0.0"),
+    "empty choice list": ({"space": {"train.batch_size": []}}, "sweep.space.train.batch_size: the list of values is "
+                                                               "empty"),
+    "choice the schema rejects": ({"space": {"optimizer.name": ["sgd", "rmsprop"]}},
+                                  "sweep.space.optimizer.name: value 'rmsprop' is rejected: optimizer.name: 'rmsprop' "
+                                  "is not allowed; allowed: sgd, nesterov, adam"),
+    "bound the schema rejects": ({"space": {"optimizer.momentum": {"low": 0.5, "high": 1.0}}},
+                                 "sweep.space.optimizer.momentum: high 1.0 is rejected: optimizer.momentum: 1.0 is out "
+                                 "of range; allowed: >= 0.0 and < 1.0"),
+    "float bound of a whole-number key": ({"space": {"train.batch_size": {"low": 8.5, "high": 64}}},
+                                          "train.batch_size: 8.5 is not a whole number"),
+    "range of a text key": ({"space": {"optimizer.name": {"low": 1, "high": 2}}}, "optimizer.name: 1 is not a string"),
+    "duplicate choice": ({"space": {"train.batch_size": [32, 32]}}, "sweep.space.train.batch_size: 32 is listed twice"),
+    "unknown range key": ({"space": {"optimizer.lr": {"low": 0.1, "high": 1, "scale": "log"}}},
+                          "sweep.space.optimizer.lr: unknown key 'scale'"),
+    "range without high": ({"space": {"optimizer.lr": {"low": 0.1}}}, "a range needs both low and high"),
+    "step with log": ({"space": {"optimizer.lr": {"low": 0.1, "high": 1, "log": True, "step": 0.1}}},
+                      "step and log cannot be combined"),
+    "searching the data": ({"space": {"data.val_size": [10, 20]}}, "sweep.space.data.val_size: cannot be searched"),
+    "searching the seed": ({"space": {"seed": [0, 1]}}, "sweep.space.seed: cannot be searched"),
+    "empty space": ({"space": {}}, "sweep.space: expected a mapping"),
+    "no sweep section": (None, "sweep: a sweep config needs a `sweep:` section"),
+    "unknown sweep key": ({"trails": 3}, "sweep: unknown key 'trails' (did you mean 'trials'?)"),
+    "unknown sampler": ({"sampler": "cmaes"}, "sweep.sampler: 'cmaes' is not allowed; allowed: tpe, random, grid"),
+    "unknown pruner": ({"pruner": "hyperband"}, "sweep.pruner: 'hyperband' is not allowed; allowed: median, none"),
+    "test metric": ({"metric": "test_accuracy"},
+                    "sweep.metric: 'test_accuracy' is not allowed; allowed: val_accuracy, val_loss"),
+    "trials < 1": ({"trials": 0}, "sweep.trials: 0 is out of range; allowed: >= 1"),
+    "trials not a number": ({"trials": "many"}, "sweep.trials: 'many' is not a whole number"),
+    "grid with a range": ({"sampler": "grid"}, "sweep.sampler: grid needs a list of values for every key; "
+                                               "optimizer.lr is a range"),
+    "grid point the schema rejects": ({"sampler": "grid", "space": {"optimizer.name": ["sgd", "nesterov"],
+                                                                    "optimizer.momentum": [0.0, 0.9]}},
+                                      "sweep.space: the grid point optimizer.momentum=0.0, optimizer.name=\"nesterov\" "
+                                      "is rejected"),  # (keys in the order of the YAML file: sorted by safe_dump)
+    "bad base config": ({"__base__": {"optimizer": {"lr": -1}}}, "optimizer.lr: -1.0 is out of range"),
+    "a width no memory holds": ({"space": {"model.hidden": [[32], [10**10]]}},
+                                "sweep.space: model.hidden [10000000000] at train.batch_size 32 need about"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SWEEPS), ids=list(BAD_SWEEPS))
+def test_every_bad_sweep_config_gets_one_line_and_exit_2(sweep_config, tmp_path, case):
+    section, message = BAD_SWEEPS[case]
+    path = sweep_config()
+    raw = yaml.safe_load(path.read_text())
+    if section is None:
+        del raw["sweep"]
+    elif "__base__" in section:
+        raw["optimizer"].update(section["__base__"]["optimizer"])
+    else:
+        raw["sweep"].update(section)
+    path.write_text(yaml.safe_dump(raw))
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+BAD_OPTIONS = {
+    "--trials 0": (["--trials", 0], "--trials: 0 is out of range; allowed: >= 1"),
+    "--jobs 0": (["--jobs", 0], "--jobs: 0 is out of range; allowed: 1 to "),
+    "--jobs beyond the cores": (["--jobs", len(os.sched_getaffinity(0)) + 1], "(the CPU cores this process may use"),
+    "bad study name": (["--study", "a/b"], "--study: 'a/b' is not allowed"),
+    "storage not a URL": (["--storage", "study.db"], "--storage 'study.db' is not a database URL"),
+    "storage driver missing": (["--storage", "mysql://user:secret@127.0.0.1:9/x"],
+                               "--storage mysql://user:***@127.0.0.1:9/x: its database driver is not installed"),
+    "unknown --set key": (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
+    "missing config": (["--config", "nowhere.yaml"], "config file 'nowhere.yaml' does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS), ids=list(BAD_OPTIONS))
+def test_every_bad_option_gets_one_line_and_exit_2(sweep_config, tmp_path, case, monkeypatch):
+    args, message = BAD_OPTIONS[case]
+    monkeypatch.chdir(tmp_path)
+    if case == "storage driver missing":
+        monkeypatch.setitem(sys.modules, "MySQLdb", None)  # whatever is installed: simulate it missing
+    config = [] if "--config" in args else ["--config", sweep_config()]
+    result = cli("sweep", *config, "--runs-dir", tmp_path / "runs", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert "secret" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+GENERATED = {  # mostly values that work, so that the generated commands get past the first check
+    "--trials": hst.sampled_from([1, 2, 1, 0, -1, -(2**64)]),
+    "--jobs": hst.sampled_from([1, 1, 0, len(os.sched_getaffinity(0)) + 1, 2**64]),
+    "--study": hst.sampled_from(["ok.name_1", "tiny", "", "x" * 101, "../up", "a b", "é", "-x"]),
+    "--storage": hst.sampled_from(["sqlite:///{tmp}/s.db", "sqlite:///{tmp}/s.db", "", "nowhere", "foo://x",
+                                   "postgresql://", "mysql://u:p@127.0.0.1:9/x"]),
+    "--set": hst.sampled_from(["train.epochs=1", "seed=3", "train.batch_size=16", "optimizer.name=sgd",
+                               "seed=4294967296", "data.val_size=0", "data.subset=10", "model.hidden=[10000000000]",
+                               "name=../x", "bogus=1", "optimizer.lr=-1"]),
+    "--data-dir": hst.sampled_from(["{data}", "{data}", "{tmp}/missing", "{config}"]),
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=hst.data())
+def test_generated_command_lines_run_or_get_one_line(sweep_config, tmp_path_factory, tiny_data, quick_pictures,
+                                                     monkeypatch, data):
+    """Whatever the options, `sweep` works (exit 0) or refuses with one `error:` line, exit 2 and no folder."""
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # the MySQL driver: missing, whatever is installed
+    tmp = tmp_path_factory.mktemp("gen")
+    config = sweep_config(train={"epochs": 1}, sweep={"trials": 1})
+    args = []
+    for option, values in GENERATED.items():
+        if data.draw(hst.integers(0, 2)) == 0:  # each option in a third of the command lines
+            value = str(data.draw(values)).format(tmp=tmp, data=tiny_data, config=config)
+            args += [option, value]
+    result = cli("sweep", "--config", config, "--runs-dir", tmp / "runs", *args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        err = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error: "), result.stderr
+        assert not (tmp / "runs").exists(), "a refused command left a folder behind"
+    else:
+        assert result.exit_code == 0, result.output
+        assert len(list((tmp / "runs").glob("sweep-*/trial-*"))) >= 1
+
+
+def test_without_optuna_it_says_what_to_install(sweep_config, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
+    result = cli("sweep", "--config", sweep_config(), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ('error: fashionmlp sweep needs Optuna, which is not installed: '
+                                     'pip install "fashionmlp[sweep]" (or: pip install optuna)')
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_config_without_validation_split_gets_one(sweep_config, tmp_path, tiny_data):
+    from fashionmlp.sweep import DEFAULT_VAL_SIZE, load_sweep_file
+
+    path = sweep_config(data={"val_size": 0})
+    spec = load_sweep_file(path)
+    assert spec.val_size_added and spec.base.data.val_size == DEFAULT_VAL_SIZE == 5000
+    # 5000 is more than the tiny set has: the data's own one-line error, before any folder
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "data.val_size: 5000 leaves no training images" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- a real PostgreSQL server
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3])
+                      if p.parts[-3].isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (only), in a temporary folder; always stopped afterwards."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; on Debian/Ubuntu: apt-get install "
+                    "postgresql (they go to /usr/lib/postgresql/<version>/bin)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install -e '.[dev]'")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="fashionmlp-pg-"))
+    password = secrets.token_hex(12)
+    (root / "password").write_text(password)
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as an unprivileged user
+        user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+        if user is None or shutil.which("runuser") is None:
+            shutil.rmtree(root)
+            pytest.skip("running as root without a 'postgres' or 'nobody' user and runuser to start PostgreSQL as")
+        entry = pwd.getpwnam(user)
+        for path in (root, root / "password"):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        as_user = [shutil.which("runuser"), "-u", user, "--"]
+    data, log = root / "data", root / "server.log"
+    started = False
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "fashionmlp", "--pwfile",
+                        str(root / "password"), "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        for _ in range(3):  # a free port can be taken between the probe and the start
+            port = _free_port()
+            options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+            start = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
+                                    "-w", "-t", "60", "start"], capture_output=True, timeout=120)
+            if start.returncode == 0:
+                started = True
+                break
+        assert started, log.read_text() if log.exists() else start.stderr
+        yield f"postgresql+psycopg://fashionmlp:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        if data.exists():
+            subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.mark.postgres
+def test_two_machines_share_a_study_in_postgresql(postgres, sweep_config, tmp_path):
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 4, "sampler": "random"})
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b"]  # each its own runs folder, as on two hosts
+    procs = [_start(path, runs, "--storage", postgres, "--study", "pg") for runs in machines]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+        assert postgres.split("@")[0].split(":")[-1] not in out + err  # the password is never shown
+        assert "postgresql+psycopg://fashionmlp:***@127.0.0.1" in out
+    study = optuna.load_study(study_name="pg", storage=postgres)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert 4 <= len(finished(study)) <= 5 and len(trials) == len(finished(study))
+    here = {runs: {int(p.name.split("-")[1]) for p in runs.glob("sweep-pg-*/trial-*")} for runs in machines}
+    assert here[machines[0]] and here[machines[1]], "both machines ran trials"
+    assert not here[machines[0]] & here[machines[1]]  # no trial number ran twice
+    assert here[machines[0]] | here[machines[1]] == {t.number for t in trials}
+    for runs in machines:  # each machine's report covers the whole study
+        folder = sweep_dir(runs)
+        assert len(trials_csv(folder)) == len(trials)
+        assert json.loads((folder / "sweep.json").read_text())["storage"].startswith("postgresql+psycopg://fashionmlp:***@")
+        for n in here[runs]:
+            assert summary(folder / f"trial-{n:04d}")["status"] == "completed"
+
+
+def test_the_shipped_sweep_config_validates():
+    from fashionmlp.sweep import load_sweep_file
+
+    spec = load_sweep_file(ROOT / "configs" / "sweep_mlp.yaml")
+    assert (spec.metric, spec.direction, spec.trials, spec.sampler, spec.pruner) == (
+        "val_accuracy", "maximize", 20, "tpe", "median")
+    assert spec.base.data.val_size == 5000 and not spec.val_size_added and spec.seed == spec.base.seed == 0
+    assert {p.key: p.kind for p in spec.params} == {"optimizer.name": "choice", "optimizer.lr": "float",
+                                                    "train.batch_size": "choice", "model.hidden": "choice"}
+    lr = next(p for p in spec.params if p.key == "optimizer.lr")
+    assert (lr.low, lr.high, lr.log) == (1e-4, 1.0, True)
