@@ -560,7 +560,7 @@ class _TrialStop:
         return self.pruned or bool(self.interrupt())
 
     @property
-    def reason(self) -> str:  # read by runner when the run stops
+    def reason(self) -> str:  # read by run.run_epochs when the run stops
         return st.INTERRUPTED if self.interrupt() else st.PRUNED
 
 
