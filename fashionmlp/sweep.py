@@ -638,10 +638,12 @@ def _work(job: _Job, data, echo: Callable[[str], None], should_stop: Callable[[]
             raise optuna.TrialPruned(f"{result.status} after epoch {result.summary['epochs']}")
         return float(result.summary["final"][spec.metric])
 
-    def after_trial(_study, trial) -> None:
+    def after_trial(this_study, trial) -> None:
         fail_dead_trials(books)
         finished = len(books.get_trials(deepcopy=False, states=_finished_states()))
         echo(progress_line(spec, trial, finished))
+        if should_stop():  # asked to stop between two trials: start no other
+            this_study.stop()
 
     # Counting running trials too keeps concurrent workers from starting trials beyond the target.
     enough = optuna.study.MaxTrialsCallback(spec.target, states=(*_finished_states(), TrialState.RUNNING))
@@ -651,7 +653,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], should_stop: Callable[[]
         _retry(books, exc.number)
         echo(f"trial {exc.number:>3} interrupted: marked failed and queued to run again")
         return True
-    return False
+    return bool(should_stop())
 
 
 def _spawned(job: _Job, parent: int) -> None:
