@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hypothesis import settings
 
-from helpers import tiny_config, write_dataset
+from helpers import cli, run_dir_of, tiny_config, write_dataset
 
 # The same generated examples on every run: a property test that fails, fails every time.
 # (HYPOTHESIS_PROFILE=explore draws new examples, to hunt for failures on purpose.)
@@ -45,3 +45,12 @@ def real_data() -> Path:
         if candidate and all((Path(candidate) / f).is_file() for f in TRAIN_FILES):
             return Path(candidate)
     pytest.skip("real Fashion-MNIST files not found (set FASHIONMLP_DATA_DIR)")
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, tiny_data) -> Path:
+    """A finished one-epoch run on the tiny data, one per test module (tests may add files to it)."""
+    tmp = tmp_path_factory.mktemp("good")
+    path = tmp / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
+    return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))

@@ -344,14 +344,6 @@ BAD_INPUTS = [
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory, tiny_data):
-    tmp = tmp_path_factory.mktemp("good")
-    path = tmp / "c.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
-    return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))
-
-
-@pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory, tiny_data, good_run) -> BadInputs:
     return BadInputs(tmp_path_factory.mktemp("bad"), tiny_data, good_run)
 

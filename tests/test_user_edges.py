@@ -93,14 +93,6 @@ def test_predict_gives_one_answer_for_every_form(picture, tmp_path, good_run):
     assert len(answers) == 1, answers
 
 
-@pytest.fixture(scope="module")
-def good_run(tmp_path_factory, tiny_data):
-    tmp = tmp_path_factory.mktemp("edges")
-    path = tmp / "c.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(tiny_data, train={"epochs": 1})))
-    return run_dir_of(cli("train", "--config", path, "--runs-dir", tmp))
-
-
 # ---------------------------------------------------------------- the grid picture
 
 
