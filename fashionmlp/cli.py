@@ -156,6 +156,8 @@ Overrides = Annotated[list[str] | None, typer.Option(
 DataDir = Annotated[Path | None, typer.Option(
     metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
                         "$FASHIONMLP_DATA_DIR, then ./data).")]
+RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")]
+Checkpoint = Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")]
 Device = Annotated[str | None, typer.Option(
     metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 
@@ -215,8 +217,8 @@ def _command_line() -> str | None:
 @app.command()
 @user_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
-    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
+    run_dir: RunDir,
+    checkpoint: Checkpoint = "best",
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -234,7 +236,7 @@ def evaluate(
 @app.command()
 @user_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
+    run_dir: RunDir,
     index: Annotated[list[int] | None, typer.Option(metavar="I",
         help="Test-set image index, 0-9999 (repeatable).")] = None,
     image: Annotated[Path | None, typer.Option(metavar="FILE",
@@ -245,7 +247,7 @@ def predict(
     grid: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, "
                              ".jpg ...).")] = None,
-    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
+    checkpoint: Checkpoint = "best",
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -488,8 +490,8 @@ def lr_find(
 @app.command("inspect")
 @user_errors
 def inspect_(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")],
-    checkpoint: Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")] = "best",
+    run_dir: RunDir,
+    checkpoint: Checkpoint = "best",
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:

@@ -129,12 +129,13 @@ def test_train_resume(places, tmp_path_factory, data):
     check(cli(*args), runs, allowed=(0, 3))
 
 
+@pytest.mark.parametrize("command", ["evaluate", "inspect"])
 @FAST
 @given(data=st.data())
-def test_evaluate(places, data):
+def test_commands_on_a_saved_run(places, command, data):
     target = data.draw(paths("run", "file", "folder", "missing", "config"))
     spec = {"--checkpoint": TEXT, **COMMON}
-    check(cli("evaluate", str(places[target]), *options(data.draw, spec, places)), places["missing"])
+    check(cli(command, str(places[target]), *options(data.draw, spec, places)), places["missing"])
 
 
 @FAST
@@ -200,11 +201,3 @@ def test_lr_find(places, tmp_path_factory, data):
     if "--config" not in args:
         args += ["--config", str(places["config"])]
     check(cli(*args, "--runs-dir", runs), runs, allowed=(0,))
-
-
-@FAST
-@given(data=st.data())
-def test_inspect(places, data):
-    target = data.draw(paths("run", "file", "folder", "missing", "config"))
-    spec = {"--checkpoint": TEXT, **COMMON}
-    check(cli("inspect", str(places[target]), *options(data.draw, spec, places)), places["missing"])
