@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fashionmlp.errors import UserError
 from fashionmlp.tracking import atomic_write
@@ -51,13 +52,18 @@ def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                     global_step: int, config: dict, history: list[dict], step_losses: list[float],
-                    best: dict, data_generator: torch.Generator) -> None:
+                    best: dict, data_generator: torch.Generator, ema: AveragedModel | None = None) -> None:
+    """`model` holds the weights that are evaluated: the EMA's when there is one; the trained weights and the
+    EMA's update count then go under "ema", for resume."""
     state = {
         "format": FORMAT, "version": VERSION, "epoch": epoch, "global_step": global_step, "config": config,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+        "model": model.state_dict() if ema is None else ema.module.state_dict(),
+        "optimizer": optimizer.state_dict(), "history": history,
         "step_losses": torch.tensor(step_losses, dtype=torch.float64), "best": best,
         "rng": rng_state(data_generator),
     }
+    if ema is not None:
+        state["ema"] = {"trained_weights": model.state_dict(), "n_averaged": ema.n_averaged.cpu()}
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
@@ -86,3 +92,24 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise UserError(f"{path}: checkpoint does not fit the configured model ({detail})") from None
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of `model`'s weights and BatchNorm statistics (None when decay is 0)."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def load_training_state(model: torch.nn.Module, ema: AveragedModel | None, state: dict, path: Path) -> None:
+    """Put a checkpoint's trained weights into `model` and its average into `ema`, as save_checkpoint split them."""
+    if (ema is None) != ("ema" not in state):
+        made, now = ("with", "without") if "ema" in state else ("without", "with")
+        raise UserError(f"{path}: checkpoint was made {made} train.ema and config.yaml asks to resume {now} it; "
+                        "resume needs the config the run was made with")
+    if ema is None:
+        load_model_state(model, state["model"], path)
+        return
+    load_model_state(model, state["ema"]["trained_weights"], path)
+    load_model_state(ema.module, state["model"], path)
+    ema.n_averaged.copy_(state["ema"]["n_averaged"])

@@ -134,7 +134,14 @@ def _progress(label: str = ""):
 
 def _report_run(result) -> None:
     s = result.summary
-    if result.status == status.COMPLETED:
+    if result.status == status.COMPLETED and "early_stopping" in s:
+        early = s["early_stopping"]
+        when = (f"stopped early after epoch {early['stopped_after_epoch']} (no better validation accuracy in "
+                f"{early['patience']} epochs)" if early["stopped_after_epoch"] else f"{s['epochs']} epochs")
+        typer.echo(f"done: {when}; best weights restored from epoch {early['restored_epoch']} "
+                   f"(checkpoints/best.pt): val accuracy {s['final']['val_accuracy']:.2%}, test accuracy "
+                   f"{s['final']['test_accuracy']:.2%}, {s['seconds']:.1f}s")
+    elif result.status == status.COMPLETED:
         typer.echo(f"done: test accuracy {s['final']['test_accuracy']:.2%} (best {s['best']['test_accuracy']:.2%} "
                    f"at epoch {s['best']['epoch']}), {s['seconds']:.1f}s")
     elif result.status == status.DIVERGED:

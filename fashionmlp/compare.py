@@ -206,7 +206,7 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
         statuses = sorted({o.status for o in runs})
         rows.append({
             "optimizer": name, "lr": cfg.optimizer.lr,
-            "momentum": cfg.optimizer.momentum if cfg.optimizer.name != "adam" else None,
+            "momentum": cfg.optimizer.momentum if cfg.optimizer.name in ("sgd", "nesterov") else None,
             "n": len(runs),
             "final_train_loss": _mean_std([f["train_loss"] for f in finals])[0],
             "final_test_loss": _mean_std([f["test_loss"] for f in finals])[0],

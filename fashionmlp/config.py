@@ -28,8 +28,10 @@ MODEL_DEFAULTS: dict[str, dict[str, tuple[int, ...]]] = {
     "mlp": {"hidden": (100, 100)},  # 784-100-100-10
     "cnn": {"hidden": (128,)},  # conv 16, conv 32, then 1568-128-10
 }
-OPTIMIZERS = ("sgd", "nesterov", "adam")
-SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+DECAY_PARAMS = ("all", "weights")
+TTA = ("none", "flip")
 LOADERS = ("fast", "torchvision")
 PRECISIONS = ("fp32", "bf16")
 
@@ -50,6 +52,8 @@ class DataConfig:
     subset: int | None = _spec(None, ge=1)  # use only the first N training images
     loader: str = _spec("fast", choices=LOADERS)  # fast: tensors in memory; torchvision: DataLoader
     num_workers: int = _spec(0, ge=0, le=256)  # DataLoader worker processes (torchvision loader only)
+    shift: int = _spec(0, ge=0, le=27)  # augmentation: random translation by up to N pixels per image (0: off)
+    flip: bool = _spec(False)  # augmentation: mirror a random half of each batch left-right
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class ModelConfig:
     activation: str = _spec("relu", choices=ACTIVATIONS)
     channels: tuple[int, ...] = _spec((16, 32), ge=1)  # CNN: output channels of the two conv blocks
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # after each hidden activation (0: none)
+    batchnorm: bool = _spec(False)  # BatchNorm before each hidden activation (the layer before it loses its bias)
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,10 @@ class OptimConfig:
     lr: float = _spec(0.01, gt=0.0)
     momentum: float = _spec(0.0, ge=0.0, lt=1.0)  # sgd/nesterov only
     weight_decay: float = _spec(0.0, ge=0.0)
-    betas: tuple[float, ...] = _spec((0.9, 0.999), ge=0.0, lt=1.0)  # adam only
-    schedule: str = _spec("constant", choices=SCHEDULES)  # lr per epoch
+    betas: tuple[float, ...] = _spec((0.9, 0.999), ge=0.0, lt=1.0)  # adam/adamw only
+    decay_params: str = _spec("all", choices=DECAY_PARAMS)  # weights: no decay on biases and BatchNorm
+    schedule: str = _spec("constant", choices=SCHEDULES)  # lr set before every optimizer step (optim.lr_at)
+    warmup: float = _spec(0.0, ge=0.0, lt=1.0)  # fraction of all steps spent ramping the lr up linearly from 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,10 @@ class TrainConfig:
     threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = all cores this process may use
     channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
     precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes (faster where supported)
+    label_smoothing: float = _spec(0.0, ge=0.0, lt=1.0)  # weight of the uniform target in the training loss
+    ema: float = _spec(0.0, ge=0.0, lt=1.0)  # decay of an average of the weights, evaluated and saved (0: off)
+    tta: str = _spec("none", choices=TTA)  # flip: evaluate on the mean softmax of each image and its mirror
+    patience: int | None = _spec(None, ge=1)  # stop after N epochs without a better val accuracy (null: never)
 
 
 @dataclass(frozen=True)
@@ -247,6 +258,9 @@ def _check_whole(cfg: RunConfig) -> RunConfig:
             "allowed: > 0 and < 1 (Nesterov needs momentum, e.g. 0.9)")
     if cfg.model.name == "cnn" and len(cfg.model.channels) != 2:
         raise ConfigError(f"model.channels: {list(cfg.model.channels)} must list two widths (one per conv block)")
+    if cfg.train.patience is not None and not cfg.data.val_size:
+        raise ConfigError(f"train.patience: {cfg.train.patience} watches the validation accuracy, and there is no "
+                          "validation split; set data.val_size too (e.g. 5000), or train.patience: null")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
     return cfg

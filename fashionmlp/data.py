@@ -253,6 +253,30 @@ def fast_batches(split: TensorSplit, batch_size: int,
         yield split.x.index_select(0, idx), split.y.index_select(0, idx)  # faster than x[idx] (scripts/bench.py)
 
 
+def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, 28, 28) normalized images -> a new contiguous batch: each image moved by its own random offset of
+    up to `shift` pixels along each axis (the uncovered border is 0, the mean pixel) and then, with `flip`,
+    mirrored left-right with probability 1/2.
+
+    Offsets and flips are drawn from `generator` (the run's data-order generator, on the CPU), so a run and
+    its resume see the same images; the move itself is one gather from the zero-padded batch on x's device.
+    """
+    b, side = len(x), x.shape[-1]
+    size = side + 2 * shift  # side of the padded image
+    padded = torch.nn.functional.pad(x, (shift,) * 4) if shift else x
+    offsets = torch.randint(0, 2 * shift + 1, (2, b, 1), generator=generator) if shift else None
+    pixels = torch.arange(side)
+    rows = cols = pixels.expand(b, side)  # (B, 28): the padded image's row / column that lands on each pixel
+    if offsets is not None:
+        rows, cols = rows + offsets[0], cols + offsets[1]
+    if flip:
+        mirrored = torch.randint(0, 2, (b, 1), generator=generator, dtype=torch.bool)
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    rows = rows + torch.arange(b)[:, None] * size  # (B, 28) row of the whole padded batch seen as one image
+    index = (rows * size).to(x.device)[:, :, None] + cols.to(x.device)[:, None, :]  # (B, 28, 28)
+    return padded.reshape(-1).take(index).unsqueeze(1)
+
+
 class _PilDataset(torch.utils.data.Dataset):
     """The classic per-sample path: uint8 array -> PIL image -> ToTensor -> Normalize."""
 

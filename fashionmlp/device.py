@@ -75,7 +75,7 @@ def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> 
     parameters with their gradients and up to two optimizer states, the activations of one training batch
     (kept for backward, and their gradients), those of one evaluation batch, and the images as float32 tensors."""
     with torch.device("meta"):
-        model = build_model(cfg.model)
+        model = build_model(cfg.model).eval()  # eval: BatchNorm refuses a training batch of one image
     n_params = sum(p.numel() for p in model.parameters())
     per_sample = 0
 

@@ -47,7 +47,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Pat
     """Evaluate a run's checkpoint on the test set; writes confusion_matrix.png and evaluation-<ckpt>.json."""
     run = load_run(run_dir, checkpoint, device)
     data = load_data(run.cfg, data_dir)
-    result = evaluate(run.model, TensorSplit.from_split(data.test, run.device), run.cfg.train.eval_batch_size)
+    result = evaluate(run.model, TensorSplit.from_split(data.test, run.device), run.cfg.train.eval_batch_size,
+                      tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
     title = f"{Path(run_dir).name} ({checkpoint}.pt, epoch {run.epoch}): test accuracy {result['accuracy']:.2%}"
@@ -146,11 +147,12 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
     if grid is not None:
         check_figure_path(grid, "--grid")
     run = load_run(run_dir, checkpoint, device)
+    tta = run.cfg.train.tta == "flip"
     lines = []
     if image is not None:
         pixels = read_image(image, invert, warn)
         x = normalize(torch.from_numpy(pixels[None].copy())).to(run.device)
-        lines.append(_format_top(f"{image}", top_k(predict_proba(run.model, x))[0]))
+        lines.append(_format_top(f"{image}", top_k(predict_proba(run.model, x, tta=tta))[0]))
     if indices or grid is not None:
         test = load_data(run.cfg, data_dir).test
         bad = [i for i in indices if not 0 <= i < len(test.labels)]
@@ -158,11 +160,12 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
             raise UserError(f"--index {bad[0]}: out of range; allowed: 0 to {len(test.labels) - 1}")
         if indices:
             x = normalize(torch.from_numpy(test.images[indices])).to(run.device)
-            for i, top in zip(indices, top_k(predict_proba(run.model, x))):
+            for i, top in zip(indices, top_k(predict_proba(run.model, x, tta=tta))):
                 lines.append(_format_top(f"test image {i} (true: {CLASSES[test.labels[i]]})", top))
         if grid is not None:
             chosen = list(range(min(16, len(test.labels))))
-            probs = predict_proba(run.model, normalize(torch.from_numpy(test.images[chosen])).to(run.device)).cpu()
+            probs = predict_proba(run.model, normalize(torch.from_numpy(test.images[chosen])).to(run.device),
+                                  tta=tta).cpu()
             figure = prediction_grid(test.images[chosen], test.labels[chosen].tolist(), probs.argmax(1).tolist(),
                                      probs.max(1).values.tolist())
             try:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from fashionmlp.data import CLASSES, TensorSplit, load_data
+from fashionmlp.engine import predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.models import SmallCNN
 from fashionmlp.savedrun import load_run
@@ -43,10 +44,11 @@ SIZES = {"weights_mlp": (10, 10.6), "weights_cnn": (9.5, 12.5), "mistakes": (11,
 
 
 @torch.inference_mode()
-def predict_with_features(model: nn.Module, x: torch.Tensor, batch_size: int = 2000
+def predict_with_features(model: nn.Module, x: torch.Tensor, batch_size: int = 2000, tta: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 1, 28, 28) -> (N, 10) class probabilities and (N, D) penultimate activations, the input of the
-    last layer (both networks end with the classifier's Linear)."""
+    last layer (both networks end with the classifier's Linear). With `tta` the probabilities are averaged
+    with the mirrored images' (train.tta: flip); the activations stay the images' own."""
     model.eval()
     last = list(model.modules())[-1]
     if not isinstance(last, nn.Linear):
@@ -57,6 +59,8 @@ def predict_with_features(model: nn.Module, x: torch.Tensor, batch_size: int = 2
         probs = [torch.softmax(model(x[i:i + batch_size]).float(), dim=1).cpu() for i in range(0, len(x), batch_size)]
     finally:
         hook.remove()
+    if tta:
+        probs = [predict_proba(model, x, batch_size, tta=True).float().cpu()]
     return torch.cat(probs), torch.cat(captured)
 
 
@@ -353,8 +357,10 @@ def _feature_maps(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.nda
     """Outputs of the two conv blocks of a SmallCNN: (n, c1, 14, 14) and (n, c2, 7, 7)."""
     with torch.inference_mode():
         layers = list(model)  # slicing a SmallCNN would try to build a new SmallCNN
-        first = nn.Sequential(*layers[:3])(x)  # conv, pool, act (or conv, act, pool): 3 modules per block
-        second = nn.Sequential(*layers[3:6])(first)
+        # two blocks before the Flatten: conv, pool, act (or conv, act, pool; with BatchNorm conv, pool, BN, act)
+        per_block = next(i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)) // 2
+        first = nn.Sequential(*layers[:per_block])(x)
+        second = nn.Sequential(*layers[per_block:2 * per_block])(first)
     return first.float().cpu().numpy(), second.float().cpu().numpy()
 
 
@@ -367,7 +373,8 @@ def inspect_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Path
     check_writable_folder(out_dir)
     test = load_data(run.cfg, data_dir).test
     split = TensorSplit.from_split(test, run.device)
-    probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size)
+    probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,
+                                              run.cfg.train.tta == "flip")
     probs = probs_t.double().numpy()
     labels = test.labels
     predicted, confidence = probs.argmax(1), probs.max(1)

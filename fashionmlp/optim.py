@@ -1,4 +1,4 @@
-"""Optimizers by name, and learning-rate schedules as pure functions of the epoch."""
+"""Optimizers by name, and the learning-rate schedule as a pure function of the optimizer step."""
 
 from __future__ import annotations
 
@@ -10,17 +10,28 @@ import torch
 from fashionmlp.config import OptimConfig
 
 
+def param_groups(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> list[dict]:
+    """One group; or, with decay_params 'weights', a second one without weight decay for the 1-D tensors
+    (biases and BatchNorm's scale and shift: decaying them only pulls the layers' offsets and gains to 0)."""
+    params = list(params)
+    if cfg.decay_params == "all":
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer by name; the fused (one kernel for all parameters) implementation where torch has it,
-    which is faster per step on CPU (scripts/bench.py)."""
-    params = list(params)
+    which is faster per step on CPU (scripts/bench.py). adamw decays the weights apart from the gradient step."""
+    groups = param_groups(cfg, params)
     if cfg.name in ("sgd", "nesterov"):
-        make = lambda **extra: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
+        make = lambda **extra: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
                                                weight_decay=cfg.weight_decay, nesterov=cfg.name == "nesterov",
                                                **extra)
-    elif cfg.name == "adam":
-        make = lambda **extra: torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas),  # noqa: E731
-                                                weight_decay=cfg.weight_decay, **extra)
+    elif cfg.name in ("adam", "adamw"):
+        kind = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        make = lambda **extra: kind(groups, lr=cfg.lr, betas=tuple(cfg.betas),  # noqa: E731
+                                    weight_decay=cfg.weight_decay, **extra)
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}")  # config validation makes this unreachable
     try:
@@ -29,11 +40,25 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> t
         return make()
 
 
-def lr_at(cfg: OptimConfig, epoch: int, epochs: int) -> float:
-    """Learning rate for 1-based `epoch` of `epochs`: constant, or cosine decay from lr to 0."""
+def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
+    """Learning rate of 0-based optimizer `step` out of `total_steps`.
+
+    The first `warmup` fraction of the steps (w of them) ramps linearly up towards lr: step i < w gets
+    lr * (i + 1) / (w + 1), never 0;
+    the rest follow the schedule, t going from 0 to 1 over them:
+      constant  lr
+      cosine    lr * (1 + cos(pi t)) / 2   (with warm-up: the one-cycle schedule with a cosine anneal)
+      onecycle  lr * (1 - t)                (linear anneal to 0: warm-up + this is the triangular one cycle)
+    """
+    warmup_steps = int(cfg.warmup * total_steps)
+    if step < warmup_steps:
+        return cfg.lr * (step + 1) / (warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    t = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
-    return cfg.lr
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    return cfg.lr * (1 - t)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from fashionmlp import status as st
-from fashionmlp.checkpoint import load_checkpoint, load_model_state, restore_rng
+from fashionmlp.checkpoint import load_checkpoint, load_training_state, make_ema, restore_rng
 from fashionmlp.config import load_config, shortcut_overrides
 from fashionmlp.data import load_data
 from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
@@ -41,12 +41,18 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         raise UserError(f"--resume {str(run_dir)!r}: the run already has {done} of {cfg.train.epochs} epochs; "
                         f"pass --epochs N with N > {done} to extend it")
     check_fits(cfg, state, last_pt, optimizer_too=True)
+    stopped = (_previous_summary(run_dir).get("early_stopping") or {}).get("stopped_after_epoch")
+    if stopped is not None:
+        raise UserError(f"--resume {str(run_dir)!r}: the run stopped early after epoch {stopped} (no better "
+                        f"validation accuracy in train.patience = {cfg.train.patience} epochs); its best weights "
+                        "are in checkpoints/best.pt; train a new run to go on")
     dev = resolve_device(cfg.device)
     data = load_data(cfg, data_dir)
     set_threads(cfg.train.threads)
     keep_freed_memory()
     model = prepare_model(cfg, dev)
-    load_model_state(model, state["model"], last_pt)
+    ema = make_ema(model, cfg.train.ema)
+    load_training_state(model, ema, state, last_pt)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -55,7 +61,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     generator = torch.Generator()
     restore_rng(state["rng"], generator)
     previous = _previous_summary(run_dir)
-    run = RunState(cfg, run_dir, dev, data, model, optimizer, generator, command=command, epoch=done,
+    run = RunState(cfg, run_dir, dev, data, model, optimizer, generator, ema=ema, command=command, epoch=done,
                    global_step=int(state["global_step"]), history=list(state["history"]),
                    step_losses=state["step_losses"].tolist(), best=dict(state["best"]),
                    prior_seconds=float(previous.get("seconds") or 0.0))

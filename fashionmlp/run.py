@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from fashionmlp import status as st
-from fashionmlp.checkpoint import save_checkpoint
+from fashionmlp.checkpoint import make_ema, save_checkpoint
 from fashionmlp.config import RunConfig
-from fashionmlp.data import FashionMNIST, TensorSplit, classic_batches, epoch_order, fast_batches, load_data
+from fashionmlp.data import (
+    FashionMNIST,
+    TensorSplit,
+    augment,
+    classic_batches,
+    epoch_order,
+    fast_batches,
+    load_data,
+)
 from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
-from fashionmlp.engine import EpochResult, Progress, fit, seed_everything
+from fashionmlp.engine import EpochResult, Progress, Recipe, fit, seed_everything
+from fashionmlp.errors import UserError
 from fashionmlp.models import n_params
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots import confusion_matrix, loss_curve
@@ -75,7 +85,8 @@ class RunState:
     data: FashionMNIST
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # the data order's own generator
+    generator: torch.Generator  # the data order's (and the augmentation's) own generator
+    ema: AveragedModel | None = None  # the weights' moving average (train.ema), which is what gets evaluated
     command: str | None = None  # the command line that started this session, for summary.json
     epoch: int = 0
     global_step: int = 0
@@ -91,7 +102,7 @@ class RunState:
         save_checkpoint(self.run_dir / "checkpoints" / name, model=self.model, optimizer=self.optimizer,
                         epoch=self.epoch, global_step=self.global_step, config=self.cfg.to_dict(),
                         history=self.history, step_losses=self.step_losses, best=self.best,
-                        data_generator=self.generator)
+                        data_generator=self.generator, ema=self.ema)
 
 
 def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
@@ -108,6 +119,9 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         check_writable(runs_dir)
     data = data or load_data(cfg, data_dir)
     n_train = len(data.train.labels)
+    if cfg.model.batchnorm and n_train < 2:
+        raise UserError(f"model.batchnorm: true needs at least 2 training images to normalize a batch; the "
+                        f"training set has {n_train}")
     check_memory(cfg, device, n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels)),
                  n_train)
     set_threads(cfg.train.threads)
@@ -122,7 +136,7 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         run_dir.mkdir(parents=True, exist_ok=False)
     lock = lock_run_dir(run_dir)  # held until the run ends: a --resume of this folder meanwhile is refused
     run = RunState(cfg, run_dir, device, data, model, build_optimizer(cfg.optimizer, model.parameters()),
-                   torch.Generator().manual_seed(cfg.seed), command=command)
+                   torch.Generator().manual_seed(cfg.seed), ema=make_ema(model, cfg.train.ema), command=command)
     run.provenance["fingerprints"] = fingerprints(model, run.generator, len(data.train.labels),
                                                   cfg.train.batch_size)
     write_config(run_dir / "config.yaml", cfg.to_dict())
@@ -142,23 +156,30 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
     if run.epoch == 0:
         metrics.rewrite([])
     n = len(train_split)
-    steps = math.ceil(n / cfg.train.batch_size)
+    # BatchNorm cannot normalize a batch of one image in training: a lone last image of the epoch sits out
+    used = n - 1 if cfg.model.batchnorm and n % cfg.train.batch_size == 1 else n
+    steps = math.ceil(used / cfg.train.batch_size)
 
     def batches_for_epoch(epoch: int):
         progress.start_epoch(epoch, cfg.train.epochs, steps)
-        order = epoch_order(n, run.generator)
+        order = epoch_order(n, run.generator)[:used]
         if cfg.data.loader == "torchvision":
-            return classic_batches(run.data.train, cfg.train.batch_size, order, cfg.data.num_workers, run.device)
-        return fast_batches(train_split, cfg.train.batch_size, order)
+            batches = classic_batches(run.data.train, cfg.train.batch_size, order, cfg.data.num_workers, run.device)
+        else:
+            batches = fast_batches(train_split, cfg.train.batch_size, order)
+        if cfg.data.shift or cfg.data.flip:
+            return ((augment(x, cfg.data.shift, cfg.data.flip, run.generator), y) for x, y in batches)
+        return batches
 
-    status, last = st.COMPLETED, None
+    recipe = Recipe(lr_for_step=lambda step: lr_at(cfg.optimizer, step, steps * cfg.train.epochs),
+                    label_smoothing=cfg.train.label_smoothing, ema=run.ema, tta=cfg.train.tta == "flip",
+                    eval_batch_size=cfg.train.eval_batch_size,
+                    autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+    status, last, stopped_early = st.COMPLETED, None, False
     try:
         for result in fit(run.model, run.optimizer, epochs=range(run.epoch + 1, cfg.train.epochs + 1),
-                          batches_for_epoch=batches_for_epoch,
-                          lr_for_epoch=lambda e: lr_at(cfg.optimizer, e, cfg.train.epochs),
-                          test=test_split, val=val_split, eval_batch_size=cfg.train.eval_batch_size,
-                          should_stop=should_stop, on_step=progress.step,
-                          autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None):
+                          batches_for_epoch=batches_for_epoch, recipe=recipe, test=test_split, val=val_split,
+                          first_step=run.global_step, should_stop=should_stop, on_step=progress.step):
             if result.status != "ok":
                 status, last = result.status, result
                 if status == st.INTERRUPTED:  # the caller may name why it stopped the run, e.g. PRUNED
@@ -167,6 +188,9 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
             record_epoch(run, result, metrics, tb)
             last = result
             progress.end_epoch(result, cfg.train.epochs)
+            if out_of_patience(run):
+                stopped_early = True
+                break
     except Exception as exc:  # a bug, not a user mistake: record it beside the run, then let it raise
         write_summary(run, st.CRASHED, error=f"{exc.__class__.__name__}: {exc}",
                       resume_command=f"fashionmlp train --resume {run.run_dir}")
@@ -180,11 +204,20 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
                              "last_good_epoch": run.epoch}
     if status == st.INTERRUPTED:
         extra["resume_command"] = f"fashionmlp train --resume {run.run_dir}"
-    else:
+    elif cfg.train.patience is not None and status == st.COMPLETED:
+        extra["early_stopping"] = {"patience": cfg.train.patience, "stopped_after_epoch": run.epoch if stopped_early
+                                   else None, "restored_epoch": run.best.get("epoch")}
+    if status != st.INTERRUPTED:
         finish_outputs(run, tb)
     tb.close()
     summary = write_summary(run, status, **extra)
     return RunResult(run.run_dir, status, summary)
+
+
+def out_of_patience(run: RunState) -> bool:
+    """train.patience epochs have passed since the best validation accuracy (early stopping)."""
+    patience = run.cfg.train.patience
+    return patience is not None and bool(run.best) and run.epoch - run.best["epoch"] >= patience
 
 
 def record_epoch(run: RunState, result: EpochResult, metrics: MetricsFile, tb: TensorBoardLog) -> None:
@@ -222,8 +255,26 @@ def finish_outputs(run: RunState, tb: TensorBoardLog) -> None:
     tb.hparams(hparams_of(cfg.to_dict()), {tag: 0.0 for tag in HPARAM_METRICS})
 
 
+TIME_TO_ACCURACY = (0.85, 0.88, 0.90, 0.92, 0.93)  # test accuracies whose first arrival summary.json times
+
+
+def time_to_accuracy(history: list[dict]) -> dict[str, float]:
+    """Training seconds (evaluation excluded) at the end of the first epoch whose test accuracy reached each
+    of TIME_TO_ACCURACY, e.g. {"85%": 1.9, "88%": 5.6}; a level never reached is absent."""
+    reached, seconds = {}, 0.0
+    for row in history:
+        seconds += row["seconds"]
+        for level in TIME_TO_ACCURACY:
+            key = f"{level:.0%}"
+            if key not in reached and row["test_accuracy"] >= level:
+                reached[key] = round(seconds, 3)
+    return reached
+
+
 def write_summary(run: RunState, status: str, **extra: Any) -> dict:
     last = run.history[-1] if run.history else {}
+    if "early_stopping" in extra:  # the run ends with the best epoch's weights (best.pt): report those
+        last = next(r for r in run.history if r["epoch"] == extra["early_stopping"]["restored_epoch"])
     summary = {
         "status": status,
         "epochs": run.epoch,
@@ -232,6 +283,7 @@ def write_summary(run: RunState, status: str, **extra: Any) -> dict:
         "best": run.best,
         "seconds": round(run.prior_seconds + time.time() - run.started, 3),
         "train_seconds": round(sum(r["seconds"] for r in run.history), 3),
+        "time_to_accuracy": time_to_accuracy(run.history),
         "samples_per_second": (sum(r["samples_per_second"] for r in run.history) / len(run.history)
                                if run.history else None),
         "device": str(run.device),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
-from fashionmlp.config import RunConfig, load_config
+from fashionmlp.config import ModelConfig, RunConfig, load_config
 from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
 from fashionmlp.errors import UserError
 
@@ -41,12 +42,20 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
 def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = False) -> None:
     """The checkpoint must have been made for the model (and optimizer) that config.yaml describes."""
     saved = state.get("config") or {}
-    if saved.get("model") != cfg.to_dict()["model"]:
+    if _with_defaults(saved.get("model")) != cfg.to_dict()["model"]:
         raise UserError(f"{path}: checkpoint does not fit the configured model (config.yaml says "
                         f"{cfg.to_dict()['model']}, the checkpoint was made for {saved.get('model')})")
     if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
         raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
                         f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
+
+
+def _with_defaults(model: object) -> object:
+    """A saved model section, with the keys that an older fashionmlp did not write at their default."""
+    if not isinstance(model, dict):
+        return model
+    defaults = dataclasses.asdict(ModelConfig())
+    return {**{k: v for k, v in defaults.items() if k not in ("hidden",)}, **model}
 
 
 @dataclass

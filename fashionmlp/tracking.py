@@ -203,9 +203,11 @@ HPARAM_METRICS = ("accuracy/test", "loss/test", "loss/train", "accuracy/val", "l
 
 def hparams_of(config: dict) -> dict[str, Any]:
     """The flat hyper-parameters shown in TensorBoard's HParams tab."""
-    model, optim, train = config["model"], config["optimizer"], config["train"]
+    model, optim, train, data = config["model"], config["optimizer"], config["train"], config["data"]
     return {"model": model["name"], "hidden": str(model["hidden"]), "activation": model["activation"],
-            "optimizer": optim["name"], "lr": optim["lr"], "momentum": optim["momentum"],
-            "weight_decay": optim["weight_decay"], "batch_size": train["batch_size"], "epochs": train["epochs"],
-            "precision": train["precision"],
+            "batchnorm": model["batchnorm"], "optimizer": optim["name"], "lr": optim["lr"],
+            "momentum": optim["momentum"], "weight_decay": optim["weight_decay"], "schedule": optim["schedule"],
+            "warmup": optim["warmup"], "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "label_smoothing": train["label_smoothing"], "ema": train["ema"], "tta": train["tta"],
+            "shift": data["shift"], "flip": data["flip"], "precision": train["precision"],
             "seed": config["seed"]}

@@ -26,6 +26,13 @@ SETS = st.sampled_from([
     "data.loader=torchvision", "optimizer.name=nesterov", "optimizer={name: nesterov, momentum: 0.9}",
     "optimizer.schedule=cosine", "model.dropout=0.99", "train.precision=bf16", "seed=4294967296", "name=../x",
     "optimizer.betas=[0.5]", "bogus=1", "train=3", "=1", "train.epochs", "train.epochs=1.5",
+    # the tuned recipe's keys, at and past their limits
+    "model.batchnorm=true", "model={batchnorm: true, name: cnn, channels: [2, 2], hidden: [4]}", "data.shift=27",
+    "data.shift=28", "data.shift=-1", "data.flip=true", "data.flip=yes please", "optimizer.name=adamw",
+    "optimizer.decay_params=weights", "optimizer.decay_params=biases", "optimizer.schedule=onecycle",
+    "optimizer.warmup=0.999", "optimizer.warmup=1", "train.label_smoothing=0.999", "train.label_smoothing=1",
+    "train.ema=0.9999", "train.ema=1", "train.tta=flip", "train.tta=vflip", "train.patience=1",
+    "train.patience=0", "train.patience=null",
 ])
 
 

@@ -15,6 +15,7 @@ from fashionmlp.config import config_from_dict
 from fashionmlp.data import load_fashion_mnist
 from fashionmlp.manual.check import AUTOGRAD_TOL, FD_TOL, run_checks
 from fashionmlp.manual.train import DEFAULTS, train_numpy
+from fashionmlp.optim import lr_at
 
 from helpers import cli
 
@@ -407,7 +408,10 @@ def test_lockstep_training_with_torch(tiny_data):
                             "optimizer": {**DEFAULTS["optimizer"], "schedule": "cosine"}})
     data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False)
     epochs = list(train_numpy(cfg, data, crosscheck=True))
-    assert [e.lr for e in epochs] == [0.1, pytest.approx(0.05)]  # the twin follows the same schedule
+    steps = -(-len(data.train.labels) // 32)  # the lr of each epoch's last step, per-step cosine
+    assert [e.lr for e in epochs] == [lr_at(cfg.optimizer, steps - 1, 2 * steps), lr_at(cfg.optimizer, 2 * steps - 1,
+                                                                                       2 * steps)]
+    assert 0.04 < epochs[0].lr < 0.06 and 0 < epochs[1].lr < 0.01  # half-way, then near 0
     assert max(e.max_step_loss_diff for e in epochs) < 1e-9
     assert epochs[-1].max_param_diff < 1e-9
     assert epochs[-1].train_loss < epochs[0].train_loss
@@ -498,6 +502,8 @@ KEY_CASES = [
     ("data.subset", 200, DIFFERS),
     ("data.loader", "torchvision", "data.loader: 'torchvision' is not supported by manual train"),
     ("data.num_workers", 2, "data.num_workers: 2 is not supported by manual train"),
+    ("data.shift", 2, "data.shift: 2 is not supported by manual train (the NumPy trainer does not augment)"),
+    ("data.flip", True, "data.flip: true is not supported by manual train"),
     ("model.name", "cnn", "plain minibatch SGD on an MLP"),
     ("model.hidden", [12], DIFFERS),
     ("model.hidden", [10**10], "model.hidden: [10000000000] makes 7.95e+12 parameters"),
@@ -505,18 +511,27 @@ KEY_CASES = [
     ("model.activation", "gelu", "model.activation: 'gelu' is not available in NumPy"),
     ("model.channels", [4, 4], SAME),  # CNN only
     ("model.dropout", 0.5, "model.dropout: 0.5 is not supported by manual train (the NumPy MLP has no dropout)"),
+    ("model.batchnorm", True, "model.batchnorm: true is not supported by manual train"),
     ("optimizer.name", "adam", "plain minibatch SGD"),
     ("optimizer.lr", 0.05, DIFFERS),
     ("optimizer.momentum", 0.9, "plain minibatch SGD"),
     ("optimizer.weight_decay", 0.01, "plain minibatch SGD"),
     ("optimizer.betas", [0.8, 0.9], SAME),  # Adam only
+    ("optimizer.name", "adamw", "plain minibatch SGD"),
+    ("optimizer.decay_params", "weights", SAME),  # no weight decay here to exempt anything from
     ("optimizer.schedule", "cosine", DIFFERS),
+    ("optimizer.schedule", "onecycle", DIFFERS),
+    ("optimizer.warmup", 0.3, DIFFERS),
     ("train.epochs", 3, DIFFERS),
     ("train.batch_size", 64, DIFFERS),
     ("train.eval_batch_size", 7, SAME),  # evaluation in batches of 7 gives the same means
     ("train.threads", 1, "train.threads: 1 is not supported by manual train"),
     ("train.channels_last", False, SAME),  # CNN only
     ("train.precision", "bf16", "train.precision: 'bf16' is not supported by manual train"),
+    ("train.label_smoothing", 0.1, "train.label_smoothing: 0.1 is not supported by manual train"),
+    ("train.ema", 0.99, "train.ema: 0.99 is not supported by manual train"),
+    ("train.tta", "flip", "train.tta: 'flip' is not supported by manual train"),
+    ("train.patience", 2, "train.patience: 2 watches the validation accuracy"),  # needs data.val_size first
 ]
 
 
@@ -567,9 +582,10 @@ def test_manual_train_reports_validation_and_the_schedule(manual_baseline):
     assert result.exit_code == 0, result.output
     assert "288 training images, 32 validation images" in out
     cosine = OptimConfig(lr=0.1, schedule="cosine")
-    for epoch in (1, 2, 3):
+    steps = 288 // 128 + 1  # steps per epoch
+    for epoch in (1, 2, 3):  # each epoch shows the lr of its last step
         (line,) = [text for text in out.splitlines() if text.startswith(f"epoch   {epoch}/3")]
-        assert "val acc" in line and f"lr {lr_at(cosine, epoch, 3):.3g} " in line
+        assert "val acc" in line and f"lr {lr_at(cosine, epoch * steps - 1, 3 * steps):.3g} " in line
 
 
 @pytest.mark.parametrize("epochs", [0, -1, -(10**30)])

@@ -23,7 +23,7 @@ from fashionmlp.optim import lr_at
 @dataclass
 class ManualEpoch:
     epoch: int
-    lr: float  # this epoch's learning rate (optimizer.schedule)
+    lr: float  # the learning rate of the epoch's last step (optimizer.schedule and warmup, per step)
     train_loss: float
     test_loss: float
     test_accuracy: float
@@ -71,7 +71,7 @@ DEFAULTS = {"name": "manual_mlp", "model": {"name": "mlp", "hidden": [100, 100],
 def check_manual_config(cfg: RunConfig) -> None:
     """Refuse, in one line, every config value that the NumPy trainer would otherwise ignore or crash on.
 
-    Applied: seed, data.dir/verify_md5/download/subset/val_size, model.hidden/activation, optimizer.lr/schedule,
+    Applied: seed, data.dir/verify_md5/download/subset/val_size, model.hidden/activation, optimizer.lr/schedule/warmup,
     train.epochs/batch_size/eval_batch_size. Accepted because they do not concern an MLP trained with SGD
     (`train` ignores them too): model.channels, optimizer.betas, train.channels_last; `name` labels nothing here.
     """
@@ -89,10 +89,19 @@ def check_manual_config(cfg: RunConfig) -> None:
         ("train.threads", cfg.train.threads, cfg.train.threads == 0, "0", "NumPy's BLAS chooses its own threads"),
         ("train.precision", cfg.train.precision, cfg.train.precision == "fp32", "fp32",
          "the NumPy MLP computes in float64"),
+        ("model.batchnorm", cfg.model.batchnorm, not cfg.model.batchnorm, "false", "the NumPy MLP has no BatchNorm"),
+        ("data.shift", cfg.data.shift, cfg.data.shift == 0, "0", "the NumPy trainer does not augment"),
+        ("data.flip", cfg.data.flip, not cfg.data.flip, "false", "the NumPy trainer does not augment"),
+        ("train.label_smoothing", cfg.train.label_smoothing, cfg.train.label_smoothing == 0, "0",
+         "the NumPy MLP trains on plain cross-entropy"),
+        ("train.ema", cfg.train.ema, cfg.train.ema == 0, "0", "it keeps no average of the weights"),
+        ("train.tta", cfg.train.tta, cfg.train.tta == "none", "none", "it evaluates each image once"),
+        ("train.patience", cfg.train.patience, cfg.train.patience is None, "null", "it does not stop early"),
     ]
     for key, value, ok, allowed, why in unsupported:
         if not ok:
-            raise ConfigError(f"{key}: {value!r} is not supported by manual train ({why}); allowed: {allowed}")
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)  # as YAML spells it
+            raise ConfigError(f"{key}: {shown} is not supported by manual train ({why}); allowed: {allowed}")
     sizes = [784, *cfg.model.hidden, 10]
     n_params = sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
     need = 3 * 8 * n_params  # float64 weights, their gradients and the updated weights of a step
@@ -140,15 +149,16 @@ def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False)
     twin = TorchTwin(net, cfg.optimizer.lr) if crosscheck else None
     generator = torch.Generator().manual_seed(cfg.seed)
     bs, eval_bs = cfg.train.batch_size, cfg.train.eval_batch_size
+    steps = math.ceil(len(y) / bs)
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
-        lr = lr_at(cfg.optimizer, epoch, cfg.train.epochs)
         order = epoch_order(len(y), generator).numpy()
         total, worst = 0.0, 0.0
         # a diverging run overflows on its way to a non-finite loss: that loss is reported, not the warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for step, i in enumerate(range(0, len(y), bs), start=1):
                 idx = order[i:i + bs]
+                lr = lr_at(cfg.optimizer, (epoch - 1) * steps + step - 1, steps * cfg.train.epochs)
                 loss, grads = net.loss_and_grads(X[idx], y[idx])
                 if not math.isfinite(loss):
                     nan = float("nan")
