@@ -25,7 +25,7 @@ import numpy as np
 
 from fashionmlp import status as st
 from fashionmlp.config import RunConfig, apply_overrides, config_from_dict, read_yaml
-from fashionmlp.data import load_data
+from fashionmlp.data import check_trainable, load_data
 from fashionmlp.device import prepare_model, resolve_device
 from fashionmlp.engine import Progress, seed_everything
 from fashionmlp.errors import ConfigError, UserError
@@ -159,6 +159,8 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
     device = resolve_device(base.device)
     check_writable(runs_dir)
     data = load_data(config_from_dict(base.to_dict(), [f"seed={seeds[0]}"]), data_dir)  # data errors come first
+    for cfg in runs[seeds[0]].values():
+        check_trainable(cfg, len(data.train.labels))
     study_dir = create_run_dir(runs_dir, f"compare-{base.model.name}")
     outcomes: list[VariantOutcome] = []
     interrupted = False

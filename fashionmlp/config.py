@@ -53,7 +53,7 @@ class DataConfig:
     loader: str = _spec("fast", choices=LOADERS)  # fast: tensors in memory; torchvision: DataLoader
     num_workers: int = _spec(0, ge=0, le=256)  # DataLoader worker processes (torchvision loader only)
     shift: int = _spec(0, ge=0, le=27)  # augmentation: random translation by up to N pixels per image (0: off)
-    flip: bool = _spec(False)  # augmentation: mirror a random half of each batch left-right
+    flip: bool = _spec(False)  # augmentation: mirror each image left-right with probability 1/2
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class OptimConfig:
     betas: tuple[float, ...] = _spec((0.9, 0.999), ge=0.0, lt=1.0)  # adam/adamw only
     decay_params: str = _spec("all", choices=DECAY_PARAMS)  # weights: no decay on biases and BatchNorm
     schedule: str = _spec("constant", choices=SCHEDULES)  # lr set before every optimizer step (optim.lr_at)
-    warmup: float = _spec(0.0, ge=0.0, lt=1.0)  # fraction of all steps spent ramping the lr up linearly from 0
+    warmup: float = _spec(0.0, ge=0.0, lt=1.0)  # fraction of all steps spent ramping the lr up linearly to lr
 
 
 @dataclass(frozen=True)
@@ -261,6 +261,9 @@ def _check_whole(cfg: RunConfig) -> RunConfig:
     if cfg.train.patience is not None and not cfg.data.val_size:
         raise ConfigError(f"train.patience: {cfg.train.patience} watches the validation accuracy, and there is no "
                           "validation split; set data.val_size too (e.g. 5000), or train.patience: null")
+    if cfg.model.batchnorm and cfg.train.batch_size < 2:
+        raise ConfigError("train.batch_size: 1 with model.batchnorm: true; BatchNorm cannot normalize a batch of "
+                          "one image: allowed: batch_size >= 2, or model.batchnorm: false")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
     return cfg

@@ -239,6 +239,19 @@ class TensorSplit:
         return len(self.y)
 
 
+def images_per_epoch(n: int, batch_size: int, batchnorm: bool) -> int:
+    """How many of n training images an epoch uses: all, except that BatchNorm cannot normalize a training
+    batch of one image, so a lone last image of the epoch's order sits that epoch out."""
+    return n - 1 if batchnorm and n % batch_size == 1 else n
+
+
+def check_trainable(cfg: RunConfig, n_train: int) -> None:
+    """Refuse a model and training set that cannot take a single step (before any folder is made)."""
+    if cfg.model.batchnorm and n_train < 2:
+        raise DataError(f"model.batchnorm: true needs at least 2 training images to normalize a batch; the "
+                        f"training set has {n_train}")
+
+
 def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
     """The epoch's sample order: one permutation from the data-order generator (kept on the CPU)."""
     return torch.randperm(n, generator=generator)

@@ -72,8 +72,9 @@ def prepare_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
 
 def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> int:
     """Bytes a training run needs at its peak, estimated without allocating anything (a model on the meta device):
-    parameters with their gradients and up to two optimizer states, the activations of one training batch
-    (kept for backward, and their gradients), those of one evaluation batch, and the images as float32 tensors."""
+    parameters with their gradients, up to two optimizer states and the EMA's average, the activations of one
+    training batch (kept for backward, and their gradients), those of one evaluation batch (two with flip TTA),
+    and the images as float32 tensors."""
     with torch.device("meta"):
         model = build_model(cfg.model).eval()  # eval: BatchNorm refuses a training batch of one image
     n_params = sum(p.numel() for p in model.parameters())
@@ -91,7 +92,9 @@ def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> 
             hook.remove()
     n_train = n_images if n_train is None else n_train
     batch, eval_batch = min(cfg.train.batch_size, n_train), min(cfg.train.eval_batch_size, n_images)
-    floats = 4 * n_params + 2 * per_sample * batch + per_sample * eval_batch + n_images * 28 * 28
+    copies = 4 + (1 if cfg.train.ema else 0)  # weights, gradients, two optimizer states (+ the EMA's average)
+    eval_batch *= 2 if cfg.train.tta == "flip" else 1  # each image and its mirror in one forward pass
+    floats = copies * n_params + 2 * per_sample * batch + per_sample * eval_batch + n_images * 28 * 28
     return 4 * floats
 
 

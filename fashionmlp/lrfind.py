@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from fashionmlp.config import RunConfig
-from fashionmlp.data import TensorSplit, epoch_order, fast_batches, load_data
+from fashionmlp.data import (
+    TensorSplit,
+    augment,
+    check_trainable,
+    epoch_order,
+    fast_batches,
+    images_per_epoch,
+    load_data,
+)
 from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
 from fashionmlp.engine import seed_everything
 from fashionmlp.errors import UserError
@@ -113,7 +121,7 @@ def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, *,
-               autocast: torch.dtype | None = None) -> RangeTest:
+               autocast: torch.dtype | None = None, label_smoothing: float = 0.0) -> RangeTest:
     """Train one batch per learning rate in `lrs`; no file I/O."""
     beta = smoothing_beta(len(lrs))
     model.train()
@@ -124,7 +132,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         set_lr(optimizer, lr)
         context = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
         with context:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -143,12 +151,14 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta)
 
 
-def endless_batches(split: TensorSplit, batch_size: int, generator: torch.Generator
+def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generator
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches in the run's order, epoch after epoch, for as long as the range test asks (the fast
-    loader's batches; the torchvision loader yields the same ones)."""
+    """Training batches as `train` makes them (its order, augmentation and lone-image rule), epoch after epoch,
+    for as long as the range test asks (the fast loader's batches; the torchvision loader yields the same)."""
+    used = images_per_epoch(len(split), cfg.train.batch_size, cfg.model.batchnorm)
     while True:
-        yield from fast_batches(split, batch_size, epoch_order(len(split), generator))
+        for x, y in fast_batches(split, cfg.train.batch_size, epoch_order(len(split), generator)[:used]):
+            yield (augment(x, cfg.data.shift, cfg.data.flip, generator) if cfg.data.shift or cfg.data.flip else x), y
 
 
 @dataclass
@@ -182,16 +192,17 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     check_writable(runs_dir)
     data = load_data(cfg, data_dir)
     n_train = len(data.train.labels)
+    check_trainable(cfg, n_train)
     check_memory(cfg, device, n_train, n_train)  # only the training split goes to the device
     set_threads(cfg.train.threads)
     keep_freed_memory()
     seed_everything(cfg.seed)  # as `train` does: the same initial weights and the same first batches
     model = prepare_model(cfg, device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    batches = endless_batches(TensorSplit.from_split(data.train, device), cfg.train.batch_size,
-                              torch.Generator().manual_seed(cfg.seed))
+    batches = endless_batches(TensorSplit.from_split(data.train, device), cfg, torch.Generator().manual_seed(cfg.seed))
     test = range_test(model, optimizer, batches, lr_schedule(start, end, steps),
-                      autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+                      autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None,
+                      label_smoothing=cfg.train.label_smoothing)
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
     steepest, lowest = test.steepest_lr, test.min_lr
     summary = {

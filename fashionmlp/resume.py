@@ -37,15 +37,15 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     cfg = load_config(run_dir / "config.yaml", shortcut_overrides(epochs=epochs, device=device))
     state = load_checkpoint(last_pt)
     done = int(state["epoch"])
+    best_epoch = (state.get("best") or {}).get("epoch")
+    if cfg.train.patience is not None and best_epoch is not None and done - best_epoch >= cfg.train.patience:
+        raise UserError(f"--resume {str(run_dir)!r}: early stopping ends this run: no better validation accuracy "
+                        f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "
+                        f"{cfg.train.patience}); its best weights are in checkpoints/best.pt")
     if cfg.train.epochs <= done:
         raise UserError(f"--resume {str(run_dir)!r}: the run already has {done} of {cfg.train.epochs} epochs; "
                         f"pass --epochs N with N > {done} to extend it")
     check_fits(cfg, state, last_pt, optimizer_too=True)
-    stopped = (_previous_summary(run_dir).get("early_stopping") or {}).get("stopped_after_epoch")
-    if stopped is not None:
-        raise UserError(f"--resume {str(run_dir)!r}: the run stopped early after epoch {stopped} (no better "
-                        f"validation accuracy in train.patience = {cfg.train.patience} epochs); its best weights "
-                        "are in checkpoints/best.pt; train a new run to go on")
     dev = resolve_device(cfg.device)
     data = load_data(cfg, data_dir)
     set_threads(cfg.train.threads)

@@ -24,14 +24,15 @@ from fashionmlp.data import (
     FashionMNIST,
     TensorSplit,
     augment,
+    check_trainable,
     classic_batches,
     epoch_order,
     fast_batches,
+    images_per_epoch,
     load_data,
 )
 from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
 from fashionmlp.engine import EpochResult, Progress, Recipe, fit, seed_everything
-from fashionmlp.errors import UserError
 from fashionmlp.models import n_params
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots import confusion_matrix, loss_curve
@@ -119,9 +120,7 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         check_writable(runs_dir)
     data = data or load_data(cfg, data_dir)
     n_train = len(data.train.labels)
-    if cfg.model.batchnorm and n_train < 2:
-        raise UserError(f"model.batchnorm: true needs at least 2 training images to normalize a batch; the "
-                        f"training set has {n_train}")
+    check_trainable(cfg, n_train)
     check_memory(cfg, device, n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels)),
                  n_train)
     set_threads(cfg.train.threads)
@@ -156,8 +155,7 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
     if run.epoch == 0:
         metrics.rewrite([])
     n = len(train_split)
-    # BatchNorm cannot normalize a batch of one image in training: a lone last image of the epoch sits out
-    used = n - 1 if cfg.model.batchnorm and n % cfg.train.batch_size == 1 else n
+    used = images_per_epoch(n, cfg.train.batch_size, cfg.model.batchnorm)
     steps = math.ceil(used / cfg.train.batch_size)
 
     def batches_for_epoch(epoch: int):
@@ -188,7 +186,7 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
             record_epoch(run, result, metrics, tb)
             last = result
             progress.end_epoch(result, cfg.train.epochs)
-            if out_of_patience(run):
+            if out_of_patience(run) and run.epoch < cfg.train.epochs:
                 stopped_early = True
                 break
     except Exception as exc:  # a bug, not a user mistake: record it beside the run, then let it raise

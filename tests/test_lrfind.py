@@ -101,9 +101,12 @@ def test_deterministic_for_a_seed(write_config, tmp_path):
     assert (other / "lr_find.csv").read_bytes() != first
 
 
-def test_starts_from_the_configs_initial_weights_and_batches(write_config, tmp_path):
-    """The first loss of the range test is the first training step's loss: the same weights, the same batch."""
-    config = write_config(train={"epochs": 1})
+@pytest.mark.parametrize("recipe", [{}, {"data": {"shift": 2, "flip": True}, "train": {"label_smoothing": 0.1},
+                                     "model": {"batchnorm": True}}], ids=["plain", "augmented-smoothed-batchnorm"])
+def test_starts_from_the_configs_initial_weights_and_batches(write_config, tmp_path, recipe):
+    """The first loss of the range test is the first training step's loss: the same weights, the same batch
+    (augmented as in train), the same loss."""
+    config = write_config(**{**recipe, "train": {"epochs": 1, **recipe.get("train", {})}})
     trained = run_dir_of(cli("train", "--config", config, "--runs-dir", tmp_path / "train"))
     first_train_loss = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["step_losses"][0]
     rows = read_csv(run_dir_of(lr_find(config, tmp_path / "lr", "--steps", 5)))

@@ -284,6 +284,13 @@ BAD_INPUTS = [
          "optimizer.schedule: 'step' is not allowed; allowed: constant, cosine, onecycle"),
         ("warmup of all steps", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.warmup=1"],
          "optimizer.warmup: 1.0 is out of range"),
+        ("batchnorm on batches of one", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set",
+                                                   "model.batchnorm=true", "--set", "train.batch_size=1"],
+         "train.batch_size: 1 with model.batchnorm: true; BatchNorm cannot normalize a batch of one image"),
+        ("compare with batchnorm on one image", lambda e: ["compare-optimizers", "--config", e.cfg(
+            "s.yaml", variants={"sgd": {"name": "sgd"}}), "--set",
+                                                           "model.batchnorm=true", "--set", "data.subset=1"],
+         "model.batchnorm: true needs at least 2 training images"),
         ("batchnorm on one image", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.batchnorm=true",
                                               "--set", "data.subset=1"],
          "model.batchnorm: true needs at least 2 training images"),
