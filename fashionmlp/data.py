@@ -15,14 +15,14 @@ import hashlib
 import os
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fashionmlp.config import RunConfig
+from fashionmlp.config import DataConfig, RunConfig
 from fashionmlp.errors import DataError
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -288,6 +288,14 @@ def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator)
     rows = rows + torch.arange(b)[:, None] * size  # (B, 28) row of the whole padded batch seen as one image
     index = (rows * size).to(x.device)[:, :, None] + cols.to(x.device)[:, None, :]  # (B, 28, 28)
     return padded.reshape(-1).take(index).unsqueeze(1)
+
+
+def augmented(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], cfg: DataConfig,
+              generator: torch.Generator) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """`batches` with the config's augmentation (data.shift, data.flip) applied; unchanged when both are off."""
+    if not cfg.shift and not cfg.flip:
+        return batches
+    return ((augment(x, cfg.shift, cfg.flip, generator), y) for x, y in batches)
 
 
 class _PilDataset(torch.utils.data.Dataset):

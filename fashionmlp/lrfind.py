@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from fashionmlp.config import RunConfig
 from fashionmlp.data import (
     TensorSplit,
-    augment,
+    augmented,
     check_trainable,
     epoch_order,
     fast_batches,
@@ -157,8 +157,8 @@ def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generat
     for as long as the range test asks (the fast loader's batches; the torchvision loader yields the same)."""
     used = images_per_epoch(len(split), cfg.train.batch_size, cfg.model.batchnorm)
     while True:
-        for x, y in fast_batches(split, cfg.train.batch_size, epoch_order(len(split), generator)[:used]):
-            yield (augment(x, cfg.data.shift, cfg.data.flip, generator) if cfg.data.shift or cfg.data.flip else x), y
+        yield from augmented(fast_batches(split, cfg.train.batch_size, epoch_order(len(split), generator)[:used]),
+                             cfg.data, generator)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from fashionmlp.config import RunConfig
 from fashionmlp.data import (
     FashionMNIST,
     TensorSplit,
-    augment,
+    augmented,
     check_trainable,
     classic_batches,
     epoch_order,
@@ -165,9 +165,7 @@ def run_epochs(run: RunState, tb: TensorBoardLog, progress: Progress, should_sto
             batches = classic_batches(run.data.train, cfg.train.batch_size, order, cfg.data.num_workers, run.device)
         else:
             batches = fast_batches(train_split, cfg.train.batch_size, order)
-        if cfg.data.shift or cfg.data.flip:
-            return ((augment(x, cfg.data.shift, cfg.data.flip, run.generator), y) for x, y in batches)
-        return batches
+        return augmented(batches, cfg.data, run.generator)
 
     recipe = Recipe(lr_for_step=lambda step: lr_at(cfg.optimizer, step, steps * cfg.train.epochs),
                     label_smoothing=cfg.train.label_smoothing, ema=run.ema, tta=cfg.train.tta == "flip",

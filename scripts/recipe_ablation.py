@@ -58,7 +58,7 @@ def run(config: Path, overrides: list[str], args: argparse.Namespace, data) -> d
             "time_to_accuracy": s["time_to_accuracy"], "n_params": s["n_params"], "run_dir": str(result.run_dir)}
 
 
-def _tta(row: dict) -> str:
+def _times(row: dict) -> str:
     return " | ".join(f"{row['time_to_accuracy'][f'{level:.0%}']:.0f}" if f"{level:.0%}" in row["time_to_accuracy"]
                       else "–" for level in TIME_TO_ACCURACY)
 
@@ -85,7 +85,7 @@ def main() -> None:
             done.append(run(faithful, overrides + name, args, data))
             r = done[-1]
             print(f"| {label} | {r['accuracy']:.2%} | {r['epoch_seconds']:.2f} | "
-                  f"{r['epoch_seconds'] / done[0]['epoch_seconds']:.2f} | {_tta(r)} |", flush=True)
+                  f"{r['epoch_seconds'] / done[0]['epoch_seconds']:.2f} | {_times(r)} |", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = [run(tuned, [f"seed={seed}"], args, data) for seed in seeds]
     accuracies = [r["accuracy"] for r in runs]
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"| **{tuned.name}** ({runs[0]['n_params']:,} parameters), seeds {args.seeds} | "
           f"{runs[0]['accuracy']:.2%} (seed {seeds[0]}); mean {statistics.fmean(accuracies):.2%}{spread} "
           f"(n={len(runs)}: {', '.join(f'{a:.2%}' for a in accuracies)}) | {runs[0]['epoch_seconds']:.2f} | "
-          f"{runs[0]['epoch_seconds'] / base:.2f} | {_tta(runs[0])} |")
+          f"{runs[0]['epoch_seconds'] / base:.2f} | {_times(runs[0])} |")
     for r in done + runs:
         print(f"  {r['run_dir']}", file=sys.stderr)
 
