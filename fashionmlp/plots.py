@@ -27,8 +27,13 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "") -> Figure:
-    """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis."""
+def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "") -> Figure:
+    """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis.
+
+    `train_note` says how the training loss differs from the test loss's plain cross-entropy on the test images
+    (e.g. "label smoothing 0.1, augmented images"), so a reader does not take the gap for overfitting's opposite.
+    """
+    note = f", {train_note}" if train_note else ""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
     epochs = [row["epoch"] for row in history]
@@ -38,7 +43,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
         ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
                 linewidth=0.8, label="train loss (smoothed)")
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train loss (epoch)")
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label=f"train loss (epoch{note})")
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
     ax.set_xlabel("epoch")
@@ -52,7 +57,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     ax2.set_ylabel("test accuracy (%)")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
+    fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="outside lower center", ncols=3, fontsize=8)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig

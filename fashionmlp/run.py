@@ -244,7 +244,9 @@ def finish_outputs(run: RunState, tb: TensorBoardLog) -> None:
     cfg = run.cfg
     title = f"{cfg.run_name}: {cfg.model.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}"
     if run.history:
-        loss_curve(run.history, run.step_losses, title).savefig(run.run_dir / "loss_curve.png", dpi=110)
+        note = ", ".join(([f"label smoothing {cfg.train.label_smoothing:g}"] if cfg.train.label_smoothing else [])
+                         + (["augmented images"] if cfg.data.shift or cfg.data.flip else []))
+        loss_curve(run.history, run.step_losses, title, note).savefig(run.run_dir / "loss_curve.png", dpi=110)
     if run.confusion:
         tb.figure("confusion_matrix/test", confusion_matrix(run.confusion, title), run.global_step)
     # The metric values are the last points of these scalar tags, already in this run.
