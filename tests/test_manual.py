@@ -46,6 +46,63 @@ def test_closed_form_values():
         (np.full((2, 4), 0.25) - np.eye(4)[[0, 3]]) / 2)
 
 
+# ---------------------------------------------------------------- scalars, lists and arrays alike (issue 24)
+
+ELEMENTWISE = [M.relu, M.relu_grad, M.sigmoid, M.sigmoid_grad, M.tanh, M.tanh_grad]
+
+
+@pytest.mark.parametrize("fn", ELEMENTWISE, ids=lambda f: f.__name__)
+def test_elementwise_functions_take_scalars_lists_and_arrays(fn):
+    values = [3.0, -1.0, 0.0, 0.5, -2]
+    expected = fn(np.array(values, dtype=np.float64))
+    assert fn(values).tolist() == expected.tolist()  # a list, ints included
+    for v, e in zip(values, expected):
+        out = fn(v)  # a Python scalar
+        assert np.ndim(out) == 0 and float(out) == e
+    assert fn(np.float32(2.0)).dtype == np.float32  # a float's precision is kept
+    with pytest.raises(TypeError, match=f"{fn.__name__}: expected real numbers"):
+        fn("3")
+
+
+def test_relu_grad_of_a_scalar_and_a_list():
+    assert M.relu_grad(3.0) == 1.0 and M.relu_grad(-3) == 0.0
+    assert M.relu_grad([1.0, -1.0]).tolist() == [1.0, 0.0]
+    assert M.relu_grad([0.5, -1.0]).tolist() == [1.0, 0.0]
+
+
+def test_softmax_family_takes_lists_and_refuses_scalars():
+    z, g = [1.0, 2.0, 0.5], [0.3, -0.2, 1.0]
+    za, ga = np.array(z), np.array(g)
+    assert M.softmax(z).tolist() == M.softmax(za).tolist()
+    assert M.log_softmax(z).tolist() == M.log_softmax(za).tolist()
+    assert M.softmax_backward(M.softmax(z).tolist(), g).tolist() == M.softmax_backward(M.softmax(za), ga).tolist()
+    assert M.log_softmax_backward(z, g).tolist() == M.log_softmax_backward(za, ga).tolist()
+    for fn in (M.softmax, M.log_softmax):
+        with pytest.raises(ValueError, match="a scalar has no axis"):
+            fn(2.0)
+    with pytest.raises(ValueError, match="g of shape"):
+        M.log_softmax_backward(z, [1.0])
+
+
+def test_losses_take_lists_and_refuse_scalars():
+    z, y = [[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]], [1, 2]
+    assert M.cross_entropy(z, y) == M.cross_entropy(np.array(z), np.array(y))
+    assert M.cross_entropy_grad(z, y).tolist() == M.cross_entropy_grad(np.array(z), np.array(y)).tolist()
+    assert M.stable_logistic_loss([0.5, -1.0], [1.0, 0.0]) == M.stable_logistic_loss(np.array([0.5, -1.0]),
+                                                                                       np.array([1.0, 0.0]))
+    assert M.squared_error_grad([[1.0], [2.0]], [0.0, 0.0]).tolist() == [[0.5], [1.0]]
+    assert M.one_hot([2, 0], 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert M.relative_error(1.0, 1.0) == 0.0 and M.relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert M.gradcheck(lambda v: (float(np.sum(v ** 2)), 2 * v), [1.0, -2.0]) < FD_TOL
+    assert M.numerical_grad(lambda v: float(v ** 2), 3.0) == pytest.approx(6.0)
+    for loss in (M.cross_entropy, M.stable_logistic_loss, M.margin_logistic_loss, M.squared_error,
+                 M.logistic_loss):
+        with pytest.raises(ValueError, match=r"of shape \(\)"):
+            loss(0.5, 1.0)
+    with pytest.raises(TypeError, match="cross_entropy: logits: expected real numbers"):
+        M.cross_entropy([["a", "b"]], [0])
+
+
 # ---------------------------------------------------------------- label shapes (issue 10)
 
 BINARY_LOSSES = [(M.stable_logistic_loss, M.stable_logistic_loss_grad), (M.margin_logistic_loss,

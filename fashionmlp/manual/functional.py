@@ -16,40 +16,63 @@ LOG_EPS = 1e-12  # clip for log(p) in the naive logistic loss
 # ---------------------------------------------------------------- activations
 
 
+def floats(z, where: str = "input") -> np.ndarray:
+    """`z` (a scalar, list or array of real numbers) as a floating NumPy array; whole numbers become float64,
+    float16/32/128 arrays keep their precision. Anything else is a TypeError naming `where`."""
+    array = np.asarray(z)
+    if array.dtype.kind in "biu":
+        return array.astype(np.float64)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{where}: expected real numbers (a scalar, a list or an array), got {array.dtype} "
+                        f"({type(z).__name__})")
+    return array
+
+
+def _with_axis(z, where: str) -> np.ndarray:
+    """floats(z), which must have at least one axis (softmax normalizes along one)."""
+    array = floats(z, where)
+    if array.ndim == 0:
+        raise ValueError(f"{where}: a scalar has no axis to normalize over; pass a list or an array")
+    return array
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """σ(z) = 1 / (1 + e^{-z}), computed from e^{-|z|} so it never overflows (z = ±1e10 is fine)."""
-    z = np.asarray(z, dtype=np.float64) if not isinstance(z, np.ndarray) else z
+    z = floats(z, "sigmoid")
     e = np.exp(-np.abs(z))  # in (0, 1]: no overflow
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sigmoid_grad(z: np.ndarray) -> np.ndarray:
     """σ'(z) = σ(z) (1 - σ(z))."""
-    s = sigmoid(z)
+    s = sigmoid(floats(z, "sigmoid_grad"))
     return s * (1.0 - s)
 
 
 def relu(z: np.ndarray) -> np.ndarray:
     """max(0, z)."""
-    return np.maximum(z, 0.0)
+    z = floats(z, "relu")
+    return np.maximum(z, z.dtype.type(0))
 
 
 def relu_grad(z: np.ndarray) -> np.ndarray:
     """1 where z > 0, else 0 (the subgradient 0 at z = 0, as torch uses)."""
-    return (z > 0).astype(z.dtype if isinstance(z, np.ndarray) else np.float64)
+    z = floats(z, "relu_grad")
+    return (z > 0).astype(z.dtype)
 
 
 def tanh(z: np.ndarray) -> np.ndarray:
-    return np.tanh(z)
+    return np.tanh(floats(z, "tanh"))
 
 
 def tanh_grad(z: np.ndarray) -> np.ndarray:
     """tanh'(z) = 1 - tanh²(z)."""
-    return 1.0 - np.tanh(z) ** 2
+    return 1.0 - np.tanh(floats(z, "tanh_grad")) ** 2
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """softmax(z)_k = e^{z_k - m} / Σ_j e^{z_j - m} with m = max_j z_j, so no exponent is positive."""
+    z = _with_axis(z, "softmax")
     shifted = z - np.max(z, axis=axis, keepdims=True)
     e = np.exp(shifted)
     return e / np.sum(e, axis=axis, keepdims=True)
@@ -57,18 +80,30 @@ def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """log softmax(z)_k = (z_k - m) - log Σ_j e^{z_j - m}."""
+    z = _with_axis(z, "log_softmax")
     shifted = z - np.max(z, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax_backward(s: np.ndarray, g: np.ndarray, axis: int = -1) -> np.ndarray:
     """Given s = softmax(z) and g = dL/ds, dL/dz = s ⊙ (g - Σ_k g_k s_k)  (the Jacobian diag(s) - s sᵀ applied to g)."""
+    s, g = _with_axis(s, "softmax_backward: s"), _same_shape(s, g, "softmax_backward", "s")
     return s * (g - np.sum(g * s, axis=axis, keepdims=True))
 
 
 def log_softmax_backward(z: np.ndarray, g: np.ndarray, axis: int = -1) -> np.ndarray:
     """Given g = dL/d log_softmax(z), dL/dz = g - softmax(z) Σ_k g_k."""
+    g = _same_shape(z, g, "log_softmax_backward", "z")
     return g - softmax(z, axis=axis) * np.sum(g, axis=axis, keepdims=True)
+
+
+def _same_shape(x, g, where: str, name: str) -> np.ndarray:
+    """floats(g), which must be shaped like `x` (an upstream gradient is never broadcast)."""
+    g = floats(g, f"{where}: g")
+    if g.shape != np.shape(x):
+        raise ValueError(f"{where}: g of shape {g.shape} does not fit {name} of shape {np.shape(x)}; expected "
+                         f"{np.shape(x)}")
+    return g
 
 
 ACTIVATIONS = {"sigmoid": (sigmoid, sigmoid_grad), "relu": (relu, relu_grad), "tanh": (tanh, tanh_grad)}
@@ -127,7 +162,7 @@ def _some(bad: np.ndarray) -> str:
 
 
 def _input(where: str, name: str, z) -> np.ndarray:
-    z = np.asarray(z)
+    z = floats(z, f"{where}: {name}")
     _batch_shape(where, name, z.shape)
     return z
 
@@ -195,14 +230,14 @@ def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """-(1/B) Σ_i Σ_k Y_ik log softmax(z_i)_k, with y as int labels (B,) or one-hot (B, K)."""
-    logits = np.asarray(logits)
+    logits = floats(logits, "cross_entropy: logits")
     Y = check_labels(CLASSES, "cross_entropy", "logits", logits.shape, y)
     return -np.sum(Y * log_softmax(logits, axis=1)) / logits.shape[0]
 
 
 def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(softmax(z) - Y) / B, shaped like the logits."""
-    logits = np.asarray(logits)
+    logits = floats(logits, "cross_entropy_grad: logits")
     Y = check_labels(CLASSES, "cross_entropy_grad", "logits", logits.shape, y)
     return (softmax(logits, axis=1) - Y) / logits.shape[0]
 
