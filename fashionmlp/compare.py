@@ -151,6 +151,10 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
     batches and (the seed draws it) validation split.
     """
     base = study.base
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:  # two runs of one seed would need one folder, and add nothing to the mean
+        raise UserError(f"--seeds {','.join(map(str, seeds))}: seed {repeated[0]} is listed more than once; "
+                        "give each seed once")
     try:  # every seed's every run validated before the first one trains
         runs = {seed: {name: config_from_dict(cfg.to_dict(), [f"seed={seed}"]) for name, cfg in study.variants.items()}
                 for seed in seeds}

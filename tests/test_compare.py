@@ -111,6 +111,16 @@ def test_seeds_give_mean_and_std(tmp_path, tiny_data):
     assert all(r["n"] == "2" for r in rows) and "±" in (study_dir / "summary.md").read_text()
 
 
+@pytest.mark.parametrize("seeds", ["0,0", "0,2,0", "3, 3"])
+def test_repeated_seeds_are_refused_before_any_folder(tmp_path, tiny_data, seeds):
+    runs = tmp_path / "r"
+    result = cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--runs-dir", runs,
+                 "--optimizers", "sgd", "--seeds", seeds, "--epochs", 1)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: --seeds") and "listed more than once" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not runs.exists()
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["variants.rmsprop.lr=1"], "no variant 'rmsprop'"),
     (["variants.adam.lrr=1"], "unknown config key 'optimizer.lrr'"),
