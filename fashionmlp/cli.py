@@ -160,12 +160,12 @@ Overrides = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE",
     help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1; a mapping "
          "edits a section: --set 'model={activation: tanh}'")]
-DataDir = Annotated[Path | None, typer.Option(
+DataDir = Annotated[Path | None, typer.Option("--data-dir",
     metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
                         "$FASHIONMLP_DATA_DIR, then ./data).")]
 RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")]
-Checkpoint = Annotated[str, typer.Option(metavar="best|last", help="Which checkpoint of the run.")]
-Device = Annotated[str | None, typer.Option(
+Checkpoint = Annotated[str, typer.Option("--checkpoint", metavar="best|last", help="Which checkpoint of the run.")]
+Device = Annotated[str | None, typer.Option("--device",
     metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 
 
@@ -175,15 +175,17 @@ def train(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="FILE", help="YAML experiment config, e.g. configs/mlp_adam.yaml.")] = None,
     set_: Overrides = None,
-    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs",
+        metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
     device: Device = None,
-    seed: Annotated[int | None, typer.Option(metavar="N", help="Random seed, 0 to 2**32-1 (overrides seed).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed",
+        metavar="N", help="Random seed, 0 to 2**32-1 (overrides seed).")] = None,
     data_dir: DataDir = None,
-    runs_dir: Annotated[Path | None, typer.Option(
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir",
         metavar="DIR", help="Where run folders are created [default: runs].")] = None,
-    name: Annotated[str | None, typer.Option(metavar="NAME", help="Run folder prefix, one folder name "
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Run folder prefix, one folder name "
                                                                   "(overrides name).")] = None,
-    resume: Annotated[Path | None, typer.Option(metavar="RUN_DIR",
+    resume: Annotated[Path | None, typer.Option("--resume", metavar="RUN_DIR",
         help="Continue the run in this folder from its last checkpoint "
                                                          "(with --epochs N to extend it).")] = None,
 ) -> None:
@@ -244,14 +246,15 @@ def evaluate(
 @user_errors
 def predict(
     run_dir: RunDir,
-    index: Annotated[list[int] | None, typer.Option(metavar="I",
+    index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
         help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[Path | None, typer.Option(metavar="FILE",
+    image: Annotated[Path | None, typer.Option("--image", metavar="FILE",
         help="A grayscale image file (PNG, JPEG...); 28x28 is used as "
                                                        "is, other sizes are resized to 28x28 with a warning.")] = None,
-    invert: Annotated[bool, typer.Option(help="Invert --image (for dark objects on a light background; "
+    invert: Annotated[bool, typer.Option("--invert/--no-invert",
+        help="Invert --image (for dark objects on a light background; "
                                               "Fashion-MNIST is light on dark).")] = False,
-    grid: Annotated[Path | None, typer.Option(
+    grid: Annotated[Path | None, typer.Option("--grid",
         metavar="FILE", help="Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, "
                              ".jpg ...).")] = None,
     checkpoint: Checkpoint = "best",
@@ -274,7 +277,8 @@ def predict(
 @user_errors
 def data(
     data_dir: DataDir = None,
-    download: Annotated[bool, typer.Option(help="Fetch missing files through torchvision's mirrors.")] = True,
+    download: Annotated[bool, typer.Option("--download/--no-download",
+        help="Fetch missing files through torchvision's mirrors.")] = True,
 ) -> None:
     """Fetch (when missing) and verify the Fashion-MNIST files; prints where they are and their MD5 status."""
     from fashionmlp.data import FILES, ensure_files, file_status, resolve_data_dir
@@ -316,21 +320,24 @@ def _csv_list(text: str | None, option: str, kind=str) -> list | None:
 @app.command("compare-optimizers")
 @user_errors
 def compare_optimizers(
-    model: Annotated[str | None, typer.Option(metavar="mlp|cnn", help="mlp | cnn: the built-in study of that network "
+    model: Annotated[str | None, typer.Option("--model",
+        metavar="mlp|cnn", help="mlp | cnn: the built-in study of that network "
                                                       "(ignored with --config except as a check).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE",
         help="Study config: a training config plus "
                                                    "`variants` (see configs/compare_mlp.yaml).")] = None,
-    optimizers: Annotated[str | None, typer.Option(metavar="LIST", help="Comma-separated variants to run "
+    optimizers: Annotated[str | None, typer.Option("--optimizers",
+        metavar="LIST", help="Comma-separated variants to run "
                                                            "(default: all), e.g. sgd,nesterov,adam,adam_lr1.")] = None,
-    epochs: Annotated[int | None, typer.Option(metavar="N",
+    epochs: Annotated[int | None, typer.Option("--epochs", metavar="N",
         help="Epochs per variant (overrides train.epochs).")] = None,
-    seeds: Annotated[str | None, typer.Option(metavar="LIST",
+    seeds: Annotated[str | None, typer.Option("--seeds", metavar="LIST",
         help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std "
                                                       "(default: the config's seed).")] = None,
     device: Device = None,
     data_dir: DataDir = None,
-    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the study folder is created.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir",
+        metavar="DIR", help="Where the study folder is created.")] = Path("runs"),
     set_: Annotated[list[str] | None, typer.Option(
         "--set", metavar="KEY=VALUE", help="Override KEY=VALUE for every variant (train.batch_size=256) or one "
                       "(variants.adam.lr=0.001). Repeatable.")] = None,
@@ -376,7 +383,7 @@ def compare_optimizers(
 
 @manual_app.command("check")
 @user_errors
-def manual_check(seed: Annotated[int, typer.Option(
+def manual_check(seed: Annotated[int, typer.Option("--seed",
         metavar="N", help="Seed of the random test inputs, 0 to 2**32-1.")] = 0) -> None:
     """Check every NumPy function and several networks against finite differences and torch.autograd.
 
@@ -397,8 +404,10 @@ def manual_check(seed: Annotated[int, typer.Option(
 def manual_train(
     config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="Config (default: the same as "
                                                 "configs/manual_mlp.yaml: 784-100-100-10 ReLU, SGD lr 0.1).")] = None,
-    epochs: Annotated[int | None, typer.Option(metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
-    crosscheck: Annotated[bool, typer.Option(help="Train a torch float64 twin in lockstep and report the "
+    epochs: Annotated[int | None, typer.Option("--epochs",
+        metavar="N", help="Number of epochs (overrides train.epochs).")] = None,
+    crosscheck: Annotated[bool, typer.Option("--crosscheck/--no-crosscheck",
+        help="Train a torch float64 twin in lockstep and report the "
                                                   "largest per-step loss difference and final weight difference.")]
     = False,
     set_: Overrides = None,
@@ -470,11 +479,12 @@ def lr_find(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="FILE", help="YAML experiment config, e.g. configs/mlp_sgd.yaml.")] = None,
     set_: Overrides = None,
-    start: Annotated[str, typer.Option(metavar="LR", help="First learning rate, > 0.")] = "1e-6",
-    end: Annotated[str, typer.Option(metavar="LR", help="Last learning rate, > --start.")] = "10",
-    steps: Annotated[str, typer.Option(metavar="N", help="Batches, one learning rate each, growing exponentially "
+    start: Annotated[str, typer.Option("--start", metavar="LR", help="First learning rate, > 0.")] = "1e-6",
+    end: Annotated[str, typer.Option("--end", metavar="LR", help="Last learning rate, > --start.")] = "10",
+    steps: Annotated[str, typer.Option("--steps",
+        metavar="N", help="Batches, one learning rate each, growing exponentially "
                                                          "from --start to --end; 1 to 10000.")] = "200",
-    runs_dir: Annotated[Path | None, typer.Option(
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir",
         metavar="DIR", help="Where the lr-find folder is created [default: runs].")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -518,18 +528,22 @@ def inspect_(
 def sweep(
     config: Annotated[Path, typer.Option("--config", "-c", metavar="FILE", help="Sweep config: a training config "
                                          "plus a `sweep:` section (see configs/sweep_mlp.yaml).")],
-    trials: Annotated[int | None, typer.Option(metavar="N", help="Finished trials the study needs (overrides "
+    trials: Annotated[int | None, typer.Option("--trials",
+        metavar="N", help="Finished trials the study needs (overrides "
                                                                  "sweep.trials); raise it to extend a study.")] = None,
-    jobs: Annotated[int, typer.Option(metavar="J", help="Worker processes on this machine, each with cores/J CPU "
+    jobs: Annotated[int, typer.Option("--jobs",
+        metavar="J", help="Worker processes on this machine, each with cores/J CPU "
                                                         "threads.")] = 1,
-    storage: Annotated[str | None, typer.Option(
+    storage: Annotated[str | None, typer.Option("--storage",
         metavar="URL", help="Database URL of a shared study, e.g. postgresql://user:password@host/db (default: a "
                             "journal file in the sweep folder).")] = None,
-    study: Annotated[str | None, typer.Option(metavar="NAME", help="Study name (default: the config's name); the "
+    study: Annotated[str | None, typer.Option("--study",
+        metavar="NAME", help="Study name (default: the config's name); the "
                                                                    "same name and storage continue it.")] = None,
     set_: Overrides = None,
     data_dir: DataDir = None,
-    runs_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the sweep folder is created (or found, to "
+    runs_dir: Annotated[Path, typer.Option("--runs-dir",
+        metavar="DIR", help="Where the sweep folder is created (or found, to "
                                                                "continue).")] = Path("runs"),
 ) -> None:
     """Search hyperparameters with Optuna: one run folder per trial, scored on a validation split.

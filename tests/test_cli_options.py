@@ -1,0 +1,67 @@
+"""Every option of every command has the name it is documented under, whatever typer version builds it."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import typer
+from typer.models import ArgumentInfo, OptionInfo
+
+from fashionmlp.cli import app
+
+from helpers import cli
+
+
+def _commands(group: typer.Typer, prefix: str = ""):
+    for command in group.registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        yield f"{prefix}{name}", command.callback
+    for sub in group.registered_groups:
+        yield from _commands(sub.typer_instance, f"{prefix}{sub.name} ")
+
+
+COMMANDS = dict(_commands(app))
+
+
+def _declared(callback) -> dict[str, object]:
+    """parameter name -> the typer OptionInfo/ArgumentInfo it was declared with."""
+    hints = typing.get_type_hints(callback, include_extras=True)
+    found = {}
+    for name, hint in hints.items():
+        for meta in getattr(hint, "__metadata__", ()):
+            if isinstance(meta, (OptionInfo, ArgumentInfo)):
+                found[name] = meta
+    return found
+
+
+def test_every_command_is_found():
+    assert {"train", "evaluate", "predict", "data", "compare-optimizers", "lr-find", "inspect", "sweep",
+            "manual check", "manual train"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_option_is_named_explicitly(command):
+    """typer 0.27 names an option without declarations from its metavar (--DEVICE): name each one."""
+    for name, info in _declared(COMMANDS[command]).items():
+        if isinstance(info, ArgumentInfo):
+            continue
+        # In Annotated form typer reads a first positional string as a declaration (and may have moved it there).
+        given = ([info.default] if isinstance(info.default, str) else []) + list(info.param_decls or ())
+        decls = [d for d in given if d.startswith("--")]
+        assert decls, f"{command}: option {name!r} has no explicit --name"
+        expected = "--" + name.rstrip("_").replace("_", "-")
+        if name != "set_":
+            assert decls[0].split("/")[0] == expected, f"{command}: {name!r} is declared as {decls[0]}"
+
+
+@pytest.mark.parametrize("command,options", [
+    ("train", ["--device", "--name", "--seed", "--epochs", "--runs-dir", "--data-dir", "--resume", "--config"]),
+    ("compare-optimizers", ["--device", "--seeds", "--model", "--optimizers"]),
+    ("evaluate", ["--device", "--checkpoint", "--data-dir"]),
+])
+def test_help_lists_the_options_by_their_names(command, options):
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert f"{option} " in result.stdout, (option, result.stdout)
