@@ -20,23 +20,36 @@ def param_groups(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> list
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
+FUSED_SINCE = (2, 4)  # torch releases before it have no fused CPU kernels (and 2.3's fused SGD fails at step())
+
+
+def fused_available() -> bool:
+    """Whether this torch has fused optimizer kernels on the CPU as well (2.4 on)."""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return (major, minor) >= FUSED_SINCE
+
+
 def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer by name; the fused (one kernel for all parameters) implementation where torch has it,
     which is faster per step on CPU (scripts/bench.py). adamw decays the weights apart from the gradient step."""
-    groups = param_groups(cfg, params)
+    params = list(params)
     if cfg.name in ("sgd", "nesterov"):
-        make = lambda **extra: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
-                                               weight_decay=cfg.weight_decay, nesterov=cfg.name == "nesterov",
-                                               **extra)
+        make = lambda **extra: torch.optim.SGD(param_groups(cfg, params), lr=cfg.lr,  # noqa: E731
+                                               momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                               nesterov=cfg.name == "nesterov", **extra)
     elif cfg.name in ("adam", "adamw"):
         kind = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        make = lambda **extra: kind(groups, lr=cfg.lr, betas=tuple(cfg.betas),  # noqa: E731
-                                    weight_decay=cfg.weight_decay, **extra)
+        make = lambda **extra: kind(param_groups(cfg, params), lr=cfg.lr,  # noqa: E731
+                                    betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **extra)
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}")  # config validation makes this unreachable
+    if not fused_available():
+        return make()
     try:
         return make(fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without fused kernels
+    except (RuntimeError, TypeError, ValueError):  # a device without fused kernels
+        # fresh param groups (param_groups makes new dicts): a refusing constructor may already have written
+        # 'fused': True into the dicts it was given, and a fallback built on those would still call the kernel
         return make()
 
 

@@ -17,6 +17,7 @@ from fashionmlp.config import OptimConfig, config_from_dict
 from fashionmlp.data import augment
 from fashionmlp.engine import evaluate, predict_proba, train_one_epoch
 from fashionmlp.models import MLP, SmallCNN, build_model, n_params
+from fashionmlp import optim
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.resume import resume
 from fashionmlp.run import time_to_accuracy, train
@@ -374,3 +375,37 @@ def test_mlp_tuned_on_real_data(real_data, tmp_path):
     s = summary(run_dir_of(result))
     assert s["final"]["test_accuracy"] >= 0.895, s["final"]
     assert {"85%", "88%"} <= set(s["time_to_accuracy"]) and s["time_to_accuracy"]["85%"] <= s["train_seconds"]
+
+
+@pytest.mark.parametrize("name", ["sgd", "nesterov", "adam", "adamw"])
+def test_fused_refusal_falls_back_to_a_plain_optimizer(monkeypatch, name):
+    """torch 2.2/2.3 refused fused=True only after writing 'fused': True into the groups they were given."""
+    for attr in ("SGD", "Adam", "AdamW"):
+        real = getattr(torch.optim, attr)
+
+        class Refusing(real):
+            def __init__(self, params, *args, fused=None, **kwargs):
+                if fused:
+                    for group in params:
+                        group["fused"] = True
+                    raise RuntimeError("fused kernels are not supported on this device")
+                super().__init__(params, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim, attr, Refusing)
+    model = torch.nn.Linear(3, 2)
+    cfg = OptimConfig(name=name, lr=0.1, momentum=0.9 if name == "nesterov" else 0.0, weight_decay=0.01,
+                      decay_params="weights")
+    optimizer = build_optimizer(cfg, model.parameters())
+    assert not any(group.get("fused") for group in optimizer.param_groups)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()  # the plain kernel runs
+
+
+def test_fused_only_where_torch_has_it(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.3.1+cpu")
+    assert not optim.fused_available()
+    cfg = OptimConfig(name="sgd", lr=0.1)
+    assert not build_optimizer(cfg, torch.nn.Linear(2, 2).parameters()).param_groups[0].get("fused")
+    monkeypatch.setattr(torch, "__version__", "2.4.0")
+    assert optim.fused_available()
+    assert build_optimizer(cfg, torch.nn.Linear(2, 2).parameters()).param_groups[0]["fused"]
