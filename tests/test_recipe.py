@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from fashionmlp import optim
 from fashionmlp.checkpoint import make_ema
 from fashionmlp.config import OptimConfig, config_from_dict
 from fashionmlp.data import augment
 from fashionmlp.engine import evaluate, predict_proba, train_one_epoch
 from fashionmlp.models import MLP, SmallCNN, build_model, n_params
-from fashionmlp import optim
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.resume import resume
 from fashionmlp.run import time_to_accuracy, train
