@@ -269,6 +269,12 @@ def time_to_accuracy(history: list[dict]) -> dict[str, float]:
     return reached
 
 
+def samples_per_second(history: list[dict]) -> float | None:
+    """Images trained over the training seconds of all epochs (evaluation excluded); None before an epoch."""
+    seconds = sum(r["seconds"] for r in history)
+    return sum(r["samples_per_second"] * r["seconds"] for r in history) / seconds if seconds > 0 else None
+
+
 def write_summary(run: RunState, status: str, **extra: Any) -> dict:
     last = run.history[-1] if run.history else {}
     if "early_stopping" in extra:  # the run ends with the best epoch's weights (best.pt): report those
@@ -282,8 +288,7 @@ def write_summary(run: RunState, status: str, **extra: Any) -> dict:
         "seconds": round(run.prior_seconds + time.time() - run.started, 3),
         "train_seconds": round(sum(r["seconds"] for r in run.history), 3),
         "time_to_accuracy": time_to_accuracy(run.history),
-        "samples_per_second": (sum(r["samples_per_second"] for r in run.history) / len(run.history)
-                               if run.history else None),
+        "samples_per_second": samples_per_second(run.history),
         "device": str(run.device),
         "seed": run.cfg.seed,
         "model": run.cfg.model.name,
