@@ -551,7 +551,14 @@ def sweep(
     Running the same command again continues the study until it has its trials. Exit 0 done, 1 a worker died
     before the study was done, 130 interrupted.
     """
-    from fashionmlp.sweep import default_study_name, load_sweep_file, require_optuna, run_sweep, table_rows
+    from fashionmlp.sweep import (
+        default_study_name,
+        finished_text,
+        load_sweep_file,
+        require_optuna,
+        run_sweep,
+        table_rows,
+    )
 
     require_optuna()
     spec = load_sweep_file(config, list(set_ or []), trials)
@@ -563,7 +570,7 @@ def sweep(
     from rich.table import Table
 
     header, cells = table_rows(result.rows, spec)
-    table = Table(title=f"Sweep {result.study}: {result.finished} of {result.target} trials finished, best first")
+    table = Table(title=f"Sweep {result.study}: {finished_text(result.finished, result.target)}; best first")
     for h in header:
         table.add_column(h, justify="left" if h in ("state", "note") else "right")
     for row in cells:

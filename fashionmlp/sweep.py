@@ -804,7 +804,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     workers = max(0, min(jobs, remaining))
     cores = len(os.sched_getaffinity(0))  # (jobs <= cores: checked)
     threads = max(1, cores // workers) if workers > 1 else spec.base.train.threads
-    echo(f"study {study!r} ({label}): {finished} of {spec.target} trials finished"
+    echo(f"study {study!r} ({label}): {finished_text(finished, spec.target)}"
          + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
     if spec.grid_size is not None and spec.grid_size < spec.trials:
         echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
@@ -837,6 +837,13 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems)
     write_report(result, spec, books)
     return result
+
+
+def finished_text(finished: int, target: int) -> str:
+    """'4 of 6 trials finished', or, for a study that has more than a lowered --trials asks for, say so."""
+    if finished > target:
+        return f"{finished} trials finished, more than the {target} asked for (nothing to run)"
+    return f"{finished} of {target} trials finished"
 
 
 def _check_memory(spec: SweepSpec, device, data) -> None:
@@ -990,7 +997,7 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     head, cells = table_rows(result.rows, spec)
     lines = [f"# Sweep: {result.study}", "",
              f"Storage: {result.storage}. {spec.sampler} sampler (seed {spec.seed}), pruner {spec.pruner}; "
-             f"{result.finished} of {result.target} trials finished; metric {spec.metric} "
+             f"{finished_text(result.finished, result.target)}; metric {spec.metric} "
              f"({spec.direction}d) on {spec.base.data.val_size} validation images; "
              f"{spec.base.train.epochs} epochs per trial.", ""]
     if best is not None:
