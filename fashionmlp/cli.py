@@ -164,7 +164,9 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir",
     metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
                         "$FASHIONMLP_DATA_DIR, then ./data).")]
 RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")]
-Checkpoint = Annotated[str, typer.Option("--checkpoint", metavar="best|last", help="Which checkpoint of the run.")]
+Checkpoint = Annotated[str | None, typer.Option("--checkpoint", metavar="best|last", help=(
+    "Which checkpoint of the run (default: best when the run has a validation split, which chose it; else "
+    "last)."))]
 Device = Annotated[str | None, typer.Option("--device",
     metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 
@@ -227,7 +229,7 @@ def _command_line() -> str | None:
 @user_errors
 def evaluate(
     run_dir: RunDir,
-    checkpoint: Checkpoint = "best",
+    checkpoint: Checkpoint = None,
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -235,6 +237,8 @@ def evaluate(
     from fashionmlp.inference import evaluate_run
 
     report = evaluate_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
+    for note in report.notes:
+        _err(f"note: {note}")
     typer.echo(report.text)
     if report.unsaved:
         _err(f"warning: {report.unsaved}")
@@ -257,7 +261,7 @@ def predict(
     grid: Annotated[Path | None, typer.Option("--grid",
         metavar="FILE", help="Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, "
                              ".jpg ...).")] = None,
-    checkpoint: Checkpoint = "best",
+    checkpoint: Checkpoint = None,
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -508,7 +512,7 @@ def lr_find(
 @user_errors
 def inspect_(
     run_dir: RunDir,
-    checkpoint: Checkpoint = "best",
+    checkpoint: Checkpoint = None,
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
@@ -517,6 +521,8 @@ def inspect_(
     from fashionmlp.inspection import inspect_run
 
     report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
+    for note in report.notes:
+        _err(f"note: {note}")
     typer.echo(report.text)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class EvaluationReport:
     figure_path: Path
     text: str
     unsaved: str | None = None  # why the figure and JSON could not be written, if they could not
+    notes: list[str] = field(default_factory=list)  # e.g. that best.pt was chosen on the test set
 
 
 def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
@@ -42,10 +43,11 @@ def format_confusion(confusion: list[list[int]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Path | None = None,
+def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
                  device: str | None = None) -> EvaluationReport:
     """Evaluate a run's checkpoint on the test set; writes confusion_matrix.png and evaluation-<ckpt>.json."""
     run = load_run(run_dir, checkpoint, device)
+    checkpoint = run.name
     data = load_data(run.cfg, data_dir)
     result = evaluate(run.model, TensorSplit.from_split(data.test, run.device), run.cfg.train.eval_batch_size,
                       tta=run.cfg.train.tta == "flip")
@@ -68,7 +70,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Pat
     lines += [f"  {name:<12} {acc:7.2%}" for name, acc in zip(CLASSES, per_class)]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):", format_confusion(result["confusion"])]
     return EvaluationReport(result["loss"], result["accuracy"], per_class, result["confusion"], figure_path,
-                            "\n".join(lines), unsaved)
+                            "\n".join(lines), unsaved, run.notes)
 
 
 def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = print) -> np.ndarray:
@@ -141,12 +143,14 @@ def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
 
 
 def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None, invert: bool = False,
-                grid: Path | None = None, checkpoint: str = "best", data_dir: str | Path | None = None,
+                grid: Path | None = None, checkpoint: str | None = None, data_dir: str | Path | None = None,
                 device: str | None = None, warn: Callable[[str], None] = print) -> str:
     """Top-3 predictions as text; optionally a 16-image grid picture of the test set."""
     if grid is not None:
         check_figure_path(grid, "--grid")
     run = load_run(run_dir, checkpoint, device)
+    for note in run.notes:
+        warn(f"note: {note}")
     tta = run.cfg.train.tta == "flip"
     lines = []
     if image is not None:

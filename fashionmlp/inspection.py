@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +323,7 @@ def calibration_figure(rel: Reliability, title: str = "") -> Figure:
 class InspectReport:
     out_dir: Path
     summary: dict
+    notes: list[str] = field(default_factory=list)  # e.g. that best.pt was chosen on the test set
 
     @property
     def text(self) -> str:
@@ -364,11 +365,12 @@ def _feature_maps(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.nda
     return first.float().cpu().numpy(), second.float().cpu().numpy()
 
 
-def inspect_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Path | None = None,
+def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
                 device: str | None = None, embedding_images: int = EMBEDDING_IMAGES) -> InspectReport:
     """Draw a saved run's model into RUN_DIR/inspect/ and its TensorBoard log; returns the numbers shown."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint, device)
+    checkpoint = run.name
     out_dir = run_dir / "inspect"
     check_writable_folder(out_dir)
     test = load_data(run.cfg, data_dir).test
@@ -431,7 +433,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str = "best", data_dir: str | Path
     write_json(out_dir / "summary.json", summary)
     _tensorboard(out_dir, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
                  test.images[:n_embed], run.epoch)
-    return InspectReport(out_dir, summary)
+    return InspectReport(out_dir, summary, run.notes)
 
 
 def _tensorboard(out_dir: Path, pictures: list[str], features: torch.Tensor, labels: np.ndarray,

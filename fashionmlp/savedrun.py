@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -65,13 +65,40 @@ class LoadedRun:
     device: torch.device
     checkpoint: Path
     epoch: int
+    name: str = "best"  # which checkpoint: best | last
+    notes: list[str] = field(default_factory=list)  # what the user should know about the choices made
 
 
-def load_run(run_dir: Path, checkpoint: str = "best", device: str | None = None) -> LoadedRun:
-    """The model of a saved run, from checkpoints/<checkpoint>.pt, ready for inference."""
+def default_checkpoint(cfg: RunConfig) -> str:
+    """best.pt is chosen on the validation split when the run has one; without one it is the epoch of the best
+    *test* accuracy, an optimistic pick, so the run as it ended (last.pt) is the honest default."""
+    return "best" if cfg.data.val_size else "last"
+
+
+BEST_ON_TEST = ("best.pt is the epoch with the best test accuracy (the run has no validation split), so its test "
+                "numbers are optimistic; --checkpoint last is the run as it ended")
+
+
+def inference_device(cfg: RunConfig, device: str | None) -> tuple[str, str | None]:
+    """The device to run a saved model on, and a note when it is not the run's own: a run trained on CUDA is
+    evaluated on the CPU where CUDA is absent (an explicit --device is used as given)."""
+    if device is None and cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu", (f"the run was trained with device {cfg.device!r} and CUDA is not available here: running on "
+                       "the CPU (--device chooses another)")
+    return device or cfg.device, None
+
+
+def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = None) -> LoadedRun:
+    """The model of a saved run, from checkpoints/<checkpoint>.pt (default: default_checkpoint), ready for
+    inference."""
     run_dir = check_run_dir(run_dir)
-    path = checkpoint_path(run_dir, checkpoint)
-    cfg = load_config(run_dir / "config.yaml", [f"device={device}"] if device else [])
+    saved = load_config(run_dir / "config.yaml")
+    name = checkpoint or default_checkpoint(saved)
+    path = checkpoint_path(run_dir, name)
+    notes = [BEST_ON_TEST] if name == "best" and not saved.data.val_size else []
+    device, note = inference_device(saved, device)
+    notes += [note] if note else []
+    cfg = load_config(run_dir / "config.yaml", [f"device={device}"])
     state = load_checkpoint(path)
     check_fits(cfg, state, path)
     dev = resolve_device(cfg.device)
@@ -80,4 +107,4 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: str | None = None)
     model = prepare_model(cfg, dev)
     load_model_state(model, state["model"], path)
     model.eval()
-    return LoadedRun(cfg, model, dev, path, int(state["epoch"]))
+    return LoadedRun(cfg, model, dev, path, int(state["epoch"]), name, notes)

@@ -78,7 +78,7 @@ def test_every_file_with_its_size(mlp_inspected):
     assert png_size(out / "per_class.png") == pixels(SIZES["per_class"])
     assert png_size(out / "calibration.png") == pixels(SIZES["calibration"])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test_images"] == N_TEST and summary["checkpoint"] == "best" and summary["epoch"] == 1
+    assert summary["test_images"] == N_TEST and summary["checkpoint"] == "last" and summary["epoch"] == 1
     assert 0 <= summary["ece"] <= 1 and f"expected calibration error {summary['ece']:.2%}" in stdout
     assert sum(b["count"] for b in summary["calibration_bins"]) == N_TEST
     assert [b["lower"] for b in summary["calibration_bins"]] == pytest.approx([i / 10 for i in range(10)])
@@ -88,7 +88,7 @@ def test_numbers_agree_with_evaluate(mlp_run, mlp_inspected):
     out, _ = mlp_inspected
     summary = json.loads((out / "summary.json").read_text())
     assert cli("evaluate", mlp_run).exit_code == 0
-    evaluation = json.loads((mlp_run / "evaluation-best.json").read_text())
+    evaluation = json.loads((mlp_run / "evaluation-last.json").read_text())  # no validation split: last
     assert summary["test_accuracy"] == pytest.approx(evaluation["test_accuracy"], abs=1e-12)
     assert summary["per_class_accuracy"] == pytest.approx(evaluation["per_class_accuracy"], abs=1e-12)
     cm = np.asarray(evaluation["confusion"])
@@ -198,8 +198,10 @@ def test_bad_input_gets_the_same_error_as_evaluate(mlp_run, tmp_path, breakage):
         (run / "config.yaml").unlink()
     elif breakage == "no best.pt":
         (run / "checkpoints" / "best.pt").unlink()
+        args = ["--checkpoint", "best"]
     elif breakage == "garbage best.pt":
         (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+        args = ["--checkpoint", "best"]
     elif breakage == "garbage config":
         (run / "config.yaml").write_text("model: [unclosed")
     else:

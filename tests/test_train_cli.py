@@ -220,3 +220,43 @@ def test_real_data_one_epoch_of_adam(real_data, tmp_path):
                  "--data-dir", real_data, "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output
     assert summary(run_dir_of(result))["final"]["test_accuracy"] >= 0.80
+
+
+# ---------------------------------------------------------------- which checkpoint, on which device (issue 24, 22)
+
+
+def test_without_a_validation_split_evaluate_uses_last_and_best_says_why(good_run):
+    default = cli("evaluate", good_run)
+    assert default.exit_code == 0, default.output
+    assert "checkpoint last.pt" in default.stdout and "note:" not in default.stderr
+    best = cli("evaluate", good_run, "--checkpoint", "best")
+    assert best.exit_code == 0, best.output
+    assert "checkpoint best.pt" in best.stdout
+    assert "note: best.pt is the epoch with the best test accuracy (the run has no validation split)" in best.stderr
+    for command in (["predict", good_run, "--index", "0"], ["inspect", good_run]):
+        result = cli(*command, "--checkpoint", "best")
+        assert result.exit_code == 0 and "no validation split" in result.stderr, result.output
+
+
+def test_with_a_validation_split_evaluate_uses_best(write_config, tmp_path):
+    run = run_dir_of(cli("train", "--config", write_config(data={"val_size": 64}, train={"epochs": 1}),
+                         "--runs-dir", tmp_path))
+    result = cli("evaluate", run)
+    assert result.exit_code == 0 and "checkpoint best.pt" in result.stdout and "note:" not in result.stderr
+
+
+def test_a_run_trained_on_cuda_is_evaluated_on_the_cpu_where_cuda_is_absent(good_run, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "from-a-gpu-box"
+    shutil.copytree(good_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "device": "cuda"}))
+    for command in (["evaluate", run], ["predict", run, "--index", "0"], ["inspect", run]):
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        assert "note: the run was trained with device 'cuda' and CUDA is not available here: running on the CPU" \
+            in result.stderr
+    explicit = cli("evaluate", run, "--device", "cuda")  # asked for: refused, as before
+    assert explicit.exit_code == 2 and "CUDA is not available" in explicit.stderr
