@@ -202,7 +202,8 @@ def train(
                 raise UserError("--resume continues a run in its own folder with its saved config; only --epochs, "
                                 "--device and --data-dir may be given with it")
             result = resume_run(resume, epochs=epochs, data_dir=data_dir, device=device, progress=_progress(),
-                                should_stop=should_stop, command=_command_line())
+                                should_stop=should_stop, command=_command_line(),
+                                notify=lambda message: _err(f"note: {message}"))
         else:
             if config is None:
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")

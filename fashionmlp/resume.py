@@ -11,12 +11,12 @@ import torch
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint, load_training_state, make_ema, restore_rng
-from fashionmlp.config import load_config, shortcut_overrides
+from fashionmlp.config import RunConfig, load_config, shortcut_overrides
 from fashionmlp.data import load_data
 from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
 from fashionmlp.engine import Progress
 from fashionmlp.errors import UserError
-from fashionmlp.optim import build_optimizer
+from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.run import RunResult, RunState, run_epochs, write_summary
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir
@@ -25,8 +25,10 @@ from fashionmlp.tracking import MetricsFile, TensorBoardLog, check_folder_writab
 
 def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
            device: str | None = None, progress: Progress | None = None,
-           should_stop: Callable[[], bool] = lambda: False, command: str | None = None) -> RunResult:
-    """Continue the run in `run_dir` (to `epochs` in all, when given) exactly as if it had never stopped."""
+           should_stop: Callable[[], bool] = lambda: False, command: str | None = None,
+           notify: Callable[[str], None] = lambda message: None) -> RunResult:
+    """Continue the run in `run_dir` (to `epochs` in all, when given) exactly as if it had never stopped;
+    `notify` is told what the user should know (a learning-rate schedule re-planned over more epochs)."""
     run_dir = check_run_dir(run_dir, "--resume")
     last_pt = run_dir / "checkpoints" / "last.pt"
     if not last_pt.is_file():
@@ -46,6 +48,10 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         raise UserError(f"--resume {str(run_dir)!r}: the run already has {done} of {cfg.train.epochs} epochs; "
                         f"pass --epochs N with N > {done} to extend it")
     check_fits(cfg, state, last_pt, optimizer_too=True)
+    planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
+    replan = replanned(cfg, planned, int(state["global_step"]), done)
+    if replan:
+        notify(replan)
     dev = resolve_device(cfg.device)
     data = load_data(cfg, data_dir)
     set_threads(cfg.train.threads)
@@ -72,6 +78,22 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     write_summary(run, st.RUNNING)
     with lock:
         return run_epochs(run, _reopen_tensorboard(run), progress or Progress(), should_stop)
+
+
+def replanned(cfg: RunConfig, planned: int, global_step: int, done: int) -> str | None:
+    """What extending a run from `planned` to cfg.train.epochs epochs does to a schedule that depends on the
+    total (warm-up, cosine, one-cycle), or None when the learning rate does not depend on it."""
+    if cfg.train.epochs == planned or (cfg.optimizer.schedule == "constant" and not cfg.optimizer.warmup):
+        return None
+    steps = global_step // done if done else 0  # optimizer steps per epoch
+    if not steps:
+        return None
+    before = lr_at(cfg.optimizer, global_step - 1, steps * planned)  # the last step done, as planned
+    after = lr_at(cfg.optimizer, global_step, steps * cfg.train.epochs)  # the next one, as re-planned
+    return (f"the {cfg.optimizer.schedule} schedule"
+            + (f" with {cfg.optimizer.warmup:g} warm-up" if cfg.optimizer.warmup else "")
+            + f" is re-planned over {cfg.train.epochs} epochs instead of {planned}: the learning rate goes from "
+              f"{before:.4g} (step {global_step}) to {after:.4g} (step {global_step + 1})")
 
 
 def _reopen_tensorboard(run: RunState) -> TensorBoardLog:

@@ -482,3 +482,19 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     if default < 100:  # seen once on a loaded machine: the heap happened to serve the steps without new pages
         pytest.skip(f"glibc's default faulted only {default} times in 20 steps here; nothing to compare")
     assert keep < default / 4, (default, keep)
+
+
+def test_extending_a_scheduled_run_says_the_schedule_is_replanned(write_config, tmp_path):
+    path = write_config(optimizer={"name": "nesterov", "lr": 0.1, "momentum": 0.9, "schedule": "onecycle",
+                                   "warmup": 0.2})
+    run = run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path))
+    result = cli("train", "--resume", run, "--epochs", 3)
+    assert result.exit_code == 0, result.output
+    # 10 steps per epoch. Planned over 20 steps: 4 warm-up steps, then 16 annealing to 0; step 20 (0-based 19)
+    # had 0.1 * (1 - 15/16). Re-planned over 30: 6 warm-up steps; step 21 gets 0.1 * (1 - (20 - 6) / 24).
+    (note,) = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert note == ("note: the onecycle schedule with 0.2 warm-up is re-planned over 3 epochs instead of 2: the "
+                    "learning rate goes from 0.00625 (step 20) to 0.04167 (step 21)")
+    constant = run_dir_of(cli("train", "--config", write_config(name="c.yaml"), "--runs-dir", tmp_path / "c"))
+    extended = cli("train", "--resume", constant, "--epochs", 3)
+    assert extended.exit_code == 0 and "note:" not in extended.stderr
