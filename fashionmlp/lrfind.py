@@ -41,6 +41,7 @@ BLOW_UP = 4.0  # stop once the smoothed loss exceeds this multiple of its minimu
 SMOOTHING_SPAN = 20  # the smoothed loss averages over ~1/20 of the steps (see smoothing_beta)
 FELL = 0.9  # a suggestion needs the smoothed loss to have fallen to 90% of its first value somewhere
 SKIP_START = 10  # the first steps of the smoothed curve are too few averages to take a slope from
+MIN_STEPS = 20  # fewer steps than this cannot show a fall and a rise of the smoothed loss: no suggestion
 CSV_COLUMNS = ["step", "lr", "loss", "smoothed_loss"]
 
 
@@ -87,6 +88,7 @@ class RangeTest:
     smoothed: list[float]
     stop: str
     beta: float  # decay of the smoothing's moving average
+    planned: int = 0  # the steps asked for (the test may stop before)
 
     @property
     def min_lr(self) -> float | None:
@@ -105,6 +107,31 @@ class RangeTest:
         """The learning rate where the smoothed loss falls fastest per decade of lr, before its minimum (None
         where it never fell: the steepest point of a flat, noisy curve means nothing)."""
         return steepest_descent(self.lrs, self.smoothed) if self.fell else None
+
+    @property
+    def no_suggestion(self) -> str | None:
+        """Why the test is no ground for a suggestion (too few steps, no fall, a minimum at the end of the range),
+        or None when steepest_lr can be suggested."""
+        steps, last = len(self.lrs), (self.lrs[-1] if self.lrs else math.nan)
+        if self.planned < MIN_STEPS:
+            return (f"{self.planned} step(s) are too few to judge (a fall and a rise of the loss need at least "
+                    f"{MIN_STEPS}); use more --steps (the default is 200)")
+        if self.stop != "end" and steps <= SKIP_START:
+            return (f"the loss {'blew up' if self.stop == 'blew_up' else 'became non-finite'} after {steps} "
+                    f"step(s), at lr {last:.3g}: too soon to judge; use a smaller --start")
+        if not self.fell:
+            fix = "try a larger --end" if self.stop == "end" else "try a smaller --start"
+            return (f"the smoothed loss never fell below {FELL:.0%} of its first value between lr "
+                    f"{self.lrs[0]:.3g} and {last:.3g}; {fix}")
+        finite = [v for v in self.smoothed if math.isfinite(v)]
+        if self.stop == "end" and finite and finite.index(min(finite)) == len(finite) - 1:
+            return (f"the smoothed loss was still falling at the end of the range (lr {last:.3g}): its minimum "
+                    "lies beyond --end; try a larger --end")
+        return None if self.steepest_lr is not None else "the smoothed loss has no slope to judge"
+
+    @property
+    def suggested_lr(self) -> float | None:
+        return None if self.no_suggestion else self.steepest_lr
 
 
 def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = SKIP_START) -> float | None:
@@ -148,7 +175,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if smooth > BLOW_UP * best:
             stop = "blew_up"
             break
-    return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta)
+    return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta, len(lrs))
 
 
 def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generator
@@ -171,12 +198,8 @@ class LRFindResult:
     def message(self) -> str:
         """The one line for the terminal."""
         s = self.summary
-        if s["suggested_lr"] is None and len(self.test.lrs) < 3:
-            return (f"no suggestion: the range test stopped after {len(self.test.lrs)} step(s) ({s['stop']}); "
-                    f"use more --steps or a smaller --start")
         if s["suggested_lr"] is None:
-            return (f"no suggestion: the smoothed loss never fell below {FELL:.0%} of its first value between lr "
-                    f"{self.test.lrs[0]:.3g} and {self.test.lrs[-1]:.3g}; try a larger --end")
+            return f"no suggestion: {s['no_suggestion']}"
         return (f"suggested learning rate {s['suggested_lr']:.3g} (steepest descent of the smoothed loss; the "
                 f"minimum/10 is {s['min_lr_div_10']:.3g}): --set optimizer.lr={s['suggested_lr']:.3g}")
 
@@ -204,9 +227,10 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
                       autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None,
                       label_smoothing=cfg.train.label_smoothing)
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
-    steepest, lowest = test.steepest_lr, test.min_lr
+    steepest, lowest = test.suggested_lr, test.min_lr
     summary = {
-        "suggested_lr": steepest, "min_lr": lowest, "min_lr_div_10": None if lowest is None else lowest / 10,
+        "suggested_lr": steepest, "no_suggestion": test.no_suggestion, "min_lr": lowest,
+        "min_lr_div_10": None if lowest is None else lowest / 10,
         "min_smoothed_loss": min((v for v in test.smoothed if math.isfinite(v)), default=None),
         "stop": test.stop, "steps_run": len(test.lrs), "last_lr": test.lrs[-1] if test.lrs else None,
         "start": start, "end": end, "steps": steps, "smoothing_beta": test.beta, "blow_up": BLOW_UP,

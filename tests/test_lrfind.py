@@ -157,8 +157,26 @@ def test_no_suggestion_where_the_loss_never_falls(write_config, tmp_path):
 def test_too_short_for_a_suggestion_says_so(write_config, tmp_path):
     result = lr_find(write_config(), tmp_path / "runs", "--steps", 1)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("no suggestion: the range test stopped after 1 step(s)")
+    assert result.stdout.startswith("no suggestion: 1 step(s) are too few to judge")
     assert len(read_csv(run_dir_of(result))) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", 6], "no suggestion: 6 step(s) are too few to judge (a fall and a rise of the loss need at least 20); "
+                     "use more --steps (the default is 200)"),
+    (["--steps", 3], "no suggestion: 3 step(s) are too few to judge"),  # it said "try a larger --end" (end 10)
+    (["--steps", 40, "--start", 1e-3, "--end", 1e-2], "no suggestion: the smoothed loss was still falling at the end "
+                                                      "of the range (lr 0.01): its minimum lies beyond --end"),
+    (["--steps", 200, "--start", 10, "--end", 1e6], "no suggestion: the loss blew up after"),
+], ids=["6 steps", "3 steps", "minimum beyond --end", "blew up at once"])
+def test_no_suggestion_from_too_little_evidence(write_config, tmp_path, args, message):
+    """Issue 24: --steps 6 suggested lr 10 (which diverges), --end 0.01 the last lr of the range."""
+    result = lr_find(write_config(optimizer={"name": "nesterov", "lr": 0.01, "momentum": 0.9}), tmp_path / "runs",
+                     *args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(message), result.stdout
+    summary = json.loads((run_dir_of(result) / "lr_find.json").read_text())
+    assert summary["suggested_lr"] is None and summary["no_suggestion"] in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [
