@@ -13,7 +13,7 @@ import torch
 from fashionmlp.data import CLASSES, TensorSplit, load_data, normalize
 from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
-from fashionmlp.plots import confusion_matrix, prediction_grid
+from fashionmlp.plots import confusion_matrix, percent, prediction_grid
 from fashionmlp.savedrun import load_run
 from fashionmlp.tracking import write_json
 
@@ -196,4 +196,4 @@ def check_figure_path(path: Path, option: str) -> None:
 
 
 def _format_top(what: str, top: list[tuple[str, float]]) -> str:
-    return f"{what}: " + ", ".join(f"{name} {p:.1%}" for name, p in top)
+    return f"{what}: " + ", ".join(f"{name} {percent(p, 1)}" for name, p in top)

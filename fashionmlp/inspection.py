@@ -25,6 +25,7 @@ from fashionmlp.data import CLASSES, TensorSplit, load_data
 from fashionmlp.engine import predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.models import SmallCNN
+from fashionmlp.plots import percent
 from fashionmlp.savedrun import load_run
 from fashionmlp.tracking import write_json
 
@@ -214,13 +215,6 @@ def cnn_weights_figure(filters: np.ndarray, images: np.ndarray, labels: Sequence
     fig.suptitle(f"{title}\nrows: the first test image of each class; the maps of one block for one image "
                  "share a colour scale, from 0 (black) to their maximum", fontsize=10)
     return fig
-
-
-def percent(p: float) -> str:
-    """A probability as a percentage that never reads 100% unless it is exactly 1."""
-    if p >= 0.99995 and p < 1:
-        return ">99.99%"
-    return f"{p:.2%}"
 
 
 def mistakes_figure(images: np.ndarray, true: Sequence[int], predicted: Sequence[int], confidence: Sequence[float],

@@ -16,6 +16,17 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def percent(p: float, digits: int = 2) -> str:
+    """A probability as a percentage that reads 100% only when it is exactly 1, and 0% only when it is 0
+    (0.99997 is '>99.99%', not '100.00%')."""
+    text = f"{p:.{digits}%}"
+    if p < 1 and text == f"{1:.{digits}%}":
+        return f">{1 - 10 ** -(digits + 2):.{digits}%}"
+    if p > 0 and text == f"{0:.{digits}%}":
+        return f"<{10 ** -(digits + 2):.{digits}%}"
+    return text
+
+
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (the first points average what exists so far)."""
     v = np.asarray(values, dtype=np.float64)
@@ -91,7 +102,7 @@ def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence
         ax = fig.add_subplot(4, 4, k + 1)
         ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)  # as the model sees it: light clothes on black
         ok = predicted[k] == true[k]
-        ax.set_title(f"{CLASSES[predicted[k]]} ({confidence[k]:.0%})\ntrue: {CLASSES[true[k]]}", fontsize=8,
+        ax.set_title(f"{CLASSES[predicted[k]]} ({percent(confidence[k], 0)})\ntrue: {CLASSES[true[k]]}", fontsize=8,
                      color="black" if ok else "red")
         ax.axis("off")
     return fig

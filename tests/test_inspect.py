@@ -273,6 +273,11 @@ def test_confused_pairs_count_both_directions():
 
 def test_percent_never_rounds_a_wrong_answer_up_to_certainty():
     assert percent(0.99996) == ">99.99%" and percent(1.0) == "100.00%" and percent(0.5) == "50.00%"
+    assert percent(0.99997, 1) == ">99.9%" and percent(0.996, 0) == ">99%" and percent(0.9994, 1) == "99.9%"
+    assert percent(3e-5, 1) == "<0.1%" and percent(0.0, 1) == "0.0%"
+    from fashionmlp.inference import _format_top
+
+    assert _format_top("test image 0", [("Bag", 0.99997), ("Shirt", 3e-5)]) == "test image 0: Bag >99.9%, Shirt <0.1%"
 
 
 # ---------------------------------------------------------------- the figures' layout
