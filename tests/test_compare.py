@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -142,3 +143,24 @@ def test_failed_to_learn_on_real_data(real_data, tmp_path):
     for name in ("sgd", "nesterov", "adam"):
         assert rows[name]["status"] == "completed" and float(rows[name]["final_test_accuracy"]) > 0.7
     assert float(rows["nesterov"]["final_test_accuracy"]) > float(rows["sgd"]["final_test_accuracy"])
+
+
+def test_comparison_bands_are_the_sample_std_and_epochs_are_whole():
+    from fashionmlp.plots import comparison, seed_spread
+
+    acc = np.array([[0.5, 0.6, 0.7], [0.6, 0.8, np.nan], [0.7, 0.7, 0.9]])
+    mean, std = seed_spread(acc)
+    assert mean.tolist() == pytest.approx([0.6, 0.7, 0.8])
+    assert std.tolist() == pytest.approx([np.std([0.5, 0.6, 0.7], ddof=1), np.std([0.6, 0.8, 0.7], ddof=1),
+                                          np.std([0.7, 0.9], ddof=1)])  # ddof 1, as the table's ± says
+    assert np.isnan(seed_spread(np.array([[1.0], [np.nan]]))[1][0])  # one seed: no spread
+    series = {"sgd": {"epochs": [1, 2, 3], "train_loss": acc + 1, "test_accuracy": acc, "status": "completed"}}
+    fig = comparison(series, "t")
+    ax_loss, ax_acc = fig.axes[:2]
+    band = ax_acc.collections[0].get_paths()[0].vertices
+    tops = {x: y for x, y in band if x in (1.0, 2.0, 3.0) and y > 100 * mean[int(x) - 1]}
+    assert tops[1.0] == pytest.approx(100 * (mean[0] + std[0]))
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in ax_acc.get_xticks())  # no 1.2, 1.4 ... on a short study
+    assert "band: mean ± sample std over 3 seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert ax_acc.get_legend() is None  # the legend sits below the panels, not over a curve
