@@ -426,7 +426,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
         raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
     write_json(out_dir / "summary.json", summary)
     _tensorboard(out_dir, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
-                 test.images[:n_embed], run.epoch)
+                 test.images[:n_embed], run.global_step)
     return InspectReport(out_dir, summary, run.notes)
 
 

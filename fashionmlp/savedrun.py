@@ -65,6 +65,7 @@ class LoadedRun:
     device: torch.device
     checkpoint: Path
     epoch: int
+    global_step: int = 0  # the optimizer steps behind the checkpoint: the x axis of the run's TensorBoard log
     name: str = "best"  # which checkpoint: best | last
     notes: list[str] = field(default_factory=list)  # what the user should know about the choices made
 
@@ -107,4 +108,4 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = 
     model = prepare_model(cfg, dev)
     load_model_state(model, state["model"], path)
     model.eval()
-    return LoadedRun(cfg, model, dev, path, int(state["epoch"]), name, notes)
+    return LoadedRun(cfg, model, dev, path, int(state["epoch"]), int(state["global_step"]), name, notes)

@@ -132,9 +132,11 @@ def test_tensorboard_images_and_projector(mlp_inspected):
     acc = accumulator(out)
     assert set(acc.Tags()["images"]) == {f"inspect/{k}" for k in ("weights", "mistakes", "per_class", "calibration")}
     config = (out / "projector_config.pbtxt").read_text()
-    folder = out / "00001" / "penultimate"  # <checkpoint epoch>/<tag>
-    assert 'tensor_path: "00001/penultimate/tensors.tsv"' in config
-    assert 'image_path: "00001/penultimate/sprite.png"' in config and config.count("single_image_dim: 28") == 2
+    # <the checkpoint's optimizer step>/<tag>: one epoch of 10 steps; TensorBoard's x axis is the step everywhere
+    folder = out / "00010" / "penultimate"
+    assert 'tensor_path: "00010/penultimate/tensors.tsv"' in config
+    assert 'image_path: "00010/penultimate/sprite.png"' in config and config.count("single_image_dim: 28") == 2
+    assert {e.step for tag in acc.Tags()["images"] for e in acc.Images(tag)} == {10}
     tensors = (folder / "tensors.tsv").read_text().splitlines()
     assert len(tensors) == N_TEST and all(len(line.split("\t")) == 32 for line in tensors)  # hidden [32, 32]
     metadata = (folder / "metadata.tsv").read_text().splitlines()
@@ -155,7 +157,7 @@ def test_second_inspection_replaces_the_first(mlp_inspected, tmp_path):
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
     assert (out / "projector_config.pbtxt").read_text().count("embeddings {") == 1
     assert json.loads((out / "summary.json").read_text())["checkpoint"] == "last"
-    tensors = (out / "00001" / "penultimate" / "tensors.tsv").read_text().splitlines()
+    tensors = (out / "00010" / "penultimate" / "tensors.tsv").read_text().splitlines()
     assert report.summary["embedding"]["images"] == 50 and len(tensors) == 50
 
 
