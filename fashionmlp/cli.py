@@ -504,7 +504,7 @@ def lr_find(
         raise UserError("--config is required (e.g. --config configs/mlp_sgd.yaml)")
     cfg = load_config(config, list(set_ or []))
     result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or Path("runs"),
-                         data_dir=data_dir, command=_command_line())
+                         data_dir=data_dir, command=_command_line(), echo=_err)
     typer.echo(result.message)
     typer.echo(str(result.out_dir))
 
@@ -521,7 +521,7 @@ def inspect_(
     accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
     from fashionmlp.inspection import inspect_run
 
-    report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device)
+    report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device, echo=_err)
     for note in report.notes:
         _err(f"note: {note}")
     typer.echo(report.text)

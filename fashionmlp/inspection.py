@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,14 +360,17 @@ def _feature_maps(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.nda
 
 
 def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
-                device: str | None = None, embedding_images: int = EMBEDDING_IMAGES) -> InspectReport:
-    """Draw a saved run's model into RUN_DIR/inspect/ and its TensorBoard log; returns the numbers shown."""
+                device: str | None = None, embedding_images: int = EMBEDDING_IMAGES,
+                echo: Callable[[str], None] = lambda line: None) -> InspectReport:
+    """Draw a saved run's model into RUN_DIR/inspect/ and its TensorBoard log; returns the numbers shown.
+    `echo` is told of each stage (for progress)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint, device)
     checkpoint = run.name
     out_dir = run_dir / "inspect"
     check_writable_folder(out_dir)
     test = load_data(run.cfg, data_dir).test
+    echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")
     split = TensorSplit.from_split(test, run.device)
     probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,
                                               run.cfg.train.tta == "flip")
@@ -418,6 +421,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
         "embedding": {"images": n_embed, "dimensions": int(features.shape[1]), "tag": EMBEDDING_TAG,
                       "layer": "input of the last Linear layer (the penultimate layer's activations)"},
     }
+    echo(f"inspect: drawing {', '.join(f'{key}.png' for key in figures)}")
     try:
         out_dir.mkdir(exist_ok=True)
         for key, figure in figures.items():
@@ -425,6 +429,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     except OSError as exc:
         raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
     write_json(out_dir / "summary.json", summary)
+    echo(f"inspect: writing the TensorBoard log and the projector ({n_embed:,} images)")
     _tensorboard(out_dir, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
                  test.images[:n_embed], run.global_step)
     return InspectReport(out_dir, summary, run.notes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +148,10 @@ def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, *,
-               autocast: torch.dtype | None = None, label_smoothing: float = 0.0) -> RangeTest:
-    """Train one batch per learning rate in `lrs`; no file I/O."""
+               autocast: torch.dtype | None = None, label_smoothing: float = 0.0,
+               on_step: Callable[[int, float, float], None] | None = None) -> RangeTest:
+    """Train one batch per learning rate in `lrs`; no file I/O. `on_step(step, lr, smoothed loss)` is told of
+    each step (for progress)."""
     beta = smoothing_beta(len(lrs))
     model.train()
     losses: list[float] = []
@@ -168,6 +170,8 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         smooth = average / (1 - beta ** step)  # bias correction: the average starts at 0
         losses.append(value)
         smoothed.append(smooth)
+        if on_step is not None:
+            on_step(step, lr, smooth)
         if not math.isfinite(value) or not math.isfinite(smooth):
             stop = "non_finite"
             break
@@ -206,10 +210,11 @@ class LRFindResult:
 
 def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps: int = 200,
                 runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
-                command: str | None = None) -> LRFindResult:
+                command: str | None = None, echo: Callable[[str], None] = lambda line: None) -> LRFindResult:
     """Run the range test for `cfg` and write lr_find.png/.csv/.json and config.yaml into a new
     `<runs_dir>/lr-find-<name>-<timestamp>/` (the config has checked that the name is one folder name);
-    returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json."""
+    returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json; `echo` gets a
+    progress line every tenth of the steps."""
     check_options(start, end, steps)
     device = resolve_device(cfg.device)
     check_writable(runs_dir)
@@ -223,9 +228,15 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     model = prepare_model(cfg, device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     batches = endless_batches(TensorSplit.from_split(data.train, device), cfg, torch.Generator().manual_seed(cfg.seed))
+    every = max(1, steps // 10)
+
+    def progress(step: int, lr: float, smooth: float) -> None:
+        if step % every == 0 or step == steps:
+            echo(f"lr-find: step {step}/{steps}  lr {lr:.3g}  smoothed loss {smooth:.4g}")
+
     test = range_test(model, optimizer, batches, lr_schedule(start, end, steps),
                       autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None,
-                      label_smoothing=cfg.train.label_smoothing)
+                      label_smoothing=cfg.train.label_smoothing, on_step=progress)
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
     steepest, lowest = test.suggested_lr, test.min_lr
     summary = {
@@ -245,8 +256,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     title = (f"Learning-rate range test: {cfg.run_name} ({cfg.model.name}, {cfg.optimizer.name}, "
              f"batch {cfg.train.batch_size}, seed {cfg.seed})")
     config_lr = cfg.optimizer.lr if start <= cfg.optimizer.lr <= end else None  # marked when in the range
-    lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr,
-                   title).savefig(out_dir / "lr_find.png", dpi=100)
+    lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr, title,
+                   cfg.train.label_smoothing).savefig(out_dir / "lr_find.png", dpi=100)
     return LRFindResult(out_dir, test, summary)
 
 
@@ -260,7 +271,7 @@ STOP_TEXT = {"blew_up": f"stopped: smoothed loss > {BLOW_UP:g}x its minimum", "n
 
 
 def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
-                   title: str = "") -> Figure:
+                   title: str = "", label_smoothing: float = 0.0) -> Figure:
     """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
     lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
     top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
@@ -294,7 +305,8 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     ax.set_ylim(0, top)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale; it grows every step)")
-    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_ylabel("training loss (cross-entropy" + (f" with label smoothing {label_smoothing:g})" if label_smoothing
+                                                    else ")"))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)

@@ -84,6 +84,13 @@ def test_every_file_with_its_size(mlp_inspected):
     assert [b["lower"] for b in summary["calibration_bins"]] == pytest.approx([i / 10 for i in range(10)])
 
 
+def test_inspect_says_what_it_is_doing(mlp_run, tmp_path):
+    result = cli("inspect", copy_run(mlp_run, tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    stages = [line for line in result.stderr.splitlines() if line.startswith("inspect: ")]
+    assert [line.split()[1] for line in stages] == ["scoring", "drawing", "writing"], result.stderr
+
+
 def test_numbers_agree_with_evaluate(mlp_run, mlp_inspected):
     out, _ = mlp_inspected
     summary = json.loads((out / "summary.json").read_text())

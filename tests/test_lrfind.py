@@ -212,3 +212,18 @@ def test_config_is_required(tmp_path):
     result = cli("lr-find", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and result.output.startswith("error: --config is required")
     assert not (tmp_path / "runs").exists()
+
+
+def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, tmp_path):
+    result = lr_find(write_config(train={"label_smoothing": 0.1}), tmp_path / "runs", "--steps", 40)
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stderr.splitlines() if line.startswith("lr-find: step ")]
+    assert progress and progress[0].startswith("lr-find: step 4/40  lr ")
+    assert not any(line.startswith("lr-find:") for line in result.stdout.splitlines())
+
+    from fashionmlp.lrfind import RangeTest, lr_find_figure
+
+    test = RangeTest([1e-3, 1e-2], [2.3, 2.2], [2.3, 2.25], "end", 0.0, 2)
+    assert lr_find_figure(test, None, None, label_smoothing=0.1).axes[0].get_ylabel() == \
+        "training loss (cross-entropy with label smoothing 0.1)"
+    assert lr_find_figure(test, None, None).axes[0].get_ylabel() == "training loss (cross-entropy)"
