@@ -565,13 +565,17 @@ class _TrialStop:
 
 
 class _Report(Progress):
-    """Reports the metric after each epoch to the trial and asks the pruner whether to go on."""
+    """Reports the metric after each epoch to the trial (and a line to `echo`) and asks the pruner whether to
+    go on."""
 
-    def __init__(self, trial, spec: SweepSpec, stop: _TrialStop):
-        self.trial, self.spec, self.stop = trial, spec, stop
+    def __init__(self, trial, spec: SweepSpec, stop: _TrialStop, echo: Callable[[str], None] = lambda line: None):
+        self.trial, self.spec, self.stop, self.echo = trial, spec, stop, echo
 
     def end_epoch(self, result, epochs: int) -> None:
-        self.trial.report(result.metrics[self.spec.metric], result.epoch)
+        value = result.metrics[self.spec.metric]
+        self.echo(f"trial {self.trial.number:>3} epoch {result.epoch}/{epochs}  {self.spec.metric} {value:.4f}  "
+                  f"{result.metrics['seconds']:.1f}s")
+        self.trial.report(value, result.epoch)
         if result.epoch < epochs and self.trial.should_prune():
             self.stop.pruned = True  # the run stops after the next step; that unfinished epoch is dropped
 
@@ -628,7 +632,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], should_stop: Callable[[]
         run_dir = job.sweep_dir / name
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
         stop = _TrialStop(should_stop)
-        result = train(cfg, run_dir=run_dir, data=data, progress=_Report(trial, spec, stop), should_stop=stop,
+        result = train(cfg, run_dir=run_dir, data=data, progress=_Report(trial, spec, stop, echo), should_stop=stop,
                        command=job.command)
         trial.set_user_attr("epochs", result.summary["epochs"])
         trial.set_user_attr("status", result.status)

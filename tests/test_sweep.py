@@ -90,6 +90,9 @@ def test_grid_sweep_gives_exactly_its_grid(sweep_config, tmp_path):
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert "the grid has 4 points: 4 trials, not 10" in result.stdout
+    for number in range(4):  # progress while a trial trains: a line per epoch
+        assert [line.split()[3] for line in result.stdout.splitlines()
+                if line.startswith(f"trial   {number} epoch")] == ["1/2", "2/2"]
     folder = sweep_dir(tmp_path / "runs")
     assert Path(result.stdout.strip().splitlines()[-1]) == folder
     rows = trials_csv(folder)
