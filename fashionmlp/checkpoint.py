@@ -22,12 +22,13 @@ FORMAT = "fashionmlp-checkpoint"
 VERSION = 1
 
 
-def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
-    """Every generator that affects training, in plain types."""
+def rng_state(data_generator: torch.Generator, torch_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every generator that affects training, in plain types. `torch_generator` stands in for torch's global one
+    (a member of a population draws its dropout masks from its own)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {
-        "torch": torch.get_rng_state(),
+        "torch": torch.get_rng_state() if torch_generator is None else torch_generator.get_state(),
         "data": data_generator.get_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
@@ -38,8 +39,13 @@ def rng_state(data_generator: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
+def restore_rng(state: dict[str, Any], data_generator: torch.Generator,
+                torch_generator: torch.Generator | None = None) -> None:
+    """Put back what rng_state saved (torch's global generator's state into `torch_generator` when given)."""
+    if torch_generator is None:
+        torch.set_rng_state(state["torch"])
+    else:
+        torch_generator.set_state(state["torch"])
     data_generator.set_state(state["data"])
     np_state = state["numpy"]
     np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
@@ -52,7 +58,8 @@ def restore_rng(state: dict[str, Any], data_generator: torch.Generator) -> None:
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                     global_step: int, config: dict, history: list[dict], step_losses: list[float],
-                    best: dict, data_generator: torch.Generator, ema: AveragedModel | None = None) -> None:
+                    best: dict, data_generator: torch.Generator, ema: AveragedModel | None = None,
+                    torch_generator: torch.Generator | None = None) -> None:
     """`model` holds the weights that are evaluated: the EMA's when there is one; the trained weights and the
     EMA's update count then go under "ema", for resume."""
     state = {
@@ -60,7 +67,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         "model": model.state_dict() if ema is None else ema.module.state_dict(),
         "optimizer": optimizer.state_dict(), "history": history,
         "step_losses": torch.tensor(step_losses, dtype=torch.float64), "best": best,
-        "rng": rng_state(data_generator),
+        "rng": rng_state(data_generator, torch_generator),
     }
     if ema is not None:
         state["ema"] = {"trained_weights": model.state_dict(), "n_averaged": ema.n_averaged.cpu()}

@@ -31,11 +31,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int = 0) -> None:
-    """Intra-op threads: `threads`, or (0) every core this process may use."""
+def set_threads(threads: int = 0) -> int:
+    """Intra-op threads: `threads`, or (0) every core this process may use; returns the count now in use."""
     threads = threads or len(os.sched_getaffinity(0))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    return threads
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
@@ -62,9 +63,16 @@ def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
     return cfg.model.name == "cnn" and cfg.train.channels_last and device.type == "cpu"
 
 
+def dtype_of(cfg: RunConfig) -> torch.dtype:
+    """The floating-point type of the weights and images: float64 with train.precision fp64, else float32 (bf16
+    autocasts the forward pass of float32 weights)."""
+    return torch.float64 if cfg.train.precision == "fp64" else torch.float32
+
+
 def prepare_model(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
-    """The config's model, freshly initialized from torch's global generator, on `device` in its best layout."""
-    model = build_model(cfg.model).to(device)
+    """The config's model, freshly initialized from torch's global generator (in float32, then cast for fp64),
+    on `device` in its best layout."""
+    model = build_model(cfg.model).to(device, dtype_of(cfg))
     if uses_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -75,6 +83,14 @@ def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> 
     parameters with their gradients, up to two optimizer states and the EMA's average, the activations of one
     training batch (kept for backward, and their gradients), those of one evaluation batch (two with flip TTA),
     and the images as float32 tensors."""
+    per_model, shared = memory_parts(cfg, n_images, n_train)
+    return per_model + shared
+
+
+def memory_parts(cfg: RunConfig, n_images: int, n_train: int | None = None) -> tuple[int, int]:
+    """memory_needed in two parts: what each model trained at once needs (its weights, gradients, optimizer
+    states, EMA, one training batch's activations, its share of an evaluation batch), and what models of one
+    population share (the images)."""
     with torch.device("meta"):
         model = build_model(cfg.model).eval()  # eval: BatchNorm refuses a training batch of one image
     n_params = sum(p.numel() for p in model.parameters())
@@ -94,16 +110,21 @@ def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> 
     batch, eval_batch = min(cfg.train.batch_size, n_train), min(cfg.train.eval_batch_size, n_images)
     copies = 4 + (1 if cfg.train.ema else 0)  # weights, gradients, two optimizer states (+ the EMA's average)
     eval_batch *= 2 if cfg.train.tta == "flip" else 1  # each image and its mirror in one forward pass
-    floats = copies * n_params + 2 * per_sample * batch + per_sample * eval_batch + n_images * 28 * 28
-    return 4 * floats
+    per_model = copies * n_params + 2 * per_sample * batch + per_sample * eval_batch
+    size = 8 if cfg.train.precision == "fp64" else 4
+    return size * per_model, size * n_images * 28 * 28
+
+
+def memory_total(device: torch.device) -> tuple[int, str]:
+    """The memory of `device` in bytes, and how to name it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"{device}'s"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
 
 
 def check_memory(cfg: RunConfig, device: torch.device, n_images: int, n_train: int) -> None:
     """Refuse, before a run folder exists, a model and batch size that cannot fit in this machine's memory."""
-    if device.type == "cuda":
-        total, what = torch.cuda.get_device_properties(device).total_memory, f"{device}'s"
-    else:
-        total, what = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's"
+    total, what = memory_total(device)
     need = memory_needed(cfg, n_images, n_train)
     if need > 0.9 * total:
         widths = f"model.hidden {list(cfg.model.hidden)}" + (
@@ -111,3 +132,10 @@ def check_memory(cfg: RunConfig, device: torch.device, n_images: int, n_train: i
         raise UserError(f"{widths} at train.batch_size {min(cfg.train.batch_size, n_train)} need about "
                         f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state, one batch's activations), "
                         f"more than {what} {total / 2**30:,.1f} GiB; use smaller widths or batches")
+
+
+def largest_population(cfg: RunConfig, device: torch.device, n_images: int, n_train: int) -> int:
+    """How many models of `cfg`'s shape fit in the device's memory when trained at once (0: not even one)."""
+    per_model, shared = memory_parts(cfg, n_images, n_train)
+    total, _ = memory_total(device)
+    return max(0, int((0.9 * total - shared) // per_model))

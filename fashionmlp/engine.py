@@ -1,4 +1,8 @@
-"""Training and evaluation loops: they compute and return numbers; no file I/O, no printing."""
+"""Training and evaluation of one model: they compute and return numbers; no file I/O, no printing.
+
+`train_step` is the one optimizer step (used by `fit` and by the learning-rate range test), `fit` yields one
+EpochResult per epoch, and a `StopRequest` is how a caller (Ctrl-C, a sweep's pruner) asks it to stop.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,7 +20,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from fashionmlp.data import TensorSplit
+from fashionmlp.metrics import confusion_counts
 from fashionmlp.optim import set_lr
+from fashionmlp.progress import EpochResult, StopRequest
 from fashionmlp.status import DIVERGED, INTERRUPTED
 
 CHECK_FINITE_EVERY = 50  # steps between the (synchronizing) checks for a non-finite loss
@@ -27,6 +33,45 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained and evaluated beyond the model and optimizer (the defaults: plain training)."""
+
+    lr_for_step: Callable[[int], float] | None = None  # learning rate of a 0-based global optimizer step
+    label_smoothing: float = 0.0  # weight of the uniform target in the training loss
+    ema: AveragedModel | None = None  # updated after every step; evaluated instead of the model when given
+    tta: bool = False  # evaluate on each image and its mirror
+    eval_batch_size: int = 2000
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16: forward pass and loss under torch.autocast
+
+    def evaluated(self, model: nn.Module) -> nn.Module:
+        """The model that is evaluated and saved: the EMA's average when there is one."""
+        return model if self.ema is None else self.ema.module
+
+
+PLAIN = Recipe()
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               recipe: Recipe = PLAIN) -> torch.Tensor:
+    """One optimizer step on the batch (x, y): forward and loss (with the recipe's autocast and label smoothing),
+    backward, step, EMA update. Returns the batch's mean loss, detached, on the device (no synchronization)."""
+    smoothing = {"label_smoothing": recipe.label_smoothing} if recipe.label_smoothing else {}
+    with _autocast(x.device.type, recipe.autocast):
+        loss = F.cross_entropy(model(x), y, **smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if recipe.ema is not None:
+        recipe.ema.update_parameters(model)
+    return loss.detach()
+
+
+def _autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """torch.autocast, or no context at all when off (even a disabled autocast context costs time per step)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
 
 
 @dataclass
@@ -46,17 +91,13 @@ class TrainStats:
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                    should_stop: Callable[[], bool] = lambda: False,
-                    on_step: Callable[[int], None] | None = None,
-                    autocast: torch.dtype | None = None,
-                    lr_for_step: Callable[[int], float] | None = None,
-                    label_smoothing: float = 0.0,
-                    ema: AveragedModel | None = None) -> TrainStats:
+                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], recipe: Recipe = PLAIN, *,
+                    first_step: int = 0, stop: StopRequest | None = None,
+                    on_step: Callable[[int], None] | None = None) -> TrainStats:
     """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks).
 
-    `autocast` (e.g. torch.bfloat16) runs the forward pass and loss under torch.autocast; `lr_for_step(i)` sets
-    the learning rate before the epoch's 0-based step i; `ema` is updated after every optimizer step.
+    The recipe's lr_for_step sets the learning rate of global step first_step + i before the epoch's step i;
+    `on_step(i)` is told after each step (1-based); `stop` is checked after each step.
     """
     model.train()
     losses: list[torch.Tensor] = []
@@ -64,45 +105,32 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     samples = 0
     nonfinite_step = None
     interrupted = False
-    smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
     start = time.perf_counter()
     for x, y in batches:
-        if lr_for_step is not None:
-            set_lr(optimizer, lr_for_step(len(losses)))
-        with _autocast(x.device.type, autocast):
-            loss = F.cross_entropy(model(x), y, **smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        losses.append(loss.detach())
+        if recipe.lr_for_step is not None:
+            set_lr(optimizer, recipe.lr_for_step(first_step + len(losses)))
+        losses.append(train_step(model, optimizer, x, y, recipe))
         sizes.append(len(y))
         samples += len(y)
         if on_step is not None:
             on_step(len(losses))
         if len(losses) % CHECK_FINITE_EVERY == 0:  # only the steps since the last check
-            nonfinite_step = _first_nonfinite(losses, len(losses) - CHECK_FINITE_EVERY)
+            nonfinite_step = first_nonfinite(losses, len(losses) - CHECK_FINITE_EVERY)
             if nonfinite_step is not None:
                 break
-        if should_stop():
+        if stop is not None and stop.requested:
             interrupted = True
             break
     step_losses = torch.stack(losses).double().cpu() if losses else torch.zeros(0, dtype=torch.float64)
     seconds = time.perf_counter() - start
     if nonfinite_step is None:
-        nonfinite_step = _first_nonfinite(losses)
+        nonfinite_step = first_nonfinite(losses)
     # Each step's loss is its batch's mean; weight by batch size so a short last batch counts less.
     train_loss = float((step_losses * torch.tensor(sizes, dtype=torch.float64)).sum() / max(samples, 1))
     return TrainStats(train_loss, step_losses.tolist(), samples, seconds, nonfinite_step, interrupted)
 
 
-def _autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """torch.autocast, or no context at all when off (even a disabled autocast context costs time per step)."""
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
-
-
-def _first_nonfinite(losses: list[torch.Tensor], start: int = 0) -> int | None:
+def first_nonfinite(losses: list[torch.Tensor], start: int = 0) -> int | None:
     """1-based step of the first non-finite loss among losses[start:], or None."""
     if len(losses) <= start:
         return None
@@ -121,7 +149,7 @@ def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 2000, tta: 
     """Mean loss, accuracy and the 10x10 confusion matrix (rows: true class, columns: predicted)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.x.device)
-    confusion = torch.zeros(100, dtype=torch.int64, device=split.x.device)
+    confusion = torch.zeros((10, 10), dtype=torch.int64, device=split.x.device)
     for start in range(0, len(split), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         if tta:
@@ -130,8 +158,8 @@ def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 2000, tta: 
         else:
             scores = model(x)  # logits
             loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
-        confusion += torch.bincount(y * 10 + scores.argmax(1), minlength=100)
-    confusion = confusion.view(10, 10).cpu()
+        confusion += confusion_counts(y, scores.argmax(1))
+    confusion = confusion.cpu()
     n = max(len(split), 1)
     return {"loss": float(loss_sum) / n, "accuracy": float(confusion.diagonal().sum()) / n,
             "confusion": confusion.tolist()}
@@ -145,65 +173,17 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 2000, tta
     return torch.cat([proba(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-class Progress:
-    """What a run reports while it works; the CLI shows it, tests and the comparison may ignore it."""
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step(self, done: int) -> None: ...
-    def end_epoch(self, result: EpochResult, epochs: int) -> None: ...
-    def close(self) -> None: ...
-
-
-class StopFlag:
-    """Set by a signal handler; `fit` checks it after every step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.reason = INTERRUPTED  # the run's status when it stops (a sweep's pruner sets PRUNED)
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
-@dataclass
-class EpochResult:
-    """What `fit` yields after each epoch: the metrics row, the per-step losses and how the epoch ended."""
-
-    epoch: int
-    metrics: dict  # epoch, train_loss, test_loss, test_accuracy, lr, seconds (+ val_loss, val_accuracy)
-    step_losses: list[float]
-    samples_per_second: float
-    confusion: list[list[int]] = field(default_factory=list)
-    status: str = "ok"  # ok, or status.DIVERGED / status.INTERRUPTED
-    nonfinite_step: int | None = None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How `fit` trains and evaluates beyond the model and optimizer (the defaults: plain training)."""
-
-    lr_for_step: Callable[[int], float]  # learning rate of a 0-based global optimizer step
-    label_smoothing: float = 0.0
-    ema: AveragedModel | None = None  # evaluated instead of the model when given
-    tta: bool = False  # evaluate on each image and its mirror
-    eval_batch_size: int = 2000
-    autocast: torch.dtype | None = None
-
-
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
         batches_for_epoch: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
         recipe: Recipe, test: TensorSplit, val: TensorSplit | None = None, first_step: int = 0,
-        should_stop: Callable[[], bool] = lambda: False, on_step: Callable[[int], None] | None = None
-        ) -> Iterator[EpochResult]:
+        stop: StopRequest | None = None, on_step: Callable[[int], None] | None = None) -> Iterator[EpochResult]:
     """Train over `epochs` (global optimizer steps counted from `first_step`), yielding one EpochResult per
     epoch; stops after a diverged or interrupted epoch."""
-    evaluated = model if recipe.ema is None else recipe.ema.module
+    evaluated = recipe.evaluated(model)
     step = first_step
     for epoch in epochs:
-        stats = train_one_epoch(model, optimizer, batches_for_epoch(epoch), should_stop=should_stop,
-                                on_step=on_step, autocast=recipe.autocast,
-                                lr_for_step=lambda i, first=step: recipe.lr_for_step(first + i),
-                                label_smoothing=recipe.label_smoothing, ema=recipe.ema)
+        stats = train_one_epoch(model, optimizer, batches_for_epoch(epoch), recipe, first_step=step, stop=stop,
+                                on_step=on_step)
         lr = optimizer.param_groups[0]["lr"]  # the epoch's last step's
         step += len(stats.step_losses)
         row = {"epoch": epoch, "train_loss": stats.train_loss, "lr": lr, "seconds": stats.seconds}
@@ -220,4 +200,3 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
             checked = evaluate(evaluated, val, recipe.eval_batch_size, recipe.tta)
             row.update(val_loss=checked["loss"], val_accuracy=checked["accuracy"])
         yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, tested["confusion"])
-

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from fashionmlp.data import CLASSES, TensorSplit, load_data, normalize
+from fashionmlp.device import dtype_of
 from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
+from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
 from fashionmlp.savedrun import load_run
 from fashionmlp.tracking import write_json
@@ -30,11 +32,6 @@ class EvaluationReport:
     notes: list[str] = field(default_factory=list)  # e.g. that best.pt was chosen on the test set
 
 
-def per_class_accuracy(confusion: list[list[int]]) -> list[float]:
-    cm = np.asarray(confusion, dtype=np.float64)
-    return (cm.diagonal() / np.maximum(cm.sum(axis=1), 1)).tolist()
-
-
 def format_confusion(confusion: list[list[int]]) -> str:
     short = [c.split("/")[0][:7] for c in CLASSES]
     lines = ["true \\ predicted".ljust(16) + "".join(f"{s:>8}" for s in short)]
@@ -49,8 +46,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     run = load_run(run_dir, checkpoint, device)
     checkpoint = run.name
     data = load_data(run.cfg, data_dir)
-    result = evaluate(run.model, TensorSplit.from_split(data.test, run.device), run.cfg.train.eval_batch_size,
-                      tta=run.cfg.train.tta == "flip")
+    test = TensorSplit.from_split(data.test, run.device, dtype_of(run.cfg))
+    result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
     title = f"{Path(run_dir).name} ({checkpoint}.pt, epoch {run.epoch}): test accuracy {result['accuracy']:.2%}"
@@ -155,7 +152,7 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
     lines = []
     if image is not None:
         pixels = read_image(image, invert, warn)
-        x = normalize(torch.from_numpy(pixels[None].copy())).to(run.device)
+        x = normalize(torch.from_numpy(pixels[None].copy())).to(run.device, dtype_of(run.cfg))
         lines.append(_format_top(f"{image}", top_k(predict_proba(run.model, x, tta=tta))[0]))
     if indices or grid is not None:
         test = load_data(run.cfg, data_dir).test
@@ -163,13 +160,13 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
         if bad:
             raise UserError(f"--index {bad[0]}: out of range; allowed: 0 to {len(test.labels) - 1}")
         if indices:
-            x = normalize(torch.from_numpy(test.images[indices])).to(run.device)
+            x = normalize(torch.from_numpy(test.images[indices])).to(run.device, dtype_of(run.cfg))
             for i, top in zip(indices, top_k(predict_proba(run.model, x, tta=tta))):
                 lines.append(_format_top(f"test image {i} (true: {CLASSES[test.labels[i]]})", top))
         if grid is not None:
             chosen = list(range(min(16, len(test.labels))))
-            probs = predict_proba(run.model, normalize(torch.from_numpy(test.images[chosen])).to(run.device),
-                                  tta=tta).cpu()
+            x = normalize(torch.from_numpy(test.images[chosen])).to(run.device, dtype_of(run.cfg))
+            probs = predict_proba(run.model, x, tta=tta).cpu()
             figure = prediction_grid(test.images[chosen], test.labels[chosen].tolist(), probs.argmax(1).tolist(),
                                      probs.max(1).values.tolist())
             try:

@@ -8,7 +8,6 @@ exceeds 4x its minimum or a loss is non-finite. Nothing is checkpointed: the wei
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,24 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
 
 from fashionmlp.config import RunConfig
-from fashionmlp.data import (
-    TensorSplit,
-    augmented,
-    check_trainable,
-    epoch_order,
-    fast_batches,
-    images_per_epoch,
-    load_data,
-)
-from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
-from fashionmlp.engine import seed_everything
+from fashionmlp.data import TensorSplit, augmented, epoch_order, fast_batches, images_per_epoch
+from fashionmlp.device import dtype_of
+from fashionmlp.engine import PLAIN, Recipe, train_step
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, set_lr
-from fashionmlp.tracking import check_writable, create_run_dir, versions, write_config, write_csv, write_json
+from fashionmlp.plots.lrfind import lr_find_figure
+from fashionmlp.session import prepare
+from fashionmlp.tracking import create_run_dir, versions, write_config, write_csv, write_json
 
 LR_LIMITS = (1e-12, 1e12)  # --start and --end: far beyond any useful lr, and a log axis that matplotlib can draw
 MAX_STEPS = 10_000  # ~21 epochs of the full training set at batch 128: far more than a range test needs
@@ -147,11 +138,10 @@ def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = 
 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, *,
-               autocast: torch.dtype | None = None, label_smoothing: float = 0.0,
+               batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, recipe: Recipe = PLAIN, *,
                on_step: Callable[[int, float, float], None] | None = None) -> RangeTest:
-    """Train one batch per learning rate in `lrs`; no file I/O. `on_step(step, lr, smoothed loss)` is told of
-    each step (for progress)."""
+    """Train one batch per learning rate in `lrs` with engine.train_step (the recipe's autocast and label
+    smoothing); no file I/O. `on_step(step, lr, smoothed loss)` is told of each step (for progress)."""
     beta = smoothing_beta(len(lrs))
     model.train()
     losses: list[float] = []
@@ -159,13 +149,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     average, best, stop = 0.0, math.inf, "end"
     for step, (lr, (x, y)) in enumerate(zip(lrs.tolist(), batches), start=1):
         set_lr(optimizer, lr)
-        context = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
-        with context:
-            loss = F.cross_entropy(model(x), y, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())  # one sync per step: the stop rule needs every value
+        value = float(train_step(model, optimizer, x, y, recipe))  # one sync per step: the stop rule needs each
         average = beta * average + (1 - beta) * value
         smooth = average / (1 - beta ** step)  # bias correction: the average starts at 0
         losses.append(value)
@@ -216,27 +200,20 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json; `echo` gets a
     progress line every tenth of the steps."""
     check_options(start, end, steps)
-    device = resolve_device(cfg.device)
-    check_writable(runs_dir)
-    data = load_data(cfg, data_dir)
-    n_train = len(data.train.labels)
-    check_trainable(cfg, n_train)
-    check_memory(cfg, device, n_train, n_train)  # only the training split goes to the device
-    set_threads(cfg.train.threads)
-    keep_freed_memory()
-    seed_everything(cfg.seed)  # as `train` does: the same initial weights and the same first batches
-    model = prepare_model(cfg, device)
+    session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
+    model, n_train = session.model, len(session.data.train.labels)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    batches = endless_batches(TensorSplit.from_split(data.train, device), cfg, torch.Generator().manual_seed(cfg.seed))
+    batches = endless_batches(TensorSplit.from_split(session.data.train, session.device, dtype_of(cfg)), cfg,
+                              torch.Generator().manual_seed(cfg.seed))
     every = max(1, steps // 10)
 
     def progress(step: int, lr: float, smooth: float) -> None:
         if step % every == 0 or step == steps:
             echo(f"lr-find: step {step}/{steps}  lr {lr:.3g}  smoothed loss {smooth:.4g}")
 
-    test = range_test(model, optimizer, batches, lr_schedule(start, end, steps),
-                      autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None,
-                      label_smoothing=cfg.train.label_smoothing, on_step=progress)
+    recipe = Recipe(label_smoothing=cfg.train.label_smoothing,
+                    autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+    test = range_test(model, optimizer, batches, lr_schedule(start, end, steps), recipe, on_step=progress)
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
     steepest, lowest = test.suggested_lr, test.min_lr
     summary = {
@@ -257,57 +234,5 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
              f"batch {cfg.train.batch_size}, seed {cfg.seed})")
     config_lr = cfg.optimizer.lr if start <= cfg.optimizer.lr <= end else None  # marked when in the range
     lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr, title,
-                   cfg.train.label_smoothing).savefig(out_dir / "lr_find.png", dpi=100)
+                   cfg.train.label_smoothing, BLOW_UP).savefig(out_dir / "lr_find.png", dpi=100)
     return LRFindResult(out_dir, test, summary)
-
-
-def smoothing_label(beta: float) -> str:
-    if beta == 0:
-        return "smoothed loss (too few steps to smooth: the loss per step)"
-    return f"smoothed loss (exponential moving average, time constant {1 / (1 - beta):.3g} steps)"
-
-
-STOP_TEXT = {"blew_up": f"stopped: smoothed loss > {BLOW_UP:g}x its minimum", "non_finite": "stopped: loss not finite"}
-
-
-def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
-                   title: str = "", label_smoothing: float = 0.0) -> Figure:
-    """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
-    lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
-    top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
-    fig = Figure(figsize=(8, 5.2), layout="constrained")
-    ax = fig.add_subplot()
-    lrs = np.asarray(test.lrs, dtype=np.float64)
-    raw = np.asarray(test.losses, dtype=np.float64)
-    smooth = np.asarray(test.smoothed, dtype=np.float64)
-    ok_raw, ok = np.isfinite(raw), np.isfinite(smooth)
-    ax.plot(lrs[ok_raw], raw[ok_raw], color="tab:blue", alpha=0.3, linewidth=0.7, label="loss per step")
-    ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta))
-    top = 1.5 * smooth[ok][0] if ok.any() else 1.0
-    marks = [(steepest, "tab:red", "--", "suggestion (steepest descent)"),
-             (None if lowest is None else lowest / 10, "tab:green", "--", "minimum of smoothed loss / 10"),
-             (config_lr, "dimgray", ":", "the config's lr")]
-    for lr, color, style, text in marks:
-        if lr is None:
-            continue
-        ax.axvline(lr, color=color, linestyle=style, linewidth=1.2, label=f"{text}: {lr:.3g}")
-        if ok.any() and lrs[0] <= lr <= lrs[-1]:
-            ax.plot([lr], [np.interp(np.log(lr), np.log(lrs[ok]), smooth[ok])], "o", color=color)
-    if test.stop in STOP_TEXT and ok.any():
-        last = np.flatnonzero(ok)[-1]
-        ax.plot([lrs[last]], [min(smooth[last], top)], "x", color="black", markersize=9, markeredgewidth=2,
-                clip_on=False, label=f"{STOP_TEXT[test.stop]} (lr {lrs[-1]:.3g})")
-    above = ok_raw & (raw > top)
-    if above.any():
-        peak = int(np.argmax(np.where(ok_raw, raw, -np.inf)))
-        ax.plot(lrs[above], np.full(above.sum(), top), "^", color="tab:blue", markersize=5, clip_on=False,
-                label=f"loss per step above the scale (up to {raw[peak]:.3g}, at lr {lrs[peak]:.3g})")
-    ax.set_ylim(0, top)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (log scale; it grows every step)")
-    ax.set_ylabel("training loss (cross-entropy" + (f" with label smoothing {label_smoothing:g})" if label_smoothing
-                                                    else ")"))
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    return fig

@@ -60,10 +60,21 @@ class SmallCNN(nn.Sequential):
                 return [conv, pool, nn.BatchNorm2d(c_out), act()]
             return [conv, pool, act()] if activation == "relu" else [conv, act(), pool]
 
-        super().__init__(
-            *block(1, c1),
-            *block(c1, c2),
-            nn.Flatten(), *_classifier(c2 * 7 * 7, hidden, activation, dropout, batchnorm))
+        first, second = block(1, c1), block(c1, c2)
+        super().__init__(*first, *second, nn.Flatten(), *_classifier(c2 * 7 * 7, hidden, activation, dropout,
+                                                                       batchnorm))
+        self.block_size = len(first)  # layers per conv block
+
+    def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, 28, 28) -> the outputs of the two conv blocks, (B, c1, 14, 14) and (B, c2, 7, 7)."""
+        layers = list(self)
+        first = x
+        for layer in layers[:self.block_size]:
+            first = layer(first)
+        second = first
+        for layer in layers[self.block_size:2 * self.block_size]:
+            second = layer(second)
+        return first, second
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

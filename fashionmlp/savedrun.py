@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
-from fashionmlp.config import ModelConfig, RunConfig, load_config
-from fashionmlp.device import keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.config import ModelConfig, RunConfig, load_config, with_values
 from fashionmlp.errors import UserError
+from fashionmlp.session import prepare
 
 CHECKPOINTS = ("best", "last")
 
@@ -99,13 +99,13 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = 
     notes = [BEST_ON_TEST] if name == "best" and not saved.data.val_size else []
     device, note = inference_device(saved, device)
     notes += [note] if note else []
-    cfg = load_config(run_dir / "config.yaml", [f"device={device}"])
+    cfg = with_values(saved, {"device": device})
     state = load_checkpoint(path)
     check_fits(cfg, state, path)
-    dev = resolve_device(cfg.device)
-    set_threads(cfg.train.threads)
-    keep_freed_memory()
-    model = prepare_model(cfg, dev)
-    load_model_state(model, state["model"], path)
-    model.eval()
-    return LoadedRun(cfg, model, dev, path, int(state["epoch"]), int(state["global_step"]), name, notes)
+    session = prepare(cfg, with_data=False)
+    load_model_state(session.model, state["model"], path)
+    session.model.eval()
+    if int(state["epoch"]) == 0:
+        notes.append(f"{path.name} is from epoch 0: the run has not finished an epoch, these are its initial weights")
+    return LoadedRun(cfg, session.model, session.device, path, int(state["epoch"]), int(state["global_step"]), name,
+                     notes)

@@ -7,7 +7,7 @@ COMPLETED = "completed"
 INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: the last completed epoch is checkpointed, resumable
 DIVERGED = "diverged"  # the training loss became non-finite
 CRASHED = "crashed"  # a bug raised: recorded beside the run, then re-raised
-PRUNED = "pruned"  # stopped early by a sweep's pruner (the caller's StopFlag.reason): not resumed by it
+PRUNED = "pruned"  # stopped early by a sweep's pruner (the caller's StopRequest.reason): not resumed by it
 FAILED_TO_LEARN = "failed to learn"  # completed, but the final accuracy is within a margin of chance (studies)
 
 EXIT_CODES = {COMPLETED: 0, PRUNED: 0, DIVERGED: 3, INTERRUPTED: 130}

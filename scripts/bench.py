@@ -35,7 +35,7 @@ import torch
 from fashionmlp.config import config_from_dict
 from fashionmlp.data import ENV_VAR, Split, TensorSplit, classic_batches, epoch_order, fast_batches, load_fashion_mnist
 from fashionmlp.device import keep_freed_memory, prepare_model, set_threads
-from fashionmlp.engine import seed_everything, train_one_epoch
+from fashionmlp.engine import Recipe, seed_everything, train_one_epoch
 from fashionmlp.models import build_model, train_flops_per_sample
 from fashionmlp.optim import build_optimizer
 
@@ -117,7 +117,7 @@ class Pipeline:
             batches = classic_batches(self.train, self.batch, order, self.workers)
         if self.steps is not None:
             batches = itertools.islice(batches, self.steps)
-        stats = train_one_epoch(self.model, self.optimizer, batches, autocast=self.autocast)
+        stats = train_one_epoch(self.model, self.optimizer, batches, Recipe(autocast=self.autocast))
         if record:
             self.rates.append(stats.samples_per_second)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from fashionmlp.config import load_config
 from fashionmlp.data import load_data
-from fashionmlp.run import TIME_TO_ACCURACY, train
+from fashionmlp.recorder import TIME_TO_ACCURACY
+from fashionmlp.run import train
 from fashionmlp.tracking import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

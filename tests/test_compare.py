@@ -1,15 +1,17 @@
 """`fashionmlp compare-optimizers` on the tiny data set."""
 
 import csv
+import json
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from fashionmlp.compare import default_study_dict, load_study
 from fashionmlp.config import read_yaml
 from fashionmlp.errors import ConfigError
+from fashionmlp.study import default_study_dict, load_study
 
 from helpers import cli, scalars, summary
 
@@ -18,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def study_config(tmp_path, tiny_data, **extra) -> Path:
     raw = default_study_dict("mlp")
-    raw.update(device="cpu", model={"name": "mlp", "hidden": [32, 32]},
-               train={"epochs": 2, "batch_size": 32, "eval_batch_size": 64},
-               data={"dir": str(tiny_data), "verify_md5": False, "download": False}, **extra)
+    raw.update({"device": "cpu", "model": {"name": "mlp", "hidden": [32, 32]},
+                "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64},
+                "data": {"dir": str(tiny_data), "verify_md5": False, "download": False}, **extra})
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -76,8 +78,8 @@ def test_summary_table_sorted_with_columns(study):
     with open(study_dir / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["optimizer", "lr", "momentum", "n", "final_train_loss", "final_test_loss",
-                             "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_epoch",
-                             "seconds_per_epoch", "status"]
+                             "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy",
+                             "best_test_accuracy_std", "best_epoch", "seconds_per_epoch", "status"]
     assert {r["optimizer"] for r in rows} == {"sgd", "nesterov", "adam", "adam_lr1"}
     accs = [float(r["final_test_accuracy"]) for r in rows]
     finite = [a for a in accs if a == a]
@@ -164,3 +166,95 @@ def test_comparison_bands_are_the_sample_std_and_epochs_are_whole():
     assert all(float(t).is_integer() for t in ax_acc.get_xticks())  # no 1.2, 1.4 ... on a short study
     assert "band: mean ± sample std over 3 seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
     assert ax_acc.get_legend() is None  # the legend sits below the panels, not over a curve
+
+
+# ---------------------------------------------------------------- engines, train --seeds, resume (issue 20)
+
+
+def study_rows(study_dir: Path) -> dict[str, dict]:
+    with open(study_dir / "summary.csv") as fh:
+        return {r["optimizer"]: r for r in csv.DictReader(fh)}
+
+
+def test_population_and_sequential_studies_agree_in_float64(tmp_path, tiny_data):
+    config = study_config(tmp_path, tiny_data)
+    dirs = {}
+    for engine in ("population", "sequential"):
+        result = cli("compare-optimizers", "--config", config, "--runs-dir", tmp_path / engine, "--engine", engine,
+                     "--seeds", "0,1", "--epochs", 2, "--set", "train.precision=fp64")
+        assert result.exit_code == 0, result.output
+        dirs[engine] = Path(result.stdout.strip().splitlines()[-1])
+        assert summary(dirs[engine] / "adam-seed1")["engine"] == ("population" if engine == "population" else "single")
+    a, b = study_rows(dirs["population"]), study_rows(dirs["sequential"])
+    assert set(a) == set(b) == {"sgd", "nesterov", "adam", "adam_lr1"}
+    for name in a:
+        for key in ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy"):
+            assert float(a[name][key]) == pytest.approx(float(b[name][key]), rel=1e-9), (name, key)
+    assert "Trained on the population engine, 8 models at once" in (dirs["population"] / "summary.md").read_text()
+
+
+def test_auto_engine_trains_the_cnn_one_run_after_another_on_a_cpu_and_says_so(tmp_path, tiny_data):
+    config = study_config(tmp_path, tiny_data, model={"name": "cnn", "channels": [4, 8], "hidden": [16]})
+    result = cli("compare-optimizers", "--config", config, "--runs-dir", tmp_path / "r", "--optimizers", "sgd",
+                 "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    assert "note: the CNN trains no faster batched on a CPU" in result.stderr
+    study_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert json.loads((study_dir / "study.json").read_text())["engine"] == "sequential"
+
+
+def test_train_seeds_writes_a_group_with_mean_and_std(write_config, tmp_path):
+    result = cli("train", "--config", write_config(train={"epochs": 2}), "--seeds", "0,1,2", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    group = Path(result.stdout.strip().splitlines()[-1])
+    assert group.name.startswith("tiny-seeds-")
+    assert sorted(p.name for p in group.iterdir() if p.is_dir()) == ["seed0", "seed1", "seed2"]
+    finals = [summary(group / f"seed{s}")["final"]["test_accuracy"] for s in range(3)]
+    row = study_rows(group)["tiny"]
+    assert row["n"] == "3" and float(row["final_test_accuracy"]) == pytest.approx(statistics.fmean(finals))
+    assert float(row["final_test_accuracy_std"]) == pytest.approx(statistics.stdev(finals))
+    assert "(mean ± std, n = 3)" in result.stdout and "best" in result.stdout
+    from helpers import accumulator
+
+    acc = accumulator(group)  # TensorBoard: the mean curve with its band, as a custom-scalars Margin chart
+    assert {"tiny/test_accuracy/mean", "tiny/test_accuracy/lower", "tiny/test_accuracy/upper"} <= set(
+        acc.Tags()["scalars"])
+    means = [e.value for e in acc.Scalars("tiny/test_accuracy/mean")]
+    assert means[-1] == pytest.approx(statistics.fmean(finals), abs=1e-6)
+    assert [e.step for e in acc.Scalars("tiny/test_accuracy/mean")] == [10, 20]  # the runs' optimizer steps
+    assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
+
+
+def test_seed_and_seeds_together_are_refused(write_config, tmp_path):
+    result = cli("train", "--config", write_config(), "--seeds", "0,1", "--seed", 3, "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and "give --seed N or --seeds LIST, not both" in result.stderr
+    bad = cli("compare-optimizers", "--model", "mlp", "--engine", "turbo", "--runs-dir", tmp_path / "x")
+    assert bad.exit_code == 2 and "--engine: 'turbo' is not allowed" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
+    from fashionmlp.study import load_study, resume_study, run_study
+
+    raw = yaml.safe_load(study_config(tmp_path, tiny_data).read_text())
+    raw["train"] = {**raw["train"], "precision": "fp64", "epochs": 3}
+    study = load_study(raw, only=["nesterov", "adam"])
+
+    class StopInEpoch2:
+        reason = "interrupted"
+        asked = 0
+
+        @property
+        def requested(self) -> bool:
+            self.asked += 1
+            return self.asked > 10 + 3  # 10 steps per epoch
+
+    stopped = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "a", stop=StopInEpoch2())
+    assert stopped.interrupted and {summary(o.run_dir)["status"] for o in stopped.outcomes} == {"interrupted"}
+    resumed = resume_study(stopped.study_dir)
+    straight = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "b")
+    assert not resumed.interrupted
+    a, b = study_rows(resumed.study_dir), study_rows(straight.study_dir)
+    for name in ("nesterov", "adam"):
+        assert float(a[name]["final_test_loss"]) == pytest.approx(float(b[name]["final_test_loss"]), rel=1e-9)
+    again = cli("compare-optimizers", "--resume", resumed.study_dir)
+    assert again.exit_code == 2 and "every run of the study has finished" in again.stderr

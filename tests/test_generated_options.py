@@ -67,11 +67,11 @@ def one_epoch_at_most(monkeypatch):
 
     original = run.run_epochs
 
-    def capped(state, *args, **kwargs):
-        cfg = state.cfg
-        state.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
-                                                                       epochs=min(cfg.train.epochs, state.epoch + 1)))
-        return original(state, *args, **kwargs)
+    def capped(trainee, session, recorders, *args, **kwargs):
+        cfg = session.cfg
+        epochs = min(cfg.train.epochs, recorders[0].epoch + 1)
+        session.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        return original(trainee, session, recorders, *args, **kwargs)
 
     monkeypatch.setattr(run, "run_epochs", capped)
     monkeypatch.setattr(resume, "run_epochs", capped)

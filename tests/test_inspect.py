@@ -14,19 +14,10 @@ from PIL import Image
 
 from fashionmlp.data import CLASSES, load_data, normalize
 from fashionmlp.engine import predict_proba
-from fashionmlp.inspection import (
-    DPI,
-    SIZES,
-    cnn_weights_figure,
-    confident_mistakes,
-    confused_pairs,
-    expected_calibration_error,
-    grid_shape,
-    mlp_weights_figure,
-    mosaic,
-    percent,
-    reliability,
-)
+from fashionmlp.inspection import DPI
+from fashionmlp.metrics import confident_mistakes, confused_pairs, expected_calibration_error, reliability
+from fashionmlp.plots import percent
+from fashionmlp.plots.model import SIZES, cnn_weights_figure, grid_shape, mlp_weights_figure, mosaic
 from fashionmlp.savedrun import load_run
 
 from helpers import accumulator, cli, run_dir_of, tiny_config

@@ -221,7 +221,8 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
     assert progress and progress[0].startswith("lr-find: step 4/40  lr ")
     assert not any(line.startswith("lr-find:") for line in result.stdout.splitlines())
 
-    from fashionmlp.lrfind import RangeTest, lr_find_figure
+    from fashionmlp.lrfind import RangeTest
+    from fashionmlp.plots.lrfind import lr_find_figure
 
     test = RangeTest([1e-3, 1e-2], [2.3, 2.2], [2.3, 2.25], "end", 0.0, 2)
     assert lr_find_figure(test, None, None, label_smoothing=0.1).axes[0].get_ylabel() == \

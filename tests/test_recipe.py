@@ -16,11 +16,13 @@ from fashionmlp import optim
 from fashionmlp.checkpoint import make_ema
 from fashionmlp.config import OptimConfig, config_from_dict
 from fashionmlp.data import augment
-from fashionmlp.engine import evaluate, predict_proba, train_one_epoch
+from fashionmlp.engine import Recipe, evaluate, predict_proba, train_one_epoch
 from fashionmlp.models import MLP, SmallCNN, build_model, n_params
 from fashionmlp.optim import build_optimizer, lr_at
+from fashionmlp.progress import StopRequest
+from fashionmlp.recorder import time_to_accuracy
 from fashionmlp.resume import resume
-from fashionmlp.run import time_to_accuracy, train
+from fashionmlp.run import train
 
 from helpers import cli, run_dir_of, summary, tiny_config
 
@@ -197,14 +199,19 @@ def test_resume_with_every_ingredient_is_bit_for_bit(tiny_data, tmp_path, model)
     cfg = config_from_dict(tiny_config(tiny_data, model=MODELS[model], **EVERYTHING))
     straight = train(cfg, runs_dir=tmp_path / "straight")
     assert straight.status == "completed" and straight.summary["epochs"] == 4
-    calls = 0
+    class StopInEpoch3(StopRequest):
+        calls = 0
 
-    def stop_in_epoch_3() -> bool:  # asked after every step: 9 steps per epoch (288 images, batch 32)
-        nonlocal calls
-        calls += 1
-        return calls == 2 * 9 + 4
+        @property
+        def requested(self) -> bool:  # read after every step: 9 steps per epoch (288 images, batch 32)
+            self.calls += 1
+            return self.calls == 2 * 9 + 4
 
-    stopped = train(cfg, runs_dir=tmp_path / "stopped", should_stop=stop_in_epoch_3)
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            pass
+
+    stopped = train(cfg, runs_dir=tmp_path / "stopped", stop=StopInEpoch3())
     assert stopped.status == "interrupted" and stopped.summary["epochs"] == 2
     resumed = resume(stopped.run_dir)
     assert resumed.status == "completed"
@@ -296,7 +303,7 @@ def test_label_smoothing_is_the_training_loss_and_only_that():
     twin = copy.deepcopy(model)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     optimizer = build_optimizer(OptimConfig(lr=0.1), model.parameters())
-    stats = train_one_epoch(model, optimizer, [(x, y)], label_smoothing=0.2)
+    stats = train_one_epoch(model, optimizer, [(x, y)], Recipe(label_smoothing=0.2))
     with torch.no_grad():
         logits = twin(x)
     assert stats.step_losses[0] == pytest.approx(float(F.cross_entropy(logits, y, label_smoothing=0.2)), rel=1e-6)
@@ -319,7 +326,7 @@ def test_ema_follows_its_formula_step_by_step():
         for key, value in model.state_dict().items():
             if value.is_floating_point():  # weights and BatchNorm statistics
                 expected[key] = value.clone() if step == 1 else 0.9 * expected[key] + 0.1 * value
-    train_one_epoch(model, optimizer, batches, on_step=replay, ema=ema)
+    train_one_epoch(model, optimizer, batches, Recipe(ema=ema), on_step=replay)
     averaged = ema.module.state_dict()
     assert int(ema.n_averaged) == 4
     for key, value in expected.items():

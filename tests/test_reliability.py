@@ -319,7 +319,8 @@ BAD_INPUTS = [
         ("checkpoint does not fit", lambda e: ["evaluate", str(e.wrong_fit)], "checkpoint does not fit the configured model"),
         ("resume: checkpoint does not fit", lambda e: ["train", "--resume", str(e.wrong_fit), "--epochs", "9"],
          "checkpoint does not fit the configured model"),
-        ("malicious checkpoint", lambda e: ["evaluate", str(e.evil)], "not a readable fashionmlp checkpoint"),
+        ("malicious checkpoint", lambda e: ["evaluate", str(e.evil), "--checkpoint", "best"],
+         "not a readable fashionmlp checkpoint"),
         ("evaluate: not a run", lambda e: ["evaluate", str(e.tmp)], "is not a fashionmlp run"),
         ("predict: not a run", lambda e: ["predict", str(e.tmp / "notes.txt"), "--index", "1"], "is a file, not a directory"),
         ("predict: missing image", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "nope.png")], "no such file"),
@@ -362,7 +363,8 @@ BAD_INPUTS = [
      ".txt is not a picture format"),
     ("predict: --grid in a missing folder", lambda e: ["predict", str(e.good_run), "--grid", str(e.tmp / "no" / "g.png")],
      "does not exist"),
-    ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished)], "--checkpoint last"),
+    ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished), "--checkpoint", "best"],
+     "--checkpoint last"),
 ] + ([] if torch.cuda.is_available() else [
     ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
 ])

@@ -53,10 +53,10 @@ def quick_pictures(monkeypatch):
     check trials, not pictures (test_grid_sweep_gives_exactly_its_grid keeps the real ones)."""
     from matplotlib.figure import Figure
 
-    from fashionmlp import run
+    from fashionmlp import recorder
 
-    monkeypatch.setattr(run, "loss_curve", lambda *args, **kwargs: Figure(figsize=(1, 1)))
-    monkeypatch.setattr(run, "confusion_matrix", lambda *args, **kwargs: Figure(figsize=(1, 1)))
+    monkeypatch.setattr(recorder, "loss_curve", lambda *args, **kwargs: Figure(figsize=(1, 1)))
+    monkeypatch.setattr(recorder, "confusion_matrix", lambda *args, **kwargs: Figure(figsize=(1, 1)))
 
 
 def sweep_dir(runs: Path) -> Path:

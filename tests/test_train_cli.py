@@ -96,8 +96,10 @@ def test_predict_index_and_grid(trained, tmp_path):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("test image")]
     assert len(lines) == 2 and lines[0].count("%") == 3
-    probs = [float(p.rsplit(" ", 1)[1].rstrip("%")) for p in lines[0].split(": ", 1)[1].split(", ")]
-    assert probs == sorted(probs, reverse=True) and sum(probs) <= 100.05
+    shown = [p.rsplit(" ", 1)[1].rstrip("%") for p in lines[0].split(": ", 1)[1].split(", ")]
+    probs = [float(p.lstrip("<>")) for p in shown]  # '<0.1' and '>99.9': a tiny or near-certain probability
+    assert probs == sorted(probs, reverse=True)
+    assert sum(0.0 if p.startswith("<") else float(p.lstrip(">")) for p in shown) <= 100.05
     assert Image.open(tmp_path / "g.png").size[0] > 100
 
 
@@ -260,3 +262,18 @@ def test_a_run_trained_on_cuda_is_evaluated_on_the_cpu_where_cuda_is_absent(good
             in result.stderr
     explicit = cli("evaluate", run, "--device", "cuda")  # asked for: refused, as before
     assert explicit.exit_code == 2 and "CUDA is not available" in explicit.stderr
+
+
+def test_evaluating_a_run_without_a_finished_epoch_says_so(write_config, tmp_path):
+    from fashionmlp.config import load_config
+    from fashionmlp.progress import StopRequest
+    from fashionmlp.run import train
+
+    stop = StopRequest()
+    stop.request()  # stops after the first step: checkpoints/last.pt keeps the initial weights
+    result = train(load_config(write_config()), runs_dir=tmp_path, stop=stop)
+    assert result.status == "interrupted" and not (result.run_dir / "checkpoints" / "best.pt").exists()
+    evaluated = cli("evaluate", result.run_dir)
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "note: last.pt is from epoch 0: the run has not finished an epoch, these are its initial weights" \
+        in evaluated.stderr

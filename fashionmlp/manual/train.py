@@ -177,3 +177,12 @@ def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False)
             return
         yield ManualEpoch(epoch, lr, total / len(y), test_loss, test_acc, seconds, val_loss, val_acc,
                           worst if twin else None, twin.max_diff(net) if twin else None)
+
+
+def describe(cfg: RunConfig, data: FashionMNIST, crosscheck: bool = False) -> str:
+    """The first line of `manual train`: the network, the optimizer, the batch and the data."""
+    val = f", {len(data.val.labels)} validation images" if data.val is not None else ""
+    schedule = f" ({cfg.optimizer.schedule})" if cfg.optimizer.schedule != "constant" else ""
+    return (f"NumPy MLP {[784, *cfg.model.hidden, 10]} ({cfg.model.activation}), SGD lr {cfg.optimizer.lr:g}"
+            f"{schedule}, batch {cfg.train.batch_size}, {len(data.train.labels)} training images{val}"
+            + (", with a torch float64 twin" if crosscheck else ""))

@@ -1,0 +1,163 @@
+"""What every command shares: the typer apps, the options declared once (each with its own name: typer 0.27
+names an undeclared option after its metavar), user errors as one line and exit code 2, and Ctrl-C."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import shlex
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fashionmlp.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, evaluate, predict, "
+                       "and NumPy backpropagation (manual).")
+manual_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="NumPy implementations of backprop, checked against torch.")
+app.add_typer(manual_app, name="manual")
+
+DEBUG_ENV = "FASHIONMLP_DEBUG"
+RUNS = Path("runs")  # where folders are made when --runs-dir is not given
+VERBOSE = contextvars.ContextVar("fashionmlp_verbose", default=False)  # set by the root callback per invocation
+ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fashionmlp_argv", default=None)
+
+# ---------------------------------------------------------------- options, declared once
+
+
+def config_option(help: str) -> typer.models.OptionInfo:
+    """--config/-c FILE; each command says what its config holds."""
+    return typer.Option("--config", "-c", metavar="FILE", help=help)
+
+
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1; a mapping "
+         "edits a section: --set 'model={activation: tanh}'")]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
+                                      "$FASHIONMLP_DATA_DIR, then ./data).")]
+RunsDir = Annotated[Path | None, typer.Option(
+    "--runs-dir", metavar="DIR", help="Where the command's folder is made (a sweep's is found there to continue "
+                                      "it) [default: runs].")]
+Epochs = Annotated[int | None, typer.Option("--epochs", metavar="N", help="Number of epochs (overrides "
+                                                                          "train.epochs).")]
+Device = Annotated[str | None, typer.Option(
+    "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
+Engine = Annotated[str, typer.Option(
+    "--engine", metavar="auto|population|sequential", help="population: every run at once, batched (faster); "
+    "sequential: one after another; auto: population, except the CNN on a CPU, where batching does not pay.")]
+Seeds = Annotated[str | None, typer.Option(
+    "--seeds", metavar="LIST", help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std over them.")]
+RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")]
+Checkpoint = Annotated[str | None, typer.Option(
+    "--checkpoint", metavar="best|last", help="Which checkpoint of the run (default: best when the run has a "
+                                              "validation split, which chose it; else last).")]
+
+
+# ---------------------------------------------------------------- errors, interruption, the command line
+
+
+def verbose() -> bool:
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return flag not in ("", "0", "false", "no", "off") or VERBOSE.get()
+
+
+def err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def note(message: str) -> None:
+    err(f"note: {message}")
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and exit code 2 (the traceback too with --verbose)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if verbose():
+                traceback.print_exc()
+            err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show full tracebacks (or set "
+                                                                     f"{DEBUG_ENV}=1).")] = False) -> None:
+    VERBOSE.set(verbose)
+
+
+@contextmanager
+def graceful_stop() -> Iterator:
+    """First Ctrl-C/SIGTERM: finish the step, save, exit 130. Second Ctrl-C: exit at once. Yields the
+    StopRequest the training loops read."""
+    from fashionmlp.progress import StopRequest
+
+    stop = StopRequest()
+
+    def handler(signum, frame):
+        if stop.requested:
+            err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact)")
+            os._exit(130)
+        stop.request()
+        err(f"\n{signal.Signals(signum).name}: stopping after this step (press Ctrl-C again to quit at once)")
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. embedded): no handlers, no graceful stop
+        pass
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def command_line() -> str | None:
+    """This invocation as the user would type it again (recorded in summary.json); None when not run by main()."""
+    argv = ARGV.get()
+    return None if argv is None else shlex.join(["fashionmlp", *argv])
+
+
+def csv_list(text: str | None, option: str, kind=str) -> list | None:
+    """A comma-separated option value as a list of `kind`, or None when the option was not given."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [kind(t) for t in items]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected a comma-separated list, e.g. {option} 0,1,2") from None
+    if not values:
+        raise UserError(f"{option} {text!r}: the list is empty")
+    return values
+
+
+def parse_number(text: str, option: str, kind: type = float) -> float:
+    """Parse an option's number here, so a bad one is one `error:` line like every other mistake."""
+    from fashionmlp.config import float_problem
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r}: not a {'whole number' if kind is int else 'number'}") from None
+    problem = float_problem(text, value) if kind is float else None
+    if problem:
+        raise UserError(f"{option} {text!r} {problem}")
+    return value

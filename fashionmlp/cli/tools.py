@@ -1,0 +1,138 @@
+"""Tools around training: `lr-find` (the learning-rate range test), `inspect` (pictures of a trained model) and
+`manual check|train` (backpropagation in NumPy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fashionmlp.cli.common import (
+    RUNS,
+    Checkpoint,
+    DataDir,
+    Device,
+    Epochs,
+    Overrides,
+    RunDir,
+    RunsDir,
+    app,
+    command_line,
+    config_option,
+    err,
+    manual_app,
+    note,
+    parse_number,
+    user_errors,
+)
+from fashionmlp.cli.show import manual_epoch_line
+from fashionmlp.errors import UserError
+
+
+@app.command("lr-find")
+@user_errors
+def lr_find(
+    config: Annotated[Path | None, config_option("YAML experiment config, e.g. configs/mlp_sgd.yaml.")] = None,
+    set_: Overrides = None,
+    start: Annotated[str, typer.Option("--start", metavar="LR", help="First learning rate, > 0.")] = "1e-6",
+    end: Annotated[str, typer.Option("--end", metavar="LR", help="Last learning rate, > --start.")] = "10",
+    steps: Annotated[str, typer.Option("--steps", metavar="N", help=(
+        "Batches, one learning rate each, growing exponentially from --start to --end; 1 to 10000."))] = "200",
+    runs_dir: RunsDir = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Learning-rate range test: train with an exponentially growing lr until the loss blows up; prints the
+    suggested lr and the folder with lr_find.png and lr_find.csv (no checkpoint is kept)."""
+    from fashionmlp.config import load_config
+    from fashionmlp.lrfind import check_options, run_lr_find
+
+    start_lr, end_lr = parse_number(start, "--start"), parse_number(end, "--end")
+    n = parse_number(steps, "--steps", int)
+    check_options(start_lr, end_lr, n)
+    if config is None:
+        raise UserError("--config is required (e.g. --config configs/mlp_sgd.yaml)")
+    cfg = load_config(config, set_ or [])
+    result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or RUNS, data_dir=data_dir,
+                         command=command_line(), echo=err)
+    typer.echo(result.message)
+    typer.echo(str(result.out_dir))
+
+
+@app.command("inspect")
+@user_errors
+def inspect_(run_dir: RunDir, checkpoint: Checkpoint = None, data_dir: DataDir = None, device: Device = None) -> None:
+    """Pictures of a trained model in RUN_DIR/inspect/: first-layer weights, confident mistakes, per-class
+    accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
+    from fashionmlp.inspection import inspect_run
+
+    report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device, echo=err)
+    for message in report.notes:
+        note(message)
+    typer.echo(report.text)
+
+
+@manual_app.command("check")
+@user_errors
+def manual_check(seed: Annotated[int, typer.Option("--seed", metavar="N", help=(
+        "Seed of the random test inputs, 0 to 2**32-1."))] = 0) -> None:
+    """Check every NumPy function and several networks against finite differences and torch.autograd.
+
+    Exit 1 if any row exceeds 1e-7 (relative, vs finite differences) or 1e-10 (vs autograd).
+    """
+    from fashionmlp.manual.check import format_table, run_checks
+
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed {seed}: out of range; allowed: 0 to {2**32 - 1}")
+    rows = run_checks(seed)
+    typer.echo(format_table(rows))
+    if not all(r.passed for r in rows):
+        raise typer.Exit(1)
+
+
+@manual_app.command("train")
+@user_errors
+def manual_train(
+    config: Annotated[Path | None, config_option(
+        "Config (default: the same as configs/manual_mlp.yaml: 784-100-100-10 ReLU, SGD lr 0.1).")] = None,
+    epochs: Epochs = None,
+    crosscheck: Annotated[bool, typer.Option("--crosscheck/--no-crosscheck", help=(
+        "Train a torch float64 twin in lockstep and report the largest per-step loss difference and final "
+        "weight difference."))] = False,
+    set_: Overrides = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch.
+
+    Exit 0 done, 2 for a config it cannot run, 3 diverged, 130 interrupted (nothing is saved).
+    """
+    from fashionmlp import status
+    from fashionmlp.config import config_from_dict, load_config, shortcut_values
+    from fashionmlp.data import load_data
+    from fashionmlp.manual.train import DEFAULTS, check_manual_config, describe, train_numpy
+
+    values = shortcut_values(epochs=epochs)
+    cfg = load_config(config, set_ or [], values) if config is not None else config_from_dict(DEFAULTS, set_ or [],
+                                                                                                values)
+    check_manual_config(cfg)
+    worst_loss, last = 0.0, None
+    try:
+        data = load_data(cfg, data_dir)
+        typer.echo(describe(cfg, data, crosscheck))
+        scheduled = cfg.optimizer.schedule != "constant"
+        for e in train_numpy(cfg, data, crosscheck=crosscheck):
+            if e.diverged_step is not None:
+                err(f"diverged: the loss became non-finite at epoch {e.epoch}, step {e.diverged_step} "
+                    f"(lr {e.lr:g}); try a lower learning rate, e.g. --set optimizer.lr={e.lr / 10:g}")
+                raise typer.Exit(status.EXIT_CODES[status.DIVERGED])
+            typer.echo(manual_epoch_line(e, cfg.train.epochs, scheduled, crosscheck))
+            worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
+            last = e
+    except KeyboardInterrupt:
+        err(f"interrupted after {last.epoch if last else 0} of {cfg.train.epochs} epochs (manual train saves "
+            "nothing)")
+        raise typer.Exit(status.EXIT_CODES[status.INTERRUPTED]) from None
+    typer.echo(f"final test accuracy {last.test_accuracy:.2%}")
+    if crosscheck:
+        typer.echo(f"crosscheck vs torch (float64, same init and batches): largest per-step loss difference "
+                   f"{worst_loss:.2e}, final parameter difference {last.max_param_diff:.2e}")

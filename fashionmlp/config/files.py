@@ -1,0 +1,163 @@
+"""Configs from YAML files and the command line, and configs derived from configs with typed values.
+
+Text is parsed only here, at the edge: a YAML file (`read_yaml`) and `--set KEY=VALUE` (`parse_override`).
+Inside the package a config is derived from another with typed values (`with_values`), checked by the same
+rules as a loaded file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fashionmlp.config.rules import build, check_path, check_whole, float_problem, show
+from fashionmlp.config.schema import RunConfig
+from fashionmlp.errors import ConfigError
+
+Overrides = list[str] | tuple[str, ...]  # --set KEY=VALUE texts, as typed on the command line
+Values = Mapping[str, Any]  # dotted key -> typed value, e.g. {"optimizer.lr": 0.1, "seed": 3}
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (plain data only) that refuses a key given twice in one mapping, and a float literal
+    that underflows to 0 or overflows to infinity, instead of silently keeping a value the user did not write."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key]}, again at line {line}); "
+                        "give each key once", key_node.start_mark)
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader's own error says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value = super().construct_yaml_float(node)
+        problem = float_problem(str(node.value).replace("_", ""), value)
+        if problem:
+            raise yaml.constructor.ConstructorError(None, None, f"{node.value} {problem}", node.start_mark)
+        return value
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load with StrictLoader's checks."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`optimizer.lr=0.1` -> (["optimizer", "lr"], 0.1); the value is read as YAML (numbers, lists, bools)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.1")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.1")
+    try:
+        value = safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text  # not YAML: keep the text; validation will judge it
+    return key.split("."), value
+
+
+def set_value(raw: dict[str, Any], path: list[str], value: Any, where: str) -> None:
+    """Set `value` at the dotted `path` of the plain config dict `raw` (in place); a mapping edits the section
+    it is set on, it never resets it. `where` names the key's origin in messages."""
+    check_path(path, where)
+    node = raw
+    for depth, part in enumerate(path[:-1]):
+        sub = node.get(part)
+        if sub is None:
+            sub = node[part] = {}
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{where}: {'.'.join(path[:depth + 1])} is not a section")
+        node = sub
+    if isinstance(value, Mapping) and isinstance(node.get(path[-1]), dict):
+        node[path[-1]] = _merged(node[path[-1]], dict(value))
+    else:
+        node[path[-1]] = value
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`base` with `update`'s keys set, recursively into sub-mappings."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """Return a copy of `raw` with each `--set` text applied (validated later, with the rest)."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        set_value(result, path, value, f"--set {text!r}")
+    return result
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with `yaml.safe_load`; every problem becomes a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.__class__.__name__}") from None
+    try:
+        raw = safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "duplicate key" in problem or "64-bit float" in problem:
+            raise ConfigError(f"config file {str(path)!r}{where}: {problem}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"config file {str(path)!r} is empty; it must be a mapping such as 'model: {{name: mlp}}'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def config_from_dict(raw: Any, overrides: Overrides = (), values: Values | None = None) -> RunConfig:
+    """Validate a plain dict, with `--set` texts and then typed `values` applied, into a frozen RunConfig."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping of keys to values, got {show(raw)}")
+    raw = apply_overrides(raw, overrides)
+    for key, value in (values or {}).items():
+        set_value(raw, key.split("."), value, key)
+    return check_whole(build(RunConfig, raw, ""))
+
+
+def load_config(path: str | Path | None, overrides: Overrides = (), values: Values | None = None) -> RunConfig:
+    """Load a config file (or the defaults when `path` is None), apply `--set` texts and typed values, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(raw, overrides, values)
+
+
+def with_values(cfg: RunConfig, values: Values) -> RunConfig:
+    """`cfg` with typed values at dotted keys, e.g. with_values(cfg, {"optimizer.lr": 0.1, "seed": 3}); the
+    result is checked by the same rules as a loaded file (a bad value is a ConfigError naming its key)."""
+    return config_from_dict(cfg.to_dict(), values=values)
+
+
+def shortcut_values(*, epochs: int | None = None, device: str | None = None, seed: int | None = None,
+                    name: str | None = None) -> dict[str, Any]:
+    """The command-line shortcuts (--epochs, --device, --seed, --name) that were given, as typed values."""
+    given = {"train.epochs": epochs, "device": device, "seed": seed, "name": name}
+    return {key: value for key, value in given.items() if value is not None}

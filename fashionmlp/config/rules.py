@@ -1,0 +1,200 @@
+"""Validation: every value passes through `coerce`, which knows the field's type and its allowed values; anything
+wrong becomes a `ConfigError` whose message is one line naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from typing import Any
+
+from fashionmlp.config.schema import MODEL_DEFAULTS, RunConfig
+from fashionmlp.errors import ConfigError
+
+
+def show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def float_problem(text: str, value: float) -> str | None:
+    """Why the float that `text` spells cannot be used as written (it underflows to 0 or overflows), or None."""
+    mantissa = text.strip().lower().lstrip("+-").split("e")[0]
+    if value == 0.0 and any(c in "123456789" for c in mantissa):
+        return "is too small for a 64-bit float (it reads as 0.0)"
+    if math.isinf(value) and mantissa not in ("inf", "infinity", ".inf"):
+        return "is too large for a 64-bit float (it reads as infinity)"
+    return None
+
+
+def check_name(name: str | None) -> None:
+    """A run name becomes one folder name under the runs directory: never a path that leads elsewhere."""
+    if name is None:
+        return
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"]
+    if not name.strip() or name in (".", "..") or bad or len(name) > 100:
+        reason = ("contains " + ", ".join(sorted({repr(c) for c in bad})) if bad else
+                  "is longer than 100 characters" if len(name) > 100 else "is not a folder name")
+        raise ConfigError(f"name: {show(name)} {reason}; a run name is one folder name: no '/' or '\\\\', "
+                          "not '.' or '..', at most 100 characters")
+
+
+def check_device(key: str, value: str) -> str:
+    if value in ("auto", "cpu", "cuda"):
+        return value
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise ConfigError(f"{key}: {show(value)} is not a device; allowed: auto, cpu, cuda, cuda:N")
+
+
+def check_range(key: str, value: float, rules: dict[str, Any]) -> None:
+    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+    allowed = " and ".join(f"{sym} {rules[r]}" for r, sym, _ in bounds if r in rules)
+    for rule, _, ok in bounds:
+        if rule in rules and not ok(value, rules[rule]):
+            raise ConfigError(f"{key}: {show(value)} is out of range; allowed: {allowed}")
+
+
+def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {show(value)} is not a boolean; allowed: true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: {show(value)} is not a whole number")
+        check_range(key, value, rules)
+        return value
+    if kind is float:
+        # YAML 1.1 reads `1e-3` as a string; accept numeric strings rather than punish the spelling.
+        if isinstance(value, str):
+            text = value
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{key}: {show(text)} is not a number") from None
+            problem = float_problem(text, value)
+            if problem:
+                raise ConfigError(f"{key}: {show(text)} {problem}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: {show(value)} is not a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {show(value)} is not a finite number")
+        check_range(key, float(value), rules)
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {show(value)} is not a string")
+        choices = rules.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {show(value)} is not allowed; allowed: {', '.join(choices)}")
+        return value
+    raise TypeError(f"no validation for type {kind!r} of {key}")
+
+
+def coerce(key: str, value: Any, annotation: Any, rules: dict[str, Any]) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(key, value, inner, rules)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{key}: {show(value)} is not a non-empty list")
+        return tuple(scalar(f"{key}[{i}]", v, args[0], rules) for i, v in enumerate(value))
+    if value is None:
+        raise ConfigError(f"{key}: a value is required (got nothing)")
+    return scalar(key, value, annotation, rules)
+
+
+def unknown_key(key: str, allowed: list[str], what: str = "config key") -> ConfigError:
+    """'unknown config key 'optimizer.lrr' (did you mean 'lr'?); allowed: ...'."""
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, list(allowed), n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {what} {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Validate a mapping against a config dataclass and return the frozen instance."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in fields:
+            raise unknown_key(f"{prefix}{key}", list(fields))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, {} if value is None else value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = coerce(f"{prefix}{key}", value, hint, dict(fields[key].metadata))
+    return cls(**kwargs)
+
+
+def check_whole(cfg: RunConfig) -> RunConfig:
+    """Rules that involve more than one key; the chosen network's defaults where the config has none."""
+    check_name(cfg.name)
+    if cfg.model.hidden is None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **MODEL_DEFAULTS[cfg.model.name]))
+    check_device("device", cfg.device)
+    if cfg.optimizer.name == "nesterov" and cfg.optimizer.momentum <= 0:
+        raise ConfigError(
+            f"optimizer.momentum: {cfg.optimizer.momentum} with optimizer.name 'nesterov'; "
+            "allowed: > 0 and < 1 (Nesterov needs momentum, e.g. 0.9)")
+    if cfg.model.name == "cnn" and len(cfg.model.channels) != 2:
+        raise ConfigError(f"model.channels: {list(cfg.model.channels)} must list two widths (one per conv block)")
+    if cfg.train.patience is not None and not cfg.data.val_size:
+        raise ConfigError(f"train.patience: {cfg.train.patience} watches the validation accuracy, and there is no "
+                          "validation split; set data.val_size too (e.g. 5000), or train.patience: null")
+    if cfg.model.batchnorm and cfg.train.batch_size < 2:
+        raise ConfigError("train.batch_size: 1 with model.batchnorm: true; BatchNorm cannot normalize a batch of "
+                          "one image: allowed: batch_size >= 2, or model.batchnorm: false")
+    if len(cfg.optimizer.betas) != 2:
+        raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
+    return cfg
+
+
+def check_int(key: str, value: Any, minimum: int) -> int:
+    """A whole number >= minimum, by the config's own rules (for sections validated outside the schema)."""
+    return scalar(key, value, int, {"ge": minimum})
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    return scalar(key, value, str, {"choices": allowed})
+
+
+def number(key: str, value: Any) -> int | float:
+    """A finite number, kept an int when it is one (a range of a whole-number key stays whole)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return scalar(key, value, float, {})
+
+
+def check_path(path: list[str], where: str) -> None:
+    """The dotted key `path` must name a field of the schema, sections only before the last part; `where` is
+    how the key was given (an option, a space entry), for the message."""
+    cls: Any = RunConfig
+    for depth, part in enumerate(path):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"{where}: {'.'.join(path[:depth])} is a value, not a section")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if part not in names:
+            raise unknown_key(".".join(path[:depth + 1]), names)
+        cls = typing.get_type_hints(cls)[part]
+
+
+def is_section(path: list[str]) -> bool:
+    """Whether the (valid) dotted key names a section rather than a value."""
+    cls: Any = RunConfig
+    for part in path:
+        cls = typing.get_type_hints(cls)[part]
+    return dataclasses.is_dataclass(cls)

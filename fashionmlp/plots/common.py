@@ -1,0 +1,34 @@
+"""Small helpers every figure uses: words and numbers as a reader should see them, and a moving average."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def percent(p: float, digits: int = 2) -> str:
+    """A probability as a percentage that reads 100% only when it is exactly 1, and 0% only when it is 0
+    (0.99997 is '>99.99%', not '100.00%')."""
+    text = f"{p:.{digits}%}"
+    if p < 1 and text == f"{1:.{digits}%}":
+        return f">{1 - 10 ** -(digits + 2):.{digits}%}"
+    if p > 0 and text == f"{0:.{digits}%}":
+        return f"<{10 ** -(digits + 2):.{digits}%}"
+    return text
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    v = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(v) == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    idx = np.arange(1, len(v) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)

@@ -1,0 +1,67 @@
+"""The learning-rate range test's figure: loss against a growing learning rate, with the suggestion marked."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from fashionmlp.lrfind import RangeTest
+
+
+def smoothing_label(beta: float) -> str:
+    if beta == 0:
+        return "smoothed loss (too few steps to smooth: the loss per step)"
+    return f"smoothed loss (exponential moving average, time constant {1 / (1 - beta):.3g} steps)"
+
+
+def stop_text(stop: str, blow_up: float) -> str | None:
+    """Why the test stopped, as the legend says it (None when it ran to --end)."""
+    return {"blew_up": f"stopped: smoothed loss > {blow_up:g}x its minimum",
+            "non_finite": "stopped: loss not finite"}.get(stop)
+
+
+def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
+                   title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0) -> Figure:
+    """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
+    lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
+    top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
+    fig = Figure(figsize=(8, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    lrs = np.asarray(test.lrs, dtype=np.float64)
+    raw = np.asarray(test.losses, dtype=np.float64)
+    smooth = np.asarray(test.smoothed, dtype=np.float64)
+    ok_raw, ok = np.isfinite(raw), np.isfinite(smooth)
+    ax.plot(lrs[ok_raw], raw[ok_raw], color="tab:blue", alpha=0.3, linewidth=0.7, label="loss per step")
+    ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta))
+    top = 1.5 * smooth[ok][0] if ok.any() else 1.0
+    marks = [(steepest, "tab:red", "--", "suggestion (steepest descent)"),
+             (None if lowest is None else lowest / 10, "tab:green", "--", "minimum of smoothed loss / 10"),
+             (config_lr, "dimgray", ":", "the config's lr")]
+    for lr, color, style, text in marks:
+        if lr is None:
+            continue
+        ax.axvline(lr, color=color, linestyle=style, linewidth=1.2, label=f"{text}: {lr:.3g}")
+        if ok.any() and lrs[0] <= lr <= lrs[-1]:
+            ax.plot([lr], [np.interp(np.log(lr), np.log(lrs[ok]), smooth[ok])], "o", color=color)
+    stopped = stop_text(test.stop, blow_up)
+    if stopped and ok.any():
+        last = np.flatnonzero(ok)[-1]
+        ax.plot([lrs[last]], [min(smooth[last], top)], "x", color="black", markersize=9, markeredgewidth=2,
+                clip_on=False, label=f"{stopped} (lr {lrs[-1]:.3g})")
+    above = ok_raw & (raw > top)
+    if above.any():
+        peak = int(np.argmax(np.where(ok_raw, raw, -np.inf)))
+        ax.plot(lrs[above], np.full(above.sum(), top), "^", color="tab:blue", markersize=5, clip_on=False,
+                label=f"loss per step above the scale (up to {raw[peak]:.3g}, at lr {lrs[peak]:.3g})")
+    ax.set_ylim(0, top)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale; it grows every step)")
+    ax.set_ylabel("training loss (cross-entropy" + (f" with label smoothing {label_smoothing:g})" if label_smoothing
+                                                    else ")"))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    return fig

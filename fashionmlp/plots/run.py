@@ -1,0 +1,82 @@
+"""The figures of one run: its loss curve, its confusion matrix, and a grid of predictions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fashionmlp.data import CLASSES
+from fashionmlp.plots.common import percent, smooth
+
+
+def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "") -> Figure:
+    """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis.
+
+    `train_note` says how the training loss differs from the test loss's plain cross-entropy on the test images
+    (e.g. "label smoothing 0.1, augmented images"), so a reader does not take the gap for overfitting's opposite.
+    """
+    note = f", {train_note}" if train_note else ""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    epochs = [row["epoch"] for row in history]
+    if step_losses and epochs:
+        steps_per_epoch = len(step_losses) / max(epochs)
+        x = (np.arange(len(step_losses)) + 1) / steps_per_epoch
+        ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
+        ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
+                linewidth=0.8, label="train loss (smoothed)")
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label=f"train loss (epoch{note})")
+    if history and "test_loss" in history[0]:
+        ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy loss")
+    if all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in history) and history:
+        ax.set_yscale("log")
+    ax2 = ax.twinx()
+    if history and "test_accuracy" in history[0]:
+        ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",
+                 label="test accuracy")
+    ax2.set_ylabel("test accuracy (%)")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="outside lower center", ncols=3, fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
+    """Row-normalized confusion matrix with counts; rows are true classes."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(10), CLASSES, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    return fig
+
+
+def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
+                    confidence: Sequence[float]) -> Figure:
+    """A 4x4 grid of (28, 28) images titled 'predicted (p) / true', wrong ones in red."""
+    fig = Figure(figsize=(8, 9), layout="constrained")
+    for k in range(min(16, len(images))):
+        ax = fig.add_subplot(4, 4, k + 1)
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)  # as the model sees it: light clothes on black
+        ok = predicted[k] == true[k]
+        ax.set_title(f"{CLASSES[predicted[k]]} ({percent(confidence[k], 0)})\ntrue: {CLASSES[true[k]]}", fontsize=8,
+                     color="black" if ok else "red")
+        ax.axis("off")
+    return fig

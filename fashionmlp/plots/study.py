@@ -1,0 +1,71 @@
+"""The optimizer study's figure: every variant's mean curve over the seeds, with a band of their spread."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a (seeds, epochs) array with nan gaps: the mean and the sample standard deviation (ddof 1,
+    as the study's table reports it; nan where fewer than two seeds have a value)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        squares = np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0)
+        std = np.where(count > 1, np.sqrt(squares / (count - 1)), np.nan)
+    return np.where(count > 0, mean, np.nan), std
+
+
+def comparison(series: dict[str, dict], title: str) -> Figure:
+    """Two panels: train loss (log) and test accuracy per epoch; one line per variant, mean ± std bands.
+
+    series: name -> {"epochs": [...], "train_loss": (n_seeds, n_epochs) array, "test_accuracy": same,
+    "status": str}. Arrays may hold nan where a diverged seed stopped. The bands are the mean ± the sample
+    standard deviation over the seeds (ddof 1, as in summary.md), and say so in the legend.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(12, 5.4), layout="constrained")
+    ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    seeds = max((np.asarray(s["train_loss"]).shape[0] for s in series.values()), default=1)
+    for k, (name, s) in enumerate(series.items()):
+        color = f"C{k}"
+        label = name if s["status"] == "completed" else f"{name} ({s['status']})"
+        style = "-" if s["status"] == "completed" else "--"
+        for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, "test_accuracy", 100.0)):
+            values = np.asarray(s[key], dtype=np.float64) * scale
+            mean, std = seed_spread(values)
+            x = np.asarray(s["epochs"][: values.shape[1]])
+            ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
+            if values.shape[0] > 1 and np.isfinite(std).any():
+                # never below the lowest seed: keeps the band positive on the log-scale loss panel
+                low = np.maximum(mean - std, np.nanmin(np.where(np.isfinite(values), values, np.nan), axis=0))
+                ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+            if s["status"] == "diverged":
+                last = np.flatnonzero(np.isfinite(mean))
+                if len(last):
+                    ax.plot(x[last[-1]], mean[last[-1]], "x", color=color, markersize=12, markeredgewidth=2)
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("training loss (cross-entropy, log scale)")
+    ax_loss.set_title("Training loss")
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_acc.set_title("Test accuracy")
+    ax_acc.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.grid(alpha=0.3)
+    handles, labels = ax_acc.get_legend_handles_labels()
+    if seeds > 1:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="gray", alpha=0.3))
+        labels.append(f"band: mean ± sample std over {seeds} seeds")
+    # below the panels: inside, it covered the curves
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,224 @@
+"""The population's epoch loop: every active member takes its optimizer step on its own batch in one batched
+forward and backward; each finished epoch is evaluated for all members at once and handed to each member's
+recorder. A member that diverges, runs out of patience or is pruned stops costing compute: the stack is
+rebuilt without it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from fashionmlp import status as st
+from fashionmlp.data import epoch_order
+from fashionmlp.engine import CHECK_FINITE_EVERY, first_nonfinite
+from fashionmlp.optim import lr_at, set_lr
+from fashionmlp.population.data import PopulationData, group_batch
+from fashionmlp.population.evaluate import evaluate_members
+from fashionmlp.population.stack import Stack, forward, member_losses
+from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest
+from fashionmlp.recorder import RunRecorder, RunResult, Trainee
+
+if TYPE_CHECKING:
+    from fashionmlp.config import RunConfig
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Member:
+    """One model of a population, with everything a single run of it would have."""
+
+    cfg: RunConfig
+    trainee: Trainee  # its module's parameters are views of the stack; `rng` draws its dropout masks
+    recorder: RunRecorder
+    label: str  # how progress names it, e.g. "adam seed 1"
+    losses: list[Tensor] = field(default_factory=list)  # this epoch's step losses (device scalars)
+    result: RunResult | None = None  # how it ended, once it has
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    def evaluated(self) -> torch.nn.Module:
+        return self.trainee.model if self.trainee.ema is None else self.trainee.ema.module
+
+
+def restack(members: list[Member]) -> Stack:
+    """A stack of `members` (after some left): their current values, their optimizers moved onto the new views."""
+    old = [list(m.trainee.model.parameters()) for m in members]
+    stack = Stack([m.trainee.model for m in members])
+    for member, before in zip(members, old):
+        optimizer = member.trainee.optimizer
+        moved = dict(zip(map(id, before), member.trainee.model.parameters()))
+        for group in optimizer.param_groups:
+            group["params"] = [moved[id(p)] for p in group["params"]]
+        for p in before:
+            if p in optimizer.state:
+                optimizer.state[moved[id(p)]] = optimizer.state.pop(p)
+    return stack
+
+
+def run_population(members: list[Member], data: PopulationData, progress: PopulationProgress,
+                   stop: StopRequest | None) -> list[RunResult]:
+    """Train every member from where its recorder stands (all at the same epoch) to the end of its run."""
+    cfg = members[0].cfg
+    used = data.n_train - (1 if cfg.model.batchnorm and data.n_train % cfg.train.batch_size == 1 else 0)
+    steps = math.ceil(used / cfg.train.batch_size)
+    groups = {m.seed: data.groups[m.seed] for m in members}
+    for group in groups.values():
+        group.generator = next(m.trainee.generator for m in members if m.seed == group.seed)
+    active = [m for m in members]
+    stack = restack(active)
+    first = members[0].recorder.epoch + 1
+    try:
+        for epoch in range(first, cfg.train.epochs + 1):
+            progress.start_epoch(epoch, cfg.train.epochs, steps, len(active))
+            for group in groups.values():
+                group.order = epoch_order(data.n_train, group.generator)[:used]
+            started = time.perf_counter()
+            active, stack, interrupted = _train_epoch(active, stack, data, groups, steps, epoch, progress, stop)
+            seconds = time.perf_counter() - started
+            for member in [m for m in members if m.seed in groups and m.result is None]:
+                member.trainee.generator.set_state(groups[member.seed].generator.get_state())
+            if interrupted:
+                reason = stop.reason if stop is not None else st.INTERRUPTED
+                for member in active:
+                    member.result = member.recorder.finish(reason)
+                active = []
+                break
+            if not active:
+                break
+            results = _evaluate(active, data, epoch, seconds, cfg.train.eval_batch_size)
+            for member, result in zip(active, results):
+                member.recorder.record(result)
+            progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
+            done = [m for m in active if m.recorder.out_of_patience() and m.recorder.epoch < cfg.train.epochs]
+            for member in done:
+                member.result = member.recorder.finish(st.COMPLETED, results[active.index(member)], True)
+            if done:
+                active = [m for m in active if m.result is None]
+                stack = restack(active) if active else stack
+            if not active:
+                break
+    except Exception as exc:  # a bug, not a user mistake: record it beside every unfinished run, then raise
+        for member in members:
+            if member.result is None:
+                member.recorder.crashed(exc)
+        raise
+    finally:
+        progress.close()
+    for member in active:
+        member.result = member.recorder.finish(st.COMPLETED, None, False)
+    return [m.result for m in members]
+
+
+def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, groups: dict, steps: int, epoch: int,
+                 progress: PopulationProgress, stop: StopRequest | None) -> tuple[list[Member], Stack, bool]:
+    """One epoch of optimizer steps; returns the members still training, their stack, and whether a stop was
+    requested (the unfinished epoch is then dropped, as in a single run)."""
+    cfg, template = active[0].cfg, active[0].trainee.model
+    batch, total = cfg.train.batch_size, steps * cfg.train.epochs
+    global_step = active[0].recorder.global_step
+    autocast = torch.bfloat16 if cfg.train.precision == "bf16" else None
+    for member in active:
+        member.losses = []
+    for step in range(steps):
+        batches = {seed: group_batch(data, group, step * batch, batch, cfg) for seed, group in groups.items()}
+        x = torch.stack([batches[m.seed][0] for m in active])
+        y = torch.stack([batches[m.seed][1] for m in active])
+        smoothing = _smoothing(active, x.device, x.dtype)
+        for member in active:
+            set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, global_step + step, total))
+        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+            rngs = [m.trainee.rng for m in active] if cfg.model.dropout else None
+            losses = member_losses(forward(template, stack.params, stack.buffers, x, True, rngs), y, smoothing)
+        stack.zero_grad()
+        losses.sum().backward()
+        stack.hand_out_grads()
+        for member in active:
+            member.trainee.optimizer.step()
+            if member.trainee.ema is not None:
+                member.trainee.ema.update_parameters(member.trainee.model)
+        stack.count_batch()
+        values = losses.detach()
+        for i, member in enumerate(active):
+            member.losses.append(values[i])
+        progress.step(step + 1)
+        checked = (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps
+        if checked:
+            diverged = _diverged(active, epoch, step + 1)
+            if diverged:
+                active = [m for m in active if m not in diverged]
+                if active:
+                    stack = restack(active)
+        if not active or (stop is not None and stop.requested):
+            return active, stack, bool(active)
+    return active, stack, False
+
+
+def _smoothing(active: list[Member], device: torch.device, dtype: torch.dtype) -> Tensor | None:
+    values = [m.cfg.train.label_smoothing for m in active]
+    return torch.tensor(values, device=device, dtype=dtype) if any(values) else None
+
+
+def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]:
+    """Members whose loss stopped being finite since the last check: each run ends `diverged` here, as its
+    single run would at the same check."""
+    gone = []
+    for member in active:
+        start = steps_done - (steps_done % CHECK_FINITE_EVERY or CHECK_FINITE_EVERY)
+        bad = first_nonfinite(member.losses, start)
+        if bad is None:
+            continue
+        lr = member.trainee.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, "train_loss": math.nan, "lr": lr, "seconds": 0.0}
+        result = EpochResult(epoch, row, [float(v) for v in member.losses], math.nan, status=st.DIVERGED,
+                             nonfinite_step=bad)
+        member.result = member.recorder.finish(st.DIVERGED, result)
+        gone.append(member)
+    return gone
+
+
+def _evaluate(active: list[Member], data: PopulationData, epoch: int, seconds: float,
+              eval_batch_size: int) -> list[EpochResult]:
+    """Each member's EpochResult: its training loss and learning rate, its share of the epoch's seconds, and
+    its evaluation on the test images and its seed's validation images."""
+    models = [m.evaluated() for m in active]
+    tta = [m.cfg.train.tta == "flip" for m in active]
+    tested = evaluate_members(models, data.test, tta, eval_batch_size)
+    checked: list[dict | None] = [None] * len(active)
+    for seed in {m.seed for m in active}:
+        val = data.groups[seed].val
+        if val is None:
+            continue
+        chosen = [i for i, m in enumerate(active) if m.seed == seed]
+        for i, result in zip(chosen, evaluate_members([models[i] for i in chosen], val, [tta[i] for i in chosen],
+                                                      eval_batch_size)):
+            checked[i] = result
+    share = seconds / len(active)  # this member's share of the epoch: the whole population's cost / members
+    results = []
+    for member, test, val in zip(active, tested, checked):
+        losses = torch.stack(member.losses).double().cpu()
+        sizes = _batch_sizes(len(losses), data.n_train, member.cfg)
+        train_loss = float((losses * sizes).sum() / sizes.sum())
+        row = {"epoch": epoch, "train_loss": train_loss, "lr": member.trainee.optimizer.param_groups[0]["lr"],
+               "seconds": share, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+        if val is not None:
+            row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        samples = float(sizes.sum())
+        results.append(EpochResult(epoch, row, losses.tolist(), samples / share if share > 0 else math.nan,
+                                   test["confusion"]))
+    return results
+
+
+def _batch_sizes(steps: int, n_train: int, cfg: RunConfig) -> Tensor:
+    """The images in each of an epoch's steps (the last batch may be shorter)."""
+    batch = cfg.train.batch_size
+    used = n_train - (1 if cfg.model.batchnorm and n_train % batch == 1 else 0)
+    sizes = torch.full((steps,), float(batch), dtype=torch.float64)
+    sizes[-1] = used - batch * (steps - 1)
+    return sizes

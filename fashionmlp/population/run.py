@@ -1,0 +1,132 @@
+"""Training a population: N models of one shape, each with its own seed, optimizer section, label smoothing,
+EMA, TTA and patience, each into its own ordinary run folder; and continuing one (`resume_population`)."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fashionmlp.checkpoint import load_checkpoint, make_ema
+from fashionmlp.config import RunConfig, with_values
+from fashionmlp.data import FashionMNIST
+from fashionmlp.device import largest_population, memory_parts, prepare_model
+from fashionmlp.engine import seed_everything
+from fashionmlp.errors import UserError
+from fashionmlp.optim import build_optimizer
+from fashionmlp.population.data import PopulationData, population_data
+from fashionmlp.population.loop import Member, run_population
+from fashionmlp.progress import PopulationProgress, StopRequest
+from fashionmlp.recorder import RunRecorder, RunResult, Trainee
+from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
+from fashionmlp.runlock import lock_run_dir
+from fashionmlp.savedrun import check_fits, check_run_dir
+from fashionmlp.session import Session, prepare
+
+# What every member of a population shares: the network, the batches' shape and count, the data, the device.
+SHARED = ("model", "train.batch_size", "train.epochs", "train.eval_batch_size", "train.precision",
+          "train.channels_last", "train.threads", "data", "device")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    cfg: RunConfig
+    run_dir: Path  # a new folder to make, or (resume) the member's run folder
+    label: str  # how progress names it, e.g. "adam seed 1"
+
+
+def _value(cfg: RunConfig, key: str):
+    node = cfg.to_dict()
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_one_shape(cfgs: list[RunConfig]) -> None:
+    """A population trains models of one shape together; anything else is a UserError naming the key."""
+    for key in SHARED:
+        values = [_value(cfg, key) for cfg in cfgs]
+        if any(v != values[0] for v in values):
+            raise UserError(f"a population trains models of one shape together, and its members differ in {key} "
+                            f"({values[0]!r} and {next(v for v in values if v != values[0])!r})")
+
+
+def check_population_memory(cfg: RunConfig, n: int, session: Session) -> None:
+    """Refuse, before any folder exists, a population that cannot fit, naming the largest that can."""
+    data = session.data
+    n_train, n_images = len(data.train.labels), len(data.train.labels) + len(data.test.labels)
+    fits = largest_population(cfg, session.device, n_images, n_train)
+    if n > fits:
+        per_model, shared = memory_parts(cfg, n_images, n_train)
+        raise UserError(f"a population of {n} of these models needs about {(n * per_model + shared) / 2**30:,.1f} "
+                        f"GiB, more than {session.device} has; at most {fits} fit at once (--engine sequential "
+                        "trains one at a time)")
+
+
+def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None
+                     ) -> tuple[Session, PopulationData]:
+    """Every check a population of these configs must pass, before any folder exists (one shape, the data, the
+    memory of all of them at once); returns the shared session (device, the whole training set, threads) and
+    the population's data."""
+    check_one_shape(cfgs)
+    session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data)
+    check_population_memory(cfgs[0], len(cfgs), session)
+    seeds = sorted({cfg.seed for cfg in cfgs})
+    return session, population_data(session.data, cfgs[0], seeds, session.device)
+
+
+def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
+                     setup: tuple[Session, PopulationData] | None = None, progress: PopulationProgress | None = None,
+                     stop: StopRequest | None = None, command: str | None = None) -> list[RunResult]:
+    """Train every member into its new run folder, all at once; each folder is what `train` would have made
+    from the member's config (the same initial weights, batches, augmentation and dropout masks). `setup` is
+    setup_population's result, when the caller checked before making folders."""
+    session, pdata = setup or setup_population([s.cfg for s in specs], data_dir)
+    members = []
+    with ExitStack() as locks:
+        for spec in specs:
+            cfg = spec.cfg
+            seed_everything(cfg.seed)  # as `train`: the initial weights, then the dropout masks, from the seed
+            model = prepare_model(cfg, session.device)
+            rng = torch.Generator()
+            rng.set_state(torch.get_rng_state())
+            trainee = Trainee(model, build_optimizer(cfg.optimizer, model.parameters()),
+                              torch.Generator().manual_seed(cfg.seed), make_ema(model, cfg.train.ema), rng)
+            spec.run_dir.mkdir(parents=True, exist_ok=False)
+            locks.enter_context(lock_run_dir(spec.run_dir))
+            recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
+                                   engine="population").start()
+            members.append(Member(cfg, trainee, recorder, spec.label))
+        return run_population(members, pdata, progress or PopulationProgress(), stop)
+
+
+def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
+                      progress: PopulationProgress | None = None, stop: StopRequest | None = None,
+                      command: str | None = None) -> list[RunResult]:
+    """Continue every member from its checkpoints/last.pt (all at the same epoch), exactly as they would have
+    gone on; spec.cfg is each member's config as it continues (e.g. with more epochs)."""
+    states = []
+    with ExitStack() as locks:
+        for spec in specs:
+            run_dir = check_run_dir(spec.run_dir, "--resume")
+            locks.enter_context(lock_run_dir(run_dir))
+            last = run_dir / "checkpoints" / "last.pt"
+            state = load_checkpoint(last)
+            check_resumable(spec.cfg, state, run_dir)
+            check_fits(spec.cfg, state, last, optimizer_too=True)
+            states.append((state, last))
+        epochs = {int(state["epoch"]) for state, _ in states}
+        if len(epochs) > 1:
+            raise UserError(f"the runs to continue together stand at different epochs ({sorted(epochs)}); continue "
+                            "each with fashionmlp train --resume RUN_DIR")
+        session, pdata = setup_population([s.cfg for s in specs], data_dir)
+        members = []
+        for spec, (state, last) in zip(specs, states):
+            model = prepare_model(spec.cfg, session.device)
+            trainee = restore_trainee(model, spec.cfg, state, last, own_rng=True)
+            recorder = RunRecorder(spec.run_dir, spec.cfg, trainee, pdata.info, session.device, session.threads,
+                                   command, engine="population").reopen(state, previous_summary(spec.run_dir))
+            members.append(Member(spec.cfg, trainee, recorder, spec.label))
+        return run_population(members, pdata, progress or PopulationProgress(), stop)

@@ -1,0 +1,53 @@
+"""How training talks to its caller, without torch: the results it yields after each epoch, the progress it
+reports while it works, and the request that stops it. (The command line imports this before torch.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fashionmlp.status import INTERRUPTED
+
+__all__ = ["EpochResult", "PopulationProgress", "Progress", "StopRequest"]
+
+
+class StopRequest:
+    """A request to stop after the current optimizer step. `reason` becomes the run's status: INTERRUPTED for
+    Ctrl-C/SIGTERM, or what the caller names (a sweep's pruner: PRUNED)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = INTERRUPTED
+
+    def request(self, reason: str = INTERRUPTED) -> None:
+        self.requested, self.reason = True, reason
+
+
+@dataclass
+class EpochResult:
+    """What `fit` yields after each epoch: the metrics row, the per-step losses and how the epoch ended."""
+
+    epoch: int
+    metrics: dict  # epoch, train_loss, test_loss, test_accuracy, lr, seconds (+ val_loss, val_accuracy)
+    step_losses: list[float]
+    samples_per_second: float
+    confusion: list[list[int]] = field(default_factory=list)
+    status: str = "ok"  # ok, or status.DIVERGED / status.INTERRUPTED
+    nonfinite_step: int | None = None
+
+
+class Progress:
+    """What a run reports while it works; the CLI shows it, tests and the comparison may ignore it."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, done: int) -> None: ...
+    def end_epoch(self, result: EpochResult, epochs: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class PopulationProgress:
+    """What a population reports while it works: its epochs and steps, and every member's finished epoch."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, members: int) -> None: ...
+    def step(self, done: int) -> None: ...
+    def end_epoch(self, results: list[tuple[str, EpochResult]], epochs: int) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,282 @@
+"""A run folder, written while its model trains: config.yaml, checkpoints, metrics.csv, TensorBoard events,
+summary.json and, at the end, loss_curve.png.
+
+The recorder never trains: whoever does (engine.fit for one model, the population engine for many) hands it
+one EpochResult at a time, so one training loop can feed several recorders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from fashionmlp import status as st
+from fashionmlp.checkpoint import save_checkpoint
+from fashionmlp.config import RunConfig
+from fashionmlp.data import FashionMNIST, epoch_order
+from fashionmlp.models import n_params
+from fashionmlp.plots import confusion_matrix, loss_curve
+from fashionmlp.progress import EpochResult
+from fashionmlp.tracking import (
+    HPARAM_METRICS,
+    MetricsFile,
+    TensorBoardLog,
+    atomic_copy,
+    git_commit,
+    hparams_of,
+    versions,
+    write_config,
+    write_json,
+)
+
+TIME_TO_ACCURACY = (0.85, 0.88, 0.90, 0.92, 0.93)  # test accuracies whose first arrival summary.json times
+
+
+@dataclass
+class Trainee:
+    """The objects that train one model, and that its checkpoints save."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # the data order's (and the augmentation's) own generator
+    ema: AveragedModel | None = None  # the weights' moving average (train.ema), which is what gets evaluated
+    rng: torch.Generator | None = None  # draws its dropout masks (None: torch's global generator, as `train`)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # status.COMPLETED | INTERRUPTED | DIVERGED | PRUNED
+    summary: dict
+
+    @property
+    def exit_code(self) -> int:
+        return st.EXIT_CODES[self.status]
+
+
+def data_info(data: FashionMNIST, cfg: RunConfig) -> dict[str, Any]:
+    """What summary.json says about the data a run trained on."""
+    return {"dir": str(data.root), "train_size": len(data.train.labels),
+            "val_size": 0 if data.val is None else len(data.val.labels), "test_size": len(data.test.labels),
+            "loader": cfg.data.loader}
+
+
+def fingerprints(model: torch.nn.Module, generator: torch.Generator, n: int, batch_size: int) -> dict[str, str]:
+    """SHA-256 of the initial weights and of the first batch's sample indices: equal means same start."""
+    weights = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        weights.update(key.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    probe = torch.Generator()
+    probe.set_state(generator.get_state())  # a copy: the run's own generator is not advanced
+    first = epoch_order(n, probe)[:batch_size]
+    return {"initial_weights": weights.hexdigest(),
+            "first_batch": hashlib.sha256(first.numpy().tobytes()).hexdigest()}
+
+
+def time_to_accuracy(history: list[dict]) -> dict[str, float]:
+    """Training seconds (evaluation excluded) at the end of the first epoch whose test accuracy reached each
+    of TIME_TO_ACCURACY, e.g. {"85%": 1.9, "88%": 5.6}; a level never reached is absent."""
+    reached, seconds = {}, 0.0
+    for row in history:
+        seconds += row["seconds"]
+        for level in TIME_TO_ACCURACY:
+            key = f"{level:.0%}"
+            if key not in reached and row["test_accuracy"] >= level:
+                reached[key] = round(seconds, 3)
+    return reached
+
+
+def samples_per_second(history: list[dict]) -> float | None:
+    """Images trained over the training seconds of all epochs (evaluation excluded); None before an epoch."""
+    seconds = sum(r["seconds"] for r in history)
+    return sum(r["samples_per_second"] * r["seconds"] for r in history) / seconds if seconds > 0 else None
+
+
+@dataclass
+class RunRecorder:
+    """Writes one run folder. `start` makes a new run's first files, `reopen` continues a resumed one; then
+    `record` after each completed epoch and `finish` (or `crashed`) at the end."""
+
+    run_dir: Path
+    cfg: RunConfig
+    trainee: Trainee
+    data: dict[str, Any]  # data_info()
+    device: torch.device
+    threads: int  # CPU threads the run trains with (train.threads 0 resolved)
+    command: str | None = None  # the command line that started this session, for summary.json
+    engine: str = "single"  # what trained it: single | population
+    epoch: int = 0
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    confusion: list = field(default_factory=list)  # of the last completed epoch, for TensorBoard
+    prior_seconds: float = 0.0  # wall time of earlier sessions of this run (before a resume)
+    started: float = field(default_factory=time.time)
+    provenance: dict = field(default_factory=lambda: {"versions": versions(), "git_commit": git_commit()})
+    tb: TensorBoardLog | None = None
+
+    def __post_init__(self) -> None:
+        self.metrics = MetricsFile(self.run_dir / "metrics.csv", bool(self.data["val_size"]))
+
+    def start(self) -> RunRecorder:
+        """The files of a new run, before its first step: config.yaml, checkpoints/last.pt of the initial weights
+        (an interrupted first epoch can still be resumed), summary.json saying "running", metrics.csv's header."""
+        self.provenance["fingerprints"] = fingerprints(self.trainee.model, self.trainee.generator,
+                                                       self.data["train_size"], self.cfg.train.batch_size)
+        write_config(self.run_dir / "config.yaml", self.cfg.to_dict())
+        self.checkpoint("last.pt")
+        self.write_summary(st.RUNNING)
+        self.metrics.rewrite([])
+        self.tb = TensorBoardLog(self.run_dir)
+        return self
+
+    def reopen(self, state: dict, previous_summary: dict) -> RunRecorder:
+        """Continue a run from its checkpoint `state`: the history, the files that mirror it, and the TensorBoard
+        log (purged from the last checkpointed epoch on, which is logged again: each point exactly once)."""
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history, self.step_losses = list(state["history"]), state["step_losses"].tolist()
+        self.best = dict(state["best"])
+        self.prior_seconds = float(previous_summary.get("seconds") or 0.0)
+        if "fingerprints" in previous_summary:
+            self.provenance["fingerprints"] = previous_summary["fingerprints"]
+        write_config(self.run_dir / "config.yaml", self.cfg.to_dict())
+        self.metrics.rewrite(self.history)
+        self.write_summary(st.RUNNING)
+        self.tb = _reopen_tensorboard(self.run_dir, self.history, self.step_losses, self.global_step)
+        return self
+
+    def checkpoint(self, name: str) -> None:
+        t = self.trainee
+        save_checkpoint(self.run_dir / "checkpoints" / name, model=t.model, optimizer=t.optimizer, epoch=self.epoch,
+                        global_step=self.global_step, config=self.cfg.to_dict(), history=self.history,
+                        step_losses=self.step_losses, best=self.best, data_generator=t.generator, ema=t.ema,
+                        torch_generator=t.rng)
+
+    def record(self, result: EpochResult) -> None:
+        """A completed epoch. Checkpoint first, then the files that mirror it; a kill between them is repaired
+        by resume."""
+        first_step = self.global_step + 1
+        self.epoch = result.epoch
+        self.global_step += len(result.step_losses)
+        self.step_losses.extend(result.step_losses)
+        row = dict(result.metrics, samples_per_second=result.samples_per_second, global_step=self.global_step)
+        self.history.append(row)
+        key = "val_accuracy" if "val_accuracy" in row else "test_accuracy"
+        improved = not self.best or row[key] > self.best.get(key, -1.0)
+        if improved:
+            self.best = {"epoch": row["epoch"], "test_accuracy": row["test_accuracy"]}
+            if key == "val_accuracy":
+                self.best["val_accuracy"] = row["val_accuracy"]
+        self.checkpoint("last.pt")
+        if improved:  # the same state: copy the bytes instead of serializing twice
+            atomic_copy(self.run_dir / "checkpoints" / "last.pt", self.run_dir / "checkpoints" / "best.pt")
+        self.metrics.append(row)
+        self.tb.epoch(row, result.step_losses, first_step, result.samples_per_second)
+        self.confusion = result.confusion
+        self.write_summary(st.RUNNING)
+
+    def out_of_patience(self) -> bool:
+        """train.patience epochs have passed since the best validation accuracy (early stopping)."""
+        patience = self.cfg.train.patience
+        return patience is not None and bool(self.best) and self.epoch - self.best["epoch"] >= patience
+
+    def finish(self, status: str, last: EpochResult | None = None, stopped_early: bool = False) -> RunResult:
+        """The run's end: the pictures (unless interrupted), and summary.json with how it ended."""
+        cfg, extra = self.cfg, {}
+        if status == st.DIVERGED:
+            extra["diverged"] = {"epoch": last.epoch, "step": last.nonfinite_step,
+                                 "global_step": self.global_step + last.nonfinite_step, "lr": last.metrics["lr"],
+                                 "last_good_epoch": self.epoch}
+        if status == st.INTERRUPTED:
+            extra["resume_command"] = f"fashionmlp train --resume {self.run_dir}"
+        elif cfg.train.patience is not None and status == st.COMPLETED:
+            extra["early_stopping"] = {"patience": cfg.train.patience,
+                                       "stopped_after_epoch": self.epoch if stopped_early else None,
+                                       "restored_epoch": self.best.get("epoch")}
+        if status != st.INTERRUPTED:
+            self.finish_outputs()
+        self.tb.close()
+        return RunResult(self.run_dir, status, self.write_summary(status, **extra))
+
+    def crashed(self, exc: BaseException) -> None:
+        """A bug, not a user mistake: record it beside the run (the caller lets it raise)."""
+        self.write_summary(st.CRASHED, error=f"{exc.__class__.__name__}: {exc}",
+                           resume_command=f"fashionmlp train --resume {self.run_dir}")
+
+    def finish_outputs(self) -> None:
+        """The run's pictures (loss curve, confusion matrix in TensorBoard) and its HParams entry."""
+        cfg = self.cfg
+        title = f"{cfg.run_name}: {cfg.model.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}"
+        if self.history:
+            note = ", ".join(([f"label smoothing {cfg.train.label_smoothing:g}"] if cfg.train.label_smoothing else [])
+                             + (["augmented images"] if cfg.data.shift or cfg.data.flip else []))
+            loss_curve(self.history, self.step_losses, title, note).savefig(self.run_dir / "loss_curve.png", dpi=110)
+        if self.confusion:
+            self.tb.figure("confusion_matrix/test", confusion_matrix(self.confusion, title), self.global_step)
+        # The metric values are the last points of these scalar tags, already in this run.
+        self.tb.hparams(hparams_of(cfg.to_dict()), {tag: 0.0 for tag in HPARAM_METRICS})
+
+    def write_summary(self, status: str, **extra: Any) -> dict:
+        last = self.history[-1] if self.history else {}
+        if "early_stopping" in extra:  # the run ends with the best epoch's weights (best.pt): report those
+            last = next(r for r in self.history if r["epoch"] == extra["early_stopping"]["restored_epoch"])
+        cfg = self.cfg
+        summary = {
+            "status": status,
+            "epochs": self.epoch,
+            "epochs_planned": cfg.train.epochs,
+            "final": {k: last.get(k) for k in ("train_loss", "test_loss", "test_accuracy")},
+            "best": self.best,
+            "seconds": round(self.prior_seconds + time.time() - self.started, 3),
+            "train_seconds": round(sum(r["seconds"] for r in self.history), 3),
+            "time_to_accuracy": time_to_accuracy(self.history),
+            "samples_per_second": samples_per_second(self.history),
+            "device": str(self.device),
+            "threads": self.threads,
+            "engine": self.engine,
+            "seed": cfg.seed,
+            "model": cfg.model.name,
+            "optimizer": cfg.optimizer.name,
+            "lr": cfg.optimizer.lr,
+            "n_params": n_params(self.trainee.model),
+            "data": self.data,
+            **self.provenance,
+            "command": self.command,
+            **extra,
+        }
+        if "val_accuracy" in last:
+            summary["final"].update(val_loss=last["val_loss"], val_accuracy=last["val_accuracy"])
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def _reopen_tensorboard(run_dir: Path, history: list[dict], step_losses: list[float],
+                        global_step: int) -> TensorBoardLog:
+    """Continue a run's TensorBoard log from its checkpoint: purge everything from the first step of the last
+    checkpointed epoch on, and log that epoch again from the checkpoint (a kill may have come between the
+    checkpoint and the TensorBoard flush). Every point is then there exactly once."""
+    _wait_for_a_later_second(run_dir)
+    if not history:
+        return TensorBoardLog(run_dir, purge_step=1)
+    last = history[-1]
+    start = int(history[-2]["global_step"]) if len(history) > 1 else 0
+    tb = TensorBoardLog(run_dir, purge_step=start + 1)
+    tb.epoch(last, step_losses[start:global_step], start + 1, last["samples_per_second"])
+    return tb
+
+
+def _wait_for_a_later_second(run_dir: Path) -> None:
+    """TensorBoard reads a run's event files in name order, and names begin with the creation second; the
+    purge marker of a resumed log only works from a file that sorts after the old ones (at most 1 s wait)."""
+    seconds = [int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")
+               if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)

@@ -1,0 +1,55 @@
+"""The run setup, written once: device, data, process settings, seed and a freshly initialized model.
+
+Every command that trains or loads a model starts here (train, resume, lr-find, compare, sweep, and the
+saved-run loader behind evaluate, predict and inspect), so the same config always meets the same checks in
+the same order, before any folder is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fashionmlp.config import RunConfig
+from fashionmlp.data import FashionMNIST, check_trainable, load_data
+from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.engine import seed_everything
+from fashionmlp.tracking import check_writable
+
+
+@dataclass
+class Session:
+    """What a run works with: its config, device, data (None for inference), model and the CPU threads used."""
+
+    cfg: RunConfig
+    device: torch.device
+    data: FashionMNIST | None
+    model: torch.nn.Module
+    threads: int
+
+
+def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: FashionMNIST | None = None,
+            runs_dir: Path | None = None, with_data: bool = True, evaluates: bool = True) -> Session:
+    """Resolve the device, check that `runs_dir` (when given) can hold a new folder, load the data (or take
+    `data`, already loaded) and check that the model trains on it and fits in memory, set the CPU threads and
+    the allocator, seed every generator with cfg.seed and build the model on the device.
+
+    `with_data=False` skips the data (inference on a saved run); `evaluates=False` counts only the training
+    images in the memory check (the range test puts no test images on the device). Every user mistake is a
+    UserError raised here, before anything is written.
+    """
+    device = resolve_device(cfg.device)
+    if runs_dir is not None:
+        check_writable(runs_dir)
+    if with_data:
+        data = data or load_data(cfg, data_dir)
+        n_train = len(data.train.labels)
+        check_trainable(cfg, n_train)
+        others = len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
+        check_memory(cfg, device, n_train + (others if evaluates else 0), n_train)
+    threads = set_threads(cfg.train.threads)
+    keep_freed_memory()
+    seed_everything(cfg.seed)
+    return Session(cfg, device, data if with_data else None, prepare_model(cfg, device), threads)

@@ -1,0 +1,150 @@
+"""A study's configuration: one network trained in several variants (the optimizer study: one variant per
+optimizer section) or one config trained with several seeds (`train --seeds`).
+
+A study config is a training config plus `variants`, a mapping of name -> optimizer section:
+
+    model: {name: mlp}
+    variants:
+      sgd: {name: sgd, lr: 0.01}
+      adam_lr1: {name: adam, lr: 1.0}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fashionmlp.config import (
+    Overrides,
+    RunConfig,
+    Values,
+    config_from_dict,
+    parse_override,
+    read_yaml,
+    set_value,
+)
+from fashionmlp.errors import ConfigError, UserError
+
+# The study this tool exists for; configs/compare_<model>.yaml spell out the same thing.
+DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
+    "sgd": {"name": "sgd", "lr": 0.01},
+    "nesterov": {"name": "nesterov", "lr": 0.01, "momentum": 0.9},
+    "adam": {"name": "adam", "lr": 0.01},
+    "adam_lr1": {"name": "adam", "lr": 1.0},
+}
+
+
+CHANCE = 0.10  # 10 balanced classes
+
+
+FAILED_MARGIN = 0.02  # final accuracy within 2 points of chance: "failed to learn"
+
+
+@dataclass(frozen=True)
+class Study:
+    base: RunConfig
+    variants: dict[str, RunConfig]  # name -> the base with that variant's optimizer section
+    kind: str = "compare"  # compare: the optimizer study; seeds: one config with several seeds (train --seeds)
+
+    @property
+    def prefix(self) -> str:
+        """The study folder's name before its time stamp."""
+        return f"compare-{self.base.model.name}" if self.kind == "compare" else f"{self.base.run_name}-seeds"
+
+    def folder(self, name: str, seed: int, seeds: list[int]) -> str:
+        """A member's run folder inside the study folder."""
+        if self.kind == "seeds":
+            return f"seed{seed}"
+        return name if len(seeds) == 1 else f"{name}-seed{seed}"
+
+    def label(self, name: str, seed: int, seeds: list[int]) -> str:
+        """How progress names a member."""
+        if self.kind == "seeds":
+            return f"seed {seed} "
+        return f"{name} " + (f"seed {seed} " if len(seeds) > 1 else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the study (study.yaml)."""
+        return {"kind": self.kind, "base": self.base.to_dict(),
+                "variants": {name: cfg.to_dict() for name, cfg in self.variants.items()}}
+
+
+def study_from_dict(raw: dict[str, Any]) -> Study:
+    """The study a study.yaml describes."""
+    try:
+        return Study(config_from_dict(raw["base"]),
+                     {name: config_from_dict(cfg) for name, cfg in raw["variants"].items()}, raw["kind"])
+    except (KeyError, TypeError, AttributeError):
+        raise ConfigError("study.yaml: not a study this fashionmlp wrote (it needs kind, base and variants)") from None
+
+
+def seeds_study(cfg: RunConfig) -> Study:
+    """`train --seeds`: one config, trained with each seed."""
+    return Study(cfg, {cfg.run_name: cfg}, "seeds")
+
+
+def default_study_dict(model: str) -> dict[str, Any]:
+    return {"name": f"compare_{model}", "model": {"name": model},
+            "variants": copy.deepcopy(DEFAULT_VARIANTS)}
+
+
+def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] | None = None,
+               values: Values | None = None) -> Study:
+    """Validate a study dict: `variants.<name>.<key>=v` overrides edit a variant, the rest edit the base, as do
+    the typed `values` (e.g. the --epochs and --device shortcuts)."""
+    raw = copy.deepcopy(raw)
+    variants_raw = raw.pop("variants", None)
+    if not isinstance(variants_raw, dict) or not variants_raw:
+        raise ConfigError("variants: a study needs a mapping of variant name -> optimizer section, "
+                          "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
+    base_overrides = []
+    for text in overrides:
+        if not text.partition("=")[0].strip().startswith("variants."):
+            base_overrides.append(text)
+            continue
+        path, value = parse_override(text)
+        name = path[1] if len(path) > 1 else ""
+        if name not in variants_raw:
+            raise ConfigError(f"--set {text!r}: no variant {name!r}; variants: {', '.join(variants_raw)}")
+        if len(path) < 3:
+            raise ConfigError(f"--set {text!r}: expected variants.<name>.<optimizer key>=VALUE")
+        section = {"optimizer": copy.deepcopy(variants_raw[name] or {})}
+        set_value(section, ["optimizer", *path[2:]], value, f"--set {text!r}")
+        variants_raw[name] = section["optimizer"]
+    base = config_from_dict(raw, base_overrides, values)
+    names = list(variants_raw)
+    if only:
+        unknown = [n for n in only if n not in variants_raw]
+        if unknown:
+            raise ConfigError(f"--optimizers: unknown variant {unknown[0]!r}; variants: {', '.join(names)}")
+        names = only
+    variants = {}
+    for name in names:
+        section = variants_raw[name]
+        if not isinstance(section, dict):
+            raise ConfigError(f"variants.{name}: expected an optimizer section such as {{name: adam, lr: 0.01}}")
+        try:
+            variants[name] = config_from_dict({**base.to_dict(), "optimizer": section, "name": name})
+        except ConfigError as exc:
+            raise ConfigError(f"variants.{name}: {exc}") from None
+    return Study(base, variants)
+
+
+def study_from_options(model: str | None, config: Path | None, overrides: Overrides, only: list[str] | None,
+                       values: Values | None = None) -> Study:
+    if config is not None:
+        raw = read_yaml(config)
+        if model is not None:
+            section = raw.get("model")
+            if section is None:
+                section = raw["model"] = {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"model: expected a mapping of keys to values, got {section!r}")
+            if section.get("name", model) != model:
+                raise UserError(f"--model {model} contradicts model.name {section['name']!r} in {config}")
+            section["name"] = model
+    else:
+        raw = default_study_dict(model or "mlp")
+    return load_study(raw, overrides, only, values)

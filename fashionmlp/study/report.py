@@ -1,0 +1,174 @@
+"""What a study reports: a row per variant (mean ± std over its seeds), summary.md, summary.csv,
+comparison.png, and in TensorBoard each variant's mean curve with a band of ± one standard deviation."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fashionmlp import status as st
+from fashionmlp.plots import comparison, plural, seed_spread
+from fashionmlp.run import steps_per_epoch
+from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study
+from fashionmlp.tracking import atomic_write, write_csv
+
+if TYPE_CHECKING:
+    from fashionmlp.study.run import VariantOutcome
+
+SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "final_train_loss", "final_test_loss",
+                   "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_test_accuracy_std",
+                   "best_epoch", "seconds_per_epoch", "status"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+
+
+def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
+    """One row per variant (mean over seeds), sorted by final test accuracy, best first."""
+    rows = []
+    for name, cfg in study.variants.items():
+        runs = [o for o in outcomes if o.name == name]
+        if not runs:
+            continue
+        finals = [o.summary["final"] for o in runs]
+        acc, acc_std = _mean_std([f["test_accuracy"] for f in finals])
+        best = [max(o.history, key=lambda r: r["test_accuracy"]) for o in runs if o.history]
+        best_acc, best_std = _mean_std([b["test_accuracy"] for b in best])
+        statuses = sorted({o.status for o in runs})
+        rows.append({
+            "optimizer": name, "lr": cfg.optimizer.lr,
+            "momentum": cfg.optimizer.momentum if cfg.optimizer.name in ("sgd", "nesterov") else None,
+            "n": len(runs),
+            "final_train_loss": _mean_std([f["train_loss"] for f in finals])[0],
+            "final_test_loss": _mean_std([f["test_loss"] for f in finals])[0],
+            "final_test_accuracy": acc, "final_test_accuracy_std": acc_std,
+            "best_test_accuracy": best_acc, "best_test_accuracy_std": best_std,
+            "best_epoch": int(best[0]["epoch"]) if len(best) == 1 else (
+                round(statistics.fmean(b["epoch"] for b in best), 1) if best else None),
+            "seconds_per_epoch": _mean_std([r["seconds"] for o in runs for r in o.history])[0],
+            "status": statuses[0] if len(statuses) == 1 else ", ".join(statuses),
+        })
+    return sorted(rows, key=lambda r: -r["final_test_accuracy"] if math.isfinite(r["final_test_accuracy"])
+                  else math.inf)
+
+
+def _pct(value: float | None, std: float | None = None, n: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.2%}" + (f" ± {std:.2%}" if n > 1 and std is not None and math.isfinite(std) else "")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the summary table (shared by summary.md and the terminal)."""
+    n = max((r["n"] for r in rows), default=1)
+    header = ["optimizer", "lr", "momentum", "final train loss", "final test loss",
+              "final test acc" + (f" (mean ± std, n={n})" if n > 1 else ""), "best test acc (epoch)",
+              "s/epoch", "status"]
+    cells = []
+    for r in rows:
+        cells.append([r["optimizer"], f"{r['lr']:g}", "-" if r["momentum"] is None else f"{r['momentum']:g}",
+                      _num(r["final_train_loss"]), _num(r["final_test_loss"]),
+                      _pct(r["final_test_accuracy"], r["final_test_accuracy_std"], r["n"]),
+                      f"{_pct(r['best_test_accuracy'], r['best_test_accuracy_std'], r['n'])} "
+                      f"({r['best_epoch'] if r['best_epoch'] is not None else '-'})",
+                      _num(r["seconds_per_epoch"], 2), r["status"]])
+    return header, cells
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header, cells = table_rows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], rows: list[dict],
+                 engine: str = "sequential") -> None:
+    """summary.md, summary.csv, comparison.png and the TensorBoard margins of the study folder."""
+    base = study.base
+    seeds = sorted({o.seed for o in outcomes})
+    notes = [f"- **{r['optimizer']}** {r['status']}: " + (
+        "the loss became non-finite; the run stopped early (see its summary.json for the epoch and step)."
+        if st.DIVERGED in r["status"] else
+        f"final test accuracy {_pct(r['final_test_accuracy'])} is within {FAILED_MARGIN:.0%} of chance "
+        f"({CHANCE:.0%}): the network did not learn." if st.FAILED_TO_LEARN in r["status"] else "")
+        for r in rows if r["status"] != st.COMPLETED]
+    how = ("every optimizer starts from the same initial weights and sees the same batches (per seed)"
+           if study.kind == "compare" else f"the config {base.run_name}, once with each seed")
+    trained = (f"Trained on the population engine, {len(outcomes)} models at once: s/epoch is each model's share "
+               "of the population's epoch." if engine == "population" else "Trained one run after another.")
+    heading = (f"# Optimizer comparison: {base.model.name}" if study.kind == "compare"
+               else f"# {base.run_name}: {plural(len(seeds), 'seed')}")
+    text = "\n".join([
+        heading, "",
+        f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}, {plural(len(seeds), 'seed')} "
+        f"{seeds}; {how}. {trained}", "",
+        markdown_table(rows), "", *notes, "", "![comparison](comparison.png)", ""])
+    atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
+    write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
+    series = curves(study, outcomes, rows)
+    kind = "optimizer comparison" if study.kind == "compare" else base.run_name
+    title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
+             f"batch {base.train.batch_size}, {plural(len(seeds), 'seed')})")
+    comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)
+    if outcomes:  # optimizer steps per epoch, from the shape all runs share
+        tensorboard_margins(study_dir, series, steps_per_epoch(base, outcomes[0].summary["data"]["train_size"])[1])
+
+
+def curves(study: Study, outcomes: list[VariantOutcome], rows: list[dict]) -> dict[str, dict]:
+    """Per variant (in the config's order: stable colors), its runs' train loss and test accuracy per epoch as
+    (seeds, epochs) arrays, nan where a run stopped early."""
+    series = {}
+    by_name = {r["optimizer"]: r for r in rows}
+    for r in (by_name[name] for name in study.variants if name in by_name):
+        runs = [o for o in outcomes if o.name == r["optimizer"]]
+        epochs = max(study.base.train.epochs, 1)
+        grid = {key: np.full((len(runs), epochs), np.nan) for key in ("train_loss", "test_accuracy")}
+        for i, o in enumerate(runs):
+            for row in o.history:
+                for key in grid:
+                    grid[key][i, int(row["epoch"]) - 1] = row[key]
+        last = max((len(o.history) for o in runs), default=0)
+        series[r["optimizer"]] = {"epochs": list(range(1, max(last, 1) + 1)), "status": r["status"],
+                                  **{k: v[:, :max(last, 1)] for k, v in grid.items()}}
+    return series
+
+
+def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int) -> None:
+    """Per variant, its mean curve with a ± one (sample) standard deviation band over the seeds, as TensorBoard's
+    custom-scalars Margin charts, in the study folder's own log: beside the member runs' curves when
+    `tensorboard --logdir` is the study folder. The x axis is the optimizer step (`per_epoch` per epoch), as in
+    every run."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    steps = {epoch: epoch * per_epoch for s in series.values() for epoch in s["epochs"]}  # an epoch's last step
+    for old in study_dir.glob("events.out.tfevents.*"):
+        old.unlink()  # a fresh log each time the report is written (a resumed study rewrites it)
+    writer = SummaryWriter(log_dir=str(study_dir))
+    try:
+        layout: dict[str, dict] = {}
+        for name, s in series.items():
+            for key, label, scale in (("test_accuracy", "test accuracy", 1.0), ("train_loss", "train loss", 1.0)):
+                mean, std = seed_spread(np.asarray(s[key], dtype=np.float64) * scale)
+                tags = [f"{name}/{key}/{part}" for part in ("mean", "lower", "upper")]
+                for epoch, m, d in zip(s["epochs"], mean, std):
+                    if np.isfinite(m) and epoch in steps:
+                        d = d if np.isfinite(d) else 0.0
+                        for tag, value in zip(tags, (m, m - d, m + d)):
+                            writer.add_scalar(tag, value, steps[epoch])
+                layout.setdefault(label, {})[f"{name}: mean ± std over {len(s[key])} seed(s)"] = ["Margin", tags]
+        writer.add_custom_scalars(layout)
+    finally:
+        writer.close()

@@ -1,0 +1,206 @@
+"""Running a study: every variant with every seed, each into an ordinary run folder inside one study folder, on
+the population engine (all at once) or one run after another; continuing an interrupted study; the report.
+
+    runs/<compare-mlp | NAME-seeds>-<YYYYmmdd-HHMMSS>/
+      study.yaml, study.json     the study (base config, variants) and its seeds and engine: enough to continue it
+      <variant>[-seed<N>]/ ...   one run folder per variant and seed (seed<N>/ for train --seeds)
+      summary.md, summary.csv, comparison.png, events.out.tfevents.*   the report (TensorBoard: mean ± std)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fashionmlp import status as st
+from fashionmlp.config import RunConfig, read_yaml, with_values
+from fashionmlp.data import check_trainable, load_data
+from fashionmlp.errors import ConfigError, UserError
+from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
+from fashionmlp.progress import PopulationProgress, Progress, StopRequest
+from fashionmlp.resume import resume
+from fashionmlp.run import train
+from fashionmlp.session import prepare
+from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
+from fashionmlp.study.report import summarize, write_report
+from fashionmlp.tracking import create_run_dir, read_metrics, write_config, write_json
+
+ENGINES = ("auto", "population", "sequential")
+UNFINISHED = (st.RUNNING, st.INTERRUPTED, st.CRASHED)  # a member's summary.json status that resume continues
+
+
+@dataclass
+class VariantOutcome:
+    name: str
+    seed: int
+    run_dir: Path
+    status: str  # status.COMPLETED | DIVERGED | FAILED_TO_LEARN | INTERRUPTED
+    history: list[dict]
+    summary: dict
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    rows: list[dict]  # the summary table, sorted
+    outcomes: list[VariantOutcome] = field(default_factory=list)
+    interrupted: bool = False
+    engine: str = "sequential"
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    seed: int
+    cfg: RunConfig
+    run_dir: Path
+    label: str
+
+
+def classify(run_status: str, final_accuracy: float | None) -> str:
+    if run_status != st.COMPLETED:
+        return run_status
+    if final_accuracy is None or final_accuracy <= CHANCE + FAILED_MARGIN:
+        return st.FAILED_TO_LEARN
+    return st.COMPLETED
+
+
+def choose_engine(engine: str, cfg: RunConfig, device_type: str) -> tuple[str, str | None]:
+    """The engine to use, and why when `auto` chose the sequential one."""
+    if engine != "auto":
+        return engine, None
+    if cfg.model.name == "cnn" and device_type == "cpu":
+        return "sequential", ("the CNN trains no faster batched on a CPU (docs/performance.md): one run after "
+                              "another; --engine population trains them at once")
+    return "population", None
+
+
+def plan(study: Study, seeds: list[int], study_dir: Path) -> list[Planned]:
+    """Every run of the study, seed by seed; refuses repeated seeds and seeds no config accepts."""
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:  # two runs of one seed would need one folder, and add nothing to the mean
+        raise UserError(f"--seeds {','.join(map(str, seeds))}: seed {repeated[0]} is listed more than once; "
+                        "give each seed once")
+    try:
+        return [Planned(name, seed, with_values(cfg, {"seed": seed}), study_dir / study.folder(name, seed, seeds),
+                        study.label(name, seed, seeds)) for seed in seeds for name, cfg in study.variants.items()]
+    except ConfigError as exc:
+        raise ConfigError(f"--seeds: {exc}") from None
+
+
+def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
+              engine: str = "auto", make_progress: Callable[[str], Progress] = lambda label: Progress(),
+              population_progress: PopulationProgress | None = None, stop: StopRequest | None = None,
+              command: str | None = None, notify: Callable[[str], None] = lambda message: None) -> StudyResult:
+    """Train every variant for every seed, then write the report. The variants of one seed start from the same
+    initial weights and see the same batches, because both are drawn from the seed: each run is exactly what
+    `fashionmlp train` with its saved config.yaml would do (and the seed draws the validation split too)."""
+    if engine not in ENGINES:  # options first, before the data is read
+        raise UserError(f"--engine: {engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
+    planned = plan(study, seeds, Path("."))
+    session = prepare(planned[0].cfg, data_dir=data_dir, runs_dir=runs_dir)  # data errors come first
+    for run in planned:
+        check_trainable(run.cfg, len(session.data.train.labels))
+    engine, why = choose_engine(engine, study.base, session.device.type)
+    whole = None if study.base.data.val_size else session.data  # the population draws each seed's split itself
+    setup = setup_population([p.cfg for p in planned], data_dir, whole) if engine == "population" else None
+    if why:
+        notify(why)
+    study_dir = create_run_dir(runs_dir, study.prefix)
+    write_config(study_dir / "study.yaml", study.to_dict())
+    write_json(study_dir / "study.json", {"seeds": seeds, "engine": engine})
+    planned = plan(study, seeds, study_dir)
+    if engine == "population":
+        train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in planned], setup=setup,
+                         progress=population_progress, stop=stop, command=command)
+    else:
+        _sequential(planned, data_dir, session.data, make_progress, stop, command)
+    return report(study, seeds, planned, study_dir, engine)
+
+
+def _sequential(planned: list[Planned], data_dir, data, make_progress, stop, command, resumed: bool = False) -> None:
+    """One run after another (continuing the unfinished ones with `resumed`), until one is interrupted."""
+    loaded_seed = planned[0].seed if planned else None
+    for run in planned:
+        if resumed and run.run_dir.exists():
+            result = resume(run.run_dir, epochs=run.cfg.train.epochs, data_dir=data_dir,
+                            progress=make_progress(run.label), stop=stop, command=command)
+        else:
+            if run.cfg.data.val_size and run.seed != loaded_seed:
+                data, loaded_seed = load_data(run.cfg, data_dir), run.seed  # the seed draws the validation split
+            result = train(run.cfg, run_dir=run.run_dir, data=data, progress=make_progress(run.label), stop=stop,
+                           command=command)
+        if result.status == st.INTERRUPTED:
+            return
+
+
+def report(study: Study, seeds: list[int], planned: list[Planned], study_dir: Path, engine: str) -> StudyResult:
+    """The study's report from its member folders (those that exist: an interrupted study covers what ran)."""
+    outcomes, interrupted = [], False
+    for run in planned:
+        summary_path = run.run_dir / "summary.json"
+        if not summary_path.is_file():
+            interrupted = True
+            continue
+        summary = json.loads(summary_path.read_text())
+        interrupted |= summary["status"] in UNFINISHED
+        if not (run.run_dir / "metrics.csv").is_file():
+            continue
+        outcomes.append(VariantOutcome(run.name, run.seed, run.run_dir,
+                                       classify(summary["status"], summary["final"]["test_accuracy"]),
+                                       read_metrics(run.run_dir / "metrics.csv"), summary))
+    rows = summarize(outcomes, study)
+    write_report(study_dir, study, outcomes, rows, engine)
+    return StudyResult(study_dir, rows, outcomes, interrupted, engine)
+
+
+def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
+                 make_progress: Callable[[str], Progress] = lambda label: Progress(),
+                 population_progress: PopulationProgress | None = None, stop: StopRequest | None = None,
+                 command: str | None = None) -> StudyResult:
+    """Continue every unfinished run of the study in `study_dir` exactly (and start those never started), on
+    the engine the study was made with; then the report."""
+    study_dir = Path(study_dir)
+    try:
+        meta = json.loads((study_dir / "study.json").read_text())
+        study = study_from_dict(read_yaml(study_dir / "study.yaml"))
+        seeds, engine = [int(s) for s in meta["seeds"]], meta["engine"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--resume {str(study_dir)!r} is not a study folder (it needs study.yaml and study.json, "
+                        "written by compare-optimizers and train --seeds)") from None
+    planned = plan(study, seeds, study_dir)
+    todo = [p for p in planned if _unfinished(p.run_dir)]
+    if not todo:
+        raise UserError(f"--resume {str(study_dir)!r}: every run of the study has finished")
+    started = [p for p in todo if (p.run_dir / "checkpoints" / "last.pt").is_file()]
+    fresh = [p for p in todo if p not in started]
+    if engine == "population":
+        by_epoch: dict[int, list[Planned]] = {}
+        for p in started:  # members continued alone since may stand at other epochs: one population per epoch
+            by_epoch.setdefault(_epochs_done(p.run_dir), []).append(p)
+        for together in by_epoch.values():
+            if stop is None or not stop.requested:
+                resume_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in together], data_dir=data_dir,
+                                  progress=population_progress, stop=stop, command=command)
+        if fresh and not (stop is not None and stop.requested):
+            train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in fresh], data_dir=data_dir,
+                             progress=population_progress, stop=stop, command=command)
+    else:
+        _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True)
+    return report(study, seeds, planned, study_dir, engine)
+
+
+def _epochs_done(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _unfinished(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())["status"] in UNFINISHED
+    except (OSError, ValueError, KeyError):
+        return True  # never started, or killed before its first summary

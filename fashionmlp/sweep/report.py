@@ -1,0 +1,171 @@
+"""What a sweep reports: a row per trial, the best trial, the terminal lines, and the files in the sweep folder
+(trials.csv, summary.md, best.yaml and Optuna's figures)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from fashionmlp import status as st
+from fashionmlp.plots.sweep import sweep_figures
+from fashionmlp.sweep.backend import TrialState
+from fashionmlp.sweep.space import trial_config
+from fashionmlp.sweep.spec import METRICS, SweepSpec
+from fashionmlp.sweep.storage import OWNER
+from fashionmlp.tracking import atomic_write
+
+if TYPE_CHECKING:
+    from fashionmlp.sweep.run import SweepResult
+
+
+def finished_text(finished: int, target: int) -> str:
+    """'4 of 6 trials finished', or, for a study that has more than a lowered --trials asks for, say so."""
+    if finished > target:
+        return f"{finished} trials finished, more than the {target} asked for (nothing to run)"
+    return f"{finished} of {target} trials finished"
+
+
+def _attrs(t) -> dict[str, Any]:
+    """The trial's user attributes, without those a retried trial inherited from the one it repeats."""
+    owner = t.user_attrs.get(OWNER) or {}
+    return t.user_attrs if owner.get("trial") == t.number else {}
+
+
+def _note(t) -> str:
+    attrs = _attrs(t)
+    status = attrs.get("status")
+    state = t.state.name.lower()
+    notes = []
+    if t.system_attrs.get("retry_history"):  # set by Optuna's retry callback: the trials this one repeats
+        notes.append(f"retry of {t.system_attrs['retry_history'][-1]}")
+    if status == st.DIVERGED:
+        notes.append(f"diverged in epoch {attrs.get('epochs', 0) + 1}")
+    elif status == st.INTERRUPTED:
+        notes.append("interrupted")
+    elif "error" in attrs:
+        notes.append(f"config rejected: {attrs['error']}")
+    elif state == "fail":
+        notes.append("worker lost (killed?)")
+    return "; ".join(notes)
+
+
+def trial_rows(study, spec: SweepSpec) -> list[dict]:
+    """One row per trial: number, the value of each key, state, metric, epochs, seconds, note."""
+    rows = []
+    by_key = {p.key: p for p in spec.params}
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number}
+        for key, param in by_key.items():
+            row[key] = param.decode(t.params[key]) if key in t.params else None
+        state, attrs = t.state.name.lower(), _attrs(t)
+        row.update({"state": st.DIVERGED if attrs.get("status") == st.DIVERGED else state,
+                    spec.metric: t.value,
+                    "epochs": attrs.get("epochs"),
+                    "seconds": round(t.duration.total_seconds(), 1) if t.duration is not None else None,
+                    "note": _note(t)})
+        rows.append(row)
+    return rows
+
+
+def _best(study, spec: SweepSpec) -> dict | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    pick = max if spec.direction == "maximize" else min
+    t = pick(complete, key=lambda tr: tr.value)
+    params = {p.key: p.decode(t.params[p.key]) for p in spec.params if p.key in t.params}
+    run_dir = Path(t.user_attrs["run_dir"])
+    test_accuracy = None
+    if t.user_attrs[OWNER]["host"] == socket.gethostname():
+        try:
+            test_accuracy = json.loads((run_dir / "summary.json").read_text())["final"]["test_accuracy"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
+            "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy}
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if key in METRICS:
+            return f"{value:.4f}"
+        return f"{value:.1f}" if key == "seconds" else f"{value:.4g}"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def table_rows(rows: list[dict], spec: SweepSpec) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the trial table, best first (complete, then pruned, then the rest)."""
+    keys = [p.key for p in spec.params]
+    header = ["trial", *keys, "state", spec.metric, "epochs", "seconds", "note"]
+    sign = -1 if spec.direction == "maximize" else 1
+    order = {"complete": 0, "pruned": 1, "diverged": 2}
+
+    def rank(r):
+        value = r[spec.metric]
+        return (order.get(r["state"], 3), sign * value if value is not None else math.inf, r["number"])
+
+    cells = [[str(r["number"]), *[_fmt(r[k]) for k in keys], r["state"], _fmt(r[spec.metric], spec.metric),
+              _fmt(r["epochs"]), _fmt(r["seconds"], "seconds"), r["note"] or ""] for r in sorted(rows, key=rank)]
+    return header, cells
+
+
+def progress_line(spec: SweepSpec, trial, finished: int) -> str:
+    """The terminal line for a trial that has just ended."""
+    status = trial.user_attrs.get("status")
+    state = st.DIVERGED if status == st.DIVERGED else trial.state.name.lower()
+    epochs = trial.user_attrs.get("epochs")
+    value = "-" if trial.value is None else f"{trial.value:.4f}"
+    params = "  ".join(f"{p.key}={_fmt(p.decode(trial.params[p.key]))}" for p in spec.params if p.key in trial.params)
+    seconds = f"{trial.duration.total_seconds():.1f}s" if trial.duration is not None else "-"
+    extra = f"  ({trial.user_attrs['error']})" if "error" in trial.user_attrs else ""
+    planned = trial.params.get("train.epochs", spec.base.train.epochs)
+    return (f"trial {trial.number:>3} {state:<8} {spec.metric} {value}  epochs {_fmt(epochs)}/{planned}"
+            f"  {seconds:>7}  {params}  [{finished}/{spec.target} finished]{extra}")
+
+
+def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
+    """trials.csv, summary.md, best.yaml and Optuna's figures in the sweep folder."""
+    folder = result.sweep_dir
+    keys = [p.key for p in spec.params]
+    columns = ["number", *keys, "state", spec.metric, "epochs", "seconds", "note"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()} for r in result.rows)
+    text = buffer.getvalue()
+    atomic_write(folder / "trials.csv", lambda fh: fh.write(text), mode="w")
+    best = result.best
+    if best is not None:
+        cfg = trial_config(spec, best["params"], f"{result.study}-best")
+        header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
+                  f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
+                  f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n")
+        body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
+    figures = sweep_figures(study, spec, folder)
+    head, cells = table_rows(result.rows, spec)
+    lines = [f"# Sweep: {result.study}", "",
+             f"Storage: {result.storage}. {spec.sampler} sampler (seed {spec.seed}), pruner {spec.pruner}; "
+             f"{finished_text(result.finished, result.target)}; metric {spec.metric} "
+             f"({spec.direction}d) on {spec.base.data.val_size} validation images; "
+             f"{spec.base.train.epochs} epochs per trial.", ""]
+    if best is not None:
+        test = "not on this machine" if best["test_accuracy"] is None else f"{best['test_accuracy']:.2%}"
+        lines += [f"Best: trial {best['number']}, {spec.metric} {best['value']:.4f}; its test accuracy {test} "
+                  "(reported once, never used for the search). Config: best.yaml.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    lines += [""] + [f"![{name}]({name})" for name in figures] + [""]
+    text = "\n".join(lines)
+    atomic_write(folder / "summary.md", lambda fh: fh.write(text), mode="w")

@@ -1,0 +1,177 @@
+"""A sweep from start to finish: find or make its folder and study, run workers until the study has its trials,
+then write the report.
+
+    runs/sweep-<study>-<YYYYmmdd-HHMMSS>/
+      sweep.yaml, sweep.json    the resolved sweep config; which study and storage this folder belongs to
+      optuna.journal            the study itself (the embedded default; with --storage it is in that database)
+      trial-0000/ ...           one run folder per trial run on this machine
+      trials.csv, summary.md, best.yaml, *.png
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fashionmlp.config import config_from_dict
+from fashionmlp.device import check_memory
+from fashionmlp.errors import ConfigError, UserError
+from fashionmlp.progress import StopRequest
+from fashionmlp.session import prepare
+from fashionmlp.sweep.backend import TrialState, finished_states, optuna, require_optuna
+from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_report
+from fashionmlp.sweep.space import ends
+from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
+from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, fail_dead_trials, open_storage
+from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work
+from fashionmlp.tracking import create_run_dir, write_config, write_json
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    study: str
+    storage: str  # "journal" or the URL without password
+    target: int
+    rows: list[dict]  # one per trial, in trial-number order
+    best: dict | None  # number, value, params, run_dir, test_accuracy (None when its folder is not here)
+    finished: int = 0
+    running: int = 0
+    interrupted: bool = False
+    problems: list[str] = field(default_factory=list)  # workers that died
+
+
+def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -> str:
+    if spec.base.name:
+        return spec.base.name
+    return Path(config_path).stem if config_path else f"sweep_{spec.base.model.name}"
+
+
+def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
+    """The newest sweep folder under runs_dir made for this study and storage."""
+    pattern = re.compile(rf"sweep-{re.escape(study)}-\d{{8}}-\d{{6}}(-\d+)?")
+    if not runs_dir.is_dir():
+        return None
+    for path in sorted((p for p in runs_dir.iterdir() if pattern.fullmatch(p.name)), reverse=True):
+        try:
+            meta = json.loads((path / "sweep.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("study") == study and meta.get("storage") == label:
+            return path
+    return None
+
+
+def _new_sweep_dir(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Path:
+    path = create_run_dir(runs_dir, f"sweep-{study}")
+    write_json(path / "sweep.json", {"study": study, "storage": label})
+    write_config(path / "sweep.yaml", {**spec.base.to_dict(), "sweep": spec.section()})
+    return path
+
+
+def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None = None,
+              runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
+              echo: Callable[[str], None] = print, stop: StopRequest | None = None,
+              command: str | None = None) -> SweepResult:
+    """Run (or continue) the study until it has `spec.target` finished trials, with `jobs` worker processes
+    on this machine, then write the report. Every user mistake is raised before a folder is made; `command`
+    is recorded in each trial's summary.json."""
+    require_optuna()
+    stop = stop or StopRequest()
+    cores = len(os.sched_getaffinity(0))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= cores:
+        raise UserError(f"--jobs: {jobs!r} is out of range; allowed: 1 to {cores} (the CPU cores this process may "
+                        "use: each worker needs one)")
+    if not STUDY_NAME.fullmatch(study):
+        raise UserError(f"--study: {study!r} is not allowed; use letters, digits, '_', '.', '-' (at most 100)")
+    session = prepare(spec.base, data_dir=data_dir, runs_dir=runs_dir)  # the data's own mistakes, before any folder
+    _check_memory(spec, session)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial of our own replaces Optuna's log
+    try:
+        return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
+         echo: Callable[[str], None], stop: StopRequest, command: str | None) -> SweepResult:
+    label = _storage_label(storage)
+    if storage is not None:
+        store = open_storage(storage)
+        _create_or_load(store, study, spec, label)
+        sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+    else:
+        sweep_dir = _find_sweep_dir(runs_dir, study, label)
+        if sweep_dir is None:
+            sweep_dir = _new_sweep_dir(runs_dir, study, label, spec)
+        store = open_storage(None, sweep_dir / JOURNAL)
+        _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
+    books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
+    revived = fail_dead_trials(books)
+    if revived:
+        echo(f"trial(s) {', '.join(map(str, revived))} had lost their worker (killed?): marked failed, queued again")
+    finished = len(books.get_trials(deepcopy=False, states=finished_states()))
+    running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    remaining = spec.target - finished - running
+    workers = max(0, min(jobs, remaining))
+    cores = len(os.sched_getaffinity(0))  # (jobs <= cores: checked)
+    threads = max(1, cores // workers) if workers > 1 else spec.base.train.threads
+    echo(f"study {study!r} ({label}): {finished_text(finished, spec.target)}"
+         + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
+    if spec.grid_size is not None and spec.grid_size < spec.trials:
+        echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
+    if spec.val_size_added:
+        echo(f"validation: the config has no validation split, so data.val_size = {DEFAULT_VAL_SIZE} training images "
+             f"are held out (drawn by seed {spec.base.seed}, the same for every trial); trials are scored on "
+             f"{spec.metric}")
+    else:
+        echo(f"validation: {spec.base.data.val_size} training images held out (seed {spec.base.seed}, the same for "
+             f"every trial); trials are scored on {spec.metric}")
+    interrupted, problems = False, []
+    if workers >= 1:
+        echo(f"running {remaining} more trial(s) with {workers} worker(s)"
+             + (f", {threads} CPU thread(s) each" if workers > 1 else ""))
+        job = _Job(spec, study, storage, sweep_dir, None if data_dir is None else str(data_dir), 0,
+                   threads if workers > 1 else 0, command)
+        if workers == 1:
+            interrupted = _work(job, data, echo, stop)
+        else:
+            del data  # each worker loads its own copy
+            problems = _run_workers([_replace_worker(job, k) for k in range(workers)], stop, echo)
+            interrupted = stop.requested
+        revived = fail_dead_trials(books)
+        if revived:
+            echo(f"trial(s) {', '.join(map(str, revived))} lost their worker: marked failed, queued to run again")
+    rows = trial_rows(books, spec)
+    best = _best(books, spec)
+    finished = len(books.get_trials(deepcopy=False, states=finished_states()))
+    running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems)
+    write_report(result, spec, books)
+    return result
+
+
+def _check_memory(spec: SweepSpec, session) -> None:
+    """Every mix of the space's ends (choices, range bounds; up to 256 mixes) must fit in memory, before any
+    folder is made: the widest layers with the largest batch are among them."""
+    data = session.data
+    n_train = len(data.train.labels)
+    n_images = n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
+    base_raw = spec.base.to_dict()
+    for mix in itertools.islice(itertools.product(*(ends(p) for p in spec.params)), 256):
+        try:
+            cfg = config_from_dict(base_raw, values={p.key: v for p, v in zip(spec.params, mix)})
+        except ConfigError:
+            continue  # a rejected mix never trains
+        try:
+            check_memory(cfg, session.device, n_images, n_train)
+        except UserError as exc:
+            raise UserError(f"sweep.space: {exc}") from None

@@ -1,0 +1,197 @@
+"""Reading a sweep config: the `sweep:` section and its search space, checked entry by entry against the
+training config's own schema and rules, so a trial can only fail for a combination of values."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from fashionmlp.config import (
+    Overrides,
+    RunConfig,
+    check_choice,
+    check_int,
+    config_from_dict,
+    number,
+    read_yaml,
+    show,
+    unknown_key,
+    with_values,
+)
+from fashionmlp.errors import ConfigError
+from fashionmlp.sweep.spec import (
+    DEFAULT_VAL_SIZE,
+    FIXED_KEYS,
+    FIXED_PREFIXES,
+    METRICS,
+    PRUNERS,
+    RANGE_KEYS,
+    SAMPLERS,
+    SWEEP_DEFAULTS,
+    Param,
+    SweepSpec,
+    encode,
+)
+
+
+def value_at(cfg: RunConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _parse_param(key: Any, spec: Any) -> Param:
+    """The shape of one space entry (a list, or a range whose kind the schema decides later)."""
+    where = f"sweep.space.{key}"
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"sweep.space: {key!r} is not a dotted config key such as optimizer.lr")
+    if key in FIXED_KEYS or key.startswith(FIXED_PREFIXES) or key == "data":
+        raise ConfigError(f"{where}: cannot be searched (every trial keeps the config's {key}: the same data, "
+                          "validation split and threads per worker make trials comparable)")
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: the list of values is empty; give at least one")
+        encoded = [encode(v) for v in spec]
+        for i, value in enumerate(spec):
+            if encoded.index(encoded[i]) != i:
+                raise ConfigError(f"{where}: {show(value)} is listed twice")
+        return Param(key, "choice", choices=tuple(spec))
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a list of values, e.g. [64, 128, 256], or a range, e.g. "
+                          "{low: 1.0e-4, high: 0.1, log: true}; got " + show(spec))
+    for name in spec:
+        if name not in RANGE_KEYS:
+            raise ConfigError(f"{where}: {unknown_key(str(name), list(RANGE_KEYS), 'key')}")
+    if "low" not in spec or "high" not in spec:
+        raise ConfigError(f"{where}: a range needs both low and high, e.g. {{low: 1.0e-4, high: 0.1, log: true}}")
+    low, high = number(f"{where}: low", spec["low"]), number(f"{where}: high", spec["high"])
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log {show(log)} is not a boolean; allowed: true or false")
+    if low >= high:
+        raise ConfigError(f"{where}: low {low!r} must be below high {high!r}")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0, got low {low!r}")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+            raise ConfigError(f"{where}: step {show(step)} must be a number > 0")
+        if log:
+            raise ConfigError(f"{where}: step and log cannot be combined (Optuna samples either on a grid or in log)")
+    return Param(key, "range", low, high, log, step)
+
+
+def ends(p: Param) -> tuple:
+    """The values of a space entry that stand for all of it in validation: its choices, or its two bounds."""
+    return p.choices if p.kind == "choice" else (p.low, p.high)
+
+
+def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]:
+    """Each value of each entry must make a valid config with the base, or with some values of the other
+    entries (nesterov needs momentum > 0: that momentum may be in the space). Ranges become int or float
+    ranges after their key's type in the schema."""
+    checked = []
+    for p in params:
+        others = [q for q in params if q is not p]
+        resolved = None
+        for what, value in [("value", v) for v in p.choices] or [("low", p.low), ("high", p.high)]:
+            cfg = _valid_with(p, value, others, base_raw, what)
+            if dataclasses.is_dataclass(value_at(cfg, p.key)):
+                raise ConfigError(f"sweep.space.{p.key}: names a section, not a value; search its keys, e.g. "
+                                  f"{p.key}.<name>")
+            resolved = resolved or cfg
+        if p.kind == "choice":
+            checked.append(p)
+            continue
+        kind = type(value_at(resolved, p.key))
+        where = f"sweep.space.{p.key}"
+        if kind not in (int, float):
+            raise ConfigError(f"{where}: a range needs a numeric key ({p.key} is {kind.__name__}); give a list of "
+                              "values")
+        if kind is int:
+            if p.step is not None and not isinstance(p.step, int):
+                raise ConfigError(f"{where}: step {show(p.step)} must be a whole number for a whole-number key")
+            checked.append(Param(p.key, "int", int(p.low), int(p.high), p.log, p.step))
+        else:
+            checked.append(Param(p.key, "float", float(p.low), float(p.high), p.log,
+                                 None if p.step is None else float(p.step)))
+    return tuple(checked)
+
+
+def _valid_with(p: Param, value: Any, others: list[Param], base_raw: dict, what: str) -> RunConfig:
+    """The config of the base with p = value, alone or with the first valid mix of the others' values."""
+    try:
+        return config_from_dict(base_raw, values={p.key: value})
+    except ConfigError as exc:
+        first = exc
+    for mix in itertools.islice(itertools.product(*(ends(q) for q in others)), 256):
+        try:
+            return config_from_dict(base_raw, values={p.key: value, **{q.key: v for q, v in zip(others, mix)}})
+        except ConfigError:
+            continue
+    raise ConfigError(f"sweep.space.{p.key}: {what} {show(value)} is rejected: {first}") from None
+
+
+def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | None = None) -> SweepSpec:
+    """Validate a sweep dict (a training config plus `sweep:`) into a SweepSpec; every mistake is a ConfigError."""
+    raw = copy.deepcopy(raw)
+    section = raw.pop("sweep", None)
+    if not isinstance(section, dict):
+        raise ConfigError("sweep: a sweep config needs a `sweep:` section with a `space:` mapping of dotted keys "
+                          "to ranges or lists (see configs/sweep_mlp.yaml)")
+    for key in section:
+        if key not in SWEEP_DEFAULTS:
+            raise ConfigError(f"sweep: {unknown_key(str(key), list(SWEEP_DEFAULTS), 'key')}")
+    s = {**SWEEP_DEFAULTS, **{k: v for k, v in section.items() if v is not None}}  # null: the default
+    base = config_from_dict(raw, overrides)
+    added = base.data.val_size == 0
+    if added:
+        base = with_values(base, {"data.val_size": DEFAULT_VAL_SIZE})
+    metric = check_choice("sweep.metric", s["metric"], tuple(METRICS))
+    count = check_int("sweep.trials", s["trials"], 1)
+    if trials is not None:
+        count = check_int("--trials", trials, 1)
+    sampler = check_choice("sweep.sampler", s["sampler"], SAMPLERS)
+    seed = base.seed if s["seed"] is None else check_int("sweep.seed", s["seed"], 0)
+    sampler_startup = check_int("sweep.sampler_startup_trials", s["sampler_startup_trials"], 0)
+    pruner = check_choice("sweep.pruner", s["pruner"], PRUNERS)
+    startup = check_int("sweep.pruner_startup_trials", s["pruner_startup_trials"], 0)
+    from_epoch = check_int("sweep.pruner_from_epoch", s["pruner_from_epoch"], 1)
+    space = s["space"]
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("sweep.space: expected a mapping of dotted config keys to a range or a list of values, "
+                          "e.g. {optimizer.lr: {low: 1.0e-4, high: 0.1, log: true}, train.batch_size: [64, 128]}")
+    params = _check_space(tuple(_parse_param(key, value) for key, value in space.items()), base.to_dict())
+    spec = SweepSpec(base, params, metric, count, sampler, seed, sampler_startup, pruner, startup, from_epoch, added)
+    if sampler == "grid":
+        _check_grid(spec)
+    return spec
+
+
+def _check_grid(spec: SweepSpec) -> None:
+    """The grid sampler needs lists; and every point of the grid must be a valid config."""
+    ranges = [p.key for p in spec.params if p.kind != "choice"]
+    if ranges:
+        raise ConfigError(f"sweep.sampler: grid needs a list of values for every key; {ranges[0]} is a range")
+    if spec.grid_size > 10_000:
+        raise ConfigError(f"sweep.space: the grid has {spec.grid_size:,} points; at most 10,000 are allowed")
+    base_raw = spec.base.to_dict()
+    for point in itertools.product(*(p.choices for p in spec.params)):
+        try:
+            config_from_dict(base_raw, values={p.key: v for p, v in zip(spec.params, point)})
+        except ConfigError as exc:
+            shown = ", ".join(f"{p.key}={json.dumps(v)}" for p, v in zip(spec.params, point))
+            raise ConfigError(f"sweep.space: the grid point {shown} is rejected: {exc}") from None
+
+
+def load_sweep_file(path: str | Path, overrides: Overrides = (), trials: int | None = None) -> SweepSpec:
+    return load_sweep(read_yaml(path), overrides, trials)
+
+
+def trial_config(spec: SweepSpec, values: dict[str, Any], name: str, threads: int = 0) -> RunConfig:
+    """The base config with one trial's values, its name (and `threads`, when > 0)."""
+    return with_values(spec.base, {**values, "name": name, **({"train.threads": threads} if threads else {})})

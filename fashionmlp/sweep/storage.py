@@ -1,0 +1,155 @@
+"""Where a study lives and who runs its trials: Optuna's journal file or a database (RDB storage with
+heartbeats), the study's identity (the sweep config it was made from), and trials whose worker died."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fashionmlp.config import show
+from fashionmlp.errors import UserError
+from fashionmlp.sweep.backend import TrialState, optuna
+from fashionmlp.sweep.spec import SweepSpec
+
+JOURNAL = "optuna.journal"
+OWNER = "worker"  # trial user attribute: the process that runs it {host, pid, started, trial}
+HEARTBEAT_SECONDS = 60  # database storages: a worker's running trial is failed after
+GRACE_SECONDS = 180  # ... this long without its heartbeat (another machine, killed)
+DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+           "MySQLdb": "mysqlclient"}  # the module SQLAlchemy imports -> the package to install
+
+
+def _storage_label(url: str | None) -> str:
+    """What outputs say about the storage: the journal, or the URL without its password."""
+    if url is None:
+        return "journal"
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: it will be refused when opened; show no part of it
+        return "<database URL>"
+
+
+def open_storage(url: str | None, journal: Path | None = None):
+    """Optuna's journal file storage at `journal` (url None), else its RDB storage with heartbeats."""
+    if url is None:
+        journal_storage = optuna.storages.journal
+        return journal_storage.JournalStorage(journal_storage.JournalFileBackend(str(journal)))
+    if "://" not in url:
+        raise UserError(f"--storage {url!r} is not a database URL; e.g. postgresql://user:password@host/db, "
+                        "mysql+pymysql://user:password@host/db or sqlite:///sweep.db (without --storage the study "
+                        "is a journal file in the sweep folder)")
+    try:
+        import sqlalchemy.exc
+
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # heartbeats and their retry callback are marked experimental
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+                        grace_period=GRACE_SECONDS,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers starting together on an empty database race to create Optuna's tables, and
+                # PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: the loser finds them made on a retry.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    except ImportError as exc:
+        missing = getattr(exc.__cause__, "name", None) or str(exc)
+        package = DRIVERS.get(missing, missing)
+        raise UserError(f"--storage {_storage_label(url)}: its database driver is not installed (no module "
+                        f"{missing!r}): pip install {package!r}") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(f"--storage {_storage_label(url)}: cannot use the database: {first}") from None
+
+
+def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
+    """The study `name` (created when new); a study made from a different sweep config is a UserError."""
+    study = optuna.create_study(study_name=name, storage=storage, direction=spec.direction, load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler())
+    mine = spec.definition()
+    theirs = study.user_attrs.get("fashionmlp_sweep")
+    if theirs is None:
+        study.set_user_attr("fashionmlp_sweep", mine)
+    elif theirs != mine:
+        ours = {**_flat(mine["config"]), **_flat(mine["sweep"], "sweep.")}
+        old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
+        diff = [f"{k} {show(ours.get(k))} (the study has {show(old.get(k))})"
+                for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k)]
+        raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(diff[:3])}"
+                        "; continue it with the same config, or start a new study with --study NEW_NAME")
+    return study
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 5}} -> {"train.epochs": 5}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and prefix + key != "sweep.space":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux /proc, clock ticks since boot): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _owner(number: int) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid()),
+            "trial": number}
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    started = _process_start(int(owner["pid"]))
+    return not (owner.get("started") and started and started != owner["started"])
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`) and queue
+    their parameters again with Optuna's retry callback; returns their numbers.
+
+    Database storages do the same for every machine through heartbeats; the journal file has none, so the
+    worker's pid (and start time) recorded on the trial stand in for it on this machine.
+    """
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER)
+        # a retried trial inherits the dead worker's record until its new worker writes its own: check "trial"
+        if not owner or owner.get("trial") != t.number or owner.get("host") != host or _alive(owner):
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another process failed or finished it first
+        _retry(study, t.number)
+        failed.append(t.number)
+    return failed
+
+
+def _retry(study, number: int) -> None:
+    """Queue the values of failed trial `number` to run again, with Optuna's own retry callback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # marked experimental
+        # a copy: the callback appends to the trial's retry history in place
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.get_trials(deepcopy=True)[number])

@@ -1,0 +1,174 @@
+"""The population engine against its oracle, the single-run path: in float64 every member's per-step losses and
+weights equal its own `train` run's (to 1e-9), whatever its seed, optimizer and recipe; and each member's run
+folder is an ordinary one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionmlp.config import config_from_dict, with_values
+from fashionmlp.errors import UserError
+from fashionmlp.population import MemberSpec, resume_population, train_population
+from fashionmlp.progress import StopRequest
+from fashionmlp.run import train
+
+from helpers import cli, summary, tiny_config
+
+TOLERANCE = 1e-9  # relative, in float64: a batched kernel rounds differently, nothing more
+
+MODELS = {"mlp": {"name": "mlp", "hidden": [32, 32], "dropout": 0.2},
+          "cnn": {"name": "cnn", "channels": [4, 8], "hidden": [16], "batchnorm": True}}
+
+
+def base(tiny_data, model: str, **train):
+    return config_from_dict(tiny_config(tiny_data, model=MODELS[model],
+                                        train={"epochs": 2, "precision": "fp64", "threads": 1, **train},
+                                        data={"val_size": 64, "shift": 1, "flip": True}))
+
+
+def variety(cfg):
+    """Two seeds, four optimizers, and every per-member ingredient of the recipe."""
+    return [
+        with_values(cfg, {"seed": 0, "name": "sgd", "optimizer": {"name": "sgd", "lr": 0.05}}),
+        with_values(cfg, {"seed": 0, "name": "adamw", "train.label_smoothing": 0.1, "train.ema": 0.9,
+                          "train.tta": "flip", "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1,
+                                                             "decay_params": "weights", "schedule": "onecycle",
+                                                             "warmup": 0.2}}),
+        with_values(cfg, {"seed": 1, "name": "nesterov", "train.patience": 5,
+                          "optimizer": {"name": "nesterov", "lr": 0.02, "momentum": 0.9, "schedule": "cosine"}}),
+        with_values(cfg, {"seed": 1, "name": "adam", "optimizer": {"name": "adam", "lr": 0.003}}),
+    ]
+
+
+def last(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_same_run(population_run: Path, single_run: Path, engine: str = "population") -> None:
+    a, b = last(population_run), last(single_run)
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    la, lb = a["step_losses"], b["step_losses"]
+    assert len(la) == len(lb) > 0
+    assert float(((la - lb).abs() / lb.abs()).max()) <= TOLERANCE
+    for key, value in b["model"].items():
+        if value.is_floating_point():
+            scale = float(value.abs().max()) or 1.0
+            assert float((a["model"][key] - value).abs().max()) <= TOLERANCE * scale, key
+        else:
+            assert torch.equal(a["model"][key], value), key
+    sa, sb = summary(population_run), summary(single_run)
+    assert sa["fingerprints"] == sb["fingerprints"]  # the same initial weights and first batch
+    for key in ("test_accuracy", "val_accuracy"):
+        assert sa["final"].get(key) == sb["final"].get(key), key
+    assert sa["engine"] == engine and sb["engine"] == "single"  # what trained the last session
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_member_equals_its_single_run_in_float64(tiny_data, tmp_path, model):
+    members = variety(base(tiny_data, model))
+    results = train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    assert [r.status for r in results] == ["completed"] * len(members)
+    for cfg in members:
+        single = train(cfg, runs_dir=tmp_path / "single")
+        assert_same_run(tmp_path / "population" / cfg.name, single.run_dir)
+    # members of one seed saw the same batches: the study's fairness
+    assert summary(tmp_path / "population" / "sgd")["fingerprints"] == \
+        summary(tmp_path / "population" / "adamw")["fingerprints"]
+
+
+def test_a_diverging_member_stops_and_the_others_go_on(tiny_data, tmp_path):
+    cfg = base(tiny_data, "mlp", epochs=3)
+    members = [with_values(cfg, {"name": "wild", "optimizer": {"name": "sgd", "lr": 1e30}}),
+               with_values(cfg, {"name": "calm", "optimizer": {"name": "sgd", "lr": 0.05}})]
+    results = train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    assert [r.status for r in results] == ["diverged", "completed"]
+    for cfg in members:
+        single = train(cfg, runs_dir=tmp_path / "single")
+        assert single.status == summary(tmp_path / "population" / cfg.name)["status"]
+        if single.status == "diverged":
+            assert summary(tmp_path / "population" / cfg.name)["diverged"] == single.summary["diverged"]
+        else:
+            assert_same_run(tmp_path / "population" / cfg.name, single.run_dir)
+
+
+def test_early_stopping_is_per_member(tiny_data, tmp_path):
+    cfg = base(tiny_data, "mlp", epochs=6)
+    members = [with_values(cfg, {"name": "patient", "optimizer": {"name": "sgd", "lr": 0.05}}),
+               with_values(cfg, {"name": "stopped", "train.patience": 1,
+                                 "optimizer": {"name": "sgd", "lr": 1e-5}})]  # barely moves: no better val acc
+    results = train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    stopped = summary(tmp_path / "population" / "stopped")
+    assert results[1].status == "completed" and stopped["early_stopping"]["stopped_after_epoch"] < 6
+    assert summary(tmp_path / "population" / "patient")["epochs"] == 6
+    for cfg in members:
+        assert_same_run(tmp_path / "population" / cfg.name, train(cfg, runs_dir=tmp_path / "single").run_dir)
+
+
+class StopAfter(StopRequest):
+    """Requested once `steps` optimizer steps have been asked about."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+
+    @property
+    def requested(self) -> bool:
+        self.steps -= 1
+        return self.steps < 0
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+def test_interrupt_then_resume_the_population_or_one_member(tiny_data, tmp_path):
+    members = variety(base(tiny_data, "mlp", epochs=3))
+    specs = [MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members]
+    results = train_population(specs, stop=StopAfter(8 + 3))  # 8 steps per epoch: stops in epoch 2
+    assert {r.status for r in results} == {"interrupted"}
+    assert all(last(s.run_dir)["epoch"] == 1 for s in specs)
+    alone = cli("train", "--resume", specs[2].run_dir)  # one member continues by itself
+    assert alone.exit_code == 0, alone.output
+    resumed = resume_population(specs[:2] + specs[3:])  # the others together
+    assert {r.status for r in resumed} == {"completed"}
+    for i, cfg in enumerate(members):
+        assert_same_run(tmp_path / "population" / cfg.name, train(cfg, runs_dir=tmp_path / "single").run_dir,
+                        "single" if i == 2 else "population")
+
+
+def test_member_folders_are_ordinary_runs(tiny_data, tmp_path):
+    cfg = config_from_dict(tiny_config(tiny_data, train={"epochs": 1}))
+    specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / f"seed{s}", f"seed {s}") for s in (0, 1)]
+    train_population(specs)
+    for spec in specs:
+        run = spec.run_dir
+        assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+        assert (run / "loss_curve.png").is_file() and list(run.glob("events.out.tfevents.*"))
+        for command in (["evaluate", run], ["predict", run, "--index", "0"], ["inspect", run]):
+            result = cli(*command)
+            assert result.exit_code == 0, result.output
+
+
+def test_members_of_different_shapes_are_refused(tiny_data, tmp_path):
+    cfg = config_from_dict(tiny_config(tiny_data))
+    specs = [MemberSpec(cfg, tmp_path / "a", "a"),
+             MemberSpec(with_values(cfg, {"train.batch_size": 16}), tmp_path / "b", "b")]
+    with pytest.raises(UserError, match=r"members differ in train.batch_size \(32 and 16\)"):
+        train_population(specs)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data, tmp_path, monkeypatch):
+    from fashionmlp import device
+
+    cfg = config_from_dict(tiny_config(tiny_data))
+    per_model, shared = device.memory_parts(cfg, 480, 320)
+    monkeypatch.setattr(device, "memory_total", lambda dev: (int((shared + 3.5 * per_model) / 0.9), "this"))
+    specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / str(s), str(s)) for s in range(5)]
+    with pytest.raises(UserError, match="a population of 5 of these models needs about .* at most 3 fit at once"):
+        train_population(specs)
+    assert not any(tmp_path.iterdir())
