@@ -7,6 +7,7 @@ COMPLETED = "completed"
 INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: the last completed epoch is checkpointed, resumable
 DIVERGED = "diverged"  # the training loss became non-finite
 CRASHED = "crashed"  # a bug raised: recorded beside the run, then re-raised
+KILLED = "killed"  # a sweep's worker died while training the run: its trial was failed and its values queued again
 PRUNED = "pruned"  # stopped early by a sweep's pruner (the caller's StopRequest.reason): not resumed by it
 FAILED_TO_LEARN = "failed to learn"  # completed, but the final accuracy is within a margin of chance (studies)
 

@@ -147,11 +147,14 @@ def test_tpe_sweep_with_a_seed_is_reproducible(sweep_config, tmp_path, quick_pic
 # ---------------------------------------------------------------- pruning
 
 
-def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_path, quick_pictures):
+@pytest.mark.parametrize("population", [1, 2])
+def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_path, quick_pictures, population):
+    """Alone, or as members of a population of 2 (trials 0-1 train together, then 2-3, ...: the pruner judges a
+    member against the trials completed before its population started)."""
     path = sweep_config(train={"epochs": 3}, sweep={
         "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
         "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
-    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", population)
     assert result.exit_code == 0, result.output
     folder = sweep_dir(tmp_path / "runs")
     study = load_study(folder)
@@ -165,9 +168,11 @@ def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_pa
         assert 1 <= s["epochs"] < 3 and t.user_attrs["epochs"] == s["epochs"]
         assert len((run / "metrics.csv").read_text().splitlines()) == 1 + s["epochs"]  # the stopped epoch is dropped
         assert (run / "loss_curve.png").is_file()  # a pruned run gets its outputs, unlike an interrupted one
+        assert s["engine"] == ("single" if population == 1 else "population")
         # MedianPruner's rule: worse than the median of the earlier complete trials at that epoch
         epoch = s["epochs"]
-        earlier = sorted(c.intermediate_values[epoch] for c in complete if c.number < t.number)
+        started = t.number // population * population  # the first trial of its population
+        earlier = sorted(c.intermediate_values[epoch] for c in complete if c.number < started)
         median = (earlier[(len(earlier) - 1) // 2] + earlier[len(earlier) // 2]) / 2
         assert len(earlier) >= 2 and t.intermediate_values[epoch] < median
     for t in complete:
@@ -294,7 +299,7 @@ def test_two_workers_share_one_journal_and_a_kill_9_fails_only_its_trial(slow_sw
 def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_sweep, tmp_path):
     runs = tmp_path / "runs"
     # Ctrl-C: the trial stops after its step, is marked failed and queued again; exit 130
-    proc = _start(slow_sweep, runs)
+    proc = _start(slow_sweep, runs, "--population", 1)
     run, pid = _running_trial(runs, proc)
     assert pid == proc.pid  # one worker: the command itself
     proc.send_signal(signal.SIGINT)
@@ -308,17 +313,19 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     assert rows[interrupted]["state"] == "fail" and rows[interrupted]["note"] == "interrupted"
     assert rows[interrupted + 1]["state"] == "waiting" and rows[interrupted + 1]["note"] == f"retry of {interrupted}"
     # kill -9: nobody is left to notice; the next command finds the trial's worker gone
-    proc = _start(slow_sweep, runs)
+    proc = _start(slow_sweep, runs, "--population", 1)
     run, pid = _running_trial(runs, proc)
     killed = int(run.name.split("-")[1])
     assert killed == interrupted + 1  # the queued retry ran first
     proc.kill()
     proc.communicate()
     assert load_study(folder).get_trials()[killed].state.name == "RUNNING"
-    again = _start(slow_sweep, runs)
+    again = _start(slow_sweep, runs, "--population", 1)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert f"trial(s) {killed} had lost their worker (killed?): marked failed, queued again" in out
+    killed_run = summary(folder / f"trial-{killed:04d}")  # its folder no longer says "running"
+    assert killed_run["status"] == "killed" and f"trial {killed} was marked failed" in killed_run["killed"]
     study = load_study(folder)
     assert study.get_trials()[interrupted].state.name == study.get_trials()[killed].state.name == "FAIL"
     retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == interrupted]
@@ -326,6 +333,95 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     assert retried[-1].state.name == "COMPLETE" and len(finished(study)) == 2
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[killed]["note"] == f"retry of {interrupted}; worker lost (killed?)"
+
+
+GRID = {"optimizer.lr": [0.01, 0.1, 0.3], "train.batch_size": [16, 32]}  # the issue's 6-point grid, scaled down
+
+
+def grid_points_trained(folder: Path) -> list[tuple]:
+    rows = [r for r in trials_csv(folder) if r["state"] == "complete"]
+    return sorted((float(r["optimizer.lr"]), int(r["train.batch_size"])) for r in rows)
+
+
+def test_a_grid_is_covered_exactly_once_by_two_workers(sweep_config, tmp_path, quick_pictures):
+    """Two workers used to race in GridSampler: (0.1, 128) trained twice, (0.01, 64) never. The points are now
+    queued in the study once and handed out by the storage."""
+    path = sweep_config(train={"epochs": 2}, sweep={"sampler": "grid", "trials": 6, "space": GRID})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--jobs", 2)
+    assert result.exit_code == 0, result.output
+    folder = sweep_dir(tmp_path / "runs")
+    assert grid_points_trained(folder) == sorted((lr, b) for lr in GRID["optimizer.lr"] for b in GRID["train.batch_size"])
+    assert len(trials_csv(folder)) == 6 and "not complete" not in result.stdout
+    again = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--jobs", 2)  # nothing left to do
+    assert again.exit_code == 0 and "6 of 6 trials finished" in again.stdout and len(trials_csv(folder)) == 6
+
+
+def test_an_interrupted_grid_says_which_points_are_missing(sweep_config, tmp_path, quick_pictures):
+    from fashionmlp.sweep import load_sweep_file, run_sweep
+
+    path = sweep_config(train={"epochs": 1}, sweep={"sampler": "grid", "trials": 6, "space": GRID})
+    spec = load_sweep_file(path)
+
+    class StopAfterFirstTrials:
+        reason, asked = "interrupted", 0
+
+        @property
+        def requested(self) -> bool:
+            self.asked += 1
+            return self.asked > 40  # a few trials' steps, then stop
+
+    lines: list[str] = []
+    result = run_sweep(spec, study="tiny", runs_dir=tmp_path / "runs", population=1, echo=lines.append,
+                       stop=StopAfterFirstTrials())
+    assert result.interrupted and 0 < len(result.missing) < 6
+    assert any(line.startswith(f"the grid is not complete: {len(result.missing)} point(s) not finished")
+               for line in lines)
+    assert "**The grid is not complete**" in (result.sweep_dir / "summary.md").read_text()
+    done = set(grid_points_trained(result.sweep_dir))
+    assert {(p["optimizer.lr"], p["train.batch_size"]) for p in result.missing} | done == {
+        (lr, b) for lr in GRID["optimizer.lr"] for b in GRID["train.batch_size"]}
+
+
+def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):
+    """Study.optimize beats for its trial; the ask/tell workers beat themselves (storage.heartbeats)."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 2)
+    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(study_name="hb", storage=store)
+    with pytest.warns(UserWarning):
+        trial = study.ask()
+    with sweep_storage.heartbeats(store, "hb", [trial.number]):
+        time.sleep(3.5)
+        sweep_storage.fail_stale_trials(study)
+        assert study.get_trials()[trial.number].state.name == "RUNNING"  # beating: alive
+    time.sleep(3.5)
+    sweep_storage.fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[trial.number].state.name == "FAIL"  # silent past the grace period: failed ...
+    assert trials[-1].state.name == "WAITING" and trials[-1].system_attrs["failed_trial"] == trial.number  # retried
+
+
+def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):
+    runs = tmp_path / "runs"
+    proc = _start(slow_sweep, runs, "--population", 2)
+    run, pid = _running_trial(runs, proc)
+    assert pid == proc.pid
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    folder = sweep_dir(runs)
+    rows = {int(r["number"]): r for r in trials_csv(folder)}
+    assert [rows[n]["note"] for n in (0, 1)] == ["interrupted", "interrupted"]  # both members, stopped together
+    assert [rows[n]["note"] for n in (2, 3)] == ["retry of 0", "retry of 1"]
+    assert {summary(folder / f"trial-{n:04d}")["status"] for n in (0, 1)} == {"interrupted"}
+    again = _start(slow_sweep, runs, "--population", 2)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    study = load_study(folder)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert {summary(folder / f"trial-{n:04d}")["engine"] for n in (2, 3)} == {"population"}
 
 
 # ---------------------------------------------------------------- bad sweeps: one line, exit 2, no folder
@@ -563,10 +659,24 @@ def _user_exists(name: str) -> bool:
 
 
 @pytest.mark.postgres
+def test_two_machines_cover_a_grid_exactly_once_in_postgresql(postgres, sweep_config, tmp_path, quick_pictures):
+    path = sweep_config(train={"epochs": 2}, sweep={"sampler": "grid", "trials": 6, "space": GRID})
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    procs = [_start(path, runs, "--storage", postgres, "--study", "grid", "--population", 2) for runs in machines]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="grid", storage=postgres)
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    points = sorted((t.params["optimizer.lr"], t.params["train.batch_size"]) for t in done)
+    assert points == sorted((lr, b) for lr in GRID["optimizer.lr"] for b in GRID["train.batch_size"])
+
+
+@pytest.mark.postgres
 def test_two_machines_share_a_study_in_postgresql(postgres, sweep_config, tmp_path):
     path = sweep_config(train={"epochs": 1}, sweep={"trials": 4, "sampler": "random"})
     machines = [tmp_path / "machine-a", tmp_path / "machine-b"]  # each its own runs folder, as on two hosts
-    procs = [_start(path, runs, "--storage", postgres, "--study", "pg") for runs in machines]
+    procs = [_start(path, runs, "--storage", postgres, "--study", "pg", "--population", 2) for runs in machines]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err

@@ -106,6 +106,9 @@ def sweep(
         "Finished trials the study needs (overrides sweep.trials); raise it to extend a study."))] = None,
     jobs: Annotated[int, typer.Option("--jobs", metavar="J", help=(
         "Worker processes on this machine, each with cores/J CPU threads."))] = 1,
+    population: Annotated[int | None, typer.Option("--population", metavar="K", help=(
+        "Trials each worker asks for at once; those of one shape train together on the population engine "
+        "(default: 8, or what fits in memory; 1 for the CNN on a CPU; 1 trains one at a time)."))] = None,
     storage: Annotated[str | None, typer.Option("--storage", metavar="URL", help=(
         "Database URL of a shared study, e.g. postgresql://user:password@host/db (default: a journal file in "
         "the sweep folder)."))] = None,
@@ -133,8 +136,8 @@ def sweep(
     spec = load_sweep_file(config, set_ or [], trials)
     with graceful_stop() as stop:
         result = run_sweep(spec, study=study or default_study_name(spec, config), jobs=jobs, storage=storage,
-                           runs_dir=runs_dir or RUNS, data_dir=data_dir, echo=typer.echo, stop=stop,
-                           command=command_line())
+                           runs_dir=runs_dir or RUNS, data_dir=data_dir, population=population, echo=typer.echo,
+                           stop=stop, command=command_line())
     header, cells = table_rows(result.rows, spec)
     print_table(f"Sweep {result.study}: {finished_text(result.finished, result.target)}; best first", header, cells,
                 left=("state", "note"), width=160)

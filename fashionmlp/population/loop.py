@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fashionmlp.config import RunConfig
 
 Tensor = torch.Tensor
+Prune = Callable[["Member", EpochResult], bool]
 
 
 @dataclass
@@ -63,8 +65,11 @@ def restack(members: list[Member]) -> Stack:
 
 
 def run_population(members: list[Member], data: PopulationData, progress: PopulationProgress,
-                   stop: StopRequest | None) -> list[RunResult]:
-    """Train every member from where its recorder stands (all at the same epoch) to the end of its run."""
+                   stop: StopRequest | None, prune: Prune | None = None) -> list[RunResult]:
+    """Train every member from where its recorder stands (all at the same epoch) to the end of its run.
+    `prune(member, result)` is told of each of a member's epochs and answers whether to stop it there (a
+    sweep's pruner; after its last epoch the answer is ignored): the run then ends "pruned" and stops costing
+    compute."""
     cfg = members[0].cfg
     used = data.n_train - (1 if cfg.model.batchnorm and data.n_train % cfg.train.batch_size == 1 else 0)
     steps = math.ceil(used / cfg.train.batch_size)
@@ -96,9 +101,15 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
             for member, result in zip(active, results):
                 member.recorder.record(result)
             progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
-            done = [m for m in active if m.recorder.out_of_patience() and m.recorder.epoch < cfg.train.epochs]
-            for member in done:
-                member.result = member.recorder.finish(st.COMPLETED, results[active.index(member)], True)
+            for member, result in zip(active, results):  # judged, then early stopping first, as in a single run
+                pruned = prune is not None and prune(member, result)
+                if member.recorder.epoch >= cfg.train.epochs:
+                    continue
+                if member.recorder.out_of_patience():
+                    member.result = member.recorder.finish(st.COMPLETED, result, True)
+                elif pruned:
+                    member.result = member.recorder.finish(st.PRUNED)
+            done = [m for m in active if m.result is not None]
             if done:
                 active = [m for m in active if m.result is None]
                 stack = restack(active) if active else stack

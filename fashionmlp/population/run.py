@@ -17,7 +17,7 @@ from fashionmlp.engine import seed_everything
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer
 from fashionmlp.population.data import PopulationData, population_data
-from fashionmlp.population.loop import Member, run_population
+from fashionmlp.population.loop import Member, Prune, run_population
 from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
@@ -79,10 +79,11 @@ def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, 
 
 def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
                      setup: tuple[Session, PopulationData] | None = None, progress: PopulationProgress | None = None,
-                     stop: StopRequest | None = None, command: str | None = None) -> list[RunResult]:
+                     stop: StopRequest | None = None, command: str | None = None,
+                     prune: Prune | None = None) -> list[RunResult]:
     """Train every member into its new run folder, all at once; each folder is what `train` would have made
     from the member's config (the same initial weights, batches, augmentation and dropout masks). `setup` is
-    setup_population's result, when the caller checked before making folders."""
+    setup_population's result, when the caller checked before making folders; `prune` as in run_population."""
     session, pdata = setup or setup_population([s.cfg for s in specs], data_dir)
     members = []
     with ExitStack() as locks:
@@ -99,7 +100,7 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
             recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
                                    engine="population").start()
             members.append(Member(cfg, trainee, recorder, spec.label))
-        return run_population(members, pdata, progress or PopulationProgress(), stop)
+        return run_population(members, pdata, progress or PopulationProgress(), stop, prune)
 
 
 def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,

@@ -45,7 +45,9 @@ def _note(t) -> str:
     notes = []
     if t.system_attrs.get("retry_history"):  # set by Optuna's retry callback: the trials this one repeats
         notes.append(f"retry of {t.system_attrs['retry_history'][-1]}")
-    if status == st.DIVERGED:
+    if "skipped" in attrs:
+        notes.append(attrs["skipped"])
+    elif status == st.DIVERGED:
         notes.append(f"diverged in epoch {attrs.get('epochs', 0) + 1}")
     elif status == st.INTERRUPTED:
         notes.append("interrupted")
@@ -160,6 +162,10 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
              f"{finished_text(result.finished, result.target)}; metric {spec.metric} "
              f"({spec.direction}d) on {spec.base.data.val_size} validation images; "
              f"{spec.base.train.epochs} epochs per trial.", ""]
+    if result.missing:
+        lines += [f"**The grid is not complete**: {len(result.missing)} point(s) never finished (run the same command "
+                  "again to train them): " + "; ".join(", ".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
+                                                      for p in result.missing), ""]
     if best is not None:
         test = "not on this machine" if best["test_accuracy"] is None else f"{best['test_accuracy']:.2%}"
         lines += [f"Best: trial {best['number']}, {spec.metric} {best['value']:.4f}; its test accuracy {test} "

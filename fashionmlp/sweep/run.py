@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionmlp.config import config_from_dict
-from fashionmlp.device import check_memory
+from fashionmlp.device import check_memory, largest_population
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
@@ -46,6 +46,7 @@ class SweepResult:
     running: int = 0
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # workers that died
+    missing: list[dict] = field(default_factory=list)  # grid points no finished trial covers
 
 
 def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -> str:
@@ -77,12 +78,13 @@ def _new_sweep_dir(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> P
 
 
 def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None = None,
-              runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
+              runs_dir: Path = Path("runs"), data_dir: str | Path | None = None, population: int | None = None,
               echo: Callable[[str], None] = print, stop: StopRequest | None = None,
               command: str | None = None) -> SweepResult:
     """Run (or continue) the study until it has `spec.target` finished trials, with `jobs` worker processes
-    on this machine, then write the report. Every user mistake is raised before a folder is made; `command`
-    is recorded in each trial's summary.json."""
+    on this machine, each asking for `population` trials at a time (None: as many as choose_population picks)
+    and training those of one shape together; then write the report. Every user mistake is raised before a
+    folder is made; `command` is recorded in each trial's summary.json."""
     require_optuna()
     stop = stop or StopRequest()
     cores = len(os.sched_getaffinity(0))
@@ -92,17 +94,18 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
     if not STUDY_NAME.fullmatch(study):
         raise UserError(f"--study: {study!r} is not allowed; use letters, digits, '_', '.', '-' (at most 100)")
     session = prepare(spec.base, data_dir=data_dir, runs_dir=runs_dir)  # the data's own mistakes, before any folder
-    _check_memory(spec, session)
+    fits = _check_memory(spec, session)
+    population = choose_population(population, spec, session.device.type, fits, echo)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial of our own replaces Optuna's log
     try:
-        return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command)
+        return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command, population)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
-         echo: Callable[[str], None], stop: StopRequest, command: str | None) -> SweepResult:
+         echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int) -> SweepResult:
     label = _storage_label(storage)
     if storage is not None:
         store = open_storage(storage)
@@ -140,7 +143,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
         echo(f"running {remaining} more trial(s) with {workers} worker(s)"
              + (f", {threads} CPU thread(s) each" if workers > 1 else ""))
         job = _Job(spec, study, storage, sweep_dir, None if data_dir is None else str(data_dir), 0,
-                   threads if workers > 1 else 0, command)
+                   threads if workers > 1 else 0, command, population, workers)
         if workers == 1:
             interrupted = _work(job, data, echo, stop)
         else:
@@ -154,18 +157,59 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     best = _best(books, spec)
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))
     running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems)
+    missing = missing_points(books, spec)
+    if missing:
+        echo(f"the grid is not complete: {len(missing)} point(s) not finished: "
+             + "; ".join(", ".join(f"{k} {json.dumps(v)}" for k, v in point.items()) for point in missing[:5])
+             + ("; ..." if len(missing) > 5 else "") + " (run the same command again to train them)")
+    result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems,
+                         missing)
     write_report(result, spec, books)
     return result
 
 
-def _check_memory(spec: SweepSpec, session) -> None:
+def missing_points(books, spec: SweepSpec) -> list[dict]:
+    """The points of a grid sweep that no finished trial (complete or pruned) covers, with their values as in
+    the config (empty for other samplers, and for a grid whose target is fewer trials than points)."""
+    if spec.sampler != "grid" or spec.target < spec.grid_size:
+        return []
+    done = {json.dumps(t.params, sort_keys=True) for t in books.get_trials(deepcopy=False, states=finished_states())}
+    decode = {p.key: p.decode for p in spec.params}
+    return [{k: decode[k](v) for k, v in point.items()} for point in spec.grid_points()
+            if json.dumps(point, sort_keys=True) not in done]
+
+
+DEFAULT_POPULATION = 8  # trials a worker asks for at once, when they fit and batching pays
+
+
+def choose_population(population: int | None, spec: SweepSpec, device_type: str, fits: int,
+                      echo: Callable[[str], None]) -> int:
+    """How many trials each worker asks for at once: --population K (1 to what fits in memory), or by default
+    DEFAULT_POPULATION where batching pays (not the CNN on a CPU), fewer when memory holds fewer; said."""
+    if population is not None:
+        if isinstance(population, bool) or not isinstance(population, int) or not 1 <= population <= max(fits, 1):
+            raise UserError(f"--population: {population!r} is out of range; allowed: 1 to {max(fits, 1)} (the "
+                            "widest trials of the space that fit in memory at once)")
+        return population
+    if spec.base.model.name == "cnn" and device_type == "cpu":
+        echo("population: 1 trial at a time per worker (the CNN trains no faster batched on a CPU; --population K "
+             "trains K at once)")
+        return 1
+    chosen = max(1, min(DEFAULT_POPULATION, fits, spec.target))
+    echo(f"population: up to {chosen} trials of one shape train at once per worker ("
+         + (f"memory holds {fits}" if fits < DEFAULT_POPULATION else "the default")
+         + "; --population K sets it, 1 trains one at a time)")
+    return chosen
+
+
+def _check_memory(spec: SweepSpec, session) -> int:
     """Every mix of the space's ends (choices, range bounds; up to 256 mixes) must fit in memory, before any
-    folder is made: the widest layers with the largest batch are among them."""
+    folder is made: the widest layers with the largest batch are among them. Returns how many of the largest
+    fit at once (a population's limit)."""
     data = session.data
     n_train = len(data.train.labels)
     n_images = n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
-    base_raw = spec.base.to_dict()
+    base_raw, fits = spec.base.to_dict(), None
     for mix in itertools.islice(itertools.product(*(ends(p) for p in spec.params)), 256):
         try:
             cfg = config_from_dict(base_raw, values={p.key: v for p, v in zip(spec.params, mix)})
@@ -175,3 +219,6 @@ def _check_memory(spec: SweepSpec, session) -> None:
             check_memory(cfg, session.device, n_images, n_train)
         except UserError as exc:
             raise UserError(f"sweep.space: {exc}") from None
+        most = largest_population(cfg, session.device, n_images, n_train)
+        fits = most if fits is None else min(fits, most)
+    return 1 if fits is None else max(fits, 1)

@@ -6,6 +6,7 @@ is handed an Optuna trial.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class SweepSpec:
 
     def grid(self) -> dict[str, list]:
         return {p.key: list(p.encoded) for p in self.params}
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every point of a grid, as Optuna stores its parameters (choices encoded), in the grid's order."""
+        return [dict(zip((p.key for p in self.params), values))
+                for values in itertools.product(*(p.encoded for p in self.params))]
 
     @property
     def grid_size(self) -> int | None:

@@ -3,17 +3,23 @@ heartbeats), the study's identity (the sweep config it was made from), and trial
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fashionmlp import status as st
 from fashionmlp.config import show
 from fashionmlp.errors import UserError
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.spec import SweepSpec
+from fashionmlp.tracking import write_json
 
 JOURNAL = "optuna.journal"
 OWNER = "worker"  # trial user attribute: the process that runs it {host, pid, started, trial}
@@ -79,6 +85,9 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
     theirs = study.user_attrs.get("fashionmlp_sweep")
     if theirs is None:
         study.set_user_attr("fashionmlp_sweep", mine)
+        if spec.sampler == "grid":  # every point queued once; the storage hands each to one worker
+            for point in spec.grid_points():
+                study.enqueue_trial(point)
     elif theirs != mine:
         ours = {**_flat(mine["config"]), **_flat(mine["sweep"], "sweep.")}
         old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
@@ -144,7 +153,28 @@ def fail_dead_trials(study) -> list[int]:
             continue  # another process failed or finished it first
         _retry(study, t.number)
         failed.append(t.number)
+    mark_killed_runs(study)
     return failed
+
+
+def mark_killed_runs(study) -> None:
+    """Failed trials whose run folder is on this machine and still says "running" (their worker was killed, here
+    or, through a database's heartbeat, anywhere): the folder says "killed" instead, since the values were
+    queued again as a new trial."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        owner, run_dir = t.user_attrs.get(OWNER) or {}, t.user_attrs.get("run_dir")
+        if owner.get("trial") != t.number or owner.get("host") != host or not run_dir:
+            continue
+        path = Path(run_dir) / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") == st.RUNNING:
+            write_json(path, {**summary, "status": st.KILLED,
+                              "killed": f"its worker (pid {owner.get('pid')}) died; trial {t.number} was marked failed "
+                                        "and its values queued to run again as a new trial"})
 
 
 def _retry(study, number: int) -> None:
@@ -153,3 +183,40 @@ def _retry(study, number: int) -> None:
         warnings.simplefilter("ignore")  # marked experimental
         # a copy: the callback appends to the trial's retry history in place
         optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.get_trials(deepcopy=True)[number])
+
+
+@contextmanager
+def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[None]:
+    """While the trials `numbers` train, record their heartbeats every interval in a background thread, as
+    Study.optimize does for its one trial (a database storage fails a running trial whose heartbeats stopped:
+    its worker, on whatever machine, died); nothing for the journal, which has none."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if not interval:
+        yield
+        return
+    study_id = storage.get_study_id_from_name(study_name)
+    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in ids:
+                storage.record_heartbeat(trial_id)
+            if done.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def fail_stale_trials(study) -> None:
+    """Optuna's own check of a database's heartbeats (Study.optimize runs it before each trial): running trials
+    whose worker stopped beating are failed, and their values queued again by the storage's retry callback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # marked experimental
+        optuna.storages.fail_stale_trials(study)

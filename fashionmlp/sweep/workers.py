@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,23 @@ from pathlib import Path
 import numpy as np
 
 from fashionmlp import status as st
+from fashionmlp.config import with_values
 from fashionmlp.data import load_data
-from fashionmlp.errors import ConfigError
-from fashionmlp.progress import Progress, StopRequest
-from fashionmlp.run import train
+from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
 from fashionmlp.sweep.report import progress_line
-from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import SweepSpec
-from fashionmlp.sweep.storage import JOURNAL, OWNER, _owner, _retry, fail_dead_trials, open_storage
+from fashionmlp.sweep.storage import (
+    JOURNAL,
+    OWNER,
+    _owner,
+    _retry,
+    fail_dead_trials,
+    fail_stale_trials,
+    heartbeats,
+    open_storage,
+)
+from fashionmlp.sweep.trials import Asked, configure, duplicate_of, train_batch
 
 
 @dataclass(frozen=True)
@@ -39,60 +48,21 @@ class _Job:
     worker: int  # 0..J-1: one of the three numbers its sampler's seed is drawn from
     threads: int  # train.threads of its trials (0: the config's)
     command: str | None = None  # the sweep's command line, recorded in each trial's summary.json
+    population: int = 1  # trials asked at once (those of one shape train together)
+    workers: int = 1  # workers on this machine: each asks for at most its share of the trials left
 
 
-class _Interrupted(Exception):
-    def __init__(self, number: int):
-        super().__init__(f"trial {number} interrupted")
-        self.number = number
-
-
-class _Rejected(Exception):
-    """The trial's combination of values is not a valid config (each value alone is): the trial fails."""
-
-
-class _TrialStop:
-    """A trial's stop request: the user's (Ctrl-C, SIGTERM), or the pruner's verdict (the run then ends
-    "pruned")."""
-
-    def __init__(self, user: StopRequest):
-        self.user = user
-        self.pruned = False
-
-    @property
-    def requested(self) -> bool:  # read by engine.fit after every step
-        return self.pruned or self.user.requested
-
-    @property
-    def reason(self) -> str:  # read by run.run_epochs when the run stops
-        return st.INTERRUPTED if self.user.requested else st.PRUNED
-
-
-class _Report(Progress):
-    """Reports the metric after each epoch to the trial (and a line to `echo`) and asks the pruner whether to
-    go on."""
-
-    def __init__(self, trial, spec: SweepSpec, stop: _TrialStop, echo: Callable[[str], None] = lambda line: None):
-        self.trial, self.spec, self.stop, self.echo = trial, spec, stop, echo
-
-    def end_epoch(self, result, epochs: int) -> None:
-        value = result.metrics[self.spec.metric]
-        self.echo(f"trial {self.trial.number:>3} epoch {result.epoch}/{epochs}  {self.spec.metric} {value:.4f}  "
-                  f"{result.metrics['seconds']:.1f}s")
-        self.trial.report(value, result.epoch)
-        if result.epoch < epochs and self.trial.should_prune():
-            self.stop.pruned = True  # the run stops after the next step; that unfinished epoch is dropped
-
-
-def _make_sampler(spec: SweepSpec, worker: int, start: int):
+def _make_sampler(spec: SweepSpec, worker: int, start: int, population: int = 1):
     """The sampler of worker `worker`, started when the study had `start` trials: each (worker, start) gets its
-    own seed, so workers and continued studies do not repeat the random draws of earlier ones."""
+    own seed, so workers and continued studies do not repeat the random draws of earlier ones. A grid's points
+    are queued in the study once (storage.create_or_load) and handed out by it, one worker each; TPE asked for
+    several trials at once pretends the running ones ended badly (constant liar), so it does not ask for the
+    same region twice."""
     seed = int(np.random.SeedSequence([spec.seed, worker, start]).generate_state(1)[0])
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler(spec.grid(), seed=seed)
-    if spec.sampler == "random":
+    if spec.sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials,
+                                      constant_liar=population > 1)
 
 
 def _make_pruner(spec: SweepSpec):
@@ -103,54 +73,99 @@ def _make_pruner(spec: SweepSpec):
 
 
 def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) -> bool:
-    """One worker: run trials until the study has its finished trials; True when interrupted."""
+    """One worker: ask for trials (up to job.population at a time), train them, tell the study, until the
+    study has its finished trials; True when interrupted."""
     storage = open_storage(job.storage, job.sweep_dir / JOURNAL)
     books = optuna.load_study(study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler())
-    sampler = _make_sampler(job.spec, job.worker, len(books.get_trials(deepcopy=False)))
+    sampler = _make_sampler(job.spec, job.worker, len(books.get_trials(deepcopy=False)), job.population)
     study = optuna.load_study(study_name=job.study, storage=storage, sampler=sampler, pruner=_make_pruner(job.spec))
-    data = data if data is not None else load_data(job.spec.base, job.data_dir)
     spec = job.spec
+    data = data if data is not None else load_data(spec.base, job.data_dir)
+    whole: list = []  # the training set without a validation split (each population draws its seed's), loaded once
 
-    def objective(trial) -> float:
-        trial.set_user_attr(OWNER, _owner(trial.number))
-        trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
-        trial.set_user_attr("epochs", None)  # known when the run ends
-        values = {p.key: p.suggest(trial) for p in spec.params}
-        name = f"trial-{trial.number:04d}"
-        try:
-            cfg = trial_config(spec, values, f"{job.study}-{name}", job.threads)
-        except ConfigError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise _Rejected(str(exc)) from None
-        run_dir = job.sweep_dir / name
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        stop = _TrialStop(user_stop)
-        result = train(cfg, run_dir=run_dir, data=data, progress=_Report(trial, spec, stop, echo), stop=stop,
-                       command=job.command)
+    def full():
+        if not whole:
+            whole.append(load_data(with_values(spec.base, {"data.val_size": 0}), job.data_dir))
+        return whole[0]
+
+    while not user_stop.requested:
+        fail_stale_trials(books)  # a database's dead workers, on any machine
+        fail_dead_trials(books)  # dead workers on this machine (the journal has no heartbeats)
+        asked = _ask(study, books, spec, job, echo)
+        if not asked:
+            break
+        with heartbeats(storage, job.study, [a.trial.number for a in asked]):
+            results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo,
+                                  job.command)
+        interrupted = False
+        for a in asked:
+            result = results.get(a.trial.number)
+            if result is None or result.status == st.INTERRUPTED:  # not started, or stopped mid-way: run it later
+                _tell_interrupted(study, books, a.trial, result, echo)
+                interrupted = True
+                continue
+            a.trial.set_user_attr("epochs", result.summary["epochs"])
+            a.trial.set_user_attr("status", result.status)
+            if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
+                frozen = study.tell(a.trial, state=TrialState.PRUNED)
+            else:
+                frozen = study.tell(a.trial, float(result.summary["final"][spec.metric]))
+            finished = len(books.get_trials(deepcopy=False, states=finished_states()))
+            echo(progress_line(spec, frozen, finished))
+        if interrupted:
+            return True
+    return user_stop.requested
+
+
+def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None]) -> list[Asked]:
+    """Up to job.population trials, without asking beyond the study's target (running trials count: workers
+    elsewhere may hold them) or, for a grid, beyond its queued points."""
+    asked: list[Asked] = []
+    limit = job.population
+    while len(asked) < limit:
+        finished = len(books.get_trials(deepcopy=False, states=finished_states()))
+        running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished + running >= spec.target:
+            break
+        if not asked:  # a fair share: the trials left, spread over this machine's workers
+            limit = min(job.population, -(-(spec.target - finished - running) // job.workers))
+        if spec.sampler == "grid" and not books.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break  # every point is taken (or done); nothing is sampled beyond the grid
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "heartbeat ... with Study.optimize": this worker beats itself
+            trial = study.ask()
+        record = next(t for t in books.get_trials(deepcopy=False) if t.number == trial.number)
+        if spec.sampler == "grid" and "fixed_params" not in record.system_attrs:
+            _skip(study, trial, "not run: another worker took the grid's last point first")
+            break
+        twin = duplicate_of(record, books) if spec.sampler == "grid" else None
+        if twin is not None:
+            _skip(study, trial, f"not run: the same grid point as trial {twin} (the grid was queued twice)")
+            continue
+        configured = configure(trial, spec, job.study, job.sweep_dir, job.threads)
+        if configured is None:  # a combination of values no config accepts: the trial fails, the sweep goes on
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            echo(progress_line(spec, frozen, len(books.get_trials(deepcopy=False, states=finished_states()))))
+            continue
+        asked.append(configured)
+    return asked
+
+
+def _skip(study, trial, why: str) -> None:
+    """A trial that must not train (no grid point of its own): failed at once, saying why."""
+    trial.set_user_attr(OWNER, _owner(trial.number))
+    trial.set_user_attr("skipped", why)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) -> None:
+    """A trial stopped before its end: failed, its run folder says so, and its values are queued again."""
+    if result is not None:
         trial.set_user_attr("epochs", result.summary["epochs"])
         trial.set_user_attr("status", result.status)
-        if result.status == st.INTERRUPTED:
-            raise _Interrupted(trial.number)
-        if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss itself
-            raise optuna.TrialPruned(f"{result.status} after epoch {result.summary['epochs']}")
-        return float(result.summary["final"][spec.metric])
-
-    def after_trial(this_study, trial) -> None:
-        fail_dead_trials(books)
-        finished = len(books.get_trials(deepcopy=False, states=finished_states()))
-        echo(progress_line(spec, trial, finished))
-        if user_stop.requested:  # asked to stop between two trials: start no other
-            this_study.stop()
-
-    # Counting running trials too keeps concurrent workers from starting trials beyond the target.
-    enough = optuna.study.MaxTrialsCallback(spec.target, states=(*finished_states(), TrialState.RUNNING))
-    try:
-        study.optimize(objective, callbacks=[after_trial, enough], catch=(_Rejected,), gc_after_trial=False)
-    except _Interrupted as exc:  # the trial is FAIL already (Optuna re-raised); run its values again later
-        _retry(books, exc.number)
-        echo(f"trial {exc.number:>3} interrupted: marked failed and queued to run again")
-        return True
-    return user_stop.requested
+    study.tell(trial, state=TrialState.FAIL)
+    _retry(books, trial.number)
+    echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
 
 
 def _spawned(job: _Job, parent: int) -> None:

@@ -1,0 +1,155 @@
+"""A worker's batch of trials: asked from the study together (ask/tell), each configured from its sampled values,
+trained in its own run folder (those of one shape together, on the population engine), then told.
+
+The pruner judges each trial after each epoch, alone or as a member of a population; a pruned member stops
+costing compute. A stop request fails every unfinished trial of the batch and queues its values again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fashionmlp import status as st
+from fashionmlp.errors import ConfigError
+from fashionmlp.population import MemberSpec, setup_population, train_population
+from fashionmlp.population.run import SHARED
+from fashionmlp.progress import PopulationProgress, Progress, StopRequest
+from fashionmlp.recorder import RunResult
+from fashionmlp.run import train
+from fashionmlp.sweep.backend import TrialState
+from fashionmlp.sweep.space import trial_config
+from fashionmlp.sweep.spec import SweepSpec
+from fashionmlp.sweep.storage import OWNER, _owner
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Asked:
+    """A trial asked from the study, with the run it trains."""
+
+    trial: Any  # optuna.Trial
+    cfg: Any  # RunConfig
+    run_dir: Path
+
+
+class TrialStop:
+    """A trial's stop request: the user's (Ctrl-C, SIGTERM), or the pruner's verdict (the run then ends
+    "pruned")."""
+
+    def __init__(self, user: StopRequest):
+        self.user = user
+        self.pruned = False
+
+    @property
+    def requested(self) -> bool:  # read by engine.fit after every step
+        return self.pruned or self.user.requested
+
+    @property
+    def reason(self) -> str:  # read by run.run_epochs when the run stops
+        return st.INTERRUPTED if self.user.requested else st.PRUNED
+
+
+def judge(trial, spec: SweepSpec, result, epochs: int, echo: Echo) -> bool:
+    """Report a trial's finished epoch to the study (and a line to `echo`); True when the pruner stops it."""
+    value = result.metrics[spec.metric]
+    echo(f"trial {trial.number:>3} epoch {result.epoch}/{epochs}  {spec.metric} {value:.4f}  "
+         f"{result.metrics['seconds']:.1f}s")
+    trial.report(value, result.epoch)
+    return result.epoch < epochs and trial.should_prune()
+
+
+class Report(Progress):
+    """A single trial's progress: each epoch judged (the run stops after the next step when pruned; that
+    unfinished epoch is dropped)."""
+
+    def __init__(self, trial, spec: SweepSpec, stop: TrialStop, echo: Echo):
+        self.trial, self.spec, self.stop, self.echo = trial, spec, stop, echo
+
+    def end_epoch(self, result, epochs: int) -> None:
+        if judge(self.trial, self.spec, result, epochs, self.echo):
+            self.stop.pruned = True
+
+
+def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int) -> Asked | None:
+    """Mark the trial as this process's, draw its values and make its config; a combination of values that no
+    config accepts fails the trial (None)."""
+    trial.set_user_attr(OWNER, _owner(trial.number))
+    trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
+    trial.set_user_attr("epochs", None)  # known when the run ends
+    values = {p.key: p.suggest(trial) for p in spec.params}
+    name = f"trial-{trial.number:04d}"
+    try:
+        cfg = trial_config(spec, values, f"{study}-{name}", threads)
+    except ConfigError as exc:
+        trial.set_user_attr("error", str(exc))
+        return None
+    run_dir = sweep_dir / name
+    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    return Asked(trial, cfg, run_dir)
+
+
+def duplicate_of(trial, books) -> int | None:
+    """The lower-numbered trial with the same grid point as `trial` (a FrozenTrial) that is not failed, if any
+    (two processes that created the study at once may both have queued the grid; the lower number trains it)."""
+    mine = trial.system_attrs.get("fixed_params")
+    if mine is None:
+        return None
+    for other in books.get_trials(deepcopy=False):
+        if other.number < trial.number and other.state != TrialState.FAIL and \
+                other.system_attrs.get("fixed_params") == mine:
+            return other.number
+    return None
+
+
+def shape(cfg) -> str:
+    """What trials must share to train as one population."""
+    return json.dumps([_value(cfg.to_dict(), key) for key in SHARED], sort_keys=True)
+
+
+def _value(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data_dir, full, stop: StopRequest,
+                echo: Echo, command: str | None) -> dict[int, RunResult]:
+    """Train the asked trials: those of one shape as one population (when `population` > 1), the others one
+    after another; trial number -> its run's result. Stops early when asked to (the rest are not started)."""
+    groups: dict[str, list[Asked]] = {}
+    for a in asked:
+        groups.setdefault(shape(a.cfg), []).append(a)
+    results: dict[int, RunResult] = {}
+    for group in groups.values():
+        if stop.requested:
+            break
+        if population > 1 and len(group) > 1:
+            results.update(_train_population(group, spec, data_dir, full(), stop, echo, command))
+            continue
+        for a in group:
+            if stop.requested:
+                break
+            trial_stop = TrialStop(stop)
+            results[a.trial.number] = train(a.cfg, run_dir=a.run_dir, data=data, stop=trial_stop, command=command,
+                                            progress=Report(a.trial, spec, trial_stop, echo))
+    return results
+
+
+def _train_population(group: list[Asked], spec: SweepSpec, data_dir, full, stop: StopRequest, echo: Echo,
+                      command: str | None) -> dict[int, RunResult]:
+    """Trials of one shape, trained together; each judged by the pruner after each epoch."""
+    by_dir = {a.run_dir: a.trial for a in group}
+    epochs = group[0].cfg.train.epochs
+
+    def prune(member, result) -> bool:
+        return judge(by_dir[member.recorder.run_dir], spec, result, epochs, echo)
+
+    specs = [MemberSpec(a.cfg, a.run_dir, f"trial {a.trial.number} ") for a in group]
+    results = train_population(specs, setup=setup_population([a.cfg for a in group], data_dir, full),
+                               progress=PopulationProgress(), stop=stop, command=command, prune=prune)
+    return {a.trial.number: result for a, result in zip(group, results)}
