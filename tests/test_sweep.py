@@ -709,3 +709,26 @@ def test_the_shipped_sweep_config_validates():
                                                     "train.batch_size": "choice", "model.hidden": "choice"}
     lr = next(p for p in spec.params if p.key == "optimizer.lr")
     assert (lr.low, lr.high, lr.log) == (1e-4, 1.0, True)
+
+
+def test_the_shipped_optimizer_sweep_keeps_one_shape():
+    """configs/sweep_mlp_optim.yaml searches only what keeps the network's shapes: every mix of its space's ends
+    trains in one population."""
+    import itertools
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.errors import ConfigError
+    from fashionmlp.sweep import load_sweep_file
+    from fashionmlp.sweep.space import ends
+    from fashionmlp.sweep.trials import shape
+
+    spec = load_sweep_file(ROOT / "configs" / "sweep_mlp_optim.yaml")
+    assert spec.target == 20 and spec.sampler == "tpe" and spec.pruner == "median" and spec.base.train.epochs == 5
+    shapes = set()
+    for mix in itertools.product(*(ends(p) for p in spec.params)):
+        try:
+            cfg = config_from_dict(spec.base.to_dict(), values={p.key: v for p, v in zip(spec.params, mix)})
+        except ConfigError:
+            continue
+        shapes.add(shape(cfg))
+    assert len(shapes) == 1
