@@ -31,6 +31,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (torch's reproducibility notes)
+
+
+def deterministic_cuda(cfg: RunConfig, device: torch.device) -> None:
+    """On CUDA, deterministic kernels unless train.deterministic is false: cuBLAS's workspace setting (read when
+    cuBLAS starts, so before the first matrix multiply), no cuDNN autotuning, and torch's deterministic
+    algorithms (warn_only: an op without a deterministic kernel warns rather than stopping a run)."""
+    if device.type != "cuda":
+        return
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    torch.backends.cudnn.deterministic = cfg.train.deterministic
+    torch.use_deterministic_algorithms(cfg.train.deterministic, warn_only=True)
+
+
 def set_threads(threads: int = 0) -> int:
     """Intra-op threads: `threads`, or (0) every core this process may use; returns the count now in use."""
     threads = threads or len(os.sched_getaffinity(0))

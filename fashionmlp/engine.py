@@ -149,7 +149,7 @@ def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 2000, tta: 
     """Mean loss, accuracy and the 10x10 confusion matrix (rows: true class, columns: predicted)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.x.device)
-    confusion = torch.zeros((10, 10), dtype=torch.int64, device=split.x.device)
+    confusion = torch.zeros((10, 10), dtype=torch.int64)
     for start in range(0, len(split), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         if tta:
@@ -159,7 +159,6 @@ def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 2000, tta: 
             scores = model(x)  # logits
             loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
         confusion += confusion_counts(y, scores.argmax(1))
-    confusion = confusion.cpu()
     n = max(len(split), 1)
     return {"loss": float(loss_sum) / n, "accuracy": float(confusion.diagonal().sum()) / n,
             "confusion": confusion.tolist()}

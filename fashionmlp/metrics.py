@@ -18,8 +18,11 @@ N_BINS = 10  # reliability diagram: equal-width confidence bins over [0, 1]
 
 
 def confusion_counts(true: torch.Tensor, predicted: torch.Tensor, classes: int = N_CLASSES) -> torch.Tensor:
-    """(classes, classes) int64 counts on the tensors' device; rows are true classes, columns predicted ones."""
-    return torch.bincount(true * classes + predicted, minlength=classes * classes).view(classes, classes)
+    """(classes, classes) int64 counts on the CPU; rows are true classes, columns predicted ones. (Counted on
+    the CPU: CUDA's bincount has no deterministic kernel, which torch refuses or warns about in deterministic
+    mode, and a few thousand labels cost nothing to move.)"""
+    index = (true * classes + predicted).cpu()
+    return torch.bincount(index, minlength=classes * classes).view(classes, classes)
 
 
 def confusion_of(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -14,7 +14,14 @@ import torch
 
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, check_trainable, load_data
-from fashionmlp.device import check_memory, keep_freed_memory, prepare_model, resolve_device, set_threads
+from fashionmlp.device import (
+    check_memory,
+    deterministic_cuda,
+    keep_freed_memory,
+    prepare_model,
+    resolve_device,
+    set_threads,
+)
 from fashionmlp.engine import seed_everything
 from fashionmlp.tracking import check_writable
 
@@ -41,6 +48,7 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     UserError raised here, before anything is written.
     """
     device = resolve_device(cfg.device)
+    deterministic_cuda(cfg, device)
     if runs_dir is not None:
         check_writable(runs_dir)
     if with_data:

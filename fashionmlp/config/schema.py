@@ -73,6 +73,7 @@ class TrainConfig:
     eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
     threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = all cores this process may use
     channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
+    deterministic: bool = _spec(True)  # CUDA: deterministic kernels (same numbers every run); the CPU always is
     precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes; fp64: float64 throughout
     label_smoothing: float = _spec(0.0, ge=0.0, lt=1.0)  # weight of the uniform target in the training loss
     ema: float = _spec(0.0, ge=0.0, lt=1.0)  # decay of an average of the weights, evaluated and saved (0: off)

@@ -22,7 +22,7 @@ def evaluate_members(models: list[nn.Module], split: TensorSplit, tta: list[bool
     params, buffers = snapshot(models)
     device = split.x.device
     loss_sum = torch.zeros(n, dtype=torch.float64, device=device)
-    confusion = torch.zeros(n * 100, dtype=torch.int64, device=device)
+    confusion = torch.zeros(n * 100, dtype=torch.int64)  # counted on the CPU, as metrics.confusion_counts
     chunk = max(1, batch_size // n)
     flip = torch.tensor(tta, device=device).view(n, 1, 1)
     offsets = (torch.arange(n, device=device) * 100).view(n, 1)
@@ -40,8 +40,8 @@ def evaluate_members(models: list[nn.Module], split: TensorSplit, tta: list[bool
             scores, log_p = logits, F.log_softmax(logits, dim=2)
         labels = y.unsqueeze(0).expand(n, -1)
         loss_sum += -log_p.gather(2, labels.unsqueeze(2)).squeeze(2).double().sum(1)
-        confusion += torch.bincount((offsets + labels * 10 + scores.argmax(2)).reshape(-1), minlength=n * 100)
-    confusion = confusion.view(n, 10, 10).cpu()
+        confusion += torch.bincount((offsets + labels * 10 + scores.argmax(2)).reshape(-1).cpu(), minlength=n * 100)
+    confusion = confusion.view(n, 10, 10)
     count = max(len(split), 1)
     return [{"loss": float(loss_sum[i]) / count, "accuracy": float(confusion[i].diagonal().sum()) / count,
              "confusion": confusion[i].tolist()} for i in range(n)]
