@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 
 import torch
 
@@ -48,11 +49,51 @@ def deterministic_cuda(cfg: RunConfig, device: torch.device) -> None:
 
 
 def set_threads(threads: int = 0) -> int:
-    """Intra-op threads: `threads`, or (0) every core this process may use; returns the count now in use."""
-    threads = threads or len(os.sched_getaffinity(0))
+    """Intra-op threads: `threads`, or (0) auto_threads(); returns the count now in use."""
+    threads = threads or auto_threads()[0]
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def _cpu_times(cpus: set[int]) -> tuple[float, float]:
+    """(busy, total) jiffies of the given CPUs since boot, from /proc/stat (Linux)."""
+    busy = total = 0.0
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                continue
+            values = [float(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(values)
+            busy += sum(values) - values[3] - values[4]
+    return busy, total
+
+
+def busy_cores(cpus: set[int], seconds: float = 0.2) -> float:
+    """How many of `cpus` other processes kept busy over the next `seconds` (this process sleeps meanwhile);
+    0 where /proc/stat cannot be read."""
+    try:
+        busy0, total0 = _cpu_times(cpus)
+        time.sleep(seconds)
+        busy1, total1 = _cpu_times(cpus)
+    except (OSError, ValueError):
+        return 0.0
+    return len(cpus) * (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+
+
+def auto_threads() -> tuple[int, str | None]:
+    """train.threads 0: one thread per core this process may use that other work does not keep busy (at least
+    one), and why, when fewer than the cores. A core shared with another busy process makes two threads wait
+    for each other at every operation: measured on 2 cores beside one busy process, the MLP's epoch took
+    1.0-2.2 s on 2 threads and 0.5 s on 1; alone, 0.38 s on 2 threads (docs/performance.md)."""
+    cpus = os.sched_getaffinity(0)
+    busy = int(busy_cores(cpus) + 0.5)
+    threads = max(1, len(cpus) - busy)
+    if threads == len(cpus):
+        return threads, None
+    return threads, (f"{busy} of {len(cpus)} cores were busy with other work: training on {threads} thread(s) "
+                     f"(train.threads: N chooses; recorded in summary.json)")
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h

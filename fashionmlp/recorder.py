@@ -112,6 +112,7 @@ class RunRecorder:
     threads: int  # CPU threads the run trains with (train.threads 0 resolved)
     command: str | None = None  # the command line that started this session, for summary.json
     engine: str = "single"  # what trained it: single | population
+    notes: list[str] = field(default_factory=list)  # what the user should know, in summary.json and on the terminal
     epoch: int = 0
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
@@ -250,6 +251,7 @@ class RunRecorder:
             "data": self.data,
             **self.provenance,
             "command": self.command,
+            **({"notes": self.notes} if self.notes else {}),
             **extra,
         }
         if "val_accuracy" in last:

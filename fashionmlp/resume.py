@@ -41,9 +41,11 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
     if replan:
         notify(replan)
-    session = prepare(cfg, data_dir=data_dir)
+    previous = previous_summary(run_dir)
+    kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
+    session = prepare(cfg, data_dir=data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
     trainee = restore_trainee(session.model, cfg, state, last_pt)
-    recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous_summary(run_dir))
+    recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
     with lock:
         (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop)
     return result

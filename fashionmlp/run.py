@@ -62,7 +62,7 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
 
 def recorder_for(run_dir: Path, session: Session, trainee: Trainee, command: str | None) -> RunRecorder:
     return RunRecorder(run_dir, session.cfg, trainee, data_info(session.data, session.cfg), session.device,
-                       session.threads, command)
+                       session.threads, command, notes=list(session.notes))
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> tuple[int, int]:

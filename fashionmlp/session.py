@@ -7,7 +7,7 @@ the same order, before any folder is made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ import torch
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, check_trainable, load_data
 from fashionmlp.device import (
+    auto_threads,
     check_memory,
     deterministic_cuda,
     keep_freed_memory,
@@ -35,17 +36,20 @@ class Session:
     data: FashionMNIST | None
     model: torch.nn.Module
     threads: int
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. why fewer threads)
 
 
 def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: FashionMNIST | None = None,
-            runs_dir: Path | None = None, with_data: bool = True, evaluates: bool = True) -> Session:
+            runs_dir: Path | None = None, with_data: bool = True, evaluates: bool = True,
+            threads: int | None = None) -> Session:
     """Resolve the device, check that `runs_dir` (when given) can hold a new folder, load the data (or take
     `data`, already loaded) and check that the model trains on it and fits in memory, set the CPU threads and
     the allocator, seed every generator with cfg.seed and build the model on the device.
 
     `with_data=False` skips the data (inference on a saved run); `evaluates=False` counts only the training
-    images in the memory check (the range test puts no test images on the device). Every user mistake is a
-    UserError raised here, before anything is written.
+    images in the memory check (the range test puts no test images on the device); `threads` overrides
+    train.threads (a resumed run keeps the count it started with). Every user mistake is a UserError raised
+    here, before anything is written.
     """
     device = resolve_device(cfg.device)
     deterministic_cuda(cfg, device)
@@ -57,7 +61,11 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
         check_trainable(cfg, n_train)
         others = len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
         check_memory(cfg, device, n_train + (others if evaluates else 0), n_train)
-    threads = set_threads(cfg.train.threads)
+    notes = []
+    if threads is None:
+        threads, why = (cfg.train.threads, None) if cfg.train.threads else auto_threads()
+        notes += [why] if why else []
+    set_threads(threads)
     keep_freed_memory()
     seed_everything(cfg.seed)
-    return Session(cfg, device, data if with_data else None, prepare_model(cfg, device), threads)
+    return Session(cfg, device, data if with_data else None, prepare_model(cfg, device), threads, notes)

@@ -78,7 +78,8 @@ def tiny_config(data_dir: Path, **sections) -> dict:
         "name": "tiny", "seed": 0, "device": "cpu",
         "model": {"name": "mlp", "hidden": [32, 32]},
         "optimizer": {"name": "adam", "lr": 0.01},
-        "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64},
+        # one thread: tiny steps are faster on one, and runs compared bit for bit must not depend on the load
+        "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64, "threads": 1},
         "data": {"dir": str(data_dir), "verify_md5": False, "download": False},
     }
     for key, value in sections.items():

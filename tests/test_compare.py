@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def study_config(tmp_path, tiny_data, **extra) -> Path:
     raw = default_study_dict("mlp")
     raw.update({"device": "cpu", "model": {"name": "mlp", "hidden": [32, 32]},
-                "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64},
+                "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64, "threads": 1},
                 "data": {"dir": str(tiny_data), "verify_md5": False, "download": False}, **extra})
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -500,3 +500,42 @@ def test_extending_a_scheduled_run_says_the_schedule_is_replanned(write_config, 
     constant = run_dir_of(cli("train", "--config", write_config(name="c.yaml"), "--runs-dir", tmp_path / "c"))
     extended = cli("train", "--resume", constant, "--epochs", 3)
     assert extended.exit_code == 0 and "note:" not in extended.stderr
+
+
+# ---------------------------------------------------------------- threads on a shared CPU (issue 24, item 11)
+
+
+@pytest.mark.parametrize("busy, threads, noted", [(0.0, 2, False), (0.3, 2, False), (1.0, 1, True), (1.7, 1, True)])
+def test_auto_threads_leave_the_busy_cores_alone(monkeypatch, busy, threads, noted):
+    from fashionmlp import device
+
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(device, "busy_cores", lambda cpus, seconds=0.2: busy)
+    chosen, why = device.auto_threads()
+    assert chosen == threads and (why is not None) == noted
+    if noted:
+        assert why.startswith(f"{round(busy)} of 2 cores were busy with other work: training on 1 thread(s)")
+
+
+def test_busy_cores_reads_the_other_processes_load():
+    import os
+
+    from fashionmlp.device import busy_cores
+
+    cpus = os.sched_getaffinity(0)
+    assert 0.0 <= busy_cores(cpus, 0.05) <= len(cpus)
+
+
+def test_the_thread_count_used_is_recorded_and_kept_on_resume(write_config, tmp_path, monkeypatch):
+    from fashionmlp import session
+
+    monkeypatch.setattr(session, "auto_threads", lambda: (2, None))  # an idle machine: both cores
+    run = run_dir_of(cli("train", "--config", write_config(train={"threads": 0}), "--runs-dir", tmp_path))
+    assert summary(run)["threads"] == 2 and "notes" not in summary(run)
+    monkeypatch.setattr(session, "auto_threads", lambda: (1, "1 of 2 cores were busy with other work: ..."))
+    resumed = cli("train", "--resume", run, "--epochs", 3)  # now busy, but the run keeps its count: exact resume
+    assert resumed.exit_code == 0 and summary(run)["threads"] == 2 and "note:" not in resumed.stderr
+    busy = cli("train", "--config", write_config("b.yaml", train={"threads": 0}), "--runs-dir", tmp_path / "b")
+    assert summary(run_dir_of(busy))["threads"] == 1
+    assert "note: 1 of 2 cores were busy with other work" in busy.stderr
+    assert summary(run_dir_of(busy))["notes"] == ["1 of 2 cores were busy with other work: ..."]

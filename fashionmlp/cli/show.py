@@ -109,6 +109,8 @@ def study_table(result, title: str) -> None:
 def report_run(result) -> None:
     """How a run ended, then its folder (the last line of stdout)."""
     s = result.summary
+    for line in s.get("notes", []):
+        err(f"note: {line}")
     if result.status == status.COMPLETED and "early_stopping" in s:
         early = s["early_stopping"]
         when = (f"stopped early after epoch {early['stopped_after_epoch']} (no better validation accuracy in "

@@ -65,13 +65,13 @@ def check_population_memory(cfg: RunConfig, n: int, session: Session) -> None:
                         "trains one at a time)")
 
 
-def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None
-                     ) -> tuple[Session, PopulationData]:
+def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None,
+                     threads: int | None = None) -> tuple[Session, PopulationData]:
     """Every check a population of these configs must pass, before any folder exists (one shape, the data, the
     memory of all of them at once); returns the shared session (device, the whole training set, threads) and
     the population's data."""
     check_one_shape(cfgs)
-    session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data)
+    session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data, threads=threads)
     check_population_memory(cfgs[0], len(cfgs), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
     return session, population_data(session.data, cfgs[0], seeds, session.device)
@@ -98,7 +98,7 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
             spec.run_dir.mkdir(parents=True, exist_ok=False)
             locks.enter_context(lock_run_dir(spec.run_dir))
             recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
-                                   engine="population").start()
+                                   engine="population", notes=list(session.notes)).start()
             members.append(Member(cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune)
 
@@ -122,12 +122,15 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
         if len(epochs) > 1:
             raise UserError(f"the runs to continue together stand at different epochs ({sorted(epochs)}); continue "
                             "each with fashionmlp train --resume RUN_DIR")
-        session, pdata = setup_population([s.cfg for s in specs], data_dir)
+        kept = previous_summary(specs[0].run_dir).get("threads") if not specs[0].cfg.train.threads else None
+        session, pdata = setup_population([s.cfg for s in specs], data_dir,
+                                          threads=kept if isinstance(kept, int) and kept > 0 else None)
         members = []
         for spec, (state, last) in zip(specs, states):
             model = prepare_model(spec.cfg, session.device)
             trainee = restore_trainee(model, spec.cfg, state, last, own_rng=True)
             recorder = RunRecorder(spec.run_dir, spec.cfg, trainee, pdata.info, session.device, session.threads,
-                                   command, engine="population").reopen(state, previous_summary(spec.run_dir))
+                                   command, engine="population", notes=list(session.notes)
+                                   ).reopen(state, previous_summary(spec.run_dir))
             members.append(Member(spec.cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop)
