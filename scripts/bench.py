@@ -4,6 +4,7 @@ against the machine's measured float32 matrix-multiply peak.
 
     python scripts/bench.py                       # full: real data (if found), median of 3 epochs per case
     python scripts/bench.py --quick --json b.json # a fraction of an epoch per measurement, < 1 minute
+    python scripts/bench.py --population 4,12     # the population engine: N models at once vs one by one
 
 Each case measures the fast path and the classic pipeline (num_workers 0 and 2) in alternating rounds.
 Cases: MLP batch 128, MLP batch 1024, CNN batch 128 (channels_last, as `train` uses it), the CNN without
@@ -150,6 +151,47 @@ def measure_case(model_name: str, batch: int, channels_last: bool | None, precis
     return fast.median, best.median, best.workers, statistics.median(scaling)
 
 
+def population_cases(sizes: list[int], args) -> list[dict]:
+    """Per network and size N: N models of one shape (optimizers of the study, seeds 0..) trained for
+    --population-epochs epochs on the population engine, then the same N one after another with `train`;
+    training seconds per model-epoch from the runs' summary.json (evaluation excluded), each order run once."""
+    import tempfile
+
+    from fashionmlp.config import with_values
+    from fashionmlp.population import MemberSpec, train_population
+    from fashionmlp.run import train as train_run
+    from fashionmlp.study import DEFAULT_VARIANTS
+
+    root = str(Path(args.data_dir or os.environ.get(ENV_VAR) or DEFAULT_DATA))
+    variants = list(DEFAULT_VARIANTS.values())
+    cases = []
+    for model_name in args.population_models.split(","):
+        base = config_from_dict({"model": {"name": model_name}, "device": args.device,
+                                 "data": {"dir": root, "subset": args.population_subset},
+                                 "train": {"epochs": args.population_epochs}})
+        for n in sizes:
+            cfgs = [with_values(base, {"seed": i // len(variants), "optimizer": variants[i % len(variants)],
+                                       "name": f"m{i}"}) for i in range(n)]
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.perf_counter()
+                pop = train_population([MemberSpec(c, Path(tmp) / "p" / c.name, c.name) for c in cfgs])
+                pop_wall = time.perf_counter() - started
+                started = time.perf_counter()
+                single = [train_run(c, run_dir=Path(tmp) / "s" / c.name) for c in cfgs]
+                seq_wall = time.perf_counter() - started
+            per = [sum(r.summary["train_seconds"] for r in rs) / (n * args.population_epochs) for rs in (pop, single)]
+            case = {"model": model_name, "device": args.device, "members": n, "epochs": args.population_epochs,
+                    "images": pop[0].summary["data"]["train_size"],
+                    "population_s_per_model_epoch": round(per[0], 4), "sequential_s_per_model_epoch": round(per[1], 4),
+                    "train_speedup": round(per[1] / per[0], 2), "population_wall_s": round(pop_wall, 2),
+                    "sequential_wall_s": round(seq_wall, 2), "wall_speedup": round(seq_wall / pop_wall, 2)}
+            cases.append(case)
+            print(f"{model_name:<5} N={n:<3} s per model-epoch: population {per[0]:.4f}, one by one {per[1]:.4f} "
+                  f"({per[1] / per[0]:.2f}x); wall with evaluation and run folders: {pop_wall:.1f} s vs "
+                  f"{seq_wall:.1f} s ({seq_wall / pop_wall:.2f}x)", flush=True)
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a fraction of an epoch per measurement (< 1 min)")
@@ -157,9 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help=f"Fashion-MNIST folder (default: ${ENV_VAR}, then {DEFAULT_DATA})")
     parser.add_argument("--synthetic", type=int, metavar="N", help="use N random images instead of the data set")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per case; the median is reported")
+    parser.add_argument("--population", metavar="N,N", help="instead: the population engine with N models at once "
+                                                            "vs one after another (e.g. 4,12)")
+    parser.add_argument("--population-models", default="mlp", help="networks of the population cases: mlp,cnn")
+    parser.add_argument("--population-epochs", type=int, default=2, help="epochs per model in the population cases")
+    parser.add_argument("--population-subset", type=int, default=None, help="training images (default: all)")
+    parser.add_argument("--device", default="cpu", help="the population cases' device (cpu, cuda)")
     args = parser.parse_args(argv)
-    set_threads()  # as `train` does: one thread per core, freed memory kept for reuse
+    set_threads()  # as `train` does: one thread per idle core, freed memory kept for reuse
     keep_freed_memory()
+    if args.population:
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
+              + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+        cases = population_cases([int(n) for n in args.population.split(",")], args)
+        if args.json:
+            args.json.write_text(json.dumps(cases, indent=2) + "\n")
+        return 0
     train, source = load_train(args)
     peak = matmul_peak_gflops()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "

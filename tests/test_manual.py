@@ -584,7 +584,9 @@ KEY_CASES = [
     ("train.eval_batch_size", 7, SAME),  # evaluation in batches of 7 gives the same means
     ("train.threads", 1, "train.threads: 1 is not supported by manual train"),
     ("train.channels_last", False, SAME),  # CNN only
+    ("train.deterministic", False, SAME),  # CUDA only
     ("train.precision", "bf16", "train.precision: 'bf16' is not supported by manual train"),
+    ("train.precision", "fp64", "train.precision: 'fp64' is not supported by manual train"),
     ("train.label_smoothing", 0.1, "train.label_smoothing: 0.1 is not supported by manual train"),
     ("train.ema", 0.99, "train.ema: 0.99 is not supported by manual train"),
     ("train.tta", "flip", "train.tta: 'flip' is not supported by manual train"),

@@ -39,14 +39,15 @@ def _with_axis(z, where: str) -> np.ndarray:
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """σ(z) = 1 / (1 + e^{-z}), computed from e^{-|z|} so it never overflows (z = ±1e10 is fine)."""
     z = floats(z, "sigmoid")
+    one = z.dtype.type(1)  # not 1.0: NumPy 1.x makes float64 of a float32 scalar and a Python float
     e = np.exp(-np.abs(z))  # in (0, 1]: no overflow
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return np.where(z >= 0, one / (one + e), e / (one + e))
 
 
 def sigmoid_grad(z: np.ndarray) -> np.ndarray:
     """σ'(z) = σ(z) (1 - σ(z))."""
     s = sigmoid(floats(z, "sigmoid_grad"))
-    return s * (1.0 - s)
+    return s * (s.dtype.type(1) - s)
 
 
 def relu(z: np.ndarray) -> np.ndarray:
@@ -67,7 +68,8 @@ def tanh(z: np.ndarray) -> np.ndarray:
 
 def tanh_grad(z: np.ndarray) -> np.ndarray:
     """tanh'(z) = 1 - tanh²(z)."""
-    return 1.0 - np.tanh(floats(z, "tanh_grad")) ** 2
+    t = np.tanh(floats(z, "tanh_grad"))
+    return t.dtype.type(1) - t * t
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
