@@ -22,6 +22,13 @@ REAL_DATA_CANDIDATES = [os.environ.get("FASHIONMLP_DATA_DIR"),
 TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that use the real data carry the `realdata` marker (so `-m "not realdata"` leaves them out)."""
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("fmnist"))
