@@ -76,7 +76,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     groups = {m.seed: data.groups[m.seed] for m in members}
     for group in groups.values():
         group.generator = next(m.trainee.generator for m in members if m.seed == group.seed)
-    active = [m for m in members]
+    active = sorted(members, key=lambda m: m.seed)  # the members of a seed side by side: they share its batches
     stack = restack(active)
     first = members[0].recorder.epoch + 1
     try:
@@ -138,15 +138,17 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
     for member in active:
         member.losses = []
     for step in range(steps):
-        batches = {seed: group_batch(data, group, step * batch, batch, cfg) for seed, group in groups.items()}
-        x = torch.stack([batches[m.seed][0] for m in active])
-        y = torch.stack([batches[m.seed][1] for m in active])
+        seeds = list(dict.fromkeys(m.seed for m in active))  # in member order
+        sizes = [sum(m.seed == seed for m in active) for seed in seeds]
+        batches = [group_batch(data, groups[seed], step * batch, batch, cfg) for seed in seeds]
+        x = torch.stack([images for images, _ in batches])  # (S, B, 1, 28, 28): each seed's batch once
+        y = torch.stack([labels for _, labels in batches]).repeat_interleave(torch.tensor(sizes, device=x.device), 0)
         smoothing = _smoothing(active, x.device, x.dtype)
         for member in active:
             set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, global_step + step, total))
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             rngs = [m.trainee.rng for m in active] if cfg.model.dropout else None
-            losses = member_losses(forward(template, stack.params, stack.buffers, x, True, rngs), y, smoothing)
+            losses = member_losses(forward(template, stack.params, stack.buffers, x, sizes, True, rngs), y, smoothing)
         stack.zero_grad()
         losses.sum().backward()
         stack.hand_out_grads()

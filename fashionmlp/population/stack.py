@@ -41,6 +41,9 @@ class Stack:
             for i, model in enumerate(models):
                 module, attr = _owner(model, name)
                 setattr(module, attr, stacked[i])
+        # (member, [its parameter of each name]): looked up once, not at every step
+        self.member_params = [[model.get_parameter(name) for name in self.params] for model in models]
+        self.counters = [b for name, b in self.buffers.items() if name.endswith("num_batches_tracked")]
 
     def __len__(self) -> int:
         return len(self.models)
@@ -51,16 +54,15 @@ class Stack:
 
     def hand_out_grads(self) -> None:
         """Each member parameter's gradient: a view of its slice of the stacked gradient (no copy)."""
-        for name, stacked in self.params.items():
-            grad = stacked.grad
-            for i, model in enumerate(self.models):
-                model.get_parameter(name).grad = None if grad is None else grad[i]
+        grads = [stacked.grad for stacked in self.params.values()]
+        for i, params in enumerate(self.member_params):
+            for param, grad in zip(params, grads):
+                param.grad = None if grad is None else grad[i]
 
     def count_batch(self) -> None:
         """BatchNorm counts its training batches (num_batches_tracked), as a single model's forward does."""
-        for name, stacked in self.buffers.items():
-            if name.endswith("num_batches_tracked"):
-                stacked.add_(1)
+        for counter in self.counters:
+            counter.add_(1)
 
 
 def snapshot(models: list[nn.Module]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -71,31 +73,38 @@ def snapshot(models: list[nn.Module]) -> tuple[dict[str, Tensor], dict[str, Tens
     return params, buffers
 
 
-def forward(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, training: bool,
-            dropout_rngs: list[torch.Generator] | None = None) -> Tensor:
-    """(N, B, 1, 28, 28) images, one batch per member -> (N, B, 10) logits of the N stacked members of
-    `template`'s architecture (an MLP or a SmallCNN, as models.build_model makes them)."""
-    n, b = x.shape[:2]
-    h, conv_layout = x, False  # h is (N, B, ...) per member, or (B, N*C, H, W) in the conv blocks
+def forward(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+            sizes: list[int], training: bool, dropout_rngs: list[torch.Generator] | None = None) -> Tensor:
+    """(S, B, 1, 28, 28) images, one batch per group of members that share it (sizes[s] members each, in member
+    order) -> (N, 10, B) logits of the N stacked members of `template`'s architecture (an MLP or a SmallCNN, as
+    models.build_model makes them).
+
+    Layouts: dense activations are (N, features, B), so each layer is W @ h and its weight gradient comes out in
+    W's own layout (no copy to accumulate it); conv activations are (B, N*C, H, W), the members' channels side
+    by side for grouped convolutions. Members sharing a batch take it once: their first layer is one matrix
+    (groups of equal size) instead of a copy of the images per member.
+    """
+    n, b = sum(sizes), x.shape[1]
+    even = len(set(sizes)) == 1
+    h, layout, first = x, "groups", True  # layout: groups (S, B, ...), dense (N, F, B), conv (B, N*C, H, W)
     for index, layer in enumerate(template):
         key = str(index)
-        if isinstance(layer, nn.Conv2d):
-            if not conv_layout:  # the images: member i's batch becomes input channel i
-                h = h.squeeze(2).transpose(0, 1).contiguous()
-                conv_layout = True
-            weight = params[f"{key}.weight"]
-            bias = params.get(f"{key}.bias")
+        if isinstance(layer, nn.Flatten):
+            if layout == "conv":
+                h, layout = h.reshape(b, n, -1).permute(1, 2, 0), "dense"
+            continue  # the images stay (S, B, 1, 28, 28) until the first layer takes them
+        weight, bias = params.get(f"{key}.weight"), params.get(f"{key}.bias")
+        if isinstance(layer, (nn.Linear, nn.Conv2d)) and first:
+            h, layout = _first_layer(layer, weight, bias, h, sizes, even), (
+                "conv" if isinstance(layer, nn.Conv2d) else "dense")
+            first = False
+        elif isinstance(layer, nn.Conv2d):
             h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
                          padding=layer.padding, groups=n)
-        elif isinstance(layer, nn.Flatten):
-            h = h.reshape(b, n, -1).transpose(0, 1) if conv_layout else h.flatten(2)  # (N, B, features)
-            conv_layout = False
         elif isinstance(layer, nn.Linear):
-            weight, bias = params[f"{key}.weight"], params.get(f"{key}.bias")
-            h = torch.bmm(h, weight.transpose(1, 2)) if bias is None else torch.baddbmm(
-                bias.unsqueeze(1), h, weight.transpose(1, 2))
+            h = torch.bmm(weight, h) if bias is None else torch.baddbmm(bias.unsqueeze(2), weight, h)
         elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            h = _batch_norm(layer, key, params, buffers, h, training, conv_layout)
+            h = _batch_norm(layer, key, params, buffers, h, training)
         elif isinstance(layer, nn.Dropout):
             if training and layer.p > 0:
                 h = _dropout(h, layer.p, dropout_rngs)
@@ -104,34 +113,55 @@ def forward(template: nn.Module, params: dict[str, Tensor], buffers: dict[str, T
     return h
 
 
+def _first_layer(layer: nn.Module, weight: Tensor, bias: Tensor | None, x: Tensor, sizes: list[int],
+                 even: bool) -> Tensor:
+    """The first layer of every member on its group's images: (S, B, 1, 28, 28) -> (N, out, B) for a Linear,
+    (B, N*C, 28, 28) for a Conv2d. With groups of equal size one (grouped) product takes each group's images
+    once; otherwise each member gets its own copy of its group's images."""
+    s, b = x.shape[:2]
+    n, out = weight.shape[:2]
+    if not even:  # a copy of the images per member, as groups of one
+        x = x.repeat_interleave(torch.tensor(sizes, device=x.device), dim=0)
+        s = n
+    if isinstance(layer, nn.Linear):
+        images = x.reshape(s, b, -1).transpose(1, 2)  # (S, 784, B)
+        grouped = weight.view(s, -1, weight.shape[-1])  # (S, G*out, 784): the members of a group, one matrix
+        h = torch.bmm(grouped, images) if bias is None else torch.baddbmm(bias.view(s, -1, 1), grouped, images)
+        return h.view(n, out, b)
+    images = x.reshape(s, b, *x.shape[3:]).transpose(0, 1)  # (B, S, 28, 28): a group's images, one channel
+    return F.conv2d(images, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
+                    padding=layer.padding, groups=s)
+
+
 def _batch_norm(layer: nn.Module, key: str, params: dict[str, Tensor], buffers: dict[str, Tensor], h: Tensor,
-                training: bool, conv_layout: bool) -> Tensor:
-    """Per-member statistics: the members' channels side by side, normalized as N*C channels."""
+                training: bool) -> Tensor:
+    """Per-member statistics: the members' channels side by side, normalized as N*C channels ((B, N*C, H, W)
+    as it is; (N, H, B) as one sample of N*H channels over B positions: the same statistics over the batch)."""
     args = (buffers[f"{key}.running_mean"].view(-1), buffers[f"{key}.running_var"].view(-1),
             params[f"{key}.weight"].reshape(-1), params[f"{key}.bias"].reshape(-1))
-    if conv_layout:  # (B, N*C, H, W)
+    if h.dim() == 4:
         return F.batch_norm(h, *args, training=training, momentum=layer.momentum, eps=layer.eps)
-    n, b, width = h.shape  # (N, B, H) -> (B, N*H) and back
-    flat = F.batch_norm(h.transpose(0, 1).reshape(b, n * width), *args, training=training, momentum=layer.momentum,
-                        eps=layer.eps)
-    return flat.view(b, n, width).transpose(0, 1)
+    n, width, b = h.shape
+    flat = F.batch_norm(h.reshape(1, n * width, b), *args, training=training, momentum=layer.momentum, eps=layer.eps)
+    return flat.view(n, width, b)
 
 
 def _dropout(h: Tensor, p: float, rngs: list[torch.Generator] | None) -> Tensor:
     """Dropout with each member's mask drawn from its own generator, exactly as F.dropout draws it from torch's
-    global one in a single run (a Bernoulli(1 - p) mask of the member's activations' shape; kept / (1 - p))."""
+    global one in a single run (a Bernoulli(1 - p) mask of the member's (B, H) activations; kept / (1 - p))."""
     if rngs is None:
         raise ValueError("dropout in a population needs each member's generator")
-    masks = torch.stack([torch.empty(h.shape[1:], dtype=h.dtype).bernoulli_(1 - p, generator=rng) for rng in rngs])
+    n, width, b = h.shape
+    masks = torch.stack([torch.empty((b, width), dtype=h.dtype).bernoulli_(1 - p, generator=rng).t() for rng in rngs])
     return h.mul(masks.to(h.device)).mul_(1 / (1 - p))
 
 
 def member_losses(logits: Tensor, y: Tensor, smoothing: Tensor | None) -> Tensor:
-    """(N, B, 10) logits and (N, B) labels -> (N,) mean losses, as F.cross_entropy computes each member's:
+    """(N, 10, B) logits and (N, B) labels -> (N,) mean losses, as F.cross_entropy computes each member's:
     with label smoothing ε_i, (1 - ε_i) nll + ε_i mean_c(-log p_c)."""
-    log_p = F.log_softmax(logits, dim=2)
-    nll = -log_p.gather(2, y.unsqueeze(2)).squeeze(2).mean(1)
+    log_p = F.log_softmax(logits, dim=1)
+    nll = -log_p.gather(1, y.unsqueeze(1)).squeeze(1).mean(1)
     if smoothing is None:
         return nll
-    smooth = -log_p.mean(2).mean(1)
+    smooth = -log_p.mean(1).mean(1)
     return torch.where(smoothing > 0, (1 - smoothing) * nll + smoothing * smooth, nll)
