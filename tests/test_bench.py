@@ -28,3 +28,16 @@ def test_quick_benchmark_writes_json(tmp_path):
         assert abs(case["speedup"] - case["fast_samples_per_s"] / case["classic_samples_per_s"]) < 0.01 * case["speedup"] + 0.01
         assert abs(case["peak_fraction"] - case["achieved_gflops"] / case["peak_gflops"]) < 1e-3
     assert "fast samples/s" in result.stdout
+
+
+def test_population_cases_write_json(tmp_path, real_data):
+    out = tmp_path / "pop.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--population", "2",
+                             "--population-subset", "640", "--population-epochs", "1", "--data-dir", str(real_data),
+                             "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (case,) = json.loads(out.read_text())
+    assert (case["model"], case["members"], case["epochs"], case["images"]) == ("mlp", 2, 1, 640)
+    assert case["population_s_per_model_epoch"] > 0 and case["sequential_s_per_model_epoch"] > 0
+    ratio = case["sequential_s_per_model_epoch"] / case["population_s_per_model_epoch"]
+    assert abs(case["train_speedup"] - ratio) < 0.01 * ratio + 0.01  # the arithmetic, not a speed
