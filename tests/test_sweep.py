@@ -509,6 +509,9 @@ BAD_OPTIONS = {
     "storage driver missing": (["--storage", "mysql://user:secret@127.0.0.1:9/x"],
                                "--storage mysql://user:***@127.0.0.1:9/x: its database driver is not installed"),
     "unknown --set key": (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
+    "unknown --set sweep key": (["--set", "sweep.sed=3"], "unknown sweep key 'sed' (did you mean 'seed'?)"),
+    "--set sweep value out of range": (["--set", "sweep.trials=0"], "sweep.trials: 0 is out of range"),
+    "--set sweep too deep": (["--set", "sweep.space.lr=1"], "expected sweep.KEY=VALUE"),
     "missing config": (["--config", "nowhere.yaml"], "config file 'nowhere.yaml' does not exist"),
 }
 
@@ -732,3 +735,14 @@ def test_the_shipped_optimizer_sweep_keeps_one_shape():
             continue
         shapes.add(shape(cfg))
     assert len(shapes) == 1
+
+
+def test_set_edits_the_sweep_section_and_the_training_config(sweep_config):
+    from fashionmlp.sweep import load_sweep_file
+
+    spec = load_sweep_file(sweep_config(), ["sweep.seed=7", "sweep.trials=3", "optimizer.momentum=0.5",
+                                            "sweep.space={optimizer.lr: [0.1, 0.2]}", "sweep.sampler=grid"])
+    assert (spec.seed, spec.trials, spec.sampler) == (7, 3, "grid")
+    assert spec.target == 2  # a grid of two points is done after two trials
+    assert [p.key for p in spec.params] == ["optimizer.lr"] and spec.grid_size == 2
+    assert spec.base.optimizer.momentum == 0.5

@@ -17,6 +17,7 @@ from fashionmlp.config import (
     check_int,
     config_from_dict,
     number,
+    parse_override,
     read_yaml,
     show,
     unknown_key,
@@ -143,6 +144,7 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     if not isinstance(section, dict):
         raise ConfigError("sweep: a sweep config needs a `sweep:` section with a `space:` mapping of dotted keys "
                           "to ranges or lists (see configs/sweep_mlp.yaml)")
+    overrides, section = _sweep_overrides(overrides, section)
     for key in section:
         if key not in SWEEP_DEFAULTS:
             raise ConfigError(f"sweep: {unknown_key(str(key), list(SWEEP_DEFAULTS), 'key')}")
@@ -170,6 +172,23 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     if sampler == "grid":
         _check_grid(spec)
     return spec
+
+
+def _sweep_overrides(overrides: Overrides, section: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """`--set sweep.KEY=VALUE` edits the sweep section (`--set sweep.seed=1`, `--set 'sweep.space={...}'`
+    replaces the space); the other overrides are left for the training config."""
+    rest = []
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] != "sweep":
+            rest.append(text)
+            continue
+        if len(path) != 2:
+            raise ConfigError(f"--set {text!r}: expected sweep.KEY=VALUE with one of {', '.join(SWEEP_DEFAULTS)}")
+        if path[1] not in SWEEP_DEFAULTS:
+            raise ConfigError(f"--set {text!r}: {unknown_key(path[1], list(SWEEP_DEFAULTS), 'sweep key')}")
+        section = {**section, path[1]: value}
+    return rest, section
 
 
 def _check_grid(spec: SweepSpec) -> None:
