@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from fashionmlp.data import TensorSplit
+from fashionmlp.distill import distill_loss
 from fashionmlp.metrics import confusion_counts
 from fashionmlp.optim import set_lr
 from fashionmlp.progress import EpochResult, StopRequest
@@ -45,6 +46,7 @@ class Recipe:
     tta: bool = False  # evaluate on each image and its mirror
     eval_batch_size: int = 2000
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16: forward pass and loss under torch.autocast
+    distill: tuple[float, float] | None = None  # (temperature, alpha): batches carry the teacher's logits
 
     def evaluated(self, model: nn.Module) -> nn.Module:
         """The model that is evaluated and saved: the EMA's average when there is one."""
@@ -55,12 +57,16 @@ PLAIN = Recipe()
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               recipe: Recipe = PLAIN) -> torch.Tensor:
-    """One optimizer step on the batch (x, y): forward and loss (with the recipe's autocast and label smoothing),
-    backward, step, EMA update. Returns the batch's mean loss, detached, on the device (no synchronization)."""
+               recipe: Recipe = PLAIN, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimizer step on the batch (x, y): forward and loss (with the recipe's autocast and label smoothing;
+    with recipe.distill, the distillation loss against `teacher_logits`), backward, step, EMA update. Returns the
+    batch's mean loss, detached, on the device (no synchronization)."""
     smoothing = {"label_smoothing": recipe.label_smoothing} if recipe.label_smoothing else {}
     with _autocast(x.device.type, recipe.autocast):
-        loss = F.cross_entropy(model(x), y, **smoothing)
+        if recipe.distill is None:
+            loss = F.cross_entropy(model(x), y, **smoothing)
+        else:
+            loss = distill_loss(model(x), y, teacher_logits, *recipe.distill, recipe.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -91,7 +97,7 @@ class TrainStats:
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], recipe: Recipe = PLAIN, *,
+                    batches: Iterable[tuple[torch.Tensor, ...]], recipe: Recipe = PLAIN, *,
                     first_step: int = 0, stop: StopRequest | None = None,
                     on_step: Callable[[int], None] | None = None) -> TrainStats:
     """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks).
@@ -106,10 +112,10 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     nonfinite_step = None
     interrupted = False
     start = time.perf_counter()
-    for x, y in batches:
+    for x, y, *teacher in batches:  # (x, y), or (x, y, teacher logits) when distilling
         if recipe.lr_for_step is not None:
             set_lr(optimizer, recipe.lr_for_step(first_step + len(losses)))
-        losses.append(train_step(model, optimizer, x, y, recipe))
+        losses.append(train_step(model, optimizer, x, y, recipe, *teacher))
         sizes.append(len(y))
         samples += len(y)
         if on_step is not None:

@@ -19,6 +19,7 @@ import torch
 from fashionmlp.config import RunConfig
 from fashionmlp.data import TensorSplit, augmented, epoch_order, fast_batches, images_per_epoch
 from fashionmlp.device import dtype_of
+from fashionmlp.distill import Teacher, caches, distill_of, with_teacher
 from fashionmlp.engine import PLAIN, Recipe, train_step
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, set_lr
@@ -138,7 +139,7 @@ def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = 
 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               batches: Iterator[tuple[torch.Tensor, torch.Tensor]], lrs: np.ndarray, recipe: Recipe = PLAIN, *,
+               batches: Iterator[tuple[torch.Tensor, ...]], lrs: np.ndarray, recipe: Recipe = PLAIN, *,
                on_step: Callable[[int, float, float], None] | None = None) -> RangeTest:
     """Train one batch per learning rate in `lrs` with engine.train_step (the recipe's autocast and label
     smoothing); no file I/O. `on_step(step, lr, smoothed loss)` is told of each step (for progress)."""
@@ -147,9 +148,9 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     losses: list[float] = []
     smoothed: list[float] = []
     average, best, stop = 0.0, math.inf, "end"
-    for step, (lr, (x, y)) in enumerate(zip(lrs.tolist(), batches), start=1):
+    for step, (lr, (x, y, *teacher)) in enumerate(zip(lrs.tolist(), batches), start=1):
         set_lr(optimizer, lr)
-        value = float(train_step(model, optimizer, x, y, recipe))  # one sync per step: the stop rule needs each
+        value = float(train_step(model, optimizer, x, y, recipe, *teacher))  # a sync per step: the stop rule needs it
         average = beta * average + (1 - beta) * value
         smooth = average / (1 - beta ** step)  # bias correction: the average starts at 0
         losses.append(value)
@@ -166,14 +167,17 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta, len(lrs))
 
 
-def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generator
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches as `train` makes them (its order, augmentation and lone-image rule), epoch after epoch,
-    for as long as the range test asks (the fast loader's batches; the torchvision loader yields the same)."""
+def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generator, teacher: Teacher | None = None
+                    ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Training batches as `train` makes them (its order, augmentation and lone-image rule, the teacher's logits
+    when distilling), epoch after epoch, for as long as the range test asks (the fast loader's batches; the
+    torchvision loader yields the same)."""
     used = images_per_epoch(len(split), cfg.train.batch_size, cfg.model.batchnorm)
+    cached = teacher.logits(split.x) if teacher is not None and caches(cfg) else None
     while True:
-        yield from augmented(fast_batches(split, cfg.train.batch_size, epoch_order(len(split), generator)[:used]),
-                             cfg.data, generator)
+        order = epoch_order(len(split), generator)[:used]
+        batches = augmented(fast_batches(split, cfg.train.batch_size, order), cfg.data, generator)
+        yield from (batches if teacher is None else with_teacher(batches, teacher, cached, order, cfg.train.batch_size))
 
 
 @dataclass
@@ -201,10 +205,11 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     progress line every tenth of the steps."""
     check_options(start, end, steps)
     session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
+    cfg = session.cfg  # with distill.fingerprint, when a teacher teaches
     model, n_train = session.model, len(session.data.train.labels)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     batches = endless_batches(TensorSplit.from_split(session.data.train, session.device, dtype_of(cfg)), cfg,
-                              torch.Generator().manual_seed(cfg.seed))
+                              torch.Generator().manual_seed(cfg.seed), session.teacher)
     every = max(1, steps // 10)
 
     def progress(step: int, lr: float, smooth: float) -> None:
@@ -212,7 +217,7 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
             echo(f"lr-find: step {step}/{steps}  lr {lr:.3g}  smoothed loss {smooth:.4g}")
 
     recipe = Recipe(label_smoothing=cfg.train.label_smoothing,
-                    autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+                    autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None, distill=distill_of(cfg))
     test = range_test(model, optimizer, batches, lr_schedule(start, end, steps), recipe, on_step=progress)
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
     steepest, lowest = test.suggested_lr, test.min_lr

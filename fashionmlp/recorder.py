@@ -113,6 +113,7 @@ class RunRecorder:
     command: str | None = None  # the command line that started this session, for summary.json
     engine: str = "single"  # what trained it: single | population
     notes: list[str] = field(default_factory=list)  # what the user should know, in summary.json and on the terminal
+    distill: dict | None = None  # the teacher (distill.Teacher.info), for summary.json
     epoch: int = 0
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
@@ -218,7 +219,9 @@ class RunRecorder:
         title = f"{cfg.run_name}: {cfg.model.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}"
         if self.history:
             note = ", ".join(([f"label smoothing {cfg.train.label_smoothing:g}"] if cfg.train.label_smoothing else [])
-                             + (["augmented images"] if cfg.data.shift or cfg.data.flip else []))
+                             + (["augmented images"] if cfg.data.shift or cfg.data.flip else [])
+                             + ([f"distilled: T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}"]
+                                if cfg.distill.teacher is not None else []))
             loss_curve(self.history, self.step_losses, title, note).savefig(self.run_dir / "loss_curve.png", dpi=110)
         if self.confusion:
             self.tb.figure("confusion_matrix/test", confusion_matrix(self.confusion, title), self.global_step)
@@ -252,6 +255,7 @@ class RunRecorder:
             **self.provenance,
             "command": self.command,
             **({"notes": self.notes} if self.notes else {}),
+            **({"distill": self.distill} if self.distill else {}),
             **extra,
         }
         if "val_accuracy" in last:

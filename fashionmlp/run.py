@@ -26,6 +26,7 @@ from fashionmlp.data import (
     images_per_epoch,
 )
 from fashionmlp.device import dtype_of
+from fashionmlp.distill import caches, distill_of, with_teacher
 from fashionmlp.engine import Recipe, fit
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.progress import Progress, StopRequest
@@ -61,8 +62,9 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
 
 
 def recorder_for(run_dir: Path, session: Session, trainee: Trainee, command: str | None) -> RunRecorder:
+    teacher = None if session.teacher is None else session.teacher.info(session.cfg)
     return RunRecorder(run_dir, session.cfg, trainee, data_info(session.data, session.cfg), session.device,
-                       session.threads, command, notes=list(session.notes))
+                       session.threads, command, notes=list(session.notes), distill=teacher)
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> tuple[int, int]:
@@ -76,7 +78,8 @@ def recipe_for(cfg: RunConfig, steps: int, trainee: Trainee) -> Recipe:
     return Recipe(lr_for_step=lambda step: lr_at(cfg.optimizer, step, steps * cfg.train.epochs),
                   label_smoothing=cfg.train.label_smoothing, ema=trainee.ema, tta=cfg.train.tta == "flip",
                   eval_batch_size=cfg.train.eval_batch_size,
-                  autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+                  autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None,
+                  distill=distill_of(cfg))
 
 
 def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder], progress: Progress,
@@ -90,15 +93,18 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
     val_split = TensorSplit.from_split(data.val, device, dtype) if data.val is not None else None
     n = len(train_split)
     used, steps = steps_per_epoch(cfg, n)
+    teacher = session.teacher
+    cached = teacher.logits(train_split.x) if teacher is not None and caches(cfg) else None
 
-    def batches_for_epoch(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def batches_for_epoch(epoch: int) -> Iterable[tuple[torch.Tensor, ...]]:
         progress.start_epoch(epoch, cfg.train.epochs, steps)
         order = epoch_order(n, trainee.generator)[:used]
         if cfg.data.loader == "torchvision":
             batches = classic_batches(data.train, cfg.train.batch_size, order, cfg.data.num_workers, device)
         else:
             batches = fast_batches(train_split, cfg.train.batch_size, order)
-        return augmented(batches, cfg.data, trainee.generator)
+        batches = augmented(batches, cfg.data, trainee.generator)
+        return batches if teacher is None else with_teacher(batches, teacher, cached, order, cfg.train.batch_size)
 
     lead = recorders[0]
     status, last, stopped_early = st.COMPLETED, None, False

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from fashionmlp.config import RunConfig
+from fashionmlp.config import RunConfig, with_values
 from fashionmlp.data import FashionMNIST, check_trainable, load_data
 from fashionmlp.device import (
     auto_threads,
@@ -26,10 +27,14 @@ from fashionmlp.device import (
 from fashionmlp.engine import seed_everything
 from fashionmlp.tracking import check_writable
 
+if TYPE_CHECKING:
+    from fashionmlp.distill import Teacher
+
 
 @dataclass
 class Session:
-    """What a run works with: its config, device, data (None for inference), model and the CPU threads used."""
+    """What a run works with: its config, device, data (None for inference), model and the CPU threads used;
+    with distill.teacher, the teacher (and cfg's distill.fingerprint names its weights)."""
 
     cfg: RunConfig
     device: torch.device
@@ -37,6 +42,7 @@ class Session:
     model: torch.nn.Module
     threads: int
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. why fewer threads)
+    teacher: Teacher | None = None
 
 
 def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: FashionMNIST | None = None,
@@ -48,8 +54,8 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
 
     `with_data=False` skips the data (inference on a saved run); `evaluates=False` counts only the training
     images in the memory check (the range test puts no test images on the device); `threads` overrides
-    train.threads (a resumed run keeps the count it started with). Every user mistake is a UserError raised
-    here, before anything is written.
+    train.threads (a resumed run keeps the count it started with). With distill.teacher (and data), the teacher
+    is loaded and checked too. Every user mistake is a UserError raised here, before anything is written.
     """
     device = resolve_device(cfg.device)
     deterministic_cuda(cfg, device)
@@ -62,10 +68,18 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
         others = len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
         check_memory(cfg, device, n_train + (others if evaluates else 0), n_train)
     notes = []
+    teacher = None
+    if with_data and cfg.distill.teacher is not None:
+        from fashionmlp.teacher import load_teacher, teacher_note  # it loads saved runs, which need prepare
+
+        teacher = load_teacher(cfg, device)  # builds a model: before the seed, so the student's weights are its own
+        cfg = with_values(cfg, {"distill.fingerprint": teacher.fingerprint})
+        note = teacher_note(cfg, teacher)
+        notes += [note] if note else []
     if threads is None:
         threads, why = (cfg.train.threads, None) if cfg.train.threads else auto_threads()
         notes += [why] if why else []
     set_threads(threads)
     keep_freed_memory()
     seed_everything(cfg.seed)
-    return Session(cfg, device, data if with_data else None, prepare_model(cfg, device), threads, notes)
+    return Session(cfg, device, data if with_data else None, prepare_model(cfg, device), threads, notes, teacher)

@@ -591,6 +591,11 @@ KEY_CASES = [
     ("train.ema", 0.99, "train.ema: 0.99 is not supported by manual train"),
     ("train.tta", "flip", "train.tta: 'flip' is not supported by manual train"),
     ("train.patience", 2, "train.patience: 2 watches the validation accuracy"),  # needs data.val_size first
+    ("distill.teacher", "runs/some_run", "distill.teacher: 'runs/some_run' is not supported by manual train"),
+    ("distill.temperature", 2.0, SAME),  # no teacher, nothing to distill (as for `train`)
+    ("distill.alpha", 0.9, SAME),
+    ("distill.checkpoint", "best", SAME),
+    ("distill.fingerprint", "a" * 64, "distill.fingerprint: set without distill.teacher"),
 ]
 
 

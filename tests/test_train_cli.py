@@ -41,7 +41,7 @@ def test_resolved_config_is_complete(trained):
     saved = yaml.safe_load((trained / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 3 and saved["name"] == "e2e"
     assert saved["model"]["hidden"] == [32, 32] and saved["train"]["batch_size"] == 32
-    assert set(saved) == {"name", "seed", "device", "data", "model", "optimizer", "train"}
+    assert set(saved) == {"name", "seed", "device", "data", "model", "optimizer", "train", "distill"}
 
 
 def test_metrics_and_summary(trained):

@@ -30,6 +30,7 @@ from fashionmlp.config.schema import (
     SCHEDULES,
     TTA,
     DataConfig,
+    DistillConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -38,7 +39,8 @@ from fashionmlp.config.schema import (
 
 __all__ = [
     "ACTIVATIONS", "DECAY_PARAMS", "LOADERS", "MODELS", "MODEL_DEFAULTS", "OPTIMIZERS", "PRECISIONS", "SCHEDULES",
-    "TTA", "DataConfig", "ModelConfig", "OptimConfig", "Overrides", "RunConfig", "StrictLoader", "TrainConfig",
+    "TTA", "DataConfig", "DistillConfig", "ModelConfig", "OptimConfig", "Overrides", "RunConfig", "StrictLoader",
+    "TrainConfig",
     "Values", "apply_overrides", "check_choice", "check_int", "config_from_dict", "float_problem", "load_config",
     "number", "parse_override", "read_yaml", "safe_load", "set_value", "shortcut_values", "show", "unknown_key",
     "with_values",

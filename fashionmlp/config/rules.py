@@ -160,7 +160,22 @@ def check_whole(cfg: RunConfig) -> RunConfig:
                           "one image: allowed: batch_size >= 2, or model.batchnorm: false")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
+    check_distill(cfg)
     return cfg
+
+
+def check_distill(cfg: RunConfig) -> None:
+    teacher, fingerprint = cfg.distill.teacher, cfg.distill.fingerprint
+    if teacher is not None and not teacher.strip():
+        raise ConfigError("distill.teacher: '' is not a run folder; give one (e.g. runs/cnn_tuned-20260101-120000) "
+                          "or null for no distillation")
+    if fingerprint is not None:
+        if teacher is None:
+            raise ConfigError("distill.fingerprint: set without distill.teacher; it pins a teacher's weights, so "
+                              "name the teacher too (or set it to null)")
+        if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+            raise ConfigError(f"distill.fingerprint: {fingerprint!r} is not a SHA-256 (64 lowercase hex digits, "
+                              "as a distilled run's config.yaml records it)")
 
 
 def check_int(key: str, value: Any, minimum: int) -> int:

@@ -22,6 +22,7 @@ DECAY_PARAMS = ("all", "weights")
 TTA = ("none", "flip")
 LOADERS = ("fast", "torchvision")
 PRECISIONS = ("fp32", "bf16", "fp64")
+TEACHER_CHECKPOINTS = ("auto", "best", "last")
 
 
 def _spec(default: Any, **rules: Any) -> Any:
@@ -82,6 +83,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    teacher: str | None = _spec(None)  # a run folder whose model teaches this one (null: no distillation)
+    temperature: float = _spec(4.0, gt=0.0)  # T: both softmaxes of the KL term at temperature T
+    alpha: float = _spec(0.5, ge=0.0, le=1.0)  # loss = alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE
+    checkpoint: str = _spec("auto", choices=TEACHER_CHECKPOINTS)  # auto: best with a validation split, else last
+    fingerprint: str | None = _spec(None)  # SHA-256 of the teacher's weights: set, they must match (runs record it)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str | None = _spec(None)  # run folder prefix (one folder name); default "<model>_<optimizer>"
     seed: int = _spec(0, ge=0, le=2**32 - 1)  # NumPy's seeds are 32-bit
@@ -90,6 +100,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def run_name(self) -> str:

@@ -73,7 +73,8 @@ def check_manual_config(cfg: RunConfig) -> None:
 
     Applied: seed, data.dir/verify_md5/download/subset/val_size, model.hidden/activation, optimizer.lr/schedule/warmup,
     train.epochs/batch_size/eval_batch_size. Accepted because they do not concern an MLP trained with SGD
-    (`train` ignores them too): model.channels, optimizer.betas, train.channels_last; `name` labels nothing here.
+    (`train` ignores them too): model.channels, optimizer.betas, train.channels_last, distill.* without a teacher;
+    `name` labels nothing here.
     """
     if cfg.model.name != "mlp" or cfg.optimizer.name != "sgd" or cfg.optimizer.momentum or cfg.optimizer.weight_decay:
         raise ConfigError("manual train runs plain minibatch SGD on an MLP: set model.name: mlp, optimizer.name: sgd, "
@@ -97,6 +98,8 @@ def check_manual_config(cfg: RunConfig) -> None:
         ("train.ema", cfg.train.ema, cfg.train.ema == 0, "0", "it keeps no average of the weights"),
         ("train.tta", cfg.train.tta, cfg.train.tta == "none", "none", "it evaluates each image once"),
         ("train.patience", cfg.train.patience, cfg.train.patience is None, "null", "it does not stop early"),
+        ("distill.teacher", cfg.distill.teacher, cfg.distill.teacher is None, "null",
+         "the NumPy MLP learns from the labels alone"),
     ]
     for key, value, ok, allowed, why in unsupported:
         if not ok:

@@ -11,6 +11,7 @@ import torch
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, TensorSplit, augment, split_indices
 from fashionmlp.device import dtype_of
+from fashionmlp.distill import Teacher, caches
 
 Tensor = torch.Tensor
 
@@ -32,14 +33,18 @@ class PopulationData:
     test: TensorSplit
     groups: dict[int, SeedGroup]  # by seed
     info: dict[str, Any]  # what summary.json says about the data (recorder.data_info's keys)
+    teacher: Teacher | None = None  # distillation's, shared by every member
+    teacher_logits: Tensor | None = None  # (pool, views, 10): its logits of the pool, when the images never change
 
     @property
     def n_train(self) -> int:
         return len(next(iter(self.groups.values())).train_index)
 
 
-def population_data(full: FashionMNIST, cfg: RunConfig, seeds: list[int], device: torch.device) -> PopulationData:
-    """`full` is the training set without a validation split; each seed draws its own, as `train` does."""
+def population_data(full: FashionMNIST, cfg: RunConfig, seeds: list[int], device: torch.device,
+                    teacher: Teacher | None = None) -> PopulationData:
+    """`full` is the training set without a validation split; each seed draws its own, as `train` does. With a
+    `teacher`, its logits of the pool are computed once when the config does not augment."""
     pool = TensorSplit.from_split(full.train, device, dtype_of(cfg))
     groups = {}
     for seed in seeds:
@@ -51,15 +56,21 @@ def population_data(full: FashionMNIST, cfg: RunConfig, seeds: list[int], device
         groups[seed] = SeedGroup(seed, torch.from_numpy(train_index).to(device), val)
     info = {"dir": str(full.root), "train_size": len(pool) - cfg.data.val_size, "val_size": cfg.data.val_size,
             "test_size": len(full.test.labels), "loader": cfg.data.loader}
-    return PopulationData(pool, TensorSplit.from_split(full.test, device, dtype_of(cfg)), groups, info)
+    cached = teacher.logits(pool.x) if teacher is not None and caches(cfg) else None
+    return PopulationData(pool, TensorSplit.from_split(full.test, device, dtype_of(cfg)), groups, info, teacher,
+                          cached)
 
 
 def group_batch(data: PopulationData, group: SeedGroup, start: int, batch_size: int, cfg: RunConfig
-                ) -> tuple[Tensor, Tensor]:
+                ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The batch at `start` of the group's epoch order, augmented with the group's generator, as
-    data.fast_batches and data.augmented make it for a single run."""
+    data.fast_batches and data.augmented make it for a single run; and the teacher's logits of it (None
+    without a teacher), as distill.with_teacher gives them."""
     positions = group.train_index.index_select(0, group.order[start:start + batch_size].to(group.train_index.device))
     x, y = data.pool.x.index_select(0, positions), data.pool.y.index_select(0, positions)
     if cfg.data.shift or cfg.data.flip:
         x = augment(x, cfg.data.shift, cfg.data.flip, group.generator)
-    return x, y
+    if data.teacher is None:
+        return x, y, None
+    cached = data.teacher_logits
+    return x, y, data.teacher.logits(x) if cached is None else cached.index_select(0, positions)

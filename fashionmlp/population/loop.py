@@ -141,14 +141,20 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
         seeds = list(dict.fromkeys(m.seed for m in active))  # in member order
         sizes = [sum(m.seed == seed for m in active) for seed in seeds]
         batches = [group_batch(data, groups[seed], step * batch, batch, cfg) for seed in seeds]
-        x = torch.stack([images for images, _ in batches])  # (S, B, 1, 28, 28): each seed's batch once
-        y = torch.stack([labels for _, labels in batches]).repeat_interleave(torch.tensor(sizes, device=x.device), 0)
+        x = torch.stack([images for images, _, _ in batches])  # (S, B, 1, 28, 28): each seed's batch once
+        repeats = torch.tensor(sizes, device=x.device)
+        y = torch.stack([labels for _, labels, _ in batches]).repeat_interleave(repeats, 0)
         smoothing = _smoothing(active, x.device, x.dtype)
+        distill = None
+        if data.teacher is not None:  # (T, alpha, the teacher's logits of each member's batch)
+            teacher = torch.stack([logits for _, _, logits in batches]).repeat_interleave(repeats, 0)
+            distill = (*_distill_values(active, x.device, x.dtype), teacher)
         for member in active:
             set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, global_step + step, total))
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             rngs = [m.trainee.rng for m in active] if cfg.model.dropout else None
-            losses = member_losses(forward(template, stack.params, stack.buffers, x, sizes, True, rngs), y, smoothing)
+            logits = forward(template, stack.params, stack.buffers, x, sizes, True, rngs)
+            losses = member_losses(logits, y, smoothing, distill)
         stack.zero_grad()
         losses.sum().backward()
         stack.hand_out_grads()
@@ -176,6 +182,12 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
 def _smoothing(active: list[Member], device: torch.device, dtype: torch.dtype) -> Tensor | None:
     values = [m.cfg.train.label_smoothing for m in active]
     return torch.tensor(values, device=device, dtype=dtype) if any(values) else None
+
+
+def _distill_values(active: list[Member], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Each member's distillation temperature and alpha, as (N,) tensors."""
+    return (torch.tensor([m.cfg.distill.temperature for m in active], device=device, dtype=dtype),
+            torch.tensor([m.cfg.distill.alpha for m in active], device=device, dtype=dtype))
 
 
 def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]:

@@ -24,10 +24,12 @@ from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir
 from fashionmlp.session import Session, prepare
+from fashionmlp.teacher import teacher_note
 
 # What every member of a population shares: the network, the batches' shape and count, the data, the device.
 SHARED = ("model", "train.batch_size", "train.epochs", "train.eval_batch_size", "train.precision",
-          "train.channels_last", "train.threads", "data", "device")
+          "train.channels_last", "train.threads", "data", "device", "distill.teacher", "distill.checkpoint",
+          "distill.fingerprint")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,21 @@ def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, 
     session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data, threads=threads)
     check_population_memory(cfgs[0], len(cfgs), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
-    return session, population_data(session.data, cfgs[0], seeds, session.device)
+    return session, population_data(session.data, cfgs[0], seeds, session.device, session.teacher)
+
+
+def taught(cfg: RunConfig, session: Session) -> RunConfig:
+    """A member's config as its run folder records it: with the fingerprint of the teacher, when one teaches."""
+    return cfg if session.teacher is None else with_values(cfg, {"distill.fingerprint": session.teacher.fingerprint})
+
+
+def member_notes(cfg: RunConfig, session: Session) -> dict:
+    """A member recorder's notes (the session's, and the teacher's about this member's validation images) and
+    its teacher's record."""
+    if session.teacher is None:
+        return {"notes": list(session.notes)}
+    note = teacher_note(cfg, session.teacher)
+    return {"notes": list(session.notes) + ([note] if note else []), "distill": session.teacher.info(cfg)}
 
 
 def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
@@ -88,7 +104,7 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
     members = []
     with ExitStack() as locks:
         for spec in specs:
-            cfg = spec.cfg
+            cfg = taught(spec.cfg, session)
             seed_everything(cfg.seed)  # as `train`: the initial weights, then the dropout masks, from the seed
             model = prepare_model(cfg, session.device)
             rng = torch.Generator()
@@ -98,7 +114,7 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
             spec.run_dir.mkdir(parents=True, exist_ok=False)
             locks.enter_context(lock_run_dir(spec.run_dir))
             recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
-                                   engine="population", notes=list(session.notes)).start()
+                                   engine="population", **member_notes(cfg, session)).start()
             members.append(Member(cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune)
 
@@ -130,7 +146,7 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
             model = prepare_model(spec.cfg, session.device)
             trainee = restore_trainee(model, spec.cfg, state, last, own_rng=True)
             recorder = RunRecorder(spec.run_dir, spec.cfg, trainee, pdata.info, session.device, session.threads,
-                                   command, engine="population", notes=list(session.notes)
+                                   command, engine="population", **member_notes(spec.cfg, session)
                                    ).reopen(state, previous_summary(spec.run_dir))
             members.append(Member(spec.cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop)

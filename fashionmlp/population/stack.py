@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fashionmlp.distill import soft_targets
+
 Tensor = torch.Tensor
 
 
@@ -156,12 +158,21 @@ def _dropout(h: Tensor, p: float, rngs: list[torch.Generator] | None) -> Tensor:
     return h.mul(masks.to(h.device)).mul_(1 / (1 - p))
 
 
-def member_losses(logits: Tensor, y: Tensor, smoothing: Tensor | None) -> Tensor:
+def member_losses(logits: Tensor, y: Tensor, smoothing: Tensor | None,
+                  distill: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """(N, 10, B) logits and (N, B) labels -> (N,) mean losses, as F.cross_entropy computes each member's:
-    with label smoothing ε_i, (1 - ε_i) nll + ε_i mean_c(-log p_c)."""
+    with label smoothing ε_i, (1 - ε_i) nll + ε_i mean_c(-log p_c). With `distill`, (T, alpha, teacher's logits):
+    (N,), (N,) and (N, B, views, 10), each member's distill.distill_loss: alpha_i T_i^2 KL + (1 - alpha_i) that."""
     log_p = F.log_softmax(logits, dim=1)
     nll = -log_p.gather(1, y.unsqueeze(1)).squeeze(1).mean(1)
-    if smoothing is None:
-        return nll
-    smooth = -log_p.mean(1).mean(1)
-    return torch.where(smoothing > 0, (1 - smoothing) * nll + smoothing * smooth, nll)
+    ce = nll
+    if smoothing is not None:
+        smooth = -log_p.mean(1).mean(1)
+        ce = torch.where(smoothing > 0, (1 - smoothing) * nll + smoothing * smooth, nll)
+    if distill is None:
+        return ce
+    temperature, alpha, teacher = distill
+    target = soft_targets(teacher, temperature.view(-1, 1, 1, 1)).transpose(1, 2)  # (N, 10, B) log-probabilities
+    log_q = F.log_softmax(logits / temperature.view(-1, 1, 1), dim=1)
+    kl = (target.exp() * (target - log_q)).sum(1).mean(1)
+    return alpha * temperature**2 * kl + (1 - alpha) * ce

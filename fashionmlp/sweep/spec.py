@@ -36,7 +36,7 @@ RANGE_KEYS = ("low", "high", "log", "step")
 
 # Keys a trial may not change: the data and its validation split (drawn by `seed`) must be the same for every
 # trial, or their scores are not comparable; threads are set per worker by --jobs.
-FIXED_KEYS = ("seed", "name", "device", "train.threads")
+FIXED_KEYS = ("seed", "name", "device", "train.threads", "distill.fingerprint")
 
 
 FIXED_PREFIXES = ("data.",)

@@ -1,0 +1,76 @@
+"""Loading a distillation teacher: a saved run folder, checked as any saved-run input, on the student's device."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from fashionmlp.checkpoint import load_checkpoint, load_model_state
+from fashionmlp.config import RunConfig, load_config
+from fashionmlp.device import dtype_of, prepare_model
+from fashionmlp.distill import Teacher
+from fashionmlp.errors import UserError
+from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint
+
+Tensor = torch.Tensor
+KEY = "distill.teacher"
+
+
+def weights_fingerprint(state: dict[str, Tensor]) -> str:
+    """SHA-256 over a model state's names, dtypes, shapes and values."""
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
+    """The teacher of cfg.distill (None without one), checked like any saved-run input: a missing, foreign or
+    untrained run, a checkpoint that does not fit its config, or weights other than distill.fingerprint pins are
+    one UserError each. Building the model draws from torch's global generator: call before seeding."""
+    given = cfg.distill.teacher
+    if given is None:
+        return None
+    run_dir = check_run_dir(Path(given), KEY)
+    try:
+        saved = load_config(run_dir / "config.yaml")
+    except UserError as exc:
+        raise UserError(f"{KEY} {given!r}: its config.yaml is not valid: {exc}") from None
+    name = default_checkpoint(saved) if cfg.distill.checkpoint == "auto" else cfg.distill.checkpoint
+    try:
+        path = checkpoint_path(run_dir, name)
+    except UserError as exc:
+        raise UserError(f"{KEY} {given!r}: {exc}") from None
+    state = load_checkpoint(path)
+    check_fits(saved, state, path)
+    if int(state["epoch"]) == 0:
+        raise UserError(f"{KEY} {given!r}: {path.name} is from epoch 0 (the run has not finished an epoch), an "
+                        "untrained model cannot teach")
+    fingerprint = weights_fingerprint(state["model"])
+    pinned = cfg.distill.fingerprint
+    if pinned is not None and pinned != fingerprint:
+        raise UserError(f"{KEY} {given!r}: the weights of {path.name} are not the ones distill.fingerprint names "
+                        f"({pinned[:12]}..., found {fingerprint[:12]}...): the teacher changed since the config "
+                        "was written")
+    model = prepare_model(saved, device)  # the teacher's own architecture and precision
+    load_model_state(model, state["model"], path)
+    model.eval().requires_grad_(False)
+    return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
+                   dtype_of(saved))
+
+
+def teacher_note(cfg: RunConfig, teacher: Teacher) -> str | None:
+    """A note when the student's validation images may have trained the teacher (its val numbers then flatter
+    it): unless both held out the same images (the same val_size, seed and subset)."""
+    if not cfg.data.val_size:
+        return None
+    saved = load_config(teacher.run_dir / "config.yaml")
+    same = (saved.data.val_size, saved.seed, saved.data.subset) == (cfg.data.val_size, cfg.seed, cfg.data.subset)
+    if same:
+        return None
+    return (f"the teacher ({teacher.run_dir.name}) did not hold out this run's validation images "
+            f"(its data.val_size {saved.data.val_size}, seed {saved.seed}): it may have trained on them, so the "
+            "validation accuracy flatters the student")

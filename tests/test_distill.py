@@ -1,0 +1,252 @@
+"""Knowledge distillation (distill.teacher): the loss against its formula, the teacher checked like any saved run,
+its record in the student's folder, exact resume, and the population engine against the single run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from test_population import assert_same_run
+
+from fashionmlp.config import config_from_dict, with_values
+from fashionmlp.distill import distill_loss, soft_targets
+from fashionmlp.population import MemberSpec, train_population
+from fashionmlp.run import train
+from fashionmlp.teacher import weights_fingerprint
+
+from helpers import cli, run_dir_of, summary, tiny_config
+
+TEACHER = {"train": {"tta": "flip", "precision": "fp64"}}  # fp64: the population test compares to 1e-9
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data, tmp_path_factory) -> Path:
+    """A trained teacher run (flip TTA: two views per image)."""
+    cfg = config_from_dict(tiny_config(tiny_data, name="teacher", **TEACHER))
+    return train(cfg, runs_dir=tmp_path_factory.mktemp("teacher")).run_dir
+
+
+def student(tiny_data, teacher: Path | None, **sections) -> dict:
+    cfg = tiny_config(tiny_data, name="student", **sections)
+    if teacher is not None:
+        cfg["distill"] = {"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7, **cfg.get("distill", {})}
+    return cfg
+
+
+def last(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def test_the_loss_is_alpha_t2_kl_plus_the_rest_cross_entropy():
+    torch.manual_seed(0)
+    z, views = torch.randn(5, 10, dtype=torch.float64), torch.randn(5, 2, 10, dtype=torch.float64)
+    y = torch.tensor([0, 3, 9, 3, 1])
+    t, a, eps = 3.0, 0.6, 0.1
+    p = (views / t).softmax(-1).mean(1)  # the teacher's TTA: the mean softmax of the two views
+    q = (z / t).softmax(-1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    target = F.one_hot(y, 10).double() * (1 - eps) + eps / 10
+    ce = -(target * z.log_softmax(-1)).sum(1).mean()
+    expected = a * t * t * kl + (1 - a) * ce
+    assert torch.allclose(distill_loss(z, y, views, t, a, eps), expected, rtol=1e-12)
+    assert torch.allclose(soft_targets(views, t).exp(), p, rtol=1e-12)
+    assert torch.equal(distill_loss(z, y, views, t, 0.0, eps), F.cross_entropy(z, y, label_smoothing=eps))
+    # alpha 1: the teacher alone; a student that matches it at T has zero loss
+    assert float(distill_loss(views[:, 0] * 1.0, y, views[:, :1], t, 1.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_gradient_at_high_temperature_matches_logits_over_t():
+    """Hinton et al.'s limit: for large T the gradient of T^2 KL tends to (z - v) / (classes * B), each row
+    centred (the error shrinks as 1/T)."""
+    torch.manual_seed(1)
+    z = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(4, 1, 10, dtype=torch.float64)
+    distill_loss(z, torch.zeros(4, dtype=torch.long), v, 1e4, 1.0).backward()
+    centred = (z - z.mean(1, keepdim=True)) - (v[:, 0] - v[:, 0].mean(1, keepdim=True))
+    assert torch.allclose(z.grad * 4 * 10, centred.detach(), atol=1e-3)
+
+
+def test_a_distilled_run_records_its_teacher(tiny_data, teacher, tmp_path):
+    run = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path).run_dir
+    weights = torch.load(teacher / "checkpoints" / "last.pt", weights_only=True)["model"]
+    fingerprint = weights_fingerprint(weights)
+    saved = yaml.safe_load((run / "config.yaml").read_text())["distill"]
+    assert saved == {"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7, "checkpoint": "auto",
+                     "fingerprint": fingerprint}
+    record = summary(run)["distill"]
+    assert record["fingerprint"] == fingerprint and record["tta"] is True and record["epoch"] == 2
+    assert record["checkpoint"].endswith("checkpoints/last.pt")  # auto: the teacher has no validation split
+    assert (record["temperature"], record["alpha"]) == (2.0, 0.7)
+    # the teacher took nothing from the student's generators: the same initial weights and batches
+    plain = train(config_from_dict(student(tiny_data, None)), runs_dir=tmp_path / "plain").run_dir
+    assert summary(run)["fingerprints"] == summary(plain)["fingerprints"]
+    assert not torch.equal(last(run)["step_losses"], last(plain)["step_losses"])  # and it learned otherwise
+
+
+def test_alpha_zero_is_exactly_the_run_without_a_teacher(tiny_data, teacher, tmp_path):
+    cfg = student(tiny_data, teacher, data={"shift": 1, "flip": True}, train={"label_smoothing": 0.1})
+    cfg["distill"]["alpha"] = 0.0
+    taught = train(config_from_dict(cfg), runs_dir=tmp_path / "a").run_dir
+    del cfg["distill"]
+    plain = train(config_from_dict(cfg), runs_dir=tmp_path / "b").run_dir
+    a, b = last(taught), last(plain)
+    assert torch.equal(a["step_losses"], b["step_losses"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["cached", "per-batch"])
+def test_resume_is_exact_with_distillation(tiny_data, teacher, tmp_path, augment):
+    data = {"shift": 1, "flip": True} if augment else {}
+    cfg = config_from_dict(student(tiny_data, teacher, data=data, train={"epochs": 3}))
+    straight = train(cfg, runs_dir=tmp_path / "straight").run_dir
+    first = train(with_values(cfg, {"train.epochs": 1}), runs_dir=tmp_path / "resumed").run_dir
+    result = cli("train", "--resume", first, "--epochs", 3)
+    assert result.exit_code == 0, result.output
+    a, b = last(first), last(straight)
+    assert torch.equal(a["step_losses"], b["step_losses"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert summary(first)["distill"] == summary(straight)["distill"]
+
+
+def test_a_changed_teacher_stops_the_resume(tiny_data, teacher, tmp_path):
+    import shutil
+
+    taught = tmp_path / "teacher"
+    shutil.copytree(teacher, taught)
+    cfg = config_from_dict(student(tiny_data, taught, train={"epochs": 1}))
+    run = train(cfg, runs_dir=tmp_path / "runs").run_dir
+    state = torch.load(taught / "checkpoints" / "last.pt", weights_only=True)
+    state["model"]["0.weight" if "0.weight" in state["model"] else next(iter(state["model"]))] += 1.0
+    torch.save(state, taught / "checkpoints" / "last.pt")
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    result = cli("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "the teacher changed since the config was written" in result.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def _untrained(tmp_path: Path, teacher: Path) -> Path:
+    import shutil
+
+    run = tmp_path / "untrained"
+    shutil.copytree(teacher, run)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state["epoch"] = 0
+    torch.save(state, run / "checkpoints" / "last.pt")
+    return run
+
+
+def _without_best(tmp_path: Path, teacher: Path) -> Path:
+    import shutil
+
+    run = tmp_path / "nobest"
+    shutil.copytree(teacher, run)
+    (run / "checkpoints" / "best.pt").unlink()
+    return run
+
+
+def _mismatched(tmp_path: Path, teacher: Path) -> Path:
+    import shutil
+
+    run = tmp_path / "mismatched"
+    shutil.copytree(teacher, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["hidden"] = [7]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one line it gets
+    "missing folder": (lambda tmp, t: {"teacher": str(tmp / "nowhere")}, "no such folder"),
+    "not a run": (lambda tmp, t: {"teacher": str(tmp)}, "is not a fashionmlp run"),
+    "a file": (lambda tmp, t: {"teacher": str(t / "config.yaml")}, "is a file, not a directory"),
+    "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"}, "no checkpoint at"),
+    "untrained": (lambda tmp, t: {"teacher": str(_untrained(tmp, t))}, "an untrained model cannot teach"),
+    "config does not fit": (lambda tmp, t: {"teacher": str(_mismatched(tmp, t))}, "does not fit the configured model"),
+    "pinned to other weights": (lambda tmp, t: {"teacher": str(t), "fingerprint": "a" * 64},
+                                "the teacher changed since the config was written"),
+    "fingerprint alone": (lambda tmp, t: {"fingerprint": "a" * 64}, "set without distill.teacher"),
+    "bad fingerprint": (lambda tmp, t: {"teacher": str(t), "fingerprint": "abc"}, "is not a SHA-256"),
+    "empty teacher": (lambda tmp, t: {"teacher": ""}, "'' is not a run folder"),
+    "temperature 0": (lambda tmp, t: {"teacher": str(t), "temperature": 0}, "distill.temperature: 0"),
+    "alpha above 1": (lambda tmp, t: {"teacher": str(t), "alpha": 1.5}, "distill.alpha: 1.5 is out of range"),
+    "unknown checkpoint": (lambda tmp, t: {"teacher": str(t), "checkpoint": "first"}, "distill.checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TEACHERS), ids=list(BAD_TEACHERS))
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_a_bad_teacher_gets_one_line_and_exit_2_before_any_folder(tiny_data, teacher, tmp_path, case, command):
+    make, message = BAD_TEACHERS[case]
+    cfg = tiny_config(tiny_data, distill=make(tmp_path, teacher))
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli(command, "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_validation_split_the_teacher_trained_on_gets_a_note(tiny_data, teacher, tmp_path):
+    run = train(config_from_dict(student(tiny_data, teacher, data={"val_size": 32})), runs_dir=tmp_path).run_dir
+    assert any("did not hold out this run's validation images" in n for n in summary(run)["notes"])
+
+
+@pytest.mark.parametrize("augment", [False, True], ids=["cached", "per-batch"])
+def test_population_members_equal_their_single_runs_in_float64(tiny_data, teacher, tmp_path, augment):
+    data = {"val_size": 32, **({"shift": 1, "flip": True} if augment else {})}
+    base = config_from_dict(student(tiny_data, teacher, data=data,
+                                    train={"precision": "fp64", "label_smoothing": 0.1}))
+    members = [
+        with_values(base, {"name": "t2", "seed": 0}),
+        with_values(base, {"name": "t4", "seed": 0, "distill.temperature": 4.0, "distill.alpha": 0.3,
+                           "optimizer.name": "nesterov", "optimizer.momentum": 0.9, "optimizer.lr": 0.05}),
+        with_values(base, {"name": "t1", "seed": 1, "distill.temperature": 1.0, "distill.alpha": 1.0}),
+    ]
+    results = train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    assert [r.status for r in results] == ["completed"] * 3
+    for cfg in members:
+        single = train(cfg, runs_dir=tmp_path / "single")
+        assert_same_run(tmp_path / "population" / cfg.name, single.run_dir)
+        assert summary(tmp_path / "population" / cfg.name)["distill"] == summary(single.run_dir)["distill"]
+
+
+def test_members_with_other_teachers_are_refused(tiny_data, teacher, tmp_path):
+    from fashionmlp.errors import UserError
+
+    base = config_from_dict(student(tiny_data, teacher))
+    with pytest.raises(UserError, match="differ in distill.teacher"):
+        train_population([MemberSpec(base, tmp_path / "a", "a"),
+                          MemberSpec(with_values(base, {"distill.teacher": None}), tmp_path / "b", "b")])
+    assert not (tmp_path / "a").exists()
+
+
+def test_compare_optimizers_and_lr_find_take_a_teacher(tiny_data, teacher, tmp_path):
+    from test_compare import study_config
+
+    study = study_config(tmp_path, tiny_data, distill={"teacher": str(teacher), "temperature": 2.0, "alpha": 0.7})
+    result = cli("compare-optimizers", "--config", study, "--optimizers", "sgd,adam", "--seeds", "0,1",
+                 "--runs-dir", tmp_path / "runs", "--engine", "population")
+    assert result.exit_code == 0, result.output
+    runs = [p for p in (tmp_path / "runs").rglob("summary.json") if (p.parent / "checkpoints").is_dir()]
+    records = [json.loads(p.read_text()).get("distill") for p in runs]
+    assert len(records) == 4 and all(r and r["temperature"] == 2.0 for r in records)
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(student(tiny_data, teacher)))
+    result = cli("lr-find", "--config", path, "--runs-dir", tmp_path / "lr", "--steps", 30)
+    assert result.exit_code == 0, result.output
+    out = run_dir_of(result)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["distill"]["fingerprint"] == summary_fingerprint(teacher)
+    rows = (out / "lr_find.csv").read_text().splitlines()
+    assert len(rows) > 1 and all(math.isfinite(float(r.split(",")[2])) for r in rows[1:])
+
+
+def summary_fingerprint(teacher: Path) -> str:
+    return weights_fingerprint(torch.load(teacher / "checkpoints" / "last.pt", weights_only=True)["model"])
