@@ -4,8 +4,9 @@ The loss of a student's batch is alpha T^2 KL(teacher_T || student_T) + (1 - alp
 both softmaxes at temperature T, the cross-entropy on the labels with the run's label smoothing. The teacher
 (teacher.py loads and checks it, as `evaluate` checks a run folder) runs in inference mode on the student's
 device, with its own flip TTA when it was trained with it. Its logits for the training images are computed once
-per run when the images do not change (no augmentation) and per batch otherwise; soft targets at T come from
-them per batch, so members of a population with other temperatures share one teacher.
+per run when a batch's images need no logits of their own (no augmentation, or flips only and a TTA teacher) and
+per batch otherwise; soft targets at T come from them per batch, so members of a population with other
+temperatures share one teacher.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def distill_of(cfg: RunConfig) -> tuple[float, float] | None:
     return None if cfg.distill.teacher is None else (cfg.distill.temperature, cfg.distill.alpha)
 
 
-def caches(cfg: RunConfig) -> bool:
-    """Whether the teacher's logits can be computed once per run: the training images never change."""
-    return not cfg.data.shift and not cfg.data.flip
+def cached_logits(cfg: RunConfig, teacher: Teacher | None, x: Tensor) -> Tensor | None:
+    """The teacher's logits of the training images `x`, computed once, when no batch needs its own: the images
+    are not moved (data.shift 0), and either not mirrored or the teacher scores each image with its mirror (TTA:
+    an image and its mirror then get the same soft targets, so the flip changes nothing for the teacher)."""
+    if teacher is None or cfg.data.shift or (cfg.data.flip and not teacher.tta):
+        return None
+    return teacher.logits(x)

@@ -19,7 +19,7 @@ import torch
 from fashionmlp.config import RunConfig
 from fashionmlp.data import TensorSplit, augmented, epoch_order, fast_batches, images_per_epoch
 from fashionmlp.device import dtype_of
-from fashionmlp.distill import Teacher, caches, distill_of, with_teacher
+from fashionmlp.distill import Teacher, cached_logits, distill_of, with_teacher
 from fashionmlp.engine import PLAIN, Recipe, train_step
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, set_lr
@@ -173,7 +173,7 @@ def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generat
     when distilling), epoch after epoch, for as long as the range test asks (the fast loader's batches; the
     torchvision loader yields the same)."""
     used = images_per_epoch(len(split), cfg.train.batch_size, cfg.model.batchnorm)
-    cached = teacher.logits(split.x) if teacher is not None and caches(cfg) else None
+    cached = cached_logits(cfg, teacher, split.x)
     while True:
         order = epoch_order(len(split), generator)[:used]
         batches = augmented(fast_batches(split, cfg.train.batch_size, order), cfg.data, generator)

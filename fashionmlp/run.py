@@ -26,7 +26,7 @@ from fashionmlp.data import (
     images_per_epoch,
 )
 from fashionmlp.device import dtype_of
-from fashionmlp.distill import caches, distill_of, with_teacher
+from fashionmlp.distill import cached_logits, distill_of, with_teacher
 from fashionmlp.engine import Recipe, fit
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.progress import Progress, StopRequest
@@ -94,7 +94,7 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
     n = len(train_split)
     used, steps = steps_per_epoch(cfg, n)
     teacher = session.teacher
-    cached = teacher.logits(train_split.x) if teacher is not None and caches(cfg) else None
+    cached = cached_logits(cfg, teacher, train_split.x)
 
     def batches_for_epoch(epoch: int) -> Iterable[tuple[torch.Tensor, ...]]:
         progress.start_epoch(epoch, cfg.train.epochs, steps)

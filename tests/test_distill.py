@@ -250,3 +250,20 @@ def test_compare_optimizers_and_lr_find_take_a_teacher(tiny_data, teacher, tmp_p
 
 def summary_fingerprint(teacher: Path) -> str:
     return weights_fingerprint(torch.load(teacher / "checkpoints" / "last.pt", weights_only=True)["model"])
+
+
+def test_flips_alone_use_the_cached_logits_of_a_tta_teacher(tiny_data, teacher, tmp_path, monkeypatch):
+    """A TTA teacher scores an image and its mirror alike: a flipped batch's soft targets are the cached ones,
+    so the run equals the one that asks the teacher on every batch."""
+    from fashionmlp import distill, run
+
+    cfg = config_from_dict(student(tiny_data, teacher, data={"flip": True}, train={"precision": "fp64"}))
+    calls = []
+    original = distill.Teacher.logits
+    monkeypatch.setattr(distill.Teacher, "logits", lambda self, x, *a: calls.append(len(x)) or original(self, x, *a))
+    cached = train(cfg, runs_dir=tmp_path / "cached").run_dir
+    assert calls == [summary(cached)["data"]["train_size"]]  # once, for every training image
+    monkeypatch.setattr(run, "cached_logits", lambda *args: None)
+    per_batch = train(cfg, runs_dir=tmp_path / "per_batch").run_dir
+    assert len(calls) > 2  # then once per batch
+    assert_same_run(cached, per_batch, engine="single")

@@ -11,7 +11,7 @@ import torch
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, TensorSplit, augment, split_indices
 from fashionmlp.device import dtype_of
-from fashionmlp.distill import Teacher, caches
+from fashionmlp.distill import Teacher, cached_logits
 
 Tensor = torch.Tensor
 
@@ -56,7 +56,7 @@ def population_data(full: FashionMNIST, cfg: RunConfig, seeds: list[int], device
         groups[seed] = SeedGroup(seed, torch.from_numpy(train_index).to(device), val)
     info = {"dir": str(full.root), "train_size": len(pool) - cfg.data.val_size, "val_size": cfg.data.val_size,
             "test_size": len(full.test.labels), "loader": cfg.data.loader}
-    cached = teacher.logits(pool.x) if teacher is not None and caches(cfg) else None
+    cached = cached_logits(cfg, teacher, pool.x)
     return PopulationData(pool, TensorSplit.from_split(full.test, device, dtype_of(cfg)), groups, info, teacher,
                           cached)
 
