@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,24 @@ def check_run_dir(run_dir: Path, what: str = "run folder") -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
-        raise UserError(f"{what} {str(run_dir)!r}{problem}; pass a run folder such as runs/mlp_adam-20260101-120000")
+        named = _runs_named(run_dir)
+        hint = (f"; runs of that name: {', '.join(named)}" if named
+                else "; pass a run folder such as runs/mlp_adam-20260101-120000")
+        raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)")
     return run_dir
+
+
+def _runs_named(run_dir: Path, most: int = 3) -> list[str]:
+    """Run folders next to `run_dir` whose name is its name and a timestamp (runs/cnn_tuned ->
+    runs/cnn_tuned-20261130-011749), newest first."""
+    parent = run_dir.parent
+    if not run_dir.name or not parent.is_dir():
+        return []
+    found = sorted((p for p in parent.glob(f"{glob.escape(run_dir.name)}-*") if (p / "config.yaml").is_file()),
+                   key=lambda p: p.name, reverse=True)
+    return [str(p) for p in found[:most]]
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:

@@ -163,6 +163,8 @@ def _mismatched(tmp_path: Path, teacher: Path) -> Path:
 
 BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one line it gets
     "missing folder": (lambda tmp, t: {"teacher": str(tmp / "nowhere")}, "no such folder"),
+    "a run's name without its timestamp": (lambda tmp, t: {"teacher": str(t.parent / "teacher")},
+                                           "no such folder; runs of that name: "),
     "not a run": (lambda tmp, t: {"teacher": str(tmp)}, "is not a fashionmlp run"),
     "a file": (lambda tmp, t: {"teacher": str(t / "config.yaml")}, "is a file, not a directory"),
     "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"}, "no checkpoint at"),
@@ -191,6 +193,15 @@ def test_a_bad_teacher_gets_one_line_and_exit_2_before_any_folder(tiny_data, tea
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_given_by_its_name_lists_the_folders_of_that_name(tiny_data, teacher, tmp_path):
+    cfg = tiny_config(tiny_data, distill={"teacher": str(teacher.parent / "teacher")})
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli("train", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(f"runs of that name: {teacher}"), result.stderr
 
 
 def test_a_validation_split_the_teacher_trained_on_gets_a_note(tiny_data, teacher, tmp_path):
