@@ -24,11 +24,12 @@ def test_shipped_configs_load(path):
     model, optim = path.stem.split("_", 1)
     assert cfg.model.name == model
     expected = {"sgd": ("sgd", 0.01), "nesterov": ("nesterov", 0.01), "adam": ("adam", 0.01),
-                "adam_lr1": ("adam", 1.0), "tuned": ("nesterov", 0.1)}[optim]
+                "adam_lr1": ("adam", 1.0), "tuned": ("nesterov", 0.1), "distilled": ("nesterov", 0.1)}[optim]
     assert (cfg.optimizer.name, cfg.optimizer.lr) == expected
-    if optim in ("nesterov", "tuned"):
+    if optim in ("nesterov", "tuned", "distilled"):
         assert cfg.optimizer.momentum == 0.9
-    faithful = optim != "tuned"  # the faithful configs leave every ingredient of the tuned recipe off
+    assert (cfg.distill.teacher is not None) == (optim == "distilled")
+    faithful = optim not in ("tuned", "distilled")  # the faithful configs leave every ingredient of the recipe off
     recipe = (cfg.model.batchnorm, cfg.optimizer.schedule, cfg.train.label_smoothing, cfg.data.shift, cfg.data.flip,
               cfg.train.ema, cfg.train.tta, cfg.train.patience, cfg.optimizer.warmup, cfg.optimizer.decay_params)
     assert (recipe == (False, "constant", 0.0, 0, False, 0.0, "none", None, 0.0, "all")) == faithful

@@ -278,3 +278,23 @@ def test_flips_alone_use_the_cached_logits_of_a_tta_teacher(tiny_data, teacher, 
     per_batch = train(cfg, runs_dir=tmp_path / "per_batch").run_dir
     assert len(calls) > 2  # then once per batch
     assert_same_run(cached, per_batch, engine="single")
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "mlp_distilled.yaml"
+
+
+def test_the_shipped_config_without_its_teacher_says_how_to_make_one(tiny_data, teacher, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where runs/cnn_tuned does not exist
+    result = cli("train", "--config", SHIPPED, "--set", "data.verify_md5=false", "--data-dir", tiny_data)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "distill.teacher 'runs/cnn_tuned': no such folder" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_shipped_config_trains_with_the_teacher_it_is_given(tiny_data, teacher, tmp_path):
+    result = cli("train", "--config", SHIPPED, "--set", f"distill.teacher={teacher}", "--set", "train.batch_size=32",
+                 "--set", "data.verify_md5=false", "--epochs", "1", "--data-dir", tiny_data, "--runs-dir", tmp_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    recorded = summary(run_dir_of(result))["distill"]
+    assert (recorded["temperature"], recorded["alpha"], recorded["tta"]) == (2.0, 0.7, True)
+    assert recorded["teacher"] == str(teacher.resolve())
