@@ -7,12 +7,15 @@ predict, the benchmark), never on import.
 from __future__ import annotations
 
 import ctypes
+import functools
+import math
 import os
 import time
 
 import torch
+from torch import nn
 
-from fashionmlp.config import RunConfig
+from fashionmlp.config import ModelConfig, RunConfig
 from fashionmlp.errors import UserError
 from fashionmlp.models import build_model
 
@@ -144,25 +147,46 @@ def memory_needed(cfg: RunConfig, n_images: int, n_train: int | None = None) -> 
     return per_model + shared
 
 
+_SAME_SHAPE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_size(model_cfg: ModelConfig) -> tuple[int, int]:
+    """(parameters, activation values per image) of a model: built on the meta device (no memory, any width),
+    its layers' output shapes followed by hand. A forward pass on the meta device would give the same count but
+    loads torch's meta kernels first (1.1 s, on every command that checks memory)."""
+    with torch.device("meta"):
+        model = build_model(model_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    shape, per_sample = (1, 28, 28), 0
+    for layer in (m for m in model.modules() if not list(m.children())):  # models.py's are nn.Sequential
+        if isinstance(layer, nn.Flatten):
+            shape = (math.prod(shape),)
+        elif isinstance(layer, nn.Linear):
+            shape = (layer.out_features,)
+        elif isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            size = [_out_size(n, layer, i) for i, n in enumerate(shape[1:])]
+            shape = (layer.out_channels if isinstance(layer, nn.Conv2d) else shape[0], *size)
+        elif not isinstance(layer, _SAME_SHAPE):
+            raise TypeError(f"memory estimate: no output shape known for {type(layer).__name__}")
+        per_sample += math.prod(shape)
+    return n_params, per_sample
+
+
+def _out_size(n: int, layer: nn.Module, axis: int) -> int:
+    """An output side of a convolution or pooling layer (torch's formula, floor mode)."""
+    def of(value):
+        return value[axis] if isinstance(value, tuple) else value
+    kernel, stride, padding, dilation = (of(layer.kernel_size), of(layer.stride), of(layer.padding),
+                                         of(layer.dilation))
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def memory_parts(cfg: RunConfig, n_images: int, n_train: int | None = None) -> tuple[int, int]:
     """memory_needed in two parts: what each model trained at once needs (its weights, gradients, optimizer
     states, EMA, one training batch's activations, its share of an evaluation batch), and what models of one
     population share (the images)."""
-    with torch.device("meta"):
-        model = build_model(cfg.model).eval()  # eval: BatchNorm refuses a training batch of one image
-    n_params = sum(p.numel() for p in model.parameters())
-    per_sample = 0
-
-    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal per_sample
-        per_sample += output[0].numel()
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    try:
-        model(torch.empty((1, 1, 28, 28), device="meta"))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    n_params, per_sample = _model_size(cfg.model)
     n_train = n_images if n_train is None else n_train
     batch, eval_batch = min(cfg.train.batch_size, n_train), min(cfg.train.eval_batch_size, n_images)
     copies = 4 + (1 if cfg.train.ema else 0)  # weights, gradients, two optimizer states (+ the EMA's average)

@@ -68,3 +68,28 @@ def test_cnn_pool_before_relu_is_bit_identical_to_the_textbook_order(inputs, cha
 def test_cnn_keeps_the_textbook_order_for_non_monotone_activations():
     kinds = [type(m).__name__ for m in SmallCNN(activation="gelu")][:6]
     assert kinds == ["Conv2d", "GELU", "MaxPool2d", "Conv2d", "GELU", "MaxPool2d"]
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "mlp"},
+    {"name": "mlp", "hidden": [300, 7, 50], "activation": "gelu", "dropout": 0.2, "batchnorm": True},
+    {"name": "mlp", "hidden": [20], "activation": "tanh"},
+    {"name": "cnn"},
+    {"name": "cnn", "channels": [8, 24], "hidden": [64, 32], "batchnorm": True, "activation": "sigmoid"},
+], ids=["mlp", "mlp-deep-bn", "mlp-tanh", "cnn", "cnn-bn"])
+def test_the_memory_estimate_counts_what_a_forward_pass_makes(model):
+    """device._model_size follows the layers' shapes by hand; a forward pass with hooks on the meta device (slow
+    to load, hence not used by the package) counts the same."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.device import _model_size
+
+    cfg = config_from_dict({"model": model}).model
+    with torch.device("meta"):
+        net = build_model(cfg).eval()
+    counted = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: counted.append(out[0].numel()))
+             for m in net.modules() if not list(m.children())]
+    net(torch.empty((1, 1, 28, 28), device="meta"))
+    for hook in hooks:
+        hook.remove()
+    assert _model_size(cfg) == (sum(p.numel() for p in net.parameters()), sum(counted))
