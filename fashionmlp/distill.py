@@ -77,8 +77,10 @@ def distill_loss(logits: Tensor, y: Tensor, teacher_logits: Tensor, temperature:
                  label_smoothing: float = 0.0) -> Tensor:
     """(B, 10) student logits, (B,) labels, (B, views, 10) teacher logits -> the batch's mean loss,
     alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE(labels, with label smoothing)."""
-    target = soft_targets(teacher_logits.to(logits.dtype), temperature)
-    kl = F.kl_div(F.log_softmax(logits / temperature, dim=1), target, reduction="batchmean", log_target=True)
+    wide = torch.promote_types(logits.dtype, teacher_logits.dtype)  # bf16 logits: the KL term in float32, as the
+    target = soft_targets(teacher_logits.to(wide), temperature)        # population engine computes it
+    kl = F.kl_div(F.log_softmax(logits.to(wide) / temperature, dim=1), target, reduction="batchmean",
+                  log_target=True)
     smoothing = {"label_smoothing": label_smoothing} if label_smoothing else {}
     ce = F.cross_entropy(logits, y, **smoothing)
     return alpha * temperature**2 * kl + (1 - alpha) * ce

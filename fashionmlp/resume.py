@@ -39,11 +39,11 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     check_fits(cfg, state, last_pt, optimizer_too=True)
     planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
     replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
-    if replan:
-        notify(replan)
     previous = previous_summary(run_dir)
     kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
     session = prepare(cfg, data_dir=data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
+    if replan:  # after every check (a refused resume is one error line)
+        notify(replan)
     trainee = restore_trainee(session.model, cfg, state, last_pt)
     recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
     with lock:

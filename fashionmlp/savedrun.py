@@ -22,7 +22,7 @@ def check_run_dir(run_dir: Path, what: str = "run folder") -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
-        named = _runs_named(run_dir)
+        named = runs_named(run_dir)
         hint = (f"; runs of that name: {', '.join(named)}" if named
                 else "; pass a run folder such as runs/mlp_adam-20260101-120000")
         raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
@@ -31,7 +31,7 @@ def check_run_dir(run_dir: Path, what: str = "run folder") -> Path:
     return run_dir
 
 
-def _runs_named(run_dir: Path, most: int = 3) -> list[str]:
+def runs_named(run_dir: Path, most: int = 3) -> list[str]:
     """Run folders next to `run_dir` whose name is its name and a timestamp (runs/cnn_tuned ->
     runs/cnn_tuned-20261130-011749), newest first."""
     parent = run_dir.parent

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fashionmlp.config import RunConfig, with_values
+from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, check_trainable, load_data
 from fashionmlp.device import (
     auto_threads,
@@ -70,12 +70,11 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     notes = []
     teacher = None
     if with_data and cfg.distill.teacher is not None:
-        from fashionmlp.teacher import load_teacher, teacher_note  # it loads saved runs, which need prepare
+        from fashionmlp.teacher import load_teacher, pinned, teacher_notes  # it loads saved runs: needs prepare
 
         teacher = load_teacher(cfg, device)  # builds a model: before the seed, so the student's weights are its own
-        cfg = with_values(cfg, {"distill.fingerprint": teacher.fingerprint})
-        note = teacher_note(cfg, teacher)
-        notes += [note] if note else []
+        cfg = pinned(cfg, teacher)
+        notes += teacher_notes(cfg, teacher)
     if threads is None:
         threads, why = (cfg.train.threads, None) if cfg.train.threads else auto_threads()
         notes += [why] if why else []

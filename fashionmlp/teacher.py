@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
-from fashionmlp.config import RunConfig, load_config
+from fashionmlp.config import RunConfig, load_config, with_values
 from fashionmlp.device import dtype_of, prepare_model
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
-from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint
+from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint, runs_named
 
 Tensor = torch.Tensor
 KEY = "distill.teacher"
@@ -34,7 +34,11 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     given = cfg.distill.teacher
     if given is None:
         return None
-    run_dir = check_run_dir(Path(given), KEY)
+    run_dir = Path(given).expanduser()
+    if not run_dir.exists() and not runs_named(run_dir):
+        raise UserError(f"{KEY} {given!r}: no such folder; train a teacher first (e.g. fashionmlp train --config "
+                        "configs/cnn_tuned.yaml) and give its run folder (runs/cnn_tuned-<timestamp>)")
+    check_run_dir(run_dir, KEY)
     try:
         saved = load_config(run_dir / "config.yaml")
     except UserError as exc:
@@ -43,6 +47,13 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     try:
         path = checkpoint_path(run_dir, name)
     except UserError as exc:
+        last = run_dir / "checkpoints" / "last.pt"
+        if name == "best" and last.is_file():  # the hint is distill.checkpoint's, not evaluate's --checkpoint
+            if int(load_checkpoint(last).get("epoch", 0)) == 0:
+                raise UserError(f"{KEY} {given!r}: the run has not finished an epoch yet (no checkpoints/best.pt): "
+                                "an untrained model cannot teach") from None
+            raise UserError(f"{KEY} {given!r}: it has no checkpoints/best.pt; distill.checkpoint: last uses its "
+                            "last.pt") from None
         raise UserError(f"{KEY} {given!r}: {exc}") from None
     state = load_checkpoint(path)
     check_fits(saved, state, path)
@@ -60,6 +71,25 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     model.eval().requires_grad_(False)
     return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
                    dtype_of(saved))
+
+
+def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:
+    """The config a taught run records: its teacher's folder as an absolute path (a resume from another working
+    folder finds it) and the fingerprint of its weights (a changed teacher is refused)."""
+    return with_values(cfg, {"distill.teacher": str(teacher.run_dir.resolve()),
+                             "distill.fingerprint": teacher.fingerprint})
+
+
+def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
+    """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
+    chosen on the test set."""
+    saved = load_config(teacher.run_dir / "config.yaml")
+    notes = [note] if (note := teacher_note(cfg, teacher)) else []
+    if teacher.checkpoint.name == "best.pt" and not saved.data.val_size:
+        notes.append(f"the teacher's best.pt ({teacher.run_dir.name}) is the epoch with its best test accuracy (it "
+                     "had no validation split): the test set chose the teacher's weights; distill.checkpoint: last "
+                     "avoids it")
+    return notes
 
 
 def teacher_note(cfg: RunConfig, teacher: Teacher) -> str | None:

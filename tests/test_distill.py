@@ -162,12 +162,13 @@ def _mismatched(tmp_path: Path, teacher: Path) -> Path:
 
 
 BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one line it gets
-    "missing folder": (lambda tmp, t: {"teacher": str(tmp / "nowhere")}, "no such folder"),
+    "missing folder": (lambda tmp, t: {"teacher": str(tmp / "nowhere")}, "no such folder; train a teacher first"),
     "a run's name without its timestamp": (lambda tmp, t: {"teacher": str(t.parent / "teacher")},
                                            "no such folder; runs of that name: "),
     "not a run": (lambda tmp, t: {"teacher": str(tmp)}, "is not a fashionmlp run"),
     "a file": (lambda tmp, t: {"teacher": str(t / "config.yaml")}, "is a file, not a directory"),
-    "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"}, "no checkpoint at"),
+    "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"},
+                   "it has no checkpoints/best.pt; distill.checkpoint: last uses its last.pt"),
     "untrained": (lambda tmp, t: {"teacher": str(_untrained(tmp, t))}, "an untrained model cannot teach"),
     "config does not fit": (lambda tmp, t: {"teacher": str(_mismatched(tmp, t))}, "does not fit the configured model"),
     "pinned to other weights": (lambda tmp, t: {"teacher": str(t), "fingerprint": "a" * 64},
@@ -287,7 +288,8 @@ def test_the_shipped_config_without_its_teacher_says_how_to_make_one(tiny_data, 
     monkeypatch.chdir(tmp_path)  # where runs/cnn_tuned does not exist
     result = cli("train", "--config", SHIPPED, "--set", "data.verify_md5=false", "--data-dir", tiny_data)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert "distill.teacher 'runs/cnn_tuned': no such folder" in result.stderr
+    assert "distill.teacher 'runs/cnn_tuned': no such folder; train a teacher first (e.g. fashionmlp train " \
+           "--config configs/cnn_tuned.yaml)" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -298,3 +300,49 @@ def test_the_shipped_config_trains_with_the_teacher_it_is_given(tiny_data, teach
     recorded = summary(run_dir_of(result))["distill"]
     assert (recorded["temperature"], recorded["alpha"], recorded["tta"]) == (2.0, 0.7, True)
     assert recorded["teacher"] == str(teacher.resolve())
+
+
+def test_a_taught_run_resumes_from_another_working_folder(tiny_data, teacher, tmp_path, monkeypatch):
+    """config.yaml records the teacher's folder resolved: a relative path given in one folder still finds it
+    when the run is resumed from another."""
+    monkeypatch.chdir(teacher.parent)
+    cfg = config_from_dict(student(tiny_data, teacher.relative_to(teacher.parent), train={"epochs": 1}))
+    run = train(cfg, runs_dir=tmp_path / "runs").run_dir
+    assert yaml.safe_load((run / "config.yaml").read_text())["distill"]["teacher"] == str(teacher.resolve())
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "--resume", run, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert summary(run)["epochs"] == 2
+
+
+def test_a_teacher_set_to_nothing_is_refused_not_ignored(tiny_data, tmp_path):
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_data)))
+    result = cli("train", "--config", path, "--set", "distill.teacher=", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--set 'distill.teacher=': no value after '='; give one, or distill.teacher=null for none" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_refused_resume_is_one_line_even_when_its_schedule_would_be_replanned(tiny_data, teacher, tmp_path):
+    import shutil
+
+    mine = tmp_path / "teacher"
+    shutil.copytree(teacher, mine)
+    cfg = config_from_dict(student(tiny_data, mine, train={"epochs": 1},
+                                   optimizer={"schedule": "onecycle", "warmup": 0.2}))
+    run = train(cfg, runs_dir=tmp_path / "runs").run_dir
+    state = torch.load(mine / "checkpoints" / "last.pt", weights_only=True)
+    state["model"] = {k: v + 1 for k, v in state["model"].items()}  # the teacher changed since
+    torch.save(state, mine / "checkpoints" / "last.pt")
+    result = cli("train", "--resume", run, "--epochs", "2")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "the teacher changed since the config was written" in result.stderr
+
+
+def test_a_teacher_whose_best_was_chosen_on_the_test_set_gets_a_note(tiny_data, teacher, tmp_path):
+    cfg = config_from_dict(student(tiny_data, teacher, distill={"checkpoint": "best"}))
+    run = train(cfg, runs_dir=tmp_path).run_dir
+    assert any("the test set chose the teacher's weights" in n for n in summary(run)["notes"])
+    plain = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path / "auto").run_dir
+    assert not any("the test set chose" in n for n in summary(plain).get("notes", []))

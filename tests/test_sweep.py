@@ -460,6 +460,9 @@ BAD_SWEEPS = {
                       "step and log cannot be combined"),
     "searching the data": ({"space": {"data.val_size": [10, 20]}}, "sweep.space.data.val_size: cannot be searched"),
     "searching the seed": ({"space": {"seed": [0, 1]}}, "sweep.space.seed: cannot be searched"),
+    "searching teachers": ({"space": {"distill.teacher": ["runs/a", "runs/b"]}},
+                           "sweep.space.distill.teacher: cannot be searched (every trial keeps the config's "
+                           "distill.teacher: the teacher is checked once, before the first trial"),
     "empty space": ({"space": {}}, "sweep.space: expected a mapping"),
     "no sweep section": (None, "sweep: a sweep config needs a `sweep:` section"),
     "unknown sweep key": ({"trails": 3}, "sweep: unknown key 'trails' (did you mean 'trials'?)"),

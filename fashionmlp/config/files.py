@@ -65,8 +65,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.1")
+    if not value_text.strip():  # e.g. distill.teacher=$TEACHER with the variable unset: not a silent null
+        raise ConfigError(f"--set {text!r}: no value after '='; give one, or {key}=null for none")
     try:
-        value = safe_load(value_text) if value_text.strip() else None
+        value = safe_load(value_text)
     except yaml.YAMLError:
         value = value_text  # not YAML: keep the text; validation will judge it
     return key.split("."), value

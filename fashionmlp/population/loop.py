@@ -101,18 +101,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
             for member, result in zip(active, results):
                 member.recorder.record(result)
             progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
-            for member, result in zip(active, results):  # judged, then early stopping first, as in a single run
-                pruned = prune is not None and prune(member, result)
-                if member.recorder.epoch >= cfg.train.epochs:
-                    continue
-                if member.recorder.out_of_patience():
-                    member.result = member.recorder.finish(st.COMPLETED, result, True)
-                elif pruned:
-                    member.result = member.recorder.finish(st.PRUNED)
-            done = [m for m in active if m.result is not None]
-            if done:
-                active = [m for m in active if m.result is None]
-                stack = restack(active) if active else stack
+            active, stack = _after_epoch(active, stack, results, prune, cfg.train.epochs)
             if not active:
                 break
     except Exception as exc:  # a bug, not a user mistake: record it beside every unfinished run, then raise
@@ -125,6 +114,24 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     for member in active:
         member.result = member.recorder.finish(st.COMPLETED, None, False)
     return [m.result for m in members]
+
+
+def _after_epoch(active: list[Member], stack: Stack, results: list, prune: Prune | None,
+                 epochs: int) -> tuple[list[Member], Stack]:
+    """Each member judged by the pruner, then early stopping first, as in a single run; the members that ended
+    leave the population (restacked without them)."""
+    for member, result in zip(active, results):
+        pruned = prune is not None and prune(member, result)
+        if member.recorder.epoch >= epochs:
+            continue
+        if member.recorder.out_of_patience():
+            member.result = member.recorder.finish(st.COMPLETED, result, True)
+        elif pruned:
+            member.result = member.recorder.finish(st.PRUNED)
+    left = [m for m in active if m.result is None]
+    if len(left) == len(active):
+        return active, stack
+    return left, (restack(left) if left else stack)
 
 
 def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, groups: dict, steps: int, epoch: int,

@@ -24,7 +24,7 @@ from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir
 from fashionmlp.session import Session, prepare
-from fashionmlp.teacher import teacher_note
+from fashionmlp.teacher import pinned, teacher_note
 
 # What every member of a population shares: the network, the batches' shape and count, the data, the device.
 SHARED = ("model", "train.batch_size", "train.epochs", "train.eval_batch_size", "train.precision",
@@ -81,7 +81,7 @@ def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, 
 
 def taught(cfg: RunConfig, session: Session) -> RunConfig:
     """A member's config as its run folder records it: with the fingerprint of the teacher, when one teaches."""
-    return cfg if session.teacher is None else with_values(cfg, {"distill.fingerprint": session.teacher.fingerprint})
+    return cfg if session.teacher is None else pinned(cfg, session.teacher)
 
 
 def member_notes(cfg: RunConfig, session: Session) -> dict:

@@ -106,17 +106,7 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
 
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
          echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int) -> SweepResult:
-    label = _storage_label(storage)
-    if storage is not None:
-        store = open_storage(storage)
-        _create_or_load(store, study, spec, label)
-        sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
-    else:
-        sweep_dir = _find_sweep_dir(runs_dir, study, label)
-        if sweep_dir is None:
-            sweep_dir = _new_sweep_dir(runs_dir, study, label, spec)
-        store = open_storage(None, sweep_dir / JOURNAL)
-        _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
+    label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
     revived = fail_dead_trials(books)
     if revived:
@@ -131,13 +121,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
          + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
     if spec.grid_size is not None and spec.grid_size < spec.trials:
         echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
-    if spec.val_size_added:
-        echo(f"validation: the config has no validation split, so data.val_size = {DEFAULT_VAL_SIZE} training images "
-             f"are held out (drawn by seed {spec.base.seed}, the same for every trial); trials are scored on "
-             f"{spec.metric}")
-    else:
-        echo(f"validation: {spec.base.data.val_size} training images held out (seed {spec.base.seed}, the same for "
-             f"every trial); trials are scored on {spec.metric}")
+    echo(_validation_line(spec))
     interrupted, problems = False, []
     if workers >= 1:
         echo(f"running {remaining} more trial(s) with {workers} worker(s)"
@@ -166,6 +150,28 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
                          missing)
     write_report(result, spec, books)
     return result
+
+
+def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path):
+    """(the storage's label, the sweep folder, the storage) of the study, created or continued."""
+    label = _storage_label(storage)
+    if storage is not None:
+        store = open_storage(storage)
+        _create_or_load(store, study, spec, label)
+        return label, _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec), store
+    sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+    store = open_storage(None, sweep_dir / JOURNAL)
+    _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
+    return label, sweep_dir, store
+
+
+def _validation_line(spec: SweepSpec) -> str:
+    if spec.val_size_added:
+        return (f"validation: the config has no validation split, so data.val_size = {DEFAULT_VAL_SIZE} training "
+                f"images are held out (drawn by seed {spec.base.seed}, the same for every trial); trials are scored "
+                f"on {spec.metric}")
+    return (f"validation: {spec.base.data.val_size} training images held out (seed {spec.base.seed}, the same for "
+            f"every trial); trials are scored on {spec.metric}")
 
 
 def missing_points(books, spec: SweepSpec) -> list[dict]:

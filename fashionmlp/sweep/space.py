@@ -52,8 +52,10 @@ def _parse_param(key: Any, spec: Any) -> Param:
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"sweep.space: {key!r} is not a dotted config key such as optimizer.lr")
     if key in FIXED_KEYS or key.startswith(FIXED_PREFIXES) or key == "data":
-        raise ConfigError(f"{where}: cannot be searched (every trial keeps the config's {key}: the same data, "
-                          "validation split and threads per worker make trials comparable)")
+        why = ("the teacher is checked once, before the first trial: compare teachers with a sweep each"
+               if key.startswith("distill.") else
+               "the same data, validation split and threads per worker make trials comparable")
+        raise ConfigError(f"{where}: cannot be searched (every trial keeps the config's {key}: {why})")
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"{where}: the list of values is empty; give at least one")

@@ -35,8 +35,10 @@ RANGE_KEYS = ("low", "high", "log", "step")
 
 
 # Keys a trial may not change: the data and its validation split (drawn by `seed`) must be the same for every
-# trial, or their scores are not comparable; threads are set per worker by --jobs.
-FIXED_KEYS = ("seed", "name", "device", "train.threads", "distill.fingerprint")
+# trial, or their scores are not comparable; threads are set per worker by --jobs; the teacher is checked once,
+# before the first trial (compare teachers with a sweep each).
+FIXED_KEYS = ("seed", "name", "device", "train.threads", "distill.teacher", "distill.checkpoint",
+              "distill.fingerprint")
 
 
 FIXED_PREFIXES = ("data.",)
