@@ -222,7 +222,8 @@ class RunRecorder:
                              + (["augmented images"] if cfg.data.shift or cfg.data.flip else [])
                              + ([f"distilled: T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}"]
                                 if cfg.distill.teacher is not None else []))
-            loss_curve(self.history, self.step_losses, title, note).savefig(self.run_dir / "loss_curve.png", dpi=110)
+            loss_curve(self.history, self.step_losses, title, note, cfg.distill.teacher is not None).savefig(
+                self.run_dir / "loss_curve.png", dpi=110)
         if self.confusion:
             self.tb.figure("confusion_matrix/test", confusion_matrix(self.confusion, title), self.global_step)
         # The metric values are the last points of these scalar tags, already in this run.

@@ -12,7 +12,8 @@ from fashionmlp.data import CLASSES
 from fashionmlp.plots.common import percent, smooth
 
 
-def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "") -> Figure:
+def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "",
+               distilled: bool = False) -> Figure:
     """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis.
 
     `train_note` says how the training loss differs from the test loss's plain cross-entropy on the test images
@@ -32,7 +33,8 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy loss")
+    # distilled: the training loss mixes the KL term to the teacher with the cross-entropy the test loss is
+    ax.set_ylabel("loss (test: cross-entropy)" if distilled else "cross-entropy loss")
     if all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in history) and history:
         ax.set_yscale("log")
     ax2 = ax.twinx()
