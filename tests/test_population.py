@@ -172,3 +172,44 @@ def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data
     with pytest.raises(UserError, match="a population of 5 of these models needs about .* at most 3 fit at once"):
         train_population(specs)
     assert not any(tmp_path.iterdir())
+
+
+def test_one_shared_step_per_optimizer_class_equals_each_optimizer_stepping_alone():
+    """population.stack.Stepper: the members' groups and state, stepped in one call per class, bit for bit as
+    their own step() calls, with the state left in each member's optimizer (its checkpoint)."""
+    from fashionmlp.config import load_config
+    from fashionmlp.optim import build_optimizer
+    from fashionmlp.population.stack import Stepper
+
+    sections = [{"optimizer.name": "sgd", "optimizer.momentum": 0.9},
+                {"optimizer.name": "nesterov", "optimizer.momentum": 0.5, "optimizer.weight_decay": 1e-3},
+                {"optimizer.name": "adam", "optimizer.lr": 1e-3},
+                {"optimizer.name": "adamw", "optimizer.lr": 2e-3, "optimizer.decay_params": "weights"}]
+
+    def members(seed: int):
+        torch.manual_seed(seed)
+        models = [torch.nn.Linear(5, 3) for _ in sections]
+        return models, [build_optimizer(load_config(None, values=s).optimizer, m.parameters())
+                        for m, s in zip(models, sections)]
+
+    alone, alone_opts = members(0)
+    shared, shared_opts = members(0)
+    stepper = Stepper(shared_opts)
+    assert len(stepper.shared) == 3  # SGD (sgd and nesterov), Adam, AdamW
+    for step in range(3):
+        torch.manual_seed(100 + step)
+        grads = [[torch.randn_like(p) for p in m.parameters()] for m in alone]
+        for models in (alone, shared):
+            for m, gs in zip(models, grads):
+                for p, g in zip(m.parameters(), gs):
+                    p.grad = g.clone()
+        for opt in alone_opts:
+            opt.step()
+        stepper.step()
+    for a, b, oa, ob in zip(alone, shared, alone_opts, shared_opts):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+        sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
+        assert sa.keys() == sb.keys() and len(sa) == 2
+        for key in sa:
+            assert all(torch.equal(torch.as_tensor(sa[key][k]), torch.as_tensor(sb[key][k])) for k in sa[key])

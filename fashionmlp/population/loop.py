@@ -19,7 +19,7 @@ from fashionmlp.engine import CHECK_FINITE_EVERY, first_nonfinite
 from fashionmlp.optim import lr_at, set_lr
 from fashionmlp.population.data import PopulationData, group_batch
 from fashionmlp.population.evaluate import evaluate_members
-from fashionmlp.population.stack import Stack, forward, member_losses
+from fashionmlp.population.stack import Stack, Stepper, forward, member_losses
 from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 
@@ -61,6 +61,7 @@ def restack(members: list[Member]) -> Stack:
         for p in before:
             if p in optimizer.state:
                 optimizer.state[moved[id(p)]] = optimizer.state.pop(p)
+    stack.stepper = Stepper([m.trainee.optimizer for m in members])  # on the new views
     return stack
 
 
@@ -165,8 +166,8 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
         stack.zero_grad()
         losses.sum().backward()
         stack.hand_out_grads()
+        stack.stepper.step()  # every member's optimizer step, one call per optimizer class
         for member in active:
-            member.trainee.optimizer.step()
             if member.trainee.ema is not None:
                 member.trainee.ema.update_parameters(member.trainee.model)
         stack.count_batch()

@@ -46,6 +46,7 @@ class Stack:
         # (member, [its parameter of each name]): looked up once, not at every step
         self.member_params = [[model.get_parameter(name) for name in self.params] for model in models]
         self.counters = [b for name, b in self.buffers.items() if name.endswith("num_batches_tracked")]
+        self.stepper: Stepper | None = None  # the members' optimizers, set by loop.restack once they are moved here
 
     def __len__(self) -> int:
         return len(self.models)
@@ -65,6 +66,54 @@ class Stack:
         """BatchNorm counts its training batches (num_batches_tracked), as a single model's forward does."""
         for counter in self.counters:
             counter.add_(1)
+
+
+class _RoutedState(dict):
+    """A shared optimizer's state: each parameter's entry is the one its member's own optimizer holds (the same
+    dict), so the member's checkpoint, and `train --resume` of it alone, see every step."""
+
+    def __init__(self, owners: dict[Tensor, torch.optim.Optimizer]):
+        super().__init__()
+        self.owners = owners
+
+    def __getitem__(self, param: Tensor) -> dict:
+        return self.owners[param].state[param]
+
+    def __setitem__(self, param: Tensor, value: dict) -> None:
+        self.owners[param].state[param] = value
+
+    def __contains__(self, param: object) -> bool:
+        owner = self.owners.get(param)  # type: ignore[call-overload]
+        return owner is not None and param in owner.state
+
+
+class Stepper:
+    """The members' optimizer steps as one call per optimizer class: an optimizer of that class whose param
+    groups are the members' own group dicts (their lr, momentum, decay; set_lr on a member's optimizer is seen
+    here) and whose state is theirs. torch steps each group on its own, exactly as the member's optimizer would,
+    so the numbers are the same; what goes is the per-call overhead of N step() calls."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        by_class: dict[type, list[torch.optim.Optimizer]] = {}
+        for optimizer in optimizers:
+            by_class.setdefault(type(optimizer), []).append(optimizer)
+        self.shared = [self._shared(kind, members) for kind, members in by_class.items()]
+
+    @staticmethod
+    def _shared(kind: type, members: list[torch.optim.Optimizer]) -> torch.optim.Optimizer:
+        first = members[0]
+        like = first.param_groups[0]["params"][0]
+        dummy = torch.zeros(1, dtype=like.dtype, device=like.device, requires_grad=True)  # replaced below
+        shared = kind([dummy], lr=first.defaults["lr"], fused=first.defaults.get("fused"))  # fused: as theirs
+        shared.defaults = dict(first.defaults)
+        shared.param_groups = [group for optimizer in members for group in optimizer.param_groups]
+        shared.state = _RoutedState({p: optimizer for optimizer in members for group in optimizer.param_groups
+                                     for p in group["params"]})
+        return shared
+
+    def step(self) -> None:
+        for optimizer in self.shared:
+            optimizer.step()
 
 
 def snapshot(models: list[nn.Module]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
