@@ -147,6 +147,20 @@ def test_tpe_sweep_with_a_seed_is_reproducible(sweep_config, tmp_path, quick_pic
 # ---------------------------------------------------------------- pruning
 
 
+def test_no_more_unprunable_trials_are_asked_than_the_pruner_needs_to_start(sweep_config, tmp_path, quick_pictures):
+    """With pruner_startup_trials 2 and populations of 4, the first population has 2 members (a third asked at
+    once could never be pruned); the next ones are full."""
+    path = sweep_config(train={"epochs": 2}, sweep={
+        "trials": 6, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
+        "pruner_from_epoch": 1})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 4)
+    assert result.exit_code == 0, result.output
+    trials = sorted(load_study(sweep_dir(tmp_path / "runs")).get_trials(), key=lambda t: t.number)
+    first_done = max(t.datetime_complete for t in trials[:2])
+    assert all(t.datetime_start >= first_done for t in trials[2:])
+    assert trials[1].datetime_start < min(t.datetime_complete for t in trials[:2])  # 0 and 1 trained together
+
+
 @pytest.mark.parametrize("population", [1, 2])
 def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_path, quick_pictures, population):
     """Alone, or as members of a population of 2 (trials 0-1 train together, then 2-3, ...: the pruner judges a

@@ -129,6 +129,11 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None]) 
             break
         if not asked:  # a fair share: the trials left, spread over this machine's workers
             limit = min(job.population, -(-(spec.target - finished - running) // job.workers))
+            if spec.pruner != "none" and finished < spec.pruner_startup_trials:
+                # a trial asked before the pruner has its startup trials can never be pruned: ask no more of them
+                # than it still needs (a batch of 8 at the start trained 8 unprunable trials to the end)
+                startup = -(-(spec.pruner_startup_trials - finished - running) // job.workers)
+                limit = min(limit, max(1, startup))
         if spec.sampler == "grid" and not books.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             break  # every point is taken (or done); nothing is sampled beyond the grid
         with warnings.catch_warnings():
