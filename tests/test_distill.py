@@ -249,6 +249,9 @@ def test_compare_optimizers_and_lr_find_take_a_teacher(tiny_data, teacher, tmp_p
     runs = [p for p in (tmp_path / "runs").rglob("summary.json") if (p.parent / "checkpoints").is_dir()]
     records = [json.loads(p.read_text()).get("distill") for p in runs]
     assert len(records) == 4 and all(r and r["temperature"] == 2.0 for r in records)
+    (summary_md,) = (tmp_path / "runs").glob("compare-*/summary.md")
+    assert f"Taught by {teacher.name} (T=2, alpha=0.7): the train loss is the distillation loss" in \
+        summary_md.read_text()
     path = tmp_path / "student.yaml"
     path.write_text(yaml.safe_dump(student(tiny_data, teacher)))
     result = cli("lr-find", "--config", path, "--runs-dir", tmp_path / "lr", "--steps", 30)

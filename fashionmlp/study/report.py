@@ -109,6 +109,10 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
            if study.kind == "compare" else f"the config {base.run_name}, once with each seed")
     trained = (f"Trained on the population engine, {len(outcomes)} models at once: s/epoch is each model's share "
                "of the population's epoch." if engine == "population" else "Trained one run after another.")
+    if base.distill.teacher is not None:
+        trained += (f" Taught by {Path(base.distill.teacher).name} (T={base.distill.temperature:g}, "
+                    f"alpha={base.distill.alpha:g}): the train loss is the distillation loss, the test loss the "
+                    "cross-entropy.")
     heading = (f"# Optimizer comparison: {base.model.name}" if study.kind == "compare"
                else f"# {base.run_name}: {plural(len(seeds), 'seed')}")
     text = "\n".join([
