@@ -147,6 +147,21 @@ def test_tpe_sweep_with_a_seed_is_reproducible(sweep_config, tmp_path, quick_pic
 # ---------------------------------------------------------------- pruning
 
 
+def test_each_trial_of_a_population_reports_its_own_seconds(sweep_config, tmp_path, quick_pictures):
+    """trials.csv's seconds are each run's own (summary.json's), not the whole population's: a pruned member
+    ends before the others."""
+    path = sweep_config(train={"epochs": 3}, sweep={
+        "trials": 6, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
+        "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 4)
+    assert result.exit_code == 0, result.output
+    folder = sweep_dir(tmp_path / "runs")
+    rows = trials_csv(folder)
+    for row in rows:
+        own = summary(folder / f"trial-{int(row['number']):04d}")["seconds"]
+        assert float(row["seconds"]) == round(own, 1)
+
+
 def test_no_more_unprunable_trials_are_asked_than_the_pruner_needs_to_start(sweep_config, tmp_path, quick_pictures):
     """With pruner_startup_trials 2 and populations of 4, the first population has 2 members (a third asked at
     once could never be pruned); the next ones are full."""
@@ -394,6 +409,8 @@ def test_an_interrupted_grid_says_which_points_are_missing(sweep_config, tmp_pat
     done = set(grid_points_trained(result.sweep_dir))
     assert {(p["optimizer.lr"], p["train.batch_size"]) for p in result.missing} | done == {
         (lr, b) for lr in GRID["optimizer.lr"] for b in GRID["train.batch_size"]}
+    waiting = [r for r in trials_csv(result.sweep_dir) if r["state"] == "waiting"]
+    assert waiting and all(r["optimizer.lr"] and r["train.batch_size"] for r in waiting)  # the points left, shown
 
 
 def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):

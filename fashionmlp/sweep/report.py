@@ -64,16 +64,27 @@ def trial_rows(study, spec: SweepSpec) -> list[dict]:
     by_key = {p.key: p for p in spec.params}
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number}
+        queued = t.system_attrs.get("fixed_params") or {}  # a grid point still waiting has no params yet
         for key, param in by_key.items():
-            row[key] = param.decode(t.params[key]) if key in t.params else None
+            value = t.params.get(key, queued.get(key))
+            row[key] = None if value is None else param.decode(value)
         state, attrs = t.state.name.lower(), _attrs(t)
         row.update({"state": st.DIVERGED if attrs.get("status") == st.DIVERGED else state,
                     spec.metric: t.value,
                     "epochs": attrs.get("epochs"),
-                    "seconds": round(t.duration.total_seconds(), 1) if t.duration is not None else None,
+                    "seconds": _seconds(t),
                     "note": _note(t)})
         rows.append(row)
     return rows
+
+
+def _seconds(trial) -> float | None:
+    """A trial's own seconds: its run's (summary.json's, recorded when it ends), else the time Optuna had it
+    (a trial of a population was told when the whole population ended)."""
+    own = trial.user_attrs.get("seconds")
+    if own is not None:
+        return round(float(own), 1)
+    return round(trial.duration.total_seconds(), 1) if trial.duration is not None else None
 
 
 def _best(study, spec: SweepSpec) -> dict | None:
@@ -129,7 +140,7 @@ def progress_line(spec: SweepSpec, trial, finished: int) -> str:
     epochs = trial.user_attrs.get("epochs")
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     params = "  ".join(f"{p.key}={_fmt(p.decode(trial.params[p.key]))}" for p in spec.params if p.key in trial.params)
-    seconds = f"{trial.duration.total_seconds():.1f}s" if trial.duration is not None else "-"
+    seconds = "-" if _seconds(trial) is None else f"{_seconds(trial):.1f}s"
     extra = f"  ({trial.user_attrs['error']})" if "error" in trial.user_attrs else ""
     planned = trial.params.get("train.epochs", spec.base.train.epochs)
     return (f"trial {trial.number:>3} {state:<8} {spec.metric} {value}  epochs {_fmt(epochs)}/{planned}"

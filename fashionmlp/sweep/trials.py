@@ -81,6 +81,7 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int)
     trial.set_user_attr(OWNER, _owner(trial.number))
     trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
     trial.set_user_attr("epochs", None)  # known when the run ends
+    trial.set_user_attr("seconds", None)  # the run's own, likewise
     values = {p.key: p.suggest(trial) for p in spec.params}
     name = f"trial-{trial.number:04d}"
     try:

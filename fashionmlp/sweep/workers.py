@@ -106,6 +106,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
                 continue
             a.trial.set_user_attr("epochs", result.summary["epochs"])
             a.trial.set_user_attr("status", result.status)
+            a.trial.set_user_attr("seconds", result.summary.get("seconds"))
             if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
                 frozen = study.tell(a.trial, state=TrialState.PRUNED)
             else:
