@@ -539,6 +539,7 @@ BAD_OPTIONS = {
     "--jobs 0": (["--jobs", 0], "--jobs: 0 is out of range; allowed: 1 to "),
     "--jobs beyond the cores": (["--jobs", len(os.sched_getaffinity(0)) + 1], "(the CPU cores this process may use"),
     "bad study name": (["--study", "a/b"], "--study: 'a/b' is not allowed"),
+    "empty study name": (["--study", ""], "--study: '' is not allowed"),
     "storage not a URL": (["--storage", "study.db"], "--storage 'study.db' is not a database URL"),
     "storage driver missing": (["--storage", "mysql://user:secret@127.0.0.1:9/x"],
                                "--storage mysql://user:***@127.0.0.1:9/x: its database driver is not installed"),
@@ -562,6 +563,7 @@ def test_every_bad_option_gets_one_line_and_exit_2(sweep_config, tmp_path, case,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "secret" not in result.output
+    assert "population:" not in result.stdout  # said once the study is open, not before a refusal
     assert not (tmp_path / "runs").exists()
 
 

@@ -135,7 +135,8 @@ def sweep(
     require_optuna()
     spec = load_sweep_file(config, set_ or [], trials)
     with graceful_stop() as stop:
-        result = run_sweep(spec, study=study or default_study_name(spec, config), jobs=jobs, storage=storage,
+        result = run_sweep(spec, study=default_study_name(spec, config) if study is None else study, jobs=jobs,
+                           storage=storage,
                            runs_dir=runs_dir or RUNS, data_dir=data_dir, population=population, echo=typer.echo,
                            stop=stop, command=command_line())
     header, cells = table_rows(result.rows, spec)

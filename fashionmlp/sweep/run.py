@@ -95,18 +95,23 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
         raise UserError(f"--study: {study!r} is not allowed; use letters, digits, '_', '.', '-' (at most 100)")
     session = prepare(spec.base, data_dir=data_dir, runs_dir=runs_dir)  # the data's own mistakes, before any folder
     fits = _check_memory(spec, session)
-    population = choose_population(population, spec, session.device.type, fits, echo)
+    said: list[str] = []  # what choose_population says, echoed once the study is open (after every refusal)
+    population = choose_population(population, spec, session.device.type, fits, said.append)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial of our own replaces Optuna's log
     try:
-        return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command, population)
+        return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command, population,
+                    said)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
-         echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int) -> SweepResult:
-    label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)
+         echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int,
+         said: list[str]) -> SweepResult:
+    label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)  # the storage's refusals first
+    for line in said:
+        echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
     revived = fail_dead_trials(books)
     if revived:
