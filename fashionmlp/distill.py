@@ -35,6 +35,7 @@ class Teacher:
     tta: bool  # the teacher's own train.tta: each image and its mirror
     fingerprint: str  # SHA-256 of its weights (distill.fingerprint pins it)
     dtype: torch.dtype  # of its weights
+    config: RunConfig  # its run's config.yaml (its validation split, for the notes)
 
     @property
     def views(self) -> int:

@@ -17,21 +17,22 @@ from fashionmlp.session import prepare
 CHECKPOINTS = ("best", "last")
 
 
-def check_run_dir(run_dir: Path, what: str = "run folder") -> Path:
-    """`run_dir` must be a folder that `fashionmlp train` made (config.yaml and checkpoints/)."""
+def check_run_dir(run_dir: Path, what: str = "run folder",
+                  example: str = "pass a run folder such as runs/mlp_adam-20260101-120000") -> Path:
+    """`run_dir` must be a folder that `fashionmlp train` made (config.yaml and checkpoints/); a missing one's
+    line lists the runs of that name, else says `example`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
-        named = runs_named(run_dir)
-        hint = (f"; runs of that name: {', '.join(named)}" if named
-                else "; pass a run folder such as runs/mlp_adam-20260101-120000")
+        named = _runs_named(run_dir)
+        hint = f"; runs of that name: {', '.join(named)}" if named else f"; {example}"
         raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)")
     return run_dir
 
 
-def runs_named(run_dir: Path, most: int = 3) -> list[str]:
+def _runs_named(run_dir: Path, most: int = 3) -> list[str]:
     """Run folders next to `run_dir` whose name is its name and a timestamp (runs/cnn_tuned ->
     runs/cnn_tuned-20261130-011749), newest first."""
     parent = run_dir.parent

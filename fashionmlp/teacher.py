@@ -12,7 +12,7 @@ from fashionmlp.config import RunConfig, load_config, with_values
 from fashionmlp.device import dtype_of, prepare_model
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
-from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint, runs_named
+from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint
 
 Tensor = torch.Tensor
 KEY = "distill.teacher"
@@ -34,11 +34,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     given = cfg.distill.teacher
     if given is None:
         return None
-    run_dir = Path(given).expanduser()
-    if not run_dir.exists() and not runs_named(run_dir):
-        raise UserError(f"{KEY} {given!r}: no such folder; train a teacher first (e.g. fashionmlp train --config "
-                        "configs/cnn_tuned.yaml) and give its run folder (runs/cnn_tuned-<timestamp>)")
-    check_run_dir(run_dir, KEY)
+    run_dir = check_run_dir(Path(given).expanduser(), KEY, example=(
+        "train a teacher first (e.g. fashionmlp train --config configs/cnn_tuned.yaml) and give its run folder "
+        "(runs/cnn_tuned-<timestamp>)"))
     try:
         saved = load_config(run_dir / "config.yaml")
     except UserError as exc:
@@ -70,7 +68,7 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     load_model_state(model, state["model"], path)
     model.eval().requires_grad_(False)
     return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
-                   dtype_of(saved))
+                   dtype_of(saved), saved)
 
 
 def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:
@@ -83,9 +81,8 @@ def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:
 def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
     chosen on the test set."""
-    saved = load_config(teacher.run_dir / "config.yaml")
     notes = [note] if (note := teacher_note(cfg, teacher)) else []
-    if teacher.checkpoint.name == "best.pt" and not saved.data.val_size:
+    if teacher.checkpoint.name == "best.pt" and not teacher.config.data.val_size:
         notes.append(f"the teacher's best.pt ({teacher.run_dir.name}) is the epoch with its best test accuracy (it "
                      "had no validation split): the test set chose the teacher's weights; distill.checkpoint: last "
                      "avoids it")
@@ -97,7 +94,7 @@ def teacher_note(cfg: RunConfig, teacher: Teacher) -> str | None:
     it): unless both held out the same images (the same val_size, seed and subset)."""
     if not cfg.data.val_size:
         return None
-    saved = load_config(teacher.run_dir / "config.yaml")
+    saved = teacher.config
     same = (saved.data.val_size, saved.seed, saved.data.subset) == (cfg.data.val_size, cfg.seed, cfg.data.subset)
     if same:
         return None

@@ -82,10 +82,6 @@ class _RoutedState(dict):
     def __setitem__(self, param: Tensor, value: dict) -> None:
         self.owners[param].state[param] = value
 
-    def __contains__(self, param: object) -> bool:
-        owner = self.owners.get(param)  # type: ignore[call-overload]
-        return owner is not None and param in owner.state
-
 
 class Stepper:
     """The members' optimizer steps as one call per optimizer class: an optimizer of that class whose param

@@ -140,7 +140,8 @@ def progress_line(spec: SweepSpec, trial, finished: int) -> str:
     epochs = trial.user_attrs.get("epochs")
     value = "-" if trial.value is None else f"{trial.value:.4f}"
     params = "  ".join(f"{p.key}={_fmt(p.decode(trial.params[p.key]))}" for p in spec.params if p.key in trial.params)
-    seconds = "-" if _seconds(trial) is None else f"{_seconds(trial):.1f}s"
+    own = _seconds(trial)
+    seconds = "-" if own is None else f"{own:.1f}s"
     extra = f"  ({trial.user_attrs['error']})" if "error" in trial.user_attrs else ""
     planned = trial.params.get("train.epochs", spec.base.train.epochs)
     return (f"trial {trial.number:>3} {state:<8} {spec.metric} {value}  epochs {_fmt(epochs)}/{planned}"
