@@ -145,24 +145,20 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
     autocast = torch.bfloat16 if cfg.train.precision == "bf16" else None
     for member in active:
         member.losses = []
+    members = _Members.of(active, stack, cfg.model.dropout)  # made again when one leaves
     for step in range(steps):
-        seeds = list(dict.fromkeys(m.seed for m in active))  # in member order
-        sizes = [sum(m.seed == seed for m in active) for seed in seeds]
-        batches = [group_batch(data, groups[seed], step * batch, batch, cfg) for seed in seeds]
+        batches = [group_batch(data, groups[seed], step * batch, batch, cfg) for seed in members.seeds]
         x = torch.stack([images for images, _, _ in batches])  # (S, B, 1, 28, 28): each seed's batch once
-        repeats = torch.tensor(sizes, device=x.device)
-        y = torch.stack([labels for _, labels, _ in batches]).repeat_interleave(repeats, 0)
-        smoothing = _smoothing(active, x.device, x.dtype)
+        y = torch.stack([labels for _, labels, _ in batches]).repeat_interleave(members.repeats, 0)
         distill = None
         if data.teacher is not None:  # (T, alpha, the teacher's logits of each member's batch)
-            teacher = torch.stack([logits for _, _, logits in batches]).repeat_interleave(repeats, 0)
-            distill = (*_distill_values(active, x.device, x.dtype), teacher)
+            teacher = torch.stack([logits for _, _, logits in batches]).repeat_interleave(members.repeats, 0)
+            distill = (*members.distill, teacher)
         for member in active:
             set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, global_step + step, total))
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
-            rngs = [m.trainee.rng for m in active] if cfg.model.dropout else None
-            logits = forward(template, stack.params, stack.buffers, x, sizes, True, rngs)
-            losses = member_losses(logits, y, smoothing, distill)
+            logits = forward(template, stack.params, stack.buffers, x, members.sizes, True, members.rngs)
+            losses = member_losses(logits, y, members.smoothing, distill)
         stack.zero_grad()
         losses.sum().backward()
         stack.hand_out_grads()
@@ -182,20 +178,38 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
                 active = [m for m in active if m not in diverged]
                 if active:
                     stack = restack(active)
+                    members = _Members.of(active, stack, cfg.model.dropout)
         if not active or (stop is not None and stop.requested):
             return active, stack, bool(active)
     return active, stack, False
 
 
-def _smoothing(active: list[Member], device: torch.device, dtype: torch.dtype) -> Tensor | None:
-    values = [m.cfg.train.label_smoothing for m in active]
-    return torch.tensor(values, device=device, dtype=dtype) if any(values) else None
+@dataclass
+class _Members:
+    """What a step needs of the active members, made once per epoch (and again when one leaves), not per step:
+    their seeds in member order, how many members share each seed's batch, and their per-member values."""
 
+    seeds: list[int]
+    sizes: list[int]
+    repeats: Tensor  # sizes, on the device: each seed's labels (and teacher logits) repeated per member
+    smoothing: Tensor | None  # (N,) label smoothing, None when no member smooths
+    distill: tuple[Tensor, Tensor]  # (N,) temperatures and alphas
+    rngs: list[torch.Generator] | None  # each member's dropout generator, with dropout
 
-def _distill_values(active: list[Member], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Each member's distillation temperature and alpha, as (N,) tensors."""
-    return (torch.tensor([m.cfg.distill.temperature for m in active], device=device, dtype=dtype),
-            torch.tensor([m.cfg.distill.alpha for m in active], device=device, dtype=dtype))
+    @classmethod
+    def of(cls, active: list[Member], stack: Stack, dropout: float) -> _Members:
+        like = next(iter(stack.params.values()))  # the members' device and dtype, which their images have too
+
+        def values(pick) -> Tensor:
+            return torch.tensor([pick(m.cfg) for m in active], device=like.device, dtype=like.dtype)
+
+        seeds = list(dict.fromkeys(m.seed for m in active))
+        sizes = [sum(m.seed == seed for m in active) for seed in seeds]
+        smoothing = values(lambda c: c.train.label_smoothing)
+        return cls(seeds, sizes, torch.tensor(sizes, device=like.device),
+                   smoothing if bool(smoothing.any()) else None,
+                   (values(lambda c: c.distill.temperature), values(lambda c: c.distill.alpha)),
+                   [m.trainee.rng for m in active] if dropout else None)
 
 
 def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]:

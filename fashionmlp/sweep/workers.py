@@ -200,14 +200,13 @@ def _spawned(job: _Job, parent: int) -> None:
 def _run_workers(jobs: list[_Job], stop: StopRequest, echo: Callable[[str], None]) -> list[str]:
     """Run each job in its own spawned process; forward a stop request once; return what went wrong."""
     import multiprocessing
+    from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
     procs = [ctx.Process(target=_spawned, args=(job, os.getpid()), name=f"worker-{job.worker + 1}") for job in jobs]
     for p in procs:
         p.start()
     echo("workers: " + ", ".join(f"{p.name} pid {p.pid}" for p in procs))
-    from multiprocessing.connection import wait
-
     forwarded = False
     while any(p.is_alive() for p in procs):
         # any worker's end, or 50 ms: a stop is forwarded within that (it took up to 0.4 s, about an epoch of a
