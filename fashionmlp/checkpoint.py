@@ -6,6 +6,7 @@ Writes are atomic (tracking.atomic_write), so a crash never leaves a torn file.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import warnings
 from pathlib import Path
@@ -120,3 +121,13 @@ def load_training_state(model: torch.nn.Module, ema: AveragedModel | None, state
     load_model_state(model, state["ema"]["trained_weights"], path)
     load_model_state(ema.module, state["model"], path)
     ema.n_averaged.copy_(state["ema"]["n_averaged"])
+
+
+def state_digest(state: dict[str, torch.Tensor], layout: bool = False) -> str:
+    """SHA-256 over a model state's names and values (with `layout`, each tensor's dtype and shape too): the
+    run's initial-weights fingerprint, and a teacher's (distill.fingerprint)."""
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode() if layout else key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from fashionmlp import status as st
-from fashionmlp.checkpoint import save_checkpoint
+from fashionmlp.checkpoint import save_checkpoint, state_digest
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, epoch_order
 from fashionmlp.models import n_params
@@ -69,14 +69,10 @@ def data_info(data: FashionMNIST, cfg: RunConfig) -> dict[str, Any]:
 
 def fingerprints(model: torch.nn.Module, generator: torch.Generator, n: int, batch_size: int) -> dict[str, str]:
     """SHA-256 of the initial weights and of the first batch's sample indices: equal means same start."""
-    weights = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        weights.update(key.encode())
-        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     probe = torch.Generator()
     probe.set_state(generator.get_state())  # a copy: the run's own generator is not advanced
     first = epoch_order(n, probe)[:batch_size]
-    return {"initial_weights": weights.hexdigest(),
+    return {"initial_weights": state_digest(model.state_dict()),
             "first_batch": hashlib.sha256(first.numpy().tobytes()).hexdigest()}
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
-from fashionmlp.checkpoint import load_checkpoint, load_model_state
+from fashionmlp.checkpoint import load_checkpoint, load_model_state, state_digest
 from fashionmlp.config import RunConfig, load_config, with_values
 from fashionmlp.device import dtype_of, prepare_model
 from fashionmlp.distill import Teacher
@@ -20,11 +19,7 @@ KEY = "distill.teacher"
 
 def weights_fingerprint(state: dict[str, Tensor]) -> str:
     """SHA-256 over a model state's names, dtypes, shapes and values."""
-    digest = hashlib.sha256()
-    for key, tensor in state.items():
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(state, layout=True)
 
 
 def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
