@@ -80,6 +80,38 @@ def test_every_member_equals_its_single_run_in_float64(tiny_data, tmp_path, mode
         summary(tmp_path / "population" / "adamw")["fingerprints"]
 
 
+def test_three_seeds_on_two_threads_equal_their_single_runs_in_float64(tiny_data, tmp_path, monkeypatch):
+    """Three seeds on two CPU threads: the first layer as one product per seed (population.stack._GroupedLinear),
+    and members with equal optimizer settings stepped as one merged group; each still equals its single run."""
+    import fashionmlp.population.stack as stack
+
+    used = []
+    monkeypatch.setattr(stack._GroupedLinear, "forward",
+                        staticmethod(lambda ctx, *a, f=stack._GroupedLinear.forward: used.append(1) or f(ctx, *a)))
+    cfg = base(tiny_data, "mlp", threads=2)
+    members = variety(cfg) + [with_values(m, {"seed": 2, "name": f"{m.name}2"}) for m in variety(cfg)[::3]]
+    results = train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    assert [r.status for r in results] == ["completed"] * len(members) and used
+    for cfg in members:
+        assert_same_run(tmp_path / "population" / cfg.name, train(cfg, runs_dir=tmp_path / "single").run_dir)
+
+
+def test_grouped_first_layer_equals_the_batched_product_in_float64():
+    from fashionmlp.population.stack import _GroupedLinear
+
+    torch.manual_seed(0)
+    images = torch.randn(3, 784, 16, dtype=torch.float64)
+    weight = torch.randn(3, 20, 784, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, 20, 1, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 20, 16, dtype=torch.float64)
+    expected = torch.baddbmm(bias, weight, images)
+    grads = torch.autograd.grad((expected * upstream).sum(), (weight, bias))
+    got = _GroupedLinear.apply(images, weight, bias)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=0)
+    for a, b in zip(torch.autograd.grad((got * upstream).sum(), (weight, bias)), grads):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_a_diverging_member_stops_and_the_others_go_on(tiny_data, tmp_path):
     cfg = base(tiny_data, "mlp", epochs=3)
     members = [with_values(cfg, {"name": "wild", "optimizer": {"name": "sgd", "lr": 1e30}}),
@@ -175,16 +207,17 @@ def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data
 
 
 def test_one_shared_step_per_optimizer_class_equals_each_optimizer_stepping_alone():
-    """population.stack.Stepper: the members' groups and state, stepped in one call per class, bit for bit as
-    their own step() calls, with the state left in each member's optimizer (its checkpoint)."""
+    """population.stack.Stepper: the members' groups and state, stepped in one call per class (groups with the
+    same settings merged), bit for bit as their own step() calls, with the state left in each member's optimizer
+    (its checkpoint)."""
     from fashionmlp.config import load_config
-    from fashionmlp.optim import build_optimizer
+    from fashionmlp.optim import build_optimizer, set_lr
     from fashionmlp.population.stack import Stepper
 
     sections = [{"optimizer.name": "sgd", "optimizer.momentum": 0.9},
                 {"optimizer.name": "nesterov", "optimizer.momentum": 0.5, "optimizer.weight_decay": 1e-3},
                 {"optimizer.name": "adam", "optimizer.lr": 1e-3},
-                {"optimizer.name": "adamw", "optimizer.lr": 2e-3, "optimizer.decay_params": "weights"}]
+                {"optimizer.name": "adamw", "optimizer.lr": 2e-3, "optimizer.decay_params": "weights"}] * 2
 
     def members(seed: int):
         torch.manual_seed(seed)
@@ -196,6 +229,8 @@ def test_one_shared_step_per_optimizer_class_equals_each_optimizer_stepping_alon
     shared, shared_opts = members(0)
     stepper = Stepper(shared_opts)
     assert len(stepper.shared) == 3  # SGD (sgd and nesterov), Adam, AdamW
+    set_lr(shared_opts[-1], 5e-3)  # one of the two adamw members changes its lr: its groups no longer merge
+    set_lr(alone_opts[-1], 5e-3)
     for step in range(3):
         torch.manual_seed(100 + step)
         grads = [[torch.randn_like(p) for p in m.parameters()] for m in alone]
@@ -206,6 +241,8 @@ def test_one_shared_step_per_optimizer_class_equals_each_optimizer_stepping_alon
         for opt in alone_opts:
             opt.step()
         stepper.step()
+        # sgd, nesterov, adam: the two members' groups merged; adamw: 2 decay groups x 2 lrs
+        assert [len(opt.param_groups) for opt, _ in stepper.shared] == [2, 1, 4]
     for a, b, oa, ob in zip(alone, shared, alone_opts, shared_opts):
         for pa, pb in zip(a.parameters(), b.parameters()):
             assert torch.equal(pa, pb)

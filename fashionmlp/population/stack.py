@@ -82,18 +82,25 @@ class _RoutedState(dict):
     def __setitem__(self, param: Tensor, value: dict) -> None:
         self.owners[param].state[param] = value
 
+    def started(self, param: Tensor) -> bool:
+        """Whether the parameter's optimizer has state for it yet (it has taken a step)."""
+        return bool(self.owners[param].state.get(param))
+
 
 class Stepper:
-    """The members' optimizer steps as one call per optimizer class: an optimizer of that class whose param
-    groups are the members' own group dicts (their lr, momentum, decay; set_lr on a member's optimizer is seen
-    here) and whose state is theirs. torch steps each group on its own, exactly as the member's optimizer would,
-    so the numbers are the same; what goes is the per-call overhead of N step() calls."""
+    """The members' optimizer steps as few calls as their settings allow: per optimizer class, one torch optimizer
+    whose param groups are the members' groups merged where every setting is the same (e.g. the three seeds of
+    one study variant: one group of their parameters), made again at each step from the members' own group
+    dicts (so set_lr on a member's optimizer is seen), and whose state is theirs. torch's fused (and foreach)
+    kernels update each parameter on its own, so the numbers are those of each member's own step(); what goes
+    is the per-call overhead of N step() calls and of one kernel call per group."""
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]):
         by_class: dict[type, list[torch.optim.Optimizer]] = {}
         for optimizer in optimizers:
             by_class.setdefault(type(optimizer), []).append(optimizer)
-        self.shared = [self._shared(kind, members) for kind, members in by_class.items()]
+        self.shared = [(self._shared(kind, members), [g for o in members for g in o.param_groups])
+                       for kind, members in by_class.items()]
 
     @staticmethod
     def _shared(kind: type, members: list[torch.optim.Optimizer]) -> torch.optim.Optimizer:
@@ -102,14 +109,28 @@ class Stepper:
         dummy = torch.zeros(1, dtype=like.dtype, device=like.device, requires_grad=True)  # replaced below
         shared = kind([dummy], lr=first.defaults["lr"], fused=first.defaults.get("fused"))  # fused: as theirs
         shared.defaults = dict(first.defaults)
-        shared.param_groups = [group for optimizer in members for group in optimizer.param_groups]
         shared.state = _RoutedState({p: optimizer for optimizer in members for group in optimizer.param_groups
                                      for p in group["params"]})
         return shared
 
     def step(self) -> None:
-        for optimizer in self.shared:
+        for optimizer, groups in self.shared:
+            optimizer.param_groups = _merged(groups, optimizer.state)
             optimizer.step()
+
+
+def _merged(groups: list[dict], state: _RoutedState) -> list[dict]:
+    """The groups with every setting equal (and equally started: state or none yet, which SGD's first step
+    tells apart) as one group of all their parameters, in order."""
+    merged: dict[tuple, dict] = {}
+    for group in groups:
+        key = (tuple((k, v if isinstance(v, (int, float, str, bool, tuple, type(None))) else id(v))
+                     for k, v in group.items() if k != "params"), state.started(group["params"][0]))
+        if key in merged:  # a copy of the first group's dict, with every such group's parameters
+            merged[key] = {**merged[key], "params": merged[key]["params"] + group["params"]}
+        else:
+            merged[key] = group  # alone: the member's own dict
+    return list(merged.values())
 
 
 def snapshot(models: list[nn.Module]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -173,11 +194,44 @@ def _first_layer(layer: nn.Module, weight: Tensor, bias: Tensor | None, x: Tenso
     if isinstance(layer, nn.Linear):
         images = x.reshape(s, b, -1).transpose(1, 2)  # (S, 784, B)
         grouped = weight.view(s, -1, weight.shape[-1])  # (S, G*out, 784): the members of a group, one matrix
+        if bias is not None and _uneven_on_threads(images, s):
+            return _GroupedLinear.apply(images, grouped, bias.view(s, -1, 1)).view(n, out, b)
         h = torch.bmm(grouped, images) if bias is None else torch.baddbmm(bias.view(s, -1, 1), grouped, images)
         return h.view(n, out, b)
     images = x.reshape(s, b, *x.shape[3:]).transpose(0, 1)  # (B, S, 28, 28): a group's images, one channel
     return F.conv2d(images, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
                     padding=layer.padding, groups=s)
+
+
+def _uneven_on_threads(images: Tensor, groups: int) -> bool:
+    """Whether the first layer's batched product would leave CPU threads idle: torch's CPU bmm gives each thread
+    whole products, so 3 groups on 2 threads run at 2/3 of the speed that 3 products, each on every thread, reach
+    (measured: 146 vs 191 GFLOP/s for (400, 784) @ (784, 128) on 2 Zen 4 cores). Not on CUDA (one launch is
+    what counts there), under autocast, or when the images need a gradient."""
+    return (images.device.type == "cpu" and groups > 1 and groups % torch.get_num_threads() != 0
+            and not images.requires_grad and not torch.is_autocast_enabled("cpu"))
+
+
+class _GroupedLinear(torch.autograd.Function):
+    """(S, in, B) images, (S, out, in) weights, (S, out, 1) biases -> (S, out, B): baddbmm's numbers, as S
+    products in turn, each with every CPU thread (see _uneven_on_threads); the backward gives the weights' and
+    biases' gradients (the images take none)."""
+
+    @staticmethod
+    def forward(ctx, images: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(images)
+        out = images.new_empty(weight.shape[0], weight.shape[1], images.shape[2])
+        for s in range(weight.shape[0]):
+            torch.addmm(bias[s], weight[s], images[s], out=out[s])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+        (images,) = ctx.saved_tensors
+        weight_grad = grad.new_empty(grad.shape[0], grad.shape[1], images.shape[1])
+        for s in range(grad.shape[0]):
+            torch.mm(grad[s], images[s].t(), out=weight_grad[s])
+        return None, weight_grad, grad.sum(2, keepdim=True)
 
 
 def _batch_norm(layer: nn.Module, key: str, params: dict[str, Tensor], buffers: dict[str, Tensor], h: Tensor,
