@@ -72,7 +72,21 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
     }
     if ema is not None:
         state["ema"] = {"trained_weights": model.state_dict(), "n_averaged": ema.n_averaged.cpu()}
-    atomic_write(path, lambda fh: torch.save(state, fh))
+    atomic_write(path, lambda fh: torch.save(_own_storage(state), fh))
+
+
+def _own_storage(tree: Any) -> Any:
+    """`tree` with each tensor that is a view into a larger one copied out: torch.save writes a tensor's whole
+    storage, and a population member's weights are views of the stacked weights of every member (its checkpoint
+    held them all: 5.1 MB instead of 1.2 MB for the study's MLP, and the other members' weights)."""
+    if isinstance(tree, torch.Tensor):
+        whole = tree.untyped_storage().nbytes() > tree.numel() * tree.element_size()
+        return tree.detach().clone() if whole else tree
+    if isinstance(tree, dict):
+        return {k: _own_storage(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_own_storage(v) for v in tree)
+    return tree
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

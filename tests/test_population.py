@@ -183,6 +183,12 @@ def test_member_folders_are_ordinary_runs(tiny_data, tmp_path):
         for command in (["evaluate", run], ["predict", run, "--index", "0"], ["inspect", run]):
             result = cli(*command)
             assert result.exit_code == 0, result.output
+    # each checkpoint holds its own member's tensors, not the stack they are views of: a single run's size
+    single = train(specs[0].cfg, runs_dir=tmp_path / "single").run_dir / "checkpoints" / "last.pt"
+    member = specs[0].run_dir / "checkpoints" / "last.pt"
+    assert abs(member.stat().st_size - single.stat().st_size) < 0.05 * single.stat().st_size
+    for tensor in last(specs[0].run_dir)["model"].values():
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
 
 
 def test_members_of_different_shapes_are_refused(tiny_data, tmp_path):
