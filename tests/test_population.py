@@ -112,6 +112,33 @@ def test_grouped_first_layer_equals_the_batched_product_in_float64():
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_members_that_join_a_running_population_equal_their_single_runs_in_float64(tiny_data, tmp_path):
+    """A member pruned after its first epoch leaves a place; a new member (the same seed as the one that left,
+    so a cohort of its own: its batches from its own epoch 1) joins and trains its whole run beside the one
+    still going. Every completed member equals its single run; `ended` hears of each run as it ends."""
+    cfg = base(tiny_data, "mlp")
+    first = [with_values(cfg, {"seed": 0, "name": "a", "optimizer": {"name": "sgd", "lr": 0.05}}),
+             with_values(cfg, {"seed": 1, "name": "b", "optimizer": {"name": "nesterov", "lr": 0.02, "momentum": 0.9,
+                                                                    "schedule": "cosine"}})]
+    late = [with_values(cfg, {"seed": 0, "name": "c", "train.ema": 0.9, "train.label_smoothing": 0.1,
+                              "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1,
+                                            "decay_params": "weights", "schedule": "onecycle", "warmup": 0.2}})]
+    spec = {c.name: MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in first + late}
+    asked, ended = [], []
+
+    def more(places: int):
+        asked.append(places)
+        return [spec[c.name] for c in late[:places]] if len(asked) == 1 else []
+
+    results = train_population([spec["a"], spec["b"]], prune=lambda m, r: m.cfg.name == "a", more=more,
+                               ended=lambda m: ended.append((m.cfg.name, m.recorder.epoch, m.result.status)))
+    assert [r.status for r in results] == ["pruned", "completed", "completed"]
+    assert ended == [("a", 1, "pruned"), ("b", 2, "completed"), ("c", 2, "completed")]
+    assert asked == [1, 1, 2]  # after each epoch that left a place: a's, b's, then c's end
+    for cfg in (first[1], late[0]):
+        assert_same_run(tmp_path / "population" / cfg.name, train(cfg, runs_dir=tmp_path / "single").run_dir)
+
+
 def test_a_diverging_member_stops_and_the_others_go_on(tiny_data, tmp_path):
     cfg = base(tiny_data, "mlp", epochs=3)
     members = [with_values(cfg, {"name": "wild", "optimizer": {"name": "sgd", "lr": 1e30}}),

@@ -176,6 +176,31 @@ def test_no_more_unprunable_trials_are_asked_than_the_pruner_needs_to_start(swee
     assert trials[1].datetime_start < min(t.datetime_complete for t in trials[:2])  # 0 and 1 trained together
 
 
+def test_later_trials_join_the_running_population_in_the_places_of_those_that_ended(sweep_config, tmp_path,
+                                                                                     quick_pictures, monkeypatch):
+    """A space that keeps every shape: one population trains the whole sweep, the study's next trials taking
+    the places of those that ended (pruned or finished), each told to the study as it ends."""
+    from fashionmlp.sweep import trials as trials_module
+
+    calls = []
+    real = trials_module.train_population
+    monkeypatch.setattr(trials_module, "train_population",
+                        lambda specs, **kw: calls.append(len(specs)) or real(specs, **kw))
+    path = sweep_config(train={"epochs": 3}, sweep={
+        "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
+        "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 3)
+    assert result.exit_code == 0, result.output
+    assert calls == [2]  # one population, started with the pruner's 2 startup trials; 6 more joined it
+    trials = sorted(load_study(sweep_dir(tmp_path / "runs")).get_trials(), key=lambda t: t.number)
+    assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
+    assert max(t.datetime_complete for t in trials[:2]) < min(t.datetime_start for t in trials[2:])
+    assert trials[2].datetime_complete < trials[-1].datetime_start  # told as it ended, not with the population
+    for t in trials:
+        run = summary(sweep_dir(tmp_path / "runs") / f"trial-{t.number:04d}")
+        assert run["engine"] == "population" and run["status"] == t.user_attrs["status"]
+
+
 @pytest.mark.parametrize("population", [1, 2])
 def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_path, quick_pictures, population):
     """Alone, or as members of a population of 2 (trials 0-1 train together, then 2-3, ...: the pruner judges a

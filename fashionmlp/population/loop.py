@@ -1,10 +1,12 @@
 """The population's epoch loop: every active member takes its optimizer step on its own batch in one batched
 forward and backward; each finished epoch is evaluated for all members at once and handed to each member's
 recorder. A member that diverges, runs out of patience or is pruned stops costing compute: the stack is
-rebuilt without it."""
+rebuilt without it, and new members may take its place (a sweep's next trials): each cohort (the members of
+one seed that joined together) draws its own batches, so every member's run is the one it would have alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from fashionmlp import status as st
 from fashionmlp.data import epoch_order
 from fashionmlp.engine import CHECK_FINITE_EVERY, first_nonfinite
 from fashionmlp.optim import lr_at, set_lr
-from fashionmlp.population.data import PopulationData, group_batch
+from fashionmlp.population.data import PopulationData, SeedGroup, group_batch
 from fashionmlp.population.evaluate import evaluate_members
 from fashionmlp.population.stack import Stack, Stepper, forward, member_losses
 from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 Prune = Callable[["Member", EpochResult], bool]
+Refill = Callable[[int], list["Member"]]  # free places -> new members at their epoch 0 (or none)
+Ended = Callable[["Member"], None]
 
 
 @dataclass
@@ -40,10 +44,16 @@ class Member:
     label: str  # how progress names it, e.g. "adam seed 1"
     losses: list[Tensor] = field(default_factory=list)  # this epoch's step losses (device scalars)
     result: RunResult | None = None  # how it ended, once it has
+    joined: int = 0  # the population's epoch after which it joined (0: from the start)
 
     @property
     def seed(self) -> int:
         return self.cfg.seed
+
+    @property
+    def cohort(self) -> tuple[int, int]:
+        """The members that see the same batches: one seed, joined together."""
+        return self.seed, self.joined
 
     def evaluated(self) -> torch.nn.Module:
         return self.trainee.model if self.trainee.ema is None else self.trainee.ema.module
@@ -66,45 +76,53 @@ def restack(members: list[Member]) -> Stack:
 
 
 def run_population(members: list[Member], data: PopulationData, progress: PopulationProgress,
-                   stop: StopRequest | None, prune: Prune | None = None) -> list[RunResult]:
-    """Train every member from where its recorder stands (all at the same epoch) to the end of its run.
+                   stop: StopRequest | None, prune: Prune | None = None, refill: Refill | None = None,
+                   ended: Ended | None = None, capacity: int | None = None) -> list[RunResult]:
+    """Train every member from where its recorder stands (all at the same epoch) to the end of its run; the
+    results of every member, those that joined after them included, in the order they came.
     `prune(member, result)` is told of each of a member's epochs and answers whether to stop it there (a
     sweep's pruner; after its last epoch the answer is ignored): the run then ends "pruned" and stops costing
-    compute."""
-    cfg = members[0].cfg
-    used = data.n_train - (1 if cfg.model.batchnorm and data.n_train % cfg.train.batch_size == 1 else 0)
-    steps = math.ceil(used / cfg.train.batch_size)
-    groups = {m.seed: data.groups[m.seed] for m in members}
-    for group in groups.values():
-        group.generator = next(m.trainee.generator for m in members if m.seed == group.seed)
-    active = sorted(members, key=lambda m: m.seed)  # the members of a seed side by side: they share its batches
-    stack = restack(active)
-    first = members[0].recorder.epoch + 1
+    compute. `refill(places)`, asked after an epoch that left fewer than `capacity` members (default: as many
+    as there are now), gives members that join from their epoch 1 on (a sweep's next trials); `ended(member)`
+    is told of every run that ended, as it ends (not of those a stop interrupts: their results say so)."""
+    cfg, members = members[0].cfg, list(members)
+    used, steps = _steps(data, cfg)
+    capacity = capacity or len(members)
+    cohorts: dict[tuple[int, int], SeedGroup] = {}
+    _join(members, 0, data, cohorts)
+    active = sorted(members, key=lambda m: m.cohort)  # the members of a cohort side by side: they share its batches
+    stack, rounds, told = restack(active), 0, set()
     try:
-        for epoch in range(first, cfg.train.epochs + 1):
-            progress.start_epoch(epoch, cfg.train.epochs, steps, len(active))
-            for group in groups.values():
-                group.order = epoch_order(data.n_train, group.generator)[:used]
+        while active:
+            rounds += 1
+            progress.start_epoch(max(m.recorder.epoch for m in active) + 1, cfg.train.epochs, steps, len(active))
+            for key in {m.cohort for m in active}:
+                cohorts[key].order = epoch_order(data.n_train, cohorts[key].generator)[:used]
             started = time.perf_counter()
-            active, stack, interrupted = _train_epoch(active, stack, data, groups, steps, epoch, progress, stop)
+            active, stack, interrupted = _train_epoch(active, stack, data, cohorts, steps, progress, stop)
             seconds = time.perf_counter() - started
-            for member in [m for m in members if m.seed in groups and m.result is None]:
-                member.trainee.generator.set_state(groups[member.seed].generator.get_state())
+            for member in active:
+                member.trainee.generator.set_state(cohorts[member.cohort].generator.get_state())
             if interrupted:
                 reason = stop.reason if stop is not None else st.INTERRUPTED
                 for member in active:
                     member.result = member.recorder.finish(reason)
-                active = []
                 break
-            if not active:
-                break
-            results = _evaluate(active, data, epoch, seconds, cfg.train.eval_batch_size)
-            for member, result in zip(active, results):
-                member.recorder.record(result)
-            progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
-            active, stack = _after_epoch(active, stack, results, prune, cfg.train.epochs)
-            if not active:
-                break
+            left = active
+            if active:
+                results = _evaluate(active, data, seconds, cfg.train.eval_batch_size)
+                for member, result in zip(active, results):
+                    member.recorder.record(result)
+                progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
+                left = _after_epoch(active, results, prune, cfg.train.epochs)
+            _tell_ended(members, told, ended)
+            joining = refill(capacity - len(left)) if refill and len(left) < capacity and not (
+                stop is not None and stop.requested) else []
+            _join(joining, rounds, data, cohorts)
+            members += joining
+            if len(left) != len(active) or joining:
+                active = sorted(left + joining, key=lambda m: m.cohort)
+                stack = restack(active) if active else stack
     except Exception as exc:  # a bug, not a user mistake: record it beside every unfinished run, then raise
         for member in members:
             if member.result is None:
@@ -112,50 +130,68 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
         raise
     finally:
         progress.close()
-    for member in active:
-        member.result = member.recorder.finish(st.COMPLETED, None, False)
     return [m.result for m in members]
 
 
-def _after_epoch(active: list[Member], stack: Stack, results: list, prune: Prune | None,
-                 epochs: int) -> tuple[list[Member], Stack]:
-    """Each member judged by the pruner, then early stopping first, as in a single run; the members that ended
-    leave the population (restacked without them)."""
+def _steps(data: PopulationData, cfg: RunConfig) -> tuple[int, int]:
+    """The training images an epoch uses (BatchNorm drops a last batch of one) and its optimizer steps."""
+    used = data.n_train - (1 if cfg.model.batchnorm and data.n_train % cfg.train.batch_size == 1 else 0)
+    return used, math.ceil(used / cfg.train.batch_size)
+
+
+def _join(members: list[Member], joined: int, data: PopulationData, cohorts: dict) -> None:
+    """Members starting after the population's epoch `joined`: their cohorts, each drawing its batches with its
+    first member's data generator (as each would alone: its seed's split, its own order from its epoch 1)."""
+    for member in members:
+        if member.seed not in data.groups:
+            raise ValueError(f"seed {member.seed} has no split in this population's data")
+        member.joined = joined
+        if member.cohort not in cohorts:
+            cohorts[member.cohort] = dataclasses.replace(data.groups[member.seed],
+                                                         generator=member.trainee.generator, order=None)
+
+
+def _tell_ended(members: list[Member], told: set, ended: Ended | None) -> None:
+    for member in members:
+        if ended is not None and member.result is not None and id(member) not in told:
+            told.add(id(member))
+            ended(member)
+
+
+def _after_epoch(active: list[Member], results: list, prune: Prune | None, epochs: int) -> list[Member]:
+    """Each member judged by the pruner, then early stopping first, as in a single run; the members whose run
+    ended (their last epoch, early stopping, pruning) get their result; those still training are returned."""
     for member, result in zip(active, results):
         pruned = prune is not None and prune(member, result)
         if member.recorder.epoch >= epochs:
-            continue
-        if member.recorder.out_of_patience():
+            member.result = member.recorder.finish(st.COMPLETED, None, False)
+        elif member.recorder.out_of_patience():
             member.result = member.recorder.finish(st.COMPLETED, result, True)
         elif pruned:
             member.result = member.recorder.finish(st.PRUNED)
-    left = [m for m in active if m.result is None]
-    if len(left) == len(active):
-        return active, stack
-    return left, (restack(left) if left else stack)
+    return [m for m in active if m.result is None]
 
 
-def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, groups: dict, steps: int, epoch: int,
+def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohorts: dict, steps: int,
                  progress: PopulationProgress, stop: StopRequest | None) -> tuple[list[Member], Stack, bool]:
     """One epoch of optimizer steps; returns the members still training, their stack, and whether a stop was
     requested (the unfinished epoch is then dropped, as in a single run)."""
     cfg, template = active[0].cfg, active[0].trainee.model
     batch, total = cfg.train.batch_size, steps * cfg.train.epochs
-    global_step = active[0].recorder.global_step
     autocast = torch.bfloat16 if cfg.train.precision == "bf16" else None
     for member in active:
         member.losses = []
     members = _Members.of(active, stack, cfg.model.dropout)  # made again when one leaves
     for step in range(steps):
-        batches = [group_batch(data, groups[seed], step * batch, batch, cfg) for seed in members.seeds]
-        x = torch.stack([images for images, _, _ in batches])  # (S, B, 1, 28, 28): each seed's batch once
+        batches = [group_batch(data, cohorts[key], step * batch, batch, cfg) for key in members.cohorts]
+        x = torch.stack([images for images, _, _ in batches])  # (S, B, 1, 28, 28): each cohort's batch once
         y = torch.stack([labels for _, labels, _ in batches]).repeat_interleave(members.repeats, 0)
         distill = None
         if data.teacher is not None:  # (T, alpha, the teacher's logits of each member's batch)
             teacher = torch.stack([logits for _, _, logits in batches]).repeat_interleave(members.repeats, 0)
             distill = (*members.distill, teacher)
         for member in active:
-            set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, global_step + step, total))
+            set_lr(member.trainee.optimizer, lr_at(member.cfg.optimizer, member.recorder.global_step + step, total))
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             logits = forward(template, stack.params, stack.buffers, x, members.sizes, True, members.rngs)
             losses = member_losses(logits, y, members.smoothing, distill)
@@ -173,7 +209,7 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
         progress.step(step + 1)
         checked = (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps
         if checked:
-            diverged = _diverged(active, epoch, step + 1)
+            diverged = _diverged(active, step + 1)
             if diverged:
                 active = [m for m in active if m not in diverged]
                 if active:
@@ -187,11 +223,11 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, group
 @dataclass
 class _Members:
     """What a step needs of the active members, made once per epoch (and again when one leaves), not per step:
-    their seeds in member order, how many members share each seed's batch, and their per-member values."""
+    their cohorts in member order, how many members share each cohort's batch, and their per-member values."""
 
-    seeds: list[int]
+    cohorts: list[tuple[int, int]]
     sizes: list[int]
-    repeats: Tensor  # sizes, on the device: each seed's labels (and teacher logits) repeated per member
+    repeats: Tensor  # sizes, on the device: each cohort's labels (and teacher logits) repeated per member
     smoothing: Tensor | None  # (N,) label smoothing, None when no member smooths
     distill: tuple[Tensor, Tensor]  # (N,) temperatures and alphas
     rngs: list[torch.Generator] | None  # each member's dropout generator, with dropout
@@ -203,16 +239,16 @@ class _Members:
         def values(pick) -> Tensor:
             return torch.tensor([pick(m.cfg) for m in active], device=like.device, dtype=like.dtype)
 
-        seeds = list(dict.fromkeys(m.seed for m in active))
-        sizes = [sum(m.seed == seed for m in active) for seed in seeds]
+        cohorts = list(dict.fromkeys(m.cohort for m in active))
+        sizes = [sum(m.cohort == key for m in active) for key in cohorts]
         smoothing = values(lambda c: c.train.label_smoothing)
-        return cls(seeds, sizes, torch.tensor(sizes, device=like.device),
+        return cls(cohorts, sizes, torch.tensor(sizes, device=like.device),
                    smoothing if bool(smoothing.any()) else None,
                    (values(lambda c: c.distill.temperature), values(lambda c: c.distill.alpha)),
                    [m.trainee.rng for m in active] if dropout else None)
 
 
-def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]:
+def _diverged(active: list[Member], steps_done: int) -> list[Member]:
     """Members whose loss stopped being finite since the last check: each run ends `diverged` here, as its
     single run would at the same check."""
     gone = []
@@ -221,7 +257,7 @@ def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]
         bad = first_nonfinite(member.losses, start)
         if bad is None:
             continue
-        lr = member.trainee.optimizer.param_groups[0]["lr"]
+        lr, epoch = member.trainee.optimizer.param_groups[0]["lr"], member.recorder.epoch + 1
         row = {"epoch": epoch, "train_loss": math.nan, "lr": lr, "seconds": 0.0}
         result = EpochResult(epoch, row, [float(v) for v in member.losses], math.nan, status=st.DIVERGED,
                              nonfinite_step=bad)
@@ -230,8 +266,7 @@ def _diverged(active: list[Member], epoch: int, steps_done: int) -> list[Member]
     return gone
 
 
-def _evaluate(active: list[Member], data: PopulationData, epoch: int, seconds: float,
-              eval_batch_size: int) -> list[EpochResult]:
+def _evaluate(active: list[Member], data: PopulationData, seconds: float, eval_batch_size: int) -> list[EpochResult]:
     """Each member's EpochResult: its training loss and learning rate, its share of the epoch's seconds, and
     its evaluation on the test images and its seed's validation images."""
     models = [m.evaluated() for m in active]
@@ -252,6 +287,7 @@ def _evaluate(active: list[Member], data: PopulationData, epoch: int, seconds: f
         losses = torch.stack(member.losses).double().cpu()
         sizes = _batch_sizes(len(losses), data.n_train, member.cfg)
         train_loss = float((losses * sizes).sum() / sizes.sum())
+        epoch = member.recorder.epoch + 1
         row = {"epoch": epoch, "train_loss": train_loss, "lr": member.trainee.optimizer.param_groups[0]["lr"],
                "seconds": share, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
         if val is not None:

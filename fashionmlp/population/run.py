@@ -3,6 +3,7 @@ EMA, TTA and patience, each into its own ordinary run folder; and continuing one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from fashionmlp.engine import seed_everything
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer
 from fashionmlp.population.data import PopulationData, population_data
-from fashionmlp.population.loop import Member, Prune, run_population
+from fashionmlp.population.loop import Ended, Member, Prune, run_population
 from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
@@ -68,13 +69,13 @@ def check_population_memory(cfg: RunConfig, n: int, session: Session) -> None:
 
 
 def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None,
-                     threads: int | None = None) -> tuple[Session, PopulationData]:
+                     threads: int | None = None, capacity: int = 0) -> tuple[Session, PopulationData]:
     """Every check a population of these configs must pass, before any folder exists (one shape, the data, the
-    memory of all of them at once); returns the shared session (device, the whole training set, threads) and
-    the population's data."""
+    memory of all of them at once, or of `capacity` members when more will join); returns the shared session
+    (device, the whole training set, threads) and the population's data."""
     check_one_shape(cfgs)
     session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data, threads=threads)
-    check_population_memory(cfgs[0], len(cfgs), session)
+    check_population_memory(cfgs[0], max(len(cfgs), capacity), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
     return session, population_data(session.data, cfgs[0], seeds, session.device, session.teacher)
 
@@ -95,28 +96,45 @@ def member_notes(cfg: RunConfig, session: Session) -> dict:
 
 def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
                      setup: tuple[Session, PopulationData] | None = None, progress: PopulationProgress | None = None,
-                     stop: StopRequest | None = None, command: str | None = None,
-                     prune: Prune | None = None) -> list[RunResult]:
+                     stop: StopRequest | None = None, command: str | None = None, prune: Prune | None = None,
+                     more: Callable[[int], list[MemberSpec]] | None = None, ended: Ended | None = None,
+                     capacity: int = 0) -> list[RunResult]:
     """Train every member into its new run folder, all at once; each folder is what `train` would have made
     from the member's config (the same initial weights, batches, augmentation and dropout masks). `setup` is
-    setup_population's result, when the caller checked before making folders; `prune` as in run_population."""
-    session, pdata = setup or setup_population([s.cfg for s in specs], data_dir)
-    members = []
+    setup_population's result, when the caller checked before making folders (with `capacity`, when `more`
+    may bring members); `prune`, `ended` as in run_population; `more(places)` gives the specs of members that
+    join when others have left (of the same shape; up to `capacity` at once, default the first ones' count).
+    The results of every member, those that joined included, in the order they came."""
+    session, pdata = setup or setup_population([s.cfg for s in specs], data_dir, capacity=capacity)
     with ExitStack() as locks:
-        for spec in specs:
-            cfg = taught(spec.cfg, session)
-            seed_everything(cfg.seed)  # as `train`: the initial weights, then the dropout masks, from the seed
-            model = prepare_model(cfg, session.device)
-            rng = torch.Generator()
-            rng.set_state(torch.get_rng_state())
-            trainee = Trainee(model, build_optimizer(cfg.optimizer, model.parameters()),
-                              torch.Generator().manual_seed(cfg.seed), make_ema(model, cfg.train.ema), rng)
-            spec.run_dir.mkdir(parents=True, exist_ok=False)
-            locks.enter_context(lock_run_dir(spec.run_dir))
-            recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
-                                   engine="population", **member_notes(cfg, session)).start()
-            members.append(Member(cfg, trainee, recorder, spec.label))
-        return run_population(members, pdata, progress or PopulationProgress(), stop, prune)
+        members = [_new_member(spec, session, pdata, command, locks) for spec in specs]
+
+        def refill(places: int) -> list[Member]:
+            joining = more(places)
+            if len(joining) > places:
+                raise ValueError(f"{len(joining)} members for {places} places")
+            check_one_shape([specs[0].cfg] + [s.cfg for s in joining])
+            return [_new_member(spec, session, pdata, command, locks) for spec in joining]
+
+        return run_population(members, pdata, progress or PopulationProgress(), stop, prune,
+                              refill if more is not None else None, ended, capacity or len(specs))
+
+
+def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, command: str | None,
+                locks: ExitStack) -> Member:
+    """A member as `train` would start its run: its folder (locked), initial weights, optimizer, generators."""
+    cfg = taught(spec.cfg, session)
+    seed_everything(cfg.seed)  # as `train`: the initial weights, then the dropout masks, from the seed
+    model = prepare_model(cfg, session.device)
+    rng = torch.Generator()
+    rng.set_state(torch.get_rng_state())
+    trainee = Trainee(model, build_optimizer(cfg.optimizer, model.parameters()),
+                      torch.Generator().manual_seed(cfg.seed), make_ema(model, cfg.train.ema), rng)
+    spec.run_dir.mkdir(parents=True, exist_ok=False)
+    locks.enter_context(lock_run_dir(spec.run_dir))
+    recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
+                           engine="population", **member_notes(cfg, session)).start()
+    return Member(cfg, trainee, recorder, spec.label)
 
 
 def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,

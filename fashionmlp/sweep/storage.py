@@ -187,21 +187,23 @@ def _retry(study, number: int) -> None:
 
 @contextmanager
 def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[None]:
-    """While the trials `numbers` train, record their heartbeats every interval in a background thread, as
-    Study.optimize does for its one trial (a database storage fails a running trial whose heartbeats stopped:
-    its worker, on whatever machine, died); nothing for the journal, which has none."""
+    """While the trials `numbers` (a list that may grow) train, record their heartbeats every interval in a
+    background thread, as Study.optimize does for its one trial (a database storage fails a running trial whose
+    heartbeats stopped: its worker, on whatever machine, died); nothing for the journal, which has none."""
     interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
     if not interval:
         yield
         return
     study_id = storage.get_study_id_from_name(study_name)
-    ids = [storage.get_trial_id_from_study_id_trial_number(study_id, n) for n in numbers]
+    ids: dict[int, int] = {}  # trial number -> id; `numbers` may grow (trials that join a running population)
     done = threading.Event()
 
     def beat() -> None:
         while True:
-            for trial_id in ids:
-                storage.record_heartbeat(trial_id)
+            for number in list(numbers):
+                if number not in ids:
+                    ids[number] = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+                storage.record_heartbeat(ids[number])
             if done.wait(interval):
                 return
 

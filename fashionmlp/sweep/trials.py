@@ -118,10 +118,19 @@ def _value(tree: dict, key: str):
     return tree
 
 
+def keeps_shape(spec: SweepSpec) -> bool:
+    """Whether every trial of the search space has one shape (no key it searches is one a population shares):
+    then a trial asked later can join a running population in the place of one that ended."""
+    return not any(p.key == key or p.key.startswith(key + ".") for p in spec.params for key in SHARED)
+
+
 def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data_dir, full, stop: StopRequest,
-                echo: Echo, command: str | None) -> dict[int, RunResult]:
+                echo: Echo, command: str | None, more: Callable[[int], list[Asked]] | None = None,
+                ended: Callable[[Asked, RunResult], None] | None = None) -> dict[int, RunResult]:
     """Train the asked trials: those of one shape as one population (when `population` > 1), the others one
-    after another; trial number -> its run's result. Stops early when asked to (the rest are not started)."""
+    after another; trial number -> its run's result. Stops early when asked to (the rest are not started).
+    With `more` (only for a space that keeps_shape), a population takes `more(places)`'s trials in the places
+    of those that ended, up to `population` at once; `ended` hears of each of its trials as it ends."""
     groups: dict[str, list[Asked]] = {}
     for a in asked:
         groups.setdefault(shape(a.cfg), []).append(a)
@@ -130,7 +139,8 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
         if stop.requested:
             break
         if population > 1 and len(group) > 1:
-            results.update(_train_population(group, spec, data_dir, full(), stop, echo, command))
+            results.update(_train_population(group, spec, data_dir, full(), stop, echo, command,
+                                             more, ended, population))
             continue
         for a in group:
             if stop.requested:
@@ -142,15 +152,32 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
 
 
 def _train_population(group: list[Asked], spec: SweepSpec, data_dir, full, stop: StopRequest, echo: Echo,
-                      command: str | None) -> dict[int, RunResult]:
-    """Trials of one shape, trained together; each judged by the pruner after each epoch."""
-    by_dir = {a.run_dir: a.trial for a in group}
+                      command: str | None, more: Callable[[int], list[Asked]] | None = None,
+                      ended: Callable[[Asked, RunResult], None] | None = None,
+                      capacity: int = 0) -> dict[int, RunResult]:
+    """Trials of one shape, trained together; each judged by the pruner after each epoch, and (with `more`)
+    the places of those that ended taken by the study's next trials."""
+    trials = {a.run_dir: a for a in group}
     epochs = group[0].cfg.train.epochs
 
     def prune(member, result) -> bool:
-        return judge(by_dir[member.recorder.run_dir], spec, result, epochs, echo)
+        return judge(trials[member.recorder.run_dir].trial, spec, result, epochs, echo)
 
-    specs = [MemberSpec(a.cfg, a.run_dir, f"trial {a.trial.number} ") for a in group]
-    results = train_population(specs, setup=setup_population([a.cfg for a in group], data_dir, full),
-                               progress=PopulationProgress(), stop=stop, command=command, prune=prune)
-    return {a.trial.number: result for a, result in zip(group, results)}
+    def joining(places: int) -> list[MemberSpec]:
+        new = more(places)
+        trials.update((a.run_dir, a) for a in new)
+        return [_member(a) for a in new]
+
+    def on_end(member) -> None:
+        if ended is not None:
+            ended(trials[member.recorder.run_dir], member.result)
+
+    setup = setup_population([a.cfg for a in group], data_dir, full, capacity=capacity)
+    results = train_population([_member(a) for a in group], setup=setup, progress=PopulationProgress(), stop=stop,
+                               command=command, prune=prune, more=joining if more is not None else None,
+                               ended=on_end, capacity=capacity)
+    return {trials[result.run_dir].trial.number: result for result in results}
+
+
+def _member(a: Asked) -> MemberSpec:
+    return MemberSpec(a.cfg, a.run_dir, f"trial {a.trial.number} ")

@@ -33,7 +33,7 @@ from fashionmlp.sweep.storage import (
     heartbeats,
     open_storage,
 )
-from fashionmlp.sweep.trials import Asked, configure, duplicate_of, train_batch
+from fashionmlp.sweep.trials import Asked, configure, duplicate_of, keeps_shape, train_batch
 
 
 @dataclass(frozen=True)
@@ -88,53 +88,83 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
             whole.append(load_data(with_values(spec.base, {"data.val_size": 0}), job.data_dir))
         return whole[0]
 
+    refill = job.population > 1 and keeps_shape(spec)  # later trials take the places of those that end
     while not user_stop.requested:
         fail_stale_trials(books)  # a database's dead workers, on any machine
         fail_dead_trials(books)  # dead workers on this machine (the journal has no heartbeats)
         asked = _ask(study, books, spec, job, echo)
         if not asked:
             break
-        with heartbeats(storage, job.study, [a.trial.number for a in asked]):
-            results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo,
-                                  job.command)
-        interrupted = False
-        for a in asked:
-            result = results.get(a.trial.number)
-            if result is None or result.status == st.INTERRUPTED:  # not started, or stopped mid-way: run it later
-                _tell_interrupted(study, books, a.trial, result, echo)
-                interrupted = True
-                continue
-            a.trial.set_user_attr("epochs", result.summary["epochs"])
-            a.trial.set_user_attr("status", result.status)
-            a.trial.set_user_attr("seconds", result.summary.get("seconds"))
-            if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
-                frozen = study.tell(a.trial, state=TrialState.PRUNED)
-            else:
-                frozen = study.tell(a.trial, float(result.summary["final"][spec.metric]))
-            finished = len(books.get_trials(deepcopy=False, states=finished_states()))
-            echo(progress_line(spec, frozen, finished))
-        if interrupted:
+        if _train_asked(asked, study, books, storage, job, data, full, echo, user_stop, refill):
             return True
     return user_stop.requested
 
 
-def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None]) -> list[Asked]:
-    """Up to job.population trials, without asking beyond the study's target (running trials count: workers
-    elsewhere may hold them) or, for a grid, beyond its queued points."""
+def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, full, echo: Callable[[str], None],
+                 user_stop: StopRequest, refill: bool) -> bool:
+    """Train the asked trials (with `refill`, those asked while they train too) and tell the study each outcome
+    as its run ends; True when a stop interrupted them (their values are queued again)."""
+    spec = job.spec
+    told: set[int] = set()
+    numbers = [a.trial.number for a in asked]  # the heartbeats' list: trials that join are added
+
+    def more(places: int) -> list[Asked]:
+        new = [] if user_stop.requested else _ask(study, books, spec, job, echo, places)
+        asked.extend(new)
+        numbers.extend(a.trial.number for a in new)
+        return new
+
+    def ended(a: Asked, result) -> None:
+        told.add(a.trial.number)
+        _tell(study, books, spec, a, result, echo)
+
+    with heartbeats(storage, job.study, numbers):
+        results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo, job.command,
+                              more if refill else None, ended)
+    interrupted = False
+    for a in [a for a in asked if a.trial.number not in told]:
+        result = results.get(a.trial.number)
+        if result is None or result.status == st.INTERRUPTED:  # not started, or stopped mid-way: run it later
+            _tell_interrupted(study, books, a.trial, result, echo)
+            interrupted = True
+            continue
+        _tell(study, books, spec, a, result, echo)
+    return interrupted
+
+
+def _tell(study, books, spec: SweepSpec, a: Asked, result, echo: Callable[[str], None]) -> None:
+    """A finished trial's outcome to the study (pruned and diverged runs as pruned), and its progress line."""
+    a.trial.set_user_attr("epochs", result.summary["epochs"])
+    a.trial.set_user_attr("status", result.status)
+    a.trial.set_user_attr("seconds", result.summary.get("seconds"))
+    if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
+        frozen = study.tell(a.trial, state=TrialState.PRUNED)
+    else:
+        frozen = study.tell(a.trial, float(result.summary["final"][spec.metric]))
+    finished = len(books.get_trials(deepcopy=False, states=finished_states()))
+    echo(progress_line(spec, frozen, finished))
+
+
+def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], most: int = 0) -> list[Asked]:
+    """Up to job.population trials (or `most`: a running population's free places), without asking beyond the
+    study's target (running trials count: workers elsewhere may hold them) or, for a grid, beyond its queued
+    points."""
     asked: list[Asked] = []
-    limit = job.population
+    limit = most or job.population
     while len(asked) < limit:
         finished = len(books.get_trials(deepcopy=False, states=finished_states()))
         running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished + running >= spec.target:
             break
         if not asked:  # a fair share: the trials left, spread over this machine's workers
-            limit = min(job.population, -(-(spec.target - finished - running) // job.workers))
+            limit = min(most or job.population, -(-(spec.target - finished - running) // job.workers))
             if spec.pruner != "none" and finished < spec.pruner_startup_trials:
                 # a trial asked before the pruner has its startup trials can never be pruned: ask no more of them
                 # than it still needs (a batch of 8 at the start trained 8 unprunable trials to the end)
                 startup = -(-(spec.pruner_startup_trials - finished - running) // job.workers)
-                limit = min(limit, max(1, startup))
+                limit = min(limit, max(0 if most else 1, startup))  # a running population need not grow
+            if limit < 1:
+                break
         if spec.sampler == "grid" and not books.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             break  # every point is taken (or done); nothing is sampled beyond the grid
         with warnings.catch_warnings():
