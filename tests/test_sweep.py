@@ -11,6 +11,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -447,11 +448,21 @@ def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_
     store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
     study = optuna.create_study(study_name="hb", storage=store)
     with pytest.warns(UserWarning):
-        trial = study.ask()
-    with sweep_storage.heartbeats(store, "hb", [trial.number]):
+        trial, late = study.ask(), study.ask()
+
+    def beaten() -> set[int]:
+        with sqlite3.connect(tmp_path / "hb.db") as db:
+            return {row[0] for row in db.execute("SELECT trial_id FROM trial_heartbeats")}
+
+    with sweep_storage.heartbeats(store, "hb", [trial.number]) as beats:
+        assert beaten() == {trial._trial_id}
+        beats.add([late.number])  # a trial that joins a running population: beaten at once
+        assert beaten() == {trial._trial_id, late._trial_id}
+        beats.drop(late.number)  # its run ended (a real one is told; this one is left silent)
         time.sleep(3.5)
         sweep_storage.fail_stale_trials(study)
-        assert study.get_trials()[trial.number].state.name == "RUNNING"  # beating: alive
+        states = [t.state.name for t in study.get_trials()]
+        assert states[trial.number] == "RUNNING" and states[late.number] == "FAIL"  # beating: alive; dropped: not
     time.sleep(3.5)
     sweep_storage.fail_stale_trials(study)
     trials = study.get_trials()

@@ -107,6 +107,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
                 reason = stop.reason if stop is not None else st.INTERRUPTED
                 for member in active:
                     member.result = member.recorder.finish(reason)
+                _tell_ended(members, told, ended)  # those that diverged in the interrupted epoch
                 break
             left = active
             if active:
@@ -152,8 +153,10 @@ def _join(members: list[Member], joined: int, data: PopulationData, cohorts: dic
 
 
 def _tell_ended(members: list[Member], told: set, ended: Ended | None) -> None:
+    """`ended` of each run that ended since it was last asked, except runs a stop interrupted."""
     for member in members:
-        if ended is not None and member.result is not None and id(member) not in told:
+        if ended is not None and member.result is not None and id(member) not in told and \
+                member.result.status != st.INTERRUPTED:
             told.add(id(member))
             ended(member)
 

@@ -185,32 +185,58 @@ def _retry(study, number: int) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.get_trials(deepcopy=True)[number])
 
 
+class Beats:
+    """The running trials a worker records heartbeats for (a database storage only; none for the journal):
+    `add` beats a trial at once, as it starts (one joining a running population too), `drop` stops beating one
+    whose run ended; `beat` records them all (every interval, from heartbeats' thread)."""
+
+    def __init__(self, storage=None, study_name: str = ""):
+        self.storage = storage
+        self.study_id = storage.get_study_id_from_name(study_name) if storage is not None else None
+        self.ids: dict[int, int] = {}  # trial number -> trial id
+        self.lock = threading.Lock()
+
+    def add(self, numbers: list[int]) -> None:
+        if self.storage is None:
+            return
+        for number in numbers:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+            with self.lock:
+                self.ids[number] = trial_id
+            self.storage.record_heartbeat(trial_id)
+
+    def drop(self, number: int) -> None:
+        with self.lock:
+            self.ids.pop(number, None)
+
+    def beat(self) -> None:
+        with self.lock:
+            ids = list(self.ids.values())
+        for trial_id in ids:
+            self.storage.record_heartbeat(trial_id)
+
+
 @contextmanager
-def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[None]:
-    """While the trials `numbers` (a list that may grow) train, record their heartbeats every interval in a
+def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
+    """While the trials `numbers` (and those `add`ed) train, record their heartbeats every interval in a
     background thread, as Study.optimize does for its one trial (a database storage fails a running trial whose
     heartbeats stopped: its worker, on whatever machine, died); nothing for the journal, which has none."""
     interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
     if not interval:
-        yield
+        yield Beats()
         return
-    study_id = storage.get_study_id_from_name(study_name)
-    ids: dict[int, int] = {}  # trial number -> id; `numbers` may grow (trials that join a running population)
+    beats = Beats(storage, study_name)
+    beats.add(numbers)
     done = threading.Event()
 
     def beat() -> None:
-        while True:
-            for number in list(numbers):
-                if number not in ids:
-                    ids[number] = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-                storage.record_heartbeat(ids[number])
-            if done.wait(interval):
-                return
+        while not done.wait(interval):
+            beats.beat()
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
     try:
-        yield
+        yield beats
     finally:
         done.set()
         thread.join()

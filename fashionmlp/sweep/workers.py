@@ -106,19 +106,19 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     as its run ends; True when a stop interrupted them (their values are queued again)."""
     spec = job.spec
     told: set[int] = set()
-    numbers = [a.trial.number for a in asked]  # the heartbeats' list: trials that join are added
 
     def more(places: int) -> list[Asked]:
         new = [] if user_stop.requested else _ask(study, books, spec, job, echo, places)
         asked.extend(new)
-        numbers.extend(a.trial.number for a in new)
+        beats.add([a.trial.number for a in new])
         return new
 
     def ended(a: Asked, result) -> None:
         told.add(a.trial.number)
+        beats.drop(a.trial.number)
         _tell(study, books, spec, a, result, echo)
 
-    with heartbeats(storage, job.study, numbers):
+    with heartbeats(storage, job.study, [a.trial.number for a in asked]) as beats:
         results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo, job.command,
                               more if refill else None, ended)
     interrupted = False
@@ -159,8 +159,8 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
         if not asked:  # a fair share: the trials left, spread over this machine's workers
             limit = min(most or job.population, -(-(spec.target - finished - running) // job.workers))
             if spec.pruner != "none" and finished < spec.pruner_startup_trials:
-                # a trial asked before the pruner has its startup trials can never be pruned: ask no more of them
-                # than it still needs (a batch of 8 at the start trained 8 unprunable trials to the end)
+                # a trial's first epochs reported before the pruner has its startup trials cannot be pruned: ask
+                # no more of them than it still needs (a batch of 8 at the start trained 8 such trials to the end)
                 startup = -(-(spec.pruner_startup_trials - finished - running) // job.workers)
                 limit = min(limit, max(0 if most else 1, startup))  # a running population need not grow
             if limit < 1:
