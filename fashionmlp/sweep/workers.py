@@ -158,10 +158,11 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
             break
         if not asked:  # a fair share: the trials left, spread over this machine's workers
             limit = min(most or job.population, -(-(spec.target - finished - running) // job.workers))
-            if spec.pruner != "none" and finished < spec.pruner_startup_trials:
+            complete = len(books.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))  # what the pruner counts
+            if spec.pruner != "none" and complete < spec.pruner_startup_trials:
                 # a trial's first epochs reported before the pruner has its startup trials cannot be pruned: ask
                 # no more of them than it still needs (a batch of 8 at the start trained 8 such trials to the end)
-                startup = -(-(spec.pruner_startup_trials - finished - running) // job.workers)
+                startup = -(-(spec.pruner_startup_trials - complete - running) // job.workers)
                 limit = min(limit, max(0 if most else 1, startup))  # a running population need not grow
             if limit < 1:
                 break
