@@ -184,6 +184,19 @@ class StopAfter(StopRequest):
         pass
 
 
+def test_a_stop_in_the_epoch_a_member_diverged_tells_its_end_and_not_the_interrupted_ones(tiny_data, tmp_path):
+    """`ended` hears of a run that diverged in the epoch a stop interrupts (a sweep tells it to the study), not of
+    the runs the stop interrupted (a sweep queues those again)."""
+    cfg = base(tiny_data, "mlp")
+    members = [with_values(cfg, {"name": "wild", "optimizer": {"name": "sgd", "lr": 1e30}}),
+               with_values(cfg, {"name": "calm", "optimizer": {"name": "sgd", "lr": 0.05}})]
+    ended = []
+    results = train_population([MemberSpec(c, tmp_path / c.name, c.name) for c in members],
+                               stop=StopAfter(7), ended=lambda m: ended.append(m.cfg.name))  # 8 steps an epoch
+    assert [r.status for r in results] == ["diverged", "interrupted"]
+    assert ended == ["wild"]
+
+
 def test_interrupt_then_resume_the_population_or_one_member(tiny_data, tmp_path):
     members = variety(base(tiny_data, "mlp", epochs=3))
     specs = [MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members]
