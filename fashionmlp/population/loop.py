@@ -285,10 +285,10 @@ def _evaluate(active: list[Member], data: PopulationData, seconds: float, eval_b
                                                       eval_batch_size)):
             checked[i] = result
     share = seconds / len(active)  # this member's share of the epoch: the whole population's cost / members
+    sizes = _batch_sizes(data, active[0].cfg)  # every member took the epoch's steps: the same batches' sizes
     results = []
     for member, test, val in zip(active, tested, checked):
         losses = torch.stack(member.losses).double().cpu()
-        sizes = _batch_sizes(len(losses), data.n_train, member.cfg)
         train_loss = float((losses * sizes).sum() / sizes.sum())
         epoch = member.recorder.epoch + 1
         row = {"epoch": epoch, "train_loss": train_loss, "lr": member.trainee.optimizer.param_groups[0]["lr"],
@@ -301,10 +301,9 @@ def _evaluate(active: list[Member], data: PopulationData, seconds: float, eval_b
     return results
 
 
-def _batch_sizes(steps: int, n_train: int, cfg: RunConfig) -> Tensor:
+def _batch_sizes(data: PopulationData, cfg: RunConfig) -> Tensor:
     """The images in each of an epoch's steps (the last batch may be shorter)."""
-    batch = cfg.train.batch_size
-    used = n_train - (1 if cfg.model.batchnorm and n_train % batch == 1 else 0)
-    sizes = torch.full((steps,), float(batch), dtype=torch.float64)
-    sizes[-1] = used - batch * (steps - 1)
+    used, steps = _steps(data, cfg)
+    sizes = torch.full((steps,), float(cfg.train.batch_size), dtype=torch.float64)
+    sizes[-1] = used - cfg.train.batch_size * (steps - 1)
     return sizes

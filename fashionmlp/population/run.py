@@ -40,17 +40,22 @@ class MemberSpec:
     label: str  # how progress names it, e.g. "adam seed 1"
 
 
-def _value(cfg: RunConfig, key: str):
-    node = cfg.to_dict()
-    for part in key.split("."):
-        node = node[part]
-    return node
+def shared_values(cfg: RunConfig) -> dict:
+    """The config's value of each SHARED key: what members of one population must have equal."""
+    tree, values = cfg.to_dict(), {}
+    for key in SHARED:
+        node = tree
+        for part in key.split("."):
+            node = node[part]
+        values[key] = node
+    return values
 
 
 def check_one_shape(cfgs: list[RunConfig]) -> None:
     """A population trains models of one shape together; anything else is a UserError naming the key."""
+    shared = [shared_values(cfg) for cfg in cfgs]
     for key in SHARED:
-        values = [_value(cfg, key) for cfg in cfgs]
+        values = [each[key] for each in shared]
         if any(v != values[0] for v in values):
             raise UserError(f"a population trains models of one shape together, and its members differ in {key} "
                             f"({values[0]!r} and {next(v for v in values if v != values[0])!r})")

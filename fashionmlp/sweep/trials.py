@@ -16,7 +16,7 @@ from typing import Any
 from fashionmlp import status as st
 from fashionmlp.errors import ConfigError
 from fashionmlp.population import MemberSpec, setup_population, train_population
-from fashionmlp.population.run import SHARED
+from fashionmlp.population.run import SHARED, shared_values
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.recorder import RunResult
 from fashionmlp.run import train
@@ -109,13 +109,7 @@ def duplicate_of(trial, books) -> int | None:
 
 def shape(cfg) -> str:
     """What trials must share to train as one population."""
-    return json.dumps([_value(cfg.to_dict(), key) for key in SHARED], sort_keys=True)
-
-
-def _value(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
+    return json.dumps(shared_values(cfg), sort_keys=True)
 
 
 def keeps_shape(spec: SweepSpec) -> bool:
