@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement the population and CUDA work needs, in one run that fits a short loan of a GPU
-# machine (about 6 minutes on an H200; each step has its own time limit, and a step that fails or times out
-# does not stop the others). Results land in OUT: steps.txt (each step's exit code and seconds), one log per
+# machine (each step has a time limit, 530 s in all, under the loan's 600 s per command; a step that fails or
+# times out does not stop the others). Results land in OUT: steps.txt (each step's exit code and seconds), one log per
 # step, bench_population.json, and each study's summary.md / study.json / comparison.png.
 #
 #   scripts/gpu_check.sh DATA_DIR OUT_DIR          # on the GPU machine, from the repository root
@@ -57,15 +57,15 @@ keep_study() {  # copy a study's tables and figure from the temporary runs folde
     "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
 } >"$out/machine.txt" 2>&1
 
-step tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
-step bench_mlp 180 "$py" scripts/bench.py "${bench_sizes[@]}" --device "$device" --data-dir "$data" \
+step tests 80 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step bench_mlp 140 "$py" scripts/bench.py "${bench_sizes[@]}" --device "$device" --data-dir "$data" \
     --json "$out/bench_population.json"
-step bench_cnn 150 "$py" scripts/bench.py "${cnn_sizes[@]}" --population-models cnn --device "$device" \
+step bench_cnn 100 "$py" scripts/bench.py "${cnn_sizes[@]}" --population-models cnn --device "$device" \
     --data-dir "$data" --json "$out/bench_population_cnn.json"
-step study_pop5 150 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0,1,2,3,4 --device "$device" \
+step study_pop5 90 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0,1,2,3,4 --device "$device" \
     --data-dir "$data" --runs-dir "$runs/study_pop5" "${study_sizes[@]}"
 keep_study study_pop5
-step study_seq1 150 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0 --engine sequential \
+step study_seq1 120 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0 --engine sequential \
     --device "$device" --data-dir "$data" --runs-dir "$runs/study_seq1" "${study_sizes[@]}"
 keep_study study_seq1
 rm -rf "$runs"
