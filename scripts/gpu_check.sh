@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU measurement the population and CUDA work needs, in one run that fits a short loan of a GPU
 # machine (each step has a time limit, 530 s in all, under the loan's 600 s per command; a step that fails or
-# times out does not stop the others). Results land in OUT: steps.txt (each step's exit code and seconds), one log per
+# times out does not stop the others). Results land in OUT: steps.txt (each step's exit code and milliseconds), one log per
 # step, bench_population.json, and each study's summary.md / study.json / comparison.png.
 #
 #   scripts/gpu_check.sh DATA_DIR OUT_DIR          # on the GPU machine, from the repository root
