@@ -77,7 +77,7 @@ def test_summary_table_sorted_with_columns(study):
     study_dir, _ = study
     with open(study_dir / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["optimizer", "lr", "momentum", "n", "final_train_loss", "final_test_loss",
+    assert list(rows[0]) == ["optimizer", "lr", "momentum", "n", "runs", "final_train_loss", "final_test_loss",
                              "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy",
                              "best_test_accuracy_std", "best_epoch", "seconds_per_epoch", "status"]
     assert {r["optimizer"] for r in rows} == {"sgd", "nesterov", "adam", "adam_lr1"}
@@ -223,6 +223,72 @@ def test_train_seeds_writes_a_group_with_mean_and_std(write_config, tmp_path):
     assert means[-1] == pytest.approx(statistics.fmean(finals), abs=1e-6)
     assert [e.step for e in acc.Scalars("tiny/test_accuracy/mean")] == [10, 20]  # the runs' optimizer steps
     assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
+
+
+def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
+    """Every seed with train.patience (the first included: the population's shared data must not carry it)."""
+    cfg = write_config(train={"epochs": 6, "patience": 1}, data={"val_size": 64},
+                       optimizer={"name": "sgd", "lr": 1e-5})  # barely moves: no better val accuracy, it stops
+    result = cli("train", "--config", cfg, "--seeds", "0,1", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    group = Path(result.stdout.strip().splitlines()[-1])
+    for seed in (0, 1):
+        stopped = summary(group / f"seed{seed}")
+        assert stopped["status"] == "completed" and stopped["early_stopping"]["stopped_after_epoch"] < 6
+
+
+def test_train_seeds_means_only_finished_runs_and_exits_3_when_a_seed_diverges(write_config, tmp_path):
+    result = cli("train", "--config", write_config(optimizer={"name": "sgd", "lr": 1e9}), "--seeds", "0,1",
+                 "--runs-dir", tmp_path)
+    assert result.exit_code == 3, result.output
+    assert "tiny: no run finished (diverged)" in result.stdout and "nan" not in result.stdout
+    assert result.stderr.count("diverged: seed ") == 2 and "try a lower learning rate" in result.stderr
+    row = study_rows(Path(result.stdout.strip().splitlines()[-1]))["tiny"]
+    assert (row["n"], row["runs"], row["status"], row["final_test_accuracy"]) == ("0", "2", "diverged", "nan")
+
+
+def test_a_variant_row_averages_its_finished_runs_and_counts_them():
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.study import VariantOutcome, seeds_study, summarize
+
+    def outcome(seed, status, accuracy, epochs):
+        history = [{"epoch": e, "test_accuracy": accuracy - 0.01 * (epochs - e), "seconds": 1.0}
+                   for e in range(1, epochs + 1)]
+        final = {"train_loss": 0.5, "test_loss": 0.4, "test_accuracy": accuracy if epochs else None}
+        return VariantOutcome("x", seed, Path(f"seed{seed}"), status, history, {"final": final})
+
+    study = seeds_study(config_from_dict({"name": "x"}))
+    outcomes = [outcome(0, "completed", 0.80, 3), outcome(1, "diverged", 0.30, 1),
+                outcome(2, "completed", 0.84, 3), outcome(3, "interrupted", 0.70, 2)]
+    row = summarize(outcomes, study)[0]
+    assert (row["n"], row["runs"]) == (2, 4)
+    assert row["final_test_accuracy"] == pytest.approx(0.82)
+    assert row["final_test_accuracy_std"] == pytest.approx(statistics.stdev([0.80, 0.84]))
+    assert row["status"] == "completed (2), diverged (1), interrupted (1)"
+
+
+def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
+    alone = cli("train", "--config", write_config(), "--engine", "sequential", "--runs-dir", tmp_path / "a")
+    assert alone.exit_code == 2 and "--engine sequential" in alone.stderr and not (tmp_path / "a").exists()
+    run = cli("train", "--config", write_config(), "--seeds", "0,1", "--runs-dir", tmp_path / "g")
+    group = Path(run.stdout.strip().splitlines()[-1])
+    again = cli("train", "--resume", group / "seed0", "--engine", "population")
+    assert again.exit_code == 2 and "only --epochs, --device and --data-dir" in again.stderr
+
+
+def test_resuming_seeds_whose_run_lost_its_checkpoint_is_refused_before_anything_trains(write_config, tmp_path):
+    run = cli("train", "--config", write_config(train={"epochs": 3}), "--seeds", "0,1", "--runs-dir", tmp_path)
+    group = Path(run.stdout.strip().splitlines()[-1])
+    for seed in (0, 1):  # as if interrupted after epoch 1
+        (group / f"seed{seed}" / "summary.json").write_text(json.dumps({**summary(group / f"seed{seed}"),
+                                                                         "status": "interrupted"}))
+    (group / "seed1" / "checkpoints" / "last.pt").unlink()
+    before = (group / "seed0" / "metrics.csv").read_text()
+    result = cli("train", "--resume", group)
+    assert result.exit_code == 2, result.output
+    assert "seed1" in result.stderr and "no checkpoints/last.pt" in result.stderr
+    assert (group / "seed0" / "metrics.csv").read_text() == before and summary(group / "seed0")["status"] == (
+        "interrupted")
 
 
 def test_seed_and_seeds_together_are_refused(write_config, tmp_path):

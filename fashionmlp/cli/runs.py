@@ -57,7 +57,8 @@ def train(
         raise UserError("give --seed N or --seeds LIST, not both")
     with graceful_stop() as stop:
         if resume is not None:
-            if config is not None or set_ or seed is not None or seeds or name is not None or runs_dir is not None:
+            if (config is not None or set_ or seed is not None or seeds or name is not None or runs_dir is not None
+                    or engine != "auto"):
                 raise UserError("--resume continues a run in its own folder with its saved config; only --epochs, "
                                 "--device and --data-dir may be given with it")
             if (resume / "study.json").is_file():
@@ -69,6 +70,8 @@ def train(
         else:
             if config is None:
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
+            if seeds is None and engine != "auto":
+                raise UserError(f"--engine {engine}: it chooses how the runs of --seeds train; one run trains alone")
             cfg = load_config(config, set_ or [], shortcut_values(epochs=epochs, device=device, seed=seed, name=name))
             if seeds is not None:
                 raise typer.Exit(_train_seeds(cfg, seeds, engine, runs_dir, data_dir, stop))
@@ -103,14 +106,35 @@ def _resume_seeds(folder: Path, epochs, device, data_dir, stop) -> int:
 
 
 def _seeds_report(result) -> int:
+    """The table, a line per config (mean ± std over its finished runs), the runs that diverged; the exit code:
+    130 interrupted, 3 when a seed diverged (as `train` alone), else 0."""
+    from fashionmlp import status
     from fashionmlp.cli.studies import end_study
 
     study_table(result, f"{result.study_dir.name}: mean ± std over the seeds")
     for row in result.rows:
-        typer.echo(f"{row['optimizer']}: final test accuracy {row['final_test_accuracy']:.2%} ± "
-                   f"{row['final_test_accuracy_std']:.2%}, best {row['best_test_accuracy']:.2%} ± "
-                   f"{row['best_test_accuracy_std']:.2%} (mean ± std, n = {row['n']})")
-    return end_study(result, "train")
+        typer.echo(f"{row['optimizer']}: {seeds_line(row)}")
+    diverged = [o for o in result.outcomes if o.status == status.DIVERGED]
+    for o in diverged:
+        d = o.summary["diverged"]
+        err(f"diverged: seed {o.seed}, the loss became non-finite at epoch {d['epoch']}, step {d['step']} "
+            f"(lr {d['lr']:g}); try a lower learning rate, e.g. --set optimizer.lr={d['lr'] / 10:g}")
+    code = end_study(result, "train")
+    return 3 if code == 0 and diverged else code
+
+
+def seeds_line(row: dict) -> str:
+    """E.g. "final test accuracy 88.64% ± 0.19%, best 88.79% ± 0.15% (mean ± std, n = 3)"; over the finished
+    runs only, saying how many of the runs those are when some did not finish."""
+    n, runs = row["n"], row["runs"]
+    of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {row['status']}"
+    if n == 0:
+        return f"no run finished ({row['status']})"
+    if n == 1:
+        return (f"final test accuracy {row['final_test_accuracy']:.2%}, best {row['best_test_accuracy']:.2%} "
+                f"(n = 1{of})")
+    return (f"final test accuracy {row['final_test_accuracy']:.2%} ± {row['final_test_accuracy_std']:.2%}, best "
+            f"{row['best_test_accuracy']:.2%} ± {row['best_test_accuracy_std']:.2%} (mean ± std, n = {n}{of})")
 
 
 @app.command()

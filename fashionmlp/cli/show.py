@@ -98,10 +98,11 @@ class PopulationLines(PopulationProgress):
 
 def study_table(result, title: str) -> None:
     """The study's table, and where its picture and summary are."""
-    from fashionmlp.study import table_rows
+    from fashionmlp.study import first_column, table_rows
 
-    header, cells = table_rows(result.rows)
-    print_table(title, header, cells, left=("optimizer", "status"), width=120, highlight_unless=status.COMPLETED)
+    first = first_column(result.kind)
+    header, cells = table_rows(result.rows, first)
+    print_table(title, header, cells, left=(first, "status"), width=120, highlight_unless=status.COMPLETED)
     typer.echo(f"plot: {result.study_dir / 'comparison.png'}")
     typer.echo(f"table: {result.study_dir / 'summary.md'}")
 

@@ -16,6 +16,7 @@ from fashionmlp.config.files import (
     safe_load,
     set_value,
     shortcut_values,
+    whole_training_set,
     with_values,
 )
 from fashionmlp.config.rules import check_choice, check_int, float_problem, number, show, unknown_key
@@ -43,5 +44,6 @@ __all__ = [
     "TrainConfig",
     "Values", "apply_overrides", "check_choice", "check_int", "config_from_dict", "float_problem", "load_config",
     "number", "parse_override", "read_yaml", "safe_load", "set_value", "shortcut_values", "show", "unknown_key",
+    "whole_training_set",
     "with_values",
 ]

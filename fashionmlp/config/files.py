@@ -158,6 +158,13 @@ def with_values(cfg: RunConfig, values: Values) -> RunConfig:
     return config_from_dict(cfg.to_dict(), values=values)
 
 
+def whole_training_set(cfg: RunConfig) -> RunConfig:
+    """`cfg` without its validation split: what loads the whole training set for a population (each member
+    holds its own seed's split out of it) or a sweep's populations. Early stopping goes with the split (it
+    watches it; the members keep their own train.patience)."""
+    return with_values(cfg, {"data.val_size": 0, "train.patience": None})
+
+
 def shortcut_values(*, epochs: int | None = None, device: str | None = None, seed: int | None = None,
                     name: str | None = None) -> dict[str, Any]:
     """The command-line shortcuts (--epochs, --device, --seed, --name) that were given, as typed values."""

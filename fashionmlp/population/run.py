@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fashionmlp.checkpoint import load_checkpoint, make_ema
-from fashionmlp.config import RunConfig, with_values
+from fashionmlp.config import RunConfig, whole_training_set
 from fashionmlp.data import FashionMNIST
 from fashionmlp.device import largest_population, memory_parts, prepare_model
 from fashionmlp.engine import seed_everything
@@ -79,7 +79,7 @@ def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, 
     memory of all of them at once, or of `capacity` members when more will join); returns the shared session
     (device, the whole training set, threads) and the population's data."""
     check_one_shape(cfgs)
-    session = prepare(with_values(cfgs[0], {"data.val_size": 0}), data_dir=data_dir, data=data, threads=threads)
+    session = prepare(whole_training_set(cfgs[0]), data_dir=data_dir, data=data, threads=threads)
     check_population_memory(cfgs[0], max(len(cfgs), capacity), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
     return session, population_data(session.data, cfgs[0], seeds, session.device, session.teacher)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,8 @@ from fashionmlp.tracking import atomic_write, write_csv
 if TYPE_CHECKING:
     from fashionmlp.study.run import VariantOutcome
 
-SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "final_train_loss", "final_test_loss",
+FINISHED = (st.COMPLETED, st.FAILED_TO_LEARN)  # the statuses of runs that reached their end
+SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "runs", "final_train_loss", "final_test_loss",
                    "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_test_accuracy_std",
                    "best_epoch", "seconds_per_epoch", "status"]
 
@@ -38,15 +40,15 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
         runs = [o for o in outcomes if o.name == name]
         if not runs:
             continue
-        finals = [o.summary["final"] for o in runs]
+        done = [o for o in runs if o.status in FINISHED]  # the means: runs that reached their end, and only those
+        finals = [o.summary["final"] for o in done]
         acc, acc_std = _mean_std([f["test_accuracy"] for f in finals])
-        best = [max(o.history, key=lambda r: r["test_accuracy"]) for o in runs if o.history]
+        best = [max(o.history, key=lambda r: r["test_accuracy"]) for o in done if o.history]
         best_acc, best_std = _mean_std([b["test_accuracy"] for b in best])
-        statuses = sorted({o.status for o in runs})
         rows.append({
             "optimizer": name, "lr": cfg.optimizer.lr,
             "momentum": cfg.optimizer.momentum if cfg.optimizer.name in ("sgd", "nesterov") else None,
-            "n": len(runs),
+            "n": len(done), "runs": len(runs),
             "final_train_loss": _mean_std([f["train_loss"] for f in finals])[0],
             "final_test_loss": _mean_std([f["test_loss"] for f in finals])[0],
             "final_test_accuracy": acc, "final_test_accuracy_std": acc_std,
@@ -54,10 +56,23 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
             "best_epoch": int(best[0]["epoch"]) if len(best) == 1 else (
                 round(statistics.fmean(b["epoch"] for b in best), 1) if best else None),
             "seconds_per_epoch": _mean_std([r["seconds"] for o in runs for r in o.history])[0],
-            "status": statuses[0] if len(statuses) == 1 else ", ".join(statuses),
+            "status": _statuses([o.status for o in runs]),
         })
     return sorted(rows, key=lambda r: -r["final_test_accuracy"] if math.isfinite(r["final_test_accuracy"])
                   else math.inf)
+
+
+def first_column(kind: str) -> str:
+    """What the table's first column holds: the variant of an optimizer comparison, or a seeds study's config."""
+    return "optimizer" if kind == "compare" else "config"
+
+
+def _statuses(statuses: list[str]) -> str:
+    """The runs' status: one word when they agree, else each with its count, e.g. "completed (2), diverged (1)"."""
+    counts = Counter(statuses)
+    if len(counts) == 1:
+        return statuses[0]
+    return ", ".join(f"{status} ({count})" for status, count in sorted(counts.items()))
 
 
 def _pct(value: float | None, std: float | None = None, n: int = 1) -> str:
@@ -70,25 +85,30 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of the summary table (shared by summary.md and the terminal)."""
-    n = max((r["n"] for r in rows), default=1)
-    header = ["optimizer", "lr", "momentum", "final train loss", "final test loss",
-              "final test acc" + (f" (mean ± std, n={n})" if n > 1 else ""), "best test acc (epoch)",
-              "s/epoch", "status"]
+def table_rows(rows: list[dict], first: str = "optimizer") -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the summary table (shared by summary.md and the terminal); `first` names the
+    first column (a study of seeds lists its config there). The means are over each row's n finished runs:
+    the header says n when every row has the same, else each cell does."""
+    counts = {r["n"] for r in rows}
+    common = counts.pop() if len(counts) == 1 else None
+    most = max((r["n"] for r in rows), default=1)
+    spread = "" if most <= 1 else f" (mean ± std, n={common})" if common is not None else " (mean ± std)"
+    header = [first, "lr", "momentum", "final train loss", "final test loss", "final test acc" + spread,
+              "best test acc (epoch)", "s/epoch", "status"]
     cells = []
     for r in rows:
+        n = "" if common is not None or not r["n"] else f" (n={r['n']})"
         cells.append([r["optimizer"], f"{r['lr']:g}", "-" if r["momentum"] is None else f"{r['momentum']:g}",
                       _num(r["final_train_loss"]), _num(r["final_test_loss"]),
-                      _pct(r["final_test_accuracy"], r["final_test_accuracy_std"], r["n"]),
+                      _pct(r["final_test_accuracy"], r["final_test_accuracy_std"], r["n"]) + n,
                       f"{_pct(r['best_test_accuracy'], r['best_test_accuracy_std'], r['n'])} "
                       f"({r['best_epoch'] if r['best_epoch'] is not None else '-'})",
                       _num(r["seconds_per_epoch"], 2), r["status"]])
     return header, cells
 
 
-def markdown_table(rows: list[dict]) -> str:
-    header, cells = table_rows(rows)
+def markdown_table(rows: list[dict], first: str = "optimizer") -> str:
+    header, cells = table_rows(rows, first)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     return "\n".join(lines)
@@ -119,7 +139,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         heading, "",
         f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}, {plural(len(seeds), 'seed')} "
         f"{seeds}; {how}. {trained}", "",
-        markdown_table(rows), "", *notes, "", "![comparison](comparison.png)", ""])
+        markdown_table(rows, first_column(study.kind)), "", *notes, "", "![comparison](comparison.png)", ""])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
     write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
     series = curves(study, outcomes, rows)

@@ -48,6 +48,7 @@ class StudyResult:
     outcomes: list[VariantOutcome] = field(default_factory=list)
     interrupted: bool = False
     engine: str = "sequential"
+    kind: str = "compare"  # the study's kind: compare (optimizers) or seeds (one config)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def report(study: Study, seeds: list[int], planned: list[Planned], study_dir: Pa
                                        read_metrics(run.run_dir / "metrics.csv"), summary))
     rows = summarize(outcomes, study)
     write_report(study_dir, study, outcomes, rows, engine)
-    return StudyResult(study_dir, rows, outcomes, interrupted, engine)
+    return StudyResult(study_dir, rows, outcomes, interrupted, engine, study.kind)
 
 
 def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
@@ -175,6 +176,10 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     if not todo:
         raise UserError(f"--resume {str(study_dir)!r}: every run of the study has finished")
     started = [p for p in todo if (p.run_dir / "checkpoints" / "last.pt").is_file()]
+    lost = [p.run_dir for p in todo if p not in started and p.run_dir.exists()]
+    if lost:  # before anything trains: its finished epochs (if any) cannot be continued, nor silently dropped
+        raise UserError(f"--resume {str(study_dir)!r}: {str(lost[0])!r} has no checkpoints/last.pt to continue "
+                        "from; delete that folder to train its run anew")
     fresh = [p for p in todo if p not in started]
     if engine == "population":
         by_epoch: dict[int, list[Planned]] = {}

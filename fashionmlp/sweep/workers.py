@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fashionmlp import status as st
-from fashionmlp.config import with_values
+from fashionmlp.config import whole_training_set
 from fashionmlp.data import load_data
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
@@ -85,7 +85,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
 
     def full():
         if not whole:
-            whole.append(load_data(with_values(spec.base, {"data.val_size": 0}), job.data_dir))
+            whole.append(load_data(whole_training_set(spec.base), job.data_dir))
         return whole[0]
 
     refill = job.population > 1 and keeps_shape(spec)  # later trials take the places of those that end
