@@ -28,7 +28,12 @@ def check_run_dir(run_dir: Path, what: str = "run folder",
         hint = f"; runs of that name: {', '.join(named)}" if named else f"; {example}"
         raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)")
+        runs = sorted(p.name for p in run_dir.iterdir() if (p / "config.yaml").is_file()) if (
+            run_dir / "study.json").is_file() else []
+        inside = (f"; it is a study folder (compare-optimizers, train --seeds): pass one of its runs, e.g. "
+                  f"{str(run_dir / runs[0])!r}" if runs else "")
+        raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)"
+                        + inside)
     return run_dir
 
 

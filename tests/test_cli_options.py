@@ -65,3 +65,17 @@ def test_help_lists_the_options_by_their_names(command, options):
     assert result.exit_code == 0, result.output
     for option in options:
         assert f"{option} " in result.stdout, (option, result.stdout)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["train", "--bogus"], "No such option: --bogus (see fashionmlp train --help)"),
+    (["sweep", "--config", "x.yaml", "--population", "abc"], "'--population'"),
+    (["manual", "train", "--bogus"], "(see fashionmlp manual train --help)"),
+    (["trian"], "No such command 'trian'"),
+])
+def test_a_usage_error_is_one_error_line_and_exit_2(args, says):
+    """Mistakes click finds before a command runs read like every other: one `error:` line, exit code 2."""
+    result = cli(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr

@@ -114,6 +114,19 @@ def test_seeds_give_mean_and_std(tmp_path, tiny_data):
     assert all(r["n"] == "2" for r in rows) and "±" in (study_dir / "summary.md").read_text()
 
 
+@pytest.mark.parametrize(("option", "value", "why"), [
+    ("--seeds", "0,,1", "an empty item between commas"), ("--seeds", "1_0", "'1_0' is not a whole number"),
+    ("--seeds", "+1", "'+1' is not a whole number"), ("--seeds", "1.5", "'1.5' is not a whole number"),
+    ("--optimizers", "sgd,sgd", "sgd is listed more than once")])
+def test_lists_are_read_as_written(tmp_path, tiny_data, option, value, why):
+    """No guessing: Python's int() would take 1_0 as 10 and +1 as 1, and a blank item was silently dropped."""
+    runs = tmp_path / "r"
+    result = cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--runs-dir", runs,
+                 option, value, "--epochs", 1)
+    assert result.exit_code == 2 and result.stderr == f"error: {option} {value!r}: {why}" + (
+        "; expected e.g. --seeds 0,1,2\n" if option == "--seeds" else "; give each once\n") and not runs.exists()
+
+
 @pytest.mark.parametrize("seeds", ["0,0", "0,2,0", "3, 3"])
 def test_repeated_seeds_are_refused_before_any_folder(tmp_path, tiny_data, seeds):
     runs = tmp_path / "r"
@@ -274,6 +287,14 @@ def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
     group = Path(run.stdout.strip().splitlines()[-1])
     again = cli("train", "--resume", group / "seed0", "--engine", "population")
     assert again.exit_code == 2 and "only --epochs, --device and --data-dir" in again.stderr
+
+
+def test_a_study_folder_given_for_a_run_points_at_its_runs(write_config, tmp_path):
+    run = cli("train", "--config", write_config(train={"epochs": 1}), "--seeds", "0,1", "--runs-dir", tmp_path)
+    group = Path(run.stdout.strip().splitlines()[-1])
+    for command in ("evaluate", "inspect"):
+        result = cli(command, group)
+        assert result.exit_code == 2 and f"pass one of its runs, e.g. '{group / 'seed0'}'" in result.stderr
 
 
 def test_resuming_seeds_whose_run_lost_its_checkpoint_is_refused_before_anything_trains(write_config, tmp_path):

@@ -329,7 +329,7 @@ BAD_INPUTS = [
         ("predict: nothing asked", lambda e: ["predict", str(e.good_run)], "nothing to predict"),
         ("evaluate: bad checkpoint name", lambda e: ["evaluate", str(e.good_run), "--checkpoint", "first"], "allowed: best, last"),
         ("compare: unknown variant", lambda e: ["compare-optimizers", "--optimizers", "sgd,lion"], "unknown variant 'lion'"),
-        ("compare: bad seeds", lambda e: ["compare-optimizers", "--seeds", "a,b"], "expected a comma-separated list"),
+        ("compare: bad seeds", lambda e: ["compare-optimizers", "--seeds", "a,b"], "'a' is not a whole number"),
     # Found by trying the tool as a demanding new user (issue 15): each crashed, or did the wrong thing, before.
     ("seed >= 2**32 (option)", lambda e: ["train", "--config", e.cfg("g.yaml"), "--seed", "4294967296"],
      "seed: 4294967296 is out of range; allowed: >= 0 and <= 4294967295"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import re
 import shlex
 import signal
 import traceback
@@ -15,10 +16,31 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from fashionmlp.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+
+class _OneLineUsage(TyperGroup):
+    """The command group, whose usage errors (an unknown option, a value of the wrong type: click finds them
+    before a command runs) are one `error:` line and exit code 2, like every other mistake."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # click's UsageError: typer >= 0.26 carries its own click, so matched by name
+            if any(kind.__name__ == "UsageError" for kind in type(exc).__mro__):
+                exc.show = functools.partial(_show_usage_error, exc)
+            raise
+
+
+def _show_usage_error(exc, file=None) -> None:
+    path = exc.ctx.command_path.split()[1:] if getattr(exc, "ctx", None) is not None else []  # after the program
+    typer.echo(f"error: {exc.format_message()} (see {' '.join(['fashionmlp', *path, '--help'])})", err=True)
+
+
+app = typer.Typer(cls=_OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, evaluate, predict, "
                        "and NumPy backpropagation (manual).")
 manual_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -136,16 +158,24 @@ def command_line() -> str | None:
 
 
 def csv_list(text: str | None, option: str, kind=str) -> list | None:
-    """A comma-separated option value as a list of `kind`, or None when the option was not given."""
+    """A comma-separated option value as a list of `kind` (int: whole numbers as written, e.g. 0,1,2), or None
+    when the option was not given; an empty item or one listed twice is a mistake, not something to guess at."""
     if text is None:
         return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        values = [kind(t) for t in items]
-    except ValueError:
-        raise UserError(f"{option} {text!r}: expected a comma-separated list, e.g. {option} 0,1,2") from None
-    if not values:
+    if not text.strip():
         raise UserError(f"{option} {text!r}: the list is empty")
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise UserError(f"{option} {text!r}: an empty item between commas; expected e.g. {option} 0,1,2"
+                        if kind is int else f"{option} {text!r}: an empty item between commas")
+    if kind is int:
+        wrong = next((t for t in items if not re.fullmatch(r"-?[0-9]+", t)), None)
+        if wrong is not None:
+            raise UserError(f"{option} {text!r}: {wrong!r} is not a whole number; expected e.g. {option} 0,1,2")
+    values = [kind(t) for t in items]
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UserError(f"{option} {text!r}: {repeated} is listed more than once; give each once")
     return values
 
 

@@ -38,7 +38,7 @@ def check_name(name: str | None) -> None:
     if not name.strip() or name in (".", "..") or bad or len(name) > 100:
         reason = ("contains " + ", ".join(sorted({repr(c) for c in bad})) if bad else
                   "is longer than 100 characters" if len(name) > 100 else "is not a folder name")
-        raise ConfigError(f"name: {show(name)} {reason}; a run name is one folder name: no '/' or '\\\\', "
+        raise ConfigError(f"name: {show(name)} {reason}; a run name is one folder name: no '/' or '\\', "
                           "not '.' or '..', at most 100 characters")
 
 
