@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
+from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint, load_model_state, state_digest
 from fashionmlp.config import RunConfig, load_config, with_values
 from fashionmlp.device import dtype_of, prepare_model
@@ -77,11 +79,23 @@ def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
     chosen on the test set."""
     notes = [note] if (note := teacher_note(cfg, teacher)) else []
+    ended = _run_status(teacher.run_dir)
+    if ended not in (None, st.COMPLETED):
+        notes.append(f"the teacher's run ({teacher.run_dir.name}) is {ended}, not completed: it teaches with the "
+                     f"weights of its epoch {teacher.epoch} of {teacher.config.train.epochs}")
     if teacher.checkpoint.name == "best.pt" and not teacher.config.data.val_size:
         notes.append(f"the teacher's best.pt ({teacher.run_dir.name}) is the epoch with its best test accuracy (it "
                      "had no validation split): the test set chose the teacher's weights; distill.checkpoint: last "
                      "avoids it")
     return notes
+
+
+def _run_status(run_dir: Path) -> str | None:
+    """The status its summary.json records (None when there is none to read)."""
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text())["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def teacher_note(cfg: RunConfig, teacher: Teacher) -> str | None:

@@ -349,3 +349,17 @@ def test_a_teacher_whose_best_was_chosen_on_the_test_set_gets_a_note(tiny_data, 
     assert any("the test set chose the teacher's weights" in n for n in summary(run)["notes"])
     plain = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path / "auto").run_dir
     assert not any("the test set chose" in n for n in summary(plain).get("notes", []))
+
+
+def test_a_teacher_whose_run_did_not_complete_gets_a_note(tiny_data, teacher, tmp_path):
+    """A crashed or interrupted teacher still teaches with its last finished epoch; the student's summary says so."""
+    import shutil
+
+    unfinished = tmp_path / "teacher"
+    shutil.copytree(teacher, unfinished)
+    (unfinished / "summary.json").write_text(json.dumps({**summary(teacher), "status": "crashed"}))
+    run = train(config_from_dict(student(tiny_data, unfinished)), runs_dir=tmp_path / "runs").run_dir
+    assert any("is crashed, not completed: it teaches with the weights of its epoch" in n
+               for n in summary(run)["notes"])
+    plain = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path / "plain").run_dir
+    assert not any("not completed" in n for n in summary(plain).get("notes", []))
