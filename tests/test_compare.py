@@ -181,6 +181,21 @@ def test_comparison_bands_are_the_sample_std_and_epochs_are_whole():
     assert ax_acc.get_legend() is None  # the legend sits below the panels, not over a curve
 
 
+def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
+    from fashionmlp.plots import comparison
+
+    acc = np.array([[0.5], [0.6], [0.8]])
+    fig = comparison({"sgd": {"epochs": [1], "train_loss": acc + 1, "test_accuracy": acc, "status": "completed"}},
+                     "t")
+    ax_acc = fig.axes[1]
+    fig.canvas.draw()
+    assert ax_acc.get_xlim() == (0.5, 1.5) and ax_acc.get_xticks().tolist() == [1]
+    caps = [line.get_ydata()[0] for line in ax_acc.lines if line.get_marker() == "_"]
+    low = max(acc.mean() - acc.std(ddof=1), acc.min())  # as the band: never below the lowest seed
+    assert sorted(caps) == pytest.approx([100 * low, 100 * (acc.mean() + acc.std(ddof=1))])
+    assert "bars: mean ± sample std over 3 seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 # ---------------------------------------------------------------- engines, train --seeds, resume (issue 20)
 
 

@@ -44,7 +44,10 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
             if values.shape[0] > 1 and np.isfinite(std).any():
                 # never below the lowest seed: keeps the band positive on the log-scale loss panel
                 low = np.maximum(mean - std, np.nanmin(np.where(np.isfinite(values), values, np.nan), axis=0))
-                ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+                if len(x) == 1:  # one epoch: a band of one point has no width; the spread as an error bar
+                    ax.errorbar(x, mean, yerr=[mean - low, std], color=color, alpha=0.4, capsize=6)
+                else:
+                    ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
             if s["status"] == "diverged":
                 last = np.flatnonzero(np.isfinite(mean))
                 if len(last):
@@ -55,16 +58,20 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("Test accuracy")
     ax_acc.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
+    epochs = max((len(s["epochs"]) for s in series.values()), default=1)
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if epochs <= 1:  # one epoch (or none finished): the axis around epoch 1, not a range of ±0.05
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
         ax.grid(alpha=0.3)
     handles, labels = ax_acc.get_legend_handles_labels()
     if seeds > 1:
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="gray", alpha=0.3))
-        labels.append(f"band: mean ± sample std over {seeds} seeds")
+        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds} seeds")
     # below the panels: inside, it covered the curves
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
     fig.suptitle(title)
