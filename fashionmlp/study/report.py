@@ -133,19 +133,21 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         trained += (f" Taught by {Path(base.distill.teacher).name} (T={base.distill.temperature:g}, "
                     f"alpha={base.distill.alpha:g}): the train loss is the distillation loss, the test loss the "
                     "cross-entropy.")
+    subset = f", {base.data.subset:,} training images (data.subset)" if base.data.subset else ""
     heading = (f"# Optimizer comparison: {base.model.name}" if study.kind == "compare"
                else f"# {base.run_name}: {plural(len(seeds), 'seed')}")
     text = "\n".join([
         heading, "",
-        f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}, {plural(len(seeds), 'seed')} "
-        f"{seeds}; {how}. {trained}", "",
+        f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}{subset}, "
+        f"{plural(len(seeds), 'seed')} {seeds}; {how}. {trained}", "",
         markdown_table(rows, first_column(study.kind)), "", *notes, "", "![comparison](comparison.png)", ""])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
     write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
     series = curves(study, outcomes, rows)
     kind = "optimizer comparison" if study.kind == "compare" else base.run_name
     title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
-             f"batch {base.train.batch_size}, {plural(len(seeds), 'seed')})")
+             f"batch {base.train.batch_size}, {plural(len(seeds), 'seed')}"
+             + (f", {base.data.subset:,} training images)" if base.data.subset else ")"))
     comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)
     if outcomes:  # optimizer steps per epoch, from the shape all runs share
         tensorboard_margins(study_dir, series, steps_per_epoch(base, outcomes[0].summary["data"]["train_size"])[1])
