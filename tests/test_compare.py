@@ -114,6 +114,15 @@ def test_seeds_give_mean_and_std(tmp_path, tiny_data):
     assert all(r["n"] == "2" for r in rows) and "±" in (study_dir / "summary.md").read_text()
 
 
+def test_a_study_refuses_a_base_optimizer_override_it_would_ignore(tmp_path, tiny_data):
+    """Each variant's optimizer section replaces the base's: --set optimizer.lr=... changed nothing, silently."""
+    runs = tmp_path / "r"
+    result = cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--runs-dir", runs,
+                 "--set", "optimizer.lr=0.5")
+    assert result.exit_code == 2 and "set it per variant, e.g. --set variants.adam.lr=..." in result.stderr
+    assert not runs.exists()
+
+
 @pytest.mark.parametrize(("option", "value", "why"), [
     ("--seeds", "0,,1", "an empty item between commas"), ("--seeds", "1_0", "'1_0' is not a whole number"),
     ("--seeds", "+1", "'+1' is not a whole number"), ("--seeds", "1.5", "'1.5' is not a whole number"),

@@ -41,8 +41,9 @@ def _show_usage_error(exc, file=None) -> None:
 
 app = typer.Typer(cls=_OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
-                  help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, evaluate, predict, "
-                       "and NumPy backpropagation (manual).")
+                  help="Neural-network experiments on Fashion-MNIST: train, compare optimizers, search "
+                       "hyperparameters (sweep), find a learning rate, evaluate, predict, inspect, and NumPy "
+                       "backpropagation (manual).")
 manual_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="NumPy implementations of backprop, checked against torch.")
 app.add_typer(manual_app, name="manual")
@@ -68,8 +69,8 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
                                       "$FASHIONMLP_DATA_DIR, then ./data).")]
 RunsDir = Annotated[Path | None, typer.Option(
-    "--runs-dir", metavar="DIR", help="Where the command's folder is made (a sweep's is found there to continue "
-                                      "it) [default: runs].")]
+    "--runs-dir", metavar="DIR", help="Where the command's folder is made (sweep: also where its folder is found "
+                                      "again to continue it) [default: runs].")]
 Epochs = Annotated[int | None, typer.Option("--epochs", metavar="N", help="Number of epochs (overrides "
                                                                           "train.epochs).")]
 Device = Annotated[str | None, typer.Option(

@@ -39,7 +39,8 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", metavar="N",
                                              help="Random seed, 0 to 2**32-1 (overrides seed).")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", metavar="LIST", help=(
-        "Train the config once per seed, e.g. 0,1,2,3,4 (at once, on the population engine), into one folder "
+        "Train the config once per seed, e.g. 0,1,2,3,4 (at once, on the population engine; the CNN on a CPU one "
+        "after another, see --engine), into one folder "
         "with mean ± std of the final and best test accuracy."))] = None,
     engine: Engine = "auto",
     data_dir: DataDir = None,
@@ -50,7 +51,8 @@ def train(
         "Continue the run in this folder from its last checkpoint (with --epochs N to extend it); a folder of "
         "--seeds continues each of its unfinished runs."))] = None,
 ) -> None:
-    """Train a model from a YAML config; prints the run folder. Exit 0 done, 3 diverged, 130 interrupted."""
+    """Train a model from a YAML config; prints the run folder. Exit 0 done, 2 bad input, 3 diverged (with
+    --seeds: any seed), 130 interrupted."""
     from fashionmlp.config import load_config, shortcut_values
 
     if seed is not None and seeds is not None:

@@ -33,7 +33,8 @@ from fashionmlp.errors import UserError
 @user_errors
 def compare_optimizers(
     model: Annotated[str | None, typer.Option("--model", metavar="mlp|cnn", help=(
-        "mlp | cnn: the built-in study of that network (ignored with --config except as a check)."))] = None,
+        "mlp | cnn: the built-in study of that network (default: mlp); with --config, the network when the "
+        "config names none, else a check."))] = None,
     config: Annotated[Path | None, config_option(
         "Study config: a training config plus `variants` (see configs/compare_mlp.yaml).")] = None,
     optimizers: Annotated[str | None, typer.Option("--optimizers", metavar="LIST", help=(
@@ -45,12 +46,17 @@ def compare_optimizers(
     data_dir: DataDir = None,
     runs_dir: RunsDir = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help=(
-        "Override KEY=VALUE for every variant (train.batch_size=256) or one (variants.adam.lr=0.001). "
+        "Override KEY=VALUE for every variant (train.batch_size=256) or one (variants.adam.lr=0.001; optimizer "
+        "keys only so: each variant has its own optimizer). "
         "Repeatable."))] = None,
     resume: Annotated[Path | None, typer.Option("--resume", metavar="STUDY_DIR", help=(
         "Continue an interrupted study in this folder: every unfinished run, exactly."))] = None,
 ) -> None:
-    """Train the same network with several optimizers from the same start; plot and tabulate the result."""
+    """Train the same network with several optimizers from the same start; plot and tabulate the result.
+
+    Exit 0 done (a variant that diverged or failed to learn is a result, marked in the table), 2 bad input,
+    130 interrupted.
+    """
     from fashionmlp.config import shortcut_values
     from fashionmlp.plots import plural
     from fashionmlp.study import resume_study, run_study, study_from_options
@@ -121,7 +127,7 @@ def sweep(
     """Search hyperparameters with Optuna: one run folder per trial, scored on a validation split.
 
     Running the same command again continues the study until it has its trials. Exit 0 done, 1 a worker died
-    before the study was done, 130 interrupted.
+    before the study was done, 2 bad input, 130 interrupted.
     """
     from fashionmlp.sweep import (
         default_study_name,
