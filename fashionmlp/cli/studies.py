@@ -114,7 +114,8 @@ def sweep(
         "Worker processes on this machine, each with cores/J CPU threads."))] = 1,
     population: Annotated[int | None, typer.Option("--population", metavar="K", help=(
         "Trials each worker asks for at once; those of one shape train together on the population engine "
-        "(default: 8, or what fits in memory; 1 for the CNN on a CPU; 1 trains one at a time)."))] = None,
+        "(default: 8, or what fits in memory, at most the trials; 1 for the CNN on a CPU; 1 trains one at a "
+        "time)."))] = None,
     storage: Annotated[str | None, typer.Option("--storage", metavar="URL", help=(
         "Database URL of a shared study, e.g. postgresql://user:password@host/db (default: a journal file in "
         "the sweep folder)."))] = None,
