@@ -663,6 +663,16 @@ def test_a_config_without_validation_split_gets_one(sweep_config, tmp_path, tiny
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_subset_the_default_split_would_empty_is_refused_saying_what_to_set(sweep_config, tmp_path):
+    """No validation split, data.subset 3000: the error names the default that was added, not only its value."""
+    result = cli("sweep", "--config", sweep_config(data={"val_size": 0, "subset": 3000}), "--runs-dir",
+                 tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "the default, 5000, leaves none of data.subset 3000 to train on: set data.val_size (e.g. 600)" in (
+        result.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------- a real PostgreSQL server
 
 

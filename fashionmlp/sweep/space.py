@@ -154,6 +154,11 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     base = config_from_dict(raw, overrides)
     added = base.data.val_size == 0
     if added:
+        subset = base.data.subset
+        if subset is not None and subset <= DEFAULT_VAL_SIZE:  # the default would leave nothing to train on
+            raise ConfigError(f"data.val_size: a sweep scores its trials on held-out training images and the "
+                              f"config holds out none; the default, {DEFAULT_VAL_SIZE}, leaves none of data.subset "
+                              f"{subset} to train on: set data.val_size (e.g. {max(1, subset // 5)})")
         base = with_values(base, {"data.val_size": DEFAULT_VAL_SIZE})
     metric = check_choice("sweep.metric", s["metric"], tuple(METRICS))
     count = check_int("sweep.trials", s["trials"], 1)
