@@ -131,3 +131,13 @@ def test_yaml_tags_are_not_code(tmp_path):
 
 def test_type_is_runconfig():
     assert isinstance(load_config(None), RunConfig)
+
+
+def test_a_quoted_whole_number_says_to_drop_the_quotes(tmp_path):
+    """A float key takes "0.01" (YAML 1.1 reads 1e-3 as text); a whole-number key refuses "2", saying why."""
+    from fashionmlp.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r"train.epochs: '2' is text, not a whole number: write it without quotes"):
+        config_from_dict({"train": {"epochs": "2"}})
+    with pytest.raises(ConfigError, match=r"train.epochs: 'two' is not a whole number$"):
+        config_from_dict({"train": {"epochs": "two"}})

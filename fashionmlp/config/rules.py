@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from typing import Any
@@ -66,7 +67,9 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: {show(value)} is not a whole number")
+            quoted = isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value)
+            raise ConfigError(f"{key}: {show(value)} is " + ("text, not a whole number: write it without quotes"
+                                                             if quoted else "not a whole number"))
         check_range(key, value, rules)
         return value
     if kind is float:
