@@ -63,9 +63,9 @@ step bench_mlp 140 "$py" scripts/bench.py "${bench_sizes[@]}" --device "$device"
 step bench_cnn 100 "$py" scripts/bench.py "${cnn_sizes[@]}" --population-models cnn --device "$device" \
     --data-dir "$data" --json "$out/bench_population_cnn.json"
 step study_pop5 90 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0,1,2,3,4 --device "$device" \
-    --data-dir "$data" --runs-dir "$runs/study_pop5" "${study_sizes[@]}"
+    --data-dir "$data" --runs-dir "$runs/study_pop5" ${study_sizes[@]+"${study_sizes[@]}"}
 keep_study study_pop5
 step study_seq1 120 "$py" -m fashionmlp compare-optimizers --model mlp --seeds 0 --engine sequential \
-    --device "$device" --data-dir "$data" --runs-dir "$runs/study_seq1" "${study_sizes[@]}"
+    --device "$device" --data-dir "$data" --runs-dir "$runs/study_seq1" ${study_sizes[@]+"${study_sizes[@]}"}
 keep_study study_seq1
 rm -rf "$runs"

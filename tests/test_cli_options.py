@@ -72,6 +72,7 @@ def test_help_lists_the_options_by_their_names(command, options):
     (["sweep", "--config", "x.yaml", "--population", "abc"], "'--population'"),
     (["manual", "train", "--bogus"], "(see fashionmlp manual train --help)"),
     (["trian"], "No such command 'trian'"),
+    (["--bogus", "train"], "No such option: --bogus"),
 ])
 def test_a_usage_error_is_one_error_line_and_exit_2(args, says):
     """Mistakes click finds before a command runs read like every other: one `error:` line, exit code 2."""
@@ -79,3 +80,8 @@ def test_a_usage_error_is_one_error_line_and_exit_2(args, says):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+
+
+def test_a_group_given_nothing_prints_its_help_not_an_error():
+    result = cli("manual")
+    assert result.output.lstrip().startswith("Usage: root manual") and "error:" not in result.output  # root: the test runner's program name

@@ -124,7 +124,7 @@ def test_a_study_refuses_a_base_optimizer_override_it_would_ignore(tmp_path, tin
 
 
 @pytest.mark.parametrize(("option", "value", "why"), [
-    ("--seeds", "0,,1", "an empty item between commas"), ("--seeds", "1_0", "'1_0' is not a whole number"),
+    ("--seeds", "0,,1", "an empty item (two commas together, or one at an end)"), ("--seeds", "1_0", "'1_0' is not a whole number"),
     ("--seeds", "+1", "'+1' is not a whole number"), ("--seeds", "1.5", "'1.5' is not a whole number"),
     ("--optimizers", "sgd,sgd", "sgd is listed more than once")])
 def test_lists_are_read_as_written(tmp_path, tiny_data, option, value, why):
@@ -302,6 +302,43 @@ def test_a_variant_row_averages_its_finished_runs_and_counts_them():
     assert row["final_test_accuracy"] == pytest.approx(0.82)
     assert row["final_test_accuracy_std"] == pytest.approx(statistics.stdev([0.80, 0.84]))
     assert row["status"] == "completed (2), diverged (1), interrupted (1)"
+    assert row["best_test_accuracy"] == pytest.approx(0.82) and row["best_epoch"] == 3  # finished runs' bests only
+
+
+def test_the_seeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tmp_path, capsys):
+    from fashionmlp.cli.runs import _seeds_report
+    from fashionmlp.study import StudyResult
+
+    row = {"optimizer": "tiny", "lr": 0.1, "momentum": None, "n": 2, "runs": 4, "final_train_loss": 0.5,
+           "final_test_loss": 0.4, "final_test_accuracy": 0.82, "final_test_accuracy_std": 0.02,
+           "best_test_accuracy": 0.83, "best_test_accuracy_std": 0.01, "best_epoch": 3.0,
+           "seconds_per_epoch": 0.1, "status": "completed (2), diverged (1), interrupted (1)"}
+    diverged = {"diverged": {"epoch": 2, "step": 9, "lr": 0.1, "last_good_epoch": 1}}
+    from fashionmlp.study import VariantOutcome
+
+    outcomes = [VariantOutcome("tiny", 1, tmp_path / "seed1", "diverged", [], diverged)]
+    assert _seeds_report(StudyResult(tmp_path, [row], outcomes, kind="seeds")) == 3
+    out, err = capsys.readouterr()
+    assert "(mean ± std, n = 2; 2 of the 4 runs did not finish: diverged (1), interrupted (1))" in out
+    assert "diverged: seed 1, the loss became non-finite at epoch 2, step 9" in err
+    interrupted = StudyResult(tmp_path, [row], outcomes, interrupted=True, kind="seeds")
+    assert _seeds_report(interrupted) == 130  # a stop outranks a divergence: resume it first
+
+
+def test_a_mixed_row_says_how_many_of_its_runs_each_status_concerns(tmp_path):
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.study import VariantOutcome, seeds_study, summarize
+    from fashionmlp.study.report import _status_note
+
+    def outcome(seed, status, accuracy):
+        final = {"train_loss": 0.5, "test_loss": 0.4, "test_accuracy": accuracy}
+        return VariantOutcome("x", seed, tmp_path / f"seed{seed}", status, [{"epoch": 1, "test_accuracy": accuracy,
+                                                                           "seconds": 1.0}], {"final": final})
+
+    outcomes = [outcome(0, "completed", 0.8), outcome(1, "completed", 0.8), outcome(2, "failed to learn", 0.11)]
+    row = summarize(outcomes, seeds_study(config_from_dict({"name": "x"})))[0]
+    assert _status_note(row, outcomes) == ("1 of its 3 runs ended at 11.00% on average, within 2% of chance "
+                                           "(10%): the network did not learn.")
 
 
 def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
@@ -311,6 +348,17 @@ def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
     group = Path(run.stdout.strip().splitlines()[-1])
     again = cli("train", "--resume", group / "seed0", "--engine", "population")
     assert again.exit_code == 2 and "only --epochs, --device and --data-dir" in again.stderr
+    whole = cli("train", "--resume", group, "--engine", "sequential")
+    assert whole.exit_code == 2 and "only --epochs, --device and --data-dir" in whole.stderr
+    bogus = cli("train", "--config", write_config(), "--engine", "bogus", "--runs-dir", tmp_path / "b")
+    assert bogus.exit_code == 2 and "--engine: 'bogus' is not allowed" in bogus.stderr
+
+
+def test_a_study_on_a_subset_says_how_many_images_its_runs_trained_on(write_config, tmp_path):
+    cfg = write_config(train={"epochs": 1}, data={"subset": 100, "val_size": 20})
+    run = cli("train", "--config", cfg, "--seeds", "0,1", "--runs-dir", tmp_path)
+    group = Path(run.stdout.strip().splitlines()[-1])
+    assert ", 80 training images (data.subset)," in (group / "summary.md").read_text()  # 100 less 20 held out
 
 
 def test_a_study_folder_given_for_a_run_points_at_its_runs(write_config, tmp_path):

@@ -23,15 +23,27 @@ from fashionmlp.errors import UserError
 
 class _OneLineUsage(TyperGroup):
     """The command group, whose usage errors (an unknown option, a value of the wrong type: click finds them
-    before a command runs) are one `error:` line and exit code 2, like every other mistake."""
+    before a command runs, in the group's own options or a command's) are one `error:` line and exit code 2,
+    like every other mistake. A command or group given nothing still prints its help."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        try:
+        with _one_line_usage():
             return super().invoke(ctx)
-        except Exception as exc:  # click's UsageError: typer >= 0.26 carries its own click, so matched by name
-            if any(kind.__name__ == "UsageError" for kind in type(exc).__mro__):
-                exc.show = functools.partial(_show_usage_error, exc)
-            raise
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # click's UsageError: typer >= 0.26 carries its own click, so matched by name
+        names = {kind.__name__ for kind in type(exc).__mro__}
+        if "UsageError" in names and "NoArgsIsHelpError" not in names:
+            exc.show = functools.partial(_show_usage_error, exc)
+        raise
 
 
 def _show_usage_error(exc, file=None) -> None:
@@ -167,8 +179,9 @@ def csv_list(text: str | None, option: str, kind=str) -> list | None:
         raise UserError(f"{option} {text!r}: the list is empty")
     items = [t.strip() for t in text.split(",")]
     if not all(items):
-        raise UserError(f"{option} {text!r}: an empty item between commas; expected e.g. {option} 0,1,2"
-                        if kind is int else f"{option} {text!r}: an empty item between commas")
+        raise UserError(f"{option} {text!r}: an empty item (two commas together, or one at an end); expected e.g. "
+                        f"{option} 0,1,2" if kind is int else
+                        f"{option} {text!r}: an empty item (two commas together, or one at an end)")
     if kind is int:
         wrong = next((t for t in items if not re.fullmatch(r"-?[0-9]+", t)), None)
         if wrong is not None:

@@ -73,6 +73,10 @@ def train(
             if config is None:
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
             if seeds is None and engine != "auto":
+                from fashionmlp.study import ENGINES
+
+                if engine not in ENGINES:
+                    raise UserError(f"--engine: {engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
                 raise UserError(f"--engine {engine}: it chooses how the runs of --seeds train; one run trains alone")
             cfg = load_config(config, set_ or [], shortcut_values(epochs=epochs, device=device, seed=seed, name=name))
             if seeds is not None:
@@ -129,7 +133,11 @@ def seeds_line(row: dict) -> str:
     """E.g. "final test accuracy 88.64% ± 0.19%, best 88.79% ± 0.15% (mean ± std, n = 3)"; over the finished
     runs only, saying how many of the runs those are when some did not finish."""
     n, runs = row["n"], row["runs"]
-    of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {row['status']}"
+    from fashionmlp import status
+
+    finished = (status.COMPLETED, status.FAILED_TO_LEARN)
+    unfinished = ", ".join(part for part in row["status"].split(", ") if not part.startswith(finished))
+    of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {unfinished}"
     if n == 0:
         return f"no run finished ({row['status']})"
     if n == 1:

@@ -104,7 +104,7 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
         key = text.partition("=")[0].strip()
         if key == "optimizer" or key.startswith("optimizer."):  # each variant's section replaces the base's
             raise ConfigError(f"--set {text!r}: a study's optimizers are its variants, each with its own optimizer "
-                              f"section; set it per variant, e.g. --set variants.{next(iter(variants_raw))}."
+                              f"section; set it per variant, e.g. --set variants.{(only or list(variants_raw))[0]}."
                               f"{key.partition('.')[2] or 'lr'}=...")
         if not key.startswith("variants."):
             base_overrides.append(text)

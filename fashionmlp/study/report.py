@@ -62,6 +62,27 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
                   else math.inf)
 
 
+def _status_note(row: dict, outcomes: list[VariantOutcome]) -> str:
+    """What the status of a row's runs means, said of as many of them as it concerns."""
+    runs = [o for o in outcomes if o.name == row["optimizer"]]
+    diverged = sum(o.status == st.DIVERGED for o in runs)
+    failed = [o for o in runs if o.status == st.FAILED_TO_LEARN]
+    parts = []
+    if diverged:
+        parts.append(("the loss became non-finite and the run stopped early" if len(runs) == 1 else
+                      f"in {diverged} of its {len(runs)} runs the loss became non-finite and they stopped early")
+                     + " (summary.json has the epoch and step)")
+    if failed:
+        accuracy = statistics.fmean(o.summary["final"]["test_accuracy"] or 0.0 for o in failed)
+        parts.append((f"final test accuracy {_pct(accuracy)} is" if len(failed) == len(runs) else
+                      f"{len(failed)} of its {len(runs)} runs ended at {_pct(accuracy)} on average,")
+                     + f" within {FAILED_MARGIN:.0%} of chance ({CHANCE:.0%}): the network did not learn")
+    stopped = sum(o.status == st.INTERRUPTED for o in runs)
+    if stopped:
+        parts.append(f"{stopped} of its {len(runs)} runs were interrupted (--resume continues them)")
+    return "; ".join(parts) + "." if parts else ""
+
+
 def first_column(kind: str) -> str:
     """What the table's first column holds: the variant of an optimizer comparison, or a seeds study's config."""
     return "optimizer" if kind == "compare" else "config"
@@ -89,7 +110,7 @@ def table_rows(rows: list[dict], first: str = "optimizer") -> tuple[list[str], l
     """Header and text cells of the summary table (shared by summary.md and the terminal); `first` names the
     first column (a study of seeds lists its config there). The means are over each row's n finished runs:
     the header says n when every row has the same, else each cell does."""
-    counts = {r["n"] for r in rows}
+    counts = {r["n"] for r in rows if r["n"]}  # a row with no finished run shows "-", not a count
     common = counts.pop() if len(counts) == 1 else None
     most = max((r["n"] for r in rows), default=1)
     spread = "" if most <= 1 else f" (mean ± std, n={common})" if common is not None else " (mean ± std)"
@@ -119,12 +140,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     """summary.md, summary.csv, comparison.png and the TensorBoard margins of the study folder."""
     base = study.base
     seeds = sorted({o.seed for o in outcomes})
-    notes = [f"- **{r['optimizer']}** {r['status']}: " + (
-        "the loss became non-finite; the run stopped early (see its summary.json for the epoch and step)."
-        if st.DIVERGED in r["status"] else
-        f"final test accuracy {_pct(r['final_test_accuracy'])} is within {FAILED_MARGIN:.0%} of chance "
-        f"({CHANCE:.0%}): the network did not learn." if st.FAILED_TO_LEARN in r["status"] else "")
-        for r in rows if r["status"] != st.COMPLETED]
+    notes = [f"- **{r['optimizer']}** {r['status']}: {_status_note(r, outcomes)}"
+             for r in rows if r["status"] != st.COMPLETED]
     how = ("every optimizer starts from the same initial weights and sees the same batches (per seed)"
            if study.kind == "compare" else f"the config {base.run_name}, once with each seed")
     trained = (f"Trained on the population engine, {len(outcomes)} models at once: s/epoch is each model's share "
@@ -133,7 +150,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         trained += (f" Taught by {Path(base.distill.teacher).name} (T={base.distill.temperature:g}, "
                     f"alpha={base.distill.alpha:g}): the train loss is the distillation loss, the test loss the "
                     "cross-entropy.")
-    subset = f", {base.data.subset:,} training images (data.subset)" if base.data.subset else ""
+    images = outcomes[0].summary["data"]["train_size"] if outcomes else None  # the subset less validation
+    subset = f", {images:,} training images (data.subset)" if base.data.subset and images else ""
     heading = (f"# Optimizer comparison: {base.model.name}" if study.kind == "compare"
                else f"# {base.run_name}: {plural(len(seeds), 'seed')}")
     text = "\n".join([
@@ -147,7 +165,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     kind = "optimizer comparison" if study.kind == "compare" else base.run_name
     title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
              f"batch {base.train.batch_size}, {plural(len(seeds), 'seed')}"
-             + (f", {base.data.subset:,} training images)" if base.data.subset else ")"))
+             + (f", {images:,} training images)" if subset else ")"))
     comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)
     if outcomes:  # optimizer steps per epoch, from the shape all runs share
         tensorboard_margins(study_dir, series, steps_per_epoch(base, outcomes[0].summary["data"]["train_size"])[1])
