@@ -190,6 +190,25 @@ def test_comparison_bands_are_the_sample_std_and_epochs_are_whole():
     assert ax_acc.get_legend() is None  # the legend sits below the panels, not over a curve
 
 
+@pytest.mark.parametrize(("low", "high"), [(0.4, 2.3), (2.1, 2.3), (0.3, 20000.0)])
+def test_log_scale_loss_axes_read_as_plain_numbers(low, high):
+    """A loss range inside a decade was labelled 2.25×10⁰ and 6e-01 on every tick."""
+    from fashionmlp.plots import comparison
+    from fashionmlp.plots.run import loss_curve
+
+    loss = np.array([[high, (low * high) ** 0.5, low]])
+    fig = comparison({"sgd": {"epochs": [1, 2, 3], "train_loss": loss, "test_accuracy": loss * 0 + 0.5,
+                              "status": "completed"}}, "t")
+    history = [{"epoch": e, "train_loss": v, "test_loss": v, "test_accuracy": 0.5} for e, v in
+               zip((1, 2, 3), loss[0])]
+    curve = loss_curve(history, list(np.geomspace(high, low, 30)), "t")
+    for ax in (fig.axes[0], curve.axes[0]):
+        ax.figure.canvas.draw()
+        labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+        assert labels and not any("times" in t or "e-" in t or "e+" in t or "$" in t for t in labels), labels
+        assert all(float(t.replace(",", "")) > 0 for t in labels)
+
+
 def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     from fashionmlp.plots import comparison
 

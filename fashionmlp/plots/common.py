@@ -23,6 +23,22 @@ def percent(p: float, digits: int = 2) -> str:
     return text
 
 
+def plain_log_labels(axis) -> None:
+    """A log-scale axis labelled with plain numbers (0.4, 2.25, 1000) instead of matplotlib's 4×10⁻¹ and
+    2.25×10⁰, which a loss axis spanning less than a decade shows on every tick; which ticks get a label is
+    still matplotlib's choice."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            if not super().__call__(x, pos):
+                return ""
+            return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (the first points average what exists so far)."""
     v = np.asarray(values, dtype=np.float64)

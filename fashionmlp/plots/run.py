@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
-from fashionmlp.plots.common import percent, smooth
+from fashionmlp.plots.common import percent, plain_log_labels, smooth
 
 
 def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "",
@@ -37,6 +37,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     ax.set_ylabel("loss (test: cross-entropy)" if distilled else "cross-entropy loss")
     if all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in history) and history:
         ax.set_yscale("log")
+        plain_log_labels(ax.yaxis)
     ax2 = ax.twinx()
     if history and "test_accuracy" in history[0]:
         ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",

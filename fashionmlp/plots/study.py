@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from fashionmlp.plots.common import plain_log_labels
+
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column of a (seeds, epochs) array with nan gaps: the mean and the sample standard deviation (ddof 1,
@@ -53,6 +55,7 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
                 if len(last):
                     ax.plot(x[last[-1]], mean[last[-1]], "x", color=color, markersize=12, markeredgewidth=2)
     ax_loss.set_yscale("log")
+    plain_log_labels(ax_loss.yaxis)
     ax_loss.set_ylabel("training loss (cross-entropy, log scale)")
     ax_loss.set_title("Training loss")
     ax_acc.set_ylabel("test accuracy (%)")
