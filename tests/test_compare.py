@@ -436,3 +436,20 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
         assert float(a[name]["final_test_loss"]) == pytest.approx(float(b[name]["final_test_loss"]), rel=1e-9)
     again = cli("compare-optimizers", "--resume", resumed.study_dir)
     assert again.exit_code == 2 and "every run of the study has finished" in again.stderr
+
+
+def test_a_row_with_no_finished_run_leaves_the_others_their_common_n():
+    from fashionmlp.study import table_rows
+
+    def row(name, n, status):
+        finite = n > 0
+        return {"optimizer": name, "lr": 0.1, "momentum": None, "n": n, "runs": 3, "final_train_loss": 0.5,
+                "final_test_loss": 0.4, "final_test_accuracy": 0.8 if finite else float("nan"),
+                "final_test_accuracy_std": 0.01 if finite else float("nan"),
+                "best_test_accuracy": 0.81 if finite else float("nan"),
+                "best_test_accuracy_std": 0.01 if finite else float("nan"), "best_epoch": 2.0 if finite else None,
+                "seconds_per_epoch": 0.1, "status": status}
+
+    header, cells = table_rows([row("adam", 3, "completed"), row("sgd", 0, "diverged")])
+    assert header[5] == "final test acc (mean ± std, n=3)"
+    assert cells[0][5] == "80.00% ± 1.00%" and cells[1][5] == "-"
