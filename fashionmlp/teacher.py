@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from fashionmlp.config import RunConfig, load_config, with_values
 from fashionmlp.device import dtype_of, prepare_model
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
+from fashionmlp.resume import previous_summary
 from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint
 
 Tensor = torch.Tensor
@@ -79,7 +79,7 @@ def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
     chosen on the test set."""
     notes = [note] if (note := teacher_note(cfg, teacher)) else []
-    ended = _run_status(teacher.run_dir)
+    ended = previous_summary(teacher.run_dir).get("status")
     if ended not in (None, st.COMPLETED):
         notes.append(f"the teacher's run ({teacher.run_dir.name}) is {ended}, not completed: it teaches with the "
                      f"weights of its epoch {teacher.epoch} of {teacher.config.train.epochs}")
@@ -88,14 +88,6 @@ def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
                      "had no validation split): the test set chose the teacher's weights; distill.checkpoint: last "
                      "avoids it")
     return notes
-
-
-def _run_status(run_dir: Path) -> str | None:
-    """The status its summary.json records (None when there is none to read)."""
-    try:
-        return str(json.loads((run_dir / "summary.json").read_text())["status"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def teacher_note(cfg: RunConfig, teacher: Teacher) -> str | None:

@@ -335,7 +335,10 @@ def test_the_seeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tm
     diverged = {"diverged": {"epoch": 2, "step": 9, "lr": 0.1, "last_good_epoch": 1}}
     from fashionmlp.study import VariantOutcome
 
-    outcomes = [VariantOutcome("tiny", 1, tmp_path / "seed1", "diverged", [], diverged)]
+    outcomes = [VariantOutcome("tiny", 0, tmp_path / "seed0", "completed", [], {}),
+                VariantOutcome("tiny", 1, tmp_path / "seed1", "diverged", [], diverged),
+                VariantOutcome("tiny", 2, tmp_path / "seed2", "completed", [], {}),
+                VariantOutcome("tiny", 3, tmp_path / "seed3", "interrupted", [], {})]
     assert _seeds_report(StudyResult(tmp_path, [row], outcomes, kind="seeds")) == 3
     out, err = capsys.readouterr()
     assert "(mean ± std, n = 2; 2 of the 4 runs did not finish: diverged (1), interrupted (1))" in out

@@ -177,19 +177,18 @@ def csv_list(text: str | None, option: str, kind=str) -> list | None:
         return None
     if not text.strip():
         raise UserError(f"{option} {text!r}: the list is empty")
+    example = f"; expected e.g. {option} 0,1,2" if kind is int else ""
     items = [t.strip() for t in text.split(",")]
     if not all(items):
-        raise UserError(f"{option} {text!r}: an empty item (two commas together, or one at an end); expected e.g. "
-                        f"{option} 0,1,2" if kind is int else
-                        f"{option} {text!r}: an empty item (two commas together, or one at an end)")
-    if kind is int:
-        wrong = next((t for t in items if not re.fullmatch(r"-?[0-9]+", t)), None)
-        if wrong is not None:
-            raise UserError(f"{option} {text!r}: {wrong!r} is not a whole number; expected e.g. {option} 0,1,2")
-    values = [kind(t) for t in items]
-    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
-    if repeated is not None:
-        raise UserError(f"{option} {text!r}: {repeated} is listed more than once; give each once")
+        raise UserError(f"{option} {text!r}: an empty item (two commas together, or one at an end){example}")
+    wrong = next((t for t in items if not re.fullmatch(r"-?[0-9]+", t)), None) if kind is int else None
+    if wrong is not None:
+        raise UserError(f"{option} {text!r}: {wrong!r} is not a whole number{example}")
+    values, seen = [kind(t) for t in items], set()
+    for value in values:  # a set: --seeds with thousands of items stays quick
+        if value in seen:
+            raise UserError(f"{option} {text!r}: {value} is listed more than once; give each once")
+        seen.add(value)
     return values
 
 

@@ -119,7 +119,7 @@ def _seeds_report(result) -> int:
 
     study_table(result, f"{result.study_dir.name}: mean ± std over the seeds")
     for row in result.rows:
-        typer.echo(f"{row['optimizer']}: {seeds_line(row)}")
+        typer.echo(f"{row['optimizer']}: {seeds_line(row, result.outcomes)}")
     diverged = [o for o in result.outcomes if o.status == status.DIVERGED]
     for o in diverged:
         d = o.summary["diverged"]
@@ -129,15 +129,14 @@ def _seeds_report(result) -> int:
     return 3 if code == 0 and diverged else code
 
 
-def seeds_line(row: dict) -> str:
+def seeds_line(row: dict, outcomes: list) -> str:
     """E.g. "final test accuracy 88.64% ± 0.19%, best 88.79% ± 0.15% (mean ± std, n = 3)"; over the finished
     runs only, saying how many of the runs those are when some did not finish."""
-    n, runs = row["n"], row["runs"]
-    from fashionmlp import status
+    from fashionmlp.study import unfinished
 
-    finished = (status.COMPLETED, status.FAILED_TO_LEARN)
-    unfinished = ", ".join(part for part in row["status"].split(", ") if not part.startswith(finished))
-    of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {unfinished}"
+    n, runs = row["n"], row["runs"]
+    left = unfinished(outcomes, row["optimizer"])
+    of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {left}"
     if n == 0:
         return f"no run finished ({row['status']})"
     if n == 1:

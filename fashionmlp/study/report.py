@@ -88,12 +88,19 @@ def first_column(kind: str) -> str:
     return "optimizer" if kind == "compare" else "config"
 
 
+def unfinished(outcomes: list[VariantOutcome], name: str) -> str:
+    """How the runs of `name` that did not reach their end ended, e.g. "diverged (1), interrupted (1)"."""
+    return _counted(Counter(o.status for o in outcomes if o.name == name and o.status not in FINISHED))
+
+
+def _counted(counts: Counter) -> str:
+    return ", ".join(f"{status} ({count})" for status, count in sorted(counts.items()))
+
+
 def _statuses(statuses: list[str]) -> str:
     """The runs' status: one word when they agree, else each with its count, e.g. "completed (2), diverged (1)"."""
     counts = Counter(statuses)
-    if len(counts) == 1:
-        return statuses[0]
-    return ", ".join(f"{status} ({count})" for status, count in sorted(counts.items()))
+    return statuses[0] if len(counts) == 1 else _counted(counts)
 
 
 def _pct(value: float | None, std: float | None = None, n: int = 1) -> str:
@@ -168,7 +175,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
              + (f", {images:,} training images)" if subset else ")"))
     comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)
     if outcomes:  # optimizer steps per epoch, from the shape all runs share
-        tensorboard_margins(study_dir, series, steps_per_epoch(base, outcomes[0].summary["data"]["train_size"])[1])
+        tensorboard_margins(study_dir, series, steps_per_epoch(base, images)[1])
 
 
 def curves(study: Study, outcomes: list[VariantOutcome], rows: list[dict]) -> dict[str, dict]:
