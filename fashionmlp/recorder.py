@@ -30,6 +30,7 @@ from fashionmlp.tracking import (
     atomic_copy,
     git_commit,
     hparams_of,
+    resume_command,
     versions,
     write_config,
     write_json,
@@ -194,7 +195,7 @@ class RunRecorder:
                                  "global_step": self.global_step + last.nonfinite_step, "lr": last.metrics["lr"],
                                  "last_good_epoch": self.epoch}
         if status == st.INTERRUPTED:
-            extra["resume_command"] = f"fashionmlp train --resume {self.run_dir}"
+            extra["resume_command"] = self.resume_command()
         elif cfg.train.patience is not None and status == st.COMPLETED:
             extra["early_stopping"] = {"patience": cfg.train.patience,
                                        "stopped_after_epoch": self.epoch if stopped_early else None,
@@ -204,10 +205,14 @@ class RunRecorder:
         self.tb.close()
         return RunResult(self.run_dir, status, self.write_summary(status, **extra))
 
+    def resume_command(self) -> str:
+        """The command that continues this run, ready to paste: paths quoted, the data folder it trained on."""
+        return resume_command("train", self.run_dir, self.data.get("dir"))
+
     def crashed(self, exc: BaseException) -> None:
         """A bug, not a user mistake: record it beside the run (the caller lets it raise)."""
         self.write_summary(st.CRASHED, error=f"{exc.__class__.__name__}: {exc}",
-                           resume_command=f"fashionmlp train --resume {self.run_dir}")
+                           resume_command=self.resume_command())
 
     def finish_outputs(self) -> None:
         """The run's pictures (loss curve, confusion matrix in TensorBoard) and its HParams entry."""

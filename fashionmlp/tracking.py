@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
 import time
@@ -26,6 +27,12 @@ from fashionmlp.errors import UserError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"]
 VAL_COLUMNS = ["val_loss", "val_accuracy"]
+
+
+def resume_command(command: str, folder: Path, data_dir: str | None = None) -> str:
+    """`fashionmlp COMMAND --resume FOLDER [--data-dir DIR]`, ready to paste into a shell (paths quoted)."""
+    data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else ""
+    return f"fashionmlp {command} --resume {shlex.quote(str(folder))}{data}"
 
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:

@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -96,18 +97,21 @@ def slow_config(write_config):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_and_resumes(slow_config, tmp_path, sig):
-    proc = _start(slow_config, tmp_path)
-    run = _wait_for_epochs(tmp_path, 2, proc)
+    runs = tmp_path / "my runs"  # the printed command must survive a space when pasted into a shell
+    proc = _start(slow_config, runs)
+    run = _wait_for_epochs(runs, 2, proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     s = summary(run)
     assert s["status"] == "interrupted" and s["epochs"] >= 2
-    assert f"fashionmlp train --resume {run}" in err and s["resume_command"].endswith(str(run))
-    assert "Traceback" not in err
+    command = shlex.split(s["resume_command"])
+    assert s["resume_command"] in err and "Traceback" not in err
+    assert command[:3] == ["fashionmlp", "train", "--resume"] and Path(command[3]) == run
+    assert command[4] == "--data-dir" and Path(command[5]) == Path(s["data"]["dir"]) and len(command) == 6
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == s["epochs"] == len(metrics_rows(run))
-    result = cli("train", "--resume", run, "--epochs", s["epochs"] + 1)
+    result = cli(*command[1:], "--epochs", s["epochs"] + 1)
     assert result.exit_code == 0, result.output
     assert summary(run)["status"] == "completed" and len(metrics_rows(run)) == s["epochs"] + 1
 

@@ -27,6 +27,7 @@ from fashionmlp.cli.common import (
 )
 from fashionmlp.cli.show import PopulationLines, print_table, progress, study_table
 from fashionmlp.errors import UserError
+from fashionmlp.tracking import resume_command
 
 
 @app.command("compare-optimizers")
@@ -95,8 +96,9 @@ def seed_list_option(seeds: str | None) -> list[int] | None:
 def end_study(result, command: str) -> int:
     """The study folder as the last line; exit 130 when the study was interrupted (resume it), else 0."""
     if result.interrupted:
+        data_dir = next((o.summary.get("data", {}).get("dir") for o in result.outcomes), None)
         err("interrupted: the study stopped early; the table covers the finished runs; continue it with: "
-            f"fashionmlp {command} --resume {result.study_dir}")
+            + resume_command(command, result.study_dir, data_dir))
         typer.echo(str(result.study_dir))
         return 130
     typer.echo(str(result.study_dir))
