@@ -99,6 +99,11 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         gray = 1.0 - gray
     if alpha is not None:
         gray = gray * alpha
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
+    if border > 0.5:
+        warn(f"warning: {where}: its border is light ({border:.0%} of white on average) while Fashion-MNIST's "
+             "garments are light on a black background" + ("" if invert else
+                                                           "; a dark garment on a light background needs --invert"))
     if gray.shape != (28, 28):
         h, w = gray.shape
         warn(f"warning: {path} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
@@ -124,6 +129,8 @@ def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[
         for top in ((1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)):
             if low >= 0 and high <= top:
                 return values / top, None
+        if high == low:  # nothing to scale: one value outside every range
+            raise UserError(f"{where}: every pixel holds {low:g}, outside 0-255 and 0-65535: a blank image")
         warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range; scaled from that range to 0-255")
         return (values - low) / (high - low), None
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info

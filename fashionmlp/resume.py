@@ -12,6 +12,7 @@ from fashionmlp.checkpoint import load_checkpoint, load_training_state, make_ema
 from fashionmlp.config import RunConfig, load_config, shortcut_values
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, lr_at
+from fashionmlp.plots.common import plural
 from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
@@ -32,23 +33,33 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
     for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
         check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
-    lock = lock_run_dir(run_dir)  # before anything is read or rewritten; held until the run ends
-    cfg = load_config(run_dir / "config.yaml", values=shortcut_values(epochs=epochs, device=device))
-    state = load_checkpoint(last_pt)
-    check_resumable(cfg, state, run_dir)
-    check_fits(cfg, state, last_pt, optimizer_too=True)
-    planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
-    replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
-    previous = previous_summary(run_dir)
-    kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
-    session = prepare(cfg, data_dir=data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
-    if replan:  # after every check (a refused resume is one error line)
-        notify(replan)
-    trainee = restore_trainee(session.model, cfg, state, last_pt)
-    recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
-    with lock:
+    with lock_run_dir(run_dir):  # before anything is read or rewritten; released however this ends
+        cfg = load_config(run_dir / "config.yaml", values=shortcut_values(epochs=epochs, device=device))
+        state = load_checkpoint(last_pt)
+        check_resumable(cfg, state, run_dir)
+        check_fits(cfg, state, last_pt, optimizer_too=True)
+        planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
+        check_study_member(run_dir, planned, cfg.train.epochs)
+        replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
+        previous = previous_summary(run_dir)
+        kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
+        session = prepare(cfg, data_dir=data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
+        if replan:  # after every check (a refused resume is one error line)
+            notify(replan)
+        trainee = restore_trainee(session.model, cfg, state, last_pt)
+        recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
         (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop)
     return result
+
+
+def check_study_member(run_dir: Path, planned: int, epochs: int) -> None:
+    """A run of a study folder (compare-optimizers, train --seeds) keeps the study's epochs: its table averages
+    the runs as equals."""
+    if epochs != planned and (run_dir.parent / "study.json").is_file():
+        raise UserError(f"--resume {str(run_dir)!r} --epochs {epochs}: this run is one of the study "
+                        f"{str(run_dir.parent)!r}, whose runs all train {plural(planned, 'epoch')} (its table "
+                        "averages them); resume it without --epochs, or copy the run folder out of the study to "
+                        "extend it alone")
 
 
 def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:

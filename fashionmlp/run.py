@@ -51,12 +51,11 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
         run_dir = create_run_dir(runs_dir, cfg.run_name)
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
-    lock = lock_run_dir(run_dir)  # held until the run ends: a --resume of this folder meanwhile is refused
-    model = session.model
-    trainee = Trainee(model, build_optimizer(cfg.optimizer, model.parameters()),
-                      torch.Generator().manual_seed(cfg.seed), make_ema(model, cfg.train.ema))
-    recorder = recorder_for(run_dir, session, trainee, command).start()
-    with lock:
+    with lock_run_dir(run_dir):  # held until the run ends: a --resume of this folder meanwhile is refused
+        model = session.model
+        trainee = Trainee(model, build_optimizer(cfg.optimizer, model.parameters()),
+                          torch.Generator().manual_seed(cfg.seed), make_ema(model, cfg.train.ema))
+        recorder = recorder_for(run_dir, session, trainee, command).start()
         (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop)
     return result
 

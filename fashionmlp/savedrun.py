@@ -69,6 +69,42 @@ def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = Fa
     if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
         raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
                         f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
+    differ = config_difference(saved, cfg.to_dict())
+    if differ:
+        key, theirs, ours = differ
+        raise UserError(f"{path}: the checkpoint was made with {key}: {_shown(theirs)}, config.yaml says "
+                        f"{_shown(ours)}; a run folder's checkpoints and config.yaml must come from one run")
+
+
+# Where and how a run is computed, not what: these may differ between config.yaml and a checkpoint (`--resume
+# --epochs` and `--device` rewrite config.yaml before the next checkpoint; data.dir is wherever the files are)
+HOW_KEYS = frozenset({"train.epochs", "device", "data.dir", "data.verify_md5", "data.download", "data.num_workers",
+                      "train.eval_batch_size", "train.threads"})
+
+
+def config_difference(saved: dict, current: dict, prefix: str = "") -> tuple[str, object, object] | None:
+    """The first dotted key whose value differs between a checkpoint's config and config.yaml, with both
+    values; keys that only one of them has (written by another fashionmlp version) and HOW_KEYS are skipped."""
+    for key, theirs in saved.items():
+        dotted = f"{prefix}{key}"
+        if key not in current or dotted in HOW_KEYS:
+            continue
+        ours = current[key]
+        if isinstance(theirs, dict) and isinstance(ours, dict):
+            found = config_difference(theirs, ours, f"{dotted}.")
+            if found:
+                return found
+        elif _plain(theirs) != _plain(ours):
+            return dotted, theirs, ours
+    return None
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _shown(value: object) -> str:
+    return "null" if value is None else str(_plain(value))
 
 
 def _with_defaults(model: object) -> object:

@@ -279,6 +279,9 @@ def test_train_seeds_writes_a_group_with_mean_and_std(write_config, tmp_path):
     assert means[-1] == pytest.approx(statistics.fmean(finals), abs=1e-6)
     assert [e.step for e in acc.Scalars("tiny/test_accuracy/mean")] == [10, 20]  # the runs' optimizer steps
     assert "custom_scalars__config__" in acc.PluginTagToContent("custom_scalars")
+    # one run extended alone would stand in the table beside runs of fewer epochs
+    longer = cli("train", "--resume", group / "seed1", "--epochs", "3")
+    assert longer.exit_code == 2 and "is one of the study" in longer.stderr and summary(group / "seed1")["epochs"] == 2
 
 
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
@@ -408,7 +411,9 @@ def test_resuming_seeds_whose_run_lost_its_checkpoint_is_refused_before_anything
 
 def test_seed_and_seeds_together_are_refused(write_config, tmp_path):
     result = cli("train", "--config", write_config(), "--seeds", "0,1", "--seed", 3, "--runs-dir", tmp_path)
-    assert result.exit_code == 2 and "give --seed N or --seeds LIST, not both" in result.stderr
+    assert result.exit_code == 2 and "or --seeds LIST, not both" in result.stderr
+    result = cli("train", "--config", write_config(), "--seeds", "0,1", "--set", "seed=3", "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and "give --seed N (or --set seed=N) or --seeds LIST" in result.stderr
     bad = cli("compare-optimizers", "--model", "mlp", "--engine", "turbo", "--runs-dir", tmp_path / "x")
     assert bad.exit_code == 2 and "--engine: 'turbo' is not allowed" in bad.stderr and not (tmp_path / "x").exists()
 

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from fashionmlp.config import load_config
+from fashionmlp.errors import UserError
 from fashionmlp.inference import read_image
 
 from helpers import cli, make_images, run_dir_of, summary, tiny_config
@@ -68,6 +69,18 @@ def test_one_bit_and_inverted_images(tmp_path, picture):
     cutout = np.dstack([np.repeat((255 - picture)[..., None], 3, axis=2), np.where(picture > 0, 255, 0)])
     Image.fromarray(cutout.astype(np.uint8)).save(tmp_path / "dark_cutout.png")
     np.testing.assert_array_equal(read_image(tmp_path / "dark_cutout.png", invert=True), picture)
+
+
+def test_a_light_background_is_pointed_out_and_a_blank_out_of_range_image_refused(picture, tmp_path):
+    Image.fromarray(255 - picture).save(tmp_path / "dark_on_light.png")  # a photo of a garment on white paper
+    warnings = []
+    read_image(tmp_path / "dark_on_light.png", warn=warnings.append)
+    assert len(warnings) == 1 and "border is light" in warnings[0] and "needs --invert" in warnings[0]
+    read_image(tmp_path / "dark_on_light.png", invert=True, warn=pytest.fail)  # inverted: light on black
+    # one value outside 0-255 and 0-65535 everywhere: there is no range to scale from (it gave NaN pixels)
+    Image.fromarray(np.full((28, 28), -5, np.int32), "I").save(tmp_path / "blank.tif")
+    with pytest.raises(UserError, match="every pixel holds -5, outside 0-255 and 0-65535: a blank image"):
+        read_image(tmp_path / "blank.tif", warn=pytest.fail)
 
 
 def test_other_sizes_keep_their_shape_and_warn(tmp_path):
@@ -170,9 +183,12 @@ def test_every_study_run_is_what_train_with_its_config_does(val_study, tmp_path)
                 "--runs-dir", tmp_path / "short", "--engine", "sequential")
     assert short.exit_code == 0, short.output
     (short_dir,) = (tmp_path / "short").iterdir()
-    resumed = cli("train", "--resume", short_dir / "sgd", "--epochs", "2")
+    import shutil
+
+    alone = shutil.copytree(short_dir / "sgd", tmp_path / "alone")  # a study's run is extended out of its study
+    resumed = cli("train", "--resume", alone, "--epochs", "2")
     assert resumed.exit_code == 0, resumed.output
-    assert _numbers(short_dir / "sgd") == _numbers(variant)
+    assert _numbers(alone) == _numbers(variant)
 
 
 # ---------------------------------------------------------------- read-only run folders
@@ -244,3 +260,29 @@ def test_summary_records_the_command_only_when_run_from_the_command_line(good_ru
     run = out.stdout.strip().splitlines()[-1]
     assert json.loads(open(f"{run}/summary.json").read())["command"] == (
         f"fashionmlp train --config {cfg} --runs-dir {tmp_path / 'r'}")
+
+
+# ---------------------------------------------------------------- a run folder's files come from one run
+
+
+def test_a_checkpoint_from_another_run_or_an_edited_config_is_refused(tmp_path, write_config):
+    """A same-shape checkpoint of another run (other seed) copied into a run folder, or config.yaml edited
+    after training (lr), made evaluate report the other run's numbers and resume train on at the edited lr."""
+    first = run_dir_of(cli("train", "--config", write_config(), "--runs-dir", tmp_path / "a"))
+    other = run_dir_of(cli("train", "--config", write_config(seed=1), "--runs-dir", tmp_path / "b"))
+    (first / "checkpoints" / "last.pt").write_bytes((other / "checkpoints" / "last.pt").read_bytes())
+    for args in (("evaluate", first), ("train", "--resume", first, "--epochs", "3")):
+        result = cli(*args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert "the checkpoint was made with seed: 1, config.yaml says 0" in result.stderr
+    assert summary(first)["epochs"] == 2 and summary(first)["status"] == "completed"  # nothing was rewritten
+
+    edited = other / "config.yaml"
+    edited.write_text(edited.read_text().replace("lr: 0.01", "lr: 5.0"))
+    result = cli("train", "--resume", other, "--epochs", "3")
+    assert result.exit_code == 2 and "optimizer.lr: 0.01, config.yaml says 5.0" in result.stderr
+    # where and how it runs may differ: another device spelling, data folder or thread count
+    edited.write_text(edited.read_text().replace("lr: 5.0", "lr: 0.01").replace("threads: 1", "threads: 2"))
+    assert cli("evaluate", other).exit_code == 0
+    result = cli("train", "--resume", other, "--epochs", "3")
+    assert result.exit_code == 0 and summary(other)["epochs"] == 3, result.output

@@ -55,8 +55,8 @@ def train(
     --seeds: any seed), 130 interrupted."""
     from fashionmlp.config import load_config, shortcut_values
 
-    if seed is not None and seeds is not None:
-        raise UserError("give --seed N or --seeds LIST, not both")
+    if seeds is not None and (seed is not None or any(text.partition("=")[0].strip() == "seed" for text in set_ or [])):
+        raise UserError("give --seed N (or --set seed=N) or --seeds LIST, not both")
     with graceful_stop() as stop:
         if resume is not None:
             if (config is not None or set_ or seed is not None or seeds or name is not None or runs_dir is not None
