@@ -182,17 +182,23 @@ def test_later_trials_join_the_running_population_in_the_places_of_those_that_en
     """A space that keeps every shape: one population trains the whole sweep, the study's next trials taking
     the places of those that ended (pruned or finished), each told to the study as it ends."""
     from fashionmlp.sweep import trials as trials_module
+    from fashionmlp.sweep import workers
 
-    calls = []
+    calls, checks = [], []
     real = trials_module.train_population
     monkeypatch.setattr(trials_module, "train_population",
                         lambda specs, **kw: calls.append(len(specs)) or real(specs, **kw))
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    real_check = workers.fail_dead_trials  # a killed worker's trials were looked for only between populations
+    monkeypatch.setattr(workers, "fail_dead_trials",
+                        lambda books: checks.append(len(books.get_trials(states=done))) or real_check(books))
     path = sweep_config(train={"epochs": 3}, sweep={
         "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
         "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 3)
     assert result.exit_code == 0, result.output
     assert calls == [2]  # one population, started with the pruner's 2 startup trials; 6 more joined it
+    assert any(0 < n < 8 for n in checks)  # ... and a lost worker's trials are found while it runs
     trials = sorted(load_study(sweep_dir(tmp_path / "runs")).get_trials(), key=lambda t: t.number)
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     assert max(t.datetime_complete for t in trials[:2]) < min(t.datetime_start for t in trials[2:])
@@ -253,6 +259,23 @@ def test_a_rejected_combination_fails_its_trial_and_the_sweep_goes_on(sweep_conf
         assert (folder / f"trial-{int(r['number']):04d}").exists() == (not bad)
     assert all("config rejected: optimizer.momentum" in r["note"] for r in rejected)
     assert sum(r["state"] == "complete" for r in rows) == 4  # failed trials do not count
+
+
+def test_a_space_whose_trials_keep_being_rejected_ends_the_sweep_in_one_line(sweep_config, tmp_path, monkeypatch):
+    """A space whose values rarely go together (beyond what is checked up front) failed trials for ever, and a
+    stop request was not heard between them."""
+    from fashionmlp.sweep import workers
+
+    def rejected(trial, *args):
+        trial.set_user_attr("error", "optimizer.momentum: nesterov needs momentum > 0")
+        return None
+
+    monkeypatch.setattr(workers, "configure", rejected)
+    result = cli("sweep", "--config", sweep_config(), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: sweep.space: {workers.REJECTED_IN_A_ROW} trials in a row drew values no config accepts (the last: "
+        "optimizer.momentum: nesterov needs momentum > 0); narrow the space to values that go together")
 
 
 # ---------------------------------------------------------------- continuing a study
@@ -439,6 +462,25 @@ def test_an_interrupted_grid_says_which_points_are_missing(sweep_config, tmp_pat
     assert waiting and all(r["optimizer.lr"] and r["train.batch_size"] for r in waiting)  # the points left, shown
 
 
+def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not_lost():
+    """A population's trial that a stop kept from starting was queued again, as the terminal said, while the
+    table, summary.md and trials.csv called it `worker lost (killed?)`."""
+    from fashionmlp.sweep.report import _note
+    from fashionmlp.sweep.storage import OWNER, _owner
+    from fashionmlp.sweep.workers import _tell_interrupted
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr(OWNER, _owner(trial.number))  # as configure() leaves an asked trial
+    trial.set_user_attr("status", "running")
+    lines: list[str] = []
+    _tell_interrupted(study, study, trial, None, lines.append)
+    first, retry = study.get_trials()
+    assert first.state == optuna.trial.TrialState.FAIL and _note(first) == "interrupted"
+    assert retry.state == optuna.trial.TrialState.WAITING and retry.params == first.params
+    assert lines == [f"trial {trial.number:>3} interrupted: marked failed and queued to run again"]
+
+
 def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):
     """Study.optimize beats for its trial; the ask/tell workers beat themselves (storage.heartbeats)."""
     from fashionmlp.sweep import storage as sweep_storage
@@ -500,8 +542,7 @@ def _space(**space):
 
 BAD_SWEEPS = {
     "unknown key in space": ({"space": {"optimizer.lrr": [0.1]}},
-                             "sweep.space.optimizer.lrr: value 0.1 is rejected: unknown config key 'optimizer.lrr' "
-                             "(did you mean 'lr'?)"),
+                             "sweep.space.optimizer.lrr: unknown config key 'optimizer.lrr' (did you mean 'lr'?)"),
     "unknown section in space": ({"space": {"optimiser.lr": [0.1]}}, "unknown config key 'optimiser'"),
     "a section, not a value": ({"space": {"model": [{"name": "mlp"}]}}, "sweep.space.model: names a section"),
     "low >= high": ({"space": {"optimizer.lr": {"low": 0.1, "high": 0.1}}},
@@ -541,10 +582,22 @@ BAD_SWEEPS = {
     "trials not a number": ({"trials": "many"}, "sweep.trials: 'many' is not a whole number"),
     "grid with a range": ({"sampler": "grid"}, "sweep.sampler: grid needs a list of values for every key; "
                                                "optimizer.lr is a range"),
+    "pruning after the last epoch": ({"pruner": "median", "pruner_from_epoch": 3},
+                                     "sweep.pruner_from_epoch: 3 is after the last epoch (train.epochs 2): no trial "
+                                     "could ever be pruned"),
+    "grid larger than trials": ({"sampler": "grid", "trials": 3, "space": {"optimizer.lr": [0.01, 0.1, 0.3],
+                                                                            "train.batch_size": [16, 32]}},
+                                "sweep.trials: 3 trials are fewer than the grid's 6 points, and a grid trains every "
+                                "point once: set sweep.trials (or --trials) to 6"),
     "grid point the schema rejects": ({"sampler": "grid", "space": {"optimizer.name": ["sgd", "nesterov"],
                                                                     "optimizer.momentum": [0.0, 0.9]}},
                                       "sweep.space: the grid point optimizer.momentum=0.0, optimizer.name=\"nesterov\" "
                                       "is rejected"),  # (keys in the order of the YAML file: sorted by safe_dump)
+    "no valid mix": ({"__base__": {"optimizer": {"momentum": 0.9}},  # each value is valid alone
+                      "space": {"optimizer.name": ["nesterov"], "optimizer.momentum": [0.0]}},
+                     "sweep.space: no mix of its values makes a valid config (e.g. optimizer.momentum=0.0, "
+                     "optimizer.name='nesterov': optimizer.momentum: 0.0 with optimizer.name 'nesterov'"),
+    # (every trial was rejected, for ever; keys in the order of the YAML file: sorted by safe_dump)
     "bad base config": ({"__base__": {"optimizer": {"lr": -1}}}, "optimizer.lr: -1.0 is out of range"),
     "a width no memory holds": ({"space": {"model.hidden": [[32], [10**10]]}},
                                 "sweep.space: model.hidden [10000000000] at train.batch_size 32 need about"),
@@ -558,10 +611,9 @@ def test_every_bad_sweep_config_gets_one_line_and_exit_2(sweep_config, tmp_path,
     raw = yaml.safe_load(path.read_text())
     if section is None:
         del raw["sweep"]
-    elif "__base__" in section:
-        raw["optimizer"].update(section["__base__"]["optimizer"])
     else:
-        raw["sweep"].update(section)
+        raw["optimizer"].update(section.get("__base__", {}).get("optimizer", {}))
+        raw["sweep"].update({k: v for k, v in section.items() if k != "__base__"})
     path.write_text(yaml.safe_dump(raw))
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2, result.output
@@ -828,3 +880,16 @@ def test_set_edits_the_sweep_section_and_the_training_config(sweep_config):
     assert spec.target == 2  # a grid of two points is done after two trials
     assert [p.key for p in spec.params] == ["optimizer.lr"] and spec.grid_size == 2
     assert spec.base.optimizer.momentum == 0.5
+
+
+def test_a_stop_after_the_last_trial_ended_is_a_finished_sweep(tmp_path, capsys):
+    """Ctrl-C as the last trial ended said "interrupted: 16 of 16 trials finished; run the same command again"
+    and exited 130."""
+    from types import SimpleNamespace
+
+    from fashionmlp.cli.studies import _sweep_exit
+
+    done = SimpleNamespace(interrupted=True, finished=16, target=16, running=0, problems=[], sweep_dir=tmp_path)
+    assert _sweep_exit(done) == 0 and "interrupted" not in capsys.readouterr().err
+    assert _sweep_exit(SimpleNamespace(**{**vars(done), "finished": 15})) == 130
+    assert "interrupted: 15 of 16 trials finished" in capsys.readouterr().err

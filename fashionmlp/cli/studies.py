@@ -167,7 +167,7 @@ def sweep(
 def _sweep_exit(result) -> int:
     """The sweep's exit code, after its last lines: 130 interrupted, 1 a worker died before the study was done,
     0 otherwise (an incomplete study says so: the same command continues it)."""
-    if result.interrupted:
+    if result.interrupted and result.finished < result.target:  # a stop after the last trial ended: it is done
         err(f"interrupted: {result.finished} of {result.target} trials finished; run the same command again "
             "to continue")
         typer.echo(str(result.sweep_dir))

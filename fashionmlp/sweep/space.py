@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,22 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
     return tuple(checked)
 
 
+def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
+    """Some mix of the space's values must make a valid config: each value can be valid alone while none goes
+    with the others (optimizer.name [nesterov] with optimizer.momentum [0.0]), and every trial would fail."""
+    first = None
+    for mix in itertools.islice(itertools.product(*(ends(p) for p in params)), 4096):
+        try:
+            config_from_dict(base_raw, values={p.key: v for p, v in zip(params, mix)})
+            return
+        except ConfigError as exc:
+            first = first or (mix, exc)
+    if first is not None and math.prod(len(ends(p)) for p in params) <= 4096:  # beyond: the workers' guard
+        shown = ", ".join(f"{p.key}={show(v)}" for p, v in zip(params, first[0]))
+        raise ConfigError(f"sweep.space: no mix of its values makes a valid config (e.g. {shown}: {first[1]}); "
+                          "every trial would be rejected")
+
+
 def _valid_with(p: Param, value: Any, others: list[Param], base_raw: dict, what: str) -> RunConfig:
     """The config of the base with p = value, alone or with the first valid mix of the others' values."""
     try:
@@ -136,6 +153,8 @@ def _valid_with(p: Param, value: Any, others: list[Param], base_raw: dict, what:
             return config_from_dict(base_raw, values={p.key: value, **{q.key: v for q, v in zip(others, mix)}})
         except ConfigError:
             continue
+    if "unknown config key" in str(first):  # the key, not its value
+        raise ConfigError(f"sweep.space.{p.key}: {first}") from None
     raise ConfigError(f"sweep.space.{p.key}: {what} {show(value)} is rejected: {first}") from None
 
 
@@ -175,6 +194,12 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
         raise ConfigError("sweep.space: expected a mapping of dotted config keys to a range or a list of values, "
                           "e.g. {optimizer.lr: {low: 1.0e-4, high: 0.1, log: true}, train.batch_size: [64, 128]}")
     params = _check_space(tuple(_parse_param(key, value) for key, value in space.items()), base.to_dict())
+    _check_some_point(params, base.to_dict())
+    epochs = max((ends(p)[-1] if p.kind != "choice" else max(p.choices) for p in params if p.key == "train.epochs"),
+                 default=base.train.epochs)
+    if pruner != "none" and from_epoch > epochs:
+        raise ConfigError(f"sweep.pruner_from_epoch: {from_epoch} is after the last epoch (train.epochs {epochs}): "
+                          "no trial could ever be pruned; lower it, or set sweep.pruner: none")
     spec = SweepSpec(base, params, metric, count, sampler, seed, sampler_startup, pruner, startup, from_epoch, added)
     if sampler == "grid":
         _check_grid(spec)
@@ -205,6 +230,10 @@ def _check_grid(spec: SweepSpec) -> None:
         raise ConfigError(f"sweep.sampler: grid needs a list of values for every key; {ranges[0]} is a range")
     if spec.grid_size > 10_000:
         raise ConfigError(f"sweep.space: the grid has {spec.grid_size:,} points; at most 10,000 are allowed")
+    if spec.trials < spec.grid_size:  # it trained the first points in order and said nothing of the others
+        raise ConfigError(f"sweep.trials: {spec.trials} trials are fewer than the grid's {spec.grid_size} points, "
+                          f"and a grid trains every point once: set sweep.trials (or --trials) to {spec.grid_size}, "
+                          "or list fewer values")
     base_raw = spec.base.to_dict()
     for point in itertools.product(*(p.choices for p in spec.params)):
         try:

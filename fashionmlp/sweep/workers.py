@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -19,6 +20,7 @@ import numpy as np
 from fashionmlp import status as st
 from fashionmlp.config import whole_training_set
 from fashionmlp.data import load_data
+from fashionmlp.errors import UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
 from fashionmlp.sweep.report import progress_line
@@ -90,14 +92,22 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
 
     refill = job.population > 1 and keeps_shape(spec)  # later trials take the places of those that end
     while not user_stop.requested:
-        fail_stale_trials(books)  # a database's dead workers, on any machine
-        fail_dead_trials(books)  # dead workers on this machine (the journal has no heartbeats)
-        asked = _ask(study, books, spec, job, echo)
+        _find_lost(books, echo)
+        asked = _ask(study, books, spec, job, echo, stop=user_stop)
         if not asked:
             break
         if _train_asked(asked, study, books, storage, job, data, full, echo, user_stop, refill):
             return True
     return user_stop.requested
+
+
+def _find_lost(books, echo: Callable[[str], None]) -> None:
+    """Running trials whose worker died are failed and queued again: a database's (heartbeats, any machine), and
+    on this machine the journal's (the worker's pid)."""
+    fail_stale_trials(books)
+    revived = fail_dead_trials(books)
+    if revived:
+        echo(f"trial(s) {', '.join(map(str, revived))} lost their worker: marked failed, queued to run again")
 
 
 def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, full, echo: Callable[[str], None],
@@ -108,7 +118,10 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     told: set[int] = set()
 
     def more(places: int) -> list[Asked]:
-        new = [] if user_stop.requested else _ask(study, books, spec, job, echo, places)
+        if user_stop.requested:
+            return []
+        _find_lost(books, echo)  # a population that others join may run the worker's whole share
+        new = _ask(study, books, spec, job, echo, places, user_stop)
         asked.extend(new)
         beats.add([a.trial.number for a in new])
         return new
@@ -145,13 +158,14 @@ def _tell(study, books, spec: SweepSpec, a: Asked, result, echo: Callable[[str],
     echo(progress_line(spec, frozen, finished))
 
 
-def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], most: int = 0) -> list[Asked]:
+def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], most: int = 0,
+         stop: StopRequest | None = None) -> list[Asked]:
     """Up to job.population trials (or `most`: a running population's free places), without asking beyond the
     study's target (running trials count: workers elsewhere may hold them) or, for a grid, beyond its queued
-    points."""
+    points. REJECTED_IN_A_ROW trials whose values no config accepts end the worker (a UserError)."""
     asked: list[Asked] = []
-    limit = most or job.population
-    while len(asked) < limit:
+    limit, rejected = most or job.population, 0
+    while len(asked) < limit and not (stop is not None and stop.requested):
         finished = len(books.get_trials(deepcopy=False, states=finished_states()))
         running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished + running >= spec.target:
@@ -183,9 +197,16 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
         if configured is None:  # a combination of values no config accepts: the trial fails, the sweep goes on
             frozen = study.tell(trial, state=TrialState.FAIL)
             echo(progress_line(spec, frozen, len(books.get_trials(deepcopy=False, states=finished_states()))))
+            rejected += 1
+            if rejected >= REJECTED_IN_A_ROW:  # the space's values rarely go together: it would go on for ever
+                raise UserError(f"sweep.space: {rejected} trials in a row drew values no config accepts (the last: "
+                                f"{frozen.user_attrs.get('error')}); narrow the space to values that go together")
             continue
         asked.append(configured)
     return asked
+
+
+REJECTED_IN_A_ROW = 20
 
 
 def _skip(study, trial, why: str) -> None:
@@ -197,9 +218,8 @@ def _skip(study, trial, why: str) -> None:
 
 def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) -> None:
     """A trial stopped before its end: failed, its run folder says so, and its values are queued again."""
-    if result is not None:
-        trial.set_user_attr("epochs", result.summary["epochs"])
-        trial.set_user_attr("status", result.status)
+    trial.set_user_attr("epochs", 0 if result is None else result.summary["epochs"])
+    trial.set_user_attr("status", st.INTERRUPTED if result is None else result.status)  # None: asked, not started
     study.tell(trial, state=TrialState.FAIL)
     _retry(books, trial.number)
     echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
@@ -224,7 +244,11 @@ def _spawned(job: _Job, parent: int) -> None:
         flag.request()
 
     threading.Thread(target=watch, daemon=True).start()
-    interrupted = _work(job, None, lambda line: print(line, flush=True), flag)
+    try:
+        interrupted = _work(job, None, lambda line: print(line, flush=True), flag)
+    except UserError as exc:  # one line, as the command itself gives it
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     raise SystemExit(130 if interrupted else 0)
 
 
@@ -250,8 +274,12 @@ def _run_workers(jobs: list[_Job], stop: StopRequest, echo: Callable[[str], None
             forwarded = True
     problems = []
     for p in procs:
+        if forwarded and p.exitcode == -signal.SIGTERM:
+            continue  # the stop this process forwarded, reaching a worker before (or after) it could finish
         if p.exitcode and p.exitcode < 0:
             problems.append(f"{p.name} (pid {p.pid}) was killed by {signal.Signals(-p.exitcode).name}")
+        elif p.exitcode == 2:
+            problems.append(f"{p.name} (pid {p.pid}) stopped on the error above")
         elif p.exitcode not in (0, 130):
             problems.append(f"{p.name} (pid {p.pid}) exited with code {p.exitcode}")
     return problems
