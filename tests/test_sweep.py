@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -893,3 +894,32 @@ def test_a_stop_after_the_last_trial_ended_is_a_finished_sweep(tmp_path, capsys)
     assert _sweep_exit(done) == 0 and "interrupted" not in capsys.readouterr().err
     assert _sweep_exit(SimpleNamespace(**{**vars(done), "finished": 15})) == 130
     assert "interrupted: 15 of 16 trials finished" in capsys.readouterr().err
+
+
+def test_the_sweep_figures_stay_readable_with_many_trials():
+    """intermediate_values.png had a legend entry per trial, cut off past ~25 trials; param_importances.png had
+    its title drawn over by the study's name."""
+    import matplotlib.pyplot as plt
+
+    from fashionmlp.plots.sweep import intermediate_values, titled
+
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for i in range(34):
+        trial = study.ask({"x": x, "y": x})
+        trial.report(0.5 + i / 100, 1)
+        if i % 3 == 0:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.report(0.6 + i / 100, 2)
+            study.tell(trial, 0.6 + i / 100)
+    ax = intermediate_values(study, "val_accuracy")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pruned (12)", "complete (21)", "best: trial 32"]
+    plt.close(ax.figure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = optuna.visualization.matplotlib.plot_param_importances(study)
+    titled(ax, ": study s")
+    titles = [ax.get_title(loc) for loc in ("left", "center", "right")]
+    assert [t for t in titles if t] == ["Hyperparameter Importances: study s"]
+    plt.close(ax.figure)

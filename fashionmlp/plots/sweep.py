@@ -7,8 +7,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fashionmlp.sweep.backend import TrialState, optuna
-
 if TYPE_CHECKING:
     from fashionmlp.sweep.spec import SweepSpec
 
@@ -17,6 +15,8 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
     """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from fashionmlp.sweep.backend import TrialState, optuna  # here: fashionmlp.sweep imports this module
 
     vis = optuna.visualization.matplotlib
 
@@ -28,7 +28,7 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
         plots.append(("optimization_history.png", lambda: vis.plot_optimization_history(study, target_name=name),
                       "trial"))
     if reported:  # every trial's metric per epoch: pruned ones stop early
-        plots.append(("intermediate_values.png", lambda: vis.plot_intermediate_values(study), "epoch"))
+        plots.append(("intermediate_values.png", lambda: intermediate_values(study, name), "epoch"))
     if complete >= 2:
         plots.append(("parallel_coordinate.png", lambda: vis.plot_parallel_coordinate(study, target_name=name),
                       None))
@@ -42,9 +42,9 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
         if xlabel is not None:  # trials and epochs are whole numbers
             ax.set_xlabel(xlabel)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if file == "intermediate_values.png":
-            ax.set_ylabel(f"{name} after the epoch")
-        ax.set_title(f"{ax.get_title()}: study {study.study_name}")
+        if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
+            ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
+        titled(ax, f": study {study.study_name}")
         fig = ax.figure
         fig.set_size_inches(9, 5)
         fig.tight_layout()
@@ -52,3 +52,49 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
         plt.close(fig)
         made.append(file)
     return made
+
+
+def titled(ax, suffix: str) -> None:
+    """Add `suffix` to the axes' title wherever it stands (Optuna puts some on the left: a second, centred
+    title was drawn over it)."""
+    loc = next((loc for loc in ("center", "left", "right") if ax.get_title(loc)), "center")
+    ax.set_title(ax.get_title(loc) + suffix, loc=loc)
+
+
+def intermediate_values(study, name: str):
+    """Each trial's metric after each epoch, coloured by how it ended (Optuna's own plot has a legend entry per
+    trial, which ran off the figure past ~25 trials); a trial pruned after its first epoch is a dot."""
+    import matplotlib.pyplot as plt
+
+    from fashionmlp.sweep.backend import TrialState
+
+    _, ax = plt.subplots()
+    best = _best_number(study)
+    kinds = {TrialState.COMPLETE: ("complete", "tab:blue", 0.6), TrialState.PRUNED: ("pruned", "tab:gray", 0.5)}
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        if not t.intermediate_values or t.number == best:
+            continue
+        label, color, alpha = kinds.get(t.state, ("stopped (failed or interrupted)", "tab:orange", 0.6))
+        epochs = sorted(t.intermediate_values)
+        ax.plot(epochs, [t.intermediate_values[e] for e in epochs], "o-", color=color, alpha=alpha, markersize=3,
+                linewidth=1, label=None if label in counts else label)
+        counts[label] = counts.get(label, 0) + 1
+    if best is not None and study.trials[best].intermediate_values:
+        values = study.trials[best].intermediate_values
+        ax.plot(sorted(values), [values[e] for e in sorted(values)], "o-", color="tab:red", markersize=4,
+                linewidth=2, label=f"best: trial {best}")
+    handles, labels = ax.get_legend_handles_labels()
+    labels = [f"{label} ({counts[label]})" if label in counts else label for label in labels]
+    ax.legend(handles, labels, fontsize=8)
+    ax.set_ylabel(f"{name} after the epoch")
+    ax.set_title("Each trial's metric by epoch")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def _best_number(study) -> int | None:
+    try:
+        return study.best_trial.number
+    except ValueError:  # no complete trial yet
+        return None
