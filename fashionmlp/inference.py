@@ -190,6 +190,8 @@ def check_figure_path(path: Path, option: str) -> None:
     from matplotlib.figure import Figure
 
     formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
+    if not str(path) or str(path) == ".":  # typer makes '' the current folder
+        raise UserError(f"{option}: an empty path; give a file name such as grid.png")
     if path.is_dir():
         raise UserError(f"{option} {str(path)!r} is a directory; give a file name such as grid.png")
     if path.suffix.lower().lstrip(".") not in formats:

@@ -31,6 +31,9 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     last_pt = run_dir / "checkpoints" / "last.pt"
     if not last_pt.is_file():
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
+    if (run_dir / "checkpoints").is_symlink():  # a folder from someone else must not steer a write elsewhere
+        raise UserError(f"--resume {str(run_dir)!r}: checkpoints/ is a symbolic link (to "
+                        f"{str((run_dir / 'checkpoints').resolve())!r}); a resumed run writes only inside its folder")
     for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
         check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
     with lock_run_dir(run_dir):  # before anything is read or rewritten; released however this ends
@@ -71,8 +74,9 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "
                         f"{cfg.train.patience}); its best weights are in checkpoints/best.pt")
     if cfg.train.epochs <= done:
-        raise UserError(f"--resume {str(run_dir)!r}: the run already has {done} of {cfg.train.epochs} epochs; "
-                        f"pass --epochs N with N > {done} to extend it")
+        has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
+               f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
+        raise UserError(f"--resume {str(run_dir)!r}: {has}; pass --epochs N with N > {done} to extend it")
 
 
 def restore_trainee(model: torch.nn.Module, cfg: RunConfig, state: dict, path: Path, own_rng: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,23 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
         raise UserError(f"--checkpoint: {checkpoint!r} is not allowed; allowed: {', '.join(CHECKPOINTS)}")
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
-        hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
-                "--checkpoint last)" if checkpoint == "best" and path.with_name("last.pt").is_file() else "")
+        hint = ""
+        if checkpoint == "best" and path.with_name("last.pt").is_file():
+            epochs = _epochs_done(Path(run_dir))
+            hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
+                    "--checkpoint last)" if not epochs else f"; the run has finished {epochs} epoch(s): "
+                    "--checkpoint last is the run as it ended")
         raise UserError(f"no checkpoint at {str(path)!r}{hint}")
     return path
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """The epochs summary.json says the run finished (0 when it cannot be read)."""
+    try:
+        epochs = json.loads((run_dir / "summary.json").read_text()).get("epochs")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
 
 
 def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = False) -> None:

@@ -209,6 +209,19 @@ def test_log_scale_loss_axes_read_as_plain_numbers(low, high):
         assert all(float(t.replace(",", "")) > 0 for t in labels)
 
 
+def test_a_diverging_loss_axis_reads_in_powers_of_ten():
+    """A loss of 1e33 was labelled 9,999,999,999,999,999,635,896,294,965,248."""
+    from fashionmlp.plots.run import loss_curve
+
+    history = [{"epoch": e, "train_loss": v, "test_loss": v, "test_accuracy": 0.1} for e, v in
+               ((1, 2.3), (2, 1e12), (3, 1e33))]
+    ax = loss_curve(history, [], "t").axes[0]
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all(len(t) <= 7 for t in labels), labels
+    assert max(float(t.replace(",", "")) for t in labels) >= 1e28, labels
+
+
 def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     from fashionmlp.plots import comparison
 

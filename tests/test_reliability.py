@@ -66,6 +66,9 @@ def test_resume_a_finished_run_needs_more_epochs(write_config, tmp_path):
     run = run_dir_of(cli("train", "--config", write_config(), "--runs-dir", tmp_path))
     result = cli("train", "--resume", run)
     assert result.exit_code == 2 and "pass --epochs N with N > 2" in result.stderr
+    assert "the run already has its 2 of 2 epochs" in result.stderr
+    fewer = cli("train", "--resume", run, "--epochs", "1")  # said "the run already has 2 of 1 epochs"
+    assert fewer.exit_code == 2 and "--epochs 1 is fewer than the 2 epochs the run already has" in fewer.stderr
 
 
 # ---------------------------------------------------------------- 2/3. interruption and kill -9
@@ -369,6 +372,20 @@ BAD_INPUTS = [
      "does not exist"),
     ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished), "--checkpoint", "best"],
      "--checkpoint last"),
+    # Found by a demanding-user pass (2026-11-30)
+    ("a study's config given to train", lambda e: ["train", "--config", str(e.study)],
+     "variants: this section makes it a config for `fashionmlp compare-optimizers --config`, not for this command"),
+    ("a whole float where an int is needed", lambda e: ["train", "--config", e.cfg("e.yaml", train={"epochs": 2.0})],
+     "train.epochs: 2.0 is a decimal number: write 2"),
+    ("subset beyond the training set", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "data.subset=70000"],
+     "data.subset: 70,000 is more than the 320 training images in"),
+    ("seeds: subset beyond the training set", lambda e: ["train", "--config", e.cfg("g.yaml"), "--seeds", "0,1",
+                                                         "--set", "data.subset=70000"], "data.subset: 70,000 is more"),
+    ("compare: subset beyond the training set", lambda e: ["compare-optimizers", "--config", str(e.study), "--set",
+                                                           "data.subset=70000", "--runs-dir", str(e.tmp / "runs")],
+     "data.subset: 70,000 is more"),
+    ("predict: --grid ''", lambda e: ["predict", str(e.good_run), "--index", "0", "--grid", ""],
+     "--grid: an empty path; give a file name such as grid.png"),
 ] + ([] if torch.cuda.is_available() else [
     ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
 ])

@@ -286,3 +286,31 @@ def test_a_checkpoint_from_another_run_or_an_edited_config_is_refused(tmp_path, 
     assert cli("evaluate", other).exit_code == 0
     result = cli("train", "--resume", other, "--epochs", "3")
     assert result.exit_code == 0 and summary(other)["epochs"] == 3, result.output
+
+
+def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write_config):
+    """A run folder from someone else whose checkpoints/ (or inspect/) links elsewhere: resume wrote its
+    checkpoints through the link."""
+    run = run_dir_of(cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs"))
+    elsewhere = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(elsewhere)
+    (run / "checkpoints").symlink_to(elsewhere)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir())
+    result = cli("train", "--resume", run, "--epochs", "3")
+    assert result.exit_code == 2 and "checkpoints/ is a symbolic link" in result.stderr, result.output
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir()) == before
+    assert cli("evaluate", run).exit_code == 0  # reading through it is harmless
+    (run / "inspect").symlink_to(tmp_path / "pictures", target_is_directory=True)
+    result = cli("inspect", run)
+    assert result.exit_code == 2 and "inspect' is a symbolic link" in result.stderr, result.output
+    assert not (tmp_path / "pictures").exists()
+
+
+def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(good_run, tmp_path / "copy")
+    (run / "checkpoints" / "best.pt").unlink()
+    result = cli("evaluate", run, "--checkpoint", "best")
+    assert result.exit_code == 2 and "the run has finished 1 epoch(s): --checkpoint last" in result.stderr
+    assert "has not finished an epoch" not in result.stderr

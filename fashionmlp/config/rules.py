@@ -68,8 +68,10 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             quoted = isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value)
+            whole = isinstance(value, float) and value.is_integer()  # 2.0: a float, though its value is whole
             raise ConfigError(f"{key}: {show(value)} is " + ("text, not a whole number: write it without quotes"
-                                                             if quoted else "not a whole number"))
+                                                             if quoted else f"a decimal number: write {int(value)}"
+                                                             if whole else "not a whole number"))
         check_range(key, value, rules)
         return value
     if kind is float:
@@ -134,6 +136,10 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in fields:
+            elsewhere = {"variants": "fashionmlp compare-optimizers --config", "sweep": "fashionmlp sweep --config"}
+            if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train (or the reverse)
+                raise ConfigError(f"{key}: this section makes it a config for `{elsewhere[key]}`, not for this "
+                                  "command")
             raise unknown_key(f"{prefix}{key}", list(fields))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):

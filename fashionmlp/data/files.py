@@ -196,6 +196,9 @@ def load_fashion_mnist(root: str | Path, *, verify_md5: bool = True, allow_downl
     paths = ensure_files(root, verify_md5=verify_md5, allow_download=allow_download)
     train, test = _read_split(paths, "train"), _read_split(paths, "test")
     if subset is not None:
+        if subset > len(train.labels):  # config.yaml said 70000 while 60,000 were used
+            raise DataError(f"data.subset: {subset:,} is more than the {len(train.labels):,} training images in "
+                            f"{str(root)!r}")
         train = Split(train.images[:subset], train.labels[:subset])
     train_idx, val_idx = split_indices(len(train.labels), val_size, seed)
     val = None if val_idx is None else Split(train.images[val_idx], train.labels[val_idx])

@@ -33,7 +33,7 @@ def plain_log_labels(axis) -> None:
         def __call__(self, x, pos=None):
             if not super().__call__(x, pos):
                 return ""
-            return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+            return f"{x:.3g}" if x < 1000 else f"{x:,.0f}" if x < 1e6 else f"{x:.0e}"  # 1e+33, not 33 digits
 
     axis.set_major_formatter(Plain())
     axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
