@@ -228,3 +228,12 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
     assert lr_find_figure(test, None, None, label_smoothing=0.1).axes[0].get_ylabel() == \
         "training loss (cross-entropy with label smoothing 0.1)"
     assert lr_find_figure(test, None, None).axes[0].get_ylabel() == "training loss (cross-entropy)"
+
+
+def test_a_one_step_range_test_draws_its_point():
+    """--steps 1: a line of one point, drawn without a marker, left the plot empty."""
+    from fashionmlp.plots.lrfind import lr_find_figure
+
+    one = RangeTest([1e-3], [2.3], [2.3], "end", 0.0, 1)
+    smoothed = [line for line in lr_find_figure(one, None, None).axes[0].get_lines() if line.get_linewidth() == 1.8]
+    assert len(smoothed) == 1 and smoothed[0].get_marker() == "o"

@@ -35,7 +35,8 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     smooth = np.asarray(test.smoothed, dtype=np.float64)
     ok_raw, ok = np.isfinite(raw), np.isfinite(smooth)
     ax.plot(lrs[ok_raw], raw[ok_raw], color="tab:blue", alpha=0.3, linewidth=0.7, label="loss per step")
-    ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta))
+    ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta),
+            marker="o" if ok.sum() < 3 else None)  # a line of one point draws nothing
     top = 1.5 * smooth[ok][0] if ok.any() else 1.0
     marks = [(steepest, "tab:red", "--", "suggestion (steepest descent)"),
              (None if lowest is None else lowest / 10, "tab:green", "--", "minimum of smoothed loss / 10"),
