@@ -16,7 +16,7 @@ from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
-from fashionmlp.savedrun import load_run
+from fashionmlp.savedrun import load_run, refuse_links
 from fashionmlp.tracking import write_json
 
 
@@ -44,6 +44,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
                  device: str | None = None) -> EvaluationReport:
     """Evaluate a run's checkpoint on the test set; writes confusion_matrix.png and evaluation-<ckpt>.json."""
     run = load_run(run_dir, checkpoint, device)
+    refuse_links(Path(run_dir), "evaluate")
     checkpoint = run.name
     data = load_data(run.cfg, data_dir)
     test = TensorSplit.from_split(data.test, run.device, dtype_of(run.cfg))
@@ -102,8 +103,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
     if border > 0.5:
         warn(f"warning: {where}: its border is light ({border:.0%} of white on average) while Fashion-MNIST's "
-             "garments are light on a black background" + ("" if invert else
-                                                           "; a dark garment on a light background needs --invert"))
+             "garments are light on a black background; " + ("--invert made it so: the image may not need it"
+                                                             if invert else
+                                                             "a dark garment on a light background needs --invert"))
     if gray.shape != (28, 28):
         h, w = gray.shape
         warn(f"warning: {path} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
@@ -191,7 +193,7 @@ def check_figure_path(path: Path, option: str) -> None:
 
     formats = sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
     if not str(path) or str(path) == ".":  # typer makes '' the current folder
-        raise UserError(f"{option}: an empty path; give a file name such as grid.png")
+        raise UserError(f"{option} {str(path)!r}: no file name; give one such as grid.png")
     if path.is_dir():
         raise UserError(f"{option} {str(path)!r} is a directory; give a file name such as grid.png")
     if path.suffix.lower().lstrip(".") not in formats:

@@ -33,7 +33,7 @@ from fashionmlp.plots.model import (
     mlp_weights_figure,
     per_class_figure,
 )
-from fashionmlp.savedrun import load_run
+from fashionmlp.savedrun import load_run, refuse_links
 from fashionmlp.tracking import write_json
 
 DPI = 100
@@ -116,9 +116,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     run = load_run(run_dir, checkpoint, device)
     checkpoint = run.name
     out_dir = run_dir / "inspect"
-    if out_dir.is_symlink():  # a folder from someone else must not steer a write elsewhere
-        raise UserError(f"{str(out_dir)!r} is a symbolic link (to {str(out_dir.resolve())!r}); inspect writes only "
-                        "inside the run folder")
+    refuse_links(run_dir, "inspect")
     check_writable_folder(out_dir)
     test = load_data(run.cfg, data_dir).test
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")

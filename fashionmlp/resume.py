@@ -17,7 +17,7 @@ from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir
+from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
 from fashionmlp.session import prepare
 from fashionmlp.tracking import check_folder_writable
 
@@ -31,9 +31,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     last_pt = run_dir / "checkpoints" / "last.pt"
     if not last_pt.is_file():
         raise UserError(f"--resume {str(run_dir)!r}: no checkpoint to resume from (checkpoints/last.pt is missing)")
-    if (run_dir / "checkpoints").is_symlink():  # a folder from someone else must not steer a write elsewhere
-        raise UserError(f"--resume {str(run_dir)!r}: checkpoints/ is a symbolic link (to "
-                        f"{str((run_dir / 'checkpoints').resolve())!r}); a resumed run writes only inside its folder")
+    refuse_links(run_dir, "--resume")
     for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
         check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
     with lock_run_dir(run_dir):  # before anything is read or rewritten; released however this ends
@@ -42,7 +40,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         check_resumable(cfg, state, run_dir)
         check_fits(cfg, state, last_pt, optimizer_too=True)
         planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
-        check_study_member(run_dir, planned, cfg.train.epochs)
+        check_study_member(run_dir, planned, cfg.train.epochs, int(state["epoch"]))
         replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
         previous = previous_summary(run_dir)
         kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
@@ -55,14 +53,15 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     return result
 
 
-def check_study_member(run_dir: Path, planned: int, epochs: int) -> None:
+def check_study_member(run_dir: Path, planned: int, epochs: int, done: int) -> None:
     """A run of a study folder (compare-optimizers, train --seeds) keeps the study's epochs: its table averages
     the runs as equals."""
     if epochs != planned and (run_dir.parent / "study.json").is_file():
+        way = ("copy the run folder out of the study to extend it alone" if done >= planned else
+               "resume it without --epochs, or copy the run folder out of the study to extend it alone")
         raise UserError(f"--resume {str(run_dir)!r} --epochs {epochs}: this run is one of the study "
                         f"{str(run_dir.parent)!r}, whose runs all train {plural(planned, 'epoch')} (its table "
-                        "averages them); resume it without --epochs, or copy the run folder out of the study to "
-                        "extend it alone")
+                        f"averages them); {way}")
 
 
 def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:

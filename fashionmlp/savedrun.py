@@ -13,6 +13,7 @@ import torch
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
 from fashionmlp.config import ModelConfig, RunConfig, load_config, with_values
 from fashionmlp.errors import UserError
+from fashionmlp.plots.common import plural
 from fashionmlp.session import prepare
 
 CHECKPOINTS = ("best", "last")
@@ -57,15 +58,27 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     if not path.is_file():
         hint = ""
         if checkpoint == "best" and path.with_name("last.pt").is_file():
-            epochs = _epochs_done(Path(run_dir))
+            epochs = epochs_done(Path(run_dir))
             hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
-                    "--checkpoint last)" if not epochs else f"; the run has finished {epochs} epoch(s): "
+                    "--checkpoint last)" if not epochs else f"; the run has finished {plural(epochs, 'epoch')}: "
                     "--checkpoint last is the run as it ended")
         raise UserError(f"no checkpoint at {str(path)!r}{hint}")
     return path
 
 
-def _epochs_done(run_dir: Path) -> int:
+def refuse_links(run_dir: Path, what: str) -> None:
+    """A run folder from someone else must not steer a write out of it: no symbolic link among the entries a
+    command writes to (the folder's files, checkpoints/, inspect/ and theirs). The folder itself may be one."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "inspect"):
+        entries = [folder] if folder.is_symlink() else sorted(folder.iterdir()) if folder.is_dir() else []
+        link = next((entry for entry in entries if entry.is_symlink()), None)
+        if link is not None and link != run_dir:
+            raise UserError(f"{what} {str(run_dir)!r}: {str(link.relative_to(run_dir))!r} is a symbolic link (to "
+                            f"{str(link.resolve())!r}); a run folder's files must be its own: nothing is written "
+                            "through a link")
+
+
+def epochs_done(run_dir: Path) -> int:
     """The epochs summary.json says the run finished (0 when it cannot be read)."""
     try:
         epochs = json.loads((run_dir / "summary.json").read_text()).get("epochs")
@@ -93,7 +106,7 @@ def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = Fa
 # Where and how a run is computed, not what: these may differ between config.yaml and a checkpoint (`--resume
 # --epochs` and `--device` rewrite config.yaml before the next checkpoint; data.dir is wherever the files are)
 HOW_KEYS = frozenset({"train.epochs", "device", "data.dir", "data.verify_md5", "data.download", "data.num_workers",
-                      "train.eval_batch_size", "train.threads"})
+                      "train.eval_batch_size", "train.threads", "train.channels_last", "train.deterministic"})
 
 
 def config_difference(saved: dict, current: dict, prefix: str = "") -> tuple[str, object, object] | None:
@@ -118,7 +131,8 @@ def _plain(value: object) -> object:
 
 
 def _shown(value: object) -> str:
-    return "null" if value is None else str(_plain(value))
+    """A value as config.yaml spells it (null, true, false)."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(_plain(value))
 
 
 def _with_defaults(model: object) -> object:

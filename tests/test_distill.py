@@ -363,3 +363,23 @@ def test_a_teacher_whose_run_did_not_complete_gets_a_note(tiny_data, teacher, tm
                for n in summary(run)["notes"])
     plain = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path / "plain").run_dir
     assert not any("not completed" in n for n in summary(plain).get("notes", []))
+
+
+def test_an_interrupted_taught_population_resumes_from_its_unpinned_config(tiny_data, teacher, tmp_path, monkeypatch):
+    """A study's resume hands each member its config as study.yaml gives it (the teacher as the user typed it,
+    no fingerprint), while the member's checkpoints record it pinned: the resume was refused as a mismatch."""
+    from test_population import StopAfter
+
+    from fashionmlp.population import resume_population
+
+    monkeypatch.chdir(teacher.parent)  # the teacher's folder given relative to the working folder
+    cfg = config_from_dict({**student(tiny_data, teacher, train={"epochs": 2}),
+                            "distill": {"teacher": teacher.name, "temperature": 2.0, "alpha": 0.7}})
+    specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / f"seed{s}", f"seed {s}") for s in (0, 1)]
+    assert {r.status for r in train_population(specs, stop=StopAfter(10 + 3))} == {"interrupted"}
+    assert {r.status for r in resume_population(specs)} == {"completed"}
+    for spec in specs:
+        saved = yaml.safe_load((spec.run_dir / "config.yaml").read_text())["distill"]
+        assert saved["teacher"] == str(teacher.resolve()) and saved["fingerprint"] == summary(spec.run_dir)[
+            "distill"]["fingerprint"]
+        assert cli("evaluate", spec.run_dir, "--checkpoint", "best").exit_code == 0

@@ -385,7 +385,7 @@ BAD_INPUTS = [
                                                            "data.subset=70000", "--runs-dir", str(e.tmp / "runs")],
      "data.subset: 70,000 is more"),
     ("predict: --grid ''", lambda e: ["predict", str(e.good_run), "--index", "0", "--grid", ""],
-     "--grid: an empty path; give a file name such as grid.png"),
+     "--grid '.': no file name; give one such as grid.png"),
 ] + ([] if torch.cuda.is_available() else [
     ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
 ])

@@ -279,6 +279,61 @@ def test_a_space_whose_trials_keep_being_rejected_ends_the_sweep_in_one_line(swe
         "optimizer.momentum: nesterov needs momentum > 0); narrow the space to values that go together")
 
 
+def test_rejections_count_in_a_row_and_a_refill_refused_lets_the_population_finish(sweep_config, tmp_path,
+                                                                                   monkeypatch, quick_pictures):
+    """The count of rejected trials was never reset by a good one (a space rejecting 3 of 4 ended a worker), and
+    the error raised while a population refilled marked its training members crashed."""
+    from fashionmlp.sweep import workers
+
+    real, drawn = workers.configure, []
+
+    def every_fourth(trial, *args):
+        drawn.append(trial.number)
+        if len(drawn) % 4 == 0:
+            return real(trial, *args)
+        trial.set_user_attr("error", "rejected")
+        return None
+
+    monkeypatch.setattr(workers, "configure", every_fourth)
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 3, "sampler": "random"})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 3)
+    assert result.exit_code == 0 and len(drawn) == 12, result.output
+
+    def two_then_none(trial, *args):
+        drawn.append(trial.number)
+        if len(drawn) <= 2:
+            return real(trial, *args)
+        trial.set_user_attr("error", "rejected")
+        return None
+
+    drawn.clear()
+    monkeypatch.setattr(workers, "configure", two_then_none)
+    path = sweep_config("s2.yaml", train={"epochs": 2}, sweep={"trials": 6, "sampler": "random"})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "two", "--population", 2)
+    assert result.exit_code == 2 and "trials in a row drew values no config accepts" in result.stderr
+    runs = sorted((sweep_dir(tmp_path / "two")).glob("trial-*"))
+    assert len(runs) == 2 and {summary(r)["status"] for r in runs} == {"completed"}  # not crashed
+    study = load_study(sweep_dir(tmp_path / "two"))
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+def test_a_space_rejected_in_every_worker_is_one_error_line(sweep_config, tmp_path):
+    """With --jobs 2 each worker printed the error, then 'worker lost' lines, 'incomplete ... run the same command
+    again' and exit 1. 2**14 mixes are beyond the up-front check: the workers find the space out."""
+    space = {key: values for key, values in (
+        ("optimizer.lr", [0.01, 0.02]), ("optimizer.weight_decay", [0.0, 1e-4]), ("optimizer.warmup", [0.0, 0.1]),
+        ("optimizer.schedule", ["constant", "cosine"]), ("train.label_smoothing", [0.0, 0.1]),
+        ("train.ema", [0.0, 0.9]), ("train.tta", ["none", "flip"]), ("optimizer.decay_params", ["all", "weights"]),
+        ("train.batch_size", [16, 32]), ("model.activation", ["relu", "tanh"]), ("model.hidden", [[32], [16]]),
+        ("model.dropout", [0.0, 0.1]), ("optimizer.betas", [[0.9, 0.999], [0.8, 0.99]]),
+        ("train.epochs", [1, 2]), ("optimizer.name", ["nesterov"]), ("optimizer.momentum", [0.0]))}
+    path = sweep_config(optimizer={"name": "sgd", "momentum": 0.9}, sweep={"sampler": "random", "space": space})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--jobs", 2)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: sweep.space: 20 trials in a row drew values no config accepts")
+
+
 # ---------------------------------------------------------------- continuing a study
 
 

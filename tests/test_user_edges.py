@@ -76,6 +76,10 @@ def test_a_light_background_is_pointed_out_and_a_blank_out_of_range_image_refuse
     warnings = []
     read_image(tmp_path / "dark_on_light.png", warn=warnings.append)
     assert len(warnings) == 1 and "border is light" in warnings[0] and "needs --invert" in warnings[0]
+    Image.fromarray(picture).save(tmp_path / "light_on_dark.png")
+    inverted = []
+    read_image(tmp_path / "light_on_dark.png", invert=True, warn=inverted.append)
+    assert len(inverted) == 1 and "--invert made it so: the image may not need it" in inverted[0]
     read_image(tmp_path / "dark_on_light.png", invert=True, warn=pytest.fail)  # inverted: light on black
     # one value outside 0-255 and 0-65535 everywhere: there is no range to scale from (it gave NaN pixels)
     Image.fromarray(np.full((28, 28), -5, np.int32), "I").save(tmp_path / "blank.tif")
@@ -281,11 +285,28 @@ def test_a_checkpoint_from_another_run_or_an_edited_config_is_refused(tmp_path, 
     edited.write_text(edited.read_text().replace("lr: 0.01", "lr: 5.0"))
     result = cli("train", "--resume", other, "--epochs", "3")
     assert result.exit_code == 2 and "optimizer.lr: 0.01, config.yaml says 5.0" in result.stderr
-    # where and how it runs may differ: another device spelling, data folder or thread count
+    # where and how it runs may differ: the thread count here (the rest: the test below)
     edited.write_text(edited.read_text().replace("lr: 5.0", "lr: 0.01").replace("threads: 1", "threads: 2"))
     assert cli("evaluate", other).exit_code == 0
-    result = cli("train", "--resume", other, "--epochs", "3")
+    result = cli("train", "--resume", other, "--epochs", "3")  # (a refused resume released the folder's lock)
     assert result.exit_code == 0 and summary(other)["epochs"] == 3, result.output
+
+
+def test_where_and_how_a_run_is_computed_may_differ_between_its_checkpoint_and_config(tiny_data):
+    """`--resume --epochs/--device` rewrite config.yaml while best.pt keeps the values of its epoch; the data
+    folder is wherever the files are now."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.savedrun import config_difference
+
+    from helpers import tiny_config
+
+    saved = config_from_dict(tiny_config(tiny_data)).to_dict()
+    now = {**saved, "device": "auto", "train": {**saved["train"], "epochs": 9, "threads": 2, "eval_batch_size": 7,
+                                                "channels_last": False, "deterministic": False},
+           "data": {**saved["data"], "dir": "/elsewhere", "download": True, "verify_md5": True}}
+    assert config_difference(saved, now) is None
+    assert config_difference(saved, {**now, "train": {**now["train"], "ema": 0.5}}) == ("train.ema", 0.0, 0.5)
+    assert config_difference({**saved, "old_key": 1}, now) is None  # a key another version wrote: skipped
 
 
 def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write_config):
@@ -297,13 +318,26 @@ def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write
     (run / "checkpoints").symlink_to(elsewhere)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir())
     result = cli("train", "--resume", run, "--epochs", "3")
-    assert result.exit_code == 2 and "checkpoints/ is a symbolic link" in result.stderr, result.output
+    assert result.exit_code == 2 and "'checkpoints' is a symbolic link" in result.stderr, result.output
     assert sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir()) == before
-    assert cli("evaluate", run).exit_code == 0  # reading through it is harmless
-    (run / "inspect").symlink_to(tmp_path / "pictures", target_is_directory=True)
-    result = cli("inspect", run)
-    assert result.exit_code == 2 and "inspect' is a symbolic link" in result.stderr, result.output
-    assert not (tmp_path / "pictures").exists()
+    (run / "checkpoints").unlink()
+    (run / "checkpoints").mkdir()
+    for item in elsewhere.iterdir():
+        item.rename(run / "checkpoints" / item.name)
+    # the lock, a picture, metrics.csv: each linked file was opened, appended or saved through its link
+    for name in (".lock", "loss_curve.png", "metrics.csv", "inspect/weights.png", "confusion_matrix.png"):
+        target = tmp_path / "outside" / name.replace("/", "_")
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("theirs")
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(target)
+        for args in (("train", "--resume", run, "--epochs", "3"), ("evaluate", run), ("inspect", run)):
+            result = cli(*args)
+            assert result.exit_code == 2 and f"{name!r} is a symbolic link" in result.stderr, (name, result.output)
+        assert target.read_text() == "theirs", name
+        (run / name).unlink()
+    assert cli("train", "--resume", run, "--epochs", "3").exit_code == 0  # its own files again: it goes on
 
 
 def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_path):
@@ -312,5 +346,5 @@ def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_pa
     run = shutil.copytree(good_run, tmp_path / "copy")
     (run / "checkpoints" / "best.pt").unlink()
     result = cli("evaluate", run, "--checkpoint", "best")
-    assert result.exit_code == 2 and "the run has finished 1 epoch(s): --checkpoint last" in result.stderr
+    assert result.exit_code == 2 and "the run has finished 1 epoch: --checkpoint last" in result.stderr
     assert "has not finished an epoch" not in result.stderr

@@ -137,7 +137,7 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     for key, value in raw.items():
         if not isinstance(key, str) or key not in fields:
             elsewhere = {"variants": "fashionmlp compare-optimizers --config", "sweep": "fashionmlp sweep --config"}
-            if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train (or the reverse)
+            if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train
                 raise ConfigError(f"{key}: this section makes it a config for `{elsewhere[key]}`, not for this "
                                   "command")
             raise unknown_key(f"{prefix}{key}", list(fields))

@@ -70,7 +70,8 @@ def intermediate_values(study, name: str):
 
     _, ax = plt.subplots()
     best = _best_number(study)
-    kinds = {TrialState.COMPLETE: ("complete", "tab:blue", 0.6), TrialState.PRUNED: ("pruned", "tab:gray", 0.5)}
+    kinds = {TrialState.COMPLETE: ("complete", "tab:blue", 0.6), TrialState.PRUNED: ("pruned", "tab:gray", 0.5),
+             TrialState.RUNNING: ("running (elsewhere)", "tab:green", 0.6)}
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         if not t.intermediate_values or t.number == best:

@@ -23,7 +23,7 @@ from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir
+from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
 from fashionmlp.session import Session, prepare
 from fashionmlp.teacher import pinned, teacher_note
 
@@ -151,11 +151,11 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
     with ExitStack() as locks:
         for spec in specs:
             run_dir = check_run_dir(spec.run_dir, "--resume")
+            refuse_links(run_dir, "--resume")
             locks.enter_context(lock_run_dir(run_dir))
             last = run_dir / "checkpoints" / "last.pt"
             state = load_checkpoint(last)
             check_resumable(spec.cfg, state, run_dir)
-            check_fits(spec.cfg, state, last, optimizer_too=True)
             states.append((state, last))
         epochs = {int(state["epoch"]) for state, _ in states}
         if len(epochs) > 1:
@@ -164,12 +164,15 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
         kept = previous_summary(specs[0].run_dir).get("threads") if not specs[0].cfg.train.threads else None
         session, pdata = setup_population([s.cfg for s in specs], data_dir,
                                           threads=kept if isinstance(kept, int) and kept > 0 else None)
+        cfgs = [taught(spec.cfg, session) for spec in specs]  # as each member's folder records it: the teacher pinned
+        for cfg, (state, last) in zip(cfgs, states):  # every member checked before any of them trains
+            check_fits(cfg, state, last, optimizer_too=True)
         members = []
-        for spec, (state, last) in zip(specs, states):
-            model = prepare_model(spec.cfg, session.device)
-            trainee = restore_trainee(model, spec.cfg, state, last, own_rng=True)
-            recorder = RunRecorder(spec.run_dir, spec.cfg, trainee, pdata.info, session.device, session.threads,
-                                   command, engine="population", **member_notes(spec.cfg, session)
+        for spec, cfg, (state, last) in zip(specs, cfgs, states):
+            model = prepare_model(cfg, session.device)
+            trainee = restore_trainee(model, cfg, state, last, own_rng=True)
+            recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads,
+                                   command, engine="population", **member_notes(cfg, session)
                                    ).reopen(state, previous_summary(spec.run_dir))
-            members.append(Member(spec.cfg, trainee, recorder, spec.label))
+            members.append(Member(cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop)

@@ -22,6 +22,7 @@ from fashionmlp.population import MemberSpec, resume_population, setup_populatio
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import resume
 from fashionmlp.run import train
+from fashionmlp.savedrun import epochs_done
 from fashionmlp.session import prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -184,7 +185,7 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     if engine == "population":
         by_epoch: dict[int, list[Planned]] = {}
         for p in started:  # members continued alone since may stand at other epochs: one population per epoch
-            by_epoch.setdefault(_epochs_done(p.run_dir), []).append(p)
+            by_epoch.setdefault(epochs_done(p.run_dir), []).append(p)
         for together in by_epoch.values():
             if stop is None or not stop.requested:
                 resume_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in together], data_dir=data_dir,
@@ -195,13 +196,6 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     else:
         _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True)
     return report(study, seeds, planned, study_dir, engine)
-
-
-def _epochs_done(run_dir: Path) -> int:
-    try:
-        return int(json.loads((run_dir / "summary.json").read_text())["epochs"])
-    except (OSError, ValueError, KeyError):
-        return 0
 
 
 def _unfinished(run_dir: Path) -> bool:

@@ -28,7 +28,7 @@ from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_repo
 from fashionmlp.sweep.space import ends
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
 from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, fail_dead_trials, open_storage
-from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work
+from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
 from fashionmlp.tracking import create_run_dir, write_config, write_json
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -139,9 +139,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
             del data  # each worker loads its own copy
             problems = _run_workers([_replace_worker(job, k) for k in range(workers)], stop, echo)
             interrupted = stop.requested
-        revived = fail_dead_trials(books)
-        if revived:
-            echo(f"trial(s) {', '.join(map(str, revived))} lost their worker: marked failed, queued to run again")
+        find_lost(books, echo)
     rows = trial_rows(books, spec)
     best = _best(books, spec)
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))

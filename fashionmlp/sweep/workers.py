@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -92,7 +91,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
 
     refill = job.population > 1 and keeps_shape(spec)  # later trials take the places of those that end
     while not user_stop.requested:
-        _find_lost(books, echo)
+        find_lost(books, echo)
         asked = _ask(study, books, spec, job, echo, stop=user_stop)
         if not asked:
             break
@@ -101,7 +100,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
     return user_stop.requested
 
 
-def _find_lost(books, echo: Callable[[str], None]) -> None:
+def find_lost(books, echo: Callable[[str], None]) -> None:
     """Running trials whose worker died are failed and queued again: a database's (heartbeats, any machine), and
     on this machine the journal's (the worker's pid)."""
     fail_stale_trials(books)
@@ -116,12 +115,17 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     as its run ends; True when a stop interrupted them (their values are queued again)."""
     spec = job.spec
     told: set[int] = set()
+    refused: list[UserError] = []  # raised while the population ran: its members finish first
 
     def more(places: int) -> list[Asked]:
-        if user_stop.requested:
+        if user_stop.requested or refused:
             return []
-        _find_lost(books, echo)  # a population that others join may run the worker's whole share
-        new = _ask(study, books, spec, job, echo, places, user_stop)
+        find_lost(books, echo)  # a population that others join may run the worker's whole share
+        try:
+            new = _ask(study, books, spec, job, echo, places, user_stop)
+        except UserError as exc:
+            refused.append(exc)
+            return []
         asked.extend(new)
         beats.add([a.trial.number for a in new])
         return new
@@ -142,6 +146,8 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
             interrupted = True
             continue
         _tell(study, books, spec, a, result, echo)
+    if refused:
+        raise refused[0]
     return interrupted
 
 
@@ -199,9 +205,13 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
             echo(progress_line(spec, frozen, len(books.get_trials(deepcopy=False, states=finished_states()))))
             rejected += 1
             if rejected >= REJECTED_IN_A_ROW:  # the space's values rarely go together: it would go on for ever
+                for a in asked:  # asked, not started: queued again for whoever continues the study
+                    study.tell(a.trial, state=TrialState.FAIL)
+                    _retry(books, a.trial.number)
                 raise UserError(f"sweep.space: {rejected} trials in a row drew values no config accepts (the last: "
                                 f"{frozen.user_attrs.get('error')}); narrow the space to values that go together")
             continue
+        rejected = 0
         asked.append(configured)
     return asked
 
@@ -225,7 +235,7 @@ def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) 
     echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
 
 
-def _spawned(job: _Job, parent: int) -> None:
+def _spawned(job: _Job, parent: int, errors) -> None:
     """Entry point of a worker process: SIGTERM (from the parent) stops it gracefully; so does the parent's death."""
     flag = StopRequest()
 
@@ -246,19 +256,22 @@ def _spawned(job: _Job, parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
     try:
         interrupted = _work(job, None, lambda line: print(line, flush=True), flag)
-    except UserError as exc:  # one line, as the command itself gives it
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except UserError as exc:  # told to the command, which says it once for all its workers
+        errors.put(str(exc))
         raise SystemExit(2) from None
     raise SystemExit(130 if interrupted else 0)
 
 
 def _run_workers(jobs: list[_Job], stop: StopRequest, echo: Callable[[str], None]) -> list[str]:
-    """Run each job in its own spawned process; forward a stop request once; return what went wrong."""
+    """Run each job in its own spawned process; forward a stop request once; return what went wrong. A user
+    mistake a worker found (a UserError, e.g. a space whose trials keep being rejected) is raised once here."""
     import multiprocessing
     from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
-    procs = [ctx.Process(target=_spawned, args=(job, os.getpid()), name=f"worker-{job.worker + 1}") for job in jobs]
+    errors = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_spawned, args=(job, os.getpid(), errors), name=f"worker-{job.worker + 1}")
+             for job in jobs]
     for p in procs:
         p.start()
     echo("workers: " + ", ".join(f"{p.name} pid {p.pid}" for p in procs))
@@ -272,14 +285,14 @@ def _run_workers(jobs: list[_Job], stop: StopRequest, echo: Callable[[str], None
                 if p.is_alive():
                     p.terminate()  # SIGTERM: finish the step, fail and requeue the trial, exit
             forwarded = True
+    if not errors.empty():
+        raise UserError(errors.get())
     problems = []
     for p in procs:
         if forwarded and p.exitcode == -signal.SIGTERM:
             continue  # the stop this process forwarded, reaching a worker before (or after) it could finish
         if p.exitcode and p.exitcode < 0:
             problems.append(f"{p.name} (pid {p.pid}) was killed by {signal.Signals(-p.exitcode).name}")
-        elif p.exitcode == 2:
-            problems.append(f"{p.name} (pid {p.pid}) stopped on the error above")
         elif p.exitcode not in (0, 130):
             problems.append(f"{p.name} (pid {p.pid}) exited with code {p.exitcode}")
     return problems
