@@ -339,6 +339,12 @@ def test_a_variant_row_averages_its_finished_runs_and_counts_them():
     assert row["final_test_accuracy_std"] == pytest.approx(statistics.stdev([0.80, 0.84]))
     assert row["status"] == "completed (2), diverged (1), interrupted (1)"
     assert row["best_test_accuracy"] == pytest.approx(0.82) and row["best_epoch"] == 3  # finished runs' bests only
+    from fashionmlp.study import table_rows
+
+    assert table_rows([row])[1][0][6] == "82.00% ± 2.83% (3)"
+    # seeds whose best epochs differ: their range, not a mean epoch such as "(1.3)"
+    spread = summarize([outcome(0, "completed", 0.80, 3), outcome(1, "completed", 0.84, 5)], study)[0]
+    assert spread["best_epoch"] == 4.0 and table_rows([spread])[1][0][6] == "82.00% ± 2.83% (3-5)"
 
 
 def test_the_seeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tmp_path, capsys):

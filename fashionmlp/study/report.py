@@ -55,6 +55,7 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
             "best_test_accuracy": best_acc, "best_test_accuracy_std": best_std,
             "best_epoch": int(best[0]["epoch"]) if len(best) == 1 else (
                 round(statistics.fmean(b["epoch"] for b in best), 1) if best else None),
+            "best_epochs": (int(min(b["epoch"] for b in best)), int(max(b["epoch"] for b in best))) if best else None,
             "seconds_per_epoch": _mean_std([r["seconds"] for o in runs for r in o.history])[0],
             "status": _statuses([o.status for o in runs]),
         })
@@ -109,6 +110,15 @@ def _pct(value: float | None, std: float | None = None, n: int = 1) -> str:
     return f"{value:.2%}" + (f" ± {std:.2%}" if n > 1 and std is not None and math.isfinite(std) else "")
 
 
+def _epochs(row: dict) -> str:
+    """The epoch(s) of the row's best test accuracies: '19', or '14-20' over seeds (not a mean epoch: '19.7')."""
+    low_high = row.get("best_epochs")
+    if low_high is None:
+        return "-" if row.get("best_epoch") is None else f"{row['best_epoch']:g}"
+    low, high = low_high
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -129,8 +139,7 @@ def table_rows(rows: list[dict], first: str = "optimizer") -> tuple[list[str], l
         cells.append([r["optimizer"], f"{r['lr']:g}", "-" if r["momentum"] is None else f"{r['momentum']:g}",
                       _num(r["final_train_loss"]), _num(r["final_test_loss"]),
                       _pct(r["final_test_accuracy"], r["final_test_accuracy_std"], r["n"]) + n,
-                      f"{_pct(r['best_test_accuracy'], r['best_test_accuracy_std'], r['n'])} "
-                      f"({r['best_epoch'] if r['best_epoch'] is not None else '-'})",
+                      f"{_pct(r['best_test_accuracy'], r['best_test_accuracy_std'], r['n'])} ({_epochs(r)})",
                       _num(r["seconds_per_epoch"], 2), r["status"]])
     return header, cells
 
