@@ -34,6 +34,9 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
     fig = Figure(figsize=(12, 5.4), layout="constrained")
     ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     seeds = max((np.asarray(s["train_loss"]).shape[0] for s in series.values()), default=1)
+    # a diverged or unfinished seed leaves gaps: the band is then over the seeds that reached each epoch
+    partial = any(np.asarray(s["test_accuracy"]).shape[0] < seeds or not np.isfinite(s["test_accuracy"]).all()
+                  for s in series.values())
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k}"
         label = name if s["status"] == "completed" else f"{name} ({s['status']})"
@@ -74,7 +77,8 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="gray", alpha=0.3))
-        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds} seeds")
+        over = f"the seeds at each epoch (up to {seeds})" if partial else f"{seeds} seeds"
+        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}")
     # below the panels: inside, it covered the curves
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
     fig.suptitle(title)
