@@ -312,6 +312,13 @@ def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config
     for seed in (0, 1):
         stopped = summary(group / f"seed{seed}")
         assert stopped["status"] == "completed" and stopped["early_stopping"]["stopped_after_epoch"] < 6
+    # the row's best: each run's epoch chosen on validation (it took each run's highest *test* accuracy, which
+    # could be an epoch after the one early stopping restored)
+    bests = [summary(group / f"seed{seed}")["best"] for seed in (0, 1)]
+    row = study_rows(group)["tiny"]
+    assert float(row["best_test_accuracy"]) == pytest.approx(statistics.fmean(b["test_accuracy"] for b in bests))
+    assert float(row["best_epoch"]) == pytest.approx(statistics.fmean(b["epoch"] for b in bests))
+    assert "the epoch early stopping restored" in (group / "summary.md").read_text()
 
 
 def test_train_seeds_means_only_finished_runs_and_exits_3_when_a_seed_diverges(write_config, tmp_path):
@@ -485,3 +492,53 @@ def test_a_row_with_no_finished_run_leaves_the_others_their_common_n():
     header, cells = table_rows([row("adam", 3, "completed"), row("sgd", 0, "diverged")])
     assert header[5] == "final test acc (mean ± std, n=3)"
     assert cells[0][5] == "80.00% ± 1.00%" and cells[1][5] == "-"
+
+
+def test_a_rows_best_is_each_runs_own_best_epoch_not_its_highest_test_accuracy():
+    """With a validation split a run's best epoch is chosen on it; the row took each run's highest test
+    accuracy instead (72.22% at epochs 2-5 where the runs' own bests were 72.05%)."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.study import VariantOutcome, seeds_study, summarize
+
+    history = [{"epoch": e, "test_accuracy": a, "seconds": 1.0} for e, a in ((1, 0.70), (2, 0.72), (3, 0.75))]
+    best = {"epoch": 2, "test_accuracy": 0.72, "val_accuracy": 0.74}  # validation chose epoch 2
+    final = {"train_loss": 0.5, "test_loss": 0.4, "test_accuracy": 0.72}
+    runs = [VariantOutcome("x", s, Path(f"seed{s}"), "completed", history, {"final": final, "best": best})
+            for s in (0, 1)]
+    row = summarize(runs, seeds_study(config_from_dict({"name": "x", "data": {"val_size": 10}})))[0]
+    assert row["best_test_accuracy"] == pytest.approx(0.72) and row["best_epochs"] == (2, 2)
+
+
+def test_a_study_folder_edited_by_hand_is_refused_and_a_missing_run_is_announced(write_config, tmp_path):
+    """study.json and study.yaml from someone else: seeds that orphan the runs, junk seeds or engine, unknown
+    keys, a run folder that is a link to another were each taken silently (the link made the run's lock name
+    this very process as "another process"); a deleted run trained anew without a word."""
+    import shutil
+
+    run = cli("train", "--config", write_config(train={"epochs": 2}), "--seeds", "0,1", "--runs-dir", tmp_path / "r")
+    group = Path(run.stdout.strip().splitlines()[-1])
+    meta, raw = json.loads((group / "study.json").read_text()), (group / "study.yaml").read_text()
+    edits = {
+        "seeds [5]": (lambda: (group / "study.json").write_text(json.dumps({**meta, "seeds": [5]})),
+                      "the run 'seed0' is not one that study.json and study.yaml plan (seed5)"),
+        "seeds [true]": (lambda: (group / "study.json").write_text(json.dumps({**meta, "seeds": [True, False]})),
+                         "study.json's seeds [True, False] are not a list of seeds"),
+        "engine warp": (lambda: (group / "study.json").write_text(json.dumps({**meta, "engine": "warp"})),
+                        "study.json's engine 'warp' is not one of population, sequential"),
+        "unknown key": (lambda: (group / "study.yaml").write_text(raw + "foo: 1\n"),
+                        "study.yaml has keys a study does not: foo"),
+        "a link": (lambda: (shutil.rmtree(group / "seed1"), (group / "seed1").symlink_to(group / "seed0")),
+                   "'seed1' is a symbolic link"),
+    }
+    for name, (edit, message) in edits.items():
+        keep = tmp_path / "keep"
+        shutil.copytree(group, keep, symlinks=True)
+        edit()
+        result = cli("train", "--resume", group)
+        assert result.exit_code == 2 and message in result.stderr, (name, result.output)
+        shutil.rmtree(group)
+        keep.rename(group)
+    shutil.rmtree(group / "seed1")
+    result = cli("train", "--resume", group)
+    assert result.exit_code == 0 and "note: seed 1 has no run folder yet (seed1): it trains from its first epoch" in (
+        result.stderr), result.output

@@ -15,6 +15,7 @@ from test_population import assert_same_run
 
 from fashionmlp.config import config_from_dict, with_values
 from fashionmlp.distill import distill_loss, soft_targets
+from fashionmlp.errors import UserError
 from fashionmlp.population import MemberSpec, train_population
 from fashionmlp.run import train
 from fashionmlp.teacher import weights_fingerprint
@@ -377,6 +378,15 @@ def test_an_interrupted_taught_population_resumes_from_its_unpinned_config(tiny_
                             "distill": {"teacher": teacher.name, "temperature": 2.0, "alpha": 0.7}})
     specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / f"seed{s}", f"seed {s}") for s in (0, 1)]
     assert {r.status for r in train_population(specs, stop=StopAfter(10 + 3))} == {"interrupted"}
+    kept = (teacher / "checkpoints" / "last.pt").read_bytes()
+    state = torch.load(teacher / "checkpoints" / "last.pt", weights_only=True)
+    state["model"] = {k: v + 1 if i == 0 else v for i, (k, v) in enumerate(state["model"].items())}
+    torch.save(state, teacher / "checkpoints" / "last.pt")  # the teacher's weights change meanwhile
+    try:  # said as such (it blamed the members' config.yaml)
+        with pytest.raises(UserError, match="the teacher changed since the config was written"):
+            resume_population(specs)
+    finally:
+        (teacher / "checkpoints" / "last.pt").write_bytes(kept)
     assert {r.status for r in resume_population(specs)} == {"completed"}
     for spec in specs:
         saved = yaml.safe_load((spec.run_dir / "config.yaml").read_text())["distill"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fashionmlp.config import config_from_dict, with_values
 from fashionmlp.errors import UserError
@@ -296,3 +297,19 @@ def test_one_shared_step_per_optimizer_class_equals_each_optimizer_stepping_alon
         assert sa.keys() == sb.keys() and len(sa) == 2
         for key in sa:
             assert all(torch.equal(torch.as_tensor(sa[key][k]), torch.as_tensor(sb[key][k])) for k in sa[key])
+
+
+def test_bf16_logits_give_the_float32_loss_a_single_run_computes():
+    """Under bf16 autocast a single run's F.cross_entropy computes in float32; the population's own loss kept
+    bf16 (epoch train losses such as 1.192375 = 2384.75 / 2000, and other gradients)."""
+    from fashionmlp.population.stack import member_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 10, 16).to(torch.bfloat16)  # (N, 10, B)
+    y = torch.randint(0, 10, (3, 16))
+    smoothing = torch.tensor([0.0, 0.1, 0.2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = member_losses(logits, y, smoothing)
+        single = [F.cross_entropy(logits[i].t(), y[i], label_smoothing=float(smoothing[i])) for i in range(3)]
+    assert losses.dtype == torch.float32
+    assert torch.allclose(losses, torch.stack(single), rtol=1e-6, atol=0)

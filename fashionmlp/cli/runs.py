@@ -107,7 +107,7 @@ def _resume_seeds(folder: Path, epochs, device, data_dir, stop) -> int:
         raise UserError("--resume of a --seeds folder continues its runs as they were planned; only --data-dir may "
                         "be given with it")
     result = resume_study(folder, data_dir=data_dir, make_progress=progress, population_progress=PopulationLines(),
-                          stop=stop, command=command_line())
+                          stop=stop, command=command_line(), notify=note)
     return _seeds_report(result)
 
 

@@ -69,7 +69,8 @@ def compare_optimizers(
                 raise UserError("--resume continues a study in its own folder with its saved study; only "
                                 "--data-dir may be given with it")
             result = resume_study(resume, data_dir=data_dir, make_progress=progress,
-                                  population_progress=PopulationLines(), stop=stop, command=command_line())
+                                  population_progress=PopulationLines(), stop=stop, command=command_line(),
+                                  notify=note)
             study_name = result.study_dir.name
         else:
             if model is not None and model not in ("mlp", "cnn"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fashionmlp.checkpoint import load_checkpoint, make_ema
-from fashionmlp.config import RunConfig, whole_training_set
+from fashionmlp.config import RunConfig, whole_training_set, with_values
 from fashionmlp.data import FashionMNIST
 from fashionmlp.device import largest_population, memory_parts, prepare_model
 from fashionmlp.engine import seed_everything
@@ -90,6 +90,15 @@ def taught(cfg: RunConfig, session: Session) -> RunConfig:
     return cfg if session.teacher is None else pinned(cfg, session.teacher)
 
 
+def _pinned_as_saved(cfg: RunConfig, state: dict) -> RunConfig:
+    """`cfg` (e.g. a study's, its teacher as the user typed it) with the teacher's fingerprint its checkpoint
+    recorded, so that loading the teacher checks its weights against it."""
+    saved = ((state.get("config") or {}).get("distill") or {}).get("fingerprint")
+    if cfg.distill.teacher is None or cfg.distill.fingerprint is not None or not isinstance(saved, str):
+        return cfg
+    return with_values(cfg, {"distill.fingerprint": saved})
+
+
 def member_notes(cfg: RunConfig, session: Session) -> dict:
     """A member recorder's notes (the session's, and the teacher's about this member's validation images) and
     its teacher's record."""
@@ -162,9 +171,10 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
             raise UserError(f"the runs to continue together stand at different epochs ({sorted(epochs)}); continue "
                             "each with fashionmlp train --resume RUN_DIR")
         kept = previous_summary(specs[0].run_dir).get("threads") if not specs[0].cfg.train.threads else None
-        session, pdata = setup_population([s.cfg for s in specs], data_dir,
-                                          threads=kept if isinstance(kept, int) and kept > 0 else None)
-        cfgs = [taught(spec.cfg, session) for spec in specs]  # as each member's folder records it: the teacher pinned
+        # the teacher they were taught by, as their checkpoints pin it: a changed teacher is refused as such
+        cfgs = [_pinned_as_saved(spec.cfg, state) for spec, (state, _) in zip(specs, states)]
+        session, pdata = setup_population(cfgs, data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
+        cfgs = [taught(cfg, session) for cfg in cfgs]  # as each member's folder records it: the teacher pinned
         for cfg, (state, last) in zip(cfgs, states):  # every member checked before any of them trains
             check_fits(cfg, state, last, optimizer_too=True)
         members = []

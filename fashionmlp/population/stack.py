@@ -262,6 +262,8 @@ def member_losses(logits: Tensor, y: Tensor, smoothing: Tensor | None,
     """(N, 10, B) logits and (N, B) labels -> (N,) mean losses, as F.cross_entropy computes each member's:
     with label smoothing ε_i, (1 - ε_i) nll + ε_i mean_c(-log p_c). With `distill`, (T, alpha, teacher's logits):
     (N,), (N,) and (N, B, views, 10), each member's distill.distill_loss: alpha_i T_i^2 KL + (1 - alpha_i) that."""
+    if logits.dtype in (torch.bfloat16, torch.float16):  # as F.cross_entropy under autocast: the loss in float32
+        logits = logits.float()
     log_p = F.log_softmax(logits, dim=1)
     nll = -log_p.gather(1, y.unsqueeze(1)).squeeze(1).mean(1)
     ce = nll

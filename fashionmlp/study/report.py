@@ -43,7 +43,7 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
         done = [o for o in runs if o.status in FINISHED]  # the means: runs that reached their end, and only those
         finals = [o.summary["final"] for o in done]
         acc, acc_std = _mean_std([f["test_accuracy"] for f in finals])
-        best = [max(o.history, key=lambda r: r["test_accuracy"]) for o in done if o.history]
+        best = [b for b in (_best_of(o) for o in done) if b is not None]
         best_acc, best_std = _mean_std([b["test_accuracy"] for b in best])
         rows.append({
             "optimizer": name, "lr": cfg.optimizer.lr,
@@ -61,6 +61,16 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
         })
     return sorted(rows, key=lambda r: -r["final_test_accuracy"] if math.isfinite(r["final_test_accuracy"])
                   else math.inf)
+
+
+def _best_of(outcome: VariantOutcome) -> dict | None:
+    """The run's own best epoch (summary.json's `best`): chosen on its validation split when it has one (the
+    epoch early stopping restores), else its highest test accuracy; the history's highest test accuracy for a
+    summary without one."""
+    best = outcome.summary.get("best") if isinstance(outcome.summary, dict) else None
+    if isinstance(best, dict) and "epoch" in best and "test_accuracy" in best:
+        return best
+    return max(outcome.history, key=lambda r: r["test_accuracy"]) if outcome.history else None
 
 
 def _status_note(row: dict, outcomes: list[VariantOutcome]) -> str:
@@ -151,6 +161,15 @@ def markdown_table(rows: list[dict], first: str = "optimizer") -> str:
     return "\n".join(lines)
 
 
+def _best_note(base) -> list[str]:
+    """What the table's best test accuracy is: the epoch validation chose, or the highest test accuracy."""
+    if base.data.val_size:
+        return [f"- best test acc: each run's test accuracy at the epoch its validation split ({base.data.val_size:,} "
+                "images) chose" + (" (the epoch early stopping restored)" if base.train.patience is not None else "")]
+    return ["- best test acc: each run's highest test accuracy over its epochs (no validation split: chosen on "
+            "the test set, so optimistic; the final column is the honest one)"]
+
+
 def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], rows: list[dict],
                  engine: str = "sequential") -> None:
     """summary.md, summary.csv, comparison.png and the TensorBoard margins of the study folder."""
@@ -174,7 +193,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         heading, "",
         f"{plural(base.train.epochs, 'epoch')}, batch {base.train.batch_size}{subset}, "
         f"{plural(len(seeds), 'seed')} {seeds}; {how}. {trained}", "",
-        markdown_table(rows, first_column(study.kind)), "", *notes, "", "![comparison](comparison.png)", ""])
+        markdown_table(rows, first_column(study.kind)), "", *notes, *_best_note(base), "",
+        "![comparison](comparison.png)", ""])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
     write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
     series = curves(study, outcomes, rows)
@@ -221,12 +241,16 @@ def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int
         layout: dict[str, dict] = {}
         for name, s in series.items():
             for key, label, scale in (("test_accuracy", "test accuracy", 1.0), ("train_loss", "train loss", 1.0)):
-                mean, std = seed_spread(np.asarray(s[key], dtype=np.float64) * scale)
+                values = np.asarray(s[key], dtype=np.float64) * scale
+                mean, std = seed_spread(values)
+                # never below the lowest seed, as in comparison.png: a loss's band went negative (-65.7)
+                finite = np.where(np.isfinite(values), values, np.inf)  # an epoch no seed reached: no bound
+                lowest = finite.min(axis=0) if values.size else mean
                 tags = [f"{name}/{key}/{part}" for part in ("mean", "lower", "upper")]
-                for epoch, m, d in zip(s["epochs"], mean, std):
+                for epoch, m, d, low in zip(s["epochs"], mean, std, lowest):
                     if np.isfinite(m) and epoch in steps:
                         d = d if np.isfinite(d) else 0.0
-                        for tag, value in zip(tags, (m, m - d, m + d)):
+                        for tag, value in zip(tags, (m, max(m - d, low), m + d)):
                             writer.add_scalar(tag, value, steps[epoch])
                 layout.setdefault(label, {})[f"{name}: mean ± std over {len(s[key])} seed(s)"] = ["Margin", tags]
         writer.add_custom_scalars(layout)

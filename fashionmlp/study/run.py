@@ -161,18 +161,13 @@ def report(study: Study, seeds: list[int], planned: list[Planned], study_dir: Pa
 def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
                  make_progress: Callable[[str], Progress] = lambda label: Progress(),
                  population_progress: PopulationProgress | None = None, stop: StopRequest | None = None,
-                 command: str | None = None) -> StudyResult:
+                 command: str | None = None, notify: Callable[[str], None] = lambda message: None) -> StudyResult:
     """Continue every unfinished run of the study in `study_dir` exactly (and start those never started), on
-    the engine the study was made with; then the report."""
+    the engine the study was made with; then the report. `notify` hears of runs that start anew."""
     study_dir = Path(study_dir)
-    try:
-        meta = json.loads((study_dir / "study.json").read_text())
-        study = study_from_dict(read_yaml(study_dir / "study.yaml"))
-        seeds, engine = [int(s) for s in meta["seeds"]], meta["engine"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"--resume {str(study_dir)!r} is not a study folder (it needs study.yaml and study.json, "
-                        "written by compare-optimizers and train --seeds)") from None
+    study, seeds, engine = read_study(study_dir)
     planned = plan(study, seeds, study_dir)
+    _check_members(study_dir, planned)
     todo = [p for p in planned if _unfinished(p.run_dir)]
     if not todo:
         raise UserError(f"--resume {str(study_dir)!r}: every run of the study has finished")
@@ -182,6 +177,8 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
         raise UserError(f"--resume {str(study_dir)!r}: {str(lost[0])!r} has no checkpoints/last.pt to continue "
                         "from; delete that folder to train its run anew")
     fresh = [p for p in todo if p not in started]
+    for p in fresh:
+        notify(f"{p.label.strip()} has no run folder yet ({p.run_dir.name}): it trains from its first epoch")
     if engine == "population":
         by_epoch: dict[int, list[Planned]] = {}
         for p in started:  # members continued alone since may stand at other epochs: one population per epoch
@@ -196,6 +193,44 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     else:
         _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True)
     return report(study, seeds, planned, study_dir, engine)
+
+
+def read_study(study_dir: Path) -> tuple[Study, list[int], str]:
+    """The study, seeds and engine that study.yaml and study.json record; anything else is one error line."""
+    where = f"--resume {str(study_dir)!r}"
+    try:
+        meta = json.loads((study_dir / "study.json").read_text())
+        raw = read_yaml(study_dir / "study.yaml")
+    except (OSError, ValueError):
+        raise UserError(f"{where} is not a study folder (it needs study.yaml and study.json, written by "
+                        "compare-optimizers and train --seeds)") from None
+    seeds = meta.get("seeds") if isinstance(meta, dict) else None
+    engine = meta.get("engine") if isinstance(meta, dict) else None
+    if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
+        raise UserError(f"{where}: study.json's seeds {seeds!r} are not a list of seeds (whole numbers >= 0)")
+    if engine not in ("population", "sequential"):
+        raise UserError(f"{where}: study.json's engine {engine!r} is not one of population, sequential")
+    extra = sorted(set(raw) - {"kind", "base", "variants"}) if isinstance(raw, dict) else []
+    if extra:
+        raise UserError(f"{where}: study.yaml has keys a study does not: {', '.join(map(str, extra))}")
+    if not isinstance(raw, dict) or raw.get("kind") not in ("compare", "seeds"):
+        raise UserError(f"{where}: study.yaml's kind is not compare or seeds")
+    try:
+        return study_from_dict(raw), seeds, engine
+    except ConfigError as exc:
+        raise UserError(f"{where}: study.yaml: {exc}") from None
+
+
+def _check_members(study_dir: Path, planned: list[Planned]) -> None:
+    """The study folder's runs are the ones it plans, each a folder of its own (not a link to another's)."""
+    names = {p.run_dir.name for p in planned}
+    for entry in sorted(study_dir.iterdir()):
+        if entry.is_symlink():
+            raise UserError(f"--resume {str(study_dir)!r}: {entry.name!r} is a symbolic link; a study's runs are "
+                            "folders of their own")
+        if entry.is_dir() and (entry / "config.yaml").is_file() and entry.name not in names:
+            raise UserError(f"--resume {str(study_dir)!r}: the run {entry.name!r} is not one that study.json and "
+                            f"study.yaml plan ({', '.join(sorted(names))}); were they edited?")
 
 
 def _unfinished(run_dir: Path) -> bool:
