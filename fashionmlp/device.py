@@ -96,7 +96,8 @@ def auto_threads() -> tuple[int, str | None]:
     if threads == len(cpus):
         return threads, None
     return threads, (f"{busy} of {len(cpus)} cores were busy with other work: training on {threads} thread(s) "
-                     f"(train.threads: N chooses; recorded in summary.json)")
+                     "(train.threads: N chooses; results repeat bit for bit at one thread count; the count is "
+                     "recorded with them)")
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h

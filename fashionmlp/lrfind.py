@@ -206,6 +206,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     check_options(start, end, steps)
     session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
     cfg = session.cfg  # with distill.fingerprint, when a teacher teaches
+    for note in session.notes:  # e.g. fewer threads than cores: the curve repeats only at the same count
+        echo(f"note: {note}")
     model, n_train = session.model, len(session.data.train.labels)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     batches = endless_batches(TensorSplit.from_split(session.data.train, session.device, dtype_of(cfg)), cfg,
@@ -228,7 +230,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
         "stop": test.stop, "steps_run": len(test.lrs), "last_lr": test.lrs[-1] if test.lrs else None,
         "start": start, "end": end, "steps": steps, "smoothing_beta": test.beta, "blow_up": BLOW_UP,
         "model": cfg.model.name, "optimizer": cfg.optimizer.name, "batch_size": cfg.train.batch_size,
-        "seed": cfg.seed, "train_size": n_train, "versions": versions(), "command": command,
+        "seed": cfg.seed, "train_size": n_train, "threads": session.threads, "versions": versions(),
+        "command": command,
     }
     write_config(out_dir / "config.yaml", cfg.to_dict())
     write_csv(out_dir / "lr_find.csv", CSV_COLUMNS,

@@ -969,7 +969,7 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
             trial.report(0.6 + i / 100, 2)
             study.tell(trial, 0.6 + i / 100)
     ax = intermediate_values(study, "val_accuracy")
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pruned (12)", "complete (21)", "best: trial 32"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pruned (12)", "complete (22)", "best: trial 32"]
     plt.close(ax.figure)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -74,9 +74,12 @@ def intermediate_values(study, name: str):
              TrialState.RUNNING: ("running (elsewhere)", "tab:green", 0.6)}
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        if not t.intermediate_values or t.number == best:
+        if not t.intermediate_values:
             continue
         label, color, alpha = kinds.get(t.state, ("stopped (failed or interrupted)", "tab:orange", 0.6))
+        if t.number == best:  # counted with its kind, drawn on top in red
+            counts[label] = counts.get(label, 0) + 1
+            continue
         epochs = sorted(t.intermediate_values)
         ax.plot(epochs, [t.intermediate_values[e] for e in epochs], "o-", color=color, alpha=alpha, markersize=3,
                 linewidth=1, label=None if label in counts else label)
