@@ -85,6 +85,7 @@ def test_writes_only_its_folder_and_no_checkpoint(write_config, tmp_path):
     assert rows[0]["lr"] == pytest.approx(1e-4) and all(math.isfinite(r["loss"]) for r in rows[:-1])
     summary = json.loads((out / "lr_find.json").read_text())
     assert summary["steps_run"] == len(rows) and summary["optimizer"] == "sgd" and summary["seed"] == 0
+    assert summary["threads"] == 1  # the curve repeats bit for bit at one thread count: it is recorded
     line = result.stdout.splitlines()[0]
     suggested = summary["suggested_lr"]
     assert suggested in [r["lr"] for r in rows]
