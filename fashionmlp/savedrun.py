@@ -96,7 +96,13 @@ def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = Fa
     if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
         raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
                         f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
-    differ = config_difference(saved, cfg.to_dict())
+    current = cfg.to_dict()
+    if current["distill"].get("fingerprint") is None and isinstance(saved.get("distill"), dict):
+        # config.yaml without the teacher's pin: a distilled study resumed on the population engine before
+        # 2026-11-30 rewrote its members' config.yaml so; the checkpoint's pin stands
+        current["distill"] = {**current["distill"], **{k: saved["distill"].get(k, current["distill"].get(k))
+                                                       for k in ("teacher", "fingerprint")}}
+    differ = config_difference(saved, current)
     if differ:
         key, theirs, ours = differ
         raise UserError(f"{path}: the checkpoint was made with {key}: {_shown(theirs)}, config.yaml says "

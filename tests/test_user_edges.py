@@ -309,6 +309,23 @@ def test_where_and_how_a_run_is_computed_may_differ_between_its_checkpoint_and_c
     assert config_difference({**saved, "old_key": 1}, now) is None  # a key another version wrote: skipped
 
 
+def test_a_taught_runs_config_without_its_teachers_pin_still_fits_its_checkpoint(tmp_path, tiny_data, write_config):
+    """A distilled study resumed on the population engine before this check existed rewrote its members'
+    config.yaml with the teacher as typed and no fingerprint, while their checkpoints keep the pin."""
+    teacher = run_dir_of(cli("train", "--config", write_config("t.yaml"), "--runs-dir", tmp_path / "t"))
+    student = run_dir_of(cli("train", "--config", write_config("s.yaml", distill={"teacher": str(teacher)}),
+                             "--runs-dir", tmp_path))
+    raw = yaml.safe_load((student / "config.yaml").read_text())
+    assert raw["distill"]["fingerprint"] is not None
+    raw["distill"] = {**raw["distill"], "teacher": teacher.name, "fingerprint": None}  # as the old rewrite left it
+    (student / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert cli("evaluate", student, "--checkpoint", "best").exit_code == 0
+    raw["distill"]["fingerprint"] = "0" * 64  # a pin that differs is still refused
+    (student / "config.yaml").write_text(yaml.safe_dump(raw))
+    result = cli("evaluate", student, "--checkpoint", "best")
+    assert result.exit_code == 2 and "the checkpoint was made with distill." in result.stderr
+
+
 def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write_config):
     """A run folder from someone else whose checkpoints/ (or inspect/) links elsewhere: resume wrote its
     checkpoints through the link."""
