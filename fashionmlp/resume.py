@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
+from fashionmlp.savedrun import check_fits, check_run_dir, previous_summary, refuse_links
 from fashionmlp.session import prepare
 from fashionmlp.tracking import check_folder_writable
 
@@ -109,11 +108,3 @@ def replanned(cfg: RunConfig, planned: int, global_step: int, done: int) -> str 
             + (f" with {cfg.optimizer.warmup:g} warm-up" if cfg.optimizer.warmup else "")
             + f" is re-planned over {cfg.train.epochs} epochs instead of {planned}: the learning rate goes from "
               f"{before:.4g} (step {global_step}) to {after:.4g} (step {global_step + 1})")
-
-
-def previous_summary(run_dir: Path) -> dict:
-    try:
-        previous = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return previous if isinstance(previous, dict) else {}

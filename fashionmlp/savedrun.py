@@ -78,12 +78,18 @@ def refuse_links(run_dir: Path, what: str) -> None:
                             "through a link")
 
 
+def previous_summary(run_dir: Path) -> dict:
+    """The run's summary.json ({} when it is missing or not a mapping)."""
+    try:
+        previous = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
 def epochs_done(run_dir: Path) -> int:
     """The epochs summary.json says the run finished (0 when it cannot be read)."""
-    try:
-        epochs = json.loads((run_dir / "summary.json").read_text()).get("epochs")
-    except (OSError, ValueError, AttributeError):
-        return 0
+    epochs = previous_summary(run_dir).get("epochs")
     return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
 
 
@@ -96,13 +102,10 @@ def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = Fa
     if optimizer_too and (saved.get("optimizer") or {}).get("name") != cfg.optimizer.name:
         raise UserError(f"{path}: checkpoint was made with optimizer {saved.get('optimizer', {}).get('name')!r}, "
                         f"config.yaml says {cfg.optimizer.name!r}; resume needs the same optimizer")
-    current = cfg.to_dict()
-    if current["distill"].get("fingerprint") is None and isinstance(saved.get("distill"), dict):
-        # config.yaml without the teacher's pin: a distilled study resumed on the population engine before
-        # 2026-11-30 rewrote its members' config.yaml so; the checkpoint's pin stands
-        current["distill"] = {**current["distill"], **{k: saved["distill"].get(k, current["distill"].get(k))
-                                                       for k in ("teacher", "fingerprint")}}
-    differ = config_difference(saved, current)
+    # config.yaml without the teacher's pin: a distilled study resumed on the population engine before
+    # 2026-11-30 rewrote its members' config.yaml so; the checkpoint's pin stands
+    unpinned = {"distill.teacher", "distill.fingerprint"} if cfg.distill.fingerprint is None else set()
+    differ = config_difference(saved, cfg.to_dict(), HOW_KEYS | unpinned)
     if differ:
         key, theirs, ours = differ
         raise UserError(f"{path}: the checkpoint was made with {key}: {_shown(theirs)}, config.yaml says "
@@ -115,16 +118,17 @@ HOW_KEYS = frozenset({"train.epochs", "device", "data.dir", "data.verify_md5", "
                       "train.eval_batch_size", "train.threads", "train.channels_last", "train.deterministic"})
 
 
-def config_difference(saved: dict, current: dict, prefix: str = "") -> tuple[str, object, object] | None:
+def config_difference(saved: dict, current: dict, skipped: frozenset[str] | set[str] = HOW_KEYS,
+                      prefix: str = "") -> tuple[str, object, object] | None:
     """The first dotted key whose value differs between a checkpoint's config and config.yaml, with both
-    values; keys that only one of them has (written by another fashionmlp version) and HOW_KEYS are skipped."""
+    values; keys that only one of them has (written by another fashionmlp version) and `skipped` are skipped."""
     for key, theirs in saved.items():
         dotted = f"{prefix}{key}"
-        if key not in current or dotted in HOW_KEYS:
+        if key not in current or dotted in skipped:
             continue
         ours = current[key]
         if isinstance(theirs, dict) and isinstance(ours, dict):
-            found = config_difference(theirs, ours, f"{dotted}.")
+            found = config_difference(theirs, ours, skipped, f"{dotted}.")
             if found:
                 return found
         elif _plain(theirs) != _plain(ours):

@@ -53,9 +53,9 @@ def train(
 ) -> None:
     """Train a model from a YAML config; prints the run folder. Exit 0 done, 2 bad input, 3 diverged (with
     --seeds: any seed), 130 interrupted."""
-    from fashionmlp.config import load_config, shortcut_values
+    from fashionmlp.config import load_config, parse_override, shortcut_values
 
-    if seeds is not None and (seed is not None or any(text.partition("=")[0].strip() == "seed" for text in set_ or [])):
+    if seeds is not None and (seed is not None or any(parse_override(text)[0] == ["seed"] for text in set_ or [])):
         raise UserError("give --seed N (or --set seed=N) or --seeds LIST, not both")
     with graceful_stop() as stop:
         if resume is not None:

@@ -22,7 +22,7 @@ from fashionmlp.population import MemberSpec, resume_population, setup_populatio
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import resume
 from fashionmlp.run import train
-from fashionmlp.savedrun import epochs_done
+from fashionmlp.savedrun import epochs_done, previous_summary
 from fashionmlp.session import prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -234,7 +234,5 @@ def _check_members(study_dir: Path, planned: list[Planned]) -> None:
 
 
 def _unfinished(run_dir: Path) -> bool:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())["status"] in UNFINISHED
-    except (OSError, ValueError, KeyError):
-        return True  # never started, or killed before its first summary
+    status = previous_summary(run_dir).get("status")
+    return status is None or status in UNFINISHED  # None: never started, or killed before its first summary

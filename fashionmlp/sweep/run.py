@@ -10,7 +10,6 @@ then write the report.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -18,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fashionmlp.config import config_from_dict
 from fashionmlp.device import check_memory, largest_population
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna, require_optuna
 from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_report
-from fashionmlp.sweep.space import ends
+from fashionmlp.sweep.space import end_mixes
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
 from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, fail_dead_trials, open_storage
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
@@ -219,10 +217,8 @@ def _check_memory(spec: SweepSpec, session) -> int:
     n_train = len(data.train.labels)
     n_images = n_train + len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
     base_raw, fits = spec.base.to_dict(), None
-    for mix in itertools.islice(itertools.product(*(ends(p) for p in spec.params)), 256):
-        try:
-            cfg = config_from_dict(base_raw, values={p.key: v for p, v in zip(spec.params, mix)})
-        except ConfigError:
+    for _, cfg in end_mixes(spec.params, base_raw, 256):
+        if isinstance(cfg, ConfigError):
             continue  # a rejected mix never trains
         try:
             check_memory(cfg, session.device, n_images, n_train)

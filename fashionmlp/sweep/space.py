@@ -126,16 +126,24 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
     return tuple(checked)
 
 
+def end_mixes(params: tuple[Param, ...], base_raw: dict, most: int):
+    """Up to `most` mixes of the space's ends (choices, range bounds), each with its config or the ConfigError
+    that refuses it: (mix, RunConfig | ConfigError)."""
+    for mix in itertools.islice(itertools.product(*(ends(p) for p in params)), most):
+        try:
+            yield mix, config_from_dict(base_raw, values={p.key: v for p, v in zip(params, mix)})
+        except ConfigError as exc:
+            yield mix, exc
+
+
 def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
     """Some mix of the space's values must make a valid config: each value can be valid alone while none goes
     with the others (optimizer.name [nesterov] with optimizer.momentum [0.0]), and every trial would fail."""
     first = None
-    for mix in itertools.islice(itertools.product(*(ends(p) for p in params)), 4096):
-        try:
-            config_from_dict(base_raw, values={p.key: v for p, v in zip(params, mix)})
+    for mix, cfg in end_mixes(params, base_raw, 4096):
+        if not isinstance(cfg, ConfigError):
             return
-        except ConfigError as exc:
-            first = first or (mix, exc)
+        first = first or (mix, cfg)
     if first is not None and math.prod(len(ends(p)) for p in params) <= 4096:  # beyond: the workers' guard
         shown = ", ".join(f"{p.key}={show(v)}" for p, v in zip(params, first[0]))
         raise ConfigError(f"sweep.space: no mix of its values makes a valid config (e.g. {shown}: {first[1]}); "
