@@ -971,6 +971,14 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
     ax = intermediate_values(study, "val_accuracy")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pruned (12)", "complete (22)", "best: trial 32"]
     plt.close(ax.figure)
+    first = optuna.create_study(direction="minimize")  # the best trial is the first: "complete" was left out
+    for i in range(3):
+        trial = first.ask({"x": x})
+        trial.report(0.5 + i, 1)
+        first.tell(trial, 0.5 + i)
+    ax = intermediate_values(first, "val_loss")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["complete (3)", "best: trial 0"]
+    plt.close(ax.figure)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ax = optuna.visualization.matplotlib.plot_param_importances(study)

@@ -73,6 +73,7 @@ def intermediate_values(study, name: str):
     kinds = {TrialState.COMPLETE: ("complete", "tab:blue", 0.6), TrialState.PRUNED: ("pruned", "tab:gray", 0.5),
              TrialState.RUNNING: ("running (elsewhere)", "tab:green", 0.6)}
     counts: dict[str, int] = {}
+    drawn: set[str] = set()
     for t in study.get_trials(deepcopy=False):
         if not t.intermediate_values:
             continue
@@ -82,7 +83,8 @@ def intermediate_values(study, name: str):
             continue
         epochs = sorted(t.intermediate_values)
         ax.plot(epochs, [t.intermediate_values[e] for e in epochs], "o-", color=color, alpha=alpha, markersize=3,
-                linewidth=1, label=None if label in counts else label)
+                linewidth=1, label=None if label in drawn else label)  # one legend entry per kind
+        drawn.add(label)
         counts[label] = counts.get(label, 0) + 1
     if best is not None and study.trials[best].intermediate_values:
         values = study.trials[best].intermediate_values
