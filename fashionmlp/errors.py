@@ -15,3 +15,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data files that are missing, damaged or inconsistent."""
+
+
+class DataMissing(DataError):
+    """The data files are not in the folder the command looked in."""

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashionmlp.data import CLASSES, TensorSplit, load_data, normalize
+from fashionmlp.data import CLASSES, TensorSplit, normalize
 from fashionmlp.device import dtype_of
 from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
-from fashionmlp.savedrun import load_run, refuse_links
+from fashionmlp.savedrun import load_run, refuse_links, run_data
 from fashionmlp.tracking import write_json
 
 
@@ -46,7 +46,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     run = load_run(run_dir, checkpoint, device)
     refuse_links(Path(run_dir), "evaluate")
     checkpoint = run.name
-    data = load_data(run.cfg, data_dir)
+    data = run_data(run_dir, run.cfg, data_dir)
     test = TensorSplit.from_split(data.test, run.device, dtype_of(run.cfg))
     result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
@@ -164,7 +164,7 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
         x = normalize(torch.from_numpy(pixels[None].copy())).to(run.device, dtype_of(run.cfg))
         lines.append(_format_top(f"{image}", top_k(predict_proba(run.model, x, tta=tta))[0]))
     if indices or grid is not None:
-        test = load_data(run.cfg, data_dir).test
+        test = run_data(run_dir, run.cfg, data_dir).test
         bad = [i for i in indices if not 0 <= i < len(test.labels)]
         if bad:
             raise UserError(f"--index {bad[0]}: out of range; allowed: 0 to {len(test.labels) - 1}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionmlp.data import CLASSES, TensorSplit, load_data
+from fashionmlp.data import CLASSES, TensorSplit
 from fashionmlp.device import dtype_of
 from fashionmlp.engine import predict_proba
 from fashionmlp.errors import UserError
@@ -33,7 +33,7 @@ from fashionmlp.plots.model import (
     mlp_weights_figure,
     per_class_figure,
 )
-from fashionmlp.savedrun import load_run, refuse_links
+from fashionmlp.savedrun import load_run, refuse_links, run_data
 from fashionmlp.tracking import write_json
 
 DPI = 100
@@ -118,7 +118,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     out_dir = run_dir / "inspect"
     refuse_links(run_dir, "inspect")
     check_writable_folder(out_dir)
-    test = load_data(run.cfg, data_dir).test
+    test = run_data(run_dir, run.cfg, data_dir).test
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")
     split = TensorSplit.from_split(test, run.device, dtype_of(run.cfg))
     probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,

@@ -58,10 +58,10 @@ def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
 
     The first `warmup` fraction of the steps (w of them) ramps linearly up towards lr: step i < w gets
     lr * (i + 1) / (w + 1), never 0;
-    the rest follow the schedule, t going from 0 to 1 over them:
+    the rest (n of them) follow the schedule, t = k/n at the k-th (from 0), so the last lr is small, not 0:
       constant  lr
       cosine    lr * (1 + cos(pi t)) / 2   (with warm-up: the one-cycle schedule with a cosine anneal)
-      onecycle  lr * (1 - t)                (linear anneal to 0: warm-up + this is the triangular one cycle)
+      onecycle  lr * (1 - t)                (linear anneal towards 0: warm-up + this is the triangular one cycle)
     """
     warmup_steps = int(cfg.warmup * total_steps)
     if step < warmup_steps:

@@ -16,7 +16,7 @@ from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir, previous_summary, refuse_links
+from fashionmlp.savedrun import check_fits, check_run_dir, previous_summary, refuse_links, run_data
 from fashionmlp.session import prepare
 from fashionmlp.tracking import check_folder_writable
 
@@ -43,7 +43,8 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
         previous = previous_summary(run_dir)
         kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
-        session = prepare(cfg, data_dir=data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
+        threads = kept if isinstance(kept, int) and kept > 0 else None
+        session = prepare(cfg, data=run_data(run_dir, cfg, data_dir), threads=threads)
         if replan:  # after every check (a refused resume is one error line)
             notify(replan)
         trainee = restore_trainee(session.model, cfg, state, last_pt)

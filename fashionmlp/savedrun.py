@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
 from fashionmlp.config import ModelConfig, RunConfig, load_config, with_values
-from fashionmlp.errors import UserError
+from fashionmlp.errors import DataMissing, UserError
 from fashionmlp.plots.common import plural
 from fashionmlp.session import prepare
 
@@ -85,6 +86,22 @@ def previous_summary(run_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return previous if isinstance(previous, dict) else {}
+
+
+def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
+    """The data a saved run's config asks for (load_data); where the files are missing, the message names the
+    folder the run trained on (summary.json's data.dir) when that folder has them."""
+    from fashionmlp.data import file_status, load_data
+
+    try:
+        return load_data(cfg, data_dir)
+    except DataMissing as exc:
+        trained = (previous_summary(run_dir).get("data") or {}).get("dir")
+        if not isinstance(trained, str) or not trained or any(
+                s.path is None for s in file_status(Path(trained).expanduser(), verify_md5=False)):
+            raise
+        raise DataMissing(f"{exc}; this run trained on the files in {trained!r}: --data-dir "
+                          f"{shlex.quote(trained)}") from None
 
 
 def epochs_done(run_dir: Path) -> int:

@@ -365,3 +365,25 @@ def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_pa
     result = cli("evaluate", run, "--checkpoint", "best")
     assert result.exit_code == 2 and "the run has finished 1 epoch: --checkpoint last" in result.stderr
     assert "has not finished an epoch" not in result.stderr
+
+
+# ---------------------------------------------------------------- the data a saved run trained on
+
+
+def test_a_saved_run_missing_its_data_names_the_folder_it_trained_on(tmp_path, tiny_data, monkeypatch):
+    """A run trained with --data-dir, read later without it: evaluate, predict, inspect and --resume say
+    where its files were instead of only that ./data has none (one line, exit 2)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_data, data={"dir": None}, train={"epochs": 1})))
+    run = run_dir_of(cli("train", "--config", config, "--runs-dir", tmp_path / "runs", "--data-dir", tiny_data))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FASHIONMLP_DATA_DIR", raising=False)
+    for args in (["evaluate", run], ["predict", run, "--index", "0"], ["inspect", run],
+                 ["train", "--resume", run, "--epochs", "2"]):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        line = result.stderr.strip()
+        assert "\n" not in line and "missing in 'data'" in line, (args, line)
+        assert line.endswith(f"this run trained on the files in {str(tiny_data)!r}: --data-dir {tiny_data}"), args
+        assert cli(*args, "--data-dir", tiny_data).exit_code == 0, args
+    assert summary(run)["epochs"] == 2

@@ -179,7 +179,8 @@ def predict(
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
-    """Top-3 classes with probabilities for test images (--index) or an image file (--image)."""
+    """Top-3 classes with probabilities for test images (--index) or for one image file (--image): one of the
+    two, not both; --grid draws 16 test images with either or alone."""
     from fashionmlp.inference import predict_run
 
     if index and image is not None:

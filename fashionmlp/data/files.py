@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fashionmlp.config import RunConfig
-from fashionmlp.errors import DataError
+from fashionmlp.errors import DataError, DataMissing
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -98,7 +98,7 @@ def download(root: Path) -> None:
     except Exception as exc:  # any network or mirror failure: the user's fix is the same
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)  # leave no empty folders behind a failed download
-        raise DataError(_missing_message(root, [k for k, (n, _) in FILES.items() if _locate(root, n) is None],
+        raise DataMissing(_missing_message(root, [k for k, (n, _) in FILES.items() if _locate(root, n) is None],
                                          f"download failed: {exc.__class__.__name__}")) from exc
 
 
@@ -111,7 +111,7 @@ def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = Tru
         status = file_status(root, verify_md5=False)
         missing = [s.key for s in status if s.path is None]
     if missing:
-        raise DataError(_missing_message(root, missing, "download is off" if not allow_download else "not found"))
+        raise DataMissing(_missing_message(root, missing, "download is off" if not allow_download else "not found"))
     paths = {s.key: s.path for s in status}
     if verify_md5:
         for key, path in paths.items():

@@ -26,11 +26,13 @@ SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "runs", "final_train_loss
                    "best_epoch", "seconds_per_epoch", "status"]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """The mean and the sample standard deviation (n - 1) of the finite values; no std (None: an empty cell in
+    summary.csv) for a single value, where it is undefined."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
-    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None
 
 
 def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
