@@ -197,8 +197,8 @@ def _tensorboard(out_dir: Path, pictures: list[str], features: torch.Tensor, lab
     for old in out_dir.glob("events.out.tfevents.*"):
         old.unlink()
     (out_dir / "projector_config.pbtxt").unlink(missing_ok=True)
-    for old in out_dir.glob("[0-9][0-9][0-9][0-9][0-9]"):  # add_embedding's <step:05d>/<tag>/ folders
-        if old.is_dir():
+    for old in out_dir.iterdir():  # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past step 99999)
+        if old.name.isdigit() and old.is_dir() and not old.is_symlink():
             shutil.rmtree(old)
     writer = SummaryWriter(log_dir=str(out_dir))
     try:

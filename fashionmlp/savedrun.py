@@ -69,9 +69,13 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
 
 def refuse_links(run_dir: Path, what: str) -> None:
     """A run folder from someone else must not steer a write out of it: no symbolic link among the entries a
-    command writes to (the folder's files, checkpoints/, inspect/ and theirs). The folder itself may be one."""
-    for folder in (run_dir, run_dir / "checkpoints", run_dir / "inspect"):
+    command writes to (the folder's files, checkpoints/, and everything in inspect/, whose projector writes into
+    folders of its own). The folder itself may be one."""
+    inspect = run_dir / "inspect"
+    for folder in (run_dir, run_dir / "checkpoints", inspect):
         entries = [folder] if folder.is_symlink() else sorted(folder.iterdir()) if folder.is_dir() else []
+        if folder == inspect and not folder.is_symlink():
+            entries = sorted(inspect.rglob("*"))  # rglob does not follow links to folders: each is an entry
         link = next((entry for entry in entries if entry.is_symlink()), None)
         if link is not None and link != run_dir:
             raise UserError(f"{what} {str(run_dir)!r}: {str(link.relative_to(run_dir))!r} is a symbolic link (to "

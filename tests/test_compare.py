@@ -542,3 +542,21 @@ def test_a_study_folder_edited_by_hand_is_refused_and_a_missing_run_is_announced
     result = cli("train", "--resume", group)
     assert result.exit_code == 0 and "note: seed 1 has no run folder yet (seed1): it trains from its first epoch" in (
         result.stderr), result.output
+
+
+@pytest.mark.parametrize("variant", ["../../escaped", "/tmp/absolute", ".."])
+def test_a_study_yaml_variant_that_names_a_path_is_refused(tmp_path, tiny_data, variant):
+    """A variant's name is a folder in the study folder: one from someone else's study.yaml that is a path
+    (`../..`, absolute) trained a run outside the runs folder on --resume."""
+    runs = tmp_path / "deep" / "runs"
+    result = cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--runs-dir", runs,
+                 "--optimizers", "sgd", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    group = Path(result.stdout.strip().splitlines()[-1])
+    raw = yaml.safe_load((group / "study.yaml").read_text())
+    raw["variants"][variant] = raw["variants"]["sgd"]
+    (group / "study.yaml").write_text(yaml.safe_dump(raw))
+    before = sorted(tmp_path.rglob("*"))
+    result = cli("compare-optimizers", "--resume", group)
+    assert result.exit_code == 2 and f"study.yaml: variant {variant!r}" in result.stderr, result.output
+    assert "\n" not in result.stderr.strip() and sorted(tmp_path.rglob("*")) == before

@@ -159,6 +159,23 @@ def test_second_inspection_replaces_the_first(mlp_inspected, tmp_path):
     assert report.summary["embedding"]["images"] == 50 and len(tensors) == 50
 
 
+def test_a_link_deep_in_inspect_is_refused_and_old_projectors_of_any_step_go(mlp_inspected, tmp_path):
+    """The projector writes into inspect/<step>/penultimate/: a link there (a run folder from someone else)
+    must not steer its files out of the run; folders of earlier inspections, 6-digit steps too, are removed."""
+    run = copy_run(mlp_inspected[0].parent, tmp_path / "run", keep_inspect=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "inspect" / "123456").mkdir()
+    (run / "inspect" / "123456" / "penultimate").symlink_to(elsewhere)
+    result = cli("inspect", run)
+    assert result.exit_code == 2 and "'inspect/123456/penultimate' is a symbolic link" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    (run / "inspect" / "123456" / "penultimate").unlink()
+    (run / "inspect" / "123456" / "penultimate").mkdir()
+    assert cli("inspect", run).exit_code == 0
+    assert sorted(p.name for p in (run / "inspect").iterdir() if p.name.isdigit()) == ["00010"]
+
+
 def test_cnn_run(tmp_path_factory, tiny_data):
     run = train_tiny(tmp_path_factory, tiny_data, "cnn", model={"name": "cnn", "channels": [4, 8], "hidden": [16]},
                      train={"epochs": 1, "batch_size": 32})

@@ -192,7 +192,7 @@ def test_later_trials_join_the_running_population_in_the_places_of_those_that_en
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     real_check = workers.fail_dead_trials  # a killed worker's trials were looked for only between populations
     monkeypatch.setattr(workers, "fail_dead_trials",
-                        lambda books: checks.append(len(books.get_trials(states=done))) or real_check(books))
+                        lambda books, folder: checks.append(len(books.get_trials(states=done))) or real_check(books, folder))
     path = sweep_config(train={"epochs": 3}, sweep={
         "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
         "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
@@ -986,3 +986,54 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
     titles = [ax.get_title(loc) for loc in ("left", "center", "right")]
     assert [t for t in titles if t] == ["Hyperparameter Importances: study s"]
     plt.close(ax.figure)
+
+
+def test_a_killed_trial_is_marked_only_in_this_sweep_folder(tmp_path):
+    """The storage's run_dir is data (a copied sweep folder, a journal from someone else): only run folders
+    inside the sweep folder are rewritten as killed, never a summary.json elsewhere, nor one linked out."""
+    from fashionmlp.sweep.storage import OWNER, mark_killed_runs
+
+    sweep, outside = tmp_path / "runs" / "sweep-s", tmp_path / "victim"
+    linked = sweep / "trial-0002"
+    study = optuna.create_study()
+    for folder in (sweep / "trial-0000", outside, linked):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text('{"status": "running"}')
+        trial = study.ask()
+        trial.set_user_attr(OWNER, {"trial": trial.number, "host": socket.gethostname(), "pid": 1})
+        trial.set_user_attr("run_dir", str(folder))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (linked / "summary.json").unlink()
+    (linked / "summary.json").symlink_to(outside / "summary.json")
+    mark_killed_runs(study, sweep)
+    assert json.loads((sweep / "trial-0000" / "summary.json").read_text())["status"] == "killed"
+    assert json.loads((outside / "summary.json").read_text()) == {"status": "running"}
+
+
+def test_the_journal_lock_points_at_an_absolute_path_and_a_dangling_old_one_is_dropped(tmp_path, monkeypatch):
+    """Optuna's journal lock is a link to the journal that it breaks after its grace period; made with a
+    relative path (the default runs folder is one) it pointed nowhere, Optuna could not age it, and a worker
+    killed while holding it left every later sweep spinning without end."""
+    import threading
+    import time
+
+    from fashionmlp.sweep.storage import JOURNAL_LOCK_GRACE, open_storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()
+    lock = tmp_path / "s" / "optuna.journal.lock"
+    lock.symlink_to("s/optuna.journal")  # as an older fashionmlp left it: relative to the cwd, dangling here
+    old = time.time() - JOURNAL_LOCK_GRACE - 5
+    os.utime(lock, (old, old), follow_symlinks=False)
+    targets = []
+    real_symlink = os.symlink
+    monkeypatch.setattr(os, "symlink", lambda src, dst, *a, **k: targets.append(src) or real_symlink(src, dst, *a, **k))
+    storage = open_storage(None, Path("s") / "optuna.journal")
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: optuna.create_study(storage=storage, study_name="x") and done.set(),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert done.is_set()  # it did not spin on the dangling lock
+    assert targets and all(Path(t).is_absolute() and Path(t) == tmp_path / "s" / "optuna.journal" for t in targets)
+    assert not lock.is_symlink()  # released

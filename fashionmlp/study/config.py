@@ -25,6 +25,7 @@ from fashionmlp.config import (
     read_yaml,
     set_value,
 )
+from fashionmlp.config.rules import check_name
 from fashionmlp.errors import ConfigError, UserError
 
 # The study this tool exists for; configs/compare_<model>.yaml spell out the same thing.
@@ -72,12 +73,19 @@ class Study:
 
 
 def study_from_dict(raw: dict[str, Any]) -> Study:
-    """The study a study.yaml describes."""
+    """The study a study.yaml describes. Its variants' names become folder names in the study folder: each must
+    be one folder name, as a run's `name` (a study folder may come from someone else)."""
     try:
-        return Study(config_from_dict(raw["base"]),
-                     {name: config_from_dict(cfg) for name, cfg in raw["variants"].items()}, raw["kind"])
+        study = Study(config_from_dict(raw["base"]),
+                      {name: config_from_dict(cfg) for name, cfg in raw["variants"].items()}, raw["kind"])
     except (KeyError, TypeError, AttributeError):
         raise ConfigError("study.yaml: not a study this fashionmlp wrote (it needs kind, base and variants)") from None
+    for name in study.variants:
+        try:
+            check_name(name if isinstance(name, str) else str(name))
+        except ConfigError as exc:
+            raise ConfigError(f"study.yaml: variant {exc.args[0].removeprefix('name: ')}") from None
+    return study
 
 
 def seeds_study(cfg: RunConfig) -> Study:

@@ -137,7 +137,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
             del data  # each worker loads its own copy
             problems = _run_workers([_replace_worker(job, k) for k in range(workers)], stop, echo)
             interrupted = stop.requested
-        find_lost(books, echo)
+        find_lost(books, echo, sweep_dir)
     rows = trial_rows(books, spec)
     best = _best(books, spec)
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))

@@ -41,10 +41,27 @@ def _storage_label(url: str | None) -> str:
         return "<database URL>"
 
 
+JOURNAL_LOCK_GRACE = 30  # seconds: Optuna's own grace period before it breaks a lock nobody releases
+
+
+def _drop_dangling_lock(journal: Path) -> None:
+    """Optuna's journal lock is a symbolic link to the journal, which it breaks when the journal has not changed
+    for its grace period; a link that points nowhere (made with a relative path by fashionmlp before
+    2026-11-30, its holder killed) it cannot age, and would wait for without end: removed once as old."""
+    lock = journal.with_name(journal.name + ".lock")
+    try:
+        if lock.is_symlink() and not lock.exists() and time.time() - lock.lstat().st_mtime > JOURNAL_LOCK_GRACE:
+            lock.unlink()
+    except OSError:
+        pass  # another process took or removed it first
+
+
 def open_storage(url: str | None, journal: Path | None = None):
     """Optuna's journal file storage at `journal` (url None), else its RDB storage with heartbeats."""
     if url is None:
         journal_storage = optuna.storages.journal
+        journal = Path(journal).absolute()  # Optuna's lock is a link to this path: relative, it would dangle
+        _drop_dangling_lock(journal)
         return journal_storage.JournalStorage(journal_storage.JournalFileBackend(str(journal)))
     if "://" not in url:
         raise UserError(f"--storage {url!r} is not a database URL; e.g. postgresql://user:password@host/db, "
@@ -134,7 +151,7 @@ def _alive(owner: dict[str, Any]) -> bool:
     return not (owner.get("started") and started and started != owner["started"])
 
 
-def fail_dead_trials(study) -> list[int]:
+def fail_dead_trials(study, sweep_dir: Path | None = None) -> list[int]:
     """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`) and queue
     their parameters again with Optuna's retry callback; returns their numbers.
 
@@ -153,20 +170,24 @@ def fail_dead_trials(study) -> list[int]:
             continue  # another process failed or finished it first
         _retry(study, t.number)
         failed.append(t.number)
-    mark_killed_runs(study)
+    if sweep_dir is not None:
+        mark_killed_runs(study, sweep_dir)
     return failed
 
 
-def mark_killed_runs(study) -> None:
-    """Failed trials whose run folder is on this machine and still says "running" (their worker was killed, here
-    or, through a database's heartbeat, anywhere): the folder says "killed" instead, since the values were
-    queued again as a new trial."""
-    host = socket.gethostname()
+def mark_killed_runs(study, sweep_dir: Path) -> None:
+    """Failed trials whose run folder is in `sweep_dir` (this machine's folder of the study) and still says
+    "running" (their worker was killed, here or, through a database's heartbeat, anywhere): the folder says
+    "killed" instead, since the values were queued again as a new trial. The storage's run_dir is data: a copied
+    sweep folder, or a journal from someone else, never has a file outside `sweep_dir` rewritten."""
+    host, inside = socket.gethostname(), Path(sweep_dir).resolve()
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         owner, run_dir = t.user_attrs.get(OWNER) or {}, t.user_attrs.get("run_dir")
-        if owner.get("trial") != t.number or owner.get("host") != host or not run_dir:
+        if owner.get("trial") != t.number or owner.get("host") != host or not isinstance(run_dir, str):
             continue
         path = Path(run_dir) / "summary.json"
+        if not path.resolve().is_relative_to(inside) or not path.is_file():
+            continue
         try:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):

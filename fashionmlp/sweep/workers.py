@@ -91,7 +91,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
 
     refill = job.population > 1 and keeps_shape(spec)  # later trials take the places of those that end
     while not user_stop.requested:
-        find_lost(books, echo)
+        find_lost(books, echo, job.sweep_dir)
         asked = _ask(study, books, spec, job, echo, stop=user_stop)
         if not asked:
             break
@@ -100,11 +100,11 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
     return user_stop.requested
 
 
-def find_lost(books, echo: Callable[[str], None]) -> None:
+def find_lost(books, echo: Callable[[str], None], sweep_dir: Path) -> None:
     """Running trials whose worker died are failed and queued again: a database's (heartbeats, any machine), and
-    on this machine the journal's (the worker's pid)."""
+    on this machine the journal's (the worker's pid); their run folders in `sweep_dir` say "killed"."""
     fail_stale_trials(books)
-    revived = fail_dead_trials(books)
+    revived = fail_dead_trials(books, sweep_dir)
     if revived:
         echo(f"trial(s) {', '.join(map(str, revived))} lost their worker: marked failed, queued to run again")
 
@@ -120,7 +120,7 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     def more(places: int) -> list[Asked]:
         if user_stop.requested or refused:
             return []
-        find_lost(books, echo)  # a population that others join may run the worker's whole share
+        find_lost(books, echo, job.sweep_dir)  # a population that others join may run the worker's whole share
         try:
             new = _ask(study, books, spec, job, echo, places, user_stop)
         except UserError as exc:
