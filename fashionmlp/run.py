@@ -99,7 +99,8 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
         progress.start_epoch(epoch, cfg.train.epochs, steps)
         order = epoch_order(n, trainee.generator)[:used]
         if cfg.data.loader == "torchvision":
-            batches = classic_batches(data.train, cfg.train.batch_size, order, cfg.data.num_workers, device)
+            batches = classic_batches(data.train, cfg.train.batch_size, order, cfg.data.num_workers, device,
+                                      train_split.x.dtype)
         else:
             batches = fast_batches(train_split, cfg.train.batch_size, order)
         batches = augmented(batches, cfg.data, trainee.generator)

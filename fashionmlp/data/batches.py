@@ -133,10 +133,12 @@ class _FixedOrder(torch.utils.data.Sampler):
 
 
 def classic_batches(split: Split, batch_size: int, order: torch.Tensor, num_workers: int = 0,
-                    device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The same batches as `fast_batches`, through torchvision transforms and a DataLoader."""
+                    device: torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The same batches as `fast_batches`, through torchvision transforms and a DataLoader (images in `dtype`:
+    ToTensor makes float32, a float64 run's weights want float64)."""
     pin = device is not None and device.type == "cuda"
     loader = torch.utils.data.DataLoader(_PilDataset(split), batch_size=batch_size, sampler=_FixedOrder(order),
                                          num_workers=num_workers, pin_memory=pin)
     for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x.to(device, dtype, non_blocking=True), y.to(device, non_blocking=True)
