@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint, load_training_state, make_ema, restore_rng
 from fashionmlp.config import RunConfig, load_config, shortcut_values
 from fashionmlp.errors import UserError
@@ -45,11 +46,15 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
         threads = kept if isinstance(kept, int) and kept > 0 else None
         session = prepare(cfg, data=run_data(run_dir, cfg, data_dir), threads=threads)
+        finishing = ends_here(cfg, state, run_dir)
         if replan:  # after every check (a refused resume is one error line)
             notify(replan)
+        if finishing:
+            notify(f"{run_dir.name} has trained its {plural(int(state['epoch']), 'epoch')} but its end was not "
+                   "written (stopped while it finished): writing it now, with no more training")
         trainee = restore_trainee(session.model, cfg, state, last_pt)
         recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
-        (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop)
+        (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop, finishing)
     return result
 
 
@@ -64,11 +69,31 @@ def check_study_member(run_dir: Path, planned: int, epochs: int, done: int) -> N
                         f"averages them); {way}")
 
 
+UNWRITTEN_ENDS = (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED)  # summary.json statuses of runs not ended
+
+
+def _out_of_patience(cfg: RunConfig, state: dict) -> bool:
+    best_epoch = (state.get("best") or {}).get("epoch")
+    return cfg.train.patience is not None and best_epoch is not None and (
+        int(state["epoch"]) - best_epoch >= cfg.train.patience)
+
+
+def ends_here(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
+    """Whether the run has trained every epoch it will (all of train.epochs, or its patience is used up) while
+    its summary.json does not say how it ended: it was killed, or stopped by a second Ctrl-C, after its last
+    checkpoint, while it drew its pictures. Resuming it only writes its end."""
+    done_all = int(state["epoch"]) == cfg.train.epochs or _out_of_patience(cfg, state)
+    return done_all and previous_summary(run_dir).get("status", st.RUNNING) in UNWRITTEN_ENDS
+
+
 def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:
-    """A run ended by early stopping is not continued; a finished one only with more epochs."""
+    """A run ended by early stopping is not continued; a finished one only with more epochs; one whose end was
+    not written (ends_here) is finished."""
     done = int(state["epoch"])
     best_epoch = (state.get("best") or {}).get("epoch")
-    if cfg.train.patience is not None and best_epoch is not None and done - best_epoch >= cfg.train.patience:
+    if ends_here(cfg, state, run_dir):
+        return
+    if _out_of_patience(cfg, state):
         raise UserError(f"--resume {str(run_dir)!r}: early stopping ends this run: no better validation accuracy "
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "
                         f"{cfg.train.patience}); its best weights are in checkpoints/best.pt")

@@ -82,9 +82,10 @@ def recipe_for(cfg: RunConfig, steps: int, trainee: Trainee) -> Recipe:
 
 
 def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder], progress: Progress,
-               stop: StopRequest | None) -> list[RunResult]:
+               stop: StopRequest | None, finish_only: bool = False) -> list[RunResult]:
     """Train the remaining epochs of the model (from where recorders[0] stands), handing each completed epoch to
-    every recorder; then each recorder's final outputs and summary, one RunResult per recorder."""
+    every recorder; then each recorder's final outputs and summary, one RunResult per recorder. `finish_only`:
+    the run has trained all it will (resume.ends_here): no epoch, only its end."""
     cfg, data, device = session.cfg, session.data, session.device
     dtype = dtype_of(cfg)
     train_split = TensorSplit.from_split(data.train, device, dtype)
@@ -109,7 +110,9 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
     lead = recorders[0]
     status, last, stopped_early = st.COMPLETED, None, False
     try:
-        for result in fit(trainee.model, trainee.optimizer, epochs=range(lead.epoch + 1, cfg.train.epochs + 1),
+        first = cfg.train.epochs + 1 if finish_only else lead.epoch + 1
+        stopped_early = finish_only and lead.out_of_patience() and lead.epoch < cfg.train.epochs
+        for result in fit(trainee.model, trainee.optimizer, epochs=range(first, cfg.train.epochs + 1),
                           batches_for_epoch=batches_for_epoch, recipe=recipe_for(cfg, steps, trainee),
                           test=test_split, val=val_split, first_step=lead.global_step, stop=stop,
                           on_step=progress.step):

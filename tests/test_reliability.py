@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import pickle
 import shlex
@@ -69,6 +70,50 @@ def test_resume_a_finished_run_needs_more_epochs(write_config, tmp_path):
     assert "the run already has its 2 of 2 epochs" in result.stderr
     fewer = cli("train", "--resume", run, "--epochs", "1")  # said "the run already has 2 of 1 epochs"
     assert fewer.exit_code == 2 and "--epochs 1 is fewer than the 2 epochs the run already has" in fewer.stderr
+
+
+def _stopped_while_finishing(run: Path) -> None:
+    """As a kill (or a second Ctrl-C) leaves a run after its last checkpoint, while it draws its pictures."""
+    saved = summary(run)
+    (run / "summary.json").write_text(json.dumps({**saved, "status": "running", "epochs": saved["epochs"] - 1}))
+    (run / "loss_curve.png").unlink()
+
+
+@pytest.mark.parametrize("patience", [None, 1])
+def test_a_run_stopped_while_it_finished_is_finished_by_resume(write_config, tmp_path, patience):
+    """It said "running" for ever and --resume refused it ("pass --epochs N"): it is ended now, with no more
+    training (an early-stopped one too, restoring its best epoch as the uninterrupted run did)."""
+    sections = {}
+    if patience:  # an lr so high the validation accuracy stops improving early
+        sections = {"train": {"epochs": 6, "patience": patience}, "data": {"val_size": 64},
+                    "optimizer": {"name": "sgd", "lr": 2.0}}
+    run = run_dir_of(cli("train", "--config", write_config(**sections), "--runs-dir", tmp_path))
+    ended, metrics = summary(run), (run / "metrics.csv").read_text()
+    _stopped_while_finishing(run)
+    result = cli("train", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert "its end was not written (stopped while it finished): writing it now, with no more training" in (
+        result.stderr)
+    again = summary(run)
+    assert (run / "metrics.csv").read_text() == metrics and (run / "loss_curve.png").is_file()
+    for key in ("status", "epochs", "final", "best", "early_stopping"):
+        assert again.get(key) == ended.get(key), key
+    if patience:
+        assert ended["early_stopping"]["stopped_after_epoch"] is not None
+    assert cli("train", "--resume", run).exit_code == 2  # ended: nothing left to do
+
+
+@pytest.mark.parametrize("engine", ["population", "sequential"])
+def test_a_group_stopped_while_it_finished_is_finished_by_resume(write_config, tmp_path, engine):
+    result = cli("train", "--config", write_config(), "--seeds", "0,1", "--engine", engine, "--runs-dir", tmp_path)
+    group = Path(result.stdout.strip().splitlines()[-1])
+    for member in ("seed0", "seed1"):
+        _stopped_while_finishing(group / member)
+    (group / "summary.md").unlink()
+    result = cli("train", "--resume", group)
+    assert result.exit_code == 0, result.output
+    assert all(summary(group / m)["status"] == "completed" for m in ("seed0", "seed1"))
+    assert (group / "summary.md").is_file() and (group / "seed1" / "loss_curve.png").is_file()
 
 
 # ---------------------------------------------------------------- 2/3. interruption and kill -9

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionmlp import status as st
+from fashionmlp.checkpoint import load_checkpoint
 from fashionmlp.config import RunConfig, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
-from fashionmlp.resume import resume
+from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import train
-from fashionmlp.savedrun import epochs_done, previous_summary
+from fashionmlp.savedrun import previous_summary
 from fashionmlp.session import prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -180,9 +181,14 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     for p in fresh:
         notify(f"{p.label.strip()} has no run folder yet ({p.run_dir.name}): it trains from its first epoch")
     if engine == "population":
+        states = {p.run_dir: load_checkpoint(p.run_dir / "checkpoints" / "last.pt") for p in started}
         by_epoch: dict[int, list[Planned]] = {}
-        for p in started:  # members continued alone since may stand at other epochs: one population per epoch
-            by_epoch.setdefault(epochs_done(p.run_dir), []).append(p)
+        for p in started:
+            if ends_here(p.cfg, states[p.run_dir], p.run_dir):  # trained to its end, which was not written: no
+                resume(p.run_dir, epochs=p.cfg.train.epochs, data_dir=data_dir,  # population, only its end
+                       progress=make_progress(p.label), stop=stop, command=command, notify=notify)
+            else:  # members continued alone since may stand at other epochs: one population per epoch
+                by_epoch.setdefault(int(states[p.run_dir]["epoch"]), []).append(p)
         for together in by_epoch.values():
             if stop is None or not stop.requested:
                 resume_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in together], data_dir=data_dir,
