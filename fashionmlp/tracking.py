@@ -7,12 +7,14 @@ killed process keeps every completed epoch.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -84,9 +86,23 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)) and _disk_full(exc, path.parent):
+            raise UserError(f"no space left on the device of {str(path.parent)!r} (writing {path.name}): free some "
+                            "space and continue; what was written before is intact") from exc
         raise
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC, or torch.save's own error ("unexpected pos") on a device
+    with (almost) nothing left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def atomic_copy(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ TEXT = st.sampled_from(["", " ", ".", "..", "../../escape", "a/b", "a\\b", "é",
 SETS = st.sampled_from([
     "optimizer.lr=1e-400", "optimizer.lr=1e300", "optimizer.lr=0.5", "optimizer.lr=-1", "train.batch_size=1",
     "train.batch_size=1099511627776", "train.eval_batch_size=1", "train.threads=1", "train.threads=100000",
-    "model.hidden=[1]", "model.hidden=[]", "model.hidden=[10000000000]", "model={activation: gelu}",
+    "model.hidden=[1]", "model.hidden=[]", "model.hidden=[16777216]", "model={activation: gelu}",
     "model={name: cnn, channels: [2, 2], hidden: [4]}", "data.subset=1", "data.val_size=319", "data.val_size=320",
     "data.loader=torchvision", "optimizer.name=nesterov", "optimizer={name: nesterov, momentum: 0.9}",
     "optimizer.schedule=cosine", "model.dropout=0.99", "train.precision=bf16", "seed=4294967296", "name=../x",

@@ -391,8 +391,8 @@ BAD_INPUTS = [
     ("compare: a seed >= 2**32 after a good one", lambda e: ["compare-optimizers", "--config", str(e.study), "--seeds",
                                                              "0,4294967296", "--runs-dir", str(e.tmp / "runs")],
      "--seeds: seed: 4294967296 is out of range"),
-    ("hidden width beyond memory", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.hidden=[10000000000]"],
-     "model.hidden [10000000000] at train.batch_size 32 need about"),
+    ("hidden width beyond memory", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.hidden=[16777216]"],
+     "model.hidden [16777216] at train.batch_size 32 need about"),
     ("--name escapes the runs dir", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "../../x"],
      "name: '../../x' contains '/'; a run name is one folder name"),
     ("--name with a slash", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "sweep/a"], "contains '/'"),
@@ -431,6 +431,30 @@ BAD_INPUTS = [
      "data.subset: 70,000 is more"),
     ("predict: --grid ''", lambda e: ["predict", str(e.good_run), "--index", "0", "--grid", ""],
      "--grid '.': no file name; give one such as grid.png"),
+    # Found by a demanding-user pass of every config key (2026-11-30, later): each was a traceback
+    ("a width past the cap", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", f"model.hidden=[{10**17}]"],
+     "model.hidden[0]: 100000000000000000 is out of range; allowed: >= 1 and <= 16777216"),
+    ("distillation at T 1e200", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "distill.temperature=1e200"],
+     "distill.temperature: 1e+200 is out of range; allowed: >= 0.01 and <= 100.0"),
+    ("a device index written 00", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "device=cuda:00"],
+     "device: 'cuda:00' is not a device"),
+    ("a device index in other digits", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "device=cuda:²"],
+     "device: 'cuda:²' is not a device"),
+    ("YAML nested too deeply", lambda e: ["train", "--config", e.cfg("n.yaml", "model: " + "[" * 5000 + "]" * 5000)],
+     "is not valid YAML: nested too deeply"),
+    ("a number of 5000 digits", lambda e: ["train", "--config", e.cfg("i.yaml", "seed: " + "1" * 5000 + "\n")],
+     "is not valid YAML: a number of more than 4300 digits"),
+    ("a name of 300 bytes", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "name=" + "€" * 100],
+     "is longer than 100 characters or 200 bytes"),
+    ("a data folder name too long", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", "x" * 300],
+     "a name in this path is longer than the file system allows"),
+    ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "
+                                                                                     "sgd}}\n"), "--runs-dir",
+                                              str(e.tmp / "runs")], "variants: the variant name None is not one"),
+    ("a sweep step that does not divide its range", lambda e: [
+        "sweep", "--config", e.cfg("s.yaml", "sweep: {space: {optimizer.lr: {low: 0.01, high: 0.1, step: 0.04}}}\n"),
+        "--runs-dir", str(e.tmp / "runs")], "step 0.04 does not divide high - low (0.1 - 0.01): the grid would end at "
+                                             "0.09"),
 ] + ([] if torch.cuda.is_available() else [
     ("CUDA without CUDA", lambda e: ["train", "--config", e.cfg("g.yaml"), "--device", "cuda"], "CUDA is not available"),
 ])

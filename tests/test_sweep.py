@@ -655,8 +655,8 @@ BAD_SWEEPS = {
                      "optimizer.name='nesterov': optimizer.momentum: 0.0 with optimizer.name 'nesterov'"),
     # (every trial was rejected, for ever; keys in the order of the YAML file: sorted by safe_dump)
     "bad base config": ({"__base__": {"optimizer": {"lr": -1}}}, "optimizer.lr: -1.0 is out of range"),
-    "a width no memory holds": ({"space": {"model.hidden": [[32], [10**10]]}},
-                                "sweep.space: model.hidden [10000000000] at train.batch_size 32 need about"),
+    "a width no memory holds": ({"space": {"model.hidden": [[32], [2**24]]}},
+                                "sweep.space: model.hidden [16777216] at train.batch_size 32 need about"),
 }
 
 
@@ -718,7 +718,7 @@ GENERATED = {  # mostly values that work, so that the generated commands get pas
     "--storage": hst.sampled_from(["sqlite:///{tmp}/s.db", "sqlite:///{tmp}/s.db", "", "nowhere", "foo://x",
                                    "postgresql://", "mysql://u:p@127.0.0.1:9/x"]),
     "--set": hst.sampled_from(["train.epochs=1", "seed=3", "train.batch_size=16", "optimizer.name=sgd",
-                               "seed=4294967296", "data.val_size=0", "data.subset=10", "model.hidden=[10000000000]",
+                               "seed=4294967296", "data.val_size=0", "data.subset=10", "model.hidden=[16777216]",
                                "name=../x", "bogus=1", "optimizer.lr=-1"]),
     "--data-dir": hst.sampled_from(["{data}", "{data}", "{tmp}/missing", "{config}"]),
 }
@@ -1037,3 +1037,22 @@ def test_the_journal_lock_points_at_an_absolute_path_and_a_dangling_old_one_is_d
     assert done.is_set()  # it did not spin on the dangling lock
     assert targets and all(Path(t).is_absolute() and Path(t) == tmp_path / "s" / "optuna.journal" for t in targets)
     assert not lock.is_symlink()  # released
+
+
+def test_a_figure_that_cannot_be_drawn_is_named_not_raised(tmp_path):
+    """An lr range near 1e-300 is a valid space, but a log axis cannot show it: the sweep's report crashed after
+    every trial had trained (and again on every re-run); the figure is left out and named instead."""
+    from types import SimpleNamespace
+
+    from fashionmlp.plots.sweep import sweep_figures
+
+    study = optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-300, 1e-290, log=True)
+    for i in range(3):
+        trial = study.ask({"optimizer.lr": lr})
+        trial.report(0.5, 1)
+        study.tell(trial, 0.5 + i / 10)
+    made, not_drawn = sweep_figures(study, SimpleNamespace(metric="val_accuracy", params=[lr]), tmp_path)
+    assert not_drawn and all(name.startswith("parallel_coordinate.png (") for name in not_drawn), not_drawn
+    assert made == ["optimization_history.png", "intermediate_values.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(made)

@@ -4,6 +4,7 @@ names an undeclared option after its metavar), user errors as one line and exit 
 from __future__ import annotations
 
 import contextvars
+import errno
 import functools
 import os
 import re
@@ -126,6 +127,13 @@ def user_errors(command: Callable) -> Callable:
                 traceback.print_exc()
             err(f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            if verbose():
+                traceback.print_exc()
+            err(f"error: {str(exc.filename)!r}: a name in this path is longer than the file system allows")
+            raise typer.Exit(2) from None
 
     return wrapper
 

@@ -29,6 +29,8 @@ class StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
@@ -53,8 +55,14 @@ StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_y
 
 
 def safe_load(text: str) -> Any:
-    """yaml.safe_load with StrictLoader's checks."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    """yaml.safe_load with StrictLoader's checks; a document nested too deeply for Python's recursion, or an
+    integer longer than Python converts (4300 digits), is a YAMLError like any other invalid document."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except RecursionError:
+        raise yaml.constructor.ConstructorError(None, None, "nested too deeply") from None
+    except ValueError:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+        raise yaml.constructor.ConstructorError(None, None, "a number of more than 4300 digits") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -36,17 +36,19 @@ def check_name(name: str | None) -> None:
     if name is None:
         return
     bad = [c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"]
-    if not name.strip() or name in (".", "..") or bad or len(name) > 100:
+    long = len(name) > 100 or len(name.encode("utf-8", "surrogatepass")) > 200  # + a time stamp: < 255 bytes
+    if not name.strip() or name in (".", "..") or bad or long:
         reason = ("contains " + ", ".join(sorted({repr(c) for c in bad})) if bad else
-                  "is longer than 100 characters" if len(name) > 100 else "is not a folder name")
+                  "is longer than 100 characters or 200 bytes" if long else "is not a folder name")
         raise ConfigError(f"name: {show(name)} {reason}; a run name is one folder name: no '/' or '\\', "
-                          "not '.' or '..', at most 100 characters")
+                          "not '.' or '..', at most 100 characters (200 bytes in UTF-8)")
 
 
 def check_device(key: str, value: str) -> str:
     if value in ("auto", "cpu", "cuda"):
         return value
-    if value.startswith("cuda:") and value[5:].isdigit():
+    index = value[5:] if value.startswith("cuda:") else ""
+    if index.isascii() and index.isdigit() and (index == "0" or not index.startswith("0")):  # torch's own form
         return value
     raise ConfigError(f"{key}: {show(value)} is not a device; allowed: auto, cpu, cuda, cuda:N")
 

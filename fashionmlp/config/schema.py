@@ -48,9 +48,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _spec("mlp", choices=MODELS)
-    hidden: tuple[int, ...] | None = _spec(None, ge=1)  # MLP hidden widths; CNN classifier widths (MODEL_DEFAULTS)
+    hidden: tuple[int, ...] | None = _spec(None, ge=1, le=2**24)  # MLP widths; CNN classifier (MODEL_DEFAULTS)
     activation: str = _spec("relu", choices=ACTIVATIONS)
-    channels: tuple[int, ...] = _spec((16, 32), ge=1)  # CNN: output channels of the two conv blocks
+    channels: tuple[int, ...] = _spec((16, 32), ge=1, le=2**24)  # CNN: output channels of the two conv blocks
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # after each hidden activation (0: none)
     batchnorm: bool = _spec(False)  # BatchNorm before each hidden activation (the layer before it loses its bias)
 
@@ -85,7 +85,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     teacher: str | None = _spec(None)  # a run folder whose model teaches this one (null: no distillation)
-    temperature: float = _spec(4.0, gt=0.0)  # T: both softmaxes of the KL term at temperature T
+    temperature: float = _spec(4.0, ge=0.01, le=100.0)  # T: both softmaxes of the KL term at temperature T
     alpha: float = _spec(0.5, ge=0.0, le=1.0)  # loss = alpha T^2 KL(teacher_T || student_T) + (1 - alpha) CE
     checkpoint: str = _spec("auto", choices=TEACHER_CHECKPOINTS)  # auto: best with a validation split, else last
     fingerprint: str | None = _spec(None)  # SHA-256 of the teacher's weights: set, they must match (runs record it)

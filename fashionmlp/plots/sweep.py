@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from fashionmlp.sweep.spec import SweepSpec
 
 
-def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
-    """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names."""
+def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list[str]]:
+    """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names, and
+    why any could not be drawn (values a log axis cannot show, such as an lr range near 1e-300)."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     from fashionmlp.sweep.backend import TrialState, optuna  # here: fashionmlp.sweep imports this module
 
@@ -34,24 +34,35 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> list[str]:
                       None))
     if complete >= 5 and len(spec.params) >= 2:  # fewer: the importances are noise
         plots.append(("param_importances.png", lambda: vis.plot_param_importances(study, target_name=name), None))
-    made = []
+    made, failed = [], []
     for file, draw, xlabel in plots:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            ax = draw()
-        if xlabel is not None:  # trials and epochs are whole numbers
-            ax.set_xlabel(xlabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
-            ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
-        titled(ax, f": study {study.study_name}")
-        fig = ax.figure
-        fig.set_size_inches(9, 5)
-        fig.tight_layout()
-        fig.savefig(folder / file, dpi=110)
-        plt.close(fig)
-        made.append(file)
-    return made
+        try:
+            made.append(_draw(study, folder, file, draw, xlabel, complete))
+        except (ValueError, OverflowError) as exc:
+            plt.close("all")
+            failed.append(f"{file} ({exc})")
+    return made, failed
+
+
+def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: int) -> str:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        ax = draw()
+    if xlabel is not None:  # trials and epochs are whole numbers
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
+        ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
+    titled(ax, f": study {study.study_name}")
+    fig = ax.figure
+    fig.set_size_inches(9, 5)
+    fig.tight_layout()
+    fig.savefig(folder / file, dpi=110)
+    plt.close(fig)
+    return file
 
 
 def titled(ax, suffix: str) -> None:

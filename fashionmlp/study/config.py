@@ -25,7 +25,7 @@ from fashionmlp.config import (
     read_yaml,
     set_value,
 )
-from fashionmlp.config.rules import check_name
+from fashionmlp.config.rules import check_name, show
 from fashionmlp.errors import ConfigError, UserError
 
 # The study this tool exists for; configs/compare_<model>.yaml spell out the same thing.
@@ -107,6 +107,10 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ConfigError("variants: a study needs a mapping of variant name -> optimizer section, "
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
+    for name in variants_raw:  # a folder name, and addressed as --set variants.<name>.lr=...
+        if not isinstance(name, str) or "." in name:
+            raise ConfigError(f"variants: the variant name {show(name)} is not one; a variant's name is text "
+                              "without '.' (it names its run folders, and --set variants.<name>.lr=... edits it)")
     base_overrides = []
     for text in overrides:
         key = text.partition("=")[0].strip()

@@ -167,7 +167,7 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n")
         body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
-    figures = sweep_figures(study, spec, folder)
+    figures, not_drawn = sweep_figures(study, spec, folder)
     head, cells = table_rows(result.rows, spec)
     lines = [f"# Sweep: {result.study}", "",
              f"Storage: {result.storage}. {spec.sampler} sampler (seed {spec.seed}), pruner {spec.pruner}; "
@@ -185,5 +185,6 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
     lines += [""] + [f"![{name}]({name})" for name in figures] + [""]
+    lines += [f"Not drawn: {', '.join(not_drawn)}.", ""] if not_drawn else []
     text = "\n".join(lines)
     atomic_write(folder / "summary.md", lambda fh: fh.write(text), mode="w")

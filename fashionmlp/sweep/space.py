@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import itertools
 import json
 import math
@@ -47,6 +48,19 @@ def value_at(cfg: RunConfig, key: str) -> Any:
     return node
 
 
+def _check_step(where: str, low: float, high: float, step: float) -> None:
+    """A step must divide high - low: Optuna would lower high to the grid's last point with only a warning (its
+    own test, in decimals of the numbers as written)."""
+    d_low, d_high, d_step = (decimal.Decimal(str(v)) for v in (low, high, step))
+    if (d_high - d_low) % d_step == 0:
+        return
+    if d_step > d_high - d_low:
+        raise ConfigError(f"{where}: step {step!r} is larger than the range {low!r} to {high!r}")
+    last = (d_high - d_low) // d_step * d_step + d_low
+    raise ConfigError(f"{where}: step {step!r} does not divide high - low ({high!r} - {low!r}): the grid would end "
+                      f"at {last}, not {high!r}; give a high on the grid, e.g. {last} or {last + d_step}")
+
+
 def _parse_param(key: Any, spec: Any) -> Param:
     """The shape of one space entry (a list, or a range whose kind the schema decides later)."""
     where = f"sweep.space.{key}"
@@ -86,6 +100,7 @@ def _parse_param(key: Any, spec: Any) -> Param:
             raise ConfigError(f"{where}: step {show(step)} must be a number > 0")
         if log:
             raise ConfigError(f"{where}: step and log cannot be combined (Optuna samples either on a grid or in log)")
+        _check_step(where, low, high, step)
     return Param(key, "range", low, high, log, step)
 
 
