@@ -141,3 +141,38 @@ def test_a_quoted_whole_number_says_to_drop_the_quotes(tmp_path):
         config_from_dict({"train": {"epochs": "2"}})
     with pytest.raises(ConfigError, match=r"train.epochs: 'two' is not a whole number$"):
         config_from_dict({"train": {"epochs": "two"}})
+
+
+def test_yaml_merge_keys_work_and_an_explicit_key_overrides_the_merged_one(tmp_path):
+    """`<<: *defaults` is valid YAML that yaml.safe_load reads; the duplicate-key check refused it as invalid."""
+    from fashionmlp.config.files import read_yaml
+
+    path = tmp_path / "m.yaml"
+    path.write_text("common: &c {name: mlp, hidden: [5]}\nmodel:\n  <<: *c\n  hidden: [7]\n")
+    assert read_yaml(path)["model"] == {"name": "mlp", "hidden": [7]}
+    path.write_text("model:\n  <<: {name: mlp}\n  hidden: [7]\n  hidden: [8]\n")
+    with pytest.raises(ConfigError, match="duplicate key 'hidden'"):
+        read_yaml(path)
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "torch.save on a full disk"])
+def test_a_write_that_runs_out_of_space_says_so(tmp_path, monkeypatch, failure):
+    """torch.save on a full disk raised "unexpected pos 6848 vs 6742", with no word of the disk."""
+    import errno
+
+    from fashionmlp import tracking
+    from fashionmlp.errors import UserError
+
+    def write(fh):
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6848 vs 6742")
+
+    monkeypatch.setattr(tracking.shutil, "disk_usage", lambda folder: type("U", (), {"free": 4096})())
+    with pytest.raises(UserError, match=r"no space left on the device of .* \(writing last.pt\)"):
+        tracking.atomic_write(tmp_path / "last.pt", write)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    if failure != "ENOSPC":  # with space left, torch's failure is a bug of its own, raised as it is
+        with pytest.raises(RuntimeError, match="unexpected pos"):
+            tracking.atomic_write(tmp_path / "last.pt", write)
