@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,45 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a fashionmlp checkpoint")
     if state.get("version") != VERSION:
         raise UserError(f"{path}: checkpoint format version {state.get('version')!r}, this fashionmlp reads {VERSION}")
+    check_layout(state, path, ("epoch", "global_step", "config", "model", "ema"))
     return state
+
+
+def check_layout(state: dict, path: Path, keys: tuple[str, ...]) -> None:
+    """The fields `keys` of a checkpoint, each of its type (an absent "ema" is no average): a file from someone
+    else with one changed is refused in one line before anything uses it, not met as a traceback deep in evaluate
+    or resume. Loading checks what every reader needs; resume checks the training state too (RESUME_KEYS)."""
+    for key in keys:
+        fits, what = _LAYOUT[key]
+        if (key in state or key != "ema") and not fits(state.get(key)):
+            raise UserError(f"{path}: not a fashionmlp checkpoint as this one writes them: its {key!r} is not "
+                            f"{what} (got {type(state.get(key)).__name__})")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensors(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+RESUME_KEYS = ("optimizer", "history", "step_losses", "best", "rng")
+_LAYOUT: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epoch": (_whole, "a whole number >= 0"),
+    "global_step": (_whole, "a whole number >= 0"),
+    "config": (lambda v: isinstance(v, dict), "a mapping"),
+    "model": (lambda v: _tensors(v) and bool(v), "a mapping of names to tensors"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                  and isinstance(v.get("param_groups"), list), "an optimizer's state"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v), "a list of epochs"),
+    "step_losses": (lambda v: isinstance(v, torch.Tensor) and v.dim() == 1, "a tensor of losses"),
+    "best": (lambda v: v is None or isinstance(v, dict), "a mapping"),
+    "rng": (lambda v: isinstance(v, dict) and all(isinstance(v.get(k), t) for k, t in (
+        ("torch", torch.Tensor), ("data", torch.Tensor), ("numpy", dict), ("python", dict))), "generator states"),
+    "ema": (lambda v: isinstance(v, dict) and _tensors(v.get("trained_weights"))
+            and isinstance(v.get("n_averaged"), torch.Tensor), "an average's state"),
+}
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:

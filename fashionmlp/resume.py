@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fashionmlp import status as st
-from fashionmlp.checkpoint import load_checkpoint, load_training_state, make_ema, restore_rng
+from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint, load_training_state, make_ema, restore_rng
 from fashionmlp.config import RunConfig, load_config, shortcut_values
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, lr_at
@@ -89,6 +89,7 @@ def ends_here(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
 def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:
     """A run ended by early stopping is not continued; a finished one only with more epochs; one whose end was
     not written (ends_here) is finished."""
+    check_layout(state, run_dir / "checkpoints" / "last.pt", RESUME_KEYS)
     done = int(state["epoch"])
     best_epoch = (state.get("best") or {}).get("epoch")
     if ends_here(cfg, state, run_dir):

@@ -81,6 +81,13 @@ def refuse_links(run_dir: Path, what: str) -> None:
             raise UserError(f"{what} {str(run_dir)!r}: {str(link.relative_to(run_dir))!r} is a symbolic link (to "
                             f"{str(link.resolve())!r}); a run folder's files must be its own: nothing is written "
                             "through a link")
+    folder = next((name for name in WRITTEN_FILES if (run_dir / name).is_dir()), None)
+    if folder is not None:  # found before anything is written (best.pt was met after a whole epoch)
+        raise UserError(f"{what} {str(run_dir)!r}: {folder!r} is a folder where the run keeps a file")
+
+
+WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_curve.png", "confusion_matrix.png",
+                 "checkpoints/best.pt", "checkpoints/last.pt")  # the files of a run folder that commands write
 
 
 def previous_summary(run_dir: Path) -> dict:

@@ -629,3 +629,50 @@ def test_the_thread_count_used_is_recorded_and_kept_on_resume(write_config, tmp_
     assert summary(run_dir_of(busy))["threads"] == 1
     assert "note: 1 of 2 cores were busy with other work" in busy.stderr
     assert summary(run_dir_of(busy))["notes"] == ["1 of 2 cores were busy with other work: ..."]
+
+
+CHECKPOINT_EDITS = {  # a field of someone else's checkpoint changed: (the edit, evaluate refuses it too)
+    "epoch 'x'": (lambda s: s.update(epoch="x"), True),
+    "global_step None": (lambda s: s.update(global_step=None), True),
+    "config [1]": (lambda s: s.update(config=[1]), True),
+    "no model": (lambda s: s.pop("model"), True),
+    "history 5": (lambda s: s.update(history=5), False),
+    "rng {}": (lambda s: s.update(rng={}), False),
+    "best 7": (lambda s: s.update(best=7), False),
+    "step_losses [1.0]": (lambda s: s.update(step_losses=[1.0]), False),
+}
+
+
+@pytest.mark.parametrize("edit", CHECKPOINT_EDITS, ids=list(CHECKPOINT_EDITS))
+def test_a_checkpoint_with_a_changed_field_is_one_line(good_run, tmp_path, edit):
+    """Each was a traceback (ValueError, TypeError, KeyError, AttributeError) in evaluate or --resume."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    change, evaluate_too = CHECKPOINT_EDITS[edit]
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        change(state)
+        torch.save(state, run / "checkpoints" / name)
+    assert_one_line_exit_2(cli("train", "--resume", run, "--epochs", "3"), "not a fashionmlp checkpoint as this one")
+    result = cli("evaluate", run)
+    if evaluate_too:
+        assert_one_line_exit_2(result, "not a fashionmlp checkpoint as this one writes them")
+    else:  # what evaluate does not read does not stop it
+        assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name", ["checkpoints/best.pt", ".lock", "metrics.csv", "summary.json"])
+def test_a_folder_where_a_run_keeps_a_file_is_refused_before_training(good_run, tmp_path, name):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    (run / name).unlink(missing_ok=True)
+    (run / name).mkdir()
+    metrics = (run / "metrics.csv").read_text() if name != "metrics.csv" else None
+    assert_one_line_exit_2(cli("train", "--resume", run, "--epochs", "3"),
+                           f"{name!r} is a folder where the run keeps a file")
+    if metrics is not None:
+        assert (run / "metrics.csv").read_text() == metrics  # no epoch trained
