@@ -11,6 +11,7 @@ typer).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class InspectReport:
         lines.append(f"pictures: {', '.join(f for f in FILES if f.endswith('.png'))} and summary.json in "
                      f"{self.out_dir}")
         lines.append(f"TensorBoard (images and the projector of {s['embedding']['images']} test images): "
-                     f"tensorboard --logdir {self.out_dir}")
+                     f"tensorboard --logdir {shlex.quote(str(self.out_dir))}")
         return "\n".join(lines)
 
 
