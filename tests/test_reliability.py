@@ -451,6 +451,10 @@ BAD_INPUTS = [
     ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "
                                                                                      "sgd}}\n"), "--runs-dir",
                                               str(e.tmp / "runs")], "variants: the variant name None is not one"),
+    ("a sweep named with a space", lambda e: ["sweep", "--config", e.cfg("ms.yaml", "name: my sweep\nsweep: {space: "
+                                                                         "{optimizer.lr: [0.1, 0.2]}}\n"),
+                                              "--runs-dir", str(e.tmp / "runs")],
+     "the study's name 'my sweep' (the config's name; --study names it otherwise) is not allowed"),
     ("a sweep step that does not divide its range", lambda e: [
         "sweep", "--config", e.cfg("s.yaml", "sweep: {space: {optimizer.lr: {low: 0.01, high: 0.1, step: 0.04}}}\n"),
         "--runs-dir", str(e.tmp / "runs")], "step 0.04 does not divide high - low (0.1 - 0.01): the grid would end at "

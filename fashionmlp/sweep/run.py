@@ -48,9 +48,15 @@ class SweepResult:
 
 
 def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -> str:
-    if spec.base.name:
-        return spec.base.name
-    return Path(config_path).stem if config_path else f"sweep_{spec.base.model.name}"
+    """The study's name without --study: the config's name, else its file's stem; one a study name cannot be
+    (a space, say) is refused naming where it came from."""
+    name, source = ((spec.base.name, "the config's name") if spec.base.name else
+                    (Path(config_path).stem, "the config file's name") if config_path else
+                    (f"sweep_{spec.base.model.name}", "the default"))
+    if not STUDY_NAME.fullmatch(name):
+        raise UserError(f"the study's name {name!r} ({source}; --study names it otherwise) is not allowed; use "
+                        "letters, digits, '_', '.', '-' (at most 100): give --study NAME")
+    return name
 
 
 def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
