@@ -135,11 +135,16 @@ _LAYOUT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model": (lambda v: _tensors(v) and bool(v), "a mapping of names to tensors"),
     "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
                   and isinstance(v.get("param_groups"), list), "an optimizer's state"),
-    "history": (lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v), "a list of epochs"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(row, dict) and _whole(row.get("epoch")) and isinstance(
+        row.get("seconds"), (int, float)) and isinstance(row.get("train_loss"), (int, float)) for row in v),
+        "a list of epochs (each with its epoch, seconds and train_loss)"),
     "step_losses": (lambda v: isinstance(v, torch.Tensor) and v.dim() == 1, "a tensor of losses"),
-    "best": (lambda v: v is None or isinstance(v, dict), "a mapping"),
+    "best": (lambda v: isinstance(v, dict), "a mapping"),
     "rng": (lambda v: isinstance(v, dict) and all(isinstance(v.get(k), t) for k, t in (
-        ("torch", torch.Tensor), ("data", torch.Tensor), ("numpy", dict), ("python", dict))), "generator states"),
+        ("torch", torch.Tensor), ("data", torch.Tensor), ("numpy", dict), ("python", dict)))
+        and {"kind", "keys", "pos", "has_gauss", "cached_gaussian"} <= set(v["numpy"])
+        and isinstance(v["numpy"]["keys"], torch.Tensor)
+        and {"version", "internal", "gauss_next"} <= set(v["python"]), "generator states"),
     "ema": (lambda v: isinstance(v, dict) and _tensors(v.get("trained_weights"))
             and isinstance(v.get("n_averaged"), torch.Tensor), "an average's state"),
 }

@@ -54,6 +54,8 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
                    "written (stopped while it finished): writing it now, with no more training")
         trainee = restore_trainee(session.model, cfg, state, last_pt)
         recorder = recorder_for(run_dir, session, trainee, command).reopen(state, previous)
+        if finishing and previous.get("engine") in ("single", "population"):
+            recorder.engine = previous["engine"]  # it trained every epoch there: only its end is written here
         (result,) = run_epochs(trainee, session, [recorder], progress or Progress(), stop, finishing)
     return result
 
@@ -69,7 +71,7 @@ def check_study_member(run_dir: Path, planned: int, epochs: int, done: int) -> N
                         f"averages them); {way}")
 
 
-UNWRITTEN_ENDS = (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED)  # summary.json statuses of runs not ended
+UNWRITTEN_ENDS = (st.RUNNING, st.KILLED, st.CRASHED)  # summary.json statuses of runs whose end was not written
 
 
 def _out_of_patience(cfg: RunConfig, state: dict) -> bool:
@@ -82,7 +84,9 @@ def ends_here(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     """Whether the run has trained every epoch it will (all of train.epochs, or its patience is used up) while
     its summary.json does not say how it ended: it was killed, or stopped by a second Ctrl-C, after its last
     checkpoint, while it drew its pictures. Resuming it only writes its end."""
-    done_all = int(state["epoch"]) == cfg.train.epochs or _out_of_patience(cfg, state)
+    planned = (state["config"].get("train") or {}).get("epochs")  # the epochs it trained towards (not --epochs)
+    done = int(state["epoch"])
+    done_all = (done == planned == cfg.train.epochs) or (_out_of_patience(cfg, state) and done <= cfg.train.epochs)
     return done_all and previous_summary(run_dir).get("status", st.RUNNING) in UNWRITTEN_ENDS
 
 

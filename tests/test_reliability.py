@@ -107,6 +107,7 @@ def test_a_run_stopped_while_it_finished_is_finished_by_resume(write_config, tmp
 def test_a_group_stopped_while_it_finished_is_finished_by_resume(write_config, tmp_path, engine):
     result = cli("train", "--config", write_config(), "--seeds", "0,1", "--engine", engine, "--runs-dir", tmp_path)
     group = Path(result.stdout.strip().splitlines()[-1])
+    metrics = {m: (group / m / "metrics.csv").read_text() for m in ("seed0", "seed1")}
     for member in ("seed0", "seed1"):
         _stopped_while_finishing(group / member)
     (group / "summary.md").unlink()
@@ -114,6 +115,23 @@ def test_a_group_stopped_while_it_finished_is_finished_by_resume(write_config, t
     assert result.exit_code == 0, result.output
     assert all(summary(group / m)["status"] == "completed" for m in ("seed0", "seed1"))
     assert (group / "summary.md").is_file() and (group / "seed1" / "loss_curve.png").is_file()
+    assert all(summary(group / m)["engine"] == ("population" if engine == "population" else "single")
+               for m in ("seed0", "seed1"))
+    assert all((group / m / "metrics.csv").read_text() == metrics[m] for m in ("seed0", "seed1"))  # no training
+
+
+def test_a_run_stopped_mid_training_is_not_finished_by_a_lower_epochs(write_config, tmp_path):
+    """A run planned for 3 epochs that stopped after 2 (killed: "running"): --resume --epochs 2 must not call it
+    completed (its checkpoint trained towards 3 epochs, its schedule too); without --epochs it trains on."""
+    run = run_dir_of(cli("train", "--config", write_config(train={"epochs": 3}), "--runs-dir", tmp_path))
+    for name in ("best.pt", "last.pt"):  # as the run stood after epoch 2 of 3
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        state.update(epoch=2, history=state["history"][:2])
+        torch.save(state, run / "checkpoints" / name)
+    (run / "summary.json").write_text(json.dumps({**summary(run), "status": "running", "epochs": 2}))
+    result = cli("train", "--resume", run, "--epochs", "2")
+    assert result.exit_code == 2 and "pass --epochs N with N > 2" in result.stderr, result.output
+    assert summary(run)["status"] == "running"
 
 
 # ---------------------------------------------------------------- 2/3. interruption and kill -9
@@ -442,6 +460,8 @@ BAD_INPUTS = [
      "device: 'cuda:²' is not a device"),
     ("YAML nested too deeply", lambda e: ["train", "--config", e.cfg("n.yaml", "model: " + "[" * 5000 + "]" * 5000)],
      "is not valid YAML: nested too deeply"),
+    ("an impossible date", lambda e: ["train", "--config", e.cfg("dt.yaml", "name: 2024-13-45\n")],
+     "is not valid YAML: month must be in 1..12"),
     ("a number of 5000 digits", lambda e: ["train", "--config", e.cfg("i.yaml", "seed: " + "1" * 5000 + "\n")],
      "is not valid YAML: a number of more than 4300 digits"),
     ("a name of 300 bytes", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "name=" + "€" * 100],
@@ -644,6 +664,9 @@ CHECKPOINT_EDITS = {  # a field of someone else's checkpoint changed: (the edit,
     "rng {}": (lambda s: s.update(rng={}), False),
     "best 7": (lambda s: s.update(best=7), False),
     "step_losses [1.0]": (lambda s: s.update(step_losses=[1.0]), False),
+    "best None": (lambda s: s.update(best=None), False),
+    "a history row {}": (lambda s: s.update(history=[{}]), False),
+    "rng numpy {}": (lambda s: s["rng"].update(numpy={}), False),
 }
 
 

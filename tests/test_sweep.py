@@ -1056,3 +1056,13 @@ def test_a_figure_that_cannot_be_drawn_is_named_not_raised(tmp_path):
     assert not_drawn and all(name.startswith("parallel_coordinate.png (") for name in not_drawn), not_drawn
     assert made == ["optimization_history.png", "intermediate_values.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(made)
+
+
+def test_a_step_that_needs_many_digits_is_checked_exactly():
+    """(high - low) / step past 28 digits raised decimal's DivisionImpossible (a traceback)."""
+    from fashionmlp.errors import ConfigError
+    from fashionmlp.sweep.space import _parse_param
+
+    assert _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 1.0e-28}).step == 1.0e-28
+    with pytest.raises(ConfigError, match="step 3e-28 does not divide high - low"):
+        _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 3.0e-28})

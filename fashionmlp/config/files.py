@@ -61,8 +61,9 @@ def safe_load(text: str) -> Any:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
     except RecursionError:
         raise yaml.constructor.ConstructorError(None, None, "nested too deeply") from None
-    except ValueError:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
-        raise yaml.constructor.ConstructorError(None, None, "a number of more than 4300 digits") from None
+    except ValueError as exc:  # int('1' * 5000): "Exceeds the limit (4300 digits)..."; a date 2024-13-45
+        problem = "a number of more than 4300 digits" if "Exceeds the limit" in str(exc) else str(exc)
+        raise yaml.constructor.ConstructorError(None, None, problem) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

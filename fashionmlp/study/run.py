@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionmlp import status as st
-from fashionmlp.checkpoint import load_checkpoint
+from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
 from fashionmlp.config import RunConfig, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.errors import ConfigError, UserError
@@ -182,6 +182,8 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
         notify(f"{p.label.strip()} has no run folder yet ({p.run_dir.name}): it trains from its first epoch")
     if engine == "population":
         states = {p.run_dir: load_checkpoint(p.run_dir / "checkpoints" / "last.pt") for p in started}
+        for run_dir, state in states.items():
+            check_layout(state, run_dir / "checkpoints" / "last.pt", RESUME_KEYS)
         by_epoch: dict[int, list[Planned]] = {}
         for p in started:
             if ends_here(p.cfg, states[p.run_dir], p.run_dir):  # trained to its end, which was not written: no

@@ -117,7 +117,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     for line in said:
         echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
-    revived = fail_dead_trials(books)
+    revived = fail_dead_trials(books, sweep_dir)
     if revived:
         echo(f"trial(s) {', '.join(map(str, revived))} had lost their worker (killed?): marked failed, queued again")
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))

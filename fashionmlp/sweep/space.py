@@ -52,7 +52,10 @@ def _check_step(where: str, low: float, high: float, step: float) -> None:
     """A step must divide high - low: Optuna would lower high to the grid's last point with only a warning (its
     own test, in decimals of the numbers as written)."""
     d_low, d_high, d_step = (decimal.Decimal(str(v)) for v in (low, high, step))
-    if (d_high - d_low) % d_step == 0:
+    with decimal.localcontext() as exact:
+        exact.prec = 2000  # enough digits for any (high - low) / step of 64-bit floats
+        divides = (d_high - d_low) % d_step == 0
+    if divides:
         return
     if d_step > d_high - d_low:
         raise ConfigError(f"{where}: step {step!r} is larger than the range {low!r} to {high!r}")

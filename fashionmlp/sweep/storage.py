@@ -151,7 +151,7 @@ def _alive(owner: dict[str, Any]) -> bool:
     return not (owner.get("started") and started and started != owner["started"])
 
 
-def fail_dead_trials(study, sweep_dir: Path | None = None) -> list[int]:
+def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
     """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`) and queue
     their parameters again with Optuna's retry callback; returns their numbers.
 
@@ -170,8 +170,7 @@ def fail_dead_trials(study, sweep_dir: Path | None = None) -> list[int]:
             continue  # another process failed or finished it first
         _retry(study, t.number)
         failed.append(t.number)
-    if sweep_dir is not None:
-        mark_killed_runs(study, sweep_dir)
+    mark_killed_runs(study, sweep_dir)
     return failed
 
 
