@@ -330,6 +330,10 @@ class BadInputs:
 
 
 # (label, args given a BadInputs, the start of the message the one error line must contain)
+# 447 bytes that expand to 9^10 items: walked whole, 8 levels took 860 MB and 9 a MemoryError (a helper's find)
+ALIAS_BOMB = "sweep:\n  space:\n    model.hidden: [" + ", ".join(
+    ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]" for k in range(1, 10)]) + "]\n"
+
 BAD_INPUTS = [
         ("malformed YAML", lambda e: ["train", "--config", e.cfg("m.yaml", "model: [oops\n")], "is not valid YAML at line"),
         ("empty config", lambda e: ["train", "--config", e.cfg("e.yaml", "")], "is empty"),
@@ -471,6 +475,9 @@ BAD_INPUTS = [
     ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "
                                                                                      "sgd}}\n"), "--runs-dir",
                                               str(e.tmp / "runs")], "variants: the variant name None is not one"),
+    ("a sweep space of nested aliases", lambda e: ["sweep", "--config", e.cfg("bomb.yaml", ALIAS_BOMB), "--runs-dir",
+                                                   str(e.tmp / "runs")],
+     "sweep.space.model.hidden: the list of values holds more than 10,000 items in all"),
     ("a sweep named with a space", lambda e: ["sweep", "--config", e.cfg("ms.yaml", "name: my sweep\nsweep: {space: "
                                                                          "{optimizer.lr: [0.1, 0.2]}}\n"),
                                               "--runs-dir", str(e.tmp / "runs")],
