@@ -37,16 +37,15 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     with lock_run_dir(run_dir):  # before anything is read or rewritten; released however this ends
         cfg = load_config(run_dir / "config.yaml", values=shortcut_values(epochs=epochs, device=device))
         state = load_checkpoint(last_pt)
-        check_resumable(cfg, state, run_dir)
+        finishing = check_resumable(cfg, state, run_dir)
         check_fits(cfg, state, last_pt, optimizer_too=True)
-        planned = int((state.get("config") or {}).get("train", {}).get("epochs", cfg.train.epochs))
+        planned = planned_epochs(state, cfg.train.epochs)
         check_study_member(run_dir, planned, cfg.train.epochs, int(state["epoch"]))
         replan = replanned(cfg, planned, int(state["global_step"]), int(state["epoch"]))
         previous = previous_summary(run_dir)
         kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
         threads = kept if isinstance(kept, int) and kept > 0 else None
         session = prepare(cfg, data=run_data(run_dir, cfg, data_dir), threads=threads)
-        finishing = ends_here(cfg, state, run_dir)
         if replan:  # after every check (a refused resume is one error line)
             notify(replan)
         if finishing:
@@ -80,24 +79,30 @@ def _out_of_patience(cfg: RunConfig, state: dict) -> bool:
         int(state["epoch"]) - best_epoch >= cfg.train.patience)
 
 
+def planned_epochs(state: dict, default: int) -> int:
+    """The epochs the checkpoint's run trained towards (its config's, not a --epochs given to continue it)."""
+    epochs = ((state.get("config") or {}).get("train") or {}).get("epochs", default)
+    return int(epochs)
+
+
 def ends_here(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     """Whether the run has trained every epoch it will (all of train.epochs, or its patience is used up) while
     its summary.json does not say how it ended: it was killed, or stopped by a second Ctrl-C, after its last
     checkpoint, while it drew its pictures. Resuming it only writes its end."""
-    planned = (state["config"].get("train") or {}).get("epochs")  # the epochs it trained towards (not --epochs)
     done = int(state["epoch"])
-    done_all = (done == planned == cfg.train.epochs) or (_out_of_patience(cfg, state) and done <= cfg.train.epochs)
+    done_all = done == planned_epochs(state, -1) == cfg.train.epochs or (
+        _out_of_patience(cfg, state) and done <= cfg.train.epochs)
     return done_all and previous_summary(run_dir).get("status", st.RUNNING) in UNWRITTEN_ENDS
 
 
-def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:
+def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     """A run ended by early stopping is not continued; a finished one only with more epochs; one whose end was
-    not written (ends_here) is finished."""
+    not written (ends_here) is finished: True then, when resuming it only writes its end."""
     check_layout(state, run_dir / "checkpoints" / "last.pt", RESUME_KEYS)
     done = int(state["epoch"])
     best_epoch = (state.get("best") or {}).get("epoch")
     if ends_here(cfg, state, run_dir):
-        return
+        return True
     if _out_of_patience(cfg, state):
         raise UserError(f"--resume {str(run_dir)!r}: early stopping ends this run: no better validation accuracy "
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "
@@ -106,6 +111,7 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> None:
         has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
                f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
         raise UserError(f"--resume {str(run_dir)!r}: {has}; pass --epochs N with N > {done} to extend it")
+    return False
 
 
 def restore_trainee(model: torch.nn.Module, cfg: RunConfig, state: dict, path: Path, own_rng: bool = False

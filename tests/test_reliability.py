@@ -334,6 +334,11 @@ class BadInputs:
 ALIAS_BOMB = "sweep:\n  space:\n    model.hidden: [" + ", ".join(
     ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{k} [" + ", ".join([f"*a{k - 1}"] * 9) + "]" for k in range(1, 10)]) + "]\n"
 
+def train_with(override: str):
+    """The args of `train` on the good config with one --set, given a BadInputs."""
+    return lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", override]
+
+
 BAD_INPUTS = [
         ("malformed YAML", lambda e: ["train", "--config", e.cfg("m.yaml", "model: [oops\n")], "is not valid YAML at line"),
         ("empty config", lambda e: ["train", "--config", e.cfg("e.yaml", "")], "is empty"),
@@ -454,13 +459,13 @@ BAD_INPUTS = [
     ("predict: --grid ''", lambda e: ["predict", str(e.good_run), "--index", "0", "--grid", ""],
      "--grid '.': no file name; give one such as grid.png"),
     # Found by a demanding-user pass of every config key (2026-11-30, later): each was a traceback
-    ("a width past the cap", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", f"model.hidden=[{10**17}]"],
+    ("a width past the cap", train_with(f"model.hidden=[{10**17}]"),
      "model.hidden[0]: 100000000000000000 is out of range; allowed: >= 1 and <= 16777216"),
-    ("distillation at T 1e200", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "distill.temperature=1e200"],
+    ("distillation at T 1e200", train_with("distill.temperature=1e200"),
      "distill.temperature: 1e+200 is out of range; allowed: >= 0.01 and <= 100.0"),
-    ("a device index written 00", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "device=cuda:00"],
+    ("a device index written 00", train_with("device=cuda:00"),
      "device: 'cuda:00' is not a device"),
-    ("a device index in other digits", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "device=cuda:²"],
+    ("a device index in other digits", train_with("device=cuda:²"),
      "device: 'cuda:²' is not a device"),
     ("YAML nested too deeply", lambda e: ["train", "--config", e.cfg("n.yaml", "model: " + "[" * 5000 + "]" * 5000)],
      "is not valid YAML: nested too deeply"),

@@ -21,7 +21,7 @@ from fashionmlp.population.data import PopulationData, population_data
 from fashionmlp.population.loop import Ended, Member, Prune, run_population
 from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
-from fashionmlp.resume import check_resumable, ends_here, previous_summary, restore_trainee
+from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
 from fashionmlp.session import Session, prepare
@@ -164,8 +164,7 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
             locks.enter_context(lock_run_dir(run_dir))
             last = run_dir / "checkpoints" / "last.pt"
             state = load_checkpoint(last)
-            check_resumable(spec.cfg, state, run_dir)
-            if ends_here(spec.cfg, state, run_dir):  # a bug: the caller finishes such a run alone (study.run)
+            if check_resumable(spec.cfg, state, run_dir):  # a bug: the caller finishes such a run alone (study.run)
                 raise ValueError(f"{run_dir} has trained all its epochs: nothing to continue in a population")
             states.append((state, last))
         epochs = {int(state["epoch"]) for state, _ in states}

@@ -81,11 +81,20 @@ def study_from_dict(raw: dict[str, Any]) -> Study:
     except (KeyError, TypeError, AttributeError):
         raise ConfigError("study.yaml: not a study this fashionmlp wrote (it needs kind, base and variants)") from None
     for name in study.variants:
-        try:
-            check_name(name if isinstance(name, str) else str(name))
-        except ConfigError as exc:
-            raise ConfigError(f"study.yaml: variant {exc.args[0].removeprefix('name: ')}") from None
+        check_variant_name(name, "study.yaml: variant", new=False)
     return study
+
+
+def check_variant_name(name: Any, where: str, new: bool = True) -> None:
+    """A variant's name names its run folders (one folder name, as a run's `name`), and a new study's is
+    addressed as --set variants.<name>.lr=... (no '.'; a study folder made before this rule keeps its names)."""
+    if not isinstance(name, str) or (new and "." in name):
+        raise ConfigError(f"{where} name {show(name)} is not one; a variant's name is text without '.' (it names "
+                          "its run folders, and --set variants.<name>.lr=... edits it)")
+    try:
+        check_name(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {exc.args[0].removeprefix('name: ')}") from None
 
 
 def seeds_study(cfg: RunConfig) -> Study:
@@ -107,10 +116,8 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ConfigError("variants: a study needs a mapping of variant name -> optimizer section, "
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
-    for name in variants_raw:  # a folder name, and addressed as --set variants.<name>.lr=...
-        if not isinstance(name, str) or "." in name:
-            raise ConfigError(f"variants: the variant name {show(name)} is not one; a variant's name is text "
-                              "without '.' (it names its run folders, and --set variants.<name>.lr=... edits it)")
+    for name in variants_raw:
+        check_variant_name(name, "variants: the variant")
     base_overrides = []
     for text in overrides:
         key = text.partition("=")[0].strip()
