@@ -206,9 +206,8 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
             if member.trainee.ema is not None:
                 member.trainee.ema.update_parameters(member.trainee.model)
         stack.count_batch()
-        values = losses.detach()
-        for i, member in enumerate(active):
-            member.losses.append(values[i])
+        for member, value in zip(active, losses.detach().unbind(0)):
+            member.losses.append(value)
         progress.step(step + 1)
         checked = (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps
         if checked:

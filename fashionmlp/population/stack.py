@@ -57,10 +57,13 @@ class Stack:
 
     def hand_out_grads(self) -> None:
         """Each member parameter's gradient: a view of its slice of the stacked gradient (no copy)."""
-        grads = [stacked.grad for stacked in self.params.values()]
-        for i, params in enumerate(self.member_params):
+        # unbind: every member's view of a stacked gradient in one call (indexing them one by one cost 0.17 ms a
+        # step for 12 members of the MLP, 2% of the step)
+        slices = [[None] * len(self) if stacked.grad is None else stacked.grad.unbind(0)
+                  for stacked in self.params.values()]
+        for params, grads in zip(self.member_params, zip(*slices)):
             for param, grad in zip(params, grads):
-                param.grad = None if grad is None else grad[i]
+                param.grad = grad
 
     def count_batch(self) -> None:
         """BatchNorm counts its training batches (num_batches_tracked), as a single model's forward does."""
