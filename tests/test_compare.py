@@ -214,6 +214,34 @@ def test_log_scale_loss_axes_read_as_plain_numbers(low, high):
         assert all(float(t.replace(",", "")) > 0 for t in labels)
 
 
+def _reaches_past_its_edges(fig) -> bool:
+    """Whether anything drawn in the figure (titles, labels, tick labels, legends) lies past its edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    drawn, box = fig.get_tightbbox(canvas.get_renderer()), fig.bbox_inches  # both in inches
+    return drawn.x0 < box.x0 - 0.01 or drawn.y0 < box.y0 - 0.01 or drawn.x1 > box.x1 + 0.01 or drawn.y1 > box.y1 + 0.01
+
+
+def test_a_long_run_name_and_training_note_stay_inside_the_pictures():
+    """A 100-character run name ran off both sides of every title, and a distilled run's legend entry (label
+    smoothing, augmentation, T and alpha) was wider than the loss curve itself."""
+    from fashionmlp.plots import comparison
+    from fashionmlp.plots.run import confusion_matrix, loss_curve
+
+    name = "a_very_long_experiment_name_" * 3 + "x" * 16 + "-20261130-143328"
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "test_accuracy": 0.5} for e in (1, 2, 3)]
+    curve = loss_curve(history, list(np.geomspace(2, 0.3, 30)), f"{name}: mlp, nesterov lr=0.1",
+                       "label smoothing 0.1, augmented images, distilled: T=2, alpha=0.7", True)
+    matrix = confusion_matrix(np.eye(10, dtype=int).tolist(), f"{name}: mlp, nesterov lr=0.1")
+    study = comparison({"sgd": {"epochs": [1, 2], "train_loss": np.array([[1.0, 0.5]]),
+                                "test_accuracy": np.array([[0.5, 0.6]]), "status": "completed"}}, name)
+    for fig in (curve, matrix, study):
+        assert not _reaches_past_its_edges(fig)
+    assert "\n" in curve.axes[0].get_title()  # wrapped, not shrunk away
+
+
 def test_a_diverging_loss_axis_reads_in_powers_of_ten():
     """A loss of 1e33 was labelled 9,999,999,999,999,999,635,896,294,965,248."""
     from fashionmlp.plots.run import loss_curve

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,13 @@ def percent(p: float, digits: int = 2) -> str:
     if p > 0 and text == f"{0:.{digits}%}":
         return f"<{10 ** -(digits + 2):.{digits}%}"
     return text
+
+
+def fit(text: str, figure, fontsize: float = 12, share: float = 1.0) -> str:
+    """`text` wrapped into lines that fit `share` of the figure's width at `fontsize` (a run's name can be 200
+    characters: on one line its title ran off both sides of the picture); each of its own lines wrapped apart."""
+    width = max(20, int(share * figure.get_figwidth() * 72 / (0.62 * fontsize)))  # ~0.62 em per character
+    return "\n".join(textwrap.fill(line, width) or line for line in text.split("\n"))
 
 
 def plain_log_labels(axis) -> None:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
+from fashionmlp.plots.common import fit
+
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
 
@@ -62,7 +64,7 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     ax.set_xlabel("learning rate (log scale; it grows every step)")
     ax.set_ylabel("training loss (cross-entropy" + (f" with label smoothing {label_smoothing:g})" if label_smoothing
                                                     else ")"))
-    ax.set_title(title, fontsize=10)
+    ax.set_title(fit(title, fig, 10), fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
     return fig

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
 from fashionmlp.metrics import Reliability
-from fashionmlp.plots.common import percent
+from fashionmlp.plots.common import fit, percent
 
 SIZES = {"weights_mlp": (10, 10.6), "weights_cnn": (9.5, 12.5), "mistakes": (11, 8.6), "per_class": (12, 5),
          "calibration": (6.5, 7)}  # inches; at DPI 100 a file is 100x these in pixels
@@ -64,7 +64,7 @@ def mlp_weights_figure(weights: np.ndarray, title: str = "") -> Figure:
             ax.set_title(f"unit {k}", fontsize=6 if cols >= 10 else 8, pad=1)
     fig.colorbar(image, cax=fig.add_axes((0.87, 0.3, 0.02, 0.4)), extend="both",
                  label="weight on a normalized pixel\n(scale clipped at the 99th percentile of |w|)")
-    fig.suptitle(title, y=0.99, va="top")
+    fig.suptitle(fit(title, fig), y=0.99, va="top")
     return fig
 
 
@@ -98,8 +98,8 @@ def cnn_weights_figure(filters: np.ndarray, images: np.ndarray, labels: Sequence
             if row == 0:
                 ax.set_title(f"{name}: {maps.shape[1]} feature maps, {maps.shape[2]}x{maps.shape[3]}",
                              fontsize=9)
-    fig.suptitle(f"{title}\nrows: the first test image of each class; the maps of one block for one image "
-                 "share a colour scale, from 0 (black) to their maximum", fontsize=10)
+    fig.suptitle(fit(f"{title}\nrows: the first test image of each class; the maps of one block for one image "
+                 "share a colour scale, from 0 (black) to their maximum", fig, 10), fontsize=10)
     return fig
 
 
@@ -116,7 +116,7 @@ def mistakes_figure(images: np.ndarray, true: Sequence[int], predicted: Sequence
                          f"({percent(confidence[k])})", fontsize=8)
     if not len(images):
         axes.flat[0].text(0, 0.5, "no wrong predictions", fontsize=12)
-    fig.suptitle(title)
+    fig.suptitle(fit(title, fig))
     return fig
 
 
@@ -157,7 +157,7 @@ def per_class_figure(accuracy: Sequence[float], pairs: list[dict], overall: floa
     right.set_xlabel("test images mistaken, both directions (true → predicted)")
     right.set_title(f"most confused pairs (top {len(pairs)})")
     right.grid(axis="x", alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(fit(title, fig))
     return fig
 
 
@@ -181,7 +181,7 @@ def calibration_figure(rel: Reliability, title: str = "") -> Figure:
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(f"{title}\nexpected calibration error (ECE) {rel.ece:.2%}", fontsize=10)
+    top.set_title(fit(f"{title}\nexpected calibration error (ECE) {rel.ece:.2%}", fig, 10), fontsize=10)
     top.legend(loc="upper left", fontsize=8)
     top.text(0.02, 0.8, "bars below the diagonal: over-confident (the confidence\nexceeds the accuracy); above it: "
              "under-confident",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
-from fashionmlp.plots.common import percent, plain_log_labels, smooth
+from fashionmlp.plots.common import fit, percent, plain_log_labels, smooth
 
 
 def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "",
@@ -29,7 +30,9 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
         ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
                 linewidth=0.8, label="train loss (smoothed)")
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label=f"train loss (epoch{note})")
+    # wrapped: a distilled run's note with smoothing and augmentation made one legend entry wider than the figure
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue",
+            label=textwrap.fill(f"train loss (epoch{note})", 60))
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
     ax.set_xlabel("epoch")
@@ -46,7 +49,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="outside lower center", ncols=3, fontsize=8)
-    ax.set_title(title)
+    ax.set_title(fit(title, fig))
     ax.grid(alpha=0.3)
     return fig
 
@@ -67,7 +70,7 @@ def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
         for j in range(10):
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_title(title)
+    ax.set_title(fit(title, fig, share=0.8))
     return fig
 
 

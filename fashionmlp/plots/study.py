@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import plain_log_labels
+from fashionmlp.plots.common import fit, plain_log_labels
 
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,5 +81,5 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
         labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}")
     # below the panels: inside, it covered the curves
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(fit(title, fig))
     return fig
