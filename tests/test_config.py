@@ -155,6 +155,29 @@ def test_yaml_merge_keys_work_and_an_explicit_key_overrides_the_merged_one(tmp_p
         read_yaml(path)
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("010", "010 is octal in YAML 1.1 and reads as 8: write 8, or 10"),
+    ("-0_10", "-0_10 is octal in YAML 1.1 and reads as -8: write -8, or -10"),
+    ("1:30", "1:30 is base 60 in YAML 1.1 and reads as 90: write 90, or the number you mean"),
+    ("1:2.5", "1:2.5 is base 60 in YAML 1.1 and reads as 62.5"),
+])
+def test_a_number_yaml_reads_as_another_is_refused_in_files_and_overrides(tmp_path, text, message):
+    """`--set seed=010` trained seed 8, `seed: 1:30` seed 90 and `--set optimizer.lr=1:2` lr 62, silently."""
+    key = "optimizer.lr" if "." in text else "seed"
+    with pytest.raises(ConfigError, match=rf"^--set '{key}={text}': {message}"):
+        parse_override(f"{key}={text}")
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model: {{name: mlp}}\nseed: {text}\n")
+    with pytest.raises(ConfigError, match=rf"c.yaml' at line 2, column 7: {message}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("text", "value"), [("07", 7), ("00", 0), ("0", 0), ("0x10", 16), ("1_000", 1000),
+                                             ("0b11", 3), ("010.5", 10.5), ("-7", -7)])
+def test_numbers_that_read_as_written_still_work(text, value):
+    assert parse_override(f"seed={text}") == (["seed"], value)
+
+
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch.save on a full disk"])
 def test_a_write_that_runs_out_of_space_says_so(tmp_path, monkeypatch, failure):
     """torch.save on a full disk raised "unexpected pos 6848 vs 6742", with no word of the disk."""

@@ -45,13 +45,36 @@ class StrictLoader(yaml.SafeLoader):
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
         value = super().construct_yaml_float(node)
+        if ":" in str(node.value):  # 1:30.5, YAML 1.1's base 60
+            raise ReadAsAnother(node.value, value, node.start_mark)
         problem = float_problem(str(node.value).replace("_", ""), value)
         if problem:
             raise yaml.constructor.ConstructorError(None, None, f"{node.value} {problem}", node.start_mark)
         return value
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = super().construct_yaml_int(node)
+        digits = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in digits or (digits[:1] == "0" and digits.isdigit() and int(digits, 10) != abs(value)):
+            raise ReadAsAnother(node.value, value, node.start_mark)
+        return value
+
+
+class ReadAsAnother(yaml.constructor.ConstructorError):
+    """A YAML 1.1 number that reads as another than most people mean: 010 is octal (8), 1:30 base 60 (90)."""
+
+    def __init__(self, text: str, value: float, mark: yaml.Mark | None = None):
+        if ":" in text:
+            kind, meant = "base 60", "the number you mean"
+        else:  # -010: -8, or -10 without the leading zeros
+            digits = text.replace("_", "")
+            kind, meant = "octal", f"{digits[:len(digits) - len(digits.lstrip('+-'))]}{digits.lstrip('+-0')}"
+        self.short = f"{text} is {kind} in YAML 1.1 and reads as {value:g}: write {value:g}, or {meant}"
+        super().__init__(None, None, self.short, mark)
+
 
 StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 
 
 def safe_load(text: str) -> Any:
@@ -78,6 +101,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: no value after '='; give one, or {key}=null for none")
     try:
         value = safe_load(value_text)
+    except ReadAsAnother as exc:
+        raise ConfigError(f"--set {text!r}: {exc.short}") from None
     except yaml.YAMLError:
         value = value_text  # not YAML: keep the text; validation will judge it
     return key.split("."), value
@@ -135,7 +160,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        if "duplicate key" in problem or "64-bit float" in problem:
+        if "duplicate key" in problem or "64-bit float" in problem or isinstance(exc, ReadAsAnother):
             raise ConfigError(f"config file {str(path)!r}{where}: {problem}") from None
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
     if raw is None:
