@@ -50,6 +50,26 @@ def test_md5_mismatch_is_reported(tiny_data):
         load_fashion_mnist(tiny_data, verify_md5=True, allow_download=False)
 
 
+def test_an_unzipped_file_is_md5_checked_too(tmp_path):
+    """Unzipped files were never checked: test labels all set to 0 trained and scored 95% without a word."""
+    write_dataset(tmp_path, gz=False)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte: MD5 .* does not match Fashion-MNIST's unzipped "
+                                        "f4a8712d7a061bf5bd6d2ca38dc4d50a"):
+        load_fashion_mnist(tmp_path, verify_md5=True, allow_download=False)
+    assert len(load_fashion_mnist(tmp_path, verify_md5=False, allow_download=False).train.labels) == 320
+
+
+def test_the_real_files_unzipped_pass_the_check_and_read_the_same(real_data, tmp_path):
+    import gzip
+
+    for name, _ in FILES.values():
+        (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress((real_data / name).read_bytes()))
+    unzipped = load_fashion_mnist(tmp_path, verify_md5=True, allow_download=False)
+    published = load_fashion_mnist(real_data, verify_md5=True, allow_download=False)
+    assert np.array_equal(unzipped.test.labels, published.test.labels)
+    assert np.array_equal(unzipped.train.images, published.train.images)
+
+
 def test_missing_files_offline(tmp_path):
     with pytest.raises(DataError, match="Fashion-MNIST files missing") as info:
         load_fashion_mnist(tmp_path, allow_download=False)

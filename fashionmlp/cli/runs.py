@@ -208,7 +208,7 @@ def data(
         rows = file_status(root, verify_md5=True)
     typer.echo(f"data directory: {root.resolve()}")
     for r in rows:
-        md5 = {True: "MD5 ok", False: "MD5 MISMATCH", None: "MD5 not checked (not the .gz)"}[r.md5_ok]
+        md5 = {True: "MD5 ok", False: "MD5 MISMATCH", None: "MD5 not checked"}[r.md5_ok]
         typer.echo(f"  {FILES[r.key][0]:<28} {str(r.path) if r.path else 'MISSING':<60} "
                    f"{md5 if r.path else ''}")
     missing = [FILES[r.key][0] for r in rows if r.path is None]

@@ -27,6 +27,12 @@ FILES = {  # split/kind -> (file name, MD5 of the published .gz)
     "test_images": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
     "test_labels": ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
 }
+UNZIPPED_MD5 = {  # split/kind -> MD5 of the file the published .gz holds (gunzip of the verified .gz files)
+    "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+    "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+    "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
+}
 ENV_VAR = "FASHIONMLP_DATA_DIR"
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -56,11 +62,16 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def expected_md5(key: str, path: Path) -> str:
+    """The MD5 the file at `path` must have: the published .gz's, or that of the file it holds when unzipped."""
+    return FILES[key][1] if path.suffix == ".gz" else UNZIPPED_MD5[key]
+
+
 @dataclass(frozen=True)
 class FileStatus:
     key: str
     path: Path | None
-    md5_ok: bool | None  # None: not checked (missing, or not gzipped so the published MD5 does not apply)
+    md5_ok: bool | None  # None: not checked (missing, or verify_md5 off)
 
 
 def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
@@ -68,11 +79,11 @@ def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
         raise DataError(f"data directory {str(root)!r} is a file, not a folder; point --data-dir / ${ENV_VAR} at "
                         "the folder that holds the four Fashion-MNIST .gz files")
     rows = []
-    for key, (name, expected) in FILES.items():
+    for key, (name, _) in FILES.items():
         path = _locate(root, name)
         ok = None
-        if path is not None and verify_md5 and path.suffix == ".gz":
-            ok = md5sum(path) == expected
+        if path is not None and verify_md5:
+            ok = md5sum(path) == expected_md5(key, path)
         rows.append(FileStatus(key, path, ok))
     return rows
 
@@ -115,9 +126,10 @@ def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = Tru
     paths = {s.key: s.path for s in status}
     if verify_md5:
         for key, path in paths.items():
-            digest = md5sum(path) if path.suffix == ".gz" else None
-            if digest is not None and digest != FILES[key][1]:
-                raise DataError(f"{path}: MD5 {digest} does not match the published {FILES[key][1]}; "
+            digest, expected = md5sum(path), expected_md5(key, path)
+            if digest != expected:
+                what = "the published" if path.suffix == ".gz" else "Fashion-MNIST's unzipped"
+                raise DataError(f"{path}: MD5 {digest} does not match {what} {expected}; "
                                 "the file is damaged or not Fashion-MNIST (set data.verify_md5: false for "
                                 "other IDX files)")
     return paths
