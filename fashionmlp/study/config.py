@@ -12,6 +12,7 @@ A study config is a training config plus `variants`, a mapping of name -> optimi
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from fashionmlp.config import (
     read_yaml,
     set_value,
 )
-from fashionmlp.config.rules import check_name, show
+from fashionmlp.config.rules import check_name, show, unknown_key
+from fashionmlp.config.schema import OptimConfig
 from fashionmlp.errors import ConfigError, UserError
 
 # The study this tool exists for; configs/compare_<model>.yaml spell out the same thing.
@@ -134,6 +136,9 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
             raise ConfigError(f"--set {text!r}: no variant {name!r}; variants: {', '.join(variants_raw)}")
         if len(path) < 3:
             raise ConfigError(f"--set {text!r}: expected variants.<name>.<optimizer key>=VALUE")
+        keys = [f.name for f in dataclasses.fields(OptimConfig)]
+        if path[2] not in keys:  # named as typed: checked as optimizer.<key> below, it named a key nobody wrote
+            raise ConfigError(f"--set {text!r}: {unknown_key('.'.join(path[:3]), keys, 'optimizer key')}")
         section = {"optimizer": copy.deepcopy(variants_raw[name] or {})}
         set_value(section, ["optimizer", *path[2:]], value, f"--set {text!r}")
         variants_raw[name] = section["optimizer"]

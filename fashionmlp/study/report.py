@@ -198,7 +198,9 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         markdown_table(rows, first_column(study.kind)), "", *notes, *_best_note(base), "",
         "![comparison](comparison.png)", ""])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
-    write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS, rows)
+    # a mean over no finished run (n = 0: every run diverged or stopped) is no value: an empty cell, as a missing std
+    write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS,
+              [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows])
     series = curves(study, outcomes, rows)
     kind = "optimizer comparison" if study.kind == "compare" else base.run_name
     title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
