@@ -50,8 +50,11 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
             raise UserError(f"{KEY} {given!r}: it has no checkpoints/best.pt; distill.checkpoint: last uses its "
                             "last.pt") from None
         raise UserError(f"{KEY} {given!r}: {exc}") from None
-    state = load_checkpoint(path)
-    check_fits(saved, state, path)
+    try:  # named as the teacher: "checkpoint does not fit" alone did not say which key gave the file
+        state = load_checkpoint(path)
+        check_fits(saved, state, path)
+    except UserError as exc:
+        raise UserError(f"{KEY} {given!r}: {exc}") from None
     if int(state["epoch"]) == 0:
         raise UserError(f"{KEY} {given!r}: {path.name} is from epoch 0 (the run has not finished an epoch), an "
                         "untrained model cannot teach")

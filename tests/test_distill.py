@@ -195,6 +195,12 @@ def test_a_bad_teacher_gets_one_line_and_exit_2_before_any_folder(tiny_data, tea
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
+    if case in TEACHER_NAMED:  # which key gave the file ("checkpoint does not fit" alone did not say)
+        assert result.stderr.startswith("error: distill.teacher '"), result.stderr
+
+
+TEACHER_NAMED = ("missing folder", "a run's name without its timestamp", "not a run", "a file", "no best.pt",
+                 "untrained", "config does not fit", "pinned to other weights")
 
 
 def test_a_run_given_by_its_name_lists_the_folders_of_that_name(tiny_data, teacher, tmp_path):

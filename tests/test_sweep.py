@@ -360,6 +360,39 @@ def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pict
         "--study NEW_NAME"]
 
 
+def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_config, tmp_path, tiny_data,
+                                                                          quick_pictures):
+    """A study continued after its teacher's weights changed mixed trials of two teachers in one table, best.yaml
+    had no fingerprint (it trained with any teacher), and the note that the teacher saw the validation images
+    the sweep is scored on reached only each trial's summary.json."""
+    import shutil
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.run import train
+
+    teachers = [train(config_from_dict(tiny_config(tiny_data, name=f"teacher{seed}", seed=seed)),
+                      runs_dir=tmp_path / "teachers").run_dir for seed in (0, 1)]
+    teacher = tmp_path / "teacher"
+    shutil.copytree(teachers[0], teacher)
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 1}, distill={"teacher": str(teacher)})
+    runs = tmp_path / "runs"
+    first = cli("sweep", "--config", path, "--runs-dir", runs)
+    assert first.exit_code == 0, first.output
+    note = "did not hold out this run's validation images"
+    folder = sweep_dir(runs)
+    assert note in first.stdout and note in (folder / "summary.md").read_text()
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    trial = yaml.safe_load(next(folder.glob("trial-*/config.yaml")).read_text())
+    assert best["distill"]["fingerprint"] == trial["distill"]["fingerprint"] is not None
+    shutil.rmtree(teacher)
+    shutil.copytree(teachers[1], teacher)  # the same folder, other weights
+    again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", 2)
+    assert again.exit_code == 2 and again.stderr.startswith("error: --study 'tiny'")
+    assert "distill.fingerprint" in again.stderr and len(trials_csv(folder)) == 1
+    refused = cli("train", "--config", folder / "best.yaml", "--runs-dir", runs)
+    assert refused.exit_code == 2 and "are not the ones distill.fingerprint names" in refused.stderr
+
+
 def _start(path: Path, runs: Path, *extra) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "fashionmlp", "sweep", "--config", str(path), "--runs-dir",

@@ -174,6 +174,7 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
              f"{finished_text(result.finished, result.target)}; metric {spec.metric} "
              f"({spec.direction}d) on {spec.base.data.val_size} validation images; "
              f"{spec.base.train.epochs} epochs per trial.", ""]
+    lines += [f"Note: {note}" for note in result.notes] + ([""] if result.notes else [])
     if result.missing:
         lines += [f"**The grid is not complete**: {len(result.missing)} point(s) never finished (run the same command "
                   "again to train them): " + "; ".join(", ".join(f"{k} = {json.dumps(v)}" for k, v in p.items())

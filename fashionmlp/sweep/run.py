@@ -10,6 +10,7 @@ then write the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -45,6 +46,7 @@ class SweepResult:
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # workers that died
     missing: list[dict] = field(default_factory=list)  # grid points no finished trial covers
+    notes: list[str] = field(default_factory=list)  # about the teacher, for the terminal and summary.md
 
 
 def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -> str:
@@ -98,6 +100,7 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
     if not STUDY_NAME.fullmatch(study):
         raise UserError(f"--study: {study!r} is not allowed; use letters, digits, '_', '.', '-' (at most 100)")
     session = prepare(spec.base, data_dir=data_dir, runs_dir=runs_dir)  # the data's own mistakes, before any folder
+    spec, notes = _pinned_teacher(spec, session)
     fits = _check_memory(spec, session)
     said: list[str] = []  # what choose_population says, echoed once the study is open (after every refusal)
     population = choose_population(population, spec, session.device.type, fits, said.append)
@@ -105,16 +108,29 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line per trial of our own replaces Optuna's log
     try:
         return _run(spec, study, jobs, storage, runs_dir, data_dir, session.data, echo, stop, command, population,
-                    said)
+                    said, notes)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
 
+def _pinned_teacher(spec: SweepSpec, session) -> tuple[SweepSpec, list[str]]:
+    """The spec with its teacher's weights pinned (distill.fingerprint: a study continued with another teacher is
+    refused, and best.yaml trains only with this one), and what the trials' summaries note about the teacher
+    (validation images it may have seen: the sweep is scored on them)."""
+    if session.teacher is None:
+        return spec, []
+    from fashionmlp.config import with_values
+    from fashionmlp.teacher import teacher_notes
+
+    base = with_values(spec.base, {"distill.fingerprint": session.teacher.fingerprint})
+    return dataclasses.replace(spec, base=base), teacher_notes(session.cfg, session.teacher)
+
+
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
          echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int,
-         said: list[str]) -> SweepResult:
+         said: list[str], notes: list[str]) -> SweepResult:
     label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)  # the storage's refusals first
-    for line in said:
+    for line in [*said, *(f"note: {note}" for note in notes)]:
         echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
     revived = fail_dead_trials(books, sweep_dir)
@@ -154,7 +170,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
              + "; ".join(", ".join(f"{k} {json.dumps(v)}" for k, v in point.items()) for point in missing[:5])
              + ("; ..." if len(missing) > 5 else "") + " (run the same command again to train them)")
     result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems,
-                         missing)
+                         missing, notes)
     write_report(result, spec, books)
     return result
 
@@ -209,7 +225,8 @@ def choose_population(population: int | None, spec: SweepSpec, device_type: str,
              "trains K at once)")
         return 1
     chosen = max(1, min(DEFAULT_POPULATION, fits, spec.target))
-    echo(f"population: up to {chosen} trials of one shape train at once per worker ("
+    at_once = "1 trial at a time" if chosen == 1 else f"up to {chosen} trials of one shape at once"
+    echo(f"population: {at_once} per worker ("
          + (f"memory holds {fits}" if fits < DEFAULT_POPULATION else "the default")
          + "; --population K sets it, 1 trains one at a time)")
     return chosen

@@ -137,6 +137,8 @@ class SweepSpec:
         cfg["data"].pop("dir")
         cfg["train"].pop("threads")
         cfg.pop("device")
+        if cfg["distill"]["fingerprint"] is not None:  # the teacher's weights pinned: where it lies is per machine
+            cfg["distill"].pop("teacher")
         section = self.section()
         section.pop("trials")
         return json.loads(json.dumps({"config": cfg, "sweep": section}))  # plain JSON types, for comparison
