@@ -229,6 +229,11 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
     assert lr_find_figure(test, None, None, label_smoothing=0.1).axes[0].get_ylabel() == \
         "training loss (cross-entropy with label smoothing 0.1)"
     assert lr_find_figure(test, None, None).axes[0].get_ylabel() == "training loss (cross-entropy)"
+    from fashionmlp.config.schema import DistillConfig
+
+    taught = DistillConfig(teacher="runs/t", temperature=2.0, alpha=0.7)  # it said cross-entropy, starting at ~1
+    assert lr_find_figure(test, None, None, distill=taught).axes[0].get_ylabel() == \
+        "training loss (0.7 T² KL to the teacher\n+ 0.3 cross-entropy, T = 2)"
 
 
 def test_a_one_step_range_test_draws_its_point():

@@ -1012,6 +1012,13 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
     ax = intermediate_values(first, "val_loss")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["complete (3)", "best: trial 0"]
     plt.close(ax.figure)
+    from fashionmlp.plots.sweep import whole_ticks
+
+    ax = intermediate_values(first, "val_loss")  # every trial at epoch 1 only
+    whole_ticks(ax)
+    ax.figure.canvas.draw()
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1]  # not 0.945-1.05
+    plt.close(ax.figure)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ax = optuna.visualization.matplotlib.plot_param_importances(study)

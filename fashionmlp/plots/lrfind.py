@@ -26,7 +26,7 @@ def stop_text(stop: str, blow_up: float) -> str | None:
 
 
 def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
-                   title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0) -> Figure:
+                   title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0, distill=None) -> Figure:
     """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
     lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
     top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
@@ -62,8 +62,12 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     ax.set_ylim(0, top)
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale; it grows every step)")
-    ax.set_ylabel("training loss (cross-entropy" + (f" with label smoothing {label_smoothing:g})" if label_smoothing
-                                                    else ")"))
+    ce = "cross-entropy" + (f" with label smoothing {label_smoothing:g}" if label_smoothing else "")
+    if distill is not None:  # not the ~2.3 a cross-entropy starts at: the KL term to the teacher weighs in
+        ax.set_ylabel(f"training loss ({distill.alpha:g} T² KL to the teacher\n+ {1 - distill.alpha:g} {ce}, "
+                      f"T = {distill.temperature:g})")
+    else:
+        ax.set_ylabel(f"training loss ({ce})")
     ax.set_title(fit(title, fig, 10), fontsize=10)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)

@@ -45,7 +45,10 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     if history and "test_accuracy" in history[0]:
         ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",
                  label="test accuracy")
-    ax2.set_ylabel("test accuracy (%)")
+    if history and "val_accuracy" in history[0]:  # what a sweep scores and best.pt follows
+        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v:", color="tab:purple",
+                 label="validation accuracy")
+    ax2.set_ylabel("accuracy (%)" if history and "val_accuracy" in history[0] else "test accuracy (%)")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="outside lower center", ncols=3, fontsize=8)

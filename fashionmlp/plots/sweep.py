@@ -46,14 +46,13 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list
 
 def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: int) -> str:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = draw()
     if xlabel is not None:  # trials and epochs are whole numbers
         ax.set_xlabel(xlabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        whole_ticks(ax)
     if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
         ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
     titled(ax, f": study {study.study_name}")
@@ -63,6 +62,14 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
     fig.savefig(folder / file, dpi=110)
     plt.close(fig)
     return file
+
+
+def whole_ticks(ax) -> None:
+    """Ticks at whole numbers on the x axis (trials, epochs); with one in view, its tick alone (the default two
+    made one epoch's axis fall back to 0.945-1.05 in tenths)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def titled(ax, suffix: str) -> None:
