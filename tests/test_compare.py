@@ -289,7 +289,7 @@ def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
 
 def study_rows(study_dir: Path) -> dict[str, dict]:
     with open(study_dir / "summary.csv") as fh:
-        return {r["optimizer"]: r for r in csv.DictReader(fh)}
+        return {r.get("optimizer") or r["config"]: r for r in csv.DictReader(fh)}
 
 
 def test_population_and_sequential_studies_agree_in_float64(tmp_path, tiny_data):
@@ -369,8 +369,10 @@ def test_train_seeds_means_only_finished_runs_and_exits_3_when_a_seed_diverges(w
     assert result.exit_code == 3, result.output
     assert "tiny: no run finished (diverged)" in result.stdout and "nan" not in result.stdout
     assert result.stderr.count("diverged: seed ") == 2 and "try a lower learning rate" in result.stderr
-    row = study_rows(Path(result.stdout.strip().splitlines()[-1]))["tiny"]
+    group = Path(result.stdout.strip().splitlines()[-1])
+    row = study_rows(group)["tiny"]
     assert (row["n"], row["runs"], row["status"], row["final_test_accuracy"]) == ("0", "2", "diverged", "")
+    assert (group / "summary.csv").read_text().startswith("config,lr,")  # it said optimizer, holding the config
     assert "nan" not in "".join(row.values())  # no run at its end: no means, empty cells as a missing std
 
 

@@ -199,8 +199,10 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
         "![comparison](comparison.png)", ""])
     atomic_write(study_dir / "summary.md", lambda fh: fh.write(text), mode="w")
     # a mean over no finished run (n = 0: every run diverged or stopped) is no value: an empty cell, as a missing std
-    write_csv(study_dir / "summary.csv", SUMMARY_COLUMNS,
-              [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows])
+    first = first_column(study.kind)  # a seeds study's rows are its config, as summary.md's first column says
+    write_csv(study_dir / "summary.csv", [first, *SUMMARY_COLUMNS[1:]],
+              [{first if k == "optimizer" else k: None if isinstance(v, float) and math.isnan(v) else v
+                for k, v in r.items()} for r in rows])
     series = curves(study, outcomes, rows)
     kind = "optimizer comparison" if study.kind == "compare" else base.run_name
     title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
