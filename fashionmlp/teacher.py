@@ -44,7 +44,11 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     except UserError as exc:
         last = run_dir / "checkpoints" / "last.pt"
         if name == "best" and last.is_file():  # the hint is distill.checkpoint's, not evaluate's --checkpoint
-            if int(load_checkpoint(last).get("epoch", 0)) == 0:
+            try:
+                untrained = int(load_checkpoint(last).get("epoch", 0)) == 0
+            except UserError as unreadable:
+                raise UserError(f"{KEY} {given!r}: {unreadable}") from None
+            if untrained:
                 raise UserError(f"{KEY} {given!r}: the run has not finished an epoch yet (no checkpoints/best.pt): "
                                 "an untrained model cannot teach") from None
             raise UserError(f"{KEY} {given!r}: it has no checkpoints/best.pt; distill.checkpoint: last uses its "

@@ -384,13 +384,26 @@ def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_co
     best = yaml.safe_load((folder / "best.yaml").read_text())
     trial = yaml.safe_load(next(folder.glob("trial-*/config.yaml")).read_text())
     assert best["distill"]["fingerprint"] == trial["distill"]["fingerprint"] is not None
+    moved = tmp_path / "elsewhere" / "teacher"  # the same weights at another path (another machine): it continues
+    shutil.copytree(teacher, moved)
+    there = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", 2, "--set", f"distill.teacher={moved}")
+    assert there.exit_code == 0, there.output
+    assert len(trials_csv(folder)) == 2
     shutil.rmtree(teacher)
     shutil.copytree(teachers[1], teacher)  # the same folder, other weights
-    again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", 2)
-    assert again.exit_code == 2 and again.stderr.startswith("error: --study 'tiny'")
-    assert "distill.fingerprint" in again.stderr and len(trials_csv(folder)) == 1
-    refused = cli("train", "--config", folder / "best.yaml", "--runs-dir", runs)
+    again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", 3)
+    assert again.exit_code == 2 and again.stderr.startswith(
+        "error: --study 'tiny' in ") and "the teacher's weights changed since the study started" in again.stderr
+    assert len(trials_csv(folder)) == 2
+    refused = cli("train", "--config", folder / "best.yaml", "--runs-dir", runs, "--set", f"distill.teacher={teacher}")
     assert refused.exit_code == 2 and "are not the ones distill.fingerprint names" in refused.stderr
+    # a study made before sweeps pinned the teacher (its path as given, no fingerprint) still continues
+    study = load_study(folder)
+    legacy = study.user_attrs["fashionmlp_sweep"]
+    legacy["config"]["distill"] = {**legacy["config"]["distill"], "teacher": str(teacher), "fingerprint": None}
+    study.set_user_attr("fashionmlp_sweep", legacy)
+    old = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", 3)
+    assert old.exit_code == 0, old.output
 
 
 def _start(path: Path, runs: Path, *extra) -> subprocess.Popen:

@@ -105,14 +105,31 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
         if spec.sampler == "grid":  # every point queued once; the storage hands each to one worker
             for point in spec.grid_points():
                 study.enqueue_trial(point)
-    elif theirs != mine:
+    elif theirs != mine and theirs != _as_before_pinning(mine, theirs, spec):
         ours = {**_flat(mine["config"]), **_flat(mine["sweep"], "sweep.")}
         old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
-        diff = [f"{k} {show(ours.get(k))} (the study has {show(old.get(k))})"
-                for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k)]
-        raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(diff[:3])}"
+        diff = [k for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k)]
+        if diff == ["distill.fingerprint"]:
+            raise UserError(f"--study {name!r} in {label}: the teacher's weights changed since the study started "
+                            f"(distill.teacher {spec.base.distill.teacher!r} holds {ours[diff[0]][:12]}..., the study "
+                            f"was taught by {str(old.get(diff[0]))[:12]}...); give it its teacher back, or start a new "
+                            "study with --study NEW_NAME")
+        said = [f"{k} {show(ours.get(k))} (the study has {show(old.get(k))})" for k in diff]
+        raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(said[:3])}"
                         "; continue it with the same config, or start a new study with --study NEW_NAME")
     return study
+
+
+def _as_before_pinning(mine: dict, theirs: dict, spec: SweepSpec) -> dict | None:
+    """`mine` as a study made before sweeps pinned their teacher's weights stored it (the teacher's path as given;
+    no fingerprint unless the config had one), so that such a study continues; None without a teacher."""
+    if spec.base.distill.teacher is None:
+        return None
+    stored = ((theirs.get("config") or {}).get("distill") or {}).get("fingerprint")
+    distill = {**mine["config"]["distill"], "teacher": spec.base.distill.teacher}
+    if stored is None:
+        distill["fingerprint"] = None
+    return {**mine, "config": {**mine["config"], "distill": distill}}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
