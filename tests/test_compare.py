@@ -157,6 +157,13 @@ def test_bad_study_overrides(overrides, message):
         load_study(default_study_dict("mlp"), overrides)
 
 
+def test_an_unknown_key_in_a_variant_section_is_named_as_written():
+    raw = default_study_dict("mlp")
+    raw["variants"]["adam"] = {"name": "adam", "lrr": 0.001}  # it said "unknown config key 'optimizer.lrr'"
+    with pytest.raises(ConfigError, match=r"^unknown optimizer key 'variants.adam.lrr' \(did you mean 'lr'\?\)"):
+        load_study(raw)
+
+
 def test_failed_to_learn_on_real_data(real_data, tmp_path):
     result = cli("compare-optimizers", "--model", "mlp", "--epochs", 1, "--device", "cpu", "--data-dir", real_data,
                  "--runs-dir", tmp_path)

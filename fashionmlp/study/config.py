@@ -136,9 +136,10 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
             raise ConfigError(f"--set {text!r}: no variant {name!r}; variants: {', '.join(variants_raw)}")
         if len(path) < 3:
             raise ConfigError(f"--set {text!r}: expected variants.<name>.<optimizer key>=VALUE")
-        keys = [f.name for f in dataclasses.fields(OptimConfig)]
-        if path[2] not in keys:  # named as typed: checked as optimizer.<key> below, it named a key nobody wrote
-            raise ConfigError(f"--set {text!r}: {unknown_key('.'.join(path[:3]), keys, 'optimizer key')}")
+        try:
+            _check_variant_keys(name, [path[2]])
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text!r}: {exc}") from None
         section = {"optimizer": copy.deepcopy(variants_raw[name] or {})}
         set_value(section, ["optimizer", *path[2:]], value, f"--set {text!r}")
         variants_raw[name] = section["optimizer"]
@@ -154,11 +155,21 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
         section = variants_raw[name]
         if not isinstance(section, dict):
             raise ConfigError(f"variants.{name}: expected an optimizer section such as {{name: adam, lr: 0.01}}")
+        _check_variant_keys(name, list(section))
         try:
             variants[name] = config_from_dict({**base.to_dict(), "optimizer": section, "name": name})
         except ConfigError as exc:
             raise ConfigError(f"variants.{name}: {exc}") from None
     return Study(base, variants)
+
+
+def _check_variant_keys(name: str, keys: list) -> None:
+    """A variant's keys are optimizer keys, named as typed (checked as optimizer.<key>, the message named
+    'optimizer.lrr', a key nobody wrote)."""
+    allowed = [f.name for f in dataclasses.fields(OptimConfig)]
+    for key in keys:
+        if key not in allowed:
+            raise unknown_key(f"variants.{name}.{key}", allowed, "optimizer key")
 
 
 def study_from_options(model: str | None, config: Path | None, overrides: Overrides, only: list[str] | None,
