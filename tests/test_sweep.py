@@ -1041,6 +1041,30 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
     plt.close(ax.figure)
 
 
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_no_trial_of_the_parallel_coordinate_plot_is_drawn_white(direction):
+    """Optuna colours the lines from Blues' white end: the worst trial was invisible."""
+    import matplotlib.pyplot as plt
+
+    from fashionmlp.plots.sweep import _no_white_lines
+
+    study = optuna.create_study(direction=direction)
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for i in range(6):
+        trial = study.ask({"x": x})
+        study.tell(trial, i / 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
+    (lines,) = ax.collections
+    ax.figure.canvas.draw()
+    assert max(lines.get_edgecolor()[:, :3].min(axis=1)) > 0.95  # Optuna's own: one line (nearly) white
+    _no_white_lines(ax)
+    ax.figure.canvas.draw()
+    assert max(lines.get_edgecolor()[:, :3].min(axis=1)) < 0.8  # the lightest line is a visible blue
+    plt.close(ax.figure)
+
+
 def test_a_killed_trial_is_marked_only_in_this_sweep_folder(tmp_path):
     """The storage's run_dir is data (a copied sweep folder, a journal from someone else): only run folders
     inside the sweep folder are rewritten as killed, never a summary.json elsewhere, nor one linked out."""

@@ -55,6 +55,8 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
         whole_ticks(ax)
     if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
         ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
+    if file == "parallel_coordinate.png":
+        _no_white_lines(ax)
     titled(ax, f": study {study.study_name}")
     fig = ax.figure
     fig.set_size_inches(9, 5)
@@ -62,6 +64,18 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
     fig.savefig(folder / file, dpi=110)
     plt.close(fig)
     return file
+
+
+def _no_white_lines(ax) -> None:
+    """Optuna colours each trial's line from Blues' white end to its dark end: the worst trial was drawn white,
+    invisible on the background. The lightest quarter of the colour map is cut off (the colour bar follows)."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    for lines in ax.collections:
+        cmap = lines.get_cmap()
+        light_end = (0.0, 0.75) if cmap.name.endswith("_r") else (0.25, 1.0)  # Blues_r: light at the top
+        lines.set_cmap(ListedColormap(cmap(np.linspace(*light_end, cmap.N)), name=f"{cmap.name}_no_white"))
 
 
 def whole_ticks(ax) -> None:
