@@ -178,6 +178,13 @@ def test_numbers_that_read_as_written_still_work(text, value):
     assert parse_override(f"seed={text}") == (["seed"], value)
 
 
+def test_a_leading_zero_with_an_8_or_9_is_named_not_blamed_on_quotes():
+    """`--set seed=08` (text to YAML 1.1: not octal) was told to "write it without quotes"; it had none."""
+    with pytest.raises(ConfigError, match=r"^seed: '08' is text to YAML 1.1 \(a leading zero and an 8 or 9\): "
+                                          r"write 8$"):
+        config_from_dict({"seed": parse_override("seed=08")[1]})
+
+
 @pytest.mark.parametrize("failure", ["ENOSPC", "torch.save on a full disk"])
 def test_a_write_that_runs_out_of_space_says_so(tmp_path, monkeypatch, failure):
     """torch.save on a full disk raised "unexpected pos 6848 vs 6742", with no word of the disk."""

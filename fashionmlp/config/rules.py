@@ -71,6 +71,9 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             quoted = isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value)
             whole = isinstance(value, float) and value.is_integer()  # 2.0: a float, though its value is whole
+            if quoted and re.fullmatch(r"\s*-?0[0-9]+\s*", value):  # 08, 09: not octal, so YAML 1.1 keeps text
+                raise ConfigError(f"{key}: {show(value)} is text to YAML 1.1 (a leading zero and an 8 or 9): write "
+                                  f"{int(value)}")
             raise ConfigError(f"{key}: {show(value)} is " + ("text, not a whole number: write it without quotes"
                                                              if quoted else f"a decimal number: write {int(value)}"
                                                              if whole else "not a whole number"))
