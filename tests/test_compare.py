@@ -254,12 +254,14 @@ def test_a_run_with_a_validation_split_shows_its_validation_accuracy():
     """A sweep's trials are scored on validation accuracy, which their loss curves did not show."""
     from fashionmlp.plots.run import loss_curve
 
-    rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "test_accuracy": 0.5, "val_accuracy": 0.4 + e / 10}
-            for e in (1, 2)]
+    rows = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "test_accuracy": 0.5, "val_accuracy": 0.4 + e / 10,
+             "val_loss": 2 / e} for e in (1, 2)]
     fig = loss_curve(rows, [], "t")
+    loss = next(line for line in fig.axes[0].get_lines() if line.get_label() == "validation loss")
+    assert list(loss.get_ydata()) == [2, 1]
     line = next(line for line in fig.axes[1].get_lines() if line.get_label() == "validation accuracy")
     assert list(line.get_ydata()) == pytest.approx([50, 60]) and fig.axes[1].get_ylabel() == "accuracy (%)"
-    plain = loss_curve([{k: v for k, v in r.items() if k != "val_accuracy"} for r in rows], [], "t")
+    plain = loss_curve([{k: v for k, v in r.items() if not k.startswith("val_")} for r in rows], [], "t")
     assert plain.axes[1].get_ylabel() == "test accuracy (%)" and len(plain.axes[1].get_lines()) == 1
 
 

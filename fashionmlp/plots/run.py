@@ -35,6 +35,8 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
             label=textwrap.fill(f"train loss (epoch{note})", 60))
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
+    if history and "val_loss" in history[0]:
+        ax.plot(epochs, [r["val_loss"] for r in history], "d:", color="tab:purple", label="validation loss")
     ax.set_xlabel("epoch")
     # distilled: the training loss mixes the KL term to the teacher with the cross-entropy the test loss is
     ax.set_ylabel("loss (test: cross-entropy)" if distilled else "cross-entropy loss")
