@@ -130,7 +130,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
          echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int,
          said: list[str], notes: list[str]) -> SweepResult:
     label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)  # the storage's refusals first
-    for line in [*said, *(f"note: {note}" for note in notes)]:
+    for line in said:
         echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
     revived = fail_dead_trials(books, sweep_dir)
@@ -147,6 +147,8 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     if spec.grid_size is not None and spec.grid_size < spec.trials:
         echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
     echo(_validation_line(spec))
+    for note in notes:  # after the validation line: what the teacher may have seen of those images
+        echo(f"note: {note}")
     interrupted, problems = False, []
     if workers >= 1:
         echo(f"running {remaining} more trial(s) with {workers} worker(s)"
