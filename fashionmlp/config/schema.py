@@ -72,7 +72,7 @@ class TrainConfig:
     epochs: int = _spec(20, ge=1)
     batch_size: int = _spec(128, ge=1)
     eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
-    threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = all cores this process may use
+    threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = one per core that other work does not keep busy
     channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
     deterministic: bool = _spec(True)  # CUDA: deterministic kernels (same numbers every run); the CPU always is
     precision: str = _spec("fp32", choices=PRECISIONS)  # bf16: autocast forward passes; fp64: float64 throughout
