@@ -33,10 +33,16 @@ class EvaluationReport:
 
 
 def format_confusion(confusion: list[list[int]]) -> str:
-    short = [c.split("/")[0][:7] for c in CLASSES]
-    lines = ["true \\ predicted".ljust(16) + "".join(f"{s:>8}" for s in short)]
-    for name, row in zip(CLASSES, confusion):
-        lines.append(f"{name:<16}" + "".join(f"{v:>8}" for v in row))
+    """The matrix as text, each column headed by its whole class name, a word per line ("Ankle" over "boot":
+    cut to 7 characters they read "Pullove" and "Ankle b")."""
+    words = [c.split("/")[0].split(" ") for c in CLASSES]
+    width = max(len(w) for name in words for w in name) + 1
+    depth = max(len(name) for name in words)
+    heads = [[""] * (depth - len(name)) + name for name in words]  # bottom-aligned over the numbers
+    lines = [("true \\ predicted" if row == depth - 1 else "").ljust(16) + "".join(f"{h[row]:>{width}}" for h in heads)
+             for row in range(depth)]
+    for name, counts in zip(CLASSES, confusion):
+        lines.append(f"{name:<16}" + "".join(f"{v:>{width}}" for v in counts))
     return "\n".join(lines)
 
 

@@ -89,6 +89,16 @@ def test_evaluate(trained):
     assert f"test accuracy {s['final']['test_accuracy']:.2%}" in result.stdout
     assert all(name in result.stdout for name in CLASSES)
     assert (trained / "confusion_matrix.png").is_file()
+    # the matrix's columns headed by whole names (cut to 7 characters they read "Pullove", "Ankle b"), its rows
+    # the counts that evaluation-last.json holds, in the columns under them
+    import json
+
+    confusion = json.loads((trained / "evaluation-last.json").read_text())["confusion"]
+    text = result.stdout.split("confusion matrix (rows: true class, columns: predicted):\n", 1)[1].splitlines()
+    assert text[0].split() == ["Ankle"] and text[1].split()[3:] == ["T-shirt", "Trouser", "Pullover", "Dress",
+                                                                   "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "boot"]
+    assert [list(map(int, line[16:].split())) for line in text[2:12]] == confusion
+    assert text[0].rindex("Ankle") + len("Ankle") == text[1].rindex("boot") + len("boot") == len(text[2])
 
 
 def test_predict_index_and_grid(trained, tmp_path):
