@@ -68,7 +68,8 @@ class ReadAsAnother(yaml.constructor.ConstructorError):
             kind, meant = "base 60", "the number you mean"
         else:  # -010: -8, or -10 without the leading zeros
             digits = text.replace("_", "")
-            kind, meant = "octal", f"{digits[:len(digits) - len(digits.lstrip('+-'))]}{digits.lstrip('+-0')}"
+            sign = digits[0] if digits[0] in "+-" else ""
+            kind, meant = "octal", sign + digits.lstrip("+-").lstrip("0")
         self.short = (f"{text} is {kind} in YAML 1.1 and reads as {value:g}: write {value:g}, or {meant} "
                       f"(quoted, '{text}', where text is meant)")
         super().__init__(None, None, self.short, mark)

@@ -122,7 +122,7 @@ def _pinned_teacher(spec: SweepSpec, session) -> tuple[SweepSpec, list[str]]:
     from fashionmlp.config import with_values
     from fashionmlp.teacher import teacher_notes
 
-    base = with_values(spec.base, {"distill.fingerprint": session.teacher.fingerprint})
+    base = with_values(spec.base, {"distill.fingerprint": session.cfg.distill.fingerprint})  # prepare pinned it
     return dataclasses.replace(spec, base=base), teacher_notes(session.cfg, session.teacher)
 
 
