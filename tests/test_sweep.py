@@ -463,14 +463,20 @@ def test_two_workers_share_one_journal_and_a_kill_9_fails_only_its_trial(slow_sw
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == trials[killed].params
     # together the workers finished the requested count; nothing else was lost, and no number ran twice
     assert len(finished(study)) == 2 and len(trials) == 3
-    assert sorted(p.name for p in folder.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+    # the retry continued the killed trial's run in its folder, from its last finished epoch
+    assert retry[0].user_attrs["run_dir"] == str(run.resolve())
+    assert sorted(p.name for p in folder.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials
+                                                              if t.number != retry[0].number]
+    assert summary(run)["status"] == "completed" and summary(run)["epochs"] == 20
+    assert sorted(retry[0].intermediate_values) == list(range(1, 21))  # the epochs before the kill reported too
     owners = {t.number: t.user_attrs["worker"] for t in trials}
     assert all(o["trial"] == n for n, o in owners.items())
     assert len({o["pid"] for o in owners.values()}) >= 2 and pid in {o["pid"] for o in owners.values()}
     for t in trials:
-        run = folder / f"trial-{t.number:04d}"
-        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["threads"] == 1
-        assert (run / ".lock").read_text().strip() == str(owners[t.number]["pid"])
+        trained = Path(t.user_attrs["run_dir"])
+        assert yaml.safe_load((trained / "config.yaml").read_text())["train"]["threads"] == 1
+        if t.number != killed:  # the last to train in the folder holds its lock file
+            assert (trained / ".lock").read_text().strip() == str(owners[t.number]["pid"])
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[killed]["state"] == "fail" and rows[killed]["note"] == "worker lost (killed?)"
     assert rows[retry[0].number]["note"] == f"retry of {killed}"
@@ -492,20 +498,28 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[interrupted]["state"] == "fail" and rows[interrupted]["note"] == "interrupted"
     assert rows[interrupted + 1]["state"] == "waiting" and rows[interrupted + 1]["note"] == f"retry of {interrupted}"
+    stopped_after = summary(run)["epochs"]
     # kill -9: nobody is left to notice; the next command finds the trial's worker gone
     proc = _start(slow_sweep, runs, "--population", 1)
-    run, pid = _running_trial(runs, proc)
-    killed = int(run.name.split("-")[1])
-    assert killed == interrupted + 1  # the queued retry ran first
+    continued, pid = _running_trial(runs, proc)
+    killed = interrupted + 1  # the queued retry ran first, continuing the interrupted trial's run in its folder
+    assert continued == run and load_study(folder).get_trials()[killed].state.name == "RUNNING"
+    while summary(run)["epochs"] <= stopped_after:  # it goes on from there (not from its first epoch)
+        time.sleep(0.05)
     proc.kill()
     proc.communicate()
-    assert load_study(folder).get_trials()[killed].state.name == "RUNNING"
+    # what the next command does first: it finds the trial's worker gone, fails it, queues its values again and
+    # marks the folder "killed", naming the trial that trained there last (two trials share it)
+    from fashionmlp.sweep.storage import fail_dead_trials
+
+    assert fail_dead_trials(load_study(folder), folder) == [killed]
+    killed_run = summary(run)  # its folder no longer says "running"
+    assert killed_run["status"] == "killed" and f"trial {killed} was marked failed" in killed_run["killed"]
     again = _start(slow_sweep, runs, "--population", 1)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
-    assert f"trial(s) {killed} had lost their worker (killed?): marked failed, queued again" in out
-    killed_run = summary(folder / f"trial-{killed:04d}")  # its folder no longer says "running"
-    assert killed_run["status"] == "killed" and f"trial {killed} was marked failed" in killed_run["killed"]
+    assert f"trial {killed + 1:>3} continues {run.name} after its epoch" in out
+    assert summary(run)["status"] == "completed" and summary(run)["epochs"] == 20
     study = load_study(folder)
     assert study.get_trials()[interrupted].state.name == study.get_trials()[killed].state.name == "FAIL"
     retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == interrupted]
@@ -513,6 +527,76 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     assert retried[-1].state.name == "COMPLETE" and len(finished(study)) == 2
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[killed]["note"] == f"retry of {interrupted}; worker lost (killed?)"
+
+
+def test_a_retry_continues_the_stopped_trials_run_exactly_where_it_stopped(sweep_config, tmp_path):
+    """Ctrl-C used to cost the running trial every epoch it had finished: its retry trained from the start. The
+    retry now continues the run folder from its last finished epoch, and ends exactly where the trial would have
+    ended without the stop (threads 1: the same order of additions)."""
+    path = sweep_config("one.yaml", train={"epochs": 12, "batch_size": 1},
+                        sweep={"sampler": "grid", "trials": 1, "space": {"optimizer.lr": [0.005]}})
+    whole = _start(path, tmp_path / "whole")
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    runs = tmp_path / "stopped"
+    proc = _start(path, runs)
+    run, _ = _running_trial(runs, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.communicate(timeout=120)[0] and proc.returncode == 130
+    stopped_after = summary(run)["epochs"]
+    assert summary(run)["status"] == "interrupted" and 1 <= stopped_after < 12
+    again = _start(path, runs)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"trial   1 continues trial-0000 after its epoch {stopped_after}" in out
+    assert sorted(p.name for p in sweep_dir(runs).glob("trial-*")) == ["trial-0000"]  # no second folder
+    timing = ("seconds", "samples_per_second")
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in trials_csv_of(folder / "trial-0000")]
+            for folder in (sweep_dir(tmp_path / "whole"), sweep_dir(runs))]
+    assert len(rows[0]) == 12 and rows[1] == rows[0]
+    study = load_study(sweep_dir(runs))
+    first, retry = study.get_trials()
+    assert first.state.name == "FAIL" and retry.state.name == "COMPLETE"
+    assert retry.value == load_study(sweep_dir(tmp_path / "whole")).get_trials()[0].value
+    assert sorted(retry.intermediate_values) == list(range(1, 13))
+
+
+def test_which_stopped_runs_a_retry_continues(tiny_data, tmp_path, quick_pictures):
+    """resumable: only a stopped run of this machine's sweep folder, with an epoch done and the trial's config (its
+    name and thread count aside); anything else trains the retry from the start in a folder of its own."""
+    import dataclasses
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.progress import Progress, StopRequest
+    from fashionmlp.run import train
+    from fashionmlp.sweep.trials import resumable
+
+    stop = StopRequest()
+
+    class AfterOneEpoch(Progress):
+        def end_epoch(self, result, epochs: int) -> None:
+            stop.request()  # a Ctrl-C in the second epoch
+
+    sweep = tmp_path / "sweep"
+    cfg = config_from_dict(tiny_config(tiny_data, name="s-trial-0000", data={"val_size": VAL}))
+    stopped = train(cfg, run_dir=sweep / "trial-0000", stop=stop, progress=AfterOneEpoch())
+    assert stopped.status == "interrupted"
+    retry = dataclasses.replace(cfg, name="s-trial-0005")
+    rows, saved = resumable(sweep / "trial-0000", retry, sweep)
+    assert [r["epoch"] for r in rows] == [1.0] and saved.name == "s-trial-0000"
+    other_threads = dataclasses.replace(retry, train=dataclasses.replace(retry.train, threads=2))
+    assert resumable(sweep / "trial-0000", other_threads, sweep)[1].train.threads == 1  # as it started
+    other_lr = dataclasses.replace(retry, optimizer=dataclasses.replace(retry.optimizer, lr=0.02))
+    assert resumable(sweep / "trial-0000", other_lr, sweep) is None
+    assert resumable(sweep / "trial-0000", retry, tmp_path / "elsewhere") is None  # not this sweep's folder
+    assert resumable(sweep / "trial-0009", retry, sweep) is None  # no such folder
+    train(cfg, run_dir=sweep / "trial-0001")  # finished: nothing to continue
+    assert resumable(sweep / "trial-0001", retry, sweep) is None
+
+
+def trials_csv_of(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
 
 
 GRID = {"optimizer.lr": [0.01, 0.1, 0.3], "train.batch_size": [16, 32]}  # the issue's 6-point grid, scaled down
@@ -627,12 +711,21 @@ def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, 
     assert [rows[n]["note"] for n in (0, 1)] == ["interrupted", "interrupted"]  # both members, stopped together
     assert [rows[n]["note"] for n in (2, 3)] == ["retry of 0", "retry of 1"]
     assert {summary(folder / f"trial-{n:04d}")["status"] for n in (0, 1)} == {"interrupted"}
+    stopped_after = {summary(folder / f"trial-{n:04d}")["epochs"] for n in (0, 1)}
+    assert len(stopped_after) == 1 and 1 <= min(stopped_after) < 20  # every member's last epoch checkpointed
     again = _start(slow_sweep, runs, "--population", 2)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     study = load_study(folder)
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
-    assert {summary(folder / f"trial-{n:04d}")["engine"] for n in (2, 3)} == {"population"}
+    # the retries continued both runs together (engine: population; one alone would say single), from the epoch
+    # they were stopped at, in their folders
+    assert out.count("continues trial-000") == 2
+    assert sorted(p.name for p in folder.glob("trial-*")) == ["trial-0000", "trial-0001"]
+    for n in (0, 1):
+        done = summary(folder / f"trial-{n:04d}")
+        assert (done["status"], done["epochs"], done["engine"]) == ("completed", 20, "population")
+        assert sorted(study.get_trials()[n + 2].intermediate_values) == list(range(1, 21))
 
 
 # ---------------------------------------------------------------- bad sweeps: one line, exit 2, no folder

@@ -17,6 +17,7 @@ from typing import Any
 from fashionmlp import status as st
 from fashionmlp.config import show
 from fashionmlp.errors import UserError
+from fashionmlp.runlock import lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.tracking import write_json
@@ -197,21 +198,28 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
     "killed" instead, since the values were queued again as a new trial. The storage's run_dir is data: a copied
     sweep folder, or a journal from someone else, never has a file outside `sweep_dir` rewritten."""
     host, inside = socket.gethostname(), Path(sweep_dir).resolve()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+    last: dict[str, Any] = {}  # run folder -> the last trial that trained there (a retry may continue a run)
+    for t in study.get_trials(deepcopy=False):
         owner, run_dir = t.user_attrs.get(OWNER) or {}, t.user_attrs.get("run_dir")
-        if owner.get("trial") != t.number or owner.get("host") != host or not isinstance(run_dir, str):
+        if owner.get("trial") == t.number and isinstance(run_dir, str):  # its own, not what a retry inherits
+            last[run_dir] = t
+    for run_dir, t in last.items():
+        owner = t.user_attrs[OWNER]
+        if t.state != TrialState.FAIL or owner.get("host") != host:
             continue
         path = Path(run_dir) / "summary.json"
         if not path.resolve().is_relative_to(inside) or not path.is_file():
             continue
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
+        try:  # not while a process trains there (a retry of the trial, continuing its run), nor after one did
+            with lock_run_dir(path.parent):
+                summary = json.loads(path.read_text())
+                if summary.get("status") != st.RUNNING:
+                    continue
+                write_json(path, {**summary, "status": st.KILLED,
+                                  "killed": f"its worker (pid {owner.get('pid')}) died; trial {t.number} was marked "
+                                            "failed and its values queued to run again as a new trial"})
+        except (UserError, OSError, ValueError):
             continue
-        if summary.get("status") == st.RUNNING:
-            write_json(path, {**summary, "status": st.KILLED,
-                              "killed": f"its worker (pid {owner.get('pid')}) died; trial {t.number} was marked failed "
-                                        "and its values queued to run again as a new trial"})
 
 
 def _retry(study, number: int) -> None:

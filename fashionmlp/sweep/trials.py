@@ -7,6 +7,7 @@ costing compute. A stop request fails every unfinished trial of the batch and qu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,16 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from fashionmlp import status as st
-from fashionmlp.errors import ConfigError
-from fashionmlp.population import MemberSpec, setup_population, train_population
+from fashionmlp.config import load_config
+from fashionmlp.errors import ConfigError, UserError
+from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.population.run import SHARED, shared_values
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.recorder import RunResult
+from fashionmlp.resume import resume
 from fashionmlp.run import train
 from fashionmlp.sweep.backend import TrialState
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.sweep.storage import OWNER, _owner
+from fashionmlp.tracking import read_metrics
 
 Echo = Callable[[str], None]
 
@@ -35,6 +39,7 @@ class Asked:
     trial: Any  # optuna.Trial
     cfg: Any  # RunConfig
     run_dir: Path
+    continued: list[dict] | None = None  # run_dir is a stopped trial's, which this retry continues: its epochs
 
 
 class TrialStop:
@@ -75,9 +80,11 @@ class Report(Progress):
             self.stop.pruned = True
 
 
-def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int) -> Asked | None:
+def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int,
+              continues: str | None = None) -> Asked | None:
     """Mark the trial as this process's, draw its values and make its config; a combination of values that no
-    config accepts fails the trial (None)."""
+    config accepts fails the trial (None). `continues`: the run folder of the stopped trial this one retries,
+    which it continues when it can (resumable) instead of training again from the start."""
     trial.set_user_attr(OWNER, _owner(trial.number))
     trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
     trial.set_user_attr("epochs", None)  # known when the run ends
@@ -90,8 +97,33 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int)
         trial.set_user_attr("error", str(exc))
         return None
     run_dir = sweep_dir / name
+    stopped = None if continues is None else resumable(Path(continues), cfg, sweep_dir)
+    continued = None
+    if stopped is not None:  # its run's config (the trial's, but for the name of the run)
+        run_dir, (continued, cfg) = Path(continues), stopped
     trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    return Asked(trial, cfg, run_dir)
+    return Asked(trial, cfg, run_dir, continued)
+
+
+def resumable(run_dir: Path, cfg, sweep_dir: Path) -> tuple[list[dict], Any] | None:
+    """The finished epochs (metrics.csv's rows) and the config of the run folder of the trial a retried trial
+    repeats, when the retry can continue it: a folder of this machine's sweep (the storage is data: it never
+    points a run anywhere else), stopped (interrupted, or its worker killed) after an epoch at least, trained
+    from the trial's own config (its name aside); None otherwise."""
+    if not run_dir.resolve().is_relative_to(Path(sweep_dir).resolve()):
+        return None
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        saved = load_config(run_dir / "config.yaml")
+        finished = read_metrics(run_dir / "metrics.csv")
+    except (OSError, ValueError, UserError):
+        return None
+    # the thread count it started with is kept (the same order of additions: it ends where it would have)
+    same = dataclasses.replace(saved, name=cfg.name, train=dataclasses.replace(
+        saved.train, threads=cfg.train.threads)).to_dict() == cfg.to_dict()
+    stopped = isinstance(summary, dict) and summary.get("status") in (st.INTERRUPTED, st.KILLED)
+    return (finished, saved) if same and stopped and finished and (run_dir / "checkpoints" / "last.pt").is_file() \
+        else None
 
 
 def duplicate_of(trial, books) -> int | None:
@@ -126,9 +158,16 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
     With `more` (only for a space that keeps_shape), a population takes `more(places)`'s trials in the places
     of those that ended, up to `population` at once; `ended` hears of each of its trials as it ends."""
     groups: dict[str, list[Asked]] = {}
+    continuing: dict[tuple[str, int], list[Asked]] = {}  # retries continuing stopped runs: by shape and epoch
     for a in asked:
-        groups.setdefault(shape(a.cfg), []).append(a)
+        if a.continued:
+            continuing.setdefault((shape(a.cfg), int(a.continued[-1]["epoch"])), []).append(a)
+        else:
+            groups.setdefault(shape(a.cfg), []).append(a)
     results: dict[int, RunResult] = {}
+    for group in continuing.values():
+        if not stop.requested:
+            results.update(_continue(group, spec, population, data_dir, stop, echo, command))
     for group in groups.values():
         if stop.requested:
             break
@@ -142,6 +181,34 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
             trial_stop = TrialStop(stop)
             results[a.trial.number] = train(a.cfg, run_dir=a.run_dir, data=data, stop=trial_stop, command=command,
                                             progress=Report(a.trial, spec, trial_stop, echo))
+    return results
+
+
+def _continue(group: list[Asked], spec: SweepSpec, population: int, data_dir, stop: StopRequest, echo: Echo,
+              command: str | None) -> dict[int, RunResult]:
+    """Retries continuing the run folders of the trials they repeat (of one shape, at one epoch), as `train
+    --resume` does, together when `population` > 1 (they were stopped together); the epochs those runs
+    finished are reported to the study first, so the pruner judges each trial on every epoch."""
+    for a in group:
+        for row in a.continued:
+            a.trial.report(row[spec.metric], int(row["epoch"]))
+        echo(f"trial {a.trial.number:>3} continues {a.run_dir.name} after its epoch {int(a.continued[-1]['epoch'])}")
+    if population > 1 and len(group) > 1:
+        trials = {a.run_dir: a for a in group}
+
+        def prune(member, result) -> bool:
+            return judge(trials[member.recorder.run_dir].trial, spec, result, member.cfg.train.epochs, echo)
+
+        results = resume_population([_member(a) for a in group], data_dir=data_dir, progress=PopulationProgress(),
+                                    stop=stop, command=command, prune=prune)
+        return {trials[result.run_dir].trial.number: result for result in results}
+    results = {}
+    for a in group:
+        if stop.requested:
+            break
+        trial_stop = TrialStop(stop)
+        results[a.trial.number] = resume(a.run_dir, data_dir=data_dir, stop=trial_stop, command=command,
+                                         notify=echo, progress=Report(a.trial, spec, trial_stop, echo))
     return results
 
 

@@ -199,7 +199,10 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
         if twin is not None:
             _skip(study, trial, f"not run: the same grid point as trial {twin} (the grid was queued twice)")
             continue
-        configured = configure(trial, spec, job.study, job.sweep_dir, job.threads)
+        # a retry (Optuna's callback copies the stopped trial's attributes) continues that trial's run when it
+        # can; not one joining a running population, whose members start at its first epoch together
+        continues = record.user_attrs.get("run_dir") if record.system_attrs.get("retry_history") and not most else None
+        configured = configure(trial, spec, job.study, job.sweep_dir, job.threads, continues)
         if configured is None:  # a combination of values no config accepts: the trial fails, the sweep goes on
             frozen = study.tell(trial, state=TrialState.FAIL)
             echo(progress_line(spec, frozen, len(books.get_trials(deepcopy=False, states=finished_states()))))
