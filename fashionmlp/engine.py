@@ -23,7 +23,7 @@ from fashionmlp.data import TensorSplit
 from fashionmlp.distill import distill_loss
 from fashionmlp.metrics import confusion_counts
 from fashionmlp.optim import set_lr
-from fashionmlp.progress import EpochResult, StopRequest
+from fashionmlp.progress import EpochResult, StopRequest, evaluation_broke
 from fashionmlp.status import DIVERGED, INTERRUPTED
 
 CHECK_FINITE_EVERY = 50  # steps between the (synchronizing) checks for a non-finite loss
@@ -204,4 +204,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
         if val is not None:
             checked = evaluate(evaluated, val, recipe.eval_batch_size, recipe.tta)
             row.update(val_loss=checked["loss"], val_accuracy=checked["accuracy"])
-        yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, tested["confusion"])
+        result = EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, tested["confusion"])
+        broke = evaluation_broke(result)
+        yield broke or result
+        if broke is not None:
+            return

@@ -3,9 +3,11 @@ reports while it works, and the request that stops it. (The command line imports
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from fashionmlp.status import INTERRUPTED
+from fashionmlp.status import DIVERGED, INTERRUPTED
 
 __all__ = ["EpochResult", "PopulationProgress", "Progress", "StopRequest"]
 
@@ -33,6 +35,17 @@ class EpochResult:
     confusion: list[list[int]] = field(default_factory=list)
     status: str = "ok"  # ok, or status.DIVERGED / status.INTERRUPTED
     nonfinite_step: int | None = None
+    nonfinite: str = "loss"  # diverged: what stopped being finite: the step's loss, or the evaluation after it
+
+
+def evaluation_broke(result: EpochResult) -> EpochResult | None:
+    """The epoch as diverged when its evaluation loss (test or validation) is not finite: the last steps left
+    weights (or outputs) that are not, though every step's loss was (a run at lr 1e300 used to end "completed"
+    with NaN metrics, keeping NaN weights as its last good checkpoint); None when it is finite."""
+    losses = [result.metrics[k] for k in ("test_loss", "val_loss") if k in result.metrics]
+    if all(math.isfinite(v) for v in losses):
+        return None
+    return dataclasses.replace(result, status=DIVERGED, nonfinite_step=len(result.step_losses), nonfinite="evaluation")
 
 
 class Progress:

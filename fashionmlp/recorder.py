@@ -191,7 +191,7 @@ class RunRecorder:
         """The run's end: the pictures (unless interrupted), and summary.json with how it ended."""
         cfg, extra = self.cfg, {}
         if status == st.DIVERGED:
-            extra["diverged"] = {"epoch": last.epoch, "step": last.nonfinite_step,
+            extra["diverged"] = {"epoch": last.epoch, "step": last.nonfinite_step, "what": last.nonfinite,
                                  "global_step": self.global_step + last.nonfinite_step, "lr": last.metrics["lr"],
                                  "last_good_epoch": self.epoch}
         if status == st.INTERRUPTED:

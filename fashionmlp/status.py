@@ -12,3 +12,11 @@ PRUNED = "pruned"  # stopped early by a sweep's pruner (the caller's StopRequest
 FAILED_TO_LEARN = "failed to learn"  # completed, but the final accuracy is within a margin of chance (studies)
 
 EXIT_CODES = {COMPLETED: 0, PRUNED: 0, DIVERGED: 3, INTERRUPTED: 130}
+
+
+def diverged_where(diverged: dict) -> str:
+    """Where a run's numbers stopped being finite, from summary.json's `diverged`."""
+    if diverged.get("what") == "evaluation":  # every step's loss was finite; the steps' updates were not
+        return (f"the model's outputs were non-finite after epoch {diverged['epoch']}, step {diverged['step']}, "
+                "though every step's loss was finite")
+    return f"the loss became non-finite at epoch {diverged['epoch']}, step {diverged['step']}"

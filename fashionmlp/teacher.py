@@ -62,6 +62,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     if int(state["epoch"]) == 0:
         raise UserError(f"{KEY} {given!r}: {path.name} is from epoch 0 (the run has not finished an epoch), an "
                         "untrained model cannot teach")
+    if not all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point()):
+        raise UserError(f"{KEY} {given!r}: {path.name} holds weights that are not finite (NaN or inf: the run "
+                        "diverged), which cannot teach")
     fingerprint = weights_fingerprint(state["model"])
     pinned = cfg.distill.fingerprint
     if pinned is not None and pinned != fingerprint:

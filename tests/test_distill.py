@@ -151,6 +151,21 @@ def _without_best(tmp_path: Path, teacher: Path) -> Path:
     return run
 
 
+def _not_finite(tmp_path: Path, teacher: Path) -> Path:
+    """A teacher whose checkpoint holds NaN weights (a run that diverged in its last steps, before runs ending
+    so were marked diverged, ended "completed" with them)."""
+    import shutil
+
+    run = tmp_path / "nan"
+    shutil.copytree(teacher, run)
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        first = next(iter(state["model"]))
+        state["model"][first] = torch.full_like(state["model"][first], float("nan"))
+        torch.save(state, run / "checkpoints" / name)
+    return run
+
+
 def _mismatched(tmp_path: Path, teacher: Path) -> Path:
     import shutil
 
@@ -172,6 +187,7 @@ BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one lin
                    "it has no checkpoints/best.pt; distill.checkpoint: last uses its last.pt"),
     "untrained": (lambda tmp, t: {"teacher": str(_untrained(tmp, t))}, "an untrained model cannot teach"),
     "config does not fit": (lambda tmp, t: {"teacher": str(_mismatched(tmp, t))}, "does not fit the configured model"),
+    "NaN weights": (lambda tmp, t: {"teacher": str(_not_finite(tmp, t))}, "holds weights that are not finite"),
     "pinned to other weights": (lambda tmp, t: {"teacher": str(t), "fingerprint": "a" * 64},
                                 "the teacher changed since the config was written"),
     "fingerprint alone": (lambda tmp, t: {"fingerprint": "a" * 64}, "set without distill.teacher"),
@@ -200,7 +216,7 @@ def test_a_bad_teacher_gets_one_line_and_exit_2_before_any_folder(tiny_data, tea
 
 
 TEACHER_NAMED = ("missing folder", "a run's name without its timestamp", "not a run", "a file", "no best.pt",
-                 "untrained", "config does not fit", "pinned to other weights")
+                 "untrained", "config does not fit", "NaN weights", "pinned to other weights")
 
 
 def test_a_run_given_by_its_name_lists_the_folders_of_that_name(tiny_data, teacher, tmp_path):

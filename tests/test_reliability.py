@@ -257,6 +257,28 @@ def test_divergence_stops_with_exit_3(write_config, tmp_path):
         assert torch.isfinite(p).all()
 
 
+@pytest.mark.parametrize("seeds", [None, "0,1"], ids=["single", "population"])
+def test_weights_left_non_finite_by_an_epochs_last_step_are_divergence(write_config, tmp_path, seeds):
+    """Only the steps' losses were checked: an epoch whose last update left NaN weights (here its only step, at
+    lr 1e300) ended "completed", exit 0, with NaN metrics (and NaN in summary.json) and NaN weights kept as the
+    last good checkpoint; in the population engine too."""
+    path = write_config(optimizer={"name": "sgd", "lr": 1e300}, train={"epochs": 2, "batch_size": 1024})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path / "runs", *(["--seeds", seeds] if seeds else []))
+    assert result.exit_code == 3, result.output
+    assert "model's outputs were non-finite after epoch 1, step 1, though every step's loss was finite" in \
+        result.stderr and "Traceback" not in result.output
+    runs = [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]
+    assert len(runs) == (2 if seeds else 1)
+    for run in runs:
+        s = json.loads((run / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert s["status"] == "diverged" and s["epochs"] == 0
+        assert {k: s["diverged"][k] for k in ("epoch", "step", "what", "last_good_epoch")} == {
+            "epoch": 1, "step": 1, "what": "evaluation", "last_good_epoch": 0}
+        assert (run / "metrics.csv").read_text().count("\n") == 1  # the header: no NaN epoch recorded
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        assert state["epoch"] == 0 and all(torch.isfinite(p).all() for p in state["model"].values())
+
+
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
     import fashionmlp.engine
 

@@ -146,6 +146,35 @@ def test_tpe_sweep_with_a_seed_is_reproducible(sweep_config, tmp_path, quick_pic
     assert [r["optimizer.lr"] for r in runs[2]] != [r["optimizer.lr"] for r in runs[0]]  # the seed matters
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_trials_draws_depend_on_its_number_not_on_which_process_asks(sweep_config, sampler):
+    """Each process's sampler was seeded by (sweep seed, worker index, study size at its start): two commands
+    started at once on one study (the docs' many-machines recipe) drew the same values, trial for trial. Each
+    trial's draws now come from the sweep's seed and its own number."""
+    from fashionmlp.sweep.sampler import PerTrialSeed
+    from fashionmlp.sweep.space import load_sweep_file
+
+    spec = load_sweep_file(sweep_config(sweep={"trials": 6, "sampler": sampler, "seed": 0, "space": {
+        "optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "optimizer.momentum": {"low": 0.0, "high": 0.9}}}))
+
+    def draws(askers: int) -> list[tuple]:
+        storage = optuna.storages.InMemoryStorage()
+        optuna.create_study(study_name="s", storage=storage)
+        # `askers` processes started at once: each its own sampler, made when the study was empty
+        studies = [optuna.load_study(study_name="s", storage=storage, sampler=PerTrialSeed(spec, 4))
+                   for _ in range(askers)]
+        drawn = []
+        for number in range(4):
+            trial = studies[number % askers].ask()
+            assert trial.number == number
+            drawn.append(tuple(p.suggest(trial) for p in spec.params))
+        return drawn
+
+    alone, together = draws(1), draws(2)
+    assert len(set(together)) == 4  # the old seeds: trials 0 and 1 (and 2 and 3) drew alike
+    assert together == alone  # and a trial draws the same whoever asks: a fresh sweep is reproducible
+
+
 # ---------------------------------------------------------------- pruning
 
 
@@ -648,6 +677,28 @@ def test_an_interrupted_grid_says_which_points_are_missing(sweep_config, tmp_pat
     assert waiting and all(r["optimizer.lr"] and r["train.batch_size"] for r in waiting)  # the points left, shown
 
 
+def test_a_grid_point_another_machine_is_training_is_not_called_missing(sweep_config, tmp_path, quick_pictures):
+    """The command that ended first said "not complete: 1 point(s) not finished ... run the same command again"
+    of a point another command was training."""
+    from fashionmlp.sweep import load_sweep_file, run_sweep
+    from fashionmlp.sweep.run import _open_study
+
+    spec = load_sweep_file(sweep_config(train={"epochs": 1}, sweep={"sampler": "grid", "trials": 6, "space": GRID}))
+    _, folder, storage = _open_study(spec, "tiny", None, tmp_path / "runs")
+    elsewhere = optuna.load_study(study_name="tiny", storage=storage).ask()  # a point taken by another machine
+    elsewhere.set_user_attr("worker", {"host": "another-machine", "pid": 1, "started": None,
+                                       "trial": elsewhere.number})
+    point = {p.key: p.decode(p.suggest(elsewhere)) for p in spec.params}
+    lines: list[str] = []
+    result = run_sweep(spec, study="tiny", runs_dir=tmp_path / "runs", population=1, echo=lines.append)
+    assert result.finished == 5 and result.running == 1 and result.missing == []
+    assert result.training == [point]
+    assert not any("point(s) not finished" in line for line in lines)
+    assert "the grid is not complete yet: 1 point(s) still training elsewhere" in "\n".join(lines)
+    report = (folder / "summary.md").read_text()
+    assert "**The grid is not complete yet**: 1 point(s) still training" in report and "never finished" not in report
+
+
 def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not_lost():
     """A population's trial that a stop kept from starting was queued again, as the terminal said, while the
     table, summary.md and trials.csv called it `worker lost (killed?)`."""
@@ -756,6 +807,17 @@ BAD_SWEEPS = {
                                           "train.batch_size: 8.5 is not a whole number"),
     "range of a text key": ({"space": {"optimizer.name": {"low": 1, "high": 2}}}, "optimizer.name: 1 is not a string"),
     "duplicate choice": ({"space": {"train.batch_size": [32, 32]}}, "sweep.space.train.batch_size: 32 is listed twice"),
+    # YAML 1.1 reads 1e-3 as text, which the config takes as 0.001: a grid trained that point twice
+    "one value written two ways": ({"space": {"optimizer.lr": ["1e-3", 0.001]}},
+                                   "sweep.space.optimizer.lr: '1e-3' and 0.001 are the same value (0.001); list it "
+                                   "once"),
+    "true and 1": ({"space": {"model.batchnorm": [True, 1]}},  # not "1 is listed twice" (1 == True in Python)
+                   "sweep.space.model.batchnorm: value 1 is rejected: model.batchnorm: 1 is not a boolean"),
+    # nesterov was checked with the base's momentum 0.9, which no trial has: 12 of 16 trials were rejected
+    "a value no trial can use": ({"__base__": {"optimizer": {"momentum": 0.9}},
+                                  "space": {"optimizer.name": ["sgd", "nesterov"], "optimizer.momentum": [0.0]}},
+                                 "sweep.space.optimizer.name: value 'nesterov' goes with none of the other entries' "
+                                 "values (e.g. optimizer.momentum: 0.0 with optimizer.name 'nesterov'"),
     "unknown range key": ({"space": {"optimizer.lr": {"low": 0.1, "high": 1, "scale": "log"}}},
                           "sweep.space.optimizer.lr: unknown key 'scale'"),
     "range without high": ({"space": {"optimizer.lr": {"low": 0.1}}}, "a range needs both low and high"),
@@ -793,6 +855,12 @@ BAD_SWEEPS = {
                      "sweep.space: no mix of its values makes a valid config (e.g. optimizer.momentum=0.0, "
                      "optimizer.name='nesterov': optimizer.momentum: 0.0 with optimizer.name 'nesterov'"),
     # (every trial was rejected, for ever; keys in the order of the YAML file: sorted by safe_dump)
+    "no valid mix in a space too large to pair each value": (
+        {"__base__": {"optimizer": {"momentum": 0.9}},
+         "space": {"optimizer.name": ["nesterov"], "optimizer.momentum": [0.0],
+                   **{key: [0.001 * k for k in range(1, 8)] for key in ("optimizer.lr", "optimizer.weight_decay",
+                                                                         "train.label_smoothing")}}},
+        "sweep.space: no mix of its values makes a valid config (e.g. optimizer.lr=0.001, optimizer.momentum=0.0, "),
     "bad base config": ({"__base__": {"optimizer": {"lr": -1}}}, "optimizer.lr: -1.0 is out of range"),
     "a width no memory holds": ({"space": {"model.hidden": [[32], [2**24]]}},
                                 "sweep.space: model.hidden [16777216] at train.batch_size 32 need about"),

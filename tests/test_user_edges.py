@@ -252,6 +252,29 @@ def test_run_name_never_leaves_the_runs_folder(tmp_path, write_config):
     assert ok.exit_code == 0 and run_dir_of(ok).parent == runs and run_dir_of(ok).name.startswith("my run.v2-")
 
 
+def test_a_name_with_dollar_signs_is_drawn_as_written(tmp_path, write_config):
+    """matplotlib reads text between two $ as TeX math: a run named 'x$^$' trained its epochs, then failed to draw
+    its loss curve (a traceback, the run left 'running' for ever: its resume failed the same way), and in the
+    population engine too."""
+    runs = tmp_path / "runs"
+    for extra in ([], ["--seeds", "0,1"]):
+        result = cli("train", "--config", write_config(train={"epochs": 1}), "--runs-dir", runs, "--name", "x$^$ $y_1$",
+                     *extra)
+        assert result.exit_code == 0, result.output
+    trained = [p.parent for p in runs.rglob("metrics.csv")]
+    assert len(trained) == 3  # the single run and the two seeds
+    for run in trained:
+        assert summary(run)["status"] == "completed" and (run / "loss_curve.png").stat().st_size > 0
+    from matplotlib.text import Text
+
+    from fashionmlp.plots import confusion_matrix
+
+    figure = confusion_matrix([[int(i == j) for j in range(10)] for i in range(10)], title="run $^$")
+    figure.savefig(tmp_path / "f.png")
+    (title,) = [t for t in figure.findobj(Text) if "run $^$" in t.get_text()]
+    assert not title.get_parse_math()  # drawn as written, not as a formula
+
+
 def test_summary_records_the_command_only_when_run_from_the_command_line(good_run, tmp_path, tiny_data):
     import subprocess
     import sys

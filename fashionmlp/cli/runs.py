@@ -123,8 +123,8 @@ def _seeds_report(result) -> int:
     diverged = [o for o in result.outcomes if o.status == status.DIVERGED]
     for o in diverged:
         d = o.summary["diverged"]
-        err(f"diverged: seed {o.seed}, the loss became non-finite at epoch {d['epoch']}, step {d['step']} "
-            f"(lr {d['lr']:g}); try a lower learning rate, e.g. --set optimizer.lr={d['lr'] / 10:g}")
+        err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g}); try a lower learning rate, "
+            f"e.g. --set optimizer.lr={d['lr'] / 10:g}")
     code = end_study(result, "train")
     return 3 if code == 0 and diverged else code
 

@@ -124,7 +124,7 @@ def report_run(result) -> None:
                    f"at epoch {s['best']['epoch']}), {s['seconds']:.1f}s")
     elif result.status == status.DIVERGED:
         d = s["diverged"]
-        err(f"diverged: the loss became non-finite at epoch {d['epoch']}, step {d['step']} (lr {d['lr']:g}); "
+        err(f"diverged: {status.diverged_where(d)} (lr {d['lr']:g}); "
             f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; try a lower learning rate, "
             f"e.g. --set optimizer.lr={d['lr'] / 10:g}")
     else:

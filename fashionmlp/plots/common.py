@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+import matplotlib
 import numpy as np
+
+Draw = TypeVar("Draw", bound=Callable)
+
+
+def literal_text(draw: Draw) -> Draw:
+    """A figure function whose text is drawn as written. matplotlib reads text between two $ signs as TeX math:
+    a run named 'x$^$' trained, then failed to draw its loss curve (and again on every --resume), leaving the
+    run unfinished; a name with two $ signs had part of it drawn as a formula. The tool writes no math of its
+    own (tick labels, made as the figure is saved, still may)."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn  # type: ignore[return-value]
 
 
 def plural(n: int, word: str) -> str:

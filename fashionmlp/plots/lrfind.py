@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit
+from fashionmlp.plots.common import fit, literal_text
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
@@ -25,6 +25,7 @@ def stop_text(stop: str, blow_up: float) -> str | None:
             "non_finite": "stopped: loss not finite"}.get(stop)
 
 
+@literal_text
 def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
                    title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0, distill=None) -> Figure:
     """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's

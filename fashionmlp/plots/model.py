@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
 from fashionmlp.metrics import Reliability
-from fashionmlp.plots.common import fit, percent
+from fashionmlp.plots.common import fit, literal_text, percent
 
 SIZES = {"weights_mlp": (10, 10.6), "weights_cnn": (9.5, 12.5), "mistakes": (11, 8.6), "per_class": (12, 5),
          "calibration": (6.5, 7)}  # inches; at DPI 100 a file is 100x these in pixels
@@ -42,6 +42,7 @@ def _cmap(name: str):
     return colormaps[name].with_extremes(bad="white")  # the NaN gaps of a mosaic
 
 
+@literal_text
 def mlp_weights_figure(weights: np.ndarray, title: str = "") -> Figure:
     """First-layer units of an MLP, (units, 784) -> one 28x28 image per unit in a near-square grid, on one
     diverging colour scale centred at 0 (red: the pixel raises the unit's input, blue: lowers it).
@@ -68,6 +69,7 @@ def mlp_weights_figure(weights: np.ndarray, title: str = "") -> Figure:
     return fig
 
 
+@literal_text
 def cnn_weights_figure(filters: np.ndarray, images: np.ndarray, labels: Sequence[int], maps1: np.ndarray,
                        maps2: np.ndarray, title: str = "") -> Figure:
     """The first conv layer's filters, (c1, 1, k, k), and for one test image per class (rows) the feature maps
@@ -103,6 +105,7 @@ def cnn_weights_figure(filters: np.ndarray, images: np.ndarray, labels: Sequence
     return fig
 
 
+@literal_text
 def mistakes_figure(images: np.ndarray, true: Sequence[int], predicted: Sequence[int], confidence: Sequence[float],
                     indices: Sequence[int], title: str = "") -> Figure:
     """Wrong predictions in a 4x6 grid, each titled with the test index, the true and the predicted class."""
@@ -120,6 +123,7 @@ def mistakes_figure(images: np.ndarray, true: Sequence[int], predicted: Sequence
     return fig
 
 
+@literal_text
 def per_class_figure(accuracy: Sequence[float], pairs: list[dict], overall: float | None = None,
                      title: str = "") -> Figure:
     """Left: accuracy per class as bars; right: the most confused pairs with their counts in each direction."""
@@ -161,6 +165,7 @@ def per_class_figure(accuracy: Sequence[float], pairs: list[dict], overall: floa
     return fig
 
 
+@literal_text
 def calibration_figure(rel: Reliability, title: str = "") -> Figure:
     """Reliability diagram: accuracy vs confidence per bin against the diagonal, the gap shaded; below, how
     many predictions fall in each bin (log scale)."""

@@ -10,9 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
-from fashionmlp.plots.common import fit, percent, plain_log_labels, smooth
+from fashionmlp.plots.common import fit, literal_text, percent, plain_log_labels, smooth
 
 
+@literal_text
 def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "",
                distilled: bool = False) -> Figure:
     """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis.
@@ -59,6 +60,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     return fig
 
 
+@literal_text
 def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
     """Row-normalized confusion matrix with counts; rows are true classes."""
     cm = np.asarray(confusion, dtype=np.float64)
@@ -79,6 +81,7 @@ def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
     return fig
 
 
+@literal_text
 def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
                     confidence: Sequence[float]) -> Figure:
     """A 4x4 grid of (28, 28) images titled 'predicted (p) / true', wrong ones in red."""

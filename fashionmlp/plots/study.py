@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, plain_log_labels
+from fashionmlp.plots.common import fit, literal_text, plain_log_labels
 
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,6 +22,7 @@ def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(count > 0, mean, np.nan), std
 
 
+@literal_text
 def comparison(series: dict[str, dict], title: str) -> Figure:
     """Two panels: train loss (log) and test accuracy per epoch; one line per variant, mean ± std bands.
 

@@ -7,10 +7,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fashionmlp.plots.common import literal_text
+
 if TYPE_CHECKING:
     from fashionmlp.sweep.spec import SweepSpec
 
 
+@literal_text
 def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list[str]]:
     """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names, and
     why any could not be drawn (values a log axis cannot show, such as an lr range near 1e-300)."""

@@ -22,7 +22,7 @@ from fashionmlp.optim import lr_at, set_lr
 from fashionmlp.population.data import PopulationData, SeedGroup, group_batch
 from fashionmlp.population.evaluate import evaluate_members
 from fashionmlp.population.stack import Stack, Stepper, forward, member_losses
-from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest
+from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest, evaluation_broke
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 
 if TYPE_CHECKING:
@@ -112,10 +112,15 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
             left = active
             if active:
                 results = _evaluate(active, data, seconds, cfg.train.eval_batch_size)
-                for member, result in zip(active, results):
+                for member, result in zip(active, results):  # diverged in its last steps, as in a single run
+                    broke = evaluation_broke(result)
+                    if broke is not None:
+                        member.result = member.recorder.finish(st.DIVERGED, broke)
+                kept = [(m, r) for m, r in zip(active, results) if m.result is None]
+                for member, result in kept:
                     member.recorder.record(result)
-                progress.end_epoch([(m.label, r) for m, r in zip(active, results)], cfg.train.epochs)
-                left = _after_epoch(active, results, prune, cfg.train.epochs)
+                progress.end_epoch([(m.label, r) for m, r in kept], cfg.train.epochs)
+                left = _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
             _tell_ended(members, told, ended)
             joining = refill(capacity - len(left)) if refill and len(left) < capacity and not (
                 stop is not None and stop.requested) else []

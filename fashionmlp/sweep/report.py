@@ -179,6 +179,10 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
         lines += [f"**The grid is not complete**: {len(result.missing)} point(s) never finished (run the same command "
                   "again to train them): " + "; ".join(", ".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
                                                       for p in result.missing), ""]
+    if result.training:
+        lines += [f"**The grid is not complete yet**: {len(result.training)} point(s) still training in another "
+                  "command or on another machine (run the same command again when they end, to update this report).",
+                  ""]
     if best is not None:
         test = "not on this machine" if best["test_accuracy"] is None else f"{best['test_accuracy']:.2%}"
         lines += [f"Best: trial {best['number']}, {spec.metric} {best['value']:.4f}; its test accuracy {test} "

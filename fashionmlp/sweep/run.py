@@ -45,8 +45,9 @@ class SweepResult:
     running: int = 0
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)  # workers that died
-    missing: list[dict] = field(default_factory=list)  # grid points no finished trial covers
+    missing: list[dict] = field(default_factory=list)  # grid points no finished or running trial covers
     notes: list[str] = field(default_factory=list)  # about the teacher, for the terminal and summary.md
+    training: list[dict] = field(default_factory=list)  # grid points running trials (of others) hold
 
 
 def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -> str:
@@ -167,12 +168,16 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))
     running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     missing = missing_points(books, spec)
+    training = missing_points(books, spec, running=True)  # taken by a worker of another command or machine
     if missing:
         echo(f"the grid is not complete: {len(missing)} point(s) not finished: "
              + "; ".join(", ".join(f"{k} {json.dumps(v)}" for k, v in point.items()) for point in missing[:5])
              + ("; ..." if len(missing) > 5 else "") + " (run the same command again to train them)")
+    if training:
+        echo(f"the grid is not complete yet: {len(training)} point(s) still training elsewhere (another command or "
+             "machine on this study)")
     result = SweepResult(sweep_dir, study, label, spec.target, rows, best, finished, running, interrupted, problems,
-                         missing, notes)
+                         missing, notes, training)
     write_report(result, spec, books)
     return result
 
@@ -199,15 +204,20 @@ def _validation_line(spec: SweepSpec) -> str:
             f"every trial); trials are scored on {spec.metric}")
 
 
-def missing_points(books, spec: SweepSpec) -> list[dict]:
-    """The points of a grid sweep that no finished trial (complete or pruned) covers, with their values as in
-    the config (empty for other samplers, and for a grid whose target is fewer trials than points)."""
+def missing_points(books, spec: SweepSpec, running: bool = False) -> list[dict]:
+    """The points of a grid sweep that no finished trial (complete or pruned) covers and no running trial holds
+    (with `running`: those a running trial holds), with their values as in the config (empty for other
+    samplers, and for a grid whose target is fewer trials than points)."""
     if spec.sampler != "grid" or spec.target < spec.grid_size:
         return []
-    done = {json.dumps(t.params, sort_keys=True) for t in books.get_trials(deepcopy=False, states=finished_states())}
+    def points(states) -> set[str]:  # a trial just asked has its point in fixed_params, drawn a moment later
+        return {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)
+                for t in books.get_trials(deepcopy=False, states=states)}
+
+    done, held = points(finished_states()), points((TrialState.RUNNING,))
     decode = {p.key: p.decode for p in spec.params}
     return [{k: decode[k](v) for k, v in point.items()} for point in spec.grid_points()
-            if json.dumps(point, sort_keys=True) not in done]
+            if (key := json.dumps(point, sort_keys=True)) not in done and (key in held) == running]
 
 
 DEFAULT_POPULATION = 8  # trials a worker asks for at once, when they fit and batching pays

@@ -100,7 +100,7 @@ def _parse_param(key: Any, spec: Any) -> Param:
         if _too_big(spec):  # nested YAML aliases expand exponentially: checked before anything walks them
             raise ConfigError(f"{where}: the list of values holds more than {MAX_ITEMS:,} items in all (nested "
                               "lists count every item); a space lists values such as [64, 128, 256]")
-        encoded = [encode(v) for v in spec]
+        encoded = [(type(v), encode(v)) for v in spec]  # typed: true and 1 are two values (1 == True in Python)
         for i, value in enumerate(spec):
             if encoded.index(encoded[i]) != i:
                 raise ConfigError(f"{where}: {show(value)} is listed twice")
@@ -142,13 +142,22 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
     checked = []
     for p in params:
         others = [q for q in params if q is not p]
-        resolved = None
+        resolved, seen = None, {}
         for what, value in [("value", v) for v in p.choices] or [("low", p.low), ("high", p.high)]:
-            cfg = _valid_with(p, value, others, base_raw, what)
+            try:
+                cfg = _valid_with(p, value, others, base_raw, what)
+            except _NoPartner:
+                _check_some_point(params, base_raw)  # no valid mix at all: that is what to say
+                raise
             if dataclasses.is_dataclass(value_at(cfg, p.key)):
                 raise ConfigError(f"sweep.space.{p.key}: names a section, not a value; search its keys, e.g. "
                                   f"{p.key}.<name>")
             resolved = resolved or cfg
+            as_read = encode(value_at(cfg, p.key))  # as a trial's config reads it: 1e-3 (YAML 1.1 text) is 0.001
+            if p.kind == "choice" and (type(value_at(cfg, p.key)), as_read) in seen:
+                raise ConfigError(f"sweep.space.{p.key}: {show(seen[type(value_at(cfg, p.key)), as_read])} and "
+                                  f"{show(value)} are the same value ({show(value_at(cfg, p.key))}); list it once")
+            seen[type(value_at(cfg, p.key)), as_read] = value
         if p.kind == "choice":
             checked.append(p)
             continue
@@ -191,19 +200,32 @@ def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
                           "every trial would be rejected")
 
 
+class _NoPartner(ConfigError):
+    """A value of the space valid with the base config, but with no mix of the other entries' values."""
+
+
 def _valid_with(p: Param, value: Any, others: list[Param], base_raw: dict, what: str) -> RunConfig:
-    """The config of the base with p = value, alone or with the first valid mix of the others' values."""
+    """The config of the base with p = value and the first valid mix of the others' values (alone when p is
+    the only entry: a trial never has the base's value of a searched key)."""
     try:
-        return config_from_dict(base_raw, values={p.key: value})
+        alone, first = config_from_dict(base_raw, values={p.key: value}), None
     except ConfigError as exc:
-        first = exc
+        alone, first = None, exc
+    if not others and alone is not None:
+        return alone
+    mixes = math.prod(len(ends(q)) for q in others)
     for mix in itertools.islice(itertools.product(*(ends(q) for q in others)), 256):
         try:
             return config_from_dict(base_raw, values={p.key: value, **{q.key: v for q, v in zip(others, mix)}})
-        except ConfigError:
-            continue
+        except ConfigError as exc:
+            first = first or exc
+    if alone is not None and mixes > 256:  # beyond what is tried here: the workers' guard
+        return alone
     if "unknown config key" in str(first):  # the key, not its value
         raise ConfigError(f"sweep.space.{p.key}: {first}") from None
+    if alone is not None:
+        raise _NoPartner(f"sweep.space.{p.key}: {what} {show(value)} goes with none of the other entries' values "
+                          f"(e.g. {first}): no trial could use it") from None
     raise ConfigError(f"sweep.space.{p.key}: {what} {show(value)} is rejected: {first}") from None
 
 

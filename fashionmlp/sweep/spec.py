@@ -89,7 +89,7 @@ class SweepSpec:
     metric: str = "val_accuracy"
     trials: int = 20
     sampler: str = "tpe"
-    seed: int = 0  # the samplers' seeds are drawn from it, the worker's index and the study's size at start
+    seed: int = 0  # with a trial's number, the seed of that trial's random draws (sampler.PerTrialSeed)
     sampler_startup_trials: int = 10  # tpe: trials drawn at random before its model of them takes over
     pruner: str = "median"
     pruner_startup_trials: int = 5

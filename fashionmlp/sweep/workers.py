@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from fashionmlp import status as st
 from fashionmlp.config import whole_training_set
 from fashionmlp.data import load_data
@@ -23,6 +21,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
 from fashionmlp.sweep.report import progress_line
+from fashionmlp.sweep.sampler import PerTrialSeed
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.sweep.storage import (
     JOURNAL,
@@ -46,24 +45,11 @@ class _Job:
     storage: str | None  # database URL; None: the journal
     sweep_dir: Path
     data_dir: str | None
-    worker: int  # 0..J-1: one of the three numbers its sampler's seed is drawn from
+    worker: int  # 0..J-1
     threads: int  # train.threads of its trials (0: the config's)
     command: str | None = None  # the sweep's command line, recorded in each trial's summary.json
     population: int = 1  # trials asked at once (those of one shape train together)
     workers: int = 1  # workers on this machine: each asks for at most its share of the trials left
-
-
-def _make_sampler(spec: SweepSpec, worker: int, start: int, population: int = 1):
-    """The sampler of worker `worker`, started when the study had `start` trials: each (worker, start) gets its
-    own seed, so workers and continued studies do not repeat the random draws of earlier ones. A grid's points
-    are queued in the study once (storage.create_or_load) and handed out by it, one worker each; TPE asked for
-    several trials at once pretends the running ones ended badly (constant liar), so it does not ask for the
-    same region twice."""
-    seed = int(np.random.SeedSequence([spec.seed, worker, start]).generate_state(1)[0])
-    if spec.sampler in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.sampler_startup_trials,
-                                      constant_liar=population > 1)
 
 
 def _make_pruner(spec: SweepSpec):
@@ -78,8 +64,8 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
     study has its finished trials; True when interrupted."""
     storage = open_storage(job.storage, job.sweep_dir / JOURNAL)
     books = optuna.load_study(study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler())
-    sampler = _make_sampler(job.spec, job.worker, len(books.get_trials(deepcopy=False)), job.population)
-    study = optuna.load_study(study_name=job.study, storage=storage, sampler=sampler, pruner=_make_pruner(job.spec))
+    study = optuna.load_study(study_name=job.study, storage=storage, sampler=PerTrialSeed(job.spec, job.population),
+                              pruner=_make_pruner(job.spec))
     spec = job.spec
     data = data if data is not None else load_data(spec.base, job.data_dir)
     whole: list = []  # the training set without a validation split (each population draws its seed's), loaded once
