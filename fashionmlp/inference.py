@@ -101,7 +101,10 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         raise UserError(f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
                         "safely; crop or shrink it to the garment first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"{where}: not an image file PIL can read ({exc.__class__.__name__})") from None
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        hint = "; a NumPy array is not an image: save it as PNG first" if path.suffix.lower() in (".npy", ".npz") \
+            else ""
+        raise UserError(f"{where}: not an image file PIL can read ({why}){hint}") from None
     if invert:
         gray = 1.0 - gray
     if alpha is not None:
@@ -128,7 +131,12 @@ def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[
     """(H, W) luminance in [0, 1] and, for images with transparency, (H, W) opacity in [0, 1] (else None)."""
     mode = img.mode
     if mode.startswith("I;16"):
-        return np.asarray(img, dtype=np.float64) / 65535, None
+        values = np.asarray(img, dtype=np.float64)
+        if 0 < values.max() <= 4095:  # 12-bit (or 10-bit) data in a 16-bit file: scaled by 65535, nearly black
+            warn(f"warning: {where}: a 16-bit image whose brightest pixel is {values.max():g} of 65535 (12-bit data, "
+                 "as cameras and microscopes save it?); it reads about 16 times too dark: scale it to the full "
+                 "range or save it as 8-bit")
+        return values / 65535, None
     if mode in ("I", "F"):
         values = np.asarray(img, dtype=np.float64)
         if not np.isfinite(values).all():
@@ -154,7 +162,7 @@ def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
     return [[(CLASSES[i], float(p)) for p, i in zip(v, ix)] for v, ix in zip(values.tolist(), indices.tolist())]
 
 
-def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None, invert: bool = False,
+def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None = None, invert: bool = False,
                 grid: Path | None = None, checkpoint: str | None = None, data_dir: str | Path | None = None,
                 device: str | None = None, warn: Callable[[str], None] = print) -> str:
     """Top-3 predictions as text; optionally a 16-image grid picture of the test set."""
@@ -165,10 +173,11 @@ def predict_run(run_dir: Path, *, indices: list[int], image: Path | None = None,
         warn(f"note: {note}")
     tta = run.cfg.train.tta == "flip"
     lines = []
-    if image is not None:
-        pixels = read_image(image, invert, warn)
-        x = normalize(torch.from_numpy(pixels[None].copy())).to(run.device, dtype_of(run.cfg))
-        lines.append(_format_top(f"{image}", top_k(predict_proba(run.model, x, tta=tta))[0]))
+    if images:  # every file read (and refused) before any prediction; then one batch
+        pixels = np.stack([read_image(image, invert, warn) for image in images])
+        x = normalize(torch.from_numpy(pixels)).to(run.device, dtype_of(run.cfg))
+        for image, top in zip(images, top_k(predict_proba(run.model, x, tta=tta))):
+            lines.append(_format_top(f"{image}", top))
     if indices or grid is not None:
         test = run_data(run_dir, run.cfg, data_dir).test
         bad = [i for i in indices if not 0 <= i < len(test.labels)]

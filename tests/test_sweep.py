@@ -555,7 +555,10 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     assert [t.system_attrs["retry_history"] for t in retried] == [[interrupted], [interrupted, killed]]
     assert retried[-1].state.name == "COMPLETE" and len(finished(study)) == 2
     rows = {int(r["number"]): r for r in trials_csv(folder)}
-    assert rows[killed]["note"] == f"retry of {interrupted}; worker lost (killed?)"
+    assert rows[killed]["note"] == f"retry of {interrupted}; continued its run {run.name}; worker lost (killed?)"
+    assert rows[killed + 1]["note"] == f"retry of {killed}; continued its run {run.name}"
+    b = max(finished(study), key=lambda t: t.value)  # named with the folder it trained in (a retry's: another's)
+    assert f"best: trial {b.number} (run folder {Path(b.user_attrs['run_dir']).name})" in out
 
 
 def test_a_retry_continues_the_stopped_trials_run_exactly_where_it_stopped(sweep_config, tmp_path):
@@ -892,6 +895,11 @@ BAD_OPTIONS = {
     "bad study name": (["--study", "a/b"], "--study: 'a/b' is not allowed"),
     "empty study name": (["--study", ""], "--study: '' is not allowed"),
     "storage not a URL": (["--storage", "study.db"], "--storage 'study.db' is not a database URL"),
+    "postgres:// (Heroku's spelling)": (["--storage", "postgres://user:secret@127.0.0.1:9/x"],
+                                        "SQLAlchemy names PostgreSQL postgresql://, not postgres://"),
+    "sqlite file in a missing folder": (["--storage", "sqlite:///no/such/folder/x.db"],
+                                        "unable to open database file (sqlite:///sweep.db is a path from the working "
+                                        "directory, sqlite:////tmp/sweep.db an absolute one; its folder must exist)"),
     "storage driver missing": (["--storage", "mysql://user:secret@127.0.0.1:9/x"],
                                "--storage mysql://user:***@127.0.0.1:9/x: its database driver is not installed"),
     "unknown --set key": (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
@@ -1203,27 +1211,58 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
-def test_no_trial_of_the_parallel_coordinate_plot_is_drawn_white(direction):
-    """Optuna colours the lines from Blues' white end: the worst trial was invisible."""
+def test_the_parallel_coordinate_plot_shows_every_trial_and_whole_names(direction):
+    """Optuna colours the lines from Blues' white end on a grey background: the worst trial was invisible (or
+    ran along the frame at its axis's end); a key past 20 characters was cut ("train.label_smoot..."), and the
+    pruned trials it leaves out were not counted."""
     import matplotlib.pyplot as plt
 
-    from fashionmlp.plots.sweep import _no_white_lines
+    from fashionmlp.plots.sweep import _readable_parallel
 
     study = optuna.create_study(direction=direction)
-    x = optuna.distributions.FloatDistribution(0, 1)
+    x, long = optuna.distributions.FloatDistribution(0, 1), optuna.distributions.FloatDistribution(1e-4, 1, log=True)
     for i in range(6):
-        trial = study.ask({"x": x})
+        trial = study.ask({"x": x, "train.label_smoothing": long})
         study.tell(trial, i / 5)
+    study.tell(study.ask({"x": x}), state=optuna.trial.TrialState.PRUNED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
     (lines,) = ax.collections
     ax.figure.canvas.draw()
     assert max(lines.get_edgecolor()[:, :3].min(axis=1)) > 0.95  # Optuna's own: one line (nearly) white
-    _no_white_lines(ax)
+    assert "train.label_smoot..." in [t.get_text() for t in ax.get_xticklabels()]
+    before = {id(a): a.get_ylim() for a in ax.figure.axes}
+    _readable_parallel(ax, study)
     ax.figure.canvas.draw()
-    assert max(lines.get_edgecolor()[:, :3].min(axis=1)) < 0.8  # the lightest line is a visible blue
+    assert max(lines.get_edgecolor()[:, :3].min(axis=1)) < 0.75  # the lightest line is a visible blue
+    assert ax.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+    assert "train.label_smoothing" in [t.get_text() for t in ax.get_xticklabels()]
+    assert ax.get_xlabel() == "complete trials only: 1 pruned not drawn"
+    low, high = before[id(ax)]
+    assert ax.get_ylim() == pytest.approx((low - 0.05 * (high - low), high + 0.05 * (high - low)))  # room at the ends
+    logs = [a for a in ax.figure.axes if a.get_yscale() == "log"]
+    assert logs and all(a.get_ylim()[0] < before[id(a)][0] for a in logs)
     plt.close(ax.figure)
+
+
+def test_param_importances_wait_for_enough_trials_and_compare_at_least_three(sweep_config, tmp_path):
+    """PED-ANOVA's default compares the top 10% of the trials: 8 grid trials got 0.33 per key whatever their
+    scores. Importances are drawn from 10 complete trials, comparing the best 3 (or 10%) with all."""
+    from fashionmlp.plots.sweep import sweep_figures
+    from fashionmlp.sweep.space import load_sweep_file
+
+    spec = load_sweep_file(sweep_config(sweep={"trials": 12, "space": {
+        "optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "optimizer.momentum": {"low": 0.0, "high": 0.9}}}))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    lr, momentum = (optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+                    optuna.distributions.FloatDistribution(0.0, 0.9))
+    for i in range(12):
+        trial = study.ask({"optimizer.lr": lr, "optimizer.momentum": momentum})
+        trial.report(trial.params["optimizer.lr"], 1)
+        study.tell(trial, trial.params["optimizer.lr"])
+        made, _ = sweep_figures(study, spec, tmp_path)
+        assert ("param_importances.png" in made) == (i + 1 >= 10)
 
 
 def test_a_killed_trial_is_marked_only_in_this_sweep_folder(tmp_path):

@@ -4,6 +4,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -124,6 +125,34 @@ def test_predict_image_file(trained, tmp_path):
     Image.fromarray(images[0]).resize((56, 56)).save(tmp_path / "big.png")
     result = cli("predict", trained, "--image", tmp_path / "big.png")
     assert result.exit_code == 0 and "resized to 28x28" in result.stderr
+
+
+def test_predict_several_image_files_at_once(trained, tmp_path):
+    """--image was not repeatable: with two, the last alone was predicted, without a word."""
+    from helpers import make_images
+
+    images, _ = make_images(3, 2)
+    paths = []
+    for k, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"x{k}.png")
+        paths.append(tmp_path / f"x{k}.png")
+    alone = [cli("predict", trained, "--image", path).stdout for path in paths]
+    together = cli("predict", trained, *[arg for path in paths for arg in ("--image", path)])
+    assert together.exit_code == 0, together.output
+    assert together.stdout.splitlines() == [line for out in alone for line in out.splitlines()]
+    assert [line.split(":")[0] for line in together.stdout.splitlines()] == [str(p) for p in paths]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes((tmp_path / "x0.png").read_bytes()[:60])  # a truncated file among them: one line, no output
+    refused = cli("predict", trained, "--image", paths[0], "--image", broken)
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert f"--image '{broken}': not an image file PIL can read (" in refused.stderr
+    assert "(OSError)" not in refused.stderr  # PIL's reason, not the exception's class
+    np_file = tmp_path / "stack.npy"
+    np.save(np_file, images)
+    npy = cli("predict", trained, "--image", np_file)
+    assert npy.exit_code == 2 and "a NumPy array is not an image: save it as PNG first" in npy.stderr
+    invert = cli("predict", trained, "--index", 0, "--invert")  # was ignored
+    assert invert.exit_code == 2 and "--invert inverts --image files" in invert.stderr
 
 
 def test_same_seed_same_metrics(write_config, tmp_path):

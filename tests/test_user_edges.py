@@ -57,6 +57,17 @@ def test_every_bit_depth_and_mode_reads_as_the_same_picture(picture, tmp_path):
         np.testing.assert_array_equal(read_image(path, warn=pytest.fail), picture, err_msg=name)
 
 
+def test_twelve_bit_data_in_a_sixteen_bit_file_is_pointed_out(tmp_path, picture):
+    """Scaled by 65535, 12-bit data (0-4095, as cameras save it) read 16 times too dark, without a word."""
+    twelve = (picture.astype(np.uint16) * 16)  # 0-4080
+    Image.fromarray(twelve).save(tmp_path / "twelve.png")
+    warned: list[str] = []
+    dark = read_image(tmp_path / "twelve.png", warn=warned.append)
+    assert dark.max() <= 16 and len(warned) == 1 and f"brightest pixel is {int(picture.max()) * 16} of 65535" in warned[0]
+    Image.fromarray(picture.astype(np.uint16) * 257).save(tmp_path / "full.png")  # the full range: no warning
+    np.testing.assert_array_equal(read_image(tmp_path / "full.png", warn=pytest.fail), picture)
+
+
 def test_one_bit_and_inverted_images(tmp_path, picture):
     binary = picture > 127
     Image.fromarray(binary).save(tmp_path / "bw.png")  # mode "1"

@@ -168,27 +168,29 @@ def predict(
     run_dir: RunDir,
     index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
                                                     help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[Path | None, typer.Option("--image", metavar="FILE", help=(
-        "A grayscale image file (PNG, JPEG...); 28x28 is used as is, other sizes are resized to 28x28 with a "
-        "warning."))] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", metavar="FILE", help=(
+        "An image file (PNG, JPEG, TIFF...; colour becomes gray), repeatable; 28x28 is used as is, other sizes "
+        "are resized to 28x28 with a warning."))] = None,
     invert: Annotated[bool, typer.Option("--invert/--no-invert", help=(
-        "Invert --image (for dark objects on a light background; Fashion-MNIST is light on dark)."))] = False,
+        "Invert each --image (for dark objects on a light background; Fashion-MNIST is light on dark)."))] = False,
     grid: Annotated[Path | None, typer.Option("--grid", metavar="FILE", help=(
         "Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, .jpg ...)."))] = None,
     checkpoint: Checkpoint = None,
     data_dir: DataDir = None,
     device: Device = None,
 ) -> None:
-    """Top-3 classes with probabilities for test images (--index) or for one image file (--image): one of the
+    """Top-3 classes with probabilities for test images (--index) or for image files (--image): one of the
     two, not both; --grid draws 16 test images with either or alone."""
     from fashionmlp.inference import predict_run
 
-    if index and image is not None:
+    if index and image:
         raise UserError("give --index or --image, not both")
-    if not index and image is None and grid is None:
-        raise UserError("nothing to predict: give --index I (repeatable), --image FILE or --grid OUT.png")
-    typer.echo(predict_run(run_dir, indices=index or [], image=image, invert=invert, grid=grid, checkpoint=checkpoint,
-                           data_dir=data_dir, device=device, warn=err))
+    if not index and not image and grid is None:
+        raise UserError("nothing to predict: give --index I (repeatable), --image FILE (repeatable) or --grid OUT.png")
+    if invert and not image:
+        raise UserError("--invert inverts --image files; the test images (--index, --grid) are Fashion-MNIST's own")
+    typer.echo(predict_run(run_dir, indices=index or [], images=image or [], invert=invert, grid=grid,
+                           checkpoint=checkpoint, data_dir=data_dir, device=device, warn=err))
 
 
 @app.command()

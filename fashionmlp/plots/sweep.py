@@ -7,13 +7,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fashionmlp.plots.common import literal_text
-
 if TYPE_CHECKING:
     from fashionmlp.sweep.spec import SweepSpec
 
+IMPORTANCES_FROM = 10  # complete trials before param_importances.png is drawn
+TOP_TRIALS = 3  # at least this many best trials in the importances' comparison
 
-@literal_text
+
 def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list[str]]:
     """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names, and
     why any could not be drawn (values a log axis cannot show, such as an lr range near 1e-300)."""
@@ -35,8 +35,14 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list
     if complete >= 2:
         plots.append(("parallel_coordinate.png", lambda: vis.plot_parallel_coordinate(study, target_name=name),
                       None))
-    if complete >= 5 and len(spec.params) >= 2:  # fewer: the importances are noise
-        plots.append(("param_importances.png", lambda: vis.plot_param_importances(study, target_name=name), None))
+    if complete >= IMPORTANCES_FROM and len(spec.params) >= 2:  # fewer: the importances are noise
+        # PED-ANOVA compares the values of the best trials (Optuna's default: the top 10%) with all: with fewer
+        # than 30 trials that is one or two, and 8 grid trials gave every key 0.33 whatever their scores
+        quantile = max(0.1, TOP_TRIALS / complete)
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+        plots.append(("param_importances.png", lambda: vis.plot_param_importances(
+            study, evaluator=evaluator, target_name=name), f"importance (PED-ANOVA: the best {quantile:.0%} of "
+                                                            f"{complete} complete trials against all)"))
     made, failed = [], []
     for file, draw, xlabel in plots:
         try:
@@ -53,13 +59,17 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = draw()
-    if xlabel is not None:  # trials and epochs are whole numbers
+    if file == "param_importances.png":
+        ax.set_xlabel(xlabel)
+        for label in ax.texts:  # each bar's value, a space after its end (a bare "<0.01" met the tick: "-<0.01")
+            label.set_text(" " + label.get_text())
+    elif xlabel is not None:  # trials and epochs are whole numbers
         ax.set_xlabel(xlabel)
         whole_ticks(ax)
     if file == "optimization_history.png" and complete < len(study.get_trials(deepcopy=False)):
         ax.set_xlabel("trial (complete trials only: pruned, failed and waiting ones are not drawn)")
     if file == "parallel_coordinate.png":
-        _no_white_lines(ax)
+        _readable_parallel(ax, study)
     titled(ax, f": study {study.study_name}")
     fig = ax.figure
     fig.set_size_inches(9, 5)
@@ -69,16 +79,38 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
     return file
 
 
-def _no_white_lines(ax) -> None:
-    """Optuna colours each trial's line from Blues' white end to its dark end: the worst trial was drawn white,
-    invisible on the background. The lightest quarter of the colour map is cut off (the colour bar follows)."""
+def _readable_parallel(ax, study) -> None:
+    """Optuna's parallel coordinates, made readable: each trial's line from Blues' white end to its dark end
+    drew the worst trial white or pale on grey (invisible), so the lightest 45% of the map is cut off (the
+    colour bar follows) and the background is white; each axis gets 5% room above and below, so the lines at
+    its ends no longer run along the frame and the end ticks ("sgd") clear the top; names Optuna cut to 20
+    characters ("train.label_smoot...") are whole again, and the pruned trials it leaves out are counted."""
     import numpy as np
     from matplotlib.colors import ListedColormap
 
+    from fashionmlp.sweep.backend import TrialState
+
     for lines in ax.collections:
         cmap = lines.get_cmap()
-        light_end = (0.0, 0.75) if cmap.name.endswith("_r") else (0.25, 1.0)  # Blues_r: light at the top
+        light_end = (0.0, 0.55) if cmap.name.endswith("_r") else (0.45, 1.0)  # Blues_r: light at the top
         lines.set_cmap(ListedColormap(cmap(np.linspace(*light_end, cmap.N)), name=f"{cmap.name}_no_white"))
+    for axes in [a for a in ax.figure.axes if a is ax or a.get_shared_x_axes().joined(a, ax)]:
+        axes.set_facecolor("white")
+        low, high = axes.get_ylim()
+        if axes.get_yscale() == "log":
+            low, high = np.log10(low), np.log10(high)
+            margin = (high - low) * 0.05
+            axes.set_ylim(10 ** (low - margin), 10 ** (high + margin))
+        else:
+            margin = (high - low) * 0.05
+            axes.set_ylim(low - margin, high + margin)
+    names = list(dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params))
+    texts = [label.get_text() for label in ax.get_xticklabels()]
+    ax.set_xticklabels([next((n for n in names if n.startswith(t[:-3])), t) if t.endswith("...") else t
+                        for t in texts], rotation=330)
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    if pruned:
+        ax.set_xlabel(f"complete trials only: {pruned} pruned not drawn")
 
 
 def whole_ticks(ax) -> None:
@@ -93,7 +125,10 @@ def titled(ax, suffix: str) -> None:
     """Add `suffix` to the axes' title wherever it stands (Optuna puts some on the left: a second, centred
     title was drawn over it)."""
     loc = next((loc for loc in ("center", "left", "right") if ax.get_title(loc)), "center")
-    ax.set_title(ax.get_title(loc) + suffix, loc=loc)
+    # a study name is the user's text: a $ in it is a dollar sign, not TeX math (which a name like 'x$^$' broke;
+    # these figures are saved here, where plots.common.literal_text would also keep the log ticks' math from
+    # being drawn)
+    ax.set_title(ax.get_title(loc) + suffix.replace("$", r"\$"), loc=loc)
 
 
 def intermediate_values(study, name: str):

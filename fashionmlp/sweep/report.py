@@ -45,6 +45,9 @@ def _note(t) -> str:
     notes = []
     if t.system_attrs.get("retry_history"):  # set by Optuna's retry callback: the trials this one repeats
         notes.append(f"retry of {t.system_attrs['retry_history'][-1]}")
+        run = Path(attrs["run_dir"]).name if "run_dir" in attrs else None
+        if run is not None and run != f"trial-{t.number:04d}":  # it continued the stopped trial's run
+            notes.append(f"continued its run {run}")
     if "skipped" in attrs:
         notes.append(attrs["skipped"])
     elif status == st.DIVERGED:
@@ -185,7 +188,8 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
                   ""]
     if best is not None:
         test = "not on this machine" if best["test_accuracy"] is None else f"{best['test_accuracy']:.2%}"
-        lines += [f"Best: trial {best['number']}, {spec.metric} {best['value']:.4f}; its test accuracy {test} "
+        lines += [f"Best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
+                  f"{best['value']:.4f}; its test accuracy {test} "
                   "(reported once, never used for the search). Config: best.yaml.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]

@@ -68,6 +68,9 @@ def open_storage(url: str | None, journal: Path | None = None):
         raise UserError(f"--storage {url!r} is not a database URL; e.g. postgresql://user:password@host/db, "
                         "mysql+pymysql://user:password@host/db or sqlite:///sweep.db (without --storage the study "
                         "is a journal file in the sweep folder)")
+    if url.split("://", 1)[0].split("+", 1)[0] == "postgres":
+        raise UserError(f"--storage {_storage_label(url)}: SQLAlchemy names PostgreSQL postgresql://, not postgres:// "
+                        "(e.g. postgresql://user:password@host/db)")
     try:
         import sqlalchemy.exc
 
@@ -92,6 +95,9 @@ def open_storage(url: str | None, journal: Path | None = None):
                         f"{missing!r}): pip install {package!r}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if url.startswith("sqlite") and "unable to open database file" in first:
+            first += (" (sqlite:///sweep.db is a path from the working directory, sqlite:////tmp/sweep.db an "
+                      "absolute one; its folder must exist)")
         raise UserError(f"--storage {_storage_label(url)}: cannot use the database: {first}") from None
 
 
