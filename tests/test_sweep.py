@@ -508,7 +508,7 @@ def test_two_workers_share_one_journal_and_a_kill_9_fails_only_its_trial(slow_sw
             assert (trained / ".lock").read_text().strip() == str(owners[t.number]["pid"])
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[killed]["state"] == "fail" and rows[killed]["note"] == "worker lost (killed?)"
-    assert rows[retry[0].number]["note"] == f"retry of {killed}"
+    assert rows[retry[0].number]["note"] == f"retry of {killed}; continued its run {run.name}"
 
 
 def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_sweep, tmp_path):
