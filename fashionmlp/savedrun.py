@@ -133,6 +133,9 @@ def check_fits(cfg: RunConfig, state: dict, path: Path, optimizer_too: bool = Fa
     # config.yaml without the teacher's pin: a distilled study resumed on the population engine before
     # 2026-11-30 rewrote its members' config.yaml so; the checkpoint's pin stands
     unpinned = {"distill.teacher", "distill.fingerprint"} if cfg.distill.fingerprint is None else set()
+    if cfg.distill.fingerprint is not None and (saved.get("distill") or {}).get("fingerprint") == \
+            cfg.distill.fingerprint:  # the same weights: where the teacher lies now (it moved) does not matter
+        unpinned = {"distill.teacher"}
     differ = config_difference(saved, cfg.to_dict(), HOW_KEYS | unpinned)
     if differ:
         key, theirs, ours = differ

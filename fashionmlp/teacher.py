@@ -31,7 +31,11 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     given = cfg.distill.teacher
     if given is None:
         return None
+    pinned_to = cfg.distill.fingerprint
     run_dir = check_run_dir(Path(given).expanduser(), KEY, example=(
+        f"the teacher these weights were pinned to ({pinned_to[:12]}...) is not there: put it back, or name the "
+        "folder it is in now in distill.teacher (a student's config.yaml, for --resume: its weights are checked "
+        "against distill.fingerprint)" if pinned_to else
         "train a teacher first (e.g. fashionmlp train --config configs/cnn_tuned.yaml) and give its run folder "
         "(runs/cnn_tuned-<timestamp>)"))
     try:

@@ -131,6 +131,30 @@ def test_a_changed_teacher_stops_the_resume(tiny_data, teacher, tmp_path):
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_moved_teacher_is_named_and_found_again_by_its_weights(tiny_data, teacher, tmp_path):
+    """A student whose teacher's folder moved could never be resumed: "no such folder; train a teacher first",
+    and with config.yaml pointed at the new folder, "the checkpoint was made with distill.teacher: <old>"."""
+    import shutil
+
+    old, new = tmp_path / "teacher", tmp_path / "moved" / "teacher"
+    shutil.copytree(teacher, old)
+    cfg = config_from_dict(student(tiny_data, old, train={"epochs": 3}))
+    straight = train(cfg, runs_dir=tmp_path / "straight").run_dir
+    run = train(with_values(cfg, {"train.epochs": 1}), runs_dir=tmp_path / "runs").run_dir
+    new.parent.mkdir()
+    old.rename(new)
+    lost = cli("train", "--resume", run, "--epochs", 3)
+    assert lost.exit_code == 2 and lost.stderr.count("\n") == 1, lost.output
+    assert "is not there: put it back, or name the folder it is in now in distill.teacher" in lost.stderr
+    assert "train a teacher first" not in lost.stderr
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["distill"]["teacher"] = str(new)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    found = cli("train", "--resume", run, "--epochs", 3)
+    assert found.exit_code == 0, found.output
+    assert torch.equal(last(run)["step_losses"], last(straight)["step_losses"])  # the same teacher, taught on
+
+
 def _untrained(tmp_path: Path, teacher: Path) -> Path:
     import shutil
 
