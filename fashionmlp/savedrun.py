@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
 from fashionmlp.config import ModelConfig, RunConfig, load_config, with_values
 from fashionmlp.errors import DataMissing, UserError
@@ -215,6 +216,17 @@ def inference_device(cfg: RunConfig, device: str | None) -> tuple[str, str | Non
     return device or cfg.device, None
 
 
+def unfinished_note(status: object, epoch: int, planned: int) -> list[str]:
+    """A note for the weights of a run that did not end (evaluate, predict and inspect printed its numbers as
+    any run's); none for a finished one."""
+    if status not in (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED):
+        return []
+    why = {st.RUNNING: "still training, or its process died without a word",
+           st.INTERRUPTED: "stopped; --resume continues it", st.KILLED: "its process was killed",
+           st.CRASHED: "it crashed"}[status]
+    return [f"the run is {status} ({why}): these weights are of its epoch {epoch} of {planned}"]
+
+
 def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = None) -> LoadedRun:
     """The model of a saved run, from checkpoints/<checkpoint>.pt (default: default_checkpoint), ready for
     inference."""
@@ -233,5 +245,7 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = 
     session.model.eval()
     if int(state["epoch"]) == 0:
         notes.append(f"{path.name} is from epoch 0: the run has not finished an epoch, these are its initial weights")
+    else:
+        notes += unfinished_note(previous_summary(run_dir).get("status"), int(state["epoch"]), saved.train.epochs)
     return LoadedRun(cfg, session.model, session.device, path, int(state["epoch"]), int(state["global_step"]), name,
                      notes)

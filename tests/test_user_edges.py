@@ -299,6 +299,32 @@ def test_more_threads_than_cores_gets_a_note(tmp_path, write_config):
     assert fine.exit_code == 0 and "CPU core(s) this process may use" not in fine.stderr
 
 
+def test_the_weights_of_an_unfinished_run_say_so(tmp_path, tiny_data):
+    """evaluate, predict and inspect printed an interrupted (or killed, or still training) run's numbers as any
+    run's."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.progress import Progress, StopRequest
+    from fashionmlp.run import train
+
+    stop = StopRequest()
+
+    class AfterOneEpoch(Progress):
+        def end_epoch(self, result, epochs: int) -> None:
+            stop.request()
+
+    run = train(config_from_dict(tiny_config(tiny_data, train={"epochs": 3})), runs_dir=tmp_path, stop=stop,
+                progress=AfterOneEpoch()).run_dir
+    note = "note: the run is interrupted (stopped; --resume continues it): these weights are of its epoch 1 of 3"
+    for command in (["evaluate", run], ["predict", run, "--index", 0], ["inspect", run]):
+        result = cli(*command)
+        assert result.exit_code == 0 and note in result.stderr, (command, result.output)
+    summary_path = run / "summary.json"
+    summary_path.write_text(summary_path.read_text().replace('"interrupted"', '"running"'))  # as kill -9 leaves it
+    assert "the run is running (still training, or its process died without a word)" in cli("evaluate", run).stderr
+    done = cli("train", "--resume", run)
+    assert done.exit_code == 0 and "the run is" not in cli("evaluate", run).stderr
+
+
 def test_summary_records_the_command_only_when_run_from_the_command_line(good_run, tmp_path, tiny_data):
     import subprocess
     import sys
