@@ -1,5 +1,6 @@
 import gzip
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,13 +80,20 @@ def test_missing_files_offline(tmp_path):
 def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    def offline(*args, **kwargs):
+    def offline(root, *args, **kwargs):  # as torchvision does: its folders first, then the failed fetch
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError, match="download failed: RuntimeError.*put the four .gz files there"):
         load_fashion_mnist(tmp_path / "new" / "deeper", allow_download=True)
     assert not (tmp_path / "new").exists()  # no empty folders left behind
+    existing = tmp_path / "a_run_folder"  # e.g. --data-dir given a run folder: it stays as it was
+    existing.mkdir()
+    (existing / "config.yaml").write_text("x: 1\n")
+    with pytest.raises(DataError, match="download failed"):
+        load_fashion_mnist(existing, allow_download=True)
+    assert sorted(p.name for p in existing.iterdir()) == ["config.yaml"]
 
 
 @pytest.mark.parametrize("damage,message", [

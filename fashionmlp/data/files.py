@@ -98,10 +98,12 @@ def download(root: Path) -> None:
     """Fetch the four files through torchvision's mirrors into `root/FashionMNIST/raw`."""
     from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
-    created = root.absolute()
+    # the topmost folder this call (or torchvision, which adds FashionMNIST/raw) makes, if any: inside an existing
+    # folder too (a failed lookup in a run folder left an empty FashionMNIST/raw in it)
+    created = (root / "FashionMNIST" / "raw").absolute()
     while not created.parent.exists():
         created = created.parent
-    created = None if created.exists() else created  # the topmost folder this call makes, if any
+    created = None if created.exists() else created
     try:
         root.mkdir(parents=True, exist_ok=True)
         TorchvisionFashionMNIST(str(root), train=True, download=True)
