@@ -79,6 +79,10 @@ BAD = [
     ({"optimizer": {"learning_rate": 0.1}}, "unknown config key 'optimizer.learning_rate'"),
     ({"data": {"verify_md5": "yes please"}}, "data.verify_md5: 'yes please' is not a boolean"),
     ({"seed": -1}, "seed: -1 is out of range; allowed: >= 0"),
+    # YAML's readings of unquoted text, said as such (they were "123 is not a string", "datetime.date(...)")
+    ({"name": 123}, 'name: 123 is not a string; quote it to make it text: "123" (with --set: name=\'"123"\')'),
+    ({"name": True}, "name: True is not a string; YAML reads yes, no, on and off as true and false"),
+    ({"seed": __import__("datetime").date(2026, 1, 1)}, "seed: 2026-01-01 (a date to YAML) is not a whole number"),
 ]
 
 

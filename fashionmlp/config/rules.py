@@ -5,6 +5,7 @@ wrong becomes a `ConfigError` whose message is one line naming the key, the bad 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -17,7 +18,10 @@ from fashionmlp.errors import ConfigError
 
 
 def show(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads 2026-01-01 as a date
+        text = f"{value.isoformat()} (a date to YAML)"
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -97,8 +101,12 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
         check_range(key, float(value), rules)
         return float(value)
     if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: {show(value)} is not a string")
+        if not isinstance(value, str):  # YAML read 123, yes, 1.5 or a date as one: quoted, it is text
+            hint = ("; YAML reads yes, no, on and off as true and false: quote the word to make it text"
+                    if isinstance(value, bool) else
+                    f'; quote it to make it text: "{value}" (with --set: {key}=\'"{value}"\')'
+                    if isinstance(value, (int, float, datetime.date)) else "")
+            raise ConfigError(f"{key}: {show(value)} is not a string{hint}")
         choices = rules.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{key}: {show(value)} is not allowed; allowed: {', '.join(choices)}")
