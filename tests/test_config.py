@@ -79,6 +79,7 @@ BAD = [
     ({"optimizer": {"learning_rate": 0.1}}, "unknown config key 'optimizer.learning_rate'"),
     ({"data": {"verify_md5": "yes please"}}, "data.verify_md5: 'yes please' is not a boolean"),
     ({"seed": -1}, "seed: -1 is out of range; allowed: >= 0"),
+    ({"data": {"dir": " "}}, "data.dir: '' is not a folder; give one"),  # was taken as unset, silently
     # YAML's readings of unquoted text, said as such (they were "123 is not a string", "datetime.date(...)")
     ({"name": 123}, 'name: 123 is not a string; quote it to make it text: "123" (with --set: name=\'"123"\')'),
     ({"name": True}, "name: True is not a string; YAML reads yes, no, on and off as true and false"),

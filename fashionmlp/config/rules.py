@@ -183,6 +183,9 @@ def check_whole(cfg: RunConfig) -> RunConfig:
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas: {list(cfg.optimizer.betas)} must be two numbers, e.g. [0.9, 0.999]")
     check_distill(cfg)
+    if cfg.data.dir is not None and not cfg.data.dir.strip():  # was taken as unset, falling to $FASHIONMLP_DATA_DIR
+        raise ConfigError("data.dir: '' is not a folder; give one (e.g. ../shared/data/fashion-mnist) or null for "
+                          "--data-dir, then $FASHIONMLP_DATA_DIR, then ./data")
     return cfg
 
 
