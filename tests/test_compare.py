@@ -151,10 +151,20 @@ def test_repeated_seeds_are_refused_before_any_folder(tmp_path, tiny_data, seeds
     # the key as typed (it said 'optimizer.lrr', a key the user never wrote)
     (["variants.adam.lrr=1"], r"^--set 'variants.adam.lrr=1': unknown optimizer key 'variants.adam.lrr' \(did you mean 'lr'\?\)"),
     (["variants.adam.lr=-1"], "optimizer.lr: -1.0 is out of range"),
+    (["variants.adam={lrr: 1}"], r"unknown optimizer key 'variants.adam.lrr' \(did you mean 'lr'\?\)"),
+    (["variants.adam=0.1"], r"expected variants.<name>.<optimizer key>=VALUE, or variants.<name>=\{"),
 ])
 def test_bad_study_overrides(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_study(default_study_dict("mlp"), overrides)
+
+
+def test_a_mapping_edits_a_variants_section():
+    """--set 'variants.adam={lr: 0.1}' was refused, though a mapping edits a section everywhere else."""
+    study = load_study(default_study_dict("mlp"), ["variants.adam={lr: 0.1, weight_decay: 0.001}"])
+    adam = study.variants["adam"].optimizer
+    assert (adam.name, adam.lr, adam.weight_decay) == ("adam", 0.1, 0.001)  # the rest of the section kept
+    assert study.variants["sgd"].optimizer == load_study(default_study_dict("mlp")).variants["sgd"].optimizer
 
 
 def test_an_unknown_key_in_a_variant_section_is_named_as_written():

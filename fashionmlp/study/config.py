@@ -134,14 +134,20 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
         name = path[1] if len(path) > 1 else ""
         if name not in variants_raw:
             raise ConfigError(f"--set {text!r}: no variant {name!r}; variants: {', '.join(variants_raw)}")
-        if len(path) < 3:
-            raise ConfigError(f"--set {text!r}: expected variants.<name>.<optimizer key>=VALUE")
+        if len(path) == 2 and isinstance(value, dict):  # a mapping edits the variant's section, as in train
+            edits = list(value.items())
+        elif len(path) < 3:
+            raise ConfigError(f"--set {text!r}: expected variants.<name>.<optimizer key>=VALUE, or "
+                              "variants.<name>={<optimizer key>: VALUE, ...}")
+        else:
+            edits = [(path[2], value)]
         try:
-            _check_variant_keys(name, [path[2]])
+            _check_variant_keys(name, [key for key, _ in edits])
         except ConfigError as exc:
             raise ConfigError(f"--set {text!r}: {exc}") from None
         section = {"optimizer": copy.deepcopy(variants_raw[name] or {})}
-        set_value(section, ["optimizer", *path[2:]], value, f"--set {text!r}")
+        for key, val in edits:
+            set_value(section, ["optimizer", key, *path[3:]], val, f"--set {text!r}")
         variants_raw[name] = section["optimizer"]
     base = config_from_dict(raw, base_overrides, values)
     names = list(variants_raw)
