@@ -154,7 +154,8 @@ def test_a_trials_draws_depend_on_its_number_not_on_which_process_asks(sweep_con
     from fashionmlp.sweep.sampler import PerTrialSeed
     from fashionmlp.sweep.space import load_sweep_file
 
-    spec = load_sweep_file(sweep_config(sweep={"trials": 6, "sampler": sampler, "seed": 0, "space": {
+    spec = load_sweep_file(sweep_config(sweep={"trials": 6, "sampler": sampler, "seed": 0,
+                                               "sampler_startup_trials": 2, "space": {
         "optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "optimizer.momentum": {"low": 0.0, "high": 0.9}}}))
 
     def draws(askers: int) -> list[tuple]:
@@ -533,7 +534,9 @@ def test_interrupt_or_kill_9_then_the_same_command_completes_the_study(slow_swee
     continued, pid = _running_trial(runs, proc)
     killed = interrupted + 1  # the queued retry ran first, continuing the interrupted trial's run in its folder
     assert continued == run and load_study(folder).get_trials()[killed].state.name == "RUNNING"
+    deadline = time.time() + 120
     while summary(run)["epochs"] <= stopped_after:  # it goes on from there (not from its first epoch)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.kill()
     proc.communicate()
@@ -593,37 +596,114 @@ def test_a_retry_continues_the_stopped_trials_run_exactly_where_it_stopped(sweep
     assert sorted(retry.intermediate_values) == list(range(1, 13))
 
 
-def test_which_stopped_runs_a_retry_continues(tiny_data, tmp_path, quick_pictures):
-    """resumable: only a stopped run of this machine's sweep folder, with an epoch done and the trial's config (its
-    name and thread count aside); anything else trains the retry from the start in a folder of its own."""
-    import dataclasses
-
+def _stopped_run(tiny_data, run_dir: Path, name: str, **sections):
+    """A sweep trial's run stopped by Ctrl-C in its second epoch; its config."""
     from fashionmlp.config import config_from_dict
     from fashionmlp.progress import Progress, StopRequest
     from fashionmlp.run import train
-    from fashionmlp.sweep.trials import resumable
 
     stop = StopRequest()
 
     class AfterOneEpoch(Progress):
         def end_epoch(self, result, epochs: int) -> None:
-            stop.request()  # a Ctrl-C in the second epoch
+            stop.request()
+
+    cfg = config_from_dict(tiny_config(tiny_data, name=name, data={"val_size": VAL}, **sections))
+    assert train(cfg, run_dir=run_dir, stop=stop, progress=AfterOneEpoch()).status == "interrupted"
+    return cfg
+
+
+def test_which_stopped_runs_a_retry_continues(tiny_data, tmp_path, quick_pictures):
+    """resumable: only a stopped run of this machine's sweep folder, with an epoch done and the trial's config (its
+    name and thread count aside, and its teacher's path when its weights are pinned alike); anything else trains
+    the retry from the start in a folder of its own."""
+    import dataclasses
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.run import train
+    from fashionmlp.sweep.retries import _same_run, resumable
 
     sweep = tmp_path / "sweep"
-    cfg = config_from_dict(tiny_config(tiny_data, name="s-trial-0000", data={"val_size": VAL}))
-    stopped = train(cfg, run_dir=sweep / "trial-0000", stop=stop, progress=AfterOneEpoch())
-    assert stopped.status == "interrupted"
+    cfg = _stopped_run(tiny_data, sweep / "trial-0000", "s-trial-0000")
     retry = dataclasses.replace(cfg, name="s-trial-0005")
-    rows, saved = resumable(sweep / "trial-0000", retry, sweep)
-    assert [r["epoch"] for r in rows] == [1.0] and saved.name == "s-trial-0000"
+    stopped = resumable(sweep / "trial-0000", retry, sweep)
+    assert [r["epoch"] for r in stopped.history] == [1] and stopped.cfg.name == "s-trial-0000"
+    assert stopped.epoch == 1 and not stopped.finishing
     other_threads = dataclasses.replace(retry, train=dataclasses.replace(retry.train, threads=2))
-    assert resumable(sweep / "trial-0000", other_threads, sweep)[1].train.threads == 1  # as it started
+    assert resumable(sweep / "trial-0000", other_threads, sweep).cfg.train.threads == 1  # as it started
     other_lr = dataclasses.replace(retry, optimizer=dataclasses.replace(retry.optimizer, lr=0.02))
     assert resumable(sweep / "trial-0000", other_lr, sweep) is None
     assert resumable(sweep / "trial-0000", retry, tmp_path / "elsewhere") is None  # not this sweep's folder
     assert resumable(sweep / "trial-0009", retry, sweep) is None  # no such folder
     train(cfg, run_dir=sweep / "trial-0001")  # finished: nothing to continue
     assert resumable(sweep / "trial-0001", retry, sweep) is None
+    # a distilled trial: its run records the teacher's resolved path, the sweep's config the path as given
+    taught = {"teacher": "runs/cnn", "fingerprint": "a" * 64}
+    as_given = config_from_dict(tiny_config(tiny_data, distill=taught))
+    resolved = config_from_dict(tiny_config(tiny_data, distill={**taught, "teacher": "/abs/runs/cnn"}))
+    other = config_from_dict(tiny_config(tiny_data, distill={"teacher": "/abs/runs/cnn", "fingerprint": "b" * 64}))
+    assert _same_run(resolved, as_given) and not _same_run(other, as_given)
+
+
+class _FakeTrial:
+    """What train_batch asks of an optuna.Trial."""
+
+    def __init__(self, number: int):
+        self.number, self.reports, self.attrs = number, {}, {}
+
+    def report(self, value, step):
+        self.reports[step] = value
+
+    def should_prune(self):
+        return False
+
+    def set_user_attr(self, key, value):
+        self.attrs[key] = value
+
+
+def test_retries_whose_runs_only_need_their_end_or_are_refused_do_not_stop_the_worker(tiny_data, tmp_path,
+                                                                                      sweep_config, quick_pictures):
+    """Two members killed after their last epoch (while drawing) made resume_population raise, killing the worker
+    on every rerun; a run that --resume refuses after all (its folder held by another process a moment) did so
+    too. The first only write their end; the second trains from the start in the retry's own folder."""
+    import json as _json
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.progress import StopRequest
+    from fashionmlp.run import train
+    from fashionmlp.runlock import lock_run_dir
+    from fashionmlp.sweep.retries import resumable
+    from fashionmlp.sweep.space import load_sweep_file
+    from fashionmlp.sweep.trials import Asked, train_batch
+
+    spec = load_sweep_file(sweep_config())
+    sweep = tmp_path / "sweep"
+    asked = []
+    for n in (0, 1):  # finished, then marked killed: as a kill while the pictures were drawn leaves them
+        cfg = config_from_dict(tiny_config(tiny_data, name=f"s-trial-{n:04d}", data={"val_size": VAL}))
+        run = train(cfg, run_dir=sweep / f"trial-{n:04d}").run_dir
+        summary_path = run / "summary.json"
+        summary_path.write_text(_json.dumps({**_json.loads(summary_path.read_text()), "status": "killed"}))
+        stopped = resumable(run, cfg, sweep)
+        assert stopped.finishing
+        asked.append(Asked(_FakeTrial(n + 4), cfg, sweep / f"trial-{n + 4:04d}", stopped))
+    lines: list[str] = []
+    ended: list[int] = []
+    results = train_batch(asked, spec, 2, None, tiny_data, None, StopRequest(), lines.append, None,
+                          ended=lambda a, result: ended.append(a.trial.number))
+    assert {n: r.status for n, r in results.items()} == {4: "completed", 5: "completed"} and ended == [4, 5]
+    metrics = trials_csv_of(sweep / "trial-0000")  # its epochs reported as the retry's own
+    assert not (sweep / "trial-0004").exists() and asked[0].trial.reports == {
+        int(r["epoch"]): pytest.approx(float(r["val_accuracy"])) for r in metrics}
+    # refused after all: trains from the start, in its own folder
+    cfg = _stopped_run(tiny_data, sweep / "trial-0002", "s-trial-0002")
+    retry = Asked(_FakeTrial(6), cfg, sweep / "trial-0006", resumable(sweep / "trial-0002", cfg, sweep))
+    with lock_run_dir(sweep / "trial-0002"):
+        results = train_batch([retry], spec, 1, None, tiny_data, None, StopRequest(), lines.append, None)
+    assert results[6].status == "completed" and results[6].run_dir == sweep / "trial-0006"
+    assert any(line.startswith("trial   6 cannot continue trial-0002 (run folder") for line in lines), lines
+    assert retry.trial.attrs["run_dir"] == str((sweep / "trial-0006").resolve())
+    assert summary(sweep / "trial-0002")["status"] == "interrupted"  # left as it was
 
 
 def trials_csv_of(run: Path) -> list[dict]:
@@ -1263,6 +1343,9 @@ def test_param_importances_wait_for_enough_trials_and_compare_at_least_three(swe
         study.tell(trial, trial.params["optimizer.lr"])
         made, _ = sweep_figures(study, spec, tmp_path)
         assert ("param_importances.png" in made) == (i + 1 >= 10)
+    from fashionmlp.plots.sweep import importance_quantile
+
+    assert [importance_quantile(n) for n in (10, 12, 30, 100)] == [0.3, 0.25, 0.1, 0.1]  # the best 3 at least
 
 
 def test_a_killed_trial_is_marked_only_in_this_sweep_folder(tmp_path):

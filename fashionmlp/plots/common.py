@@ -7,7 +7,6 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-import matplotlib
 import numpy as np
 
 Draw = TypeVar("Draw", bound=Callable)
@@ -17,12 +16,20 @@ def literal_text(draw: Draw) -> Draw:
     """A figure function whose text is drawn as written. matplotlib reads text between two $ signs as TeX math:
     a run named 'x$^$' trained, then failed to draw its loss curve (and again on every --resume), leaving the
     run unfinished; a name with two $ signs had part of it drawn as a formula. The tool writes no math of its
-    own (tick labels, made as the figure is saved, still may)."""
+    own; the tick labels keep theirs (a log axis labels 10^-3 so)."""
 
     @functools.wraps(draw)
     def drawn(*args, **kwargs):
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
+        from matplotlib.text import Text
+
+        figure = draw(*args, **kwargs)
+        ticks = {id(text) for ax in figure.axes for axis in (ax.xaxis, ax.yaxis) for text in (
+            axis.offsetText, *(t for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+                               for t in (tick.label1, tick.label2)))}
+        for text in figure.findobj(Text):
+            if id(text) not in ticks:
+                text.set_parse_math(False)
+        return figure
 
     return drawn  # type: ignore[return-value]
 

@@ -38,7 +38,7 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list
     if complete >= IMPORTANCES_FROM and len(spec.params) >= 2:  # fewer: the importances are noise
         # PED-ANOVA compares the values of the best trials (Optuna's default: the top 10%) with all: with fewer
         # than 30 trials that is one or two, and 8 grid trials gave every key 0.33 whatever their scores
-        quantile = max(0.1, TOP_TRIALS / complete)
+        quantile = importance_quantile(complete)
         evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
         plots.append(("param_importances.png", lambda: vis.plot_param_importances(
             study, evaluator=evaluator, target_name=name), f"importance (PED-ANOVA: the best {quantile:.0%} of "
@@ -111,6 +111,11 @@ def _readable_parallel(ax, study) -> None:
     pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
     if pruned:
         ax.set_xlabel(f"complete trials only: {pruned} pruned not drawn")
+
+
+def importance_quantile(complete: int) -> float:
+    """The share of the best trials PED-ANOVA compares with all: Optuna's 10%, or TOP_TRIALS when that is more."""
+    return max(0.1, TOP_TRIALS / complete)
 
 
 def whole_ticks(ax) -> None:

@@ -109,18 +109,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
                     member.result = member.recorder.finish(reason)
                 _tell_ended(members, told, ended)  # those that diverged in the interrupted epoch
                 break
-            left = active
-            if active:
-                results = _evaluate(active, data, seconds, cfg.train.eval_batch_size)
-                for member, result in zip(active, results):  # diverged in its last steps, as in a single run
-                    broke = evaluation_broke(result)
-                    if broke is not None:
-                        member.result = member.recorder.finish(st.DIVERGED, broke)
-                kept = [(m, r) for m, r in zip(active, results) if m.result is None]
-                for member, result in kept:
-                    member.recorder.record(result)
-                progress.end_epoch([(m.label, r) for m, r in kept], cfg.train.epochs)
-                left = _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
+            left = _end_epoch(active, data, seconds, progress, prune) if active else active
             _tell_ended(members, told, ended)
             joining = refill(capacity - len(left)) if refill and len(left) < capacity and not (
                 stop is not None and stop.requested) else []
@@ -137,6 +126,23 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     finally:
         progress.close()
     return [m.result for m in members]
+
+
+def _end_epoch(active: list[Member], data: PopulationData, seconds: float, progress: PopulationProgress,
+               prune: Prune | None) -> list[Member]:
+    """Each member's epoch evaluated and recorded (one whose evaluation is not finite diverged in its last
+    steps, as in a single run), then judged; the members still training."""
+    cfg = active[0].cfg
+    results = _evaluate(active, data, seconds, cfg.train.eval_batch_size)
+    for member, result in zip(active, results):
+        broke = evaluation_broke(result)
+        if broke is not None:
+            member.result = member.recorder.finish(st.DIVERGED, broke)
+    kept = [(m, r) for m, r in zip(active, results) if m.result is None]
+    for member, result in kept:
+        member.recorder.record(result)
+    progress.end_epoch([(m.label, r) for m, r in kept], cfg.train.epochs)
+    return _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
 
 
 def _steps(data: PopulationData, cfg: RunConfig) -> tuple[int, int]:

@@ -153,10 +153,11 @@ def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, comma
 
 def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
                       progress: PopulationProgress | None = None, stop: StopRequest | None = None,
-                      command: str | None = None, prune: Prune | None = None) -> list[RunResult]:
+                      command: str | None = None, prune: Prune | None = None,
+                      ended: Ended | None = None) -> list[RunResult]:
     """Continue every member from its checkpoints/last.pt (all at the same epoch), exactly as they would have
-    gone on; spec.cfg is each member's config as it continues (e.g. with more epochs); `prune` as in
-    run_population."""
+    gone on; spec.cfg is each member's config as it continues (e.g. with more epochs); `prune` and `ended` as
+    in run_population."""
     states = []
     with ExitStack() as locks:
         for spec in specs:
@@ -187,4 +188,4 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
                                    command, engine="population", **member_notes(cfg, session)
                                    ).reopen(state, previous_summary(spec.run_dir))
             members.append(Member(cfg, trainee, recorder, spec.label))
-        return run_population(members, pdata, progress or PopulationProgress(), stop, prune)
+        return run_population(members, pdata, progress or PopulationProgress(), stop, prune, ended=ended)

@@ -45,7 +45,7 @@ def _note(t) -> str:
     notes = []
     if t.system_attrs.get("retry_history"):  # set by Optuna's retry callback: the trials this one repeats
         notes.append(f"retry of {t.system_attrs['retry_history'][-1]}")
-        run = Path(attrs["run_dir"]).name if "run_dir" in attrs else None
+        run = Path(attrs["run_dir"]).name if attrs.get("run_dir") else None
         if run is not None and run != f"trial-{t.number:04d}":  # it continued the stopped trial's run
             notes.append(f"continued its run {run}")
     if "skipped" in attrs:

@@ -216,6 +216,11 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
         path = Path(run_dir) / "summary.json"
         if not path.resolve().is_relative_to(inside) or not path.is_file():
             continue
+        try:
+            if json.loads(path.read_text()).get("status") != st.RUNNING:
+                continue  # the common case, read without the lock a retry's resume would find taken
+        except (OSError, ValueError, AttributeError):
+            continue
         try:  # not while a process trains there (a retry of the trial, continuing its run), nor after one did
             with lock_run_dir(path.parent):
                 summary = json.loads(path.read_text())

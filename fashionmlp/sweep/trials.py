@@ -7,7 +7,6 @@ costing compute. A stop request fails every unfinished trial of the batch and qu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from fashionmlp import status as st
-from fashionmlp.config import load_config
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.population.run import SHARED, shared_values
@@ -24,10 +22,10 @@ from fashionmlp.recorder import RunResult
 from fashionmlp.resume import resume
 from fashionmlp.run import train
 from fashionmlp.sweep.backend import TrialState
+from fashionmlp.sweep.retries import Earlier, Stopped, resumable
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.sweep.storage import OWNER, _owner
-from fashionmlp.tracking import read_metrics
 
 Echo = Callable[[str], None]
 
@@ -39,7 +37,7 @@ class Asked:
     trial: Any  # optuna.Trial
     cfg: Any  # RunConfig
     run_dir: Path
-    continued: list[dict] | None = None  # run_dir is a stopped trial's, which this retry continues: its epochs
+    continues: Stopped | None = None  # the run this retry continues, in the stead of cfg and run_dir
 
 
 class TrialStop:
@@ -68,12 +66,23 @@ def judge(trial, spec: SweepSpec, result, epochs: int, echo: Echo) -> bool:
     return result.epoch < epochs and trial.should_prune()
 
 
+def report_earlier(trial, spec: SweepSpec, history: list[dict]) -> None:
+    """The epochs a continued run finished before it stopped, reported to the study as its own."""
+    for row in history:
+        trial.report(row[spec.metric], int(row["epoch"]))
+
+
 class Report(Progress):
     """A single trial's progress: each epoch judged (the run stops after the next step when pruned; that
-    unfinished epoch is dropped)."""
+    unfinished epoch is dropped); a continued run's `earlier` epochs reported once it has started."""
 
-    def __init__(self, trial, spec: SweepSpec, stop: TrialStop, echo: Echo):
-        self.trial, self.spec, self.stop, self.echo = trial, spec, stop, echo
+    def __init__(self, trial, spec: SweepSpec, stop: TrialStop, echo: Echo, earlier: list[dict] | None = None):
+        self.trial, self.spec, self.stop, self.echo, self.earlier = trial, spec, stop, echo, earlier
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.earlier:
+            report_earlier(self.trial, self.spec, self.earlier)
+            self.earlier = None
 
     def end_epoch(self, result, epochs: int) -> None:
         if judge(self.trial, self.spec, result, epochs, self.echo):
@@ -85,6 +94,7 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int,
     """Mark the trial as this process's, draw its values and make its config; a combination of values that no
     config accepts fails the trial (None). `continues`: the run folder of the stopped trial this one retries,
     which it continues when it can (resumable) instead of training again from the start."""
+    trial.set_user_attr("run_dir", None)  # not the stopped trial's, which a retry inherits, until it has its own
     trial.set_user_attr(OWNER, _owner(trial.number))
     trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
     trial.set_user_attr("epochs", None)  # known when the run ends
@@ -98,32 +108,8 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int,
         return None
     run_dir = sweep_dir / name
     stopped = None if continues is None else resumable(Path(continues), cfg, sweep_dir)
-    continued = None
-    if stopped is not None:  # its run's config (the trial's, but for the name of the run)
-        run_dir, (continued, cfg) = Path(continues), stopped
-    trial.set_user_attr("run_dir", str(run_dir.resolve()))
-    return Asked(trial, cfg, run_dir, continued)
-
-
-def resumable(run_dir: Path, cfg, sweep_dir: Path) -> tuple[list[dict], Any] | None:
-    """The finished epochs (metrics.csv's rows) and the config of the run folder of the trial a retried trial
-    repeats, when the retry can continue it: a folder of this machine's sweep (the storage is data: it never
-    points a run anywhere else), stopped (interrupted, or its worker killed) after an epoch at least, trained
-    from the trial's own config (its name aside); None otherwise."""
-    if not run_dir.resolve().is_relative_to(Path(sweep_dir).resolve()):
-        return None
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        saved = load_config(run_dir / "config.yaml")
-        finished = read_metrics(run_dir / "metrics.csv")
-    except (OSError, ValueError, UserError):
-        return None
-    # the thread count it started with is kept (the same order of additions: it ends where it would have)
-    same = dataclasses.replace(saved, name=cfg.name, train=dataclasses.replace(
-        saved.train, threads=cfg.train.threads)).to_dict() == cfg.to_dict()
-    stopped = isinstance(summary, dict) and summary.get("status") in (st.INTERRUPTED, st.KILLED)
-    return (finished, saved) if same and stopped and finished and (run_dir / "checkpoints" / "last.pt").is_file() \
-        else None
+    trial.set_user_attr("run_dir", str((run_dir if stopped is None else stopped.run_dir).resolve()))
+    return Asked(trial, cfg, run_dir, stopped)
 
 
 def duplicate_of(trial, books) -> int | None:
@@ -157,17 +143,19 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
     after another; trial number -> its run's result. Stops early when asked to (the rest are not started).
     With `more` (only for a space that keeps_shape), a population takes `more(places)`'s trials in the places
     of those that ended, up to `population` at once; `ended` hears of each of its trials as it ends."""
-    groups: dict[str, list[Asked]] = {}
-    continuing: dict[tuple[str, int], list[Asked]] = {}  # retries continuing stopped runs: by shape and epoch
+    continuing: dict[tuple, list[Asked]] = {}  # retries continuing stopped runs: by shape and epoch
     for a in asked:
-        if a.continued:
-            continuing.setdefault((shape(a.cfg), int(a.continued[-1]["epoch"])), []).append(a)
-        else:
-            groups.setdefault(shape(a.cfg), []).append(a)
+        if a.continues is not None:  # one that only writes its end does so alone
+            key = (shape(a.cfg), a.continues.epoch) if not a.continues.finishing else (a.trial.number,)
+            continuing.setdefault(key, []).append(a)
     results: dict[int, RunResult] = {}
     for group in continuing.values():
         if not stop.requested:
-            results.update(_continue(group, spec, population, data_dir, stop, echo, command))
+            results.update(_continue(group, spec, population, data_dir, stop, echo, command, ended))
+    groups: dict[str, list[Asked]] = {}  # the rest, and the retries whose run could not be continued after all
+    for a in asked:
+        if a.continues is None and a.trial.number not in results:
+            groups.setdefault(shape(a.cfg), []).append(a)
     for group in groups.values():
         if stop.requested:
             break
@@ -185,31 +173,70 @@ def train_batch(asked: list[Asked], spec: SweepSpec, population: int, data, data
 
 
 def _continue(group: list[Asked], spec: SweepSpec, population: int, data_dir, stop: StopRequest, echo: Echo,
-              command: str | None) -> dict[int, RunResult]:
-    """Retries continuing the run folders of the trials they repeat (of one shape, at one epoch), as `train
-    --resume` does, together when `population` > 1 (they were stopped together); the epochs those runs
-    finished are reported to the study first, so the pruner judges each trial on every epoch."""
+              command: str | None, ended: Callable[[Asked, RunResult], None] | None) -> dict[int, RunResult]:
+    """Retries continuing the runs of the trials they repeat (of one shape, at one epoch), as `train --resume`
+    does: together when `population` > 1 (they were stopped together), each told to `ended` as it ends. A run
+    that `--resume` refuses after all (e.g. its folder held by another process a moment) is dropped from its
+    retry, which trains from the start in its own folder (its continues cleared)."""
     for a in group:
-        for row in a.continued:
-            a.trial.report(row[spec.metric], int(row["epoch"]))
-        echo(f"trial {a.trial.number:>3} continues {a.run_dir.name} after its epoch {int(a.continued[-1]['epoch'])}")
-    if population > 1 and len(group) > 1:
-        trials = {a.run_dir: a for a in group}
+        echo(f"trial {a.trial.number:>3} continues {a.continues.run_dir.name} after its epoch {a.continues.epoch}")
+    results: dict[int, RunResult] = {}
+    try:
+        if population > 1 and len(group) > 1:
+            return _continue_population(group, spec, data_dir, stop, echo, command, ended)
+        for a in group:
+            if stop.requested:
+                break
+            trial_stop = TrialStop(stop)
+            if a.continues.finishing:  # no epoch to start: its end only
+                report_earlier(a.trial, spec, a.continues.history)
+            results[a.trial.number] = resume(a.continues.run_dir, data_dir=data_dir, stop=trial_stop, command=command,
+                                             notify=echo, progress=Report(a.trial, spec, trial_stop, echo,
+                                                                          a.continues.history))
+            if ended is not None:
+                ended(a, results[a.trial.number])
+            a.continues = None  # done with it: what is left of the group (on a refusal) trains from the start
+        return results
+    except UserError as exc:
+        for a in group:
+            if a.continues is not None:
+                echo(f"trial {a.trial.number:>3} cannot continue {a.continues.run_dir.name} ({exc}); it trains from "
+                     f"the start in {a.run_dir.name}")
+                a.trial.set_user_attr("run_dir", str(a.run_dir.resolve()))
+                a.continues = None
+        return results
 
-        def prune(member, result) -> bool:
-            return judge(trials[member.recorder.run_dir].trial, spec, result, member.cfg.train.epochs, echo)
 
-        results = resume_population([_member(a) for a in group], data_dir=data_dir, progress=PopulationProgress(),
-                                    stop=stop, command=command, prune=prune)
-        return {trials[result.run_dir].trial.number: result for result in results}
-    results = {}
+def _continue_population(group: list[Asked], spec: SweepSpec, data_dir, stop: StopRequest, echo: Echo,
+                         command: str | None, ended: Callable[[Asked, RunResult], None] | None
+                         ) -> dict[int, RunResult]:
+    trials = {a.continues.run_dir: a for a in group}
+    judged = _Judged(trials, spec, echo, ended)
+    earlier = Earlier(lambda: [report_earlier(a.trial, spec, a.continues.history) for a in group])
+    members = [MemberSpec(a.continues.cfg, a.continues.run_dir, f"trial {a.trial.number} ") for a in group]
+    results = resume_population(members, data_dir=data_dir, progress=earlier, stop=stop, command=command,
+                                prune=judged.prune, ended=judged.on_end)
     for a in group:
-        if stop.requested:
-            break
-        trial_stop = TrialStop(stop)
-        results[a.trial.number] = resume(a.run_dir, data_dir=data_dir, stop=trial_stop, command=command,
-                                         notify=echo, progress=Report(a.trial, spec, trial_stop, echo))
-    return results
+        a.continues = None
+    return {trials[result.run_dir].trial.number: result for result in results}
+
+
+@dataclass
+class _Judged:
+    """A population's trials judged by the pruner after each epoch, and told to `ended` as each ends."""
+
+    trials: dict[Path, Asked]  # by run folder
+    spec: SweepSpec
+    echo: Echo
+    ended: Callable[[Asked, RunResult], None] | None
+
+    def prune(self, member, result) -> bool:
+        return judge(self.trials[member.recorder.run_dir].trial, self.spec, result, member.cfg.train.epochs,
+                     self.echo)
+
+    def on_end(self, member) -> None:
+        if self.ended is not None:
+            self.ended(self.trials[member.recorder.run_dir], member.result)
 
 
 def _train_population(group: list[Asked], spec: SweepSpec, data_dir, full, stop: StopRequest, echo: Echo,
@@ -219,24 +246,17 @@ def _train_population(group: list[Asked], spec: SweepSpec, data_dir, full, stop:
     """Trials of one shape, trained together; each judged by the pruner after each epoch, and (with `more`)
     the places of those that ended taken by the study's next trials."""
     trials = {a.run_dir: a for a in group}
-    epochs = group[0].cfg.train.epochs
-
-    def prune(member, result) -> bool:
-        return judge(trials[member.recorder.run_dir].trial, spec, result, epochs, echo)
+    judged = _Judged(trials, spec, echo, ended)
 
     def joining(places: int) -> list[MemberSpec]:
         new = more(places)
         trials.update((a.run_dir, a) for a in new)
         return [_member(a) for a in new]
 
-    def on_end(member) -> None:
-        if ended is not None:
-            ended(trials[member.recorder.run_dir], member.result)
-
     setup = setup_population([a.cfg for a in group], data_dir, full, capacity=capacity)
     results = train_population([_member(a) for a in group], setup=setup, progress=PopulationProgress(), stop=stop,
-                               command=command, prune=prune, more=joining if more is not None else None,
-                               ended=on_end, capacity=capacity)
+                               command=command, prune=judged.prune, more=joining if more is not None else None,
+                               ended=judged.on_end, capacity=capacity)
     return {trials[result.run_dir].trial.number: result for result in results}
 
 

@@ -106,7 +106,10 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     def more(places: int) -> list[Asked]:
         if user_stop.requested or refused:
             return []
-        find_lost(books, echo, job.sweep_dir)  # a population that others join may run the worker's whole share
+        # a population that others join may run the worker's whole share: other machines' lost trials are queued
+        # again meanwhile (database heartbeats), while this machine's wait for the next batch (find_lost in
+        # _work), whose retries continue their runs where they stopped (a place in a running population cannot)
+        fail_stale_trials(books)
         try:
             new = _ask(study, books, spec, job, echo, places, user_stop)
         except UserError as exc:
@@ -211,6 +214,7 @@ REJECTED_IN_A_ROW = 20
 def _skip(study, trial, why: str) -> None:
     """A trial that must not train (no grid point of its own): failed at once, saying why."""
     trial.set_user_attr(OWNER, _owner(trial.number))
+    trial.set_user_attr("run_dir", None)  # not the run folder a retry inherited: it trains none
     trial.set_user_attr("skipped", why)
     study.tell(trial, state=TrialState.FAIL)
 
