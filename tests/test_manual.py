@@ -516,6 +516,64 @@ def test_manual_check_fails_loudly(monkeypatch):
     assert result.exit_code == 1 and "FAIL" in result.stdout
 
 
+def test_a_nan_gradient_fails_the_check(monkeypatch):
+    """Python's max() over a row's errors dropped a NaN that did not come first: a NaN input gradient (or last
+    bias gradient) scored "pass", 28 passed, exit 0."""
+    from fashionmlp.manual import mlp
+
+    real = mlp.MLP.input_grad
+    monkeypatch.setattr(mlp.MLP, "input_grad", lambda self, X, y: real(self, X, y) * np.nan)
+    rows = run_checks()
+    networks = [r for r in rows if r.check.startswith("net ")]
+    assert networks and not any(r.passed for r in networks)
+    assert M.relative_error(np.array([1.0, np.nan]), np.array([1.0, np.nan])) == float("inf")
+    result = cli("manual", "check")
+    assert result.exit_code == 1 and f"{len(rows) - len(networks)} passed, {len(networks)} failed" in result.stdout
+
+
+def test_an_overflow_inside_a_check_fails_that_check_only(monkeypatch):
+    """A naive sigmoid overflowing at large |z| stopped the whole suite with a FloatingPointError traceback."""
+    import fashionmlp.manual.check as check
+
+    monkeypatch.setattr(check.F, "sigmoid", lambda z: 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64))))
+    result = cli("manual", "check")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "(FloatingPointError: overflow encountered in exp)" in result.stdout and "FAIL" in result.stdout
+
+
+def test_the_relu_kink_is_checked(monkeypatch):
+    """relu_grad as z >= 0 passed every check, which keep |z| >= 0.1; torch's subgradient at 0 is 0."""
+    import fashionmlp.manual.check as check
+
+    assert [r.passed for r in run_checks() if r.check.startswith("relu_grad at z = 0")] == [True]
+    monkeypatch.setattr(check.F, "relu_grad", lambda z: (np.asarray(z) >= 0).astype(np.float64))
+    assert [r.passed for r in run_checks() if r.check.startswith("relu_grad at z = 0")] == [False]
+
+
+def test_one_hot_rows_that_are_not_one_hot_are_refused():
+    """cross_entropy_grad's (softmax - Y) / B is the gradient only for rows summing to 1: [2, 0, 0] or [0, 0, 0]
+    gave a W2 gradient off by 0.19, silently."""
+    for rows in ([[2, 0, 0], [1, 0, 0]], [[0, 0, 0], [1, 0, 0]], [[1, 1, 0], [1, 0, 0]], [[0.5, 0.5, 0], [1, 0, 0]],
+                 [[np.nan, 0, 1], [1, 0, 0]], [[-1, 2, 0], [1, 0, 0]]):
+        with pytest.raises(ValueError, match="one-hot labels must hold a single 1 per row, the rest 0; row 0 is"):
+            M.cross_entropy_grad(np.zeros((2, 3)), np.array(rows, dtype=float))
+    assert M.cross_entropy_grad(np.zeros((2, 3)), np.eye(3)[:2]).shape == (2, 3)
+
+
+def test_a_crosscheck_that_disagrees_fails(tiny_data, monkeypatch):
+    """--crosscheck printed the twin's differences and exited 0 whatever they were: an update rule that skipped
+    the biases (|dtheta| 2e-2) or doubled the lr (|dloss| 3.8) passed."""
+    from fashionmlp.manual import mlp
+
+    real = mlp.MLP.sgd_step
+    monkeypatch.setattr(mlp.MLP, "sgd_step", lambda self, grads, lr: real(self, grads, 2 * lr))
+    result = cli("manual", "train", "--epochs", 2, "--crosscheck", "--data-dir", tiny_data,
+                 "--set", "data.verify_md5=false", "--set", "model.hidden=[16]")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("crosscheck FAILED: the NumPy MLP and its torch float64 twin differ by")
+    assert "after epoch 1 (at most 1e-09 each)" in result.stderr and "epoch   2/2" not in result.stdout
+
+
 def test_manual_training_on_real_data(real_data):
     cfg = config_from_dict({**DEFAULTS, "train": {"epochs": 1, "batch_size": 128}})
     data = load_fashion_mnist(real_data, allow_download=False)

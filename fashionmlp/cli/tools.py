@@ -104,12 +104,13 @@ def manual_train(
 ) -> None:
     """Train the NumPy MLP with minibatch SGD on Fashion-MNIST, printing loss and accuracy per epoch.
 
-    Exit 0 done, 2 for a config it cannot run, 3 diverged, 130 interrupted (nothing is saved).
+    Exit 0 done, 1 the --crosscheck twin disagrees (a bug), 2 for a config it cannot run, 3 diverged, 130
+    interrupted (nothing is saved).
     """
     from fashionmlp import status
     from fashionmlp.config import config_from_dict, load_config, shortcut_values
     from fashionmlp.data import load_data
-    from fashionmlp.manual.train import DEFAULTS, check_manual_config, describe, train_numpy
+    from fashionmlp.manual.train import CROSSCHECK_TOL, DEFAULTS, check_manual_config, describe, train_numpy
 
     values = shortcut_values(epochs=epochs)
     cfg = load_config(config, set_ or [], values) if config is not None else config_from_dict(DEFAULTS, set_ or [],
@@ -128,6 +129,11 @@ def manual_train(
             typer.echo(manual_epoch_line(e, cfg.train.epochs, scheduled, crosscheck))
             worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
             last = e
+            if crosscheck and not (worst_loss <= CROSSCHECK_TOL and e.max_param_diff <= CROSSCHECK_TOL):
+                err(f"crosscheck FAILED: the NumPy MLP and its torch float64 twin differ by {worst_loss:.2e} in a "
+                    f"step's loss and {e.max_param_diff:.2e} in a weight after epoch {e.epoch} (at most "
+                    f"{CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, please report it")
+                raise typer.Exit(1)
     except KeyboardInterrupt:
         err(f"interrupted after {last.epoch if last else 0} of {cfg.train.epochs} epochs (manual train saves "
             "nothing)")

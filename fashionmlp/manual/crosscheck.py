@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fashionmlp.manual.gradcheck import relative_error
@@ -66,5 +68,11 @@ def crosscheck(net, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]
     pairs = {"loss": (np.array(loss), loss_t.detach().numpy())}
     pairs.update({k: (grads[k], params[k].grad.numpy()) for k in params})
     pairs["X"] = (dx, Xt.grad.numpy())
-    return {k: {"abs": float(np.max(np.abs(a - b))) if np.size(a) else 0.0, "rel": relative_error(a, b)}
-            for k, (a, b) in pairs.items()}
+    return {k: {"abs": largest(np.abs(a - b)), "rel": relative_error(a, b)} for k, (a, b) in pairs.items()}
+
+
+def largest(values: np.ndarray) -> float:
+    """The largest value, inf when any is NaN (np.max would say nan, which every comparison passes over)."""
+    if not np.size(values):
+        return 0.0
+    return math.inf if np.isnan(values).any() else float(np.max(values))

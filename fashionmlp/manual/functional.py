@@ -216,10 +216,18 @@ def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
-    """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array is returned as float64 unchanged."""
+    """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array of one-hot rows (each 0 but for a
+    single 1) is returned as float64. Other rows ([2, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]) are refused:
+    cross_entropy_grad's (softmax - Y) / B is the gradient only for rows that sum to 1, and it was silently
+    wrong for them."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == k:
-        return y.astype(np.float64)
+        rows = y.astype(np.float64)
+        bad = ~(np.isin(rows, (0.0, 1.0)).all(axis=1) & (rows.sum(axis=1) == 1))
+        if np.any(bad):
+            raise ValueError(f"{where}: one-hot labels must hold a single 1 per row, the rest 0; row "
+                             f"{int(np.argmax(bad))} is {np.asarray(y[bad][0]).tolist()}")
+        return rows
     if y.ndim != 1:
         raise ValueError(f"{where}: y of shape {y.shape}; expected int labels (B,) or one-hot labels (B, {k})")
     bad = (np.mod(y, 1) != 0) | (y < 0) | (y >= k)
