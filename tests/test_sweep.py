@@ -215,21 +215,25 @@ def test_later_trials_join_the_running_population_in_the_places_of_those_that_en
     from fashionmlp.sweep import trials as trials_module
     from fashionmlp.sweep import workers
 
-    calls, checks = [], []
+    calls, checks, stale = [], [], []
     real = trials_module.train_population
     monkeypatch.setattr(trials_module, "train_population",
                         lambda specs, **kw: calls.append(len(specs)) or real(specs, **kw))
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    real_check = workers.fail_dead_trials  # a killed worker's trials were looked for only between populations
+    real_check, real_stale = workers.fail_dead_trials, workers.fail_stale_trials
     monkeypatch.setattr(workers, "fail_dead_trials",
                         lambda books, folder: checks.append(len(books.get_trials(states=done))) or real_check(books, folder))
+    monkeypatch.setattr(workers, "fail_stale_trials",
+                        lambda books: stale.append(len(books.get_trials(states=done))) or real_stale(books))
     path = sweep_config(train={"epochs": 3}, sweep={
         "trials": 8, "sampler": "random", "seed": 0, "pruner": "median", "pruner_startup_trials": 2,
         "pruner_from_epoch": 1, "space": {"optimizer.lr": {"low": 1e-5, "high": 0.05, "log": True}}})
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 3)
     assert result.exit_code == 0, result.output
     assert calls == [2]  # one population, started with the pruner's 2 startup trials; 6 more joined it
-    assert any(0 < n < 8 for n in checks)  # ... and a lost worker's trials are found while it runs
+    # other machines' lost trials (database heartbeats) are found while it runs; this machine's between
+    # populations, where their retries continue their runs (a place in a running population starts at epoch 1)
+    assert any(0 < n < 8 for n in stale) and all(n in (0, 8) for n in checks)
     trials = sorted(load_study(sweep_dir(tmp_path / "runs")).get_trials(), key=lambda t: t.number)
     assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
     assert max(t.datetime_complete for t in trials[:2]) < min(t.datetime_start for t in trials[2:])
