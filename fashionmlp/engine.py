@@ -196,6 +196,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: range,
             yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status=INTERRUPTED)
             return
         if stats.nonfinite_step is not None:
+            if recipe.lr_for_step is not None:  # the step's own lr: the check came up to 50 steps later
+                row["lr"] = recipe.lr_for_step(step - len(stats.step_losses) + stats.nonfinite_step - 1)
             yield EpochResult(epoch, row, stats.step_losses, stats.samples_per_second, status=DIVERGED,
                               nonfinite_step=stats.nonfinite_step)
             return

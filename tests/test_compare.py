@@ -298,9 +298,19 @@ def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     fig.canvas.draw()
     assert ax_acc.get_xlim() == (0.5, 1.5) and ax_acc.get_xticks().tolist() == [1]
     caps = [line.get_ydata()[0] for line in ax_acc.lines if line.get_marker() == "_"]
-    low = max(acc.mean() - acc.std(ddof=1), acc.min())  # as the band: never below the lowest seed
-    assert sorted(caps) == pytest.approx([100 * low, 100 * (acc.mean() + acc.std(ddof=1))])
-    assert "bars: mean ± sample std over 3 seeds" in [t.get_text() for t in fig.legends[0].get_texts()]
+    low = acc.mean() - acc.std(ddof=1)  # mean - std (it stopped at the lowest seed, labelled mean ± std)
+    assert low < acc.min() and sorted(caps) == pytest.approx([100 * low, 100 * (acc.mean() + acc.std(ddof=1))])
+    assert any(t.get_text().startswith("bars: mean ± sample std over 3 seeds") for t in fig.legends[0].get_texts())
+
+
+def test_the_bands_are_mean_plus_minus_std_except_a_loss_band_that_would_reach_zero():
+    from fashionmlp.plots.study import band_low
+
+    values = np.array([[0.1, 1.0], [0.2, 100.0]])  # two seeds, two epochs
+    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+    assert band_low(mean, std, values, loss=False) == pytest.approx(mean - std)  # accuracy: as labelled
+    assert mean[1] - std[1] < 0 < mean[0] - std[0]
+    assert band_low(mean, std, values, loss=True) == pytest.approx([mean[0] - std[0], 1.0])  # lowest seed there
 
 
 # ---------------------------------------------------------------- engines, train --seeds, resume (issue 20)

@@ -279,6 +279,26 @@ def test_weights_left_non_finite_by_an_epochs_last_step_are_divergence(write_con
         assert state["epoch"] == 0 and all(torch.isfinite(p).all() for p in state["model"].values())
 
 
+@pytest.mark.parametrize("seeds", [None, "0,1"], ids=["single", "population"])
+def test_a_diverged_run_names_the_lr_of_the_step_that_diverged(write_config, tmp_path, seeds):
+    """The loss is checked every 50 steps: the lr reported (and the lower one suggested) was the one of the
+    step that noticed, 0.0973 where the step that diverged had 0.0991 in a warm-up."""
+    from fashionmlp.config import load_config
+    from fashionmlp.optim import lr_at
+
+    path = write_config(optimizer={"name": "sgd", "lr": 1e30, "schedule": "onecycle", "warmup": 0.9},
+                        train={"epochs": 1, "batch_size": 1})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path / "runs", *(["--seeds", seeds] if seeds else []))
+    assert result.exit_code == 3, result.output
+    cfg = load_config(path)
+    for run in [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]:
+        d = summary(run)["diverged"]
+        steps = summary(run)["data"]["train_size"]  # batch 1: a step per image
+        assert d["step"] % 50 != 0  # noticed at a later check
+        assert d["lr"] == pytest.approx(lr_at(cfg.optimizer, d["global_step"] - 1, steps))
+        assert f"(lr {d['lr']:g})" in result.stderr
+
+
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
     import fashionmlp.engine
 

@@ -22,6 +22,27 @@ def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(count > 0, mean, np.nan), std
 
 
+def band_low(mean: np.ndarray, std: np.ndarray, values: np.ndarray, loss: bool) -> np.ndarray:
+    """The lower edge of a mean ± std band: mean - std, except for a loss where that is 0 or below (a log axis
+    cannot draw it; a loss's band went to -65.7), where it stops at the lowest seed. (It stopped there
+    everywhere, accuracies too: with two seeds the lower edge was always the worse seed, not mean - std.)"""
+    low = mean - std
+    if not loss:
+        return low
+    lowest = np.nanmin(np.where(np.isfinite(values), values, np.nan), axis=0) if values.size else mean
+    return np.where(low > 0, low, lowest)
+
+
+def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, low: np.ndarray, color: str) -> bool:
+    """The spread from `low` to mean + std; whether `low` stops above mean - std anywhere."""
+    if len(x) == 1:  # one epoch: a band of one point has no width; the spread as an error bar
+        ax.errorbar(x, mean, yerr=[mean - low, std], color=color, alpha=0.4, capsize=6)
+    else:
+        ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(low > mean - std))
+
+
 @literal_text
 def comparison(series: dict[str, dict], title: str) -> Figure:
     """Two panels: train loss (log) and test accuracy per epoch; one line per variant, mean ± std bands.
@@ -38,6 +59,7 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
     # a diverged or unfinished seed leaves gaps: the band is then over the seeds that reached each epoch
     partial = any(np.asarray(s["test_accuracy"]).shape[0] < seeds or not np.isfinite(s["test_accuracy"]).all()
                   for s in series.values())
+    stopped = False  # a loss band cut at the lowest seed, where mean - std would reach 0 (said in the legend)
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k}"
         label = name if s["status"] == "completed" else f"{name} ({s['status']})"
@@ -48,12 +70,7 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
             x = np.asarray(s["epochs"][: values.shape[1]])
             ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
             if values.shape[0] > 1 and np.isfinite(std).any():
-                # never below the lowest seed: keeps the band positive on the log-scale loss panel
-                low = np.maximum(mean - std, np.nanmin(np.where(np.isfinite(values), values, np.nan), axis=0))
-                if len(x) == 1:  # one epoch: a band of one point has no width; the spread as an error bar
-                    ax.errorbar(x, mean, yerr=[mean - low, std], color=color, alpha=0.4, capsize=6)
-                else:
-                    ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+                stopped |= _band(ax, x, mean, std, band_low(mean, std, values, key == "train_loss"), color)
             if s["status"] == "diverged":
                 last = np.flatnonzero(np.isfinite(mean))
                 if len(last):
@@ -79,7 +96,8 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
 
         handles.append(Patch(color="gray", alpha=0.3))
         over = f"the seeds at each epoch (up to {seeds})" if partial else f"{seeds} seeds"
-        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}")
+        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}"
+                      + ("; a loss band that would reach 0 stops at the lowest seed" if stopped else ""))
     # below the panels: inside, it covered the curves
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
     fig.suptitle(fit(title, fig))

@@ -222,7 +222,7 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         progress.step(step + 1)
         checked = (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps
         if checked:
-            diverged = _diverged(active, step + 1)
+            diverged = _diverged(active, step + 1, total)
             if diverged:
                 active = [m for m in active if m not in diverged]
                 if active:
@@ -261,7 +261,7 @@ class _Members:
                    [m.trainee.rng for m in active] if dropout else None)
 
 
-def _diverged(active: list[Member], steps_done: int) -> list[Member]:
+def _diverged(active: list[Member], steps_done: int, total: int) -> list[Member]:
     """Members whose loss stopped being finite since the last check: each run ends `diverged` here, as its
     single run would at the same check."""
     gone = []
@@ -270,7 +270,9 @@ def _diverged(active: list[Member], steps_done: int) -> list[Member]:
         bad = first_nonfinite(member.losses, start)
         if bad is None:
             continue
-        lr, epoch = member.trainee.optimizer.param_groups[0]["lr"], member.recorder.epoch + 1
+        # the lr of the step whose loss stopped being finite (the check comes up to 50 steps later)
+        lr = lr_at(member.cfg.optimizer, member.recorder.global_step + bad - 1, total)
+        epoch = member.recorder.epoch + 1
         row = {"epoch": epoch, "train_loss": math.nan, "lr": lr, "seconds": 0.0}
         result = EpochResult(epoch, row, [float(v) for v in member.losses], math.nan, status=st.DIVERGED,
                              nonfinite_step=bad)

@@ -13,6 +13,7 @@ import numpy as np
 
 from fashionmlp import status as st
 from fashionmlp.plots import comparison, plural, seed_spread
+from fashionmlp.plots.study import band_low
 from fashionmlp.run import steps_per_epoch
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study
 from fashionmlp.tracking import atomic_write, write_csv
@@ -249,14 +250,13 @@ def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int
             for key, label, scale in (("test_accuracy", "test accuracy", 1.0), ("train_loss", "train loss", 1.0)):
                 values = np.asarray(s[key], dtype=np.float64) * scale
                 mean, std = seed_spread(values)
-                # never below the lowest seed, as in comparison.png: a loss's band went negative (-65.7)
-                finite = np.where(np.isfinite(values), values, np.inf)  # an epoch no seed reached: no bound
-                lowest = finite.min(axis=0) if values.size else mean
+                spread = np.where(np.isfinite(std), std, 0.0)  # one seed at an epoch: no width
+                with np.errstate(invalid="ignore"):  # epochs no seed reached: nan, not written
+                    low = band_low(mean, spread, values, key == "train_loss")  # as in comparison.png
                 tags = [f"{name}/{key}/{part}" for part in ("mean", "lower", "upper")]
-                for epoch, m, d, low in zip(s["epochs"], mean, std, lowest):
+                for epoch, m, d, lo in zip(s["epochs"], mean, spread, low):
                     if np.isfinite(m) and epoch in steps:
-                        d = d if np.isfinite(d) else 0.0
-                        for tag, value in zip(tags, (m, max(m - d, low), m + d)):
+                        for tag, value in zip(tags, (m, lo, m + d)):
                             writer.add_scalar(tag, value, steps[epoch])
                 layout.setdefault(label, {})[f"{name}: mean ± std over {len(s[key])} seed(s)"] = ["Margin", tags]
         writer.add_custom_scalars(layout)
