@@ -467,8 +467,12 @@ def test_a_mixed_row_says_how_many_of_its_runs_each_status_concerns(tmp_path):
 
     outcomes = [outcome(0, "completed", 0.8), outcome(1, "completed", 0.8), outcome(2, "failed to learn", 0.11)]
     row = summarize(outcomes, seeds_study(config_from_dict({"name": "x"})))[0]
-    assert _status_note(row, outcomes) == ("1 of its 3 runs ended at 11.00% on average, within 2% of chance "
-                                           "(10%): the network did not learn.")
+    assert _status_note(row, outcomes) == ("1 of its 3 runs ended at 11.00% on average, within 2 percentage points "
+                                           "of chance (10%): the network did not learn.")
+    # a stop before two more runs finished an epoch: they count, as not started (it said "completed", runs 1)
+    row = summarize(outcomes[:1], seeds_study(config_from_dict({"name": "x"})), planned=3)[0]
+    assert (row["n"], row["runs"], row["status"]) == (1, 3, "completed (1), not started (2)")
+    assert _status_note(row, outcomes[:1]) == "2 of its 3 runs did not finish an epoch (--resume trains them)."
 
 
 def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
@@ -547,8 +551,12 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
     a, b = study_rows(resumed.study_dir), study_rows(straight.study_dir)
     for name in ("nesterov", "adam"):
         assert float(a[name]["final_test_loss"]) == pytest.approx(float(b[name]["final_test_loss"]), rel=1e-9)
+    # every run finished (e.g. killed while it wrote its report): the report is written again, not refused
+    for name in ("summary.csv", "comparison.png"):
+        (resumed.study_dir / name).unlink()
     again = cli("compare-optimizers", "--resume", resumed.study_dir)
-    assert again.exit_code == 2 and "every run of the study has finished" in again.stderr
+    assert again.exit_code == 0 and "every run of the study has finished: its report" in again.output
+    assert study_rows(resumed.study_dir) == a and (resumed.study_dir / "comparison.png").is_file()
 
 
 def test_a_row_with_no_finished_run_leaves_the_others_their_common_n():

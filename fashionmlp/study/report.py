@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fashionmlp.study.run import VariantOutcome
 
 FINISHED = (st.COMPLETED, st.FAILED_TO_LEARN)  # the statuses of runs that reached their end
+NOT_STARTED = "not started"  # a planned run with no finished epoch (a stop came first)
 SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "runs", "final_train_loss", "final_test_loss",
                    "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_test_accuracy_std",
                    "best_epoch", "seconds_per_epoch", "status"]
@@ -36,13 +37,16 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None
 
 
-def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
-    """One row per variant (mean over seeds), sorted by final test accuracy, best first."""
+def summarize(outcomes: list[VariantOutcome], study: Study, planned: int = 0) -> list[dict]:
+    """One row per variant (mean over seeds), sorted by final test accuracy, best first; `planned` runs per
+    variant (its seeds), of which those without a finished epoch are "not started" (an interrupted sequential
+    study called a variant with 1 of its 2 runs "completed", runs 1)."""
     rows = []
     for name, cfg in study.variants.items():
         runs = [o for o in outcomes if o.name == name]
         if not runs:
             continue
+        missing = max(0, planned - len(runs))
         done = [o for o in runs if o.status in FINISHED]  # the means: runs that reached their end, and only those
         finals = [o.summary["final"] for o in done]
         acc, acc_std = _mean_std([f["test_accuracy"] for f in finals])
@@ -51,7 +55,7 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
         rows.append({
             "optimizer": name, "lr": cfg.optimizer.lr,
             "momentum": cfg.optimizer.momentum if cfg.optimizer.name in ("sgd", "nesterov") else None,
-            "n": len(done), "runs": len(runs),
+            "n": len(done), "runs": len(runs) + missing,
             "final_train_loss": _mean_std([f["train_loss"] for f in finals])[0],
             "final_test_loss": _mean_std([f["test_loss"] for f in finals])[0],
             "final_test_accuracy": acc, "final_test_accuracy_std": acc_std,
@@ -60,7 +64,7 @@ def summarize(outcomes: list[VariantOutcome], study: Study) -> list[dict]:
                 round(statistics.fmean(b["epoch"] for b in best), 1) if best else None),
             "best_epochs": (int(min(b["epoch"] for b in best)), int(max(b["epoch"] for b in best))) if best else None,
             "seconds_per_epoch": _mean_std([r["seconds"] for o in runs for r in o.history])[0],
-            "status": _statuses([o.status for o in runs]),
+            "status": _statuses([o.status for o in runs] + [NOT_STARTED] * missing),
         })
     return sorted(rows, key=lambda r: -r["final_test_accuracy"] if math.isfinite(r["final_test_accuracy"])
                   else math.inf)
@@ -83,17 +87,21 @@ def _status_note(row: dict, outcomes: list[VariantOutcome]) -> str:
     failed = [o for o in runs if o.status == st.FAILED_TO_LEARN]
     parts = []
     if diverged:
-        parts.append(("the loss became non-finite and the run stopped early" if len(runs) == 1 else
-                      f"in {diverged} of its {len(runs)} runs the loss became non-finite and they stopped early")
+        parts.append(("the loss became non-finite and the run stopped early" if row["runs"] == 1 else
+                      f"in {diverged} of its {row['runs']} runs the loss became non-finite and they stopped early")
                      + " (summary.json has the epoch and step)")
     if failed:
         accuracy = statistics.fmean(o.summary["final"]["test_accuracy"] or 0.0 for o in failed)
-        parts.append((f"final test accuracy {_pct(accuracy)} is" if len(failed) == len(runs) else
-                      f"{len(failed)} of its {len(runs)} runs ended at {_pct(accuracy)} on average,")
-                     + f" within {FAILED_MARGIN:.0%} of chance ({CHANCE:.0%}): the network did not learn")
+        parts.append((f"final test accuracy {_pct(accuracy)} is" if len(failed) == row["runs"] else
+                      f"{len(failed)} of its {row['runs']} runs ended at {_pct(accuracy)} on average,")
+                     + f" within {FAILED_MARGIN * 100:g} percentage points of chance ({CHANCE:.0%}): the network "
+                       "did not learn")
     stopped = sum(o.status == st.INTERRUPTED for o in runs)
     if stopped:
-        parts.append(f"{stopped} of its {len(runs)} runs were interrupted (--resume continues them)")
+        parts.append(f"{stopped} of its {row['runs']} runs were interrupted (--resume continues them)")
+    missing = row["runs"] - len(runs)
+    if missing:
+        parts.append(f"{missing} of its {row['runs']} runs did not finish an epoch (--resume trains them)")
     return "; ".join(parts) + "." if parts else ""
 
 

@@ -154,7 +154,7 @@ def report(study: Study, seeds: list[int], planned: list[Planned], study_dir: Pa
         outcomes.append(VariantOutcome(run.name, run.seed, run.run_dir,
                                        classify(summary["status"], summary["final"]["test_accuracy"]),
                                        read_metrics(run.run_dir / "metrics.csv"), summary))
-    rows = summarize(outcomes, study)
+    rows = summarize(outcomes, study, len(seeds))
     write_report(study_dir, study, outcomes, rows, engine)
     return StudyResult(study_dir, rows, outcomes, interrupted, engine, study.kind)
 
@@ -170,8 +170,10 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     planned = plan(study, seeds, study_dir)
     _check_members(study_dir, planned)
     todo = [p for p in planned if _unfinished(p.run_dir)]
-    if not todo:
-        raise UserError(f"--resume {str(study_dir)!r}: every run of the study has finished")
+    if not todo:  # e.g. killed while it wrote its report: no command could finish it
+        notify("every run of the study has finished: its report (table, comparison.png, TensorBoard) is written "
+               "again")
+        return report(study, seeds, planned, study_dir, engine)
     started = [p for p in todo if (p.run_dir / "checkpoints" / "last.pt").is_file()]
     lost = [p.run_dir for p in todo if p not in started and p.run_dir.exists()]
     if lost:  # before anything trains: its finished epochs (if any) cannot be continued, nor silently dropped
