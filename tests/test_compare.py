@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -624,6 +625,20 @@ def test_a_study_folder_edited_by_hand_is_refused_and_a_missing_run_is_announced
     result = cli("train", "--resume", group)
     assert result.exit_code == 0 and "note: seed 1 has no run folder yet (seed1): it trains from its first epoch" in (
         result.stderr), result.output
+
+
+@pytest.mark.parametrize("name,message", [
+    ("k=v", "holds '='"),  # accepted, then --set 'variants.k=v.lr=0.5' found no variant 'k'
+    ("a,b", "holds ','"),  # --optimizers a,b splits it
+    ("a.b", "holds '.'"),
+    (True, "name True is not text (YAML reads yes, no, on, off and numbers so); quote it"),  # yes: said "True"
+    (123, "name 123 is not text"),
+])
+def test_variant_names_that_cannot_be_addressed_are_refused(name, message):
+    raw = default_study_dict("mlp")
+    raw["variants"][name] = raw["variants"].pop("sgd")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_study(raw)
 
 
 @pytest.mark.parametrize("variant", ["../../escaped", "/tmp/absolute", ".."])
