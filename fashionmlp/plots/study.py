@@ -44,7 +44,8 @@ def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, low: np.ndarray,
 
 
 @literal_text
-def comparison(series: dict[str, dict], title: str) -> Figure:
+def comparison(series: dict[str, dict], title: str,
+               loss_label: str = "training loss (cross-entropy, log scale)") -> Figure:
     """Two panels: train loss (log) and test accuracy per epoch; one line per variant, mean ± std bands.
 
     series: name -> {"epochs": [...], "train_loss": (n_seeds, n_epochs) array, "test_accuracy": same,
@@ -77,7 +78,7 @@ def comparison(series: dict[str, dict], title: str) -> Figure:
                     ax.plot(x[last[-1]], mean[last[-1]], "x", color=color, markersize=12, markeredgewidth=2)
     ax_loss.set_yscale("log")
     plain_log_labels(ax_loss.yaxis)
-    ax_loss.set_ylabel("training loss (cross-entropy, log scale)")
+    ax_loss.set_ylabel(loss_label)  # with label smoothing or a teacher it is not plain cross-entropy
     ax_loss.set_title("Training loss")
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("Test accuracy")

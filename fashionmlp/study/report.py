@@ -217,7 +217,11 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     title = (f"{base.model.name.upper()} on Fashion-MNIST: {kind} ({plural(base.train.epochs, 'epoch')}, "
              f"batch {base.train.batch_size}, {plural(len(seeds), 'seed')}"
              + (f", {images:,} training images)" if subset else ")"))
-    comparison(series, title).savefig(study_dir / "comparison.png", dpi=110)
+    configs = [base, *study.variants.values()]  # smoothing and distillation are the base's; keep it general
+    loss = ("training loss (distillation loss, log scale)" if base.distill.teacher is not None else
+            "training loss (cross-entropy with label smoothing, log scale)"
+            if any(c.train.label_smoothing for c in configs) else "training loss (cross-entropy, log scale)")
+    comparison(series, title, loss).savefig(study_dir / "comparison.png", dpi=110)
     if outcomes:  # optimizer steps per epoch, from the shape all runs share
         tensorboard_margins(study_dir, series, steps_per_epoch(base, images)[1])
 
