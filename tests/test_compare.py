@@ -631,7 +631,7 @@ def test_a_study_folder_edited_by_hand_is_refused_and_a_missing_run_is_announced
     ("k=v", "holds '='"),  # accepted, then --set 'variants.k=v.lr=0.5' found no variant 'k'
     ("a,b", "holds ','"),  # --optimizers a,b splits it
     ("a.b", "holds '.'"),
-    (True, "name True is not text (YAML reads yes, no, on, off and numbers so); quote it"),  # yes: said "True"
+    (True, "name True is not text (YAML reads yes, no, on, off and numbers so); quote the name as you wrote it"),  # yes: said "True"
     (123, "name 123 is not text"),
 ])
 def test_variant_names_that_cannot_be_addressed_are_refused(name, message):

@@ -521,7 +521,7 @@ BAD_INPUTS = [
      "a name in this path is longer than the file system allows"),
     ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "
                                                                                      "sgd}}\n"), "--runs-dir",
-                                              str(e.tmp / "runs")], "variants: the variant name None is not one"),
+                                              str(e.tmp / "runs")], "variants: the variant name null is not one"),
     ("a sweep space of nested aliases", lambda e: ["sweep", "--config", e.cfg("bomb.yaml", ALIAS_BOMB), "--runs-dir",
                                                    str(e.tmp / "runs")],
      "sweep.space.model.hidden: the list of values holds more than 10,000 items in all"),

@@ -97,8 +97,9 @@ def manual_train(
         "Config (default: the same as configs/manual_mlp.yaml: 784-100-100-10 ReLU, SGD lr 0.1).")] = None,
     epochs: Epochs = None,
     crosscheck: Annotated[bool, typer.Option("--crosscheck/--no-crosscheck", help=(
-        "Train a torch float64 twin in lockstep and report the largest per-step loss difference and final "
-        "weight difference."))] = False,
+        "Step a torch float64 twin from the same weights at every step and report the largest difference of a "
+        "step's loss and of the weights after it (relative to max(1, |value|)); above 1e-9 it fails, exit 1."))]
+        = False,
     set_: Overrides = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -130,9 +131,10 @@ def manual_train(
             worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
             last = e
             if crosscheck and not (worst_loss <= CROSSCHECK_TOL and e.max_param_diff <= CROSSCHECK_TOL):
-                err(f"crosscheck FAILED: the NumPy MLP and its torch float64 twin differ by {worst_loss:.2e} in a "
-                    f"step's loss and {e.max_param_diff:.2e} in a weight after epoch {e.epoch} (at most "
-                    f"{CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, please report it")
+                err(f"crosscheck FAILED: a step of the NumPy MLP and of its torch float64 twin, from equal weights, "
+                    f"differ by {worst_loss:.2e} in the loss and {e.max_param_diff:.2e} in a weight (relative) by "
+                    f"epoch {e.epoch} (at most {CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, "
+                    "please report it")
                 raise typer.Exit(1)
     except KeyboardInterrupt:
         err(f"interrupted after {last.epoch if last else 0} of {cfg.train.epochs} epochs (manual train saves "
@@ -140,5 +142,5 @@ def manual_train(
         raise typer.Exit(status.EXIT_CODES[status.INTERRUPTED]) from None
     typer.echo(f"final test accuracy {last.test_accuracy:.2%}")
     if crosscheck:
-        typer.echo(f"crosscheck vs torch (float64, same init and batches): largest per-step loss difference "
-                   f"{worst_loss:.2e}, final parameter difference {last.max_param_diff:.2e}")
+        typer.echo(f"crosscheck vs torch (float64, every step from equal weights, relative to max(1, |value|)): "
+                   f"largest loss difference {worst_loss:.2e}, weights after the last step {last.max_param_diff:.2e}")

@@ -90,9 +90,11 @@ def study_from_dict(raw: dict[str, Any]) -> Study:
 def check_variant_name(name: Any, where: str, new: bool = True) -> None:
     """A variant's name names its run folders (one folder name, as a run's `name`), and a new study's is
     addressed as --set variants.<name>.lr=... (no '.'; a study folder made before this rule keeps its names)."""
+    if name is None:
+        raise ConfigError(f"{where} name null is not one; a variant's name is text (it names its run folders)")
     if not isinstance(name, str):  # YAML read yes: as True, 123: as a number
         raise ConfigError(f"{where} name {show(name)} is not text (YAML reads yes, no, on, off and numbers so); "
-                          f"quote it: \"{name}\":")
+                          "quote the name as you wrote it, e.g. \"yes\":")
     bad = [c for c in ".=," if c in name]
     if new and bad:  # --set variants.k=v.lr=... found no variant 'k'; --optimizers a,b splits at the comma
         raise ConfigError(f"{where} name {show(name)} holds {bad[0]!r}; a variant's name is text without '.', '=' "
