@@ -473,7 +473,10 @@ def test_a_mixed_row_says_how_many_of_its_runs_each_status_concerns(tmp_path):
     # a stop before two more runs finished an epoch: they count, as not started (it said "completed", runs 1)
     row = summarize(outcomes[:1], seeds_study(config_from_dict({"name": "x"})), planned=3)[0]
     assert (row["n"], row["runs"], row["status"]) == (1, 3, "completed (1), not started (2)")
-    assert _status_note(row, outcomes[:1]) == "2 of its 3 runs did not finish an epoch (--resume trains them)."
+    assert _status_note(row, outcomes[:1]) == "2 of its 3 runs did not start (--resume trains them)."
+    from fashionmlp.cli.runs import seeds_line  # train --seeds' line said "2 of the 3 runs did not finish: "
+
+    assert seeds_line(row, outcomes[:1]).endswith("(n = 1; 2 of the 3 runs did not finish: not started (2))")
 
 
 def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):

@@ -527,6 +527,8 @@ def test_a_nan_gradient_fails_the_check(monkeypatch):
     networks = [r for r in rows if r.check.startswith("net ")]
     assert networks and not any(r.passed for r in networks)
     assert M.relative_error(np.array([1.0, np.nan]), np.array([1.0, np.nan])) == float("inf")
+    assert M.relative_error(np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0])) == 0.0  # equal: no error
+    assert M.relative_error(np.array([np.inf]), np.array([1e300])) == float("inf")
     result = cli("manual", "check")
     assert result.exit_code == 1 and f"{len(rows) - len(networks)} passed, {len(networks)} failed" in result.stdout
 
@@ -553,10 +555,17 @@ def test_the_relu_kink_is_checked(monkeypatch):
 def test_one_hot_rows_that_are_not_one_hot_are_refused():
     """cross_entropy_grad's (softmax - Y) / B is the gradient only for rows summing to 1: [2, 0, 0] or [0, 0, 0]
     gave a W2 gradient off by 0.19, silently."""
-    for rows in ([[2, 0, 0], [1, 0, 0]], [[0, 0, 0], [1, 0, 0]], [[1, 1, 0], [1, 0, 0]], [[0.5, 0.5, 0], [1, 0, 0]],
+    for rows in ([[2, 0, 0], [1, 0, 0]], [[0, 0, 0], [1, 0, 0]], [[1, 1, 0], [1, 0, 0]], [[0.5, 0.5, 0.5], [1, 0, 0]],
                  [[np.nan, 0, 1], [1, 0, 0]], [[-1, 2, 0], [1, 0, 0]]):
-        with pytest.raises(ValueError, match="one-hot labels must hold a single 1 per row, the rest 0; row 0 is"):
+        with pytest.raises(ValueError, match=r"\(B, 3\) labels must be one-hot, or probabilities summing to 1 per "
+                                             "row; row 0 is"):
             M.cross_entropy_grad(np.zeros((2, 3)), np.array(rows, dtype=float))
+    # one-hot, and probability rows (label smoothing, a teacher's), for which the gradient is exact
+    soft = np.array([[0.1] * 10, [0.9] + [0.1 / 9] * 9])  # ten times 0.1 sums to 0.9999999999999999
+    z = np.random.default_rng(0).normal(size=(2, 10))
+    zt = torch.tensor(z, requires_grad=True)
+    (-(torch.tensor(soft) * torch.log_softmax(zt, 1)).sum() / 2).backward()
+    assert M.relative_error(M.cross_entropy_grad(z, soft), zt.grad.numpy()) < 1e-12
     assert M.cross_entropy_grad(np.zeros((2, 3)), np.eye(3)[:2]).shape == (2, 3)
 
 

@@ -296,7 +296,8 @@ def test_a_diverged_run_names_the_lr_of_the_step_that_diverged(write_config, tmp
         steps = summary(run)["data"]["train_size"]  # batch 1: a step per image
         assert d["step"] % 50 != 0  # noticed at a later check
         assert d["lr"] == pytest.approx(lr_at(cfg.optimizer, d["global_step"] - 1, steps))
-        assert f"(lr {d['lr']:g})" in result.stderr
+        assert f"(lr {d['lr']:g} at that step)" in result.stderr
+        assert f"--set optimizer.lr={cfg.optimizer.lr / 10:g}" in result.stderr  # a tenth of the peak, not of it
 
 
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from fashionmlp.cli.common import (
     note,
     user_errors,
 )
-from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table
+from fashionmlp.cli.show import PopulationLines, lower_lr, progress, report_run, study_table
 from fashionmlp.errors import UserError
 
 
@@ -123,8 +123,8 @@ def _seeds_report(result) -> int:
     diverged = [o for o in result.outcomes if o.status == status.DIVERGED]
     for o in diverged:
         d = o.summary["diverged"]
-        err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g}); try a lower learning rate, "
-            f"e.g. --set optimizer.lr={d['lr'] / 10:g}")
+        err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g} at that step); try a lower "
+            f"learning rate, e.g. --set optimizer.lr={lower_lr(o.summary, d)}")
     code = end_study(result, "train")
     return 3 if code == 0 and diverged else code
 
@@ -135,7 +135,7 @@ def seeds_line(row: dict, outcomes: list) -> str:
     from fashionmlp.study import unfinished
 
     n, runs = row["n"], row["runs"]
-    left = unfinished(outcomes, row["optimizer"])
+    left = unfinished(outcomes, row["optimizer"], runs)
     of = "" if n == runs else f"; {runs - n} of the {runs} runs did not finish: {left}"
     if n == 0:
         return f"no run finished ({row['status']})"

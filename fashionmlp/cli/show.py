@@ -107,6 +107,12 @@ def study_table(result, title: str) -> None:
     typer.echo(f"table: {result.study_dir / 'summary.md'}")
 
 
+def lower_lr(summary: dict, diverged: dict) -> str:
+    """A tenth of the configured lr (optimizer.lr is the schedule's peak: the diverged step's own lr, in a
+    warm-up far below it, would suggest orders of magnitude too little)."""
+    return f"{(summary.get('lr') or diverged['lr']) / 10:g}"
+
+
 def report_run(result) -> None:
     """How a run ended, then its folder (the last line of stdout)."""
     s = result.summary
@@ -124,9 +130,9 @@ def report_run(result) -> None:
                    f"at epoch {s['best']['epoch']}), {s['seconds']:.1f}s")
     elif result.status == status.DIVERGED:
         d = s["diverged"]
-        err(f"diverged: {status.diverged_where(d)} (lr {d['lr']:g}); "
+        err(f"diverged: {status.diverged_where(d)} (lr {d['lr']:g} at that step); "
             f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; try a lower learning rate, "
-            f"e.g. --set optimizer.lr={d['lr'] / 10:g}")
+            f"e.g. --set optimizer.lr={lower_lr(s, d)}")
     else:
         err(f"interrupted after epoch {s['epochs']}; resume with: {s['resume_command']}")
     typer.echo(str(result.run_dir))

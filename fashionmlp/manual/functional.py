@@ -216,16 +216,17 @@ def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
-    """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array of one-hot rows (each 0 but for a
-    single 1) is returned as float64. Other rows ([2, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]) are refused:
-    cross_entropy_grad's (softmax - Y) / B is the gradient only for rows that sum to 1, and it was silently
-    wrong for them."""
+    """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array of one-hot or probability rows
+    (non-negative, summing to 1) is returned as float64. Other rows ([2, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5])
+    are refused: cross_entropy_grad's (softmax - Y) / B is the gradient only for rows that sum to 1, and it was
+    silently wrong for them."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == k:
         rows = y.astype(np.float64)
-        bad = ~(np.isin(rows, (0.0, 1.0)).all(axis=1) & (rows.sum(axis=1) == 1))
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(rows).all(axis=1) & (rows >= 0).all(axis=1) & np.isclose(rows.sum(axis=1), 1.0))
         if np.any(bad):
-            raise ValueError(f"{where}: one-hot labels must hold a single 1 per row, the rest 0; row "
+            raise ValueError(f"{where}: (B, {k}) labels must be one-hot, or probabilities summing to 1 per row; row "
                              f"{int(np.argmax(bad))} is {np.asarray(y[bad][0]).tolist()}")
         return rows
     if y.ndim != 1:

@@ -24,16 +24,19 @@ Fn = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     """max_i |a_i - b_i| / max(|a_i|, |b_i|, 1e-12), for a and b of the same shape (never broadcast); inf when
-    either holds a NaN or an infinity (a NaN gradient passed: Python's max() of the checks' errors drops a NaN
-    that does not come first)."""
+    either holds a NaN, or an infinity the other does not hold there (a NaN gradient passed: Python's max() of
+    the checks' errors drops a NaN that does not come first)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"relative_error: a of shape {a.shape} and b of shape {b.shape}; expected equal shapes")
     if a.size == 0:
         return 0.0
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    same = a == b  # equal entries, equal infinities included, differ by nothing
+    if np.isnan(a).any() or np.isnan(b).any() or not (np.isfinite(a) | same).all() or not (np.isfinite(b) | same).all():
         return math.inf
-    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12)))
+    with np.errstate(invalid="ignore"):
+        error = np.where(same, 0.0, np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-12))
+    return float(np.max(error))
 
 
 def numerical_grad(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6,

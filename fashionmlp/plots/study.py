@@ -29,8 +29,10 @@ def band_low(mean: np.ndarray, std: np.ndarray, values: np.ndarray, loss: bool) 
     low = mean - std
     if not loss:
         return low
-    lowest = np.nanmin(np.where(np.isfinite(values), values, np.nan), axis=0) if values.size else mean
-    return np.where(low > 0, low, lowest)
+    if not values.size:
+        return np.where(low > 0, low, mean)
+    lowest = np.where(np.isfinite(values), values, np.inf).min(axis=0)  # nanmin warns of epochs no seed reached
+    return np.where(low > 0, low, np.where(np.isfinite(lowest), lowest, np.nan))
 
 
 def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, low: np.ndarray, color: str) -> bool:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fashionmlp.study.run import VariantOutcome
 
 FINISHED = (st.COMPLETED, st.FAILED_TO_LEARN)  # the statuses of runs that reached their end
-NOT_STARTED = "not started"  # a planned run with no finished epoch (a stop came first)
+NOT_STARTED = "not started"  # a planned run a stop came before (no run folder, or none it wrote anything in)
 SUMMARY_COLUMNS = ["optimizer", "lr", "momentum", "n", "runs", "final_train_loss", "final_test_loss",
                    "final_test_accuracy", "final_test_accuracy_std", "best_test_accuracy", "best_test_accuracy_std",
                    "best_epoch", "seconds_per_epoch", "status"]
@@ -39,8 +39,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(outcomes: list[VariantOutcome], study: Study, planned: int = 0) -> list[dict]:
     """One row per variant (mean over seeds), sorted by final test accuracy, best first; `planned` runs per
-    variant (its seeds), of which those without a finished epoch are "not started" (an interrupted sequential
-    study called a variant with 1 of its 2 runs "completed", runs 1)."""
+    variant (its seeds), of which those with no outcome are "not started" (an interrupted sequential study
+    called a variant with 1 of its 2 runs "completed", runs 1)."""
     rows = []
     for name, cfg in study.variants.items():
         runs = [o for o in outcomes if o.name == name]
@@ -101,7 +101,7 @@ def _status_note(row: dict, outcomes: list[VariantOutcome]) -> str:
         parts.append(f"{stopped} of its {row['runs']} runs were interrupted (--resume continues them)")
     missing = row["runs"] - len(runs)
     if missing:
-        parts.append(f"{missing} of its {row['runs']} runs did not finish an epoch (--resume trains them)")
+        parts.append(f"{missing} of its {row['runs']} runs did not start (--resume trains them)")
     return "; ".join(parts) + "." if parts else ""
 
 
@@ -110,9 +110,14 @@ def first_column(kind: str) -> str:
     return "optimizer" if kind == "compare" else "config"
 
 
-def unfinished(outcomes: list[VariantOutcome], name: str) -> str:
-    """How the runs of `name` that did not reach their end ended, e.g. "diverged (1), interrupted (1)"."""
-    return _counted(Counter(o.status for o in outcomes if o.name == name and o.status not in FINISHED))
+def unfinished(outcomes: list[VariantOutcome], name: str, runs: int = 0) -> str:
+    """How the runs of `name` that did not reach their end ended, e.g. "diverged (1), interrupted (1)"; of
+    `runs` planned, those with no outcome are "not started"."""
+    mine = [o for o in outcomes if o.name == name]
+    counts = Counter(o.status for o in mine if o.status not in FINISHED)
+    if runs > len(mine):
+        counts[NOT_STARTED] = runs - len(mine)
+    return _counted(counts)
 
 
 def _counted(counts: Counter) -> str:
