@@ -98,6 +98,8 @@ def _readable_parallel(ax, study) -> None:
         axes.set_facecolor("white")
         low, high = axes.get_ylim()
         if axes.get_yscale() == "log":
+            if not 0 < low < high < np.inf:  # limits a log axis cannot show (drawing fails and says so)
+                continue
             low, high = np.log10(low), np.log10(high)
             margin = (high - low) * 0.05
             axes.set_ylim(10 ** (low - margin), 10 ** (high + margin))
