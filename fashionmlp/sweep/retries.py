@@ -18,6 +18,7 @@ from fashionmlp.config import load_config
 from fashionmlp.errors import UserError
 from fashionmlp.progress import PopulationProgress
 from fashionmlp.resume import check_resumable
+from fashionmlp.savedrun import config_difference
 
 
 @dataclass
@@ -62,13 +63,9 @@ def _same_run(saved, cfg) -> bool:
     """Whether a run with config `saved` trains what `cfg` asks for. The thread count it started with is kept
     (the same order of additions: it ends where it would have); a teacher pinned to the same weights may lie
     elsewhere (a run records its resolved path, the sweep's config the path as given)."""
-    theirs, mine = saved.to_dict(), cfg.to_dict()
     same_teacher = saved.distill.fingerprint is not None and saved.distill.fingerprint == cfg.distill.fingerprint
-    for tree in (theirs, mine):
-        tree["name"], tree["train"]["threads"] = None, 0
-        if same_teacher:
-            tree["distill"]["teacher"] = None
-    return theirs == mine
+    skipped = {"name", "train.threads"} | ({"distill.teacher"} if same_teacher else set())
+    return config_difference(saved.to_dict(), cfg.to_dict(), skipped) is None
 
 
 class Earlier(PopulationProgress):

@@ -167,8 +167,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     best = _best(books, spec)
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))
     running = len(books.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    missing = missing_points(books, spec)
-    training = missing_points(books, spec, running=True)  # taken by a worker of another command or machine
+    missing, training = missing_points(books, spec)  # training: held by a worker of another command or machine
     if missing:
         echo(f"the grid is not complete: {len(missing)} point(s) not finished: "
              + "; ".join(", ".join(f"{k} {json.dumps(v)}" for k, v in point.items()) for point in missing[:5])
@@ -204,20 +203,25 @@ def _validation_line(spec: SweepSpec) -> str:
             f"every trial); trials are scored on {spec.metric}")
 
 
-def missing_points(books, spec: SweepSpec, running: bool = False) -> list[dict]:
-    """The points of a grid sweep that no finished trial (complete or pruned) covers and no running trial holds
-    (with `running`: those a running trial holds), with their values as in the config (empty for other
-    samplers, and for a grid whose target is fewer trials than points)."""
+def missing_points(books, spec: SweepSpec) -> tuple[list[dict], list[dict]]:
+    """The points of a grid sweep that no finished trial (complete or pruned) covers: those no running trial
+    holds, and those one does, with their values as in the config (none for other samplers, nor for a grid
+    whose target is fewer trials than points)."""
     if spec.sampler != "grid" or spec.target < spec.grid_size:
-        return []
+        return [], []
     def points(states) -> set[str]:  # a trial just asked has its point in fixed_params, drawn a moment later
         return {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)
                 for t in books.get_trials(deepcopy=False, states=states)}
 
     done, held = points(finished_states()), points((TrialState.RUNNING,))
     decode = {p.key: p.decode for p in spec.params}
-    return [{k: decode[k](v) for k, v in point.items()} for point in spec.grid_points()
-            if (key := json.dumps(point, sort_keys=True)) not in done and (key in held) == running]
+    missing: list[dict] = []
+    training: list[dict] = []
+    for point in spec.grid_points():
+        key = json.dumps(point, sort_keys=True)
+        if key not in done:
+            (training if key in held else missing).append({k: decode[k](v) for k, v in point.items()})
+    return missing, training
 
 
 DEFAULT_POPULATION = 8  # trials a worker asks for at once, when they fit and batching pays

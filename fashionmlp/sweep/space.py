@@ -149,15 +149,16 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
             except _NoPartner:
                 _check_some_point(params, base_raw)  # no valid mix at all: that is what to say
                 raise
-            if dataclasses.is_dataclass(value_at(cfg, p.key)):
+            read = value_at(cfg, p.key)  # as a trial's config reads it: 1e-3 (YAML 1.1 text) is 0.001
+            if dataclasses.is_dataclass(read):
                 raise ConfigError(f"sweep.space.{p.key}: names a section, not a value; search its keys, e.g. "
                                   f"{p.key}.<name>")
             resolved = resolved or cfg
-            as_read = encode(value_at(cfg, p.key))  # as a trial's config reads it: 1e-3 (YAML 1.1 text) is 0.001
-            if p.kind == "choice" and (type(value_at(cfg, p.key)), as_read) in seen:
-                raise ConfigError(f"sweep.space.{p.key}: {show(seen[type(value_at(cfg, p.key)), as_read])} and "
-                                  f"{show(value)} are the same value ({show(value_at(cfg, p.key))}); list it once")
-            seen[type(value_at(cfg, p.key)), as_read] = value
+            key = (type(read), encode(read))
+            if p.kind == "choice" and key in seen:
+                raise ConfigError(f"sweep.space.{p.key}: {show(seen[key])} and {show(value)} are the same value "
+                                  f"({show(read)}); list it once")
+            seen[key] = value
         if p.kind == "choice":
             checked.append(p)
             continue

@@ -94,7 +94,6 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int,
     """Mark the trial as this process's, draw its values and make its config; a combination of values that no
     config accepts fails the trial (None). `continues`: the run folder of the stopped trial this one retries,
     which it continues when it can (resumable) instead of training again from the start."""
-    trial.set_user_attr("run_dir", None)  # not the stopped trial's, which a retry inherits, until it has its own
     trial.set_user_attr(OWNER, _owner(trial.number))
     trial.set_user_attr("status", st.RUNNING)  # replaces what a retried trial inherited
     trial.set_user_attr("epochs", None)  # known when the run ends
@@ -105,6 +104,7 @@ def configure(trial, spec: SweepSpec, study: str, sweep_dir: Path, threads: int,
         cfg = trial_config(spec, values, f"{study}-{name}", threads)
     except ConfigError as exc:
         trial.set_user_attr("error", str(exc))
+        trial.set_user_attr("run_dir", None)  # it trains none (a retry inherits the stopped trial's)
         return None
     run_dir = sweep_dir / name
     stopped = None if continues is None else resumable(Path(continues), cfg, sweep_dir)
