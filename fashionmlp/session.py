@@ -7,7 +7,6 @@ the same order, before any folder is made.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from fashionmlp.device import (
     check_memory,
     deterministic_cuda,
     keep_freed_memory,
+    oversubscribed,
     prepare_model,
     resolve_device,
     set_threads,
@@ -79,10 +79,7 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     if threads is None:
         threads, why = (cfg.train.threads, None) if cfg.train.threads else auto_threads()
         notes += [why] if why else []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads > cores and device.type == "cpu":  # 1024 on 2 cores trained 70-270 times slower, without a word
-        notes.append(f"train.threads {threads} is more than the {cores} CPU core(s) this process may use: threads "
-                     "beyond them wait for each other at every operation (0 chooses)")
+    notes += [too_many] if (too_many := oversubscribed(threads)) and device.type == "cpu" else []
     set_threads(threads)
     keep_freed_memory()
     seed_everything(cfg.seed)
