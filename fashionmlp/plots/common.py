@@ -20,18 +20,27 @@ def literal_text(draw: Draw) -> Draw:
 
     @functools.wraps(draw)
     def drawn(*args, **kwargs):
-        from matplotlib.text import Text
-
         figure = draw(*args, **kwargs)
-        ticks = {id(text) for ax in figure.axes for axis in (ax.xaxis, ax.yaxis) for text in (
-            axis.offsetText, *(t for tick in axis.get_major_ticks() + axis.get_minor_ticks()
-                               for t in (tick.label1, tick.label2)))}
-        for text in figure.findobj(Text):
-            if id(text) not in ticks:
-                text.set_parse_math(False)
+        for text in _texts_beside_ticks(figure):
+            text.set_parse_math(False)
         return figure
 
     return drawn  # type: ignore[return-value]
+
+
+def _texts_beside_ticks(artist):
+    """Every Text under `artist` except an axis's tick labels and offset text (walking into an axis would make it
+    lay out its ticks: that cost 0.04 s a figure)."""
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+
+    for child in artist.get_children():
+        if isinstance(child, Axis):
+            yield child.label
+            continue
+        if isinstance(child, Text):
+            yield child
+        yield from _texts_beside_ticks(child)
 
 
 def plural(n: int, word: str) -> str:
