@@ -217,7 +217,8 @@ class RunRecorder:
     def finish_outputs(self) -> None:
         """The run's pictures (loss curve, confusion matrix in TensorBoard) and its HParams entry."""
         cfg = self.cfg
-        title = f"{cfg.run_name}: {cfg.model.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}"
+        # the seed: a group's members (a study's seeds) otherwise had the same title
+        title = f"{cfg.run_name}: {cfg.model.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}, seed {cfg.seed}"
         if self.history:
             note = ", ".join(([f"label smoothing {cfg.train.label_smoothing:g}"] if cfg.train.label_smoothing else [])
                              + (["augmented images"] if cfg.data.shift or cfg.data.flip else [])
@@ -273,7 +274,7 @@ def _reopen_tensorboard(run_dir: Path, history: list[dict], step_losses: list[fl
     checkpoint and the TensorBoard flush). Every point is then there exactly once."""
     _wait_for_a_later_second(run_dir)
     if not history:
-        return TensorBoardLog(run_dir, purge_step=1)
+        return TensorBoardLog(run_dir)
     last = history[-1]
     start = int(history[-2]["global_step"]) if len(history) > 1 else 0
     tb = TensorBoardLog(run_dir, purge_step=start + 1)

@@ -261,6 +261,23 @@ def test_a_long_run_name_and_training_note_stay_inside_the_pictures():
     assert "\n" in curve.axes[0].get_title()  # wrapped, not shrunk away
 
 
+def test_many_variants_legend_stays_inside_the_study_picture():
+    """8 variants (one with a 75-character name, two with status notes) gave a 6-column legend wider than the
+    picture: entries were cut on both sides and no curve could be told from another."""
+    from fashionmlp.plots import comparison
+
+    names = ["sgd", "nesterov", "adam", "adamw_wd", "adam_lr1", "adam_lr1000", "sgd_lr_2",
+             "nesterov_momentum_0_9_cosine_schedule_with_warmup_and_weight_decay_variant"]
+    statuses = {"adam_lr1": "completed (1), failed to learn (1)", "sgd_lr_2": "diverged"}
+    loss = np.array([[1.0, 0.5, 0.4], [1.2, 0.6, np.nan]])
+    fig = comparison({n: {"epochs": [1, 2, 3], "train_loss": loss, "test_accuracy": loss / 2,
+                          "status": statuses.get(n, "completed")} for n in names}, "t")
+    assert not _reaches_past_its_edges(fig)
+    (legend,) = fig.legends
+    texts = [t.get_text().replace("\n", "") for t in legend.get_texts()]
+    assert all(any(t.startswith(n) for t in texts) for n in names) and len(legend.get_texts()) == 10
+
+
 def test_a_run_with_a_validation_split_shows_its_validation_accuracy():
     """A sweep's trials are scored on validation accuracy, which their loss curves did not show."""
     from fashionmlp.plots.run import loss_curve
@@ -372,6 +389,30 @@ def test_train_seeds_writes_a_group_with_mean_and_std(write_config, tmp_path):
     # one run extended alone would stand in the table beside runs of fewer epochs
     longer = cli("train", "--resume", group / "seed1", "--epochs", "3")
     assert longer.exit_code == 2 and "is one of the study" in longer.stderr and summary(group / "seed1")["epochs"] == 2
+
+
+def test_margin_charts_say_over_how_many_seeds_and_skip_variants_with_no_curve(tmp_path):
+    """The charts said 'over 3 seed(s)' where two seeds had stopped early (a one-seed 'band'), named a loss band
+    cut at the lowest seed mean ± std, and laid out empty charts for a variant whose runs all diverged at once."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from fashionmlp.study.report import tensorboard_margins
+
+    nan = np.nan
+    series = {"stops": {"epochs": [1, 2, 3], "train_loss": np.array([[1.0, 0.5, 0.4], [1.2, 0.6, nan]]),
+                        "test_accuracy": np.array([[0.5, 0.6, 0.7], [0.5, 0.6, nan]])},
+              "cut": {"epochs": [1], "train_loss": np.array([[0.1], [3.0]]), "test_accuracy": np.array([[0.5], [0.7]])},
+              "dead": {"epochs": [1], "train_loss": np.array([[nan], [nan]]), "test_accuracy": np.array([[nan], [nan]])}}
+    tensorboard_margins(tmp_path, series, per_epoch=10)
+    from helpers import accumulator
+
+    acc = accumulator(tmp_path)
+    layout = layout_pb2.Layout.FromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    titles = {chart.title for category in layout.category for chart in category.chart}
+    assert titles == {"stops: mean ± std over the seeds at each step (up to 2)", "cut: mean ± std over 2 seeds",
+                      "cut: mean ± std over 2 seeds; lower edge at the lowest seed where mean - std <= 0"}
+    assert not any(tag.startswith("dead/") for tag in acc.Tags()["scalars"])
+    assert [e.value for e in acc.Scalars("cut/train_loss/lower")] == pytest.approx([0.1])
 
 
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
@@ -660,3 +701,20 @@ def test_a_study_yaml_variant_that_names_a_path_is_refused(tmp_path, tiny_data, 
     result = cli("compare-optimizers", "--resume", group)
     assert result.exit_code == 2 and f"study.yaml: variant {variant!r}" in result.stderr, result.output
     assert "\n" not in result.stderr.strip() and sorted(tmp_path.rglob("*")) == before
+
+
+def test_tables_fold_long_cells_instead_of_cutting_them(capsys):
+    """Printed to a file (80 columns), a diverged variant's final loss read '16599388945…' (10x too small when
+    copied) and names were cut to 'nesterov_mo…'."""
+    from fashionmlp.cli.show import print_table
+    from fashionmlp.study.report import _num
+
+    assert _num(165993889459.1361) == "1.66e+11" and _num(0.51234) == "0.5123" and _num(None) == "-"
+    name = "nesterov_momentum_0_9_cosine_schedule"
+    header = ["optimizer", "lr", "momentum", "final train loss", "final test loss", "final test acc", "status"]
+    print_table("t", header, [[name, "0.01", "0.9", "123456789012.1234", "0.4", "88.00%", "completed"]],
+                left=("optimizer", "status"), width=40)
+    out = capsys.readouterr().out
+    assert "…" not in out
+    cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.count("│") > 2)
+    assert cells.startswith(name)  # the first column's pieces, read down, give the whole name

@@ -66,6 +66,27 @@ def fit(text: str, figure, fontsize: float = 12, share: float = 1.0) -> str:
     return "\n".join(textwrap.fill(line, width) or line for line in text.split("\n"))
 
 
+def legend_below(figure, handles: list | None = None, labels: list[str] | None = None, max_cols: int = 6,
+                 fontsize: float = 8, wrap: int = 70):
+    """A legend below the panels in as many columns (up to `max_cols`) as fit the figure's width, each label wrapped
+    at `wrap` characters: with fixed columns, an 8-variant study's long names ran off both sides of the picture
+    and no line could be told from another."""
+    if handles is None:
+        handles, labels = [], []
+        for ax in figure.axes:
+            h, lab = ax.get_legend_handles_labels()
+            handles, labels = handles + h, labels + lab
+    labels = [textwrap.fill(label, wrap) for label in labels]
+    for cols in range(max(1, min(max_cols, len(labels))), 0, -1):
+        legend = figure.legend(handles, labels, loc="outside lower center", ncols=cols, fontsize=fontsize)
+        for text in legend.get_texts():  # literal (see literal_text) before measuring: 'x$^$' is not TeX
+            text.set_parse_math(False)
+        if cols == 1 or legend.get_window_extent().width <= 0.98 * figure.bbox.width:
+            return legend
+        legend.remove()
+    return None  # not reached: one column always returns
+
+
 def plain_log_labels(axis) -> None:
     """A log-scale axis labelled with plain numbers (0.4, 2.25, 1000) instead of matplotlib's 4×10⁻¹ and
     2.25×10⁰, which a loss axis spanning less than a decade shows on every tick; which ticks get a label is

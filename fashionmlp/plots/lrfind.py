@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, literal_text
+from fashionmlp.plots.common import fit, legend_below, literal_text
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
@@ -71,5 +71,5 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
         ax.set_ylabel(f"training loss ({ce})")
     ax.set_title(fit(title, fig, 10), fontsize=10)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    legend_below(fig, max_cols=2)
     return fig

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
-from fashionmlp.plots.common import fit, literal_text, percent, plain_log_labels, smooth
+from fashionmlp.plots.common import fit, legend_below, literal_text, percent, plain_log_labels, smooth
 
 
 @literal_text
@@ -31,9 +30,8 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
         ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
                 linewidth=0.8, label="train loss (smoothed)")
-    # wrapped: a distilled run's note with smoothing and augmentation made one legend entry wider than the figure
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue",
-            label=textwrap.fill(f"train loss (epoch{note})", 60))
+            label=f"train loss (epoch{note})")
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
     if history and "val_loss" in history[0]:
@@ -49,12 +47,11 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",
                  label="test accuracy")
     if history and "val_accuracy" in history[0]:  # what a sweep scores and best.pt follows
-        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v:", color="tab:purple",
+        # not the validation loss's purple: the two were told apart by their markers alone
+        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v:", color="tab:red",
                  label="validation accuracy")
     ax2.set_ylabel("accuracy (%)" if history and "val_accuracy" in history[0] else "test accuracy (%)")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="outside lower center", ncols=3, fontsize=8)
+    legend_below(fig, max_cols=3, wrap=60)  # a distilled run's note with smoothing and augmentation is long
     ax.set_title(fit(title, fig))
     ax.grid(alpha=0.3)
     return fig

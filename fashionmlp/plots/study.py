@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, literal_text, plain_log_labels
+from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels
 
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +102,6 @@ def comparison(series: dict[str, dict], title: str,
         labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}"
                       + ("; a loss band that would reach 0 stops at the lowest seed" if stopped else ""))
     # below the panels: inside, it covered the curves
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
+    legend_below(fig, handles, labels)
     fig.suptitle(fit(title, fig))
     return fig
