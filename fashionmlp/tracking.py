@@ -184,10 +184,13 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 class TensorBoardLog:
     """Scalars on one x axis (optimizer steps), hparams in the same run, the confusion matrix as an image."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, purge_step: int = 1):
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step hides events at or after that step left by a run that crashed before its checkpoint.
+        # purge_step hides events at or after that step left by a run that crashed before its checkpoint. A new
+        # run's log starts with one too (at step 1, hiding nothing): `tensorboard --load_fast=false` takes a log's
+        # first session start for the run's first and purges nothing at it, so a resumed run showed its last
+        # checkpointed epoch twice there when only the resumed log had one.
         # a queue that holds an epoch of per-step losses: the writer thread drains it at the epoch's flush instead of
         # making every add_scalar wait for it (10, the default, made an epoch's logging cost ~40 ms)
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step, max_queue=4096)

@@ -30,7 +30,20 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    found = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    _same_in_the_other_backend(run_dir, found)
+    return found
+
+
+def _same_in_the_other_backend(run_dir: Path, found: dict[str, list[tuple[int, float]]]) -> None:
+    """`tensorboard --load_fast=false` reads events with another accumulator, which takes a log's first
+    session start for the first run (a resumed run's log showed its last checkpointed epoch twice there)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag, points in found.items():
+        assert [e.step for e in acc.Tensors(tag)] == [step for step, _ in points], tag
 
 
 def accumulator(run_dir: Path):

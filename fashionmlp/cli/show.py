@@ -147,7 +147,8 @@ def print_table(title: str, header: list[str], cells: list[list[str]], left: tup
 
     table = Table(title=title)
     for h in header:
-        table.add_column(h, justify="left" if h in left else "right")
+        # fold, never cut: a narrow terminal (or a file) got '16599388945…' for 165993889459.1 and 'nesterov_mo…'
+        table.add_column(h, justify="left" if h in left else "right", overflow="fold")
     for row in cells:
         style = None if highlight_unless is None or row[-1] == highlight_unless else "bold red"
         table.add_row(*row, style=style)

@@ -146,7 +146,10 @@ def _epochs(row: dict) -> str:
 
 
 def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    """To `digits` decimals; a huge one (a diverging loss, 1.66e+11) in powers of ten, short enough for its column."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}g}"
 
 
 def table_rows(rows: list[dict], first: str = "optimizer") -> tuple[list[str], list[list[str]]]:
@@ -250,6 +253,18 @@ def curves(study: Study, outcomes: list[VariantOutcome], rows: list[dict]) -> di
     return series
 
 
+def _margin_title(name: str, values: np.ndarray, mean_minus_std: np.ndarray, low: np.ndarray) -> str:
+    """What a Margin chart's band is, as comparison.png's legend says it: over how many seeds (fewer at the epochs
+    after a run stopped early or diverged), and where a loss band stops at the lowest seed."""
+    counts = np.isfinite(values).sum(axis=0)
+    reached = counts[counts > 0]
+    over = (f"{plural(int(reached.max()), 'seed')}" if reached.size and reached.min() == reached.max()
+            else f"the seeds at each step (up to {int(reached.max()) if reached.size else 0})")
+    with np.errstate(invalid="ignore"):
+        cut = bool(np.any(low > mean_minus_std))
+    return f"{name}: mean ± std over {over}" + ("; lower edge at the lowest seed where mean - std <= 0" if cut else "")
+
+
 def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int) -> None:
     """Per variant, its mean curve with a ± one (sample) standard deviation band over the seeds, as TensorBoard's
     custom-scalars Margin charts, in the study folder's own log: beside the member runs' curves when
@@ -271,11 +286,14 @@ def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int
                 with np.errstate(invalid="ignore"):  # epochs no seed reached: nan, not written
                     low = band_low(mean, spread, values, key == "train_loss")  # as in comparison.png
                 tags = [f"{name}/{key}/{part}" for part in ("mean", "lower", "upper")]
+                written = 0
                 for epoch, m, d, lo in zip(s["epochs"], mean, spread, low):
                     if np.isfinite(m) and epoch in steps:
                         for tag, value in zip(tags, (m, lo, m + d)):
                             writer.add_scalar(tag, value, steps[epoch])
-                layout.setdefault(label, {})[f"{name}: mean ± std over {len(s[key])} seed(s)"] = ["Margin", tags]
+                        written += 1
+                if written:  # a variant whose every run diverged in its first epoch has no curve: no empty chart
+                    layout.setdefault(label, {})[_margin_title(name, values, mean - spread, low)] = ["Margin", tags]
         writer.add_custom_scalars(layout)
     finally:
         writer.close()
