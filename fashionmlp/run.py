@@ -26,7 +26,7 @@ from fashionmlp.data import (
     images_per_epoch,
 )
 from fashionmlp.device import dtype_of
-from fashionmlp.distill import cached_logits, distill_of, with_teacher
+from fashionmlp.distill import Teacher, cached_logits, distill_of, with_teacher
 from fashionmlp.engine import Recipe, fit
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.progress import Progress, StopRequest
@@ -40,13 +40,14 @@ __all__ = ["RunResult", "run_epochs", "train"]
 
 def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
           run_dir: Path | None = None, data: FashionMNIST | None = None, progress: Progress | None = None,
-          stop: StopRequest | None = None, command: str | None = None) -> RunResult:
+          stop: StopRequest | None = None, command: str | None = None, teacher: Teacher | None = None) -> RunResult:
     """Train `cfg` in a new run folder under `runs_dir` (or in `run_dir`) and return how it ended.
 
-    `data` lets a study or sweep share one decoded data set between runs; `command` is the command line
-    recorded in summary.json.
+    `data` lets a study or sweep share one decoded data set between runs, and `teacher` one loaded teacher (the
+    one cfg's distill section names); `command` is the command line recorded in summary.json.
     """
-    session = prepare(cfg, data_dir=data_dir, data=data, runs_dir=runs_dir if run_dir is None else None)
+    session = prepare(cfg, data_dir=data_dir, data=data, runs_dir=runs_dir if run_dir is None else None,
+                      teacher=teacher)
     if run_dir is None:
         run_dir = create_run_dir(runs_dir, cfg.run_name)
     else:

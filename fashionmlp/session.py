@@ -48,7 +48,7 @@ class Session:
 
 def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: FashionMNIST | None = None,
             runs_dir: Path | None = None, with_data: bool = True, evaluates: bool = True,
-            threads: int | None = None) -> Session:
+            threads: int | None = None, teacher: Teacher | None = None) -> Session:
     """Resolve the device, check that `runs_dir` (when given) can hold a new folder, load the data (or take
     `data`, already loaded) and check that the model trains on it and fits in memory, set the CPU threads and
     the allocator, seed every generator with cfg.seed and build the model on the device.
@@ -56,7 +56,8 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     `with_data=False` skips the data (inference on a saved run); `evaluates=False` counts only the training
     images in the memory check (the range test puts no test images on the device); `threads` overrides
     train.threads (a resumed run keeps the count it started with). With distill.teacher (and data), the teacher
-    is loaded and checked too. Every user mistake is a UserError raised here, before anything is written.
+    is loaded and checked too, or `teacher` is taken (a study's runs share the one loaded for the first). Every
+    user mistake is a UserError raised here, before anything is written.
     """
     device = resolve_device(cfg.device)
     deterministic_cuda(cfg, device)
@@ -69,11 +70,13 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
         others = len(data.test.labels) + (0 if data.val is None else len(data.val.labels))
         check_memory(cfg, device, n_train + (others if evaluates else 0), n_train)
     notes = []
-    teacher = None
-    if with_data and cfg.distill.teacher is not None:
+    if not with_data or cfg.distill.teacher is None:
+        teacher = None
+    else:
         from fashionmlp.teacher import load_teacher, pinned, teacher_notes  # it loads saved runs: needs prepare
 
-        teacher = load_teacher(cfg, device)  # builds a model: before the seed, so the student's weights are its own
+        # loading builds a model: before the seed, so the student's weights are its own
+        teacher = teacher if teacher is not None else load_teacher(cfg, device)
         cfg = pinned(cfg, teacher)
         notes += teacher_notes(cfg, teacher)
     if threads is None:

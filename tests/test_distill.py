@@ -439,3 +439,43 @@ def test_an_interrupted_taught_population_resumes_from_its_unpinned_config(tiny_
         assert saved["teacher"] == str(teacher.resolve()) and saved["fingerprint"] == summary(spec.run_dir)[
             "distill"]["fingerprint"]
         assert cli("evaluate", spec.run_dir, "--checkpoint", "best").exit_code == 0
+
+
+def test_a_sequential_study_teaches_every_run_with_the_teacher_it_started_with(tiny_data, teacher, tmp_path,
+                                                                               monkeypatch):
+    """A teacher still training taught each run of a sequential study with whatever epoch it had saved when that
+    run started (four fingerprints in one study, exit 0), and study.yaml kept the teacher's path as typed (a
+    --resume from another working folder failed half-way). Its notes were in the runs' summaries alone."""
+    import shutil
+
+    from test_compare import study_config
+
+    import fashionmlp.study.run as study_run
+
+    changing = tmp_path / "teacher"
+    shutil.copytree(teacher, changing)
+    monkeypatch.chdir(tmp_path)
+    started = summary_fingerprint(changing)
+    real_train = study_run.train
+
+    def train_then_the_teacher_saves_an_epoch(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        state = torch.load(changing / "checkpoints" / "last.pt", weights_only=True)
+        state["model"] = {k: v + 0.5 if i == 0 else v for i, (k, v) in enumerate(state["model"].items())}
+        torch.save(state, changing / "checkpoints" / "last.pt")
+        return result
+
+    monkeypatch.setattr(study_run, "train", train_then_the_teacher_saves_an_epoch)
+    (changing / "summary.json").write_text(json.dumps({**summary(teacher), "status": "interrupted"}))
+    config = study_config(tmp_path, tiny_data, distill={"teacher": "teacher", "temperature": 2.0, "alpha": 0.7,
+                                                          "checkpoint": "last"})
+    result = cli("compare-optimizers", "--config", config, "--optimizers", "sgd,adam", "--seeds", "0,1",
+                 "--runs-dir", "runs", "--engine", "sequential")
+    assert result.exit_code == 0, result.output
+    (study_dir,) = (tmp_path / "runs").iterdir()
+    members = [p.parent for p in study_dir.rglob("summary.json") if (p.parent / "checkpoints").is_dir()]
+    assert len(members) == 4 and {summary(m)["distill"]["fingerprint"] for m in members} == {started}
+    pinned = yaml.safe_load((study_dir / "study.yaml").read_text())["base"]["distill"]
+    assert pinned["teacher"] == str(changing.resolve()) and pinned["fingerprint"] == started
+    said = "is interrupted, not completed: it teaches with the weights of its epoch"
+    assert result.stderr.count(said) == 1 and said in (study_dir / "summary.md").read_text()

@@ -196,6 +196,8 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     seeds = sorted({o.seed for o in outcomes})
     notes = [f"- **{r['optimizer']}** {r['status']}: {_status_note(r, outcomes)}"
              for r in rows if r["status"] != st.COMPLETED]
+    # what the runs' summaries note (a teacher that may have seen the validation images, fewer threads), once
+    notes += [f"- note: {n}" for n in dict.fromkeys(n for o in outcomes for n in o.summary.get("notes", []))]
     how = ("every optimizer starts from the same initial weights and sees the same batches (per seed)"
            if study.kind == "compare" else f"the config {base.run_name}, once with each seed")
     trained = (f"Trained on the population engine, {len(outcomes)} models at once: s/epoch is each model's share "

@@ -18,13 +18,14 @@ from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
 from fashionmlp.config import RunConfig, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
+from fashionmlp.distill import Teacher
 from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import train
 from fashionmlp.savedrun import previous_summary
-from fashionmlp.session import prepare
+from fashionmlp.session import Session, prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
 from fashionmlp.tracking import create_run_dir, read_metrics, write_config, write_json
@@ -104,6 +105,8 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
         raise UserError(f"--engine: {engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
     planned = plan(study, seeds, Path("."))
     session = prepare(planned[0].cfg, data_dir=data_dir, runs_dir=runs_dir)  # data errors come first
+    if session.teacher is not None:
+        study, planned = _one_teacher(study, seeds, session, notify)
     for run in planned:
         check_trainable(run.cfg, len(session.data.train.labels))
     engine, why = choose_engine(engine, study.base, session.device.type)
@@ -119,12 +122,31 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
         train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in planned], setup=setup,
                          progress=population_progress, stop=stop, command=command)
     else:
-        _sequential(planned, data_dir, session.data, make_progress, stop, command)
+        _sequential(planned, data_dir, session.data, make_progress, stop, command, teacher=session.teacher)
     return report(study, seeds, planned, study_dir, engine)
 
 
-def _sequential(planned: list[Planned], data_dir, data, make_progress, stop, command, resumed: bool = False) -> None:
-    """One run after another (continuing the unfinished ones with `resumed`), until one is interrupted."""
+def _one_teacher(study: Study, seeds: list[int], session: Session,
+                 notify: Callable[[str], None]) -> tuple[Study, list[Planned]]:
+    """Every run of a taught study learns from the weights its first run loaded: study.yaml records their
+    fingerprint and the teacher's absolute path (a teacher still training had taught each run with the epoch it
+    had saved when that run started, and a relative path failed a --resume from another folder). What the
+    runs' summaries note about the teacher is said once, here."""
+    pins = {"distill.teacher": session.cfg.distill.teacher, "distill.fingerprint": session.cfg.distill.fingerprint}
+    study = Study(with_values(study.base, pins), {n: with_values(c, pins) for n, c in study.variants.items()},
+                  study.kind)
+    planned = plan(study, seeds, Path("."))
+    from fashionmlp.teacher import teacher_notes
+
+    for note in dict.fromkeys(n for p in planned for n in teacher_notes(p.cfg, session.teacher)):
+        notify(note)
+    return study, planned
+
+
+def _sequential(planned: list[Planned], data_dir, data, make_progress, stop, command, resumed: bool = False,
+                teacher: Teacher | None = None) -> None:
+    """One run after another (continuing the unfinished ones with `resumed`), until one is interrupted; the new
+    runs of a taught study share its loaded `teacher`."""
     loaded_seed = planned[0].seed if planned else None
     for run in planned:
         if resumed and run.run_dir.exists():
@@ -134,7 +156,7 @@ def _sequential(planned: list[Planned], data_dir, data, make_progress, stop, com
             if run.cfg.data.val_size and run.seed != loaded_seed:
                 data, loaded_seed = load_data(run.cfg, data_dir), run.seed  # the seed draws the validation split
             result = train(run.cfg, run_dir=run.run_dir, data=data, progress=make_progress(run.label), stop=stop,
-                           command=command)
+                           command=command, teacher=teacher)
         if result.status == st.INTERRUPTED:
             return
 
