@@ -440,8 +440,8 @@ def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_co
     assert old.exit_code == 0, old.output
 
 
-def _start(path: Path, runs: Path, *extra) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def _start(path: Path, runs: Path, *extra, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fashionmlp", "sweep", "--config", str(path), "--runs-dir",
                              str(runs), *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
@@ -1188,6 +1188,15 @@ def test_two_machines_share_a_study_in_postgresql(postgres, sweep_config, tmp_pa
         assert json.loads((folder / "sweep.json").read_text())["storage"].startswith("postgresql+psycopg://fashionmlp:***@")
         for n in here[runs]:
             assert summary(folder / f"trial-{n:04d}")["status"] == "completed"
+    password = postgres.split("@")[0].split(":")[-1]
+    written = [p for runs in machines for p in runs.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if password.encode() in p.read_bytes()]  # summary.json's command had it
+    # the password through PGPASSWORD instead (docs/sweep.md): the same study, the same folder
+    again = _start(path, machines[0], "--storage", postgres.replace(f":{password}@", "@"), "--study", "pg",
+                   env={"PGPASSWORD": password})
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(list(machines[0].glob("sweep-pg-*"))) == 1, out
 
 
 def test_the_shipped_sweep_config_validates():

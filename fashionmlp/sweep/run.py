@@ -72,9 +72,15 @@ def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
             meta = json.loads((path / "sweep.json").read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("study") == study and meta.get("storage") == label:
+        if meta.get("study") == study and _without_password(meta.get("storage")) == _without_password(label):
             return path
     return None
+
+
+def _without_password(label: str | None) -> str | None:
+    """A storage label without even the *** of a password: the same database given with its password in the URL
+    and then through PGPASSWORD (as docs/sweep.md suggests) made a second sweep folder for one study."""
+    return None if label is None else label.replace(":***@", "@", 1)
 
 
 def _new_sweep_dir(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Path:
