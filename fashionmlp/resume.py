@@ -110,7 +110,9 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     if cfg.train.epochs <= done:
         has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
                f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
-        raise UserError(f"--resume {str(run_dir)!r}: {has}; pass --epochs N with N > {done} to extend it")
+        way = (f"pass --epochs N with N > {done} to extend it" if not (run_dir.parent / "study.json").is_file() else
+               "copy the run folder out of the study to extend it alone (its table averages runs of one length)")
+        raise UserError(f"--resume {str(run_dir)!r}: {has}; {way}")
     return False
 
 

@@ -389,6 +389,9 @@ def test_train_seeds_writes_a_group_with_mean_and_std(write_config, tmp_path):
     # one run extended alone would stand in the table beside runs of fewer epochs
     longer = cli("train", "--resume", group / "seed1", "--epochs", "3")
     assert longer.exit_code == 2 and "is one of the study" in longer.stderr and summary(group / "seed1")["epochs"] == 2
+    done = cli("train", "--resume", group / "seed1")  # it suggested --epochs, which the line above refuses
+    assert done.exit_code == 2 and "copy the run folder out of the study" in done.stderr and "--epochs N" not in \
+        done.stderr
 
 
 def test_margin_charts_say_over_how_many_seeds_and_skip_variants_with_no_curve(tmp_path):

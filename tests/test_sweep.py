@@ -273,6 +273,11 @@ def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_pa
         assert len(earlier) >= 2 and t.intermediate_values[epoch] < median
     for t in complete:
         assert summary(folder / f"trial-{t.number:04d}")["status"] == "completed"
+    run = folder / f"trial-{pruned[0].number:04d}"
+    before = (run / "metrics.csv").read_text()  # trained on alone, it read 'completed' and the study 'pruned'
+    refused = cli("train", "--resume", run)
+    assert refused.exit_code == 2 and "is a trial of the sweep" in refused.stderr and refused.stderr.count("\n") == 1
+    assert (run / "metrics.csv").read_text() == before and summary(run)["status"] == "pruned"
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert {rows[t.number]["state"] for t in pruned} == {"pruned"}
     assert (folder / "intermediate_values.png").is_file()

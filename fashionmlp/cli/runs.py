@@ -65,6 +65,11 @@ def train(
                                 "--device and --data-dir may be given with it")
             if (resume / "study.json").is_file():
                 raise typer.Exit(_resume_seeds(resume, epochs, device, data_dir, stop))
+            if resume.is_dir() and (resume.parent / "sweep.json").is_file():  # its result is the study's
+                raise UserError(f"--resume {str(resume)!r}: this run is a trial of the sweep {str(resume.parent)!r}, "
+                                "whose study holds its result (a pruned trial trained on alone still read 'pruned' "
+                                "there); the sweep command, run again, continues its stopped trials; copy the run "
+                                "folder out of the sweep to train it on alone")
             from fashionmlp.resume import resume as resume_run
 
             result = resume_run(resume, epochs=epochs, data_dir=data_dir, device=device, progress=progress(),
