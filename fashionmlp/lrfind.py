@@ -24,6 +24,7 @@ from fashionmlp.engine import PLAIN, Recipe, train_step
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, set_lr
 from fashionmlp.plots.lrfind import lr_find_figure
+from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
 from fashionmlp.tracking import create_run_dir, versions, write_config, write_csv, write_json
 
@@ -73,7 +74,7 @@ def lr_schedule(start: float, end: float, steps: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RangeTest:
-    """What a range test measured; `stop` says why it ended: end | blew_up | non_finite."""
+    """What a range test measured; `stop` says why it ended: end | blew_up | non_finite | interrupted."""
 
     lrs: list[float]
     losses: list[float]
@@ -105,6 +106,9 @@ class RangeTest:
         """Why the test is no ground for a suggestion (too few steps, no fall, a minimum at the end of the range),
         or None when steepest_lr can be suggested."""
         steps, last = len(self.lrs), (self.lrs[-1] if self.lrs else math.nan)
+        if self.stop == "interrupted":
+            return (f"interrupted after {steps} of {self.planned} steps (lr {last:.3g}): the range was not covered; "
+                    "run the test again for a suggestion")
         if self.planned < MIN_STEPS:
             return (f"{self.planned} step(s) are too few to judge (a fall and a rise of the loss need at least "
                     f"{MIN_STEPS}); use more --steps (the default is 200)")
@@ -140,9 +144,11 @@ def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                batches: Iterator[tuple[torch.Tensor, ...]], lrs: np.ndarray, recipe: Recipe = PLAIN, *,
-               on_step: Callable[[int, float, float], None] | None = None) -> RangeTest:
+               on_step: Callable[[int, float, float], None] | None = None,
+               stop_request: StopRequest | None = None) -> RangeTest:
     """Train one batch per learning rate in `lrs` with engine.train_step (the recipe's autocast and label
-    smoothing); no file I/O. `on_step(step, lr, smoothed loss)` is told of each step (for progress)."""
+    smoothing); no file I/O. `on_step(step, lr, smoothed loss)` is told of each step (for progress); a
+    `stop_request` (Ctrl-C) ends the test after the step, keeping what it measured."""
     beta = smoothing_beta(len(lrs))
     model.train()
     losses: list[float] = []
@@ -164,6 +170,9 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if smooth > BLOW_UP * best:
             stop = "blew_up"
             break
+        if stop_request is not None and stop_request.requested:
+            stop = "interrupted"
+            break
     return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta, len(lrs))
 
 
@@ -178,6 +187,24 @@ def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generat
         order = epoch_order(len(split), generator)[:used]
         batches = augmented(fast_batches(split, cfg.train.batch_size, order), cfg.data, generator)
         yield from (batches if teacher is None else with_teacher(batches, teacher, cached, order, cfg.train.batch_size))
+
+
+def range_notes(cfg: RunConfig, n_train: int, steps: int) -> list[str]:
+    """What the test does not do as `train` would: the config's schedule, warm-up and EMA are not used (it sets
+    the lr itself), and a test longer than one pass over a small training set measures memorising."""
+    notes = []
+    unused = [*([f"schedule {cfg.optimizer.schedule}"] if cfg.optimizer.schedule != "constant" else []),
+              *([f"warm-up {cfg.optimizer.warmup:g}"] if cfg.optimizer.warmup else []),
+              *([f"EMA {cfg.train.ema:g}"] if cfg.train.ema else [])]
+    if unused:
+        notes.append(f"the range test sets the learning rate itself, so the config's {', '.join(unused)} are not "
+                     "used: its suggestion is for a constant lr (optimizer.lr is that schedule's peak)")
+    passes = steps * cfg.train.batch_size / max(1, images_per_epoch(n_train, cfg.train.batch_size,
+                                                                    cfg.model.batchnorm))
+    if passes > 1:
+        notes.append(f"the {steps} steps pass over the {n_train:,} training images {passes:.1f} times: a loss that "
+                     "falls by memorising them flatters large learning rates; use more images or fewer --steps")
+    return notes
 
 
 @dataclass
@@ -198,17 +225,21 @@ class LRFindResult:
 
 def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps: int = 200,
                 runs_dir: Path = Path("runs"), data_dir: str | Path | None = None,
-                command: str | None = None, echo: Callable[[str], None] = lambda line: None) -> LRFindResult:
+                command: str | None = None, echo: Callable[[str], None] = lambda line: None,
+                stop: StopRequest | None = None) -> LRFindResult:
     """Run the range test for `cfg` and write lr_find.png/.csv/.json and config.yaml into a new
     `<runs_dir>/lr-find-<name>-<timestamp>/` (the config has checked that the name is one folder name);
-    returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json; `echo` gets a
-    progress line every tenth of the steps."""
+    returns the result. The folder holds no checkpoint; `command` is recorded in lr_find.json; `echo` gets the
+    notes and a progress line every tenth of the steps; `stop` (Ctrl-C) ends the test early, its steps kept."""
     check_options(start, end, steps)
     session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
     cfg = session.cfg  # with distill.fingerprint, when a teacher teaches
-    for note in session.notes:  # e.g. fewer threads than cores: the curve repeats only at the same count
-        echo(f"note: {note}")
     model, n_train = session.model, len(session.data.train.labels)
+    # e.g. fewer threads than cores: the curve repeats only at the same count
+    for note in [*session.notes, *range_notes(cfg, n_train, steps)]:
+        echo(f"note: {note}")
+    out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")  # before the test: a folder that cannot be
+    # made (a read-only runs folder os.access calls writable) is said at once, not after every step
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     batches = endless_batches(TensorSplit.from_split(session.data.train, session.device, dtype_of(cfg)), cfg,
                               torch.Generator().manual_seed(cfg.seed), session.teacher)
@@ -220,8 +251,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
 
     recipe = Recipe(label_smoothing=cfg.train.label_smoothing,
                     autocast=torch.bfloat16 if cfg.train.precision == "bf16" else None, distill=distill_of(cfg))
-    test = range_test(model, optimizer, batches, lr_schedule(start, end, steps), recipe, on_step=progress)
-    out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")
+    test = range_test(model, optimizer, batches, lr_schedule(start, end, steps), recipe, on_step=progress,
+                      stop_request=stop)
     steepest, lowest = test.suggested_lr, test.min_lr
     summary = {
         "suggested_lr": steepest, "no_suggestion": test.no_suggestion, "min_lr": lowest,

@@ -243,3 +243,45 @@ def test_a_one_step_range_test_draws_its_point():
     one = RangeTest([1e-3], [2.3], [2.3], "end", 0.0, 1)
     smoothed = [line for line in lr_find_figure(one, None, None).axes[0].get_lines() if line.get_linewidth() == 1.8]
     assert len(smoothed) == 1 and smoothed[0].get_marker() == "o"
+
+
+def test_notes_say_what_the_test_does_not_do_as_train(write_config, tmp_path):
+    """The test sets the lr itself (a one-cycle config's schedule, warm-up and EMA are not used: its suggestion
+    replaced the schedule's peak without a word), and 1000 steps over 200 images measured memorising."""
+    tuned = write_config(optimizer={"name": "nesterov", "lr": 0.1, "momentum": 0.9, "schedule": "onecycle",
+                                    "warmup": 0.2}, train={"ema": 0.9})
+    result = lr_find(tuned, tmp_path / "runs", "--steps", 40)  # 320 images at batch 32: 4 passes
+    assert result.exit_code == 0, result.output
+    assert ("note: the range test sets the learning rate itself, so the config's schedule onecycle, warm-up 0.2, "
+            "EMA 0.9 are not used") in result.stderr
+    assert "note: the 40 steps pass over the 320 training images 4.0 times" in result.stderr
+    plain = lr_find(write_config(name="plain.yaml"), tmp_path / "runs", "--steps", 10)  # one pass, constant lr
+    assert plain.exit_code == 0 and "note:" not in plain.stderr
+
+
+def test_an_interrupted_test_keeps_what_it_measured(write_config, tmp_path, monkeypatch):
+    """Ctrl-C exited 130 with no word and no folder: every measured step was lost."""
+    import fashionmlp.lrfind as lrfind
+    from fashionmlp.progress import StopRequest
+
+    class CtrlCAfter(StopRequest):
+        def __init__(self, steps: int) -> None:
+            super().__init__()
+            self.left = steps
+
+        @property
+        def requested(self) -> bool:  # read once per step
+            self.left -= 1
+            return self.left < 0
+
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            pass
+
+    real = lrfind.range_test
+    monkeypatch.setattr(lrfind, "range_test", lambda *a, **k: real(*a, **{**k, "stop_request": CtrlCAfter(7)}))
+    result = lr_find(write_config(), tmp_path / "runs", "--steps", 40)
+    assert result.exit_code == 130, result.output
+    out = run_dir_of(result)
+    assert len(read_csv(out)) == 8 and json.loads((out / "lr_find.json").read_text())["stop"] == "interrupted"
+    assert "no suggestion: interrupted after 8 of 40 steps" in result.stdout and (out / "lr_find.png").is_file()

@@ -21,6 +21,7 @@ from fashionmlp.cli.common import (
     command_line,
     config_option,
     err,
+    graceful_stop,
     manual_app,
     note,
     parse_number,
@@ -53,10 +54,13 @@ def lr_find(
     if config is None:
         raise UserError("--config is required (e.g. --config configs/mlp_sgd.yaml)")
     cfg = load_config(config, set_ or [])
-    result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or RUNS, data_dir=data_dir,
-                         command=command_line(), echo=err)
+    with graceful_stop() as stop:
+        result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or RUNS, data_dir=data_dir,
+                             command=command_line(), echo=err, stop=stop)
     typer.echo(result.message)
     typer.echo(str(result.out_dir))
+    if result.test.stop == "interrupted":
+        raise typer.Exit(130)
 
 
 @app.command("inspect")

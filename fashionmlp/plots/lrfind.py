@@ -22,7 +22,7 @@ def smoothing_label(beta: float) -> str:
 def stop_text(stop: str, blow_up: float) -> str | None:
     """Why the test stopped, as the legend says it (None when it ran to --end)."""
     return {"blew_up": f"stopped: smoothed loss > {blow_up:g}x its minimum",
-            "non_finite": "stopped: loss not finite"}.get(stop)
+            "non_finite": "stopped: loss not finite", "interrupted": "stopped: interrupted"}.get(stop)
 
 
 @literal_text
