@@ -29,7 +29,10 @@ def check_run_dir(run_dir: Path, what: str = "run folder",
     if not run_dir.is_dir():
         problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
         named = _runs_named(run_dir)
-        hint = f"; runs of that name: {', '.join(named)}" if named else f"; {example}"
+        owner = next((p for p in run_dir.parents if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir()),
+                     None) if run_dir.is_file() else None  # e.g. runs/x/checkpoints/last.pt for runs/x
+        hint = (f"; pass its run folder, {str(owner)!r}" if owner is not None else
+                f"; runs of that name: {', '.join(named)}" if named else f"; {example}")
         raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
         runs = sorted(p.name for p in run_dir.iterdir() if (p / "config.yaml").is_file()) if (
@@ -216,12 +219,15 @@ def inference_device(cfg: RunConfig, device: str | None) -> tuple[str, str | Non
     return device or cfg.device, None
 
 
+RUNNING_WHY = "still training, or its process died without a word"  # summary.json alone cannot tell which
+
+
 def unfinished_note(status: object, epoch: int, planned: int) -> list[str]:
     """A note for the weights of a run that did not end (evaluate, predict and inspect printed its numbers as
     any run's); none for a finished one."""
     if status not in (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED):
         return []
-    why = {st.RUNNING: "still training, or its process died without a word",
+    why = {st.RUNNING: RUNNING_WHY,
            st.INTERRUPTED: "stopped; --resume continues it", st.KILLED: "its process was killed",
            st.CRASHED: "it crashed"}[status]
     return [f"the run is {status} ({why}): these weights are of its epoch {epoch} of {planned}"]

@@ -13,7 +13,7 @@ from fashionmlp.device import dtype_of, prepare_model
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
 from fashionmlp.resume import previous_summary
-from fashionmlp.savedrun import check_fits, check_run_dir, checkpoint_path, default_checkpoint
+from fashionmlp.savedrun import RUNNING_WHY, check_fits, check_run_dir, checkpoint_path, default_checkpoint
 
 Tensor = torch.Tensor
 KEY = "distill.teacher"
@@ -95,8 +95,9 @@ def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     notes = [note] if (note := teacher_note(cfg, teacher)) else []
     ended = previous_summary(teacher.run_dir).get("status")
     if ended not in (None, st.COMPLETED):
-        notes.append(f"the teacher's run ({teacher.run_dir.name}) is {ended}, not completed: it teaches with the "
-                     f"weights of its epoch {teacher.epoch} of {teacher.config.train.epochs}")
+        why = f" ({RUNNING_WHY})" if ended == st.RUNNING else ""  # a killed teacher's still says running
+        notes.append(f"the teacher's run ({teacher.run_dir.name}) is {ended}{why}, not completed: it teaches with "
+                     f"the weights of its epoch {teacher.epoch} of {teacher.config.train.epochs}")
     if teacher.checkpoint.name == "best.pt" and not teacher.config.data.val_size:
         notes.append(f"the teacher's best.pt ({teacher.run_dir.name}) is the epoch with its best test accuracy (it "
                      "had no validation split): the test set chose the teacher's weights; distill.checkpoint: last "

@@ -206,7 +206,8 @@ BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one lin
     "a run's name without its timestamp": (lambda tmp, t: {"teacher": str(t.parent / "teacher")},
                                            "no such folder; runs of that name: "),
     "not a run": (lambda tmp, t: {"teacher": str(tmp)}, "is not a fashionmlp run"),
-    "a file": (lambda tmp, t: {"teacher": str(t / "config.yaml")}, "is a file, not a directory"),
+    "a file": (lambda tmp, t: {"teacher": str(t / "checkpoints" / "last.pt")},
+               "is a file, not a directory; pass its run folder"),
     "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"},
                    "it has no checkpoints/best.pt; distill.checkpoint: last uses its last.pt"),
     "untrained": (lambda tmp, t: {"teacher": str(_untrained(tmp, t))}, "an untrained model cannot teach"),
@@ -479,3 +480,15 @@ def test_a_sequential_study_teaches_every_run_with_the_teacher_it_started_with(t
     assert pinned["teacher"] == str(changing.resolve()) and pinned["fingerprint"] == started
     said = "is interrupted, not completed: it teaches with the weights of its epoch"
     assert result.stderr.count(said) == 1 and said in (study_dir / "summary.md").read_text()
+
+
+def test_a_teacher_left_running_is_not_said_to_be_training(tiny_data, teacher, tmp_path):
+    """A teacher killed with kill -9 still reads 'running': the note said it was, as evaluate does not."""
+    import shutil
+
+    left = tmp_path / "teacher"
+    shutil.copytree(teacher, left)
+    (left / "summary.json").write_text(json.dumps({**summary(teacher), "status": "running"}))
+    run = train(config_from_dict(student(tiny_data, left)), runs_dir=tmp_path / "runs").run_dir
+    assert any("is running (still training, or its process died without a word), not completed" in n
+               for n in summary(run)["notes"])
