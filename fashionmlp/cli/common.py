@@ -82,8 +82,10 @@ DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
                                       "$FASHIONMLP_DATA_DIR, then ./data).")]
 RunsDir = Annotated[Path | None, typer.Option(
-    "--runs-dir", metavar="DIR", help="Where the command's folder is made (sweep: also where its folder is found "
-                                      "again to continue it) [default: runs].")]
+    "--runs-dir", metavar="DIR", help="Where the command's folder is made [default: runs].")]
+SweepRunsDir = Annotated[Path | None, typer.Option(
+    "--runs-dir", metavar="DIR", help="Where the sweep's folder is made, and found again to continue it "
+                                      "[default: runs].")]
 Epochs = Annotated[int | None, typer.Option("--epochs", metavar="N", help="Number of epochs (overrides "
                                                                           "train.epochs).")]
 Device = Annotated[str | None, typer.Option(

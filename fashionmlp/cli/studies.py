@@ -16,6 +16,7 @@ from fashionmlp.cli.common import (
     Overrides,
     RunsDir,
     Seeds,
+    SweepRunsDir,
     app,
     command_line,
     config_option,
@@ -126,7 +127,7 @@ def sweep(
         "Study name (default: the config's name); the same name and storage continue it."))] = None,
     set_: Overrides = None,
     data_dir: DataDir = None,
-    runs_dir: RunsDir = None,
+    runs_dir: SweepRunsDir = None,
 ) -> None:
     """Search hyperparameters with Optuna: one run folder per trial, scored on a validation split.
 
