@@ -319,6 +319,10 @@ def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     low = acc.mean() - acc.std(ddof=1)  # mean - std (it stopped at the lowest seed, labelled mean ± std)
     assert low < acc.min() and sorted(caps) == pytest.approx([100 * low, 100 * (acc.mean() + acc.std(ddof=1))])
     assert any(t.get_text().startswith("bars: mean ± sample std over 3 seeds") for t in fig.legends[0].get_texts())
+    two = comparison({name: {"epochs": [1], "train_loss": acc + 1, "test_accuracy": acc, "status": "completed"}
+                      for name in ("sgd", "adam")}, "t")  # both bars stood at x = 1, one over the other
+    xs = sorted({float(line.get_xdata()[0]) for line in two.axes[1].lines if line.get_marker() == "o"})
+    assert len(xs) == 2 and 0.5 < xs[0] < 1 < xs[1] < 1.5
 
 
 def test_the_bands_are_mean_plus_minus_std_except_a_loss_band_that_would_reach_zero():

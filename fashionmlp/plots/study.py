@@ -63,6 +63,9 @@ def comparison(series: dict[str, dict], title: str,
     partial = any(np.asarray(s["test_accuracy"]).shape[0] < seeds or not np.isfinite(s["test_accuracy"]).all()
                   for s in series.values())
     stopped = False  # a loss band cut at the lowest seed, where mean - std would reach 0 (said in the legend)
+    epochs = max((len(s["epochs"]) for s in series.values()), default=1)
+    # one epoch: every variant's error bar at x = 1 hid the others'; side by side around it instead
+    step = min(0.08, 0.6 / max(1, len(series))) if epochs <= 1 else 0.0
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k}"
         label = name if s["status"] == "completed" else f"{name} ({s['status']})"
@@ -70,7 +73,7 @@ def comparison(series: dict[str, dict], title: str,
         for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, "test_accuracy", 100.0)):
             values = np.asarray(s[key], dtype=np.float64) * scale
             mean, std = seed_spread(values)
-            x = np.asarray(s["epochs"][: values.shape[1]])
+            x = np.asarray(s["epochs"][: values.shape[1]]) + step * (k - (len(series) - 1) / 2)
             ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
             if values.shape[0] > 1 and np.isfinite(std).any():
                 stopped |= _band(ax, x, mean, std, band_low(mean, std, values, key == "train_loss"), color)
@@ -85,7 +88,6 @@ def comparison(series: dict[str, dict], title: str,
     ax_acc.set_ylabel("test accuracy (%)")
     ax_acc.set_title("Test accuracy")
     ax_acc.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
-    epochs = max((len(s["epochs"]) for s in series.values()), default=1)
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
