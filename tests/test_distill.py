@@ -399,16 +399,19 @@ def test_a_teacher_whose_best_was_chosen_on_the_test_set_gets_a_note(tiny_data, 
     assert not any("the test set chose" in n for n in summary(plain).get("notes", []))
 
 
-def test_a_teacher_whose_run_did_not_complete_gets_a_note(tiny_data, teacher, tmp_path):
+@pytest.mark.parametrize("status, said", [
+    ("crashed", "is crashed, not completed"),
+    # kill -9 leaves 'running': the note said the teacher was training, as evaluate does not
+    ("running", "is running (still training, or its process died without a word), not completed")])
+def test_a_teacher_whose_run_did_not_complete_gets_a_note(tiny_data, teacher, tmp_path, status, said):
     """A crashed or interrupted teacher still teaches with its last finished epoch; the student's summary says so."""
     import shutil
 
     unfinished = tmp_path / "teacher"
     shutil.copytree(teacher, unfinished)
-    (unfinished / "summary.json").write_text(json.dumps({**summary(teacher), "status": "crashed"}))
+    (unfinished / "summary.json").write_text(json.dumps({**summary(teacher), "status": status}))
     run = train(config_from_dict(student(tiny_data, unfinished)), runs_dir=tmp_path / "runs").run_dir
-    assert any("is crashed, not completed: it teaches with the weights of its epoch" in n
-               for n in summary(run)["notes"])
+    assert any(f"{said}: it teaches with the weights of its epoch" in n for n in summary(run)["notes"])
     plain = train(config_from_dict(student(tiny_data, teacher)), runs_dir=tmp_path / "plain").run_dir
     assert not any("not completed" in n for n in summary(plain).get("notes", []))
 
@@ -480,15 +483,3 @@ def test_a_sequential_study_teaches_every_run_with_the_teacher_it_started_with(t
     assert pinned["teacher"] == str(changing.resolve()) and pinned["fingerprint"] == started
     said = "is interrupted, not completed: it teaches with the weights of its epoch"
     assert result.stderr.count(said) == 1 and said in (study_dir / "summary.md").read_text()
-
-
-def test_a_teacher_left_running_is_not_said_to_be_training(tiny_data, teacher, tmp_path):
-    """A teacher killed with kill -9 still reads 'running': the note said it was, as evaluate does not."""
-    import shutil
-
-    left = tmp_path / "teacher"
-    shutil.copytree(teacher, left)
-    (left / "summary.json").write_text(json.dumps({**summary(teacher), "status": "running"}))
-    run = train(config_from_dict(student(tiny_data, left)), runs_dir=tmp_path / "runs").run_dir
-    assert any("is running (still training, or its process died without a word), not completed" in n
-               for n in summary(run)["notes"])
