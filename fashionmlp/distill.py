@@ -36,6 +36,7 @@ class Teacher:
     fingerprint: str  # SHA-256 of its weights (distill.fingerprint pins it)
     dtype: torch.dtype  # of its weights
     config: RunConfig  # its run's config.yaml (its validation split, for the notes)
+    status: str | None = None  # its run's summary.json status when it was loaded (the weights' moment, for the notes)
 
     @property
     def views(self) -> int:

@@ -10,6 +10,7 @@ import torch
 from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint, load_training_state, make_ema, restore_rng
 from fashionmlp.config import RunConfig, load_config, shortcut_values
+from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots.common import plural
@@ -24,9 +25,11 @@ from fashionmlp.tracking import check_folder_writable
 
 def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | None = None,
            device: str | None = None, progress: Progress | None = None, stop: StopRequest | None = None,
-           command: str | None = None, notify: Callable[[str], None] = lambda message: None) -> RunResult:
+           command: str | None = None, notify: Callable[[str], None] = lambda message: None,
+           teacher: Teacher | None = None) -> RunResult:
     """Continue the run in `run_dir` (to `epochs` in all, when given) exactly as if it had never stopped;
-    `notify` is told what the user should know (a learning-rate schedule re-planned over more epochs)."""
+    `notify` is told what the user should know (a learning-rate schedule re-planned over more epochs); `teacher`,
+    one already loaded (a study's), must be the one the run's config pins."""
     run_dir = check_run_dir(run_dir, "--resume")
     last_pt = run_dir / "checkpoints" / "last.pt"
     if not last_pt.is_file():
@@ -45,7 +48,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
         previous = previous_summary(run_dir)
         kept = previous.get("threads") if not cfg.train.threads else None  # the count it trained with: exact resume
         threads = kept if isinstance(kept, int) and kept > 0 else None
-        session = prepare(cfg, data=run_data(run_dir, cfg, data_dir), threads=threads)
+        session = prepare(cfg, data=run_data(run_dir, cfg, data_dir), threads=threads, teacher=teacher)
         if replan:  # after every check (a refused resume is one error line)
             notify(replan)
         if finishing:

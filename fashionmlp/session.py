@@ -73,10 +73,12 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     if not with_data or cfg.distill.teacher is None:
         teacher = None
     else:
-        from fashionmlp.teacher import load_teacher, pinned, teacher_notes  # it loads saved runs: needs prepare
+        from fashionmlp.teacher import check_same_teacher, load_teacher, pinned, teacher_notes  # needs prepare
 
-        # loading builds a model: before the seed, so the student's weights are its own
-        teacher = teacher if teacher is not None else load_teacher(cfg, device)
+        if teacher is None:  # loading builds a model: before the seed, so the student's weights are its own
+            teacher = load_teacher(cfg, device)
+        else:
+            check_same_teacher(cfg, teacher)
         cfg = pinned(cfg, teacher)
         notes += teacher_notes(cfg, teacher)
     if threads is None:

@@ -70,16 +70,25 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
         raise UserError(f"{KEY} {given!r}: {path.name} holds weights that are not finite (NaN or inf: the run "
                         "diverged), which cannot teach")
     fingerprint = weights_fingerprint(state["model"])
-    pinned = cfg.distill.fingerprint
-    if pinned is not None and pinned != fingerprint:
-        raise UserError(f"{KEY} {given!r}: the weights of {path.name} are not the ones distill.fingerprint names "
-                        f"({pinned[:12]}..., found {fingerprint[:12]}...): the teacher changed since the config "
-                        "was written")
+    _same_weights(cfg, path, fingerprint)
     model = prepare_model(saved, device)  # the teacher's own architecture and precision
     load_model_state(model, state["model"], path)
     model.eval().requires_grad_(False)
     return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
-                   dtype_of(saved), saved)
+                   dtype_of(saved), saved, previous_summary(run_dir).get("status"))
+
+
+def check_same_teacher(cfg: RunConfig, teacher: Teacher) -> None:
+    """A teacher already loaded (a study's, shared by its runs) must be the one cfg's distill.fingerprint pins."""
+    _same_weights(cfg, teacher.checkpoint, teacher.fingerprint)
+
+
+def _same_weights(cfg: RunConfig, path: Path, fingerprint: str) -> None:
+    pinned_to = cfg.distill.fingerprint
+    if pinned_to is not None and pinned_to != fingerprint:
+        raise UserError(f"{KEY} {cfg.distill.teacher!r}: the weights of {path.name} are not the ones "
+                        f"distill.fingerprint names ({pinned_to[:12]}..., found {fingerprint[:12]}...): the teacher "
+                        "changed since the config was written")
 
 
 def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:
@@ -93,7 +102,7 @@ def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
     chosen on the test set."""
     notes = [note] if (note := teacher_note(cfg, teacher)) else []
-    ended = previous_summary(teacher.run_dir).get("status")
+    ended = teacher.status  # when its weights were loaded: a study's later runs share them, not its later status
     if ended not in (None, st.COMPLETED):
         why = f" ({RUNNING_WHY})" if ended == st.RUNNING else ""  # a killed teacher's still says running
         notes.append(f"the teacher's run ({teacher.run_dir.name}) is {ended}{why}, not completed: it teaches with "

@@ -467,6 +467,7 @@ def test_a_sequential_study_teaches_every_run_with_the_teacher_it_started_with(t
         state = torch.load(changing / "checkpoints" / "last.pt", weights_only=True)
         state["model"] = {k: v + 0.5 if i == 0 else v for i, (k, v) in enumerate(state["model"].items())}
         torch.save(state, changing / "checkpoints" / "last.pt")
+        (changing / "summary.json").write_text(json.dumps({**summary(teacher), "status": "completed"}))
         return result
 
     monkeypatch.setattr(study_run, "train", train_then_the_teacher_saves_an_epoch)
@@ -483,3 +484,51 @@ def test_a_sequential_study_teaches_every_run_with_the_teacher_it_started_with(t
     assert pinned["teacher"] == str(changing.resolve()) and pinned["fingerprint"] == started
     said = "is interrupted, not completed: it teaches with the weights of its epoch"
     assert result.stderr.count(said) == 1 and said in (study_dir / "summary.md").read_text()
+    # the teacher finished meanwhile; the weights that taught every run are still those of its unfinished run
+    assert all(any(said in n for n in summary(m)["notes"]) for m in members)
+
+
+def test_a_continued_study_teaches_with_one_teacher_checked_before_anything_trains(tiny_data, teacher, tmp_path,
+                                                                                  monkeypatch):
+    """A continued study reloaded the teacher for each run: with a study.yaml written before teachers were pinned,
+    a teacher training on meanwhile taught each new run with another epoch, silently."""
+    import shutil
+
+    from test_compare import study_config
+    from test_population import StopAfter
+
+    import fashionmlp.study.run as study_run
+    from fashionmlp.study import load_study, resume_study, run_study
+
+    moving = tmp_path / "teacher"
+    shutil.copytree(teacher, moving)
+    raw = yaml.safe_load(study_config(tmp_path, tiny_data, distill={
+        "teacher": str(moving), "temperature": 2.0, "alpha": 0.7, "checkpoint": "last"}).read_text())
+    stopped = run_study(load_study(raw, only=["sgd", "adam"]), seeds=[0, 1], runs_dir=tmp_path / "runs",
+                        engine="sequential", stop=StopAfter(10 + 3))  # in the first run's second epoch
+    assert stopped.interrupted
+    saved = yaml.safe_load((stopped.study_dir / "study.yaml").read_text())
+    for section in [saved["base"], *saved["variants"].values()]:
+        section["distill"]["fingerprint"] = None  # as study.yaml was written before 2026-11-30's last session
+    (stopped.study_dir / "study.yaml").write_text(yaml.safe_dump(saved))
+    last = moving / "checkpoints" / "last.pt"
+    kept = last.read_bytes()
+
+    def teacher_saves_an_epoch() -> None:
+        state = torch.load(last, weights_only=True)
+        state["model"] = {k: v + 0.5 if i == 0 else v for i, (k, v) in enumerate(state["model"].items())}
+        torch.save(state, last)
+
+    teacher_saves_an_epoch()  # changed before the resume: refused before any run trains
+    files = {p: p.read_bytes() for p in stopped.study_dir.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="the teacher changed since the config was written"):
+        resume_study(stopped.study_dir)
+    assert {p: p.read_bytes() for p in stopped.study_dir.rglob("*") if p.is_file()} == files
+    last.write_bytes(kept)
+    for name in ("train", "resume"):  # and changing while the study goes on: the runs keep the one it loaded
+        real = getattr(study_run, name)
+        monkeypatch.setattr(study_run, name, lambda *a, real=real, **k: (real(*a, **k), teacher_saves_an_epoch())[0])
+    done = resume_study(stopped.study_dir)
+    assert not done.interrupted
+    prints = {summary(o.run_dir)["distill"]["fingerprint"] for o in done.outcomes}
+    assert len(done.outcomes) == 4 and prints == {summary_fingerprint(teacher)}

@@ -14,6 +14,7 @@ from fashionmlp.checkpoint import load_checkpoint, make_ema
 from fashionmlp.config import RunConfig, whole_training_set, with_values
 from fashionmlp.data import FashionMNIST
 from fashionmlp.device import largest_population, memory_parts, prepare_model
+from fashionmlp.distill import Teacher
 from fashionmlp.engine import seed_everything
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer
@@ -74,12 +75,14 @@ def check_population_memory(cfg: RunConfig, n: int, session: Session) -> None:
 
 
 def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None,
-                     threads: int | None = None, capacity: int = 0) -> tuple[Session, PopulationData]:
+                     threads: int | None = None, capacity: int = 0, teacher: Teacher | None = None
+                     ) -> tuple[Session, PopulationData]:
     """Every check a population of these configs must pass, before any folder exists (one shape, the data, the
     memory of all of them at once, or of `capacity` members when more will join); returns the shared session
-    (device, the whole training set, threads) and the population's data."""
+    (device, the whole training set, threads, the teacher: `teacher` when a study loaded it already) and the
+    population's data."""
     check_one_shape(cfgs)
-    session = prepare(whole_training_set(cfgs[0]), data_dir=data_dir, data=data, threads=threads)
+    session = prepare(whole_training_set(cfgs[0]), data_dir=data_dir, data=data, threads=threads, teacher=teacher)
     check_population_memory(cfgs[0], max(len(cfgs), capacity), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
     return session, population_data(session.data, cfgs[0], seeds, session.device, session.teacher)
@@ -112,14 +115,15 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
                      setup: tuple[Session, PopulationData] | None = None, progress: PopulationProgress | None = None,
                      stop: StopRequest | None = None, command: str | None = None, prune: Prune | None = None,
                      more: Callable[[int], list[MemberSpec]] | None = None, ended: Ended | None = None,
-                     capacity: int = 0) -> list[RunResult]:
+                     capacity: int = 0, teacher: Teacher | None = None) -> list[RunResult]:
     """Train every member into its new run folder, all at once; each folder is what `train` would have made
     from the member's config (the same initial weights, batches, augmentation and dropout masks). `setup` is
     setup_population's result, when the caller checked before making folders (with `capacity`, when `more`
     may bring members); `prune`, `ended` as in run_population; `more(places)` gives the specs of members that
     join when others have left (of the same shape; up to `capacity` at once, default the first ones' count).
-    The results of every member, those that joined included, in the order they came."""
-    session, pdata = setup or setup_population([s.cfg for s in specs], data_dir, capacity=capacity)
+    The results of every member, those that joined included, in the order they came; `teacher` as in
+    setup_population."""
+    session, pdata = setup or setup_population([s.cfg for s in specs], data_dir, capacity=capacity, teacher=teacher)
     with ExitStack() as locks:
         members = [_new_member(spec, session, pdata, command, locks) for spec in specs]
 
@@ -154,10 +158,10 @@ def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, comma
 def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
                       progress: PopulationProgress | None = None, stop: StopRequest | None = None,
                       command: str | None = None, prune: Prune | None = None,
-                      ended: Ended | None = None) -> list[RunResult]:
+                      ended: Ended | None = None, teacher: Teacher | None = None) -> list[RunResult]:
     """Continue every member from its checkpoints/last.pt (all at the same epoch), exactly as they would have
     gone on; spec.cfg is each member's config as it continues (e.g. with more epochs); `prune` and `ended` as
-    in run_population."""
+    in run_population, `teacher` as in setup_population."""
     states = []
     with ExitStack() as locks:
         for spec in specs:
@@ -176,7 +180,8 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
         kept = previous_summary(specs[0].run_dir).get("threads") if not specs[0].cfg.train.threads else None
         # the teacher they were taught by, as their checkpoints pin it: a changed teacher is refused as such
         cfgs = [_pinned_as_saved(spec.cfg, state) for spec, (state, _) in zip(specs, states)]
-        session, pdata = setup_population(cfgs, data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None)
+        session, pdata = setup_population(cfgs, data_dir, threads=kept if isinstance(kept, int) and kept > 0 else None,
+                                          teacher=teacher)
         cfgs = [taught(cfg, session) for cfg in cfgs]  # as each member's folder records it: the teacher pinned
         for cfg, (state, last) in zip(cfgs, states):  # every member checked before any of them trains
             check_fits(cfg, state, last, optimizer_too=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
-from fashionmlp.config import RunConfig, read_yaml, with_values
+from fashionmlp.config import RunConfig, load_config, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import ConfigError, UserError
@@ -111,7 +111,8 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
         check_trainable(run.cfg, len(session.data.train.labels))
     engine, why = choose_engine(engine, study.base, session.device.type)
     whole = None if study.base.data.val_size else session.data  # the population draws each seed's split itself
-    setup = setup_population([p.cfg for p in planned], data_dir, whole) if engine == "population" else None
+    setup = (setup_population([p.cfg for p in planned], data_dir, whole, teacher=session.teacher)
+             if engine == "population" else None)
     if why:
         notify(why)
     study_dir = create_run_dir(runs_dir, study.prefix)
@@ -145,13 +146,13 @@ def _one_teacher(study: Study, seeds: list[int], session: Session,
 
 def _sequential(planned: list[Planned], data_dir, data, make_progress, stop, command, resumed: bool = False,
                 teacher: Teacher | None = None) -> None:
-    """One run after another (continuing the unfinished ones with `resumed`), until one is interrupted; the new
-    runs of a taught study share its loaded `teacher`."""
+    """One run after another (continuing the unfinished ones with `resumed`), until one is interrupted; the runs
+    of a taught study share its loaded `teacher`."""
     loaded_seed = planned[0].seed if planned else None
     for run in planned:
         if resumed and run.run_dir.exists():
             result = resume(run.run_dir, epochs=run.cfg.train.epochs, data_dir=data_dir,
-                            progress=make_progress(run.label), stop=stop, command=command)
+                            progress=make_progress(run.label), stop=stop, command=command, teacher=teacher)
         else:
             if run.cfg.data.val_size and run.seed != loaded_seed:
                 data, loaded_seed = load_data(run.cfg, data_dir), run.seed  # the seed draws the validation split
@@ -202,6 +203,7 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
         raise UserError(f"--resume {str(study_dir)!r}: {str(lost[0])!r} has no checkpoints/last.pt to continue "
                         "from; delete that folder to train its run anew")
     fresh = [p for p in todo if p not in started]
+    teacher = _study_teacher(study, started)  # before anything trains: one teacher, the one every run pins
     for p in fresh:
         notify(f"{p.label.strip()} has no run folder yet ({p.run_dir.name}): it trains from its first epoch")
     if engine == "population":
@@ -212,19 +214,36 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
         for p in started:
             if ends_here(p.cfg, states[p.run_dir], p.run_dir):  # trained to its end, which was not written: no
                 resume(p.run_dir, epochs=p.cfg.train.epochs, data_dir=data_dir,  # population, only its end
-                       progress=make_progress(p.label), stop=stop, command=command, notify=notify)
+                       progress=make_progress(p.label), stop=stop, command=command, notify=notify, teacher=teacher)
             else:  # members continued alone since may stand at other epochs: one population per epoch
                 by_epoch.setdefault(int(states[p.run_dir]["epoch"]), []).append(p)
         for together in by_epoch.values():
             if stop is None or not stop.requested:
                 resume_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in together], data_dir=data_dir,
-                                  progress=population_progress, stop=stop, command=command)
+                                  progress=population_progress, stop=stop, command=command, teacher=teacher)
         if fresh and not (stop is not None and stop.requested):
             train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in fresh], data_dir=data_dir,
-                             progress=population_progress, stop=stop, command=command)
+                             progress=population_progress, stop=stop, command=command, teacher=teacher)
     else:
-        _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True)
+        _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True,
+                    teacher=teacher)
     return report(study, seeds, planned, study_dir, engine)
+
+
+def _study_teacher(study: Study, started: list[Planned]) -> Teacher | None:
+    """A continued study's teacher, loaded once for all its runs and checked against every pin: study.yaml's
+    (written since 2026-11-30) and each started run's config.yaml (where its path is absolute, also for a study
+    whose study.yaml kept the path as typed)."""
+    if study.base.distill.teacher is None:
+        return None
+    from fashionmlp.device import resolve_device
+    from fashionmlp.teacher import check_same_teacher, load_teacher
+
+    saved = [load_config(p.run_dir / "config.yaml") for p in started]
+    teacher = load_teacher(saved[0] if saved else study.base, resolve_device(study.base.device))
+    for cfg in [*saved[1:], study.base]:
+        check_same_teacher(cfg, teacher)
+    return teacher
 
 
 def read_study(study_dir: Path) -> tuple[Study, list[int], str]:
