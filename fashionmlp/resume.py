@@ -18,7 +18,7 @@ from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir, previous_summary, refuse_links, run_data
+from fashionmlp.savedrun import check_fits, check_run_dir, group_of, previous_summary, refuse_links, run_data
 from fashionmlp.session import prepare
 from fashionmlp.tracking import check_folder_writable
 
@@ -65,7 +65,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
 def check_study_member(run_dir: Path, planned: int, epochs: int, done: int) -> None:
     """A run of a study folder (compare-optimizers, train --seeds) keeps the study's epochs: its table averages
     the runs as equals."""
-    if epochs != planned and (run_dir.parent / "study.json").is_file():
+    if epochs != planned and group_of(run_dir) == "study":
         way = ("copy the run folder out of the study to extend it alone" if done >= planned else
                "resume it without --epochs, or copy the run folder out of the study to extend it alone")
         raise UserError(f"--resume {str(run_dir)!r} --epochs {epochs}: this run is one of the study "
@@ -113,7 +113,7 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     if cfg.train.epochs <= done:
         has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
                f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
-        way = (f"pass --epochs N with N > {done} to extend it" if not (run_dir.parent / "study.json").is_file() else
+        way = (f"pass --epochs N with N > {done} to extend it" if group_of(run_dir) != "study" else
                "copy the run folder out of the study to extend it alone (its table averages runs of one length)")
         raise UserError(f"--resume {str(run_dir)!r}: {has}; {way}")
     return False

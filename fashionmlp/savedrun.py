@@ -44,6 +44,13 @@ def check_run_dir(run_dir: Path, what: str = "run folder",
     return run_dir
 
 
+def group_of(run_dir: Path) -> str | None:
+    """'study' or 'sweep' for a run inside a study folder (compare-optimizers, train --seeds) or a sweep's folder,
+    else None; the path resolved first (`--resume .` from inside a trial)."""
+    parent = Path(run_dir).resolve().parent
+    return "study" if (parent / "study.json").is_file() else "sweep" if (parent / "sweep.json").is_file() else None
+
+
 def _runs_named(run_dir: Path, most: int = 3) -> list[str]:
     """Run folders next to `run_dir` whose name is its name and a timestamp (runs/cnn_tuned ->
     runs/cnn_tuned-20261130-011749), newest first."""

@@ -277,6 +277,15 @@ def test_pruning_stops_hopeless_trials_and_marks_their_runs(sweep_config, tmp_pa
     before = (run / "metrics.csv").read_text()  # trained on alone, it read 'completed' and the study 'pruned'
     refused = cli("train", "--resume", run)
     assert refused.exit_code == 2 and "is a trial of the sweep" in refused.stderr and refused.stderr.count("\n") == 1
+    import os
+
+    here = os.getcwd()
+    os.chdir(run)
+    try:  # from inside the trial ('.' has no parent of its own)
+        inside = cli("train", "--resume", ".", "--epochs", 4)
+    finally:
+        os.chdir(here)
+    assert inside.exit_code == 2 and "is a trial of the sweep" in inside.stderr
     assert (run / "metrics.csv").read_text() == before and summary(run)["status"] == "pruned"
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert {rows[t.number]["state"] for t in pruned} == {"pruned"}

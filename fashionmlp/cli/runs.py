@@ -65,15 +65,7 @@ def train(
                                 "--device and --data-dir may be given with it")
             if (resume / "study.json").is_file():
                 raise typer.Exit(_resume_seeds(resume, epochs, device, data_dir, stop))
-            if resume.is_dir() and (resume.parent / "sweep.json").is_file():  # its result is the study's
-                raise UserError(f"--resume {str(resume)!r}: this run is a trial of the sweep {str(resume.parent)!r}, "
-                                "whose study holds its result (a pruned trial trained on alone still read 'pruned' "
-                                "there); the sweep command, run again, continues its stopped trials; copy the run "
-                                "folder out of the sweep to train it on alone")
-            from fashionmlp.resume import resume as resume_run
-
-            result = resume_run(resume, epochs=epochs, data_dir=data_dir, device=device, progress=progress(),
-                                stop=stop, command=command_line(), notify=note)
+            result = _resume_run(resume, epochs, device, data_dir, stop)
         else:
             if config is None:
                 raise UserError("--config is required (e.g. --config configs/mlp_adam.yaml), or --resume RUN_DIR")
@@ -92,6 +84,21 @@ def train(
                                command=command_line())
     report_run(result)
     raise typer.Exit(result.exit_code)
+
+
+def _resume_run(run_dir: Path, epochs, device, data_dir, stop):
+    """train --resume of one run; a sweep's trial is refused: its result is the study's (a pruned trial trained
+    on alone read 'completed' while the study said 'pruned')."""
+    from fashionmlp.resume import resume
+    from fashionmlp.savedrun import group_of
+
+    if run_dir.is_dir() and group_of(run_dir) == "sweep":
+        raise UserError(f"--resume {str(run_dir)!r}: this run is a trial of the sweep "
+                        f"{str(run_dir.resolve().parent)!r}, whose study holds its result; the sweep command, run "
+                        "again, continues its stopped trials; copy the run folder out of the sweep to train it on "
+                        "alone")
+    return resume(run_dir, epochs=epochs, data_dir=data_dir, device=device, progress=progress(), stop=stop,
+                  command=command_line(), notify=note)
 
 
 def _train_seeds(cfg, seeds: str, engine: str, runs_dir, data_dir, stop) -> int:

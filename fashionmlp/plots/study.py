@@ -45,6 +45,11 @@ def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, low: np.ndarray,
         return bool(np.any(low > mean - std))
 
 
+def _dodge(variants: int) -> float:
+    """One epoch: every variant's error bar at x = 1 hid the others'; they stand this far apart around it."""
+    return min(0.08, 0.6 / max(1, variants))
+
+
 @literal_text
 def comparison(series: dict[str, dict], title: str,
                loss_label: str = "training loss (cross-entropy, log scale)") -> Figure:
@@ -64,8 +69,7 @@ def comparison(series: dict[str, dict], title: str,
                   for s in series.values())
     stopped = False  # a loss band cut at the lowest seed, where mean - std would reach 0 (said in the legend)
     epochs = max((len(s["epochs"]) for s in series.values()), default=1)
-    # one epoch: every variant's error bar at x = 1 hid the others'; side by side around it instead
-    step = min(0.08, 0.6 / max(1, len(series))) if epochs <= 1 else 0.0
+    step = _dodge(len(series)) if epochs <= 1 else 0.0
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k}"
         label = name if s["status"] == "completed" else f"{name} ({s['status']})"
