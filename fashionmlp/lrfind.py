@@ -170,7 +170,7 @@ def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         if smooth > BLOW_UP * best:
             stop = "blew_up"
             break
-        if stop_request is not None and stop_request.requested:
+        if step < len(lrs) and stop_request is not None and stop_request.requested:  # after the last: complete
             stop = "interrupted"
             break
     return RangeTest(lrs[:len(losses)].tolist(), losses, smoothed, stop, beta, len(lrs))
@@ -190,15 +190,15 @@ def endless_batches(split: TensorSplit, cfg: RunConfig, generator: torch.Generat
 
 
 def range_notes(cfg: RunConfig, n_train: int, steps: int) -> list[str]:
-    """What the test does not do as `train` would: the config's schedule, warm-up and EMA are not used (it sets
-    the lr itself), and a test longer than one pass over a small training set measures memorising."""
+    """What the test does not do as `train` would: the config's schedule and warm-up are not used (it sets the lr
+    itself), and a test longer than one pass over a small training set measures memorising."""
     notes = []
     unused = [*([f"schedule {cfg.optimizer.schedule}"] if cfg.optimizer.schedule != "constant" else []),
-              *([f"warm-up {cfg.optimizer.warmup:g}"] if cfg.optimizer.warmup else []),
-              *([f"EMA {cfg.train.ema:g}"] if cfg.train.ema else [])]
+              *([f"warm-up {cfg.optimizer.warmup:g}"] if cfg.optimizer.warmup else [])]
     if unused:
-        notes.append(f"the range test sets the learning rate itself, so the config's {', '.join(unused)} are not "
-                     "used: its suggestion is for a constant lr (optimizer.lr is that schedule's peak)")
+        peak = " (optimizer.lr is that schedule's peak)" if cfg.optimizer.schedule != "constant" else ""
+        notes.append(f"the range test sets the learning rate itself, so the config's {' and '.join(unused)} "
+                     f"{'is' if len(unused) == 1 else 'are'} not used: its suggestion is for a constant lr{peak}")
     passes = steps * cfg.train.batch_size / max(1, images_per_epoch(n_train, cfg.train.batch_size,
                                                                     cfg.model.batchnorm))
     if passes > 1:
@@ -235,11 +235,12 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
     cfg = session.cfg  # with distill.fingerprint, when a teacher teaches
     model, n_train = session.model, len(session.data.train.labels)
-    # e.g. fewer threads than cores: the curve repeats only at the same count
-    for note in [*session.notes, *range_notes(cfg, n_train, steps)]:
+    notes = [*session.notes, *range_notes(cfg, n_train, steps)]  # e.g. fewer threads than cores: the curve
+    for note in notes:  # repeats only at the same count
         echo(f"note: {note}")
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")  # before the test: a folder that cannot be
     # made (a read-only runs folder os.access calls writable) is said at once, not after every step
+    write_config(out_dir / "config.yaml", cfg.to_dict())  # and it is never left empty
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     batches = endless_batches(TensorSplit.from_split(session.data.train, session.device, dtype_of(cfg)), cfg,
                               torch.Generator().manual_seed(cfg.seed), session.teacher)
@@ -262,9 +263,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
         "start": start, "end": end, "steps": steps, "smoothing_beta": test.beta, "blow_up": BLOW_UP,
         "model": cfg.model.name, "optimizer": cfg.optimizer.name, "batch_size": cfg.train.batch_size,
         "seed": cfg.seed, "train_size": n_train, "threads": session.threads, "versions": versions(),
-        "command": command,
+        "command": command, **({"notes": notes} if notes else {}),
     }
-    write_config(out_dir / "config.yaml", cfg.to_dict())
     write_csv(out_dir / "lr_find.csv", CSV_COLUMNS,
               [{"step": i, "lr": lr, "loss": loss, "smoothed_loss": smooth}  # floats written exactly (repr)
                for i, (lr, loss, smooth) in enumerate(zip(test.lrs, test.losses, test.smoothed), start=1)])

@@ -246,42 +246,41 @@ def test_a_one_step_range_test_draws_its_point():
 
 
 def test_notes_say_what_the_test_does_not_do_as_train(write_config, tmp_path):
-    """The test sets the lr itself (a one-cycle config's schedule, warm-up and EMA are not used: its suggestion
-    replaced the schedule's peak without a word), and 1000 steps over 200 images measured memorising."""
+    """The test sets the lr itself (a one-cycle config's schedule and warm-up are not used: its suggestion replaced
+    the schedule's peak without a word), and 1000 steps over 200 images measured memorising."""
     tuned = write_config(optimizer={"name": "nesterov", "lr": 0.1, "momentum": 0.9, "schedule": "onecycle",
-                                    "warmup": 0.2}, train={"ema": 0.9})
+                                    "warmup": 0.2})
     result = lr_find(tuned, tmp_path / "runs", "--steps", 40)  # 320 images at batch 32: 4 passes
     assert result.exit_code == 0, result.output
-    assert ("note: the range test sets the learning rate itself, so the config's schedule onecycle, warm-up 0.2, "
-            "EMA 0.9 are not used") in result.stderr
+    assert ("note: the range test sets the learning rate itself, so the config's schedule onecycle and warm-up 0.2 "
+            "are not used: its suggestion is for a constant lr (optimizer.lr is that schedule's peak)") in result.stderr
     assert "note: the 40 steps pass over the 320 training images 4.0 times" in result.stderr
+    notes = json.loads((run_dir_of(result) / "lr_find.json").read_text())["notes"]
+    assert len(notes) == 2 and notes[1].startswith("the 40 steps pass over")
     plain = lr_find(write_config(name="plain.yaml"), tmp_path / "runs", "--steps", 10)  # one pass, constant lr
     assert plain.exit_code == 0 and "note:" not in plain.stderr
 
 
 def test_an_interrupted_test_keeps_what_it_measured(write_config, tmp_path, monkeypatch):
-    """Ctrl-C exited 130 with no word and no folder: every measured step was lost."""
+    """Ctrl-C exited 130 with no word and no folder: every measured step was lost. A real SIGINT, during step 8."""
+    import os
+    import signal
+
     import fashionmlp.lrfind as lrfind
-    from fashionmlp.progress import StopRequest
 
-    class CtrlCAfter(StopRequest):
-        def __init__(self, steps: int) -> None:
-            super().__init__()
-            self.left = steps
+    steps = []
 
-        @property
-        def requested(self) -> bool:  # read once per step
-            self.left -= 1
-            return self.left < 0
+    def step_then_ctrl_c(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
 
-        @requested.setter
-        def requested(self, value: bool) -> None:
-            pass
-
-    real = lrfind.range_test
-    monkeypatch.setattr(lrfind, "range_test", lambda *a, **k: real(*a, **{**k, "stop_request": CtrlCAfter(7)}))
+    real = lrfind.train_step
+    monkeypatch.setattr(lrfind, "train_step", step_then_ctrl_c)
     result = lr_find(write_config(), tmp_path / "runs", "--steps", 40)
     assert result.exit_code == 130, result.output
     out = run_dir_of(result)
     assert len(read_csv(out)) == 8 and json.loads((out / "lr_find.json").read_text())["stop"] == "interrupted"
     assert "no suggestion: interrupted after 8 of 40 steps" in result.stdout and (out / "lr_find.png").is_file()
+    assert "SIGINT: stopping after this step" in result.stderr
