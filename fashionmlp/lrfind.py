@@ -26,7 +26,7 @@ from fashionmlp.optim import build_optimizer, set_lr
 from fashionmlp.plots.lrfind import lr_find_figure
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
-from fashionmlp.tracking import create_run_dir, versions, write_config, write_csv, write_json
+from fashionmlp.tracking import create_run_dir, versions, without_passwords, write_config, write_csv, write_json
 
 LR_LIMITS = (1e-12, 1e12)  # --start and --end: far beyond any useful lr, and a log axis that matplotlib can draw
 MAX_STEPS = 10_000  # ~21 epochs of the full training set at batch 128: far more than a range test needs
@@ -263,7 +263,7 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
         "start": start, "end": end, "steps": steps, "smoothing_beta": test.beta, "blow_up": BLOW_UP,
         "model": cfg.model.name, "optimizer": cfg.optimizer.name, "batch_size": cfg.train.batch_size,
         "seed": cfg.seed, "train_size": n_train, "threads": session.threads, "versions": versions(),
-        "command": command, **({"notes": notes} if notes else {}),
+        "command": None if command is None else without_passwords(command), **({"notes": notes} if notes else {}),
     }
     write_csv(out_dir / "lr_find.csv", CSV_COLUMNS,
               [{"step": i, "lr": lr, "loss": loss, "smoothed_loss": smooth}  # floats written exactly (repr)

@@ -32,6 +32,7 @@ from fashionmlp.tracking import (
     hparams_of,
     resume_command,
     versions,
+    without_passwords,
     write_config,
     write_json,
 )
@@ -256,7 +257,7 @@ class RunRecorder:
             "n_params": n_params(self.trainee.model),
             "data": self.data,
             **self.provenance,
-            "command": self.command,
+            "command": None if self.command is None else without_passwords(self.command),  # folders travel
             **({"notes": self.notes} if self.notes else {}),
             **({"distill": self.distill} if self.distill else {}),
             **extra,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,6 +30,15 @@ from fashionmlp.errors import UserError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "seconds"]
 VAL_COLUMNS = ["val_loss", "val_accuracy"]
+
+
+URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*):[^/@\s]*@")  # scheme://user:PASSWORD@
+QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)  # ...?password=PASSWORD
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of any database URL in it shown as *** (run folders travel)."""
+    return QUERY_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))
 
 
 def resume_command(command: str, folder: Path, data_dir: str | None = None) -> str:

@@ -85,3 +85,32 @@ def test_a_usage_error_is_one_error_line_and_exit_2(args, says):
 def test_a_group_given_nothing_prints_its_help_not_an_error():
     result = cli("manual")
     assert result.output.lstrip().startswith("Usage: root manual") and "error:" not in result.output  # root: the test runner's program name
+
+
+def test_recorded_command_lines_show_no_database_password():
+    """summary.json's command travels with a run folder: a sweep's --storage URL put the password in every
+    trial's (the terminal and the sweep's own files showed ***)."""
+    from fashionmlp.cli.common import ARGV, command_line
+
+    token = ARGV.set(["sweep", "--storage", "postgresql://sweeper:s3cret@127.0.0.1:5432/db",
+                      "--storage=postgresql+psycopg://u:p%40ss@h/db", "--storage", "postgresql://u@h/db?password=pw&x=1",
+                      "--set", "name=a:b@c", "--storage", "sqlite:///sweep.db"])
+    try:
+        line = command_line()
+    finally:
+        ARGV.reset(token)
+    assert line == ("fashionmlp sweep --storage 'postgresql://sweeper:***@127.0.0.1:5432/db' "
+                    "'--storage=postgresql+psycopg://u:***@h/db' --storage 'postgresql://u@h/db?password=***&x=1' "
+                    "--set name=a:b@c --storage sqlite:///sweep.db")
+
+
+def test_a_run_given_a_command_with_a_password_records_it_masked(tmp_path, tiny_data):
+    """Masked where it is written too: a caller of train() or run_sweep() from Python passes its own command."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.run import train
+
+    from helpers import summary, tiny_config
+
+    run = train(config_from_dict(tiny_config(tiny_data, train={"epochs": 1})), runs_dir=tmp_path,
+                command="fashionmlp sweep --storage postgresql://u:s3cret@h/db").run_dir
+    assert summary(run)["command"] == "fashionmlp sweep --storage postgresql://u:***@h/db"

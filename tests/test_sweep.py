@@ -89,8 +89,13 @@ def finished(study) -> list:
 def test_grid_sweep_gives_exactly_its_grid(sweep_config, tmp_path):
     grid = {"optimizer.lr": [0.01, 0.03], "model.hidden": [[16], [32, 32]]}
     path = sweep_config(sweep={"sampler": "grid", "trials": 10, "space": grid})
+    import matplotlib
+
+    style = {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
+    # Optuna's plots switched the process to ggplot for good: a run's pictures drawn after them came out grey
+    assert {k: v for k, v in matplotlib.rcParams.items() if k != "backend"} == style
     assert "the grid has 4 points: 4 trials, not 10" in result.stdout
     for number in range(4):  # progress while a trial trains: a line per epoch
         assert [line.split()[3] for line in result.stdout.splitlines()

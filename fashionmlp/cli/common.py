@@ -174,15 +174,14 @@ def graceful_stop() -> Iterator:
             signal.signal(sig, old)
 
 
-URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*):[^/@\s]*@")  # scheme://user:PASSWORD@
-
-
 def command_line() -> str | None:
     """This invocation as the user would type it again (recorded in summary.json, which travels with a run
     folder: a database URL's password is shown as ***, as the sweep's outputs show it); None when not run by
     main()."""
     argv = ARGV.get()
-    return None if argv is None else shlex.join(["fashionmlp", *(URL_PASSWORD.sub(r"\1:***@", a) for a in argv)])
+    from fashionmlp.tracking import without_passwords
+
+    return None if argv is None else shlex.join(["fashionmlp", *(without_passwords(a) for a in argv)])
 
 
 def csv_list(text: str | None, option: str, kind=str) -> list | None:

@@ -9,6 +9,7 @@ import typer
 
 from fashionmlp import status
 from fashionmlp.cli.common import err
+from fashionmlp.plots.common import loss_text
 from fashionmlp.progress import EpochResult, PopulationProgress, Progress
 
 
@@ -16,8 +17,8 @@ def epoch_line(result: EpochResult, epochs: int, label: str = "") -> str:
     """One line per epoch of `train` (and of each run of a study)."""
     m = result.metrics
     val = f"  val acc {m['val_accuracy']:6.2%}" if "val_accuracy" in m else ""
-    return (f"{label}epoch {result.epoch:>3}/{epochs}  train loss {m['train_loss']:.4f}  "
-            f"test loss {m['test_loss']:.4f}  test acc {m['test_accuracy']:6.2%}{val}  "
+    return (f"{label}epoch {result.epoch:>3}/{epochs}  train loss {loss_text(m['train_loss'])}  "
+            f"test loss {loss_text(m['test_loss'])}  test acc {m['test_accuracy']:6.2%}{val}  "
             f"{result.samples_per_second:,.0f} samples/s  {m['seconds']:.1f}s")
 
 
@@ -155,15 +156,10 @@ def print_table(title: str, header: list[str], cells: list[list[str]], left: tup
     Console(width=max(width, Console().width)).print(table)
 
 
-def _loss(value: float) -> str:
-    """A loss to 4 decimals, or in powers of ten when huge (lr 50 printed a 100-digit number)."""
-    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
-
-
 def manual_epoch_line(e, epochs: int, scheduled: bool, crosscheck: bool) -> str:
     """One line per epoch of `manual train`."""
     extra = f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δθ| max {e.max_param_diff:.1e}" if crosscheck else ""
-    val = f"  val loss {e.val_loss:.4f}  val acc {e.val_accuracy:6.2%}" if e.val_loss is not None else ""
+    val = f"  val loss {loss_text(e.val_loss)}  val acc {e.val_accuracy:6.2%}" if e.val_loss is not None else ""
     lr = f"  lr {e.lr:.3g}" if scheduled else ""
-    return (f"epoch {e.epoch:>3}/{epochs}  train loss {_loss(e.train_loss)}  test loss {_loss(e.test_loss)}  "
+    return (f"epoch {e.epoch:>3}/{epochs}  train loss {loss_text(e.train_loss)}  test loss {loss_text(e.test_loss)}  "
             f"test acc {e.test_accuracy:6.2%}{val}{lr}  {e.seconds:.1f}s{extra}")

@@ -43,6 +43,12 @@ def _texts_beside_ticks(artist):
         yield from _texts_beside_ticks(child)
 
 
+def loss_text(value: float, digits: int = 4) -> str:
+    """A loss to `digits` decimals, or in powers of ten when huge (a diverging run's 165993889459.1361 is
+    1.66e+11: lr 50 printed a 100-digit number, and a table cut it to '16599388945...')."""
+    return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}g}"
+
+
 def plural(n: int, word: str) -> str:
     """'1 epoch', '2 epochs'."""
     return f"{n} {word}" + ("" if n == 1 else "s")

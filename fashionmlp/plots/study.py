@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels
+from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels, plural
 
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +43,15 @@ def _band(ax, x: np.ndarray, mean: np.ndarray, std: np.ndarray, low: np.ndarray,
         ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
     with np.errstate(invalid="ignore"):
         return bool(np.any(low > mean - std))
+
+
+CUT_BAND = "a loss band that would reach 0 stops at the lowest seed"  # said beside a band where band_low cut it
+
+
+def seeds_over(most: int, varies: bool) -> str:
+    """What a mean ± std is over, as the picture's legend and TensorBoard's charts say it: 'N seeds', or, where
+    runs stopped early or diverged, 'the seeds at each epoch (up to N)'."""
+    return f"the seeds at each epoch (up to {most})" if varies else plural(most, "seed")
 
 
 def _dodge(variants: int) -> float:
@@ -104,9 +113,8 @@ def comparison(series: dict[str, dict], title: str,
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="gray", alpha=0.3))
-        over = f"the seeds at each epoch (up to {seeds})" if partial else f"{seeds} seeds"
-        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {over}"
-                      + ("; a loss band that would reach 0 stops at the lowest seed" if stopped else ""))
+        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds_over(seeds, partial)}"
+                      + (f"; {CUT_BAND}" if stopped else ""))
     # below the panels: inside, it covered the curves
     legend_below(fig, handles, labels)
     fig.suptitle(fit(title, fig))

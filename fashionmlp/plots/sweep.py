@@ -17,6 +17,7 @@ TOP_TRIALS = 3  # at least this many best trials in the importances' comparison
 def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list[str]]:
     """Optuna's matplotlib figures, where there are enough trials to draw them; returns the file names, and
     why any could not be drawn (values a log axis cannot show, such as an lr range near 1e-300)."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     from fashionmlp.sweep.backend import TrialState, optuna  # here: fashionmlp.sweep imports this module
@@ -44,12 +45,13 @@ def sweep_figures(study, spec: SweepSpec, folder: Path) -> tuple[list[str], list
             study, evaluator=evaluator, target_name=name), f"importance (PED-ANOVA: the best {quantile:.0%} of "
                                                             f"{complete} complete trials against all)"))
     made, failed = [], []
-    for file, draw, xlabel in plots:
-        try:
-            made.append(_draw(study, folder, file, draw, xlabel, complete))
-        except (ValueError, OverflowError) as exc:
-            plt.close("all")
-            failed.append(f"{file} ({exc})")
+    with matplotlib.rc_context():  # Optuna's plots switch the process to its ggplot style, for good: every later
+        for file, draw, xlabel in plots:  # picture of the process came out grey, its text larger
+            try:
+                made.append(_draw(study, folder, file, draw, xlabel, complete))
+            except (ValueError, OverflowError) as exc:
+                plt.close("all")
+                failed.append(f"{file} ({exc})")
     return made, failed
 
 

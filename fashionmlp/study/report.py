@@ -13,7 +13,8 @@ import numpy as np
 
 from fashionmlp import status as st
 from fashionmlp.plots import comparison, plural, seed_spread
-from fashionmlp.plots.study import band_low
+from fashionmlp.plots.common import loss_text
+from fashionmlp.plots.study import CUT_BAND, band_low, seeds_over
 from fashionmlp.run import steps_per_epoch
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study
 from fashionmlp.tracking import atomic_write, write_csv
@@ -146,10 +147,7 @@ def _epochs(row: dict) -> str:
 
 
 def _num(value: float | None, digits: int = 4) -> str:
-    """To `digits` decimals; a huge one (a diverging loss, 1.66e+11) in powers of ten, short enough for its column."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.{digits}g}"
+    return "-" if value is None or not math.isfinite(value) else loss_text(value, digits)
 
 
 def table_rows(rows: list[dict], first: str = "optimizer") -> tuple[list[str], list[list[str]]]:
@@ -259,12 +257,11 @@ def _margin_title(name: str, values: np.ndarray, mean_minus_std: np.ndarray, low
     """What a Margin chart's band is, as comparison.png's legend says it: over how many seeds (fewer at the epochs
     after a run stopped early or diverged), and where a loss band stops at the lowest seed."""
     counts = np.isfinite(values).sum(axis=0)
-    reached = counts[counts > 0]
-    over = (f"{plural(int(reached.max()), 'seed')}" if reached.size and reached.min() == reached.max()
-            else f"the seeds at each step (up to {int(reached.max()) if reached.size else 0})")
+    reached = counts[counts > 0]  # a chart is drawn only where some seed reached an epoch
     with np.errstate(invalid="ignore"):
         cut = bool(np.any(low > mean_minus_std))
-    return f"{name}: mean ± std over {over}" + ("; lower edge at the lowest seed where mean - std <= 0" if cut else "")
+    return (f"{name}: mean ± std over {seeds_over(int(reached.max()), bool(reached.min() != reached.max()))}"
+            + (f"; {CUT_BAND}" if cut else ""))
 
 
 def tensorboard_margins(study_dir: Path, series: dict[str, dict], per_epoch: int) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from fashionmlp import status as st
+from fashionmlp.plots.common import loss_text
 from fashionmlp.plots.sweep import sweep_figures
 from fashionmlp.sweep.backend import TrialState
 from fashionmlp.sweep.space import trial_config
@@ -113,7 +114,7 @@ def _fmt(value: Any, key: str = "") -> str:
         return "-"
     if isinstance(value, float):
         if key in METRICS:
-            return f"{value:.4f}"
+            return loss_text(value)
         return f"{value:.1f}" if key == "seconds" else f"{value:.4g}"
     if isinstance(value, list):
         return json.dumps(value)

@@ -20,7 +20,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.spec import SweepSpec
-from fashionmlp.tracking import write_json
+from fashionmlp.tracking import without_passwords, write_json
 
 JOURNAL = "optuna.journal"
 OWNER = "worker"  # trial user attribute: the process that runs it {host, pid, started, trial}
@@ -37,7 +37,7 @@ def _storage_label(url: str | None) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
+        return without_passwords(make_url(url).render_as_string(hide_password=True))  # and ?password=...
     except Exception:  # not parseable: it will be refused when opened; show no part of it
         return "<database URL>"
 
