@@ -17,7 +17,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
 from fashionmlp.savedrun import load_run, refuse_links, run_data
-from fashionmlp.tracking import write_json
+from fashionmlp.tracking import save_figure, write_json
 
 
 @dataclass
@@ -61,7 +61,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     json_path = Path(run_dir) / f"evaluation-{checkpoint}.json"
     unsaved = None
     try:  # the numbers are printed even where the run folder cannot be written (a read-only copy, say)
-        confusion_matrix(result["confusion"], title).savefig(figure_path, dpi=110)
+        save_figure(confusion_matrix(result["confusion"], title), figure_path, dpi=110)
         write_json(json_path, {"checkpoint": checkpoint, "epoch": run.epoch, "test_loss": result["loss"],
                                "test_accuracy": result["accuracy"],
                                "per_class_accuracy": dict(zip(CLASSES, per_class)), "confusion": result["confusion"]})
@@ -194,7 +194,7 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
             figure = prediction_grid(test.images[chosen], test.labels[chosen].tolist(), probs.argmax(1).tolist(),
                                      probs.max(1).values.tolist())
             try:
-                figure.savefig(grid, dpi=100)
+                save_figure(figure, grid, dpi=100)
             except OSError as exc:
                 raise UserError(f"--grid {str(grid)!r}: cannot be written ({exc.strerror or exc})") from None
             lines.append(f"grid of {len(chosen)} test images saved to {grid}")

@@ -35,7 +35,7 @@ from fashionmlp.plots.model import (
     per_class_figure,
 )
 from fashionmlp.savedrun import load_run, refuse_links, run_data
-from fashionmlp.tracking import write_json
+from fashionmlp.tracking import save_figure, write_json
 
 DPI = 100
 
@@ -160,7 +160,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     try:
         out_dir.mkdir(exist_ok=True)
         for key, figure in figures.items():
-            figure.savefig(out_dir / f"{key}.png", dpi=DPI)
+            save_figure(figure, out_dir / f"{key}.png", dpi=DPI)
     except OSError as exc:
         raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
     write_json(out_dir / "summary.json", summary)

@@ -26,7 +26,15 @@ from fashionmlp.optim import build_optimizer, set_lr
 from fashionmlp.plots.lrfind import lr_find_figure
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
-from fashionmlp.tracking import create_run_dir, versions, without_passwords, write_config, write_csv, write_json
+from fashionmlp.tracking import (
+    create_run_dir,
+    save_figure,
+    versions,
+    without_passwords,
+    write_config,
+    write_csv,
+    write_json,
+)
 
 LR_LIMITS = (1e-12, 1e12)  # --start and --end: far beyond any useful lr, and a log axis that matplotlib can draw
 MAX_STEPS = 10_000  # ~21 epochs of the full training set at batch 128: far more than a range test needs
@@ -273,6 +281,6 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
              f"batch {cfg.train.batch_size}, seed {cfg.seed})")
     config_lr = cfg.optimizer.lr if start <= cfg.optimizer.lr <= end else None  # marked when in the range
     distill = cfg.distill if cfg.distill.teacher is not None else None
-    lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr, title,
-                   cfg.train.label_smoothing, BLOW_UP, distill).savefig(out_dir / "lr_find.png", dpi=100)
+    save_figure(lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr, title,
+                               cfg.train.label_smoothing, BLOW_UP, distill), out_dir / "lr_find.png", dpi=100)
     return LRFindResult(out_dir, test, summary)

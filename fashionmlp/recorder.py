@@ -8,6 +8,7 @@ one EpochResult at a time, so one training loop can feed several recorders.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from fashionmlp import status as st
 from fashionmlp.checkpoint import save_checkpoint, state_digest
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, epoch_order
+from fashionmlp.errors import UserError
 from fashionmlp.models import n_params
 from fashionmlp.plots import confusion_matrix, loss_curve
 from fashionmlp.progress import EpochResult
@@ -31,6 +33,7 @@ from fashionmlp.tracking import (
     git_commit,
     hparams_of,
     resume_command,
+    save_figure,
     versions,
     without_passwords,
     write_config,
@@ -131,10 +134,15 @@ class RunRecorder:
         (an interrupted first epoch can still be resumed), summary.json saying "running", metrics.csv's header."""
         self.provenance["fingerprints"] = fingerprints(self.trainee.model, self.trainee.generator,
                                                        self.data["train_size"], self.cfg.train.batch_size)
-        write_config(self.run_dir / "config.yaml", self.cfg.to_dict())
-        self.checkpoint("last.pt")
-        self.write_summary(st.RUNNING)
-        self.metrics.rewrite([])
+        try:
+            write_config(self.run_dir / "config.yaml", self.cfg.to_dict())
+            self.checkpoint("last.pt")
+            self.write_summary(st.RUNNING)
+            self.metrics.rewrite([])
+        except UserError as exc:  # a full disk: a folder without its first checkpoint could never be resumed
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise UserError(f"{exc}; nothing was trained, so the run's new folder {self.run_dir.name} is removed: "
+                            "run the command again") from None
         self.tb = TensorBoardLog(self.run_dir)
         return self
 
@@ -163,7 +171,7 @@ class RunRecorder:
     def record(self, result: EpochResult) -> None:
         """A completed epoch. Checkpoint first, then the files that mirror it; a kill between them is repaired
         by resume."""
-        first_step = self.global_step + 1
+        first_step, epoch_before, best_before = self.global_step + 1, self.epoch, self.best
         self.epoch = result.epoch
         self.global_step += len(result.step_losses)
         self.step_losses.extend(result.step_losses)
@@ -175,7 +183,12 @@ class RunRecorder:
             self.best = {"epoch": row["epoch"], "test_accuracy": row["test_accuracy"]}
             if key == "val_accuracy":
                 self.best["val_accuracy"] = row["val_accuracy"]
-        self.checkpoint("last.pt")
+        try:
+            self.checkpoint("last.pt")
+        except BaseException:  # not saved (a full disk): the summary written next must not claim the epoch
+            self.epoch, self.global_step, self.best = epoch_before, first_step - 1, best_before
+            del self.history[-1], self.step_losses[len(self.step_losses) - len(result.step_losses):]
+            raise
         if improved:  # the same state: copy the bytes instead of serializing twice
             atomic_copy(self.run_dir / "checkpoints" / "last.pt", self.run_dir / "checkpoints" / "best.pt")
         self.metrics.append(row)
@@ -201,19 +214,26 @@ class RunRecorder:
             extra["early_stopping"] = {"patience": cfg.train.patience,
                                        "stopped_after_epoch": self.epoch if stopped_early else None,
                                        "restored_epoch": self.best.get("epoch")}
-        if status != st.INTERRUPTED:
-            self.finish_outputs()
-        self.tb.close()
-        return RunResult(self.run_dir, status, self.write_summary(status, **extra))
+        try:
+            if status != st.INTERRUPTED:
+                self.finish_outputs()
+            self.tb.close()
+            return RunResult(self.run_dir, status, self.write_summary(status, **extra))
+        except UserError as exc:  # a full disk, with every epoch saved: a traceback, and a run that said 'running'
+            raise UserError(f"{exc}; then `{self.resume_command()}` writes the run's end") from None
 
     def resume_command(self) -> str:
         """The command that continues this run, ready to paste: paths quoted, the data folder it trained on."""
         return resume_command("train", self.run_dir, self.data.get("dir"))
 
     def crashed(self, exc: BaseException) -> None:
-        """A bug, not a user mistake: record it beside the run (the caller lets it raise)."""
-        self.write_summary(st.CRASHED, error=f"{exc.__class__.__name__}: {exc}",
-                           resume_command=self.resume_command())
+        """Record beside the run why it stopped (the caller lets `exc` raise): a bug ('crashed'), or what the user
+        can mend and then resume ('interrupted' with the error: a full disk)."""
+        status = st.INTERRUPTED if isinstance(exc, UserError) else st.CRASHED
+        try:
+            self.write_summary(status, error=f"{exc.__class__.__name__}: {exc}", resume_command=self.resume_command())
+        except UserError:  # no room for it either: `exc` says what happened
+            pass
 
     def finish_outputs(self) -> None:
         """The run's pictures (loss curve, confusion matrix in TensorBoard) and its HParams entry."""
@@ -225,8 +245,8 @@ class RunRecorder:
                              + (["augmented images"] if cfg.data.shift or cfg.data.flip else [])
                              + ([f"distilled: T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}"]
                                 if cfg.distill.teacher is not None else []))
-            loss_curve(self.history, self.step_losses, title, note, cfg.distill.teacher is not None).savefig(
-                self.run_dir / "loss_curve.png", dpi=110)
+            save_figure(loss_curve(self.history, self.step_losses, title, note, cfg.distill.teacher is not None),
+                        self.run_dir / "loss_curve.png", dpi=110)
         if self.confusion:
             self.tb.figure("confusion_matrix/test", confusion_matrix(self.confusion, title), self.global_step)
         # The metric values are the last points of these scalar tags, already in this run.

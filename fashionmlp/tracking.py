@@ -121,6 +121,12 @@ def atomic_copy(source: Path, target: Path) -> None:
     atomic_write(target, lambda fh: fh.write(data))
 
 
+def save_figure(figure: Any, path: Path, dpi: float) -> None:
+    """A picture written as atomic_write writes a file, whole or not at all: saved in place, a full disk left
+    zero-byte PNGs that every later reader took for pictures."""
+    atomic_write(path, lambda fh: figure.savefig(fh, format=path.suffix[1:].lower() or "png", dpi=dpi))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

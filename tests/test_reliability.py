@@ -758,3 +758,53 @@ def test_a_folder_where_a_run_keeps_a_file_is_refused_before_training(good_run, 
                            f"{name!r} is a folder where the run keeps a file")
     if metrics is not None:
         assert (run / "metrics.csv").read_text() == metrics  # no epoch trained
+
+
+def _disk_full_at(monkeypatch, name: str, nth: int = 1) -> None:
+    """atomic_write of a file called `name` meets a full disk, from its `nth` write on."""
+    import errno
+
+    from fashionmlp import checkpoint, tracking  # both bound (checkpoint imports it by name): both patched
+
+    real, seen = tracking.atomic_write, []
+
+    def atomic_write(path, write, mode="wb"):
+        if Path(path).name == name:
+            seen.append(path)
+            if len(seen) >= nth:
+                def write(fh):  # noqa: F811 (the full disk's own write)
+                    raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write, mode)
+
+    monkeypatch.setattr(tracking, "atomic_write", atomic_write)
+    monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
+
+
+@pytest.mark.parametrize("full_at", ["first checkpoint", "epoch 2's checkpoint", "the loss curve"])
+def test_a_full_disk_is_one_line_and_leaves_a_run_that_resumes_or_none(write_config, tmp_path, monkeypatch, full_at):
+    """At the first checkpoint it left a folder with no checkpoint, which no --resume could continue; at epoch 2's,
+    a summary.json saying 'crashed' (a bug's word) with an epoch and accuracy the checkpoint did not hold; while
+    drawing the pictures, a traceback, a zero-byte loss_curve.png, and a run that said 'running'."""
+    name, nth = {"first checkpoint": ("last.pt", 1), "epoch 2's checkpoint": ("last.pt", 3),
+                 "the loss curve": ("loss_curve.png", 1)}[full_at]
+    _disk_full_at(monkeypatch, name, nth)
+    runs = tmp_path / "runs"
+    result = cli("train", "--config", write_config(train={"epochs": 3}), "--runs-dir", runs)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "no space left on the device of " in result.stderr and f"(writing {name})" in result.stderr
+    monkeypatch.undo()
+    if full_at == "first checkpoint":
+        assert "nothing was trained, so the run's new folder" in result.stderr and list(runs.iterdir()) == []
+        return
+    (run,) = runs.iterdir()
+    assert not [p for p in run.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.name != ".lock"]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    s = summary(run)
+    if full_at == "the loss curve":
+        assert "then `fashionmlp train --resume" in result.stderr and s["status"] == "running"
+    else:
+        assert s["status"] == "interrupted" and s["epochs"] == state["epoch"] == 1 == len(metrics_rows(run))
+        assert s["final"]["test_accuracy"] == float(metrics_rows(run)[0]["test_accuracy"])
+    resumed = cli("train", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
+    assert summary(run)["status"] == "completed" and (run / "loss_curve.png").stat().st_size > 0

@@ -7,6 +7,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fashionmlp.tracking import save_figure
+
 if TYPE_CHECKING:
     from fashionmlp.sweep.spec import SweepSpec
 
@@ -76,7 +78,7 @@ def _draw(study, folder: Path, file: str, draw, xlabel: str | None, complete: in
     fig = ax.figure
     fig.set_size_inches(9, 5)
     fig.tight_layout()
-    fig.savefig(folder / file, dpi=110)
+    save_figure(fig, folder / file, dpi=110)
     plt.close(fig)
     return file
 

@@ -17,7 +17,7 @@ from fashionmlp.plots.common import loss_text
 from fashionmlp.plots.study import CUT_BAND, band_low, seeds_over
 from fashionmlp.run import steps_per_epoch
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study
-from fashionmlp.tracking import atomic_write, write_csv
+from fashionmlp.tracking import atomic_write, save_figure, write_csv
 
 if TYPE_CHECKING:
     from fashionmlp.study.run import VariantOutcome
@@ -229,7 +229,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     loss = ("training loss (distillation loss, log scale)" if base.distill.teacher is not None else
             "training loss (cross-entropy with label smoothing, log scale)"
             if any(c.train.label_smoothing for c in configs) else "training loss (cross-entropy, log scale)")
-    comparison(series, title, loss).savefig(study_dir / "comparison.png", dpi=110)
+    save_figure(comparison(series, title, loss), study_dir / "comparison.png", dpi=110)
     if outcomes:  # optimizer steps per epoch, from the shape all runs share
         tensorboard_margins(study_dir, series, steps_per_epoch(base, images)[1])
 
