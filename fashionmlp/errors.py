@@ -9,6 +9,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+class StoppedBeforeStart(UserError):
+    """Ctrl-C or SIGTERM before anything was written (while the data loaded): one line, exit code 130."""
+
+    exit_code = 130
+
+    def __init__(self, what: str = "the run") -> None:
+        super().__init__(f"interrupted before {what} started: nothing was written")
+
+
 class ConfigError(UserError):
     """A config key, value or override that does not validate."""
 

@@ -28,6 +28,7 @@ from fashionmlp.data import (
 from fashionmlp.device import dtype_of
 from fashionmlp.distill import Teacher, cached_logits, distill_of, with_teacher
 from fashionmlp.engine import Recipe, fit
+from fashionmlp.errors import StoppedBeforeStart
 from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee, data_info
@@ -48,6 +49,8 @@ def train(cfg: RunConfig, *, runs_dir: Path = Path("runs"), data_dir: str | Path
     """
     session = prepare(cfg, data_dir=data_dir, data=data, runs_dir=runs_dir if run_dir is None else None,
                       teacher=teacher)
+    if data is None and stop is not None and stop.requested:  # while it loaded the data: it left a folder of one
+        raise StoppedBeforeStart()  # step (a study or sweep gives the data, and stops between its runs itself)
     if run_dir is None:
         run_dir = create_run_dir(runs_dir, cfg.run_name)
     else:

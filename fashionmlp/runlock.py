@@ -16,7 +16,7 @@ from fashionmlp.errors import UserError
 LOCK_NAME = ".lock"
 
 
-def lock_run_dir(run_dir: Path) -> IO[str]:
+def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
     """Lock `run_dir` for this process and return the open lock file; closing it (or exiting) releases the lock.
 
     A folder another process holds is a UserError naming that process. Where `fcntl` does not exist (Windows)
@@ -35,7 +35,7 @@ def lock_run_dir(run_dir: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise UserError(f"run folder {str(run_dir)!r} is in use by another process (pid {holder}); wait for it to "
+        raise UserError(f"{what} {str(run_dir)!r} is in use by another process (pid {holder}); wait for it to "
                         "finish or stop it first") from None
     handle.seek(0)
     handle.truncate()

@@ -727,3 +727,23 @@ def test_tables_fold_long_cells_instead_of_cutting_them(capsys, monkeypatch):
     assert "…" not in out
     cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.count("│") > 2)
     assert cells.startswith(name)  # the first column's pieces, read down, give the whole name
+
+
+def test_a_study_in_use_is_not_resumed_a_second_time(tmp_path, tiny_data):
+    """Two --resume of one study at once: the later crashed on the run folder the other had just made
+    (FileExistsError), or said that run was 'not a fashionmlp run'."""
+    from test_population import StopAfter
+
+    from fashionmlp.runlock import lock_run_dir
+    from fashionmlp.study import load_study, run_study
+
+    study = load_study(yaml.safe_load(study_config(tmp_path, tiny_data).read_text()), only=["sgd", "adam"])
+    stopped = run_study(study, seeds=[0], runs_dir=tmp_path / "runs", stop=StopAfter(3))
+    assert stopped.interrupted
+    files = {p: p.read_bytes() for p in stopped.study_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    with lock_run_dir(stopped.study_dir, "study folder"):  # as another process resuming it holds it
+        result = cli("compare-optimizers", "--resume", stopped.study_dir)
+    assert result.exit_code == 2 and "study folder" in result.stderr and "is in use by another process" in \
+        result.stderr
+    assert {p: p.read_bytes() for p in stopped.study_dir.rglob("*") if p.is_file() and p.name != ".lock"} == files
+    assert cli("compare-optimizers", "--resume", stopped.study_dir).exit_code == 0

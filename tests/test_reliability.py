@@ -808,3 +808,31 @@ def test_a_full_disk_is_one_line_and_leaves_a_run_that_resumes_or_none(write_con
     resumed = cli("train", "--resume", run)
     assert resumed.exit_code == 0, resumed.output
     assert summary(run)["status"] == "completed" and (run / "loss_curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["train", "train --seeds"])
+def test_ctrl_c_while_the_data_loads_writes_nothing(write_config, tmp_path, monkeypatch, command):
+    """A SIGTERM while the data loaded was noted, then a run folder was made and one step trained before it
+    stopped: every early Ctrl-C left a folder to clean up."""
+    import os
+    import signal
+
+    import fashionmlp.run
+    import fashionmlp.study.run
+
+    module = fashionmlp.run if command == "train" else fashionmlp.study.run
+    real = module.prepare
+
+    def prepare_then_sigterm(*args, **kwargs):
+        session = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return session
+
+    monkeypatch.setattr(module, "prepare", prepare_then_sigterm)
+    runs = tmp_path / "runs"
+    extra = ["--seeds", "0,1"] if command == "train --seeds" else []
+    result = cli("train", "--config", write_config(), "--runs-dir", runs, *extra)
+    assert result.exit_code == 130, result.output
+    what = "the run" if command == "train" else "the study"
+    assert f"error: interrupted before {what} started: nothing was written" in result.stderr
+    assert not runs.exists() or not list(runs.iterdir())

@@ -318,13 +318,13 @@ def test_a_run_trained_on_cuda_is_evaluated_on_the_cpu_where_cuda_is_absent(good
 
 
 def test_evaluating_a_run_without_a_finished_epoch_says_so(write_config, tmp_path):
+    from test_population import StopAfter
+
     from fashionmlp.config import load_config
-    from fashionmlp.progress import StopRequest
     from fashionmlp.run import train
 
-    stop = StopRequest()
-    stop.request()  # stops after the first step: checkpoints/last.pt keeps the initial weights
-    result = train(load_config(write_config()), runs_dir=tmp_path, stop=stop)
+    # asked once before the run starts, then after the first step: checkpoints/last.pt keeps the initial weights
+    result = train(load_config(write_config()), runs_dir=tmp_path, stop=StopAfter(1))
     assert result.status == "interrupted" and not (result.run_dir / "checkpoints" / "best.pt").exists()
     evaluated = cli("evaluate", result.run_dir)
     assert evaluated.exit_code == 0, evaluated.output

@@ -19,11 +19,12 @@ from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
 from fashionmlp.config import RunConfig, load_config, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.distill import Teacher
-from fashionmlp.errors import ConfigError, UserError
+from fashionmlp.errors import ConfigError, StoppedBeforeStart, UserError
 from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import train
+from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import previous_summary
 from fashionmlp.session import Session, prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
@@ -115,16 +116,19 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
              if engine == "population" else None)
     if why:
         notify(why)
+    if stop is not None and stop.requested:  # while the data loaded: nothing is written yet
+        raise StoppedBeforeStart("the study")
     study_dir = create_run_dir(runs_dir, study.prefix)
-    write_config(study_dir / "study.yaml", study.to_dict())
-    write_json(study_dir / "study.json", {"seeds": seeds, "engine": engine})
-    planned = plan(study, seeds, study_dir)
-    if engine == "population":
-        train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in planned], setup=setup,
-                         progress=population_progress, stop=stop, command=command)
-    else:
-        _sequential(planned, data_dir, session.data, make_progress, stop, command, teacher=session.teacher)
-    return report(study, seeds, planned, study_dir, engine)
+    with lock_run_dir(study_dir, "study folder"):  # a --resume of it meanwhile is refused
+        write_config(study_dir / "study.yaml", study.to_dict())
+        write_json(study_dir / "study.json", {"seeds": seeds, "engine": engine})
+        planned = plan(study, seeds, study_dir)
+        if engine == "population":
+            train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in planned], setup=setup,
+                             progress=population_progress, stop=stop, command=command)
+        else:
+            _sequential(planned, data_dir, session.data, make_progress, stop, command, teacher=session.teacher)
+        return report(study, seeds, planned, study_dir, engine)
 
 
 def _one_teacher(study: Study, seeds: list[int], session: Session,
@@ -187,9 +191,17 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
                  population_progress: PopulationProgress | None = None, stop: StopRequest | None = None,
                  command: str | None = None, notify: Callable[[str], None] = lambda message: None) -> StudyResult:
     """Continue every unfinished run of the study in `study_dir` exactly (and start those never started), on
-    the engine the study was made with; then the report. `notify` hears of runs that start anew."""
+    the engine the study was made with; then the report. `notify` hears of runs that start anew. The study
+    folder is locked meanwhile (two resumes at once: one crashed on the other's new run folder)."""
     study_dir = Path(study_dir)
     study, seeds, engine = read_study(study_dir)
+    with lock_run_dir(study_dir, "study folder"):
+        return _resume_study(study_dir, study, seeds, engine, data_dir, make_progress, population_progress, stop,
+                             command, notify)
+
+
+def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, data_dir, make_progress,
+                  population_progress, stop, command, notify) -> StudyResult:
     planned = plan(study, seeds, study_dir)
     _check_members(study_dir, planned)
     todo = [p for p in planned if _unfinished(p.run_dir)]
