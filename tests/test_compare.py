@@ -289,6 +289,7 @@ def test_a_run_with_a_validation_split_shows_its_validation_accuracy():
     assert list(loss.get_ydata()) == [2, 1]
     line = next(line for line in fig.axes[1].get_lines() if line.get_label() == "validation accuracy")
     assert list(line.get_ydata()) == pytest.approx([50, 60]) and fig.axes[1].get_ylabel() == "accuracy (%)"
+    assert line.get_color() != loss.get_color()  # both were purple, told apart by their markers alone
     plain = loss_curve([{k: v for k, v in r.items() if not k.startswith("val_")} for r in rows], [], "t")
     assert plain.axes[1].get_ylabel() == "test accuracy (%)" and len(plain.axes[1].get_lines()) == 1
 
@@ -747,3 +748,15 @@ def test_a_study_in_use_is_not_resumed_a_second_time(tmp_path, tiny_data):
         result.stderr
     assert {p: p.read_bytes() for p in stopped.study_dir.rglob("*") if p.is_file() and p.name != ".lock"} == files
     assert cli("compare-optimizers", "--resume", stopped.study_dir).exit_code == 0
+
+
+def test_a_groups_loss_curves_name_their_seeds(write_config, tmp_path, monkeypatch):
+    """A study's members had the same title on every loss curve and confusion matrix."""
+    from fashionmlp import recorder
+
+    titles = []
+    real = recorder.loss_curve
+    monkeypatch.setattr(recorder, "loss_curve", lambda *a, **k: (titles.append(a[2]), real(*a, **k))[1])
+    result = cli("train", "--config", write_config(train={"epochs": 1}), "--seeds", "0,1", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(titles) == ["tiny: mlp, adam lr=0.01, seed 0", "tiny: mlp, adam lr=0.01, seed 1"]

@@ -1458,3 +1458,20 @@ def test_a_step_that_needs_many_digits_is_checked_exactly():
     assert _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 1.0e-28}).step == 1.0e-28
     with pytest.raises(ConfigError, match="step 3e-28 does not divide high - low"):
         _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 3.0e-28})
+
+
+@pytest.mark.parametrize("trials, fits, said", [(20, 100, "up to 8 trials of one shape at once per worker (the default;"),
+                                               (20, 3, "up to 3 trials of one shape at once per worker (memory holds 3;"),
+                                               (3, 100, "up to 3 trials of one shape at once per worker (the sweep has 3 "
+                                                        "trials;")])
+def test_the_default_population_says_why_it_is_what_it_is(trials, fits, said):
+    """With 3 trials it said 'the default' while taking 3, not 8."""
+    import dataclasses
+
+    from fashionmlp.sweep import load_sweep_file
+    from fashionmlp.sweep.run import choose_population
+
+    spec = dataclasses.replace(load_sweep_file(ROOT / "configs" / "sweep_mlp.yaml"), trials=trials)
+    lines: list[str] = []
+    assert choose_population(None, spec, "cpu", fits, lines.append) == min(8, trials, fits)
+    assert lines == [f"population: {said} --population K sets it, 1 trains one at a time)"]

@@ -236,7 +236,8 @@ DEFAULT_POPULATION = 8  # trials a worker asks for at once, when they fit and ba
 def choose_population(population: int | None, spec: SweepSpec, device_type: str, fits: int,
                       echo: Callable[[str], None]) -> int:
     """How many trials each worker asks for at once: --population K (1 to what fits in memory), or by default
-    DEFAULT_POPULATION where batching pays (not the CNN on a CPU), fewer when memory holds fewer; said."""
+    DEFAULT_POPULATION where batching pays (not the CNN on a CPU), fewer when memory holds fewer or the sweep
+    has fewer trials; said, with the reason."""
     if population is not None:
         if isinstance(population, bool) or not isinstance(population, int) or not 1 <= population <= max(fits, 1):
             raise UserError(f"--population: {population!r} is out of range; allowed: 1 to {max(fits, 1)} (the "
@@ -248,9 +249,9 @@ def choose_population(population: int | None, spec: SweepSpec, device_type: str,
         return 1
     chosen = max(1, min(DEFAULT_POPULATION, fits, spec.target))
     at_once = "1 trial at a time" if chosen == 1 else f"up to {chosen} trials of one shape at once"
-    echo(f"population: {at_once} per worker ("
-         + (f"memory holds {fits}" if fits < DEFAULT_POPULATION else "the default")
-         + "; --population K sets it, 1 trains one at a time)")
+    why = (f"memory holds {fits}" if chosen == fits < DEFAULT_POPULATION else
+           f"the sweep has {spec.target} trials" if chosen == spec.target < DEFAULT_POPULATION else "the default")
+    echo(f"population: {at_once} per worker ({why}; --population K sets it, 1 trains one at a time)")
     return chosen
 
 
