@@ -160,3 +160,14 @@ def test_real_data_md5_and_shapes(real_data):
     assert np.bincount(data.train.labels).tolist() == [6000] * 10
     x = normalize(torch.from_numpy(data.train.images[:60000]))
     assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-3  # MEAN/STD are the train statistics
+
+
+def test_a_data_dir_that_is_a_loop_of_links_is_named_as_such(tmp_path):
+    """It was called missing, a download into it was tried, and it failed with FileExistsError."""
+    from helpers import cli
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    result = cli("data", "--data-dir", tmp_path / "a")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "is a symbolic link that leads nowhere" in result.stderr and "download" not in result.stderr

@@ -75,6 +75,10 @@ class FileStatus:
 
 
 def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
+    if root.is_symlink() and not root.exists():  # it was called missing, and a download into it tried
+        raise DataError(f"data directory {str(root)!r} is a symbolic link that leads nowhere (to "
+                        f"{os.readlink(root)!r}: a missing folder, or a loop of links); point --data-dir / "
+                        f"${ENV_VAR} at the folder that holds the four Fashion-MNIST .gz files")
     if root.exists() and not root.is_dir():
         raise DataError(f"data directory {str(root)!r} is a file, not a folder; point --data-dir / ${ENV_VAR} at "
                         "the folder that holds the four Fashion-MNIST .gz files")
