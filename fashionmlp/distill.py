@@ -39,6 +39,11 @@ class Teacher:
     status: str | None = None  # its run's summary.json status when it was loaded (the weights' moment, for the notes)
 
     @property
+    def device(self) -> torch.device:
+        """Where its weights are (the student's device when it was loaded)."""
+        return next(self.model.parameters()).device
+
+    @property
     def views(self) -> int:
         """Logits per image: 2 with flip TTA (the image and its mirror), else 1."""
         return 2 if self.tta else 1

@@ -9,8 +9,9 @@ class UserError(Exception):
     exit_code = 2
 
 
-class StoppedBeforeStart(UserError):
-    """Ctrl-C or SIGTERM before anything was written (while the data loaded): one line, exit code 130."""
+class StoppedBeforeStart(Exception):
+    """Ctrl-C or SIGTERM before anything was written (while the data loaded): not a mistake, nor a bug; one line,
+    exit code 130."""
 
     exit_code = 130
 

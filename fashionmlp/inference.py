@@ -65,9 +65,10 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
         write_json(json_path, {"checkpoint": checkpoint, "epoch": run.epoch, "test_loss": result["loss"],
                                "test_accuracy": result["accuracy"],
                                "per_class_accuracy": dict(zip(CLASSES, per_class)), "confusion": result["confusion"]})
-    except OSError as exc:
+    except (OSError, UserError) as exc:  # UserError: a full disk (atomic_write says so)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         unsaved = (f"{figure_path.name} and {json_path.name} could not be written to {str(run_dir)!r} "
-                   f"({exc.strerror or exc}); the results above are not saved")
+                   f"({why}); the results above are not saved")
     lines = [f"run {run_dir}  checkpoint {checkpoint}.pt (epoch {run.epoch})  {len(data.test.labels)} test images",
              f"test loss {result['loss']:.4f}   test accuracy {result['accuracy']:.2%}", "",
              "per-class accuracy:"]

@@ -21,7 +21,7 @@ from fashionmlp.data import TensorSplit, augmented, epoch_order, fast_batches, i
 from fashionmlp.device import dtype_of
 from fashionmlp.distill import Teacher, cached_logits, distill_of, with_teacher
 from fashionmlp.engine import PLAIN, Recipe, train_step
-from fashionmlp.errors import UserError
+from fashionmlp.errors import StoppedBeforeStart, UserError
 from fashionmlp.optim import build_optimizer, set_lr
 from fashionmlp.plots.lrfind import lr_find_figure
 from fashionmlp.progress import StopRequest
@@ -242,6 +242,8 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     check_options(start, end, steps)
     session = prepare(cfg, data_dir=data_dir, runs_dir=runs_dir, evaluates=False)  # as train: same weights, batches
     cfg = session.cfg  # with distill.fingerprint, when a teacher teaches
+    if stop is not None and stop.requested:  # while the data loaded: no folder yet
+        raise StoppedBeforeStart("the range test")
     model, n_train = session.model, len(session.data.train.labels)
     notes = [*session.notes, *range_notes(cfg, n_train, steps)]  # e.g. fewer threads than cores: the curve
     for note in notes:  # repeats only at the same count

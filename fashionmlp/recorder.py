@@ -141,8 +141,8 @@ class RunRecorder:
             self.metrics.rewrite([])
         except UserError as exc:  # a full disk: a folder without its first checkpoint could never be resumed
             shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise UserError(f"{exc}; nothing was trained, so the run's new folder {self.run_dir.name} is removed: "
-                            "run the command again") from None
+            raise UserError(f"{exc}; nothing was trained, so the run's new folder {self.run_dir.name} is "
+                            "removed") from None
         self.tb = TensorBoardLog(self.run_dir)
         return self
 
@@ -183,14 +183,15 @@ class RunRecorder:
             self.best = {"epoch": row["epoch"], "test_accuracy": row["test_accuracy"]}
             if key == "val_accuracy":
                 self.best["val_accuracy"] = row["val_accuracy"]
-        try:
-            self.checkpoint("last.pt")
+        checkpoints = self.run_dir / "checkpoints"
+        try:  # best.pt first: when last.pt holds an improved epoch, best.pt holds it too
+            self.checkpoint("best.pt" if improved else "last.pt")
+            if improved:  # the same state: copy the bytes instead of serializing twice
+                atomic_copy(checkpoints / "best.pt", checkpoints / "last.pt")
         except BaseException:  # not saved (a full disk): the summary written next must not claim the epoch
             self.epoch, self.global_step, self.best = epoch_before, first_step - 1, best_before
             del self.history[-1], self.step_losses[len(self.step_losses) - len(result.step_losses):]
             raise
-        if improved:  # the same state: copy the bytes instead of serializing twice
-            atomic_copy(self.run_dir / "checkpoints" / "last.pt", self.run_dir / "checkpoints" / "best.pt")
         self.metrics.append(row)
         self.tb.epoch(row, result.step_losses, first_step, result.samples_per_second)
         self.confusion = result.confusion
@@ -220,7 +221,12 @@ class RunRecorder:
             self.tb.close()
             return RunResult(self.run_dir, status, self.write_summary(status, **extra))
         except UserError as exc:  # a full disk, with every epoch saved: a traceback, and a run that said 'running'
-            raise UserError(f"{exc}; then `{self.resume_command()}` writes the run's end") from None
+            from fashionmlp.savedrun import group_of
+
+            self.crashed(exc)  # 'interrupted', if there is room for that
+            then = ("the sweep command, run again, writes the trial's end" if group_of(self.run_dir) == "sweep" else
+                    f"`{self.resume_command()}` writes the run's end")
+            raise UserError(f"{exc}; then {then}") from None
 
     def resume_command(self) -> str:
         """The command that continues this run, ready to paste: paths quoted, the data folder it trained on."""

@@ -73,7 +73,8 @@ def check_study_member(run_dir: Path, planned: int, epochs: int, done: int) -> N
                         f"averages them); {way}")
 
 
-UNWRITTEN_ENDS = (st.RUNNING, st.KILLED, st.CRASHED)  # summary.json statuses of runs whose end was not written
+# summary.json statuses of runs whose end was not written (interrupted: a full disk while it drew its pictures)
+UNWRITTEN_ENDS = (st.RUNNING, st.KILLED, st.CRASHED, st.INTERRUPTED)
 
 
 def _out_of_patience(cfg: RunConfig, state: dict) -> bool:

@@ -132,7 +132,7 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
             if lead.out_of_patience() and lead.epoch < cfg.train.epochs:
                 stopped_early = True
                 break
-    except Exception as exc:  # a bug, not a user mistake: record it beside the run, then let it raise
+    except Exception as exc:  # a bug, or a full disk: record it beside the run (crashed), then raise
         for recorder in recorders:
             recorder.crashed(exc)
         raise

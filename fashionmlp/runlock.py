@@ -26,7 +26,10 @@ def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
         import fcntl
     except ImportError:  # not POSIX: no advisory locks, no protection
         fcntl = None
-    handle = open(Path(run_dir) / LOCK_NAME, "a+", encoding="utf-8")  # the caller closes it
+    try:
+        handle = open(Path(run_dir) / LOCK_NAME, "a+", encoding="utf-8")  # the caller closes it
+    except OSError as exc:  # a read-only folder: nothing could be written there anyway
+        raise UserError(f"{what} {str(run_dir)!r} cannot be written ({exc.strerror or exc})") from None
     if fcntl is None:
         return handle
     try:

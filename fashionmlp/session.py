@@ -75,6 +75,9 @@ def prepare(cfg: RunConfig, *, data_dir: str | Path | None = None, data: Fashion
     else:
         from fashionmlp.teacher import check_same_teacher, load_teacher, pinned, teacher_notes  # needs prepare
 
+        here = teacher.device if teacher is not None else None  # cuda means cuda:0 where the weights are
+        if here is not None and (here.type, here.index or 0) != (device.type, device.index or 0):
+            teacher = None  # a study's teacher, loaded for a run on another device
         if teacher is None:  # loading builds a model: before the seed, so the student's weights are its own
             teacher = load_teacher(cfg, device)
         else:

@@ -58,6 +58,7 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
             raise UserError(f"{KEY} {given!r}: it has no checkpoints/best.pt; distill.checkpoint: last uses its "
                             "last.pt") from None
         raise UserError(f"{KEY} {given!r}: {exc}") from None
+    status = previous_summary(run_dir).get("status")  # before its weights: a run ending meanwhile reads unfinished
     try:  # named as the teacher: "checkpoint does not fit" alone did not say which key gave the file
         state = load_checkpoint(path)
         check_fits(saved, state, path)
@@ -75,7 +76,7 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     load_model_state(model, state["model"], path)
     model.eval().requires_grad_(False)
     return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
-                   dtype_of(saved), saved, previous_summary(run_dir).get("status"))
+                   dtype_of(saved), saved, status)
 
 
 def check_same_teacher(cfg: RunConfig, teacher: Teacher) -> None:

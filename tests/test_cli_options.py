@@ -114,3 +114,11 @@ def test_a_run_given_a_command_with_a_password_records_it_masked(tmp_path, tiny_
     run = train(config_from_dict(tiny_config(tiny_data, train={"epochs": 1})), runs_dir=tmp_path,
                 command="fashionmlp sweep --storage postgresql://u:s3cret@h/db").run_dir
     assert summary(run)["command"] == "fashionmlp sweep --storage postgresql://u:***@h/db"
+
+
+def test_the_sweeps_storage_label_hides_a_password_in_the_query_too():
+    pytest.importorskip("optuna")
+    from fashionmlp.sweep.storage import _storage_label
+
+    assert _storage_label("postgresql://u:pw@h/db?password=x&sslmode=require") == \
+        "postgresql://u:***@h/db?password=***&sslmode=require"  # SQLAlchemy masks the first alone

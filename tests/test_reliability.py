@@ -780,13 +780,14 @@ def _disk_full_at(monkeypatch, name: str, nth: int = 1) -> None:
     monkeypatch.setattr(checkpoint, "atomic_write", atomic_write)
 
 
-@pytest.mark.parametrize("full_at", ["first checkpoint", "epoch 2's checkpoint", "the loss curve"])
+@pytest.mark.parametrize("full_at", ["first checkpoint", "epoch 2's checkpoint", "epoch 1's best.pt",
+                                     "the loss curve"])
 def test_a_full_disk_is_one_line_and_leaves_a_run_that_resumes_or_none(write_config, tmp_path, monkeypatch, full_at):
     """At the first checkpoint it left a folder with no checkpoint, which no --resume could continue; at epoch 2's,
     a summary.json saying 'crashed' (a bug's word) with an epoch and accuracy the checkpoint did not hold; while
     drawing the pictures, a traceback, a zero-byte loss_curve.png, and a run that said 'running'."""
     name, nth = {"first checkpoint": ("last.pt", 1), "epoch 2's checkpoint": ("last.pt", 3),
-                 "the loss curve": ("loss_curve.png", 1)}[full_at]
+                 "epoch 1's best.pt": ("best.pt", 1), "the loss curve": ("loss_curve.png", 1)}[full_at]
     _disk_full_at(monkeypatch, name, nth)
     runs = tmp_path / "runs"
     result = cli("train", "--config", write_config(train={"epochs": 3}), "--runs-dir", runs)
@@ -801,38 +802,40 @@ def test_a_full_disk_is_one_line_and_leaves_a_run_that_resumes_or_none(write_con
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     s = summary(run)
     if full_at == "the loss curve":
-        assert "then `fashionmlp train --resume" in result.stderr and s["status"] == "running"
-    else:
-        assert s["status"] == "interrupted" and s["epochs"] == state["epoch"] == 1 == len(metrics_rows(run))
-        assert s["final"]["test_accuracy"] == float(metrics_rows(run)[0]["test_accuracy"])
+        assert "then `fashionmlp train --resume" in result.stderr and s["status"] == "interrupted"
+    else:  # the summary claims no epoch the checkpoint does not hold
+        done = 0 if full_at == "epoch 1's best.pt" else 1
+        assert s["status"] == "interrupted" and s["epochs"] == state["epoch"] == done == len(metrics_rows(run))
+        assert not done or s["final"]["test_accuracy"] == float(metrics_rows(run)[0]["test_accuracy"])
     resumed = cli("train", "--resume", run)
     assert resumed.exit_code == 0, resumed.output
     assert summary(run)["status"] == "completed" and (run / "loss_curve.png").stat().st_size > 0
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == summary(run)["best"]["epoch"]  # best.pt is the epoch the summary calls best
 
 
-@pytest.mark.parametrize("command", ["train", "train --seeds"])
-def test_ctrl_c_while_the_data_loads_writes_nothing(write_config, tmp_path, monkeypatch, command):
+@pytest.mark.parametrize("command, module, what", [
+    ("train", "fashionmlp.run", "the run"), ("train --seeds", "fashionmlp.study.run", "the study"),
+    ("lr-find", "fashionmlp.lrfind", "the range test")])
+def test_ctrl_c_while_the_data_loads_writes_nothing(write_config, tmp_path, monkeypatch, command, module, what):
     """A SIGTERM while the data loaded was noted, then a run folder was made and one step trained before it
-    stopped: every early Ctrl-C left a folder to clean up."""
+    stopped: every early Ctrl-C left a folder to clean up. Not an error either: no 'error:', exit 130."""
+    import importlib
     import os
     import signal
 
-    import fashionmlp.run
-    import fashionmlp.study.run
-
-    module = fashionmlp.run if command == "train" else fashionmlp.study.run
-    real = module.prepare
+    patched = importlib.import_module(module)
+    real = patched.prepare
 
     def prepare_then_sigterm(*args, **kwargs):
         session = real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
         return session
 
-    monkeypatch.setattr(module, "prepare", prepare_then_sigterm)
+    monkeypatch.setattr(patched, "prepare", prepare_then_sigterm)
     runs = tmp_path / "runs"
-    extra = ["--seeds", "0,1"] if command == "train --seeds" else []
-    result = cli("train", "--config", write_config(), "--runs-dir", runs, *extra)
+    args = ["--seeds", "0,1"] if command == "train --seeds" else []
+    result = cli(command.split()[0], "--config", write_config(), "--runs-dir", runs, *args)
     assert result.exit_code == 130, result.output
-    what = "the run" if command == "train" else "the study"
-    assert f"error: interrupted before {what} started: nothing was written" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"interrupted before {what} started: nothing was written"
     assert not runs.exists() or not list(runs.iterdir())

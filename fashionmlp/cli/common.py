@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from fashionmlp.errors import UserError
+from fashionmlp.errors import StoppedBeforeStart, UserError
 
 
 class _OneLineUsage(TyperGroup):
@@ -128,6 +128,9 @@ def user_errors(command: Callable) -> Callable:
             if verbose():
                 traceback.print_exc()
             err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except StoppedBeforeStart as exc:
+            err(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
             if exc.errno != errno.ENAMETOOLONG:

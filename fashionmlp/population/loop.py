@@ -118,7 +118,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
             if len(left) != len(active) or joining:
                 active = sorted(left + joining, key=lambda m: m.cohort)
                 stack = restack(active) if active else stack
-    except Exception as exc:  # a bug, not a user mistake: record it beside every unfinished run, then raise
+    except Exception as exc:  # a bug or a full disk: record it beside every unfinished run (crashed), then raise
         for member in members:
             if member.result is None:
                 member.recorder.crashed(exc)

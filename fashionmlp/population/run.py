@@ -26,7 +26,7 @@ from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
 from fashionmlp.session import Session, prepare
-from fashionmlp.teacher import pinned, teacher_note
+from fashionmlp.teacher import check_same_teacher, pinned, teacher_note
 
 # What every member of a population shares: the network, the batches' shape and count, the data, the device.
 SHARED = ("model", "train.batch_size", "train.epochs", "train.eval_batch_size", "train.precision",
@@ -83,6 +83,9 @@ def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, 
     population's data."""
     check_one_shape(cfgs)
     session = prepare(whole_training_set(cfgs[0]), data_dir=data_dir, data=data, threads=threads, teacher=teacher)
+    if session.teacher is not None:  # prepare checked the first member's pin: every member learns from it
+        for cfg in cfgs[1:]:
+            check_same_teacher(cfg, session.teacher)
     check_population_memory(cfgs[0], max(len(cfgs), capacity), session)
     seeds = sorted({cfg.seed for cfg in cfgs})
     return session, population_data(session.data, cfgs[0], seeds, session.device, session.teacher)

@@ -195,15 +195,15 @@ def resume_study(study_dir: Path, *, data_dir: str | Path | None = None,
     folder is locked meanwhile (two resumes at once: one crashed on the other's new run folder)."""
     study_dir = Path(study_dir)
     study, seeds, engine = read_study(study_dir)
-    with lock_run_dir(study_dir, "study folder"):
-        return _resume_study(study_dir, study, seeds, engine, data_dir, make_progress, population_progress, stop,
-                             command, notify)
-
-
-def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, data_dir, make_progress,
-                  population_progress, stop, command, notify) -> StudyResult:
     planned = plan(study, seeds, study_dir)
-    _check_members(study_dir, planned)
+    _check_members(study_dir, planned)  # refused before the lock: a refusal leaves the folder as it was
+    with lock_run_dir(study_dir, "study folder"):
+        return _resume_study(study_dir, study, seeds, engine, planned, data_dir, make_progress, population_progress,
+                             stop, command, notify)
+
+
+def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, planned: list[Planned], data_dir,
+                  make_progress, population_progress, stop, command, notify) -> StudyResult:
     todo = [p for p in planned if _unfinished(p.run_dir)]
     if not todo:  # e.g. killed while it wrote its report: no command could finish it
         notify("every run of the study has finished: its report (table, comparison.png, TensorBoard) is written "

@@ -249,7 +249,7 @@ def choose_population(population: int | None, spec: SweepSpec, device_type: str,
         return 1
     chosen = max(1, min(DEFAULT_POPULATION, fits, spec.target))
     at_once = "1 trial at a time" if chosen == 1 else f"up to {chosen} trials of one shape at once"
-    why = (f"memory holds {fits}" if chosen == fits < DEFAULT_POPULATION else
+    why = (f"memory holds {fits}" if chosen >= fits and fits < DEFAULT_POPULATION else
            f"the sweep has {spec.target} trials" if chosen == spec.target < DEFAULT_POPULATION else "the default")
     echo(f"population: {at_once} per worker ({why}; --population K sets it, 1 trains one at a time)")
     return chosen

@@ -37,7 +37,7 @@ def _storage_label(url: str | None) -> str:
     try:
         from sqlalchemy.engine import make_url
 
-        return without_passwords(make_url(url).render_as_string(hide_password=True))  # and ?password=...
+        return without_passwords(make_url(url).render_as_string(hide_password=True))  # it leaves ?password=...
     except Exception:  # not parseable: it will be refused when opened; show no part of it
         return "<database URL>"
 
