@@ -839,3 +839,34 @@ def test_ctrl_c_while_the_data_loads_writes_nothing(write_config, tmp_path, monk
     assert result.exit_code == 130, result.output
     assert result.stderr.splitlines()[-1] == f"interrupted before {what} started: nothing was written"
     assert not runs.exists() or not list(runs.iterdir())
+
+
+def test_a_full_disk_in_a_population_leaves_every_member_resumable(write_config, tmp_path, monkeypatch):
+    """One member's epoch-1 checkpoint meets a full disk after the other's was saved: the members stand at
+    different epochs, each summary must say what its checkpoint holds, and the group's --resume finishes both as
+    an uninterrupted group would."""
+    cfg = write_config(train={"epochs": 2})
+    straight = cli("train", "--config", cfg, "--seeds", "0,1", "--runs-dir", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    _disk_full_at(monkeypatch, "last.pt", nth=4)  # 2 first checkpoints, then seed 0's epoch 1, then seed 1's
+    runs = tmp_path / "runs"
+    result = cli("train", "--config", cfg, "--seeds", "0,1", "--runs-dir", runs)
+    monkeypatch.undo()
+    assert result.exit_code == 2 and "no space left on the device of" in result.stderr, result.output
+    (group,) = runs.iterdir()
+    saved = []
+    for seed in (0, 1):
+        run = group / f"seed{seed}"
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        assert summary(run)["status"] == "interrupted" and summary(run)["epochs"] == state["epoch"]
+        assert len(metrics_rows(run)) == state["epoch"]
+        saved.append(state["epoch"])
+    assert saved == [1, 0]  # seed 0's epoch 1 was saved, seed 1's met the full disk
+    resumed = cli("train", "--resume", group)
+    assert resumed.exit_code == 0, resumed.output
+    (done,) = (tmp_path / "straight").iterdir()
+    columns = ("epoch", "train_loss", "test_loss", "test_accuracy")
+    for seed in (0, 1):
+        assert summary(group / f"seed{seed}")["status"] == "completed"
+        assert [[r[c] for c in columns] for r in metrics_rows(group / f"seed{seed}")] == \
+            [[r[c] for c in columns] for r in metrics_rows(done / f"seed{seed}")]
