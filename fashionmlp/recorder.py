@@ -25,6 +25,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.models import n_params
 from fashionmlp.plots import confusion_matrix, loss_curve
 from fashionmlp.progress import EpochResult
+from fashionmlp.savedrun import group_of
 from fashionmlp.tracking import (
     HPARAM_METRICS,
     MetricsFile,
@@ -221,8 +222,6 @@ class RunRecorder:
             self.tb.close()
             return RunResult(self.run_dir, status, self.write_summary(status, **extra))
         except UserError as exc:  # a full disk, with every epoch saved: a traceback, and a run that said 'running'
-            from fashionmlp.savedrun import group_of
-
             self.crashed(exc)  # 'interrupted', if there is room for that
             then = ("the sweep command, run again, writes the trial's end" if group_of(self.run_dir) == "sweep" else
                     f"`{self.resume_command()}` writes the run's end")

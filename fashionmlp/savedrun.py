@@ -29,12 +29,12 @@ def check_run_dir(run_dir: Path, what: str = "run folder",
     if not run_dir.is_dir():
         problem = ": no such folder" if not run_dir.exists() else " is a file, not a directory"
         named = _runs_named(run_dir)
-        owner = next((p for p in run_dir.parents if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir()),
-                     None) if run_dir.is_file() else None  # e.g. runs/x/checkpoints/last.pt for runs/x
+        owner = next((p for p in run_dir.parents if _is_run(p)), None) if run_dir.is_file() else None  # e.g.
+        # runs/x/checkpoints/last.pt given for runs/x
         hint = (f"; pass its run folder, {str(owner)!r}" if owner is not None else
                 f"; runs of that name: {', '.join(named)}" if named else f"; {example}")
         raise UserError(f"{what} {str(run_dir)!r}{problem}{hint}")
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints").is_dir():
+    if not _is_run(run_dir):
         runs = sorted(p.name for p in run_dir.iterdir() if (p / "config.yaml").is_file()) if (
             run_dir / "study.json").is_file() else []
         inside = (f"; it is a study folder (compare-optimizers, train --seeds): pass one of its runs, e.g. "
@@ -42,6 +42,11 @@ def check_run_dir(run_dir: Path, what: str = "run folder",
         raise UserError(f"{what} {str(run_dir)!r} is not a fashionmlp run (it needs config.yaml and checkpoints/)"
                         + inside)
     return run_dir
+
+
+def _is_run(folder: Path) -> bool:
+    """What `fashionmlp train` makes: config.yaml and checkpoints/."""
+    return (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
 
 
 def group_of(run_dir: Path) -> str | None:

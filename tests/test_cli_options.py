@@ -89,18 +89,19 @@ def test_a_group_given_nothing_prints_its_help_not_an_error():
 
 def test_recorded_command_lines_show_no_database_password():
     """summary.json's command travels with a run folder: a sweep's --storage URL put the password in every
-    trial's (the terminal and the sweep's own files showed ***)."""
+    trial's (the terminal and the sweep's own files showed ***). Masked as it is written, on the quoted line."""
     from fashionmlp.cli.common import ARGV, command_line
+    from fashionmlp.tracking import without_passwords
 
     token = ARGV.set(["sweep", "--storage", "postgresql://sweeper:s3cret@127.0.0.1:5432/db",
                       "--storage=postgresql+psycopg://u:p%40ss@h/db", "--storage", "postgresql://u@h/db?password=pw&x=1",
                       "--set", "name=a:b@c", "--storage", "sqlite:///sweep.db"])
     try:
-        line = command_line()
+        line = without_passwords(command_line())
     finally:
         ARGV.reset(token)
-    assert line == ("fashionmlp sweep --storage 'postgresql://sweeper:***@127.0.0.1:5432/db' "
-                    "'--storage=postgresql+psycopg://u:***@h/db' --storage 'postgresql://u@h/db?password=***&x=1' "
+    assert line == ("fashionmlp sweep --storage postgresql://sweeper:***@127.0.0.1:5432/db "
+                    "--storage=postgresql+psycopg://u:***@h/db --storage 'postgresql://u@h/db?password=***&x=1' "
                     "--set name=a:b@c --storage sqlite:///sweep.db")
 
 

@@ -178,13 +178,11 @@ def graceful_stop() -> Iterator:
 
 
 def command_line() -> str | None:
-    """This invocation as the user would type it again (recorded in summary.json, which travels with a run
-    folder: a database URL's password is shown as ***, as the sweep's outputs show it); None when not run by
+    """This invocation as the user would type it again (recorded in summary.json and lr_find.json, where a
+    database URL's password is masked as it is written: tracking.without_passwords); None when not run by
     main()."""
     argv = ARGV.get()
-    from fashionmlp.tracking import without_passwords
-
-    return None if argv is None else shlex.join(["fashionmlp", *(without_passwords(a) for a in argv)])
+    return None if argv is None else shlex.join(["fashionmlp", *argv])
 
 
 def csv_list(text: str | None, option: str, kind=str) -> list | None:

@@ -83,14 +83,15 @@ def legend_below(figure, handles: list | None = None, labels: list[str] | None =
             h, lab = ax.get_legend_handles_labels()
             handles, labels = handles + h, labels + lab
     labels = [textwrap.fill(label, wrap) for label in labels]
-    for cols in range(max(1, min(max_cols, len(labels))), 0, -1):
+    cols = max(1, min(max_cols, len(labels)))
+    while True:
         legend = figure.legend(handles, labels, loc="outside lower center", ncols=cols, fontsize=fontsize)
         for text in legend.get_texts():  # literal (see literal_text) before measuring: 'x$^$' is not TeX
             text.set_parse_math(False)
         if cols == 1 or legend.get_window_extent().width <= 0.98 * figure.bbox.width:
             return legend
         legend.remove()
-    return None  # not reached: one column always returns
+        cols -= 1
 
 
 def plain_log_labels(axis) -> None:

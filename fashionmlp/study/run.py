@@ -137,11 +137,12 @@ def _one_teacher(study: Study, seeds: list[int], session: Session,
     fingerprint and the teacher's absolute path (a teacher still training had taught each run with the epoch it
     had saved when that run started, and a relative path failed a --resume from another folder). What the
     runs' summaries note about the teacher is said once, here."""
-    pins = {"distill.teacher": session.cfg.distill.teacher, "distill.fingerprint": session.cfg.distill.fingerprint}
-    study = Study(with_values(study.base, pins), {n: with_values(c, pins) for n, c in study.variants.items()},
+    from fashionmlp.teacher import pinned, teacher_notes
+
+    teacher = session.teacher
+    study = Study(pinned(study.base, teacher), {n: pinned(c, teacher) for n, c in study.variants.items()},
                   study.kind)
     planned = plan(study, seeds, Path("."))
-    from fashionmlp.teacher import teacher_notes
 
     for note in dict.fromkeys(n for p in planned for n in teacher_notes(p.cfg, session.teacher)):
         notify(note)
