@@ -307,6 +307,17 @@ def test_a_diverging_loss_axis_reads_in_powers_of_ten():
     assert max(float(t.replace(",", "")) for t in labels) >= 1e28, labels
 
 
+def test_a_short_runs_loss_curve_marks_whole_epochs():
+    """Three epochs were marked 0.0, 0.5, 1.0, ... 3.0: half epochs a run never ended."""
+    from fashionmlp.plots.run import loss_curve
+
+    history = [{"epoch": e, "train_loss": 2 / e, "test_loss": 2 / e, "test_accuracy": 0.5} for e in (1, 2, 3)]
+    ax = loss_curve(history, list(np.geomspace(2.3, 0.6, 30)), "t").axes[0]
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks == [0, 1, 2, 3], ticks
+
+
 def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     from fashionmlp.plots import comparison
 
