@@ -81,7 +81,9 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
 def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = print) -> np.ndarray:
     """An image file -> (28, 28) uint8, light object on black as in Fashion-MNIST.
 
-    Any bit depth is scaled by its range (16-bit by 65535, float by [0, 1]); colour becomes luminance
+    Any bit depth is scaled by the smallest standard range that holds its values (float 0-1, 0-255, 0-65535), or
+    from its own range where that would leave it nearly black (12-bit data in a 16-bit file), with a warning, as
+    for a blank or nearly black picture; colour becomes luminance
     (ITU-R 601); transparent pixels are composited over black, Fashion-MNIST's background, after --invert
     (which flips the object's pixels only). Other sizes are padded to a square and resized, with a warning.
     """
@@ -110,6 +112,12 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         gray = 1.0 - gray
     if alpha is not None:
         gray = gray * alpha
+    if gray.max() - gray.min() < 0.5 / 255:  # transparent, black or one colour: every answer is a guess
+        warn(f"warning: {where}: every pixel is the same ({gray.max():.0%} of white): a blank image; its "
+             "prediction says nothing about a garment")
+    elif gray.max() < 0.1:
+        warn(f"warning: {where}: nearly black (its brightest pixel is {gray.max():.1%} of white); the garment "
+             "may be too dark for the model to see")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
     if border > 0.5:
         warn(f"warning: {where}: its border is light ({border:.0%} of white on average) while Fashion-MNIST's "
@@ -118,7 +126,7 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
                                                              "a dark garment on a light background needs --invert"))
     if gray.shape != (28, 28):
         h, w = gray.shape
-        warn(f"warning: {path} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
+        warn(f"warning: {where} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
         side = max(h, w)
         square = np.zeros((side, side))
         square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray
@@ -131,31 +139,36 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
 def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W) luminance in [0, 1] and, for images with transparency, (H, W) opacity in [0, 1] (else None)."""
     mode = img.mode
-    if mode.startswith("I;16"):
-        values = np.asarray(img, dtype=np.float64)
-        if 0 < values.max() <= 4095:  # 12-bit (or 10-bit) data in a 16-bit file: scaled by 65535, nearly black
-            warn(f"warning: {where}: a 16-bit image whose brightest pixel is {values.max():g} of 65535 (12-bit data, "
-                 "as cameras and microscopes save it?); it reads about 16 times too dark: scale it to the full "
-                 "range or save it as 8-bit")
-        return values / 65535, None
-    if mode in ("I", "F"):
+    if mode.startswith("I;16") or mode in ("I", "F"):
         values = np.asarray(img, dtype=np.float64)
         if not np.isfinite(values).all():
             raise UserError(f"{where}: the image holds NaN or infinite values")
-        low, high = float(values.min()), float(values.max())
-        for top in ((1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)):
-            if low >= 0 and high <= top:
-                return values / top, None
-        if high == low:  # nothing to scale: one value outside every range
-            raise UserError(f"{where}: every pixel holds {low:g}, outside 0-255 and 0-65535: a blank image")
-        warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range; scaled from that range to 0-255")
-        return (values - low) / (high - low), None
+        return _scaled(values, mode, where, warn), None
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info
     if mode in ("1", "L"):
         return np.asarray(img.convert("L"), dtype=np.float64) / 255, None
     rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255
     gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as PIL's convert("L")
     return gray, (rgba[..., 3] if has_alpha else None)
+
+
+def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], None]) -> np.ndarray:
+    """A 16-bit, 32-bit or float image's values -> [0, 1]: by the smallest standard range (float 0-1, 0-255,
+    0-65535) that holds them, unless it would leave them nearly black (12-bit data in a 16-bit file, 0-300):
+    then from their own range, with a warning."""
+    low, high = float(values.min()), float(values.max())
+    if mode == "F" and low >= 0 and high <= 1.01:  # 0-1 with a rounding over 1 (1.0001 was read as 0-255: black)
+        return np.minimum(values, 1.0)
+    tops = (1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)
+    top = next((t for t in tops if low >= 0 and high <= t), None)
+    if top is not None and (top == tops[0] or high > top / 16 or high == low):
+        return values / top
+    if high == low:  # nothing to scale: one value outside every range
+        raise UserError(f"{where}: every pixel holds {low:g}, outside 0-255 and 0-65535: a blank image")
+    dark = f" (by {top:g}, its brightest pixel would be {high / top:.1%} of white: 12-bit data?)" if top else ""
+    warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range{dark}; scaled from that range to "
+         "0-255")
+    return (values - low) / (high - low)
 
 
 def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:

@@ -57,15 +57,47 @@ def test_every_bit_depth_and_mode_reads_as_the_same_picture(picture, tmp_path):
         np.testing.assert_array_equal(read_image(path, warn=pytest.fail), picture, err_msg=name)
 
 
-def test_twelve_bit_data_in_a_sixteen_bit_file_is_pointed_out(tmp_path, picture):
-    """Scaled by 65535, 12-bit data (0-4095, as cameras save it) read 16 times too dark, without a word."""
-    twelve = (picture.astype(np.uint16) * 16)  # 0-4080
-    Image.fromarray(twelve).save(tmp_path / "twelve.png")
+def test_twelve_bit_data_in_a_sixteen_bit_file_is_pointed_out_and_scaled_by_its_range(tmp_path, picture):
+    """Scaled by 65535, 12-bit data (0-4095, as cameras save it) read 16 times too dark: the model saw a black
+    image (with a warning that said so, and a wrong factor, "16 times", for 0-255 data in a 16-bit file)."""
+    full = np.rint(picture / picture.max() * 255).astype(np.uint16)  # 0-255: scaled by its range, unchanged
+    Image.fromarray(full * 16).save(tmp_path / "twelve.png")  # 0-4080
     warned: list[str] = []
-    dark = read_image(tmp_path / "twelve.png", warn=warned.append)
-    assert dark.max() <= 16 and len(warned) == 1 and f"brightest pixel is {int(picture.max()) * 16} of 65535" in warned[0]
+    np.testing.assert_array_equal(read_image(tmp_path / "twelve.png", warn=warned.append), full)
+    assert len(warned) == 1 and "values 0 to 4080 fit no standard range" in warned[0]
+    assert "12-bit data?" in warned[0]
     Image.fromarray(picture.astype(np.uint16) * 257).save(tmp_path / "full.png")  # the full range: no warning
     np.testing.assert_array_equal(read_image(tmp_path / "full.png", warn=pytest.fail), picture)
+    Image.fromarray(picture.astype(np.uint16)).save(tmp_path / "eight.png")  # 0-255 in 16 bits: as in 32 bits
+    assert Image.open(tmp_path / "eight.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_image(tmp_path / "eight.png", warn=pytest.fail), picture)
+
+
+def test_float_and_integer_images_beyond_a_range_are_not_read_as_black(tmp_path, picture):
+    """A float image at most 1.0001 (an HDR export's rounding) was divided by 255, a 0-300 one by 65535: the model
+    saw a black image and answered as for one, without a word."""
+    full = np.rint(picture / picture.max() * 255).astype(np.uint8)
+    over = full.astype(np.float32) / 255
+    over[full == 255] = 1.0001
+    Image.fromarray(over).save(tmp_path / "over.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "over.tif", warn=pytest.fail), full)
+    Image.fromarray((full.astype(np.int32) * 300) // 255).save(tmp_path / "three_hundred.tif")
+    warned: list[str] = []
+    seen = read_image(tmp_path / "three_hundred.tif", warn=warned.append)
+    assert np.abs(seen.astype(int) - full).max() <= 1 and len(warned) == 1 and "0 to 300" in warned[0]
+
+
+def test_a_blank_or_nearly_black_image_is_pointed_out(tmp_path, picture):
+    """A fully transparent PNG, a black one and a dim one got confident answers without a word."""
+    clear = np.dstack([np.repeat(picture[..., None], 3, axis=2), np.zeros_like(picture)])
+    Image.fromarray(clear).save(tmp_path / "clear.png")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(picture // 20).save(tmp_path / "dim.png")
+    for name, words in (("clear.png", "every pixel is the same (0% of white): a blank image"),
+                        ("black.png", "a blank image"), ("dim.png", "nearly black (its brightest pixel is")):
+        warned: list[str] = []
+        read_image(tmp_path / name, warn=warned.append)
+        assert any(words in w for w in warned), (name, warned)
 
 
 def test_one_bit_and_inverted_images(tmp_path, picture):
