@@ -50,7 +50,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
                  device: str | None = None) -> EvaluationReport:
     """Evaluate a run's checkpoint on the test set; writes confusion_matrix.png and evaluation-<ckpt>.json."""
     run = load_run(run_dir, checkpoint, device)
-    refuse_links(Path(run_dir), "evaluate")
+    refuse_links(Path(run_dir), "evaluate", writes_checkpoints=False)
     checkpoint = run.name
     data = run_data(run_dir, run.cfg, data_dir)
     test = TensorSplit.from_split(data.test, run.device, dtype_of(run.cfg))

@@ -117,7 +117,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     run = load_run(run_dir, checkpoint, device)
     checkpoint = run.name
     out_dir = run_dir / "inspect"
-    refuse_links(run_dir, "inspect")
+    refuse_links(run_dir, "inspect", writes_checkpoints=False)
     check_writable_folder(out_dir)
     test = run_data(run_dir, run.cfg, data_dir).test
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")

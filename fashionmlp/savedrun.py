@@ -72,7 +72,11 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"--checkpoint: {checkpoint!r} is not allowed; allowed: {', '.join(CHECKPOINTS)}")
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # an unreadable checkpoints/ folder was PermissionError's traceback
+        raise UserError(f"cannot look into {str(path.parent)!r} ({exc.strerror or exc})") from None
+    if not found:
         hint = ""
         if checkpoint == "best" and path.with_name("last.pt").is_file():
             epochs = epochs_done(Path(run_dir))
@@ -83,16 +87,18 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
-def refuse_links(run_dir: Path, what: str) -> None:
+def refuse_links(run_dir: Path, what: str, writes_checkpoints: bool = True) -> None:
     """A run folder from someone else must not steer a write out of it: no symbolic link among the entries a
-    command writes to (the folder's files, checkpoints/, and everything in inspect/, whose projector writes into
-    folders of its own). The folder itself may be one."""
+    command writes to (the folder's files, checkpoints/ where it writes there, and everything in inspect/, whose
+    projector writes into folders of its own). The folder itself may be one; so may the checkpoints of a command
+    that only reads them (evaluate and inspect refused a run whose checkpoints were links, as DVC makes them)."""
     inspect = run_dir / "inspect"
-    for folder in (run_dir, run_dir / "checkpoints", inspect):
+    for folder in (run_dir, run_dir / "checkpoints", inspect) if writes_checkpoints else (run_dir, inspect):
         entries = [folder] if folder.is_symlink() else sorted(folder.iterdir()) if folder.is_dir() else []
         if folder == inspect and not folder.is_symlink():
             entries = sorted(inspect.rglob("*"))  # rglob does not follow links to folders: each is an entry
-        link = next((entry for entry in entries if entry.is_symlink()), None)
+        link = next((entry for entry in entries if entry.is_symlink()
+                     and (writes_checkpoints or entry != run_dir / "checkpoints")), None)
         if link is not None and link != run_dir:
             raise UserError(f"{what} {str(run_dir)!r}: {str(link.relative_to(run_dir))!r} is a symbolic link (to "
                             f"{str(link.resolve())!r}); a run folder's files must be its own: nothing is written "

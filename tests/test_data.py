@@ -171,3 +171,22 @@ def test_a_data_dir_that_is_a_loop_of_links_is_named_as_such(tmp_path):
     result = cli("data", "--data-dir", tmp_path / "a")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "is a symbolic link that leads nowhere" in result.stderr and "download" not in result.stderr
+
+
+def test_an_unreadable_data_file_is_one_line(tiny_data, monkeypatch):
+    """Its MD5 check raised PermissionError's traceback (data, evaluate, predict); reading it unchecked said one line."""
+    import builtins
+
+    from helpers import cli
+
+    real_open = builtins.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("t10k-images-idx3-ubyte.gz"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    result = cli("data", "--data-dir", tiny_data, "--no-download")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "t10k-images-idx3-ubyte.gz: cannot be read (PermissionError: Permission denied)" in result.stderr

@@ -470,6 +470,10 @@ def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write
     result = cli("train", "--resume", run, "--epochs", "3")
     assert result.exit_code == 2 and "'checkpoints' is a symbolic link" in result.stderr, result.output
     assert sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir()) == before
+    for args in (("evaluate", run), ("inspect", run)):  # they only read checkpoints (DVC links them): they work
+        result = cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in elsewhere.iterdir()) == before
     (run / "checkpoints").unlink()
     (run / "checkpoints").mkdir()
     for item in elsewhere.iterdir():
@@ -488,6 +492,24 @@ def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write
         assert target.read_text() == "theirs", name
         (run / name).unlink()
     assert cli("train", "--resume", run, "--epochs", "3").exit_code == 0  # its own files again: it goes on
+
+
+def test_an_unreadable_checkpoints_folder_is_one_line(good_run, monkeypatch):
+    """Path.is_file raised PermissionError's traceback from evaluate and inspect (chmod 000 checkpoints/)."""
+    from pathlib import Path
+
+    real = Path.is_file
+
+    def is_file(self):
+        if self.parent.name == "checkpoints":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    for command in ("evaluate", "inspect"):
+        result = cli(command, good_run)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert "cannot look into" in result.stderr and "(Permission denied)" in result.stderr
 
 
 def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_path):

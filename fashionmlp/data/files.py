@@ -56,9 +56,12 @@ def _locate(root: Path, name: str) -> Path | None:
 
 def md5sum(path: Path) -> str:
     digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:  # an unreadable file was a traceback (PermissionError), where reading it is one line
+        raise DataError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc.strerror or exc})") from None
     return digest.hexdigest()
 
 
