@@ -52,8 +52,8 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     run = load_run(run_dir, checkpoint, device)
     refuse_links(Path(run_dir), "evaluate", writes_checkpoints=False)
     checkpoint = run.name
-    data = run_data(run_dir, run.cfg, data_dir)
-    test = TensorSplit.from_split(data.test, run.device, dtype_of(run.cfg))
+    images = run_data(run_dir, run.cfg, data_dir, test_only=True)
+    test = TensorSplit.from_split(images, run.device, dtype_of(run.cfg))
     result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
@@ -69,7 +69,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         unsaved = (f"{figure_path.name} and {json_path.name} could not be written to {str(run_dir)!r} "
                    f"({why}); the results above are not saved")
-    lines = [f"run {run_dir}  checkpoint {checkpoint}.pt (epoch {run.epoch})  {len(data.test.labels)} test images",
+    lines = [f"run {run_dir}  checkpoint {checkpoint}.pt (epoch {run.epoch})  {len(images.labels)} test images",
              f"test loss {result['loss']:.4f}   test accuracy {result['accuracy']:.2%}", "",
              "per-class accuracy:"]
     lines += [f"  {name:<12} {acc:7.2%}" for name, acc in zip(CLASSES, per_class)]
@@ -193,7 +193,7 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
         for image, top in zip(images, top_k(predict_proba(run.model, x, tta=tta))):
             lines.append(_format_top(f"{image}", top))
     if indices or grid is not None:
-        test = run_data(run_dir, run.cfg, data_dir).test
+        test = run_data(run_dir, run.cfg, data_dir, test_only=True)
         bad = [i for i in indices if not 0 <= i < len(test.labels)]
         if bad:
             raise UserError(f"--index {bad[0]}: out of range; allowed: 0 to {len(test.labels) - 1}")

@@ -119,7 +119,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     out_dir = run_dir / "inspect"
     refuse_links(run_dir, "inspect", writes_checkpoints=False)
     check_writable_folder(out_dir)
-    test = run_data(run_dir, run.cfg, data_dir).test
+    test = run_data(run_dir, run.cfg, data_dir, test_only=True)
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")
     split = TensorSplit.from_split(test, run.device, dtype_of(run.cfg))
     probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,

@@ -121,13 +121,14 @@ def previous_summary(run_dir: Path) -> dict:
     return previous if isinstance(previous, dict) else {}
 
 
-def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
-    """The data a saved run's config asks for (load_data); where the files are missing, the message names the
-    folder the run trained on (summary.json's data.dir) when that folder has them."""
-    from fashionmlp.data import file_status, load_data
+def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None, test_only: bool = False):
+    """The data a saved run's config asks for (load_data), or its test split alone (load_test: a Split); where the
+    files are missing, the message names the folder the run trained on (summary.json's data.dir) when that
+    folder has them."""
+    from fashionmlp.data import file_status, load_data, load_test
 
     try:
-        return load_data(cfg, data_dir)
+        return load_test(cfg, data_dir) if test_only else load_data(cfg, data_dir)
     except DataMissing as exc:
         trained = (previous_summary(run_dir).get("data") or {}).get("dir")
         if not isinstance(trained, str) or not trained or any(

@@ -542,3 +542,24 @@ def test_a_saved_run_missing_its_data_names_the_folder_it_trained_on(tmp_path, t
         assert line.endswith(f"this run trained on the files in {str(tiny_data)!r}: --data-dir {tiny_data}"), args
         assert cli(*args, "--data-dir", tiny_data).exit_code == 0, args
     assert summary(run)["epochs"] == 2
+
+
+def test_scoring_a_saved_run_needs_only_the_test_files(good_run, tiny_data, tmp_path):
+    """evaluate, predict --index and inspect asked for the training files too, and downloaded them (30 MB)."""
+    import shutil
+
+    run = shutil.copytree(good_run, tmp_path / "run")
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(tiny_data / name, test_only / name)
+    everything = cli("evaluate", run, "--data-dir", tiny_data)
+    for args in (("evaluate", run), ("predict", run, "--index", "0"), ("inspect", run)):
+        result = cli(*args, "--data-dir", test_only)
+        assert result.exit_code == 0, (args, result.output)
+    assert cli("evaluate", run, "--data-dir", test_only).stdout == everything.stdout
+    assert sorted(p.name for p in test_only.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    (test_only / "t10k-labels-idx1-ubyte.gz").unlink()  # a missing test file is still named
+    result = cli("evaluate", run, "--data-dir", test_only)
+    assert result.exit_code == 2 and "t10k-labels-idx1-ubyte.gz" in result.stderr
+    assert "train-images" not in result.stderr

@@ -26,6 +26,7 @@ from fashionmlp.data.files import (
     file_status,
     load_data,
     load_fashion_mnist,
+    load_test,
     md5sum,
     read_idx,
     resolve_data_dir,
@@ -34,5 +35,5 @@ from fashionmlp.data.files import (
 
 __all__ = ["CLASSES", "ENV_VAR", "FILES", "MEAN", "STD", "FashionMNIST", "FileStatus", "Split", "TensorSplit",
            "augment", "augmented", "check_trainable", "classic_batches", "download", "ensure_files", "epoch_order",
-           "fast_batches", "file_status", "images_per_epoch", "load_data", "load_fashion_mnist", "md5sum",
+           "fast_batches", "file_status", "images_per_epoch", "load_data", "load_test", "load_fashion_mnist", "md5sum",
            "normalize", "read_idx", "resolve_data_dir", "split_indices"]

@@ -122,13 +122,15 @@ def download(root: Path) -> None:
                                          f"download failed: {exc.__class__.__name__}")) from exc
 
 
-def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = True) -> dict[str, Path]:
-    """Paths of the four files, downloading missing ones if allowed and checking MD5s if asked."""
-    status = file_status(root, verify_md5=False)
+def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = True,
+                 keys: tuple[str, ...] = tuple(FILES)) -> dict[str, Path]:
+    """Paths of the files `keys` name (all four by default), downloading missing ones if allowed and checking
+    MD5s if asked."""
+    status = [s for s in file_status(root, verify_md5=False) if s.key in keys]
     missing = [s.key for s in status if s.path is None]
     if missing and allow_download:
         download(root)
-        status = file_status(root, verify_md5=False)
+        status = [s for s in file_status(root, verify_md5=False) if s.key in keys]
         missing = [s.key for s in status if s.path is None]
     if missing:
         raise DataMissing(_missing_message(root, missing, "download is off" if not allow_download else "not found"))
@@ -226,6 +228,15 @@ def load_fashion_mnist(root: str | Path, *, verify_md5: bool = True, allow_downl
     if val_idx is not None:
         train = Split(train.images[train_idx], train.labels[train_idx])
     return FashionMNIST(train, val, test, root)
+
+
+def load_test(cfg: RunConfig, data_dir: str | Path | None = None) -> Split:
+    """The test split alone, for commands that score a saved model (evaluate, inspect, predict): they asked for
+    the training files too, and downloaded them (30 MB) where only the test files were."""
+    root = resolve_data_dir(data_dir, cfg.data.dir)
+    paths = ensure_files(root, verify_md5=cfg.data.verify_md5, allow_download=cfg.data.download,
+                         keys=("test_images", "test_labels"))
+    return _read_split(paths, "test")
 
 
 def load_data(cfg: RunConfig, data_dir: str | Path | None = None) -> FashionMNIST:
