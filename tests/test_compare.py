@@ -122,6 +122,12 @@ def test_a_study_refuses_a_base_optimizer_override_it_would_ignore(tmp_path, tin
                  "--set", "optimizer.lr=0.5")
     assert result.exit_code == 2 and "set it per variant, e.g. --set variants.adam.lr=..." in result.stderr
     assert not runs.exists()
+    # written in the file, the same section was checked and then dropped: every variant ran a constant lr, no decay
+    config = study_config(tmp_path, tiny_data, optimizer={"schedule": "onecycle", "warmup": 0.2, "weight_decay": 0.5})
+    result = cli("compare-optimizers", "--config", config, "--runs-dir", runs)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and not runs.exists()
+    assert "optimizer: a study's optimizers are its variants" in result.stderr
+    assert "e.g. variants.adam: {name: ..., lr: ..., schedule: 'onecycle', warmup: 0.2}" in result.stderr
 
 
 @pytest.mark.parametrize(("option", "value", "why"), [

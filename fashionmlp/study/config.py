@@ -127,6 +127,12 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
     for name in variants_raw:
         check_variant_name(name, "variants: the variant")
+    if raw.get("optimizer"):  # each variant's section replaces it: a schedule or weight decay written there was lost
+        section = raw["optimizer"]
+        keys = ", ".join(f"{k}: {show(v)}" for k, v in list(section.items())[:2]) if isinstance(section, dict) else ""
+        raise ConfigError(f"optimizer: a study's optimizers are its variants, each with its own optimizer section, "
+                          f"so this section would be ignored; write its keys into every variant, e.g. variants."
+                          f"{next(iter(variants_raw))}: {{name: ..., lr: ...{', ' + keys if keys else ''}}}")
     base_overrides = []
     for text in overrides:
         key = text.partition("=")[0].strip()
