@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
+from fractions import Fraction
 
 import torch
 
@@ -53,6 +55,12 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> t
         return make()
 
 
+@functools.lru_cache(maxsize=64)  # asked at every step of every member
+def _warmup_steps(warmup: float, total_steps: int) -> int:
+    """floor(warmup x steps) of the fraction as written: int(0.29 * 100) is 28 (0.29 is 0.28999... in binary)."""
+    return math.floor(Fraction(repr(warmup)) * total_steps)
+
+
 def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
     """Learning rate of 0-based optimizer `step` out of `total_steps`.
 
@@ -63,7 +71,7 @@ def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
       cosine    lr * (1 + cos(pi t)) / 2   (with warm-up: the one-cycle schedule with a cosine anneal)
       onecycle  lr * (1 - t)                (linear anneal towards 0: warm-up + this is the triangular one cycle)
     """
-    warmup_steps = int(cfg.warmup * total_steps)
+    warmup_steps = _warmup_steps(cfg.warmup, total_steps)
     if step < warmup_steps:
         return cfg.lr * (step + 1) / (warmup_steps + 1)
     if cfg.schedule == "constant":

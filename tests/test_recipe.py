@@ -144,6 +144,11 @@ def test_schedules_per_step():
     warm_cosine = OptimConfig(lr=0.2, schedule="cosine", warmup=0.5)
     assert lr_at(warm_cosine, 49, total) < 0.2 and lr_at(warm_cosine, 50, total) == 0.2
     assert lr_at(warm_cosine, 75, total) == pytest.approx(0.1)
+    # the warm-up is floor(warmup x steps) of the fraction as written: 0.29 x 100 gave 28 steps (binary 0.2899...)
+    for warmup, steps, expected in ((0.29, 100, 29), (0.57, 100, 57), (0.58, 300, 174), (0.2, 9380, 1876)):
+        ramped = OptimConfig(lr=0.3, schedule="onecycle", warmup=warmup)
+        peak = next(s for s in range(steps) if lr_at(ramped, s, steps) == 0.3)
+        assert peak == expected, (warmup, steps, peak)
 
 
 def test_the_run_steps_the_schedule_every_optimizer_step(write_config, tmp_path):
