@@ -518,6 +518,10 @@ BAD_INPUTS = [
      "is not valid YAML: a number of more than 4300 digits"),
     ("a name of 300 bytes", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "name=" + "€" * 100],
      "is longer than 100 characters or 200 bytes"),
+    ("a name of bytes that are not UTF-8", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "\udcff"],
+     "name: '\\udcff' holds bytes that are not UTF-8 text"),  # TensorBoard's traceback, after the folder was made
+    ("nested aliases under name", lambda e: ["train", "--config", e.cfg("nb.yaml", ALIAS_BOMB.replace(
+        "sweep:\n  space:\n    model.hidden:", "name:"))], "name: [[1, 1, 1, 1, 1, 1, 1, 1, ...], [[1, 1"),  # 6 GB of text, a minute
     ("a data folder name too long", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", "x" * 300],
      "a name in this path is longer than the file system allows"),
     ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "

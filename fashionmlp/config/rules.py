@@ -9,6 +9,7 @@ import datetime
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from typing import Any
@@ -20,9 +21,16 @@ from fashionmlp.errors import ConfigError
 def show(value: Any) -> str:
     if isinstance(value, (datetime.date, datetime.datetime)):  # YAML reads 2026-01-01 as a date
         text = f"{value.isoformat()} (a date to YAML)"
+    elif isinstance(value, (list, tuple, dict, set)):  # bounded: a 331-byte alias bomb under `name` made 6 GB of text
+        text = _SHORT.repr(value)
     else:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_SHORT = reprlib.Repr()  # (keyword arguments from Python 3.12 only)
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 3, 8, 8, 8, 8
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def float_problem(text: str, value: float) -> str | None:
@@ -39,10 +47,13 @@ def check_name(name: str | None) -> None:
     """A run name becomes one folder name under the runs directory: never a path that leads elsewhere."""
     if name is None:
         return
-    bad = [c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f"]
+    # a surrogate: bytes that are not UTF-8 on the command line ($'\xff'), or "\ud800" in YAML: TensorBoard and the
+    # file system failed on it with a traceback, after the run folder was made
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF]
     long = len(name) > 100 or len(name.encode("utf-8", "surrogatepass")) > 200  # + a time stamp: < 255 bytes
     if not name.strip() or name in (".", "..") or bad or long:
-        reason = ("contains " + ", ".join(sorted({repr(c) for c in bad})) if bad else
+        reason = ("holds bytes that are not UTF-8 text" if any(0xD800 <= ord(c) <= 0xDFFF for c in bad) else
+                  "contains " + ", ".join(sorted({ascii(c) for c in bad})) if bad else
                   "is longer than 100 characters or 200 bytes" if long else "is not a folder name")
         raise ConfigError(f"name: {show(name)} {reason}; a run name is one folder name: no '/' or '\\', "
                           "not '.' or '..', at most 100 characters (200 bytes in UTF-8)")
