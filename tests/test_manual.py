@@ -474,6 +474,36 @@ def test_lockstep_training_with_torch(tiny_data):
     assert epochs[-1].train_loss < epochs[0].train_loss
 
 
+def test_the_crosscheck_catches_a_wrong_update_in_an_epoch_that_ends_with_one_image(tiny_data, monkeypatch):
+    """Bias gradients B times too small passed --crosscheck when each epoch ended with a batch of 1 image: the
+    weights were compared after the epoch's last step only, where B = 1 hides the error."""
+    cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 32},
+                            "data": {"subset": 65}})  # 32 + 32 + 1
+    data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=65)
+    healthy = list(train_numpy(cfg, data, crosscheck=True))[-1]
+    assert healthy.max_param_diff < 1e-12 and healthy.max_step_loss_diff < 1e-12
+    right = M.MLP.loss_and_grads
+
+    def bias_grads_over_b(self, X, y):
+        loss, grads = right(self, X, y)
+        return loss, {k: g / len(X) if k.startswith("b") else g for k, g in grads.items()}
+
+    monkeypatch.setattr(M.MLP, "loss_and_grads", bias_grads_over_b)
+    wrong = list(train_numpy(cfg, data, crosscheck=True))[-1]
+    assert wrong.max_param_diff > 1e-6, wrong
+
+
+@pytest.mark.parametrize("seed", [98, 105, 108])
+def test_the_check_suite_passes_on_seeds_whose_networks_have_tiny_gradient_entries(seed):
+    """Correct code failed `manual check --seed` for these: gradient entries of 1e-8 beside 0.1 hold rounding of
+    ~1e-13, from finite differences (2.3e-7 > 1e-7) and float64 cancellation (2.1e-10 > 1e-10 vs autograd)."""
+    rows = run_checks(seed)
+    assert all(r.passed for r in rows), [r for r in rows if not r.passed]
+    # a tiny entry that is wrong by its own size is still far outside the tolerances
+    assert M.relative_error(np.array([0.1, 1e-8]), np.array([0.1, 2e-8]), scale=1e-4) == pytest.approx(1e-3)
+    assert M.relative_error(np.array([0.1, 1e-8]), np.array([0.1, 1e-8 + 1e-13]), scale=1e-4) < 1e-7
+
+
 def test_check_suite_passes_every_row():
     rows = run_checks()
     assert len(rows) >= 28 and all(r.passed for r in rows), [r for r in rows if not r.passed]

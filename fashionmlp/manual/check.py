@@ -15,6 +15,10 @@ from fashionmlp.manual.mlp import MLP
 
 FD_TOL = 1e-7  # max relative error vs central differences
 AUTOGRAD_TOL = 1e-10  # max relative difference vs torch.autograd in float64
+# A network's gradient entries far below its largest hold rounding that is the largest's, not their own: seeds 98,
+# 105 and 108 failed on correct code (entries of 1e-8 off by 8e-14 from finite differences); a wrong entry is
+# still off by its own size, >= 1e-4 x the largest of its tensor, far above the tolerances
+NETWORK_SCALE = 1e-4
 
 
 @dataclass
@@ -66,8 +70,9 @@ def _loss(name: str, loss: Callable, grad: Callable, torch_loss: Callable, z: np
 
 
 def _network(name: str, net: MLP, X: np.ndarray, y: np.ndarray) -> Row:
-    fd = max(check_network(net, X, y).values())
-    auto = max(v["rel"] for v in crosscheck(net, X, y).values())
+    """A network's gradients, each entry judged against at least NETWORK_SCALE of its tensor's largest."""
+    fd = max(check_network(net, X, y, scale=NETWORK_SCALE).values())
+    auto = max(v["rel"] for v in crosscheck(net, X, y, scale=NETWORK_SCALE).values())
     return Row(name, fd, auto)
 
 

@@ -47,9 +47,10 @@ def torch_forward(net, X, params: dict):
     return a
 
 
-def crosscheck(net, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
+def crosscheck(net, X: np.ndarray, y: np.ndarray, scale: float = 0.0) -> dict[str, dict[str, float]]:
     """Max abs and relative difference between NumPy and torch.autograd (float64) for the loss,
-    every parameter gradient and the input gradient: {"loss": {"abs":, "rel":}, "W1": ..., "X": ...}.
+    every parameter gradient and the input gradient: {"loss": {"abs":, "rel":}, "W1": ..., "X": ...}
+    (`scale`: relative_error's).
 
     X is (B, fan_in) and y what `net.loss` accepts; one-output labels (B,) are given to torch as (B, 1)."""
     import torch
@@ -68,7 +69,7 @@ def crosscheck(net, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]
     pairs = {"loss": (np.array(loss), loss_t.detach().numpy())}
     pairs.update({k: (grads[k], params[k].grad.numpy()) for k in params})
     pairs["X"] = (dx, Xt.grad.numpy())
-    return {k: {"abs": largest(np.abs(a - b)), "rel": relative_error(a, b)} for k, (a, b) in pairs.items()}
+    return {k: {"abs": largest(np.abs(a - b)), "rel": relative_error(a, b, scale)} for k, (a, b) in pairs.items()}
 
 
 def largest(values: np.ndarray) -> float:
