@@ -997,6 +997,8 @@ BAD_OPTIONS = {
     "--jobs beyond the cores": (["--jobs", len(os.sched_getaffinity(0)) + 1], "(the CPU cores this process may use"),
     "bad study name": (["--study", "a/b"], "--study: 'a/b' is not allowed"),
     "empty study name": (["--study", ""], "--study: '' is not allowed"),
+    # its trials' runs, <study>-trial-0000, would pass 100 characters: the folder was made, every trial refused
+    "study name too long for its trials": (["--study", "s" * 89], "(at most 88 characters: each trial's run is"),
     "storage not a URL": (["--storage", "study.db"], "--storage 'study.db' is not a database URL"),
     "postgres:// (Heroku's spelling)": (["--storage", "postgres://user:secret@127.0.0.1:9/x"],
                                         "SQLAlchemy names PostgreSQL postgresql://, not postgres://"),
@@ -1032,7 +1034,7 @@ def test_every_bad_option_gets_one_line_and_exit_2(sweep_config, tmp_path, case,
 GENERATED = {  # mostly values that work, so that the generated commands get past the first check
     "--trials": hst.sampled_from([1, 2, 1, 0, -1, -(2**64)]),
     "--jobs": hst.sampled_from([1, 1, 0, len(os.sched_getaffinity(0)) + 1, 2**64]),
-    "--study": hst.sampled_from(["ok.name_1", "tiny", "", "x" * 101, "../up", "a b", "é", "-x"]),
+    "--study": hst.sampled_from(["ok.name_1", "tiny", "", "x" * 101, "x" * 88, "x" * 89, "../up", "a b", "é", "-x"]),
     "--storage": hst.sampled_from(["sqlite:///{tmp}/s.db", "sqlite:///{tmp}/s.db", "", "nowhere", "foo://x",
                                    "postgresql://", "mysql://u:p@127.0.0.1:9/x"]),
     "--set": hst.sampled_from(["train.epochs=1", "seed=3", "train.batch_size=16", "optimizer.name=sgd",

@@ -30,7 +30,10 @@ from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, f
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
 from fashionmlp.tracking import create_run_dir, write_config, write_json
 
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# at most 88 characters: each trial's run is named <study>-trial-NNNNN, and a run name at most 100 (a name of 90
+# was taken, its folder made, and every trial then refused, blamed on the search space)
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,87}")
+STUDY_NAME_RULE = "use letters, digits, '_', '.', '-' (at most 88 characters: each trial's run is <study>-trial-NNNN)"
 
 
 @dataclass
@@ -57,8 +60,8 @@ def default_study_name(spec: SweepSpec, config_path: str | Path | None = None) -
                     (Path(config_path).stem, "the config file's name") if config_path else
                     (f"sweep_{spec.base.model.name}", "the default"))
     if not STUDY_NAME.fullmatch(name):
-        raise UserError(f"the study's name {name!r} ({source}; --study names it otherwise) is not allowed; use "
-                        "letters, digits, '_', '.', '-' (at most 100): give --study NAME")
+        raise UserError(f"the study's name {name!r} ({source}; --study names it otherwise) is not allowed; "
+                        f"{STUDY_NAME_RULE}: give --study NAME")
     return name
 
 
@@ -105,7 +108,7 @@ def run_sweep(spec: SweepSpec, *, study: str, jobs: int = 1, storage: str | None
         raise UserError(f"--jobs: {jobs!r} is out of range; allowed: 1 to {cores} (the CPU cores this process may "
                         "use: each worker needs one)")
     if not STUDY_NAME.fullmatch(study):
-        raise UserError(f"--study: {study!r} is not allowed; use letters, digits, '_', '.', '-' (at most 100)")
+        raise UserError(f"--study: {study!r} is not allowed; {STUDY_NAME_RULE}")
     session = prepare(spec.base, data_dir=data_dir, runs_dir=runs_dir)  # the data's own mistakes, before any folder
     spec, notes = _pinned_teacher(spec, session)
     fits = _check_memory(spec, session)

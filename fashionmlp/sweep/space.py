@@ -65,6 +65,8 @@ def _check_step(where: str, low: float, high: float, step: float) -> None:
 
 
 MAX_ITEMS = 10_000  # items in one space entry's list, nested lists counted in full
+MAX_GRID_POINTS = 10**12  # of a range with a step
+EXACT_INT = 2**53  # Optuna keeps a trial's values as 64-bit floats: whole numbers are exact up to this
 
 
 def _too_big(value: Any) -> bool:
@@ -127,7 +129,11 @@ def _parse_param(key: Any, spec: Any) -> Param:
         if log:
             raise ConfigError(f"{where}: step and log cannot be combined (Optuna samples either on a grid or in log)")
         _check_step(where, low, high, step)
+        if (high - low) / step > MAX_GRID_POINTS:  # Optuna's decimal arithmetic on the grid raised InvalidOperation
+            raise ConfigError(f"{where}: step {step!r} makes more than {MAX_GRID_POINTS:,} points of {low!r} to "
+                              f"{high!r}; give a coarser step, or none (a continuous range)")
     return Param(key, "range", low, high, log, step)
+
 
 
 def ends(p: Param) -> tuple:
@@ -170,6 +176,9 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
         if kind is int:
             if p.step is not None and not isinstance(p.step, int):
                 raise ConfigError(f"{where}: step {show(p.step)} must be a whole number for a whole-number key")
+            if max(abs(p.low), abs(p.high)) > EXACT_INT:  # trials.csv said ...888 where the trial trained ...889
+                raise ConfigError(f"{where}: {show(p.low)} to {show(p.high)} reaches past 2**53, where Optuna's 64-bit "
+                                  "floats stop holding every whole number; give a range within it")
             checked.append(Param(p.key, "int", int(p.low), int(p.high), p.log, p.step))
         else:
             checked.append(Param(p.key, "float", float(p.low), float(p.high), p.log,
