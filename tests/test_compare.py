@@ -593,6 +593,10 @@ def test_seed_and_seeds_together_are_refused(write_config, tmp_path):
     assert result.exit_code == 2 and "or --seeds LIST, not both" in result.stderr
     result = cli("train", "--config", write_config(), "--seeds", "0,1", "--set", "seed=3", "--runs-dir", tmp_path)
     assert result.exit_code == 2 and "give --seed N (or --set seed=N) or --seeds LIST" in result.stderr
+    # compare-optimizers trained seeds 0 and 1 and dropped seed=3 without a word
+    result = cli("compare-optimizers", "--model", "mlp", "--seeds", "0,1", "--set", "seed=3", "--runs-dir", tmp_path / "c")
+    assert result.exit_code == 2 and result.stderr == "error: give --set seed=N or --seeds LIST, not both\n"
+    assert not (tmp_path / "c").exists()
     bad = cli("compare-optimizers", "--model", "mlp", "--engine", "turbo", "--runs-dir", tmp_path / "x")
     assert bad.exit_code == 2 and "--engine: 'turbo' is not allowed" in bad.stderr and not (tmp_path / "x").exists()
 

@@ -185,6 +185,16 @@ def command_line() -> str | None:
     return None if argv is None else shlex.join(["fashionmlp", *argv])
 
 
+def one_seed_option(seeds: str | None, seed: int | None, overrides: list[str] | None, has_seed: bool = True) -> None:
+    """--seeds LIST with --seed N or --set seed=N: one would be dropped (compare-optimizers dropped seed=N);
+    `has_seed`: the command has --seed."""
+    from fashionmlp.config import parse_override
+
+    if seeds is not None and (seed is not None or any(parse_override(text)[0] == ["seed"] for text in overrides or [])):
+        raise UserError(f"give {'--seed N (or --set seed=N)' if has_seed else '--set seed=N'} or --seeds LIST, "
+                        "not both")
+
+
 def csv_list(text: str | None, option: str, kind=str) -> list | None:
     """A comma-separated option value as a list of `kind` (int: whole numbers as written, e.g. 0,1,2), or None
     when the option was not given; an empty item or one listed twice is a mistake, not something to guess at."""

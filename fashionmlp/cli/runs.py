@@ -23,6 +23,7 @@ from fashionmlp.cli.common import (
     err,
     graceful_stop,
     note,
+    one_seed_option,
     user_errors,
 )
 from fashionmlp.cli.show import PopulationLines, lower_lr, progress, report_run, study_table
@@ -53,10 +54,9 @@ def train(
 ) -> None:
     """Train a model from a YAML config; prints the run folder. Exit 0 done, 2 bad input, 3 diverged (with
     --seeds: any seed), 130 interrupted."""
-    from fashionmlp.config import load_config, parse_override, shortcut_values
+    from fashionmlp.config import load_config, shortcut_values
 
-    if seeds is not None and (seed is not None or any(parse_override(text)[0] == ["seed"] for text in set_ or [])):
-        raise UserError("give --seed N (or --set seed=N) or --seeds LIST, not both")
+    one_seed_option(seeds, seed, set_)
     with graceful_stop() as stop:
         if resume is not None:
             if (config is not None or set_ or seed is not None or seeds or name is not None or runs_dir is not None

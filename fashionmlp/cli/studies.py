@@ -24,6 +24,7 @@ from fashionmlp.cli.common import (
     err,
     graceful_stop,
     note,
+    one_seed_option,
     user_errors,
 )
 from fashionmlp.cli.show import PopulationLines, print_table, progress, study_table
@@ -74,6 +75,7 @@ def compare_optimizers(
                                   notify=note)
             study_name = result.study_dir.name
         else:
+            one_seed_option(seeds, None, set_, has_seed=False)
             if model is not None and model not in ("mlp", "cnn"):
                 raise UserError(f"--model: {model!r} is not allowed; allowed: mlp, cnn")
             study = study_from_options(model, config, set_ or [], csv_list(optimizers, "--optimizers"),
