@@ -127,12 +127,7 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
     for name in variants_raw:
         check_variant_name(name, "variants: the variant")
-    if raw.get("optimizer"):  # each variant's section replaces it: a schedule or weight decay written there was lost
-        section = raw["optimizer"]
-        keys = ", ".join(f"{k}: {show(v)}" for k, v in list(section.items())[:2]) if isinstance(section, dict) else ""
-        raise ConfigError(f"optimizer: a study's optimizers are its variants, each with its own optimizer section, "
-                          f"so this section would be ignored; write its keys into every variant, e.g. variants."
-                          f"{next(iter(variants_raw))}: {{name: ..., lr: ...{', ' + keys if keys else ''}}}")
+    _refuse_a_lost_optimizer_key(raw.get("optimizer"), variants_raw)
     base_overrides = []
     for text in overrides:
         key = text.partition("=")[0].strip()
@@ -180,6 +175,25 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
         except ConfigError as exc:
             raise ConfigError(f"variants.{name}: {exc}") from None
     return Study(base, variants)
+
+
+def _refuse_a_lost_optimizer_key(section: Any, variants_raw: dict) -> None:
+    """Each variant's section replaces the study config's own `optimizer:` (a training config with variants added):
+    a key there that is not its default and that a variant does not set would be lost (a schedule, warm-up or
+    weight decay written there was checked and dropped: every variant ran without it)."""
+    if not isinstance(section, dict):
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(OptimConfig)}
+    lost = [(key, value) for key, value in section.items()
+            if (list(value) if isinstance(value, (list, tuple)) else value) != (
+                list(defaults[key]) if isinstance(defaults.get(key), tuple) else defaults.get(key, object()))
+            and any(not isinstance(v, dict) or key not in v for v in variants_raw.values())]
+    if lost:
+        key, value = lost[0]
+        name = next(n for n, v in variants_raw.items() if not isinstance(v, dict) or key not in v)
+        raise ConfigError(f"optimizer.{key}: {show(value)} would be ignored: a study's optimizers are its variants, "
+                          f"each with its own optimizer section, and variant {name!r} does not set {key}; write it "
+                          f"into every variant, e.g. variants.{name}: {{..., {key}: {show(value)}}}")
 
 
 def _check_variant_keys(name: str, keys: list) -> None:
