@@ -85,7 +85,8 @@ def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
-    with pytest.raises(DataError, match="download failed: RuntimeError.*put the four .gz files there"):
+    with pytest.raises(DataError, match="download failed: RuntimeError: Error downloading train-images-idx3-ubyte.gz"
+                                        r"\); put the four .gz files there"):  # the cause was left out
         load_fashion_mnist(tmp_path / "new" / "deeper", allow_download=True)
     assert not (tmp_path / "new").exists()  # no empty folders left behind
     existing = tmp_path / "a_run_folder"  # e.g. --data-dir given a run folder: it stays as it was
@@ -94,6 +95,26 @@ def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="download failed"):
         load_fashion_mnist(existing, allow_download=True)
     assert sorted(p.name for p in existing.iterdir()) == ["config.yaml"]
+
+
+def test_scoring_downloads_the_test_split_alone(tmp_path, monkeypatch):
+    """evaluate, predict and inspect fetched the training split too (30 MB) where they score the test images."""
+    import torchvision.datasets
+
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.data import load_test
+
+    asked = []
+
+    def offline(root, train, download):
+        asked.append(train)
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(DataError, match=r"missing in .*: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz \("
+                                        "download failed: RuntimeError: offline"):
+        load_test(config_from_dict({"model": {"name": "mlp"}}), tmp_path / "empty")
+    assert asked == [False]
 
 
 @pytest.mark.parametrize("damage,message", [

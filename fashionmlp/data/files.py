@@ -101,8 +101,9 @@ def _missing_message(root: Path, missing: list[str], reason: str) -> str:
             f"(or in its FashionMNIST/raw/), or point --data-dir / ${ENV_VAR} at the folder that has them")
 
 
-def download(root: Path) -> None:
-    """Fetch the four files through torchvision's mirrors into `root/FashionMNIST/raw`."""
+def download(root: Path, keys: tuple[str, ...] = tuple(FILES)) -> None:
+    """Fetch the files `keys` name (their splits: torchvision fetches a split's two files together) through
+    torchvision's mirrors into `root/FashionMNIST/raw`."""
     from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
     # the topmost folder this call (or torchvision, which adds FashionMNIST/raw) makes, if any: inside an existing
@@ -113,13 +114,16 @@ def download(root: Path) -> None:
     created = None if created.exists() else created
     try:
         root.mkdir(parents=True, exist_ok=True)
-        TorchvisionFashionMNIST(str(root), train=True, download=True)
-        TorchvisionFashionMNIST(str(root), train=False, download=True)
+        for train in (True, False):
+            if any(key.startswith("train" if train else "test") for key in keys):
+                TorchvisionFashionMNIST(str(root), train=train, download=True)
     except Exception as exc:  # any network or mirror failure: the user's fix is the same
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)  # leave no empty folders behind a failed download
-        raise DataMissing(_missing_message(root, [k for k, (n, _) in FILES.items() if _locate(root, n) is None],
-                                         f"download failed: {exc.__class__.__name__}")) from exc
+        why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""  # e.g. "Name or service not known"
+        raise DataMissing(_missing_message(root, [k for k in keys if _locate(root, FILES[k][0]) is None],
+                                         f"download failed: {exc.__class__.__name__}" + (f": {why}" if why else ""))
+                          ) from exc
 
 
 def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = True,
@@ -129,7 +133,7 @@ def ensure_files(root: Path, verify_md5: bool = True, allow_download: bool = Tru
     status = [s for s in file_status(root, verify_md5=False) if s.key in keys]
     missing = [s.key for s in status if s.path is None]
     if missing and allow_download:
-        download(root)
+        download(root, keys)
         status = [s for s in file_status(root, verify_md5=False) if s.key in keys]
         missing = [s.key for s in status if s.path is None]
     if missing:
