@@ -149,16 +149,16 @@ def per_class_figure(accuracy: Sequence[float], pairs: list[dict], overall: floa
         y = np.arange(len(pairs))
         right.barh(y, totals, color="tab:orange")
         right.set_yticks(y, [f"{p['classes'][0]} / {p['classes'][1]}" for p in pairs], fontsize=9)
-        for yi, p in zip(y, pairs):
-            a, b = p["classes"]
-            right.text(p["total"], yi, f" {p['total']}  ({a} → {b}: {p['first_as_second']}, "
-                       f"{b} → {a}: {p['second_as_first']})", va="center", fontsize=8)
-        right.set_xlim(0, max(totals) * 2.4)  # room for the text right of the longest bar
+        for yi, p in zip(y, pairs):  # the directions by arrow, the names being the row's: with them written out
+            # ("Ankle boot → T-shirt/top: 179, ...") the text ran past the frame
+            right.text(p["total"], yi, f" {p['total']}  (→ {p['first_as_second']}, ← {p['second_as_first']})",
+                       va="center", fontsize=8)
+        right.set_xlim(0, max(totals) * 1.6)  # room for the text right of the longest bar
         right.invert_yaxis()
     else:
         right.text(0.5, 0.5, "no confusions", ha="center", transform=right.transAxes)
         right.set_yticks([])
-    right.set_xlabel("test images mistaken, both directions (true → predicted)")
+    right.set_xlabel("test images mistaken (row A / B:  → A taken for B,  ← B for A)")
     right.set_title(f"most confused pairs (top {len(pairs)})")
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(fit(title, fig))
@@ -186,15 +186,16 @@ def calibration_figure(rel: Reliability, title: str = "") -> Figure:
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(fit(f"{title}\nexpected calibration error (ECE) {rel.ece:.2%}", fig, 10), fontsize=10)
-    top.legend(loc="upper left", fontsize=8)
-    top.text(0.02, 0.8, "bars below the diagonal: over-confident (the confidence\nexceeds the accuracy); above it: "
-             "under-confident",
-             transform=top.transAxes, va="top", fontsize=8, color="dimgray")
+    top.legend(loc="best", fontsize=8)  # where the bars leave room (upper left hid a weak model's tallest bar)
+    # under the title, not over the bars, which covered it where a weak model's bins of low confidence are tall
+    top.set_title(fit(f"{title}\nexpected calibration error (ECE) {rel.ece:.2%}", fig, 10) + "\n", fontsize=10)
+    top.text(0.5, 1.01, "bars below the diagonal: over-confident (the confidence exceeds the accuracy); above it: "
+             "under-confident", transform=top.transAxes, ha="center", va="bottom", fontsize=8, color="dimgray")
     top.grid(alpha=0.3)
     bottom.bar(lower, np.maximum(rel.counts, 0), width=width, align="edge", color="gray", edgecolor="white")
     if any(rel.counts):
         bottom.set_yscale("log")
+        bottom.set_ylim(bottom=0.7)  # from one prediction up: a floor near 350 drew a bin of 394 as nearly empty
     bottom.set_xlabel(f"confidence (probability of the predicted class), {len(rel.counts)} bins")
     bottom.set_ylabel("predictions")
     bottom.grid(alpha=0.3)
