@@ -268,6 +268,12 @@ def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = 
     session = prepare(cfg, with_data=False)
     load_model_state(session.model, state["model"], path)
     session.model.eval()
+    broken = [key for key, value in session.model.state_dict().items()
+              if value.is_floating_point() and not bool(value.isfinite().all())]
+    if broken:  # scored as 10% and "nan%" without a word
+        notes.append(f"{path.name} holds weights that are NaN or infinite ({', '.join(broken[:3])}"
+                     f"{', ...' if len(broken) > 3 else ''}): the run diverged, or the file was changed; what the "
+                     "model predicts says nothing")
     if int(state["epoch"]) == 0:
         notes.append(f"{path.name} is from epoch 0: the run has not finished an epoch, these are its initial weights")
     else:
