@@ -78,6 +78,9 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
                             "\n".join(lines), unsaved, run.notes)
 
 
+NEARLY_BLACK = 0.1  # of white: below it a picture is pointed out, or (16/32-bit, float) scaled from its own range
+
+
 def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = print) -> np.ndarray:
     """An image file -> (28, 28) uint8, light object on black as in Fashion-MNIST.
 
@@ -113,9 +116,12 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
     if alpha is not None:
         gray = gray * alpha
     if gray.max() - gray.min() < 0.5 / 255:  # transparent, black or one colour: every answer is a guess
+        # a black garment on a transparent background composites to black on black: --invert draws it
+        cutout = alpha is not None and not invert and float(alpha.max() - alpha.min()) > 0.5
         warn(f"warning: {where}: every pixel is the same ({gray.max():.0%} of white): a blank image; its "
-             "prediction says nothing about a garment")
-    elif gray.max() < 0.1:
+             "prediction says nothing about a garment" + ("; a dark garment on a transparent background needs "
+                                                          "--invert" if cutout else ""))
+    elif gray.max() < NEARLY_BLACK:
         warn(f"warning: {where}: nearly black (its brightest pixel is {gray.max():.1%} of white); the garment "
              "may be too dark for the model to see")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
@@ -161,13 +167,16 @@ def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], Non
         return np.minimum(values, 1.0)
     tops = (1.0, 255.0, 65535.0) if mode == "F" else (255.0, 65535.0)
     top = next((t for t in tops if low >= 0 and high <= t), None)
-    if top is not None and (top == tops[0] or high > top / 16 or high == low):
+    if top is not None and (top == tops[0] or high >= top * NEARLY_BLACK or high == low):
         return values / top
     if high == low:  # nothing to scale: one value outside every range
         raise UserError(f"{where}: every pixel holds {low:g}, outside 0-255 and 0-65535: a blank image")
-    dark = f" (by {top:g}, its brightest pixel would be {high / top:.1%} of white: 12-bit data?)" if top else ""
-    warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range{dark}; scaled from that range to "
-         "0-255")
+    if top is None:
+        warn(f"warning: {where}: values {low:g} to {high:g} fit no standard range; scaled from that range to 0-255")
+    else:
+        guess = "; 12-bit data?" if mode != "F" and high < 4096 else ""
+        warn(f"warning: {where}: values {low:g} to {high:g} would read nearly black by {top:g} (the brightest "
+             f"{high / top:.1%} of white{guess}); scaled from their own range to 0-255")
     return (values - low) / (high - low)
 
 

@@ -58,7 +58,7 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> t
 @functools.lru_cache(maxsize=64)  # asked at every step of every member
 def _warmup_steps(warmup: float, total_steps: int) -> int:
     """floor(warmup x steps) of the fraction as written: int(0.29 * 100) is 28 (0.29 is 0.28999... in binary)."""
-    return math.floor(Fraction(repr(warmup)) * total_steps)
+    return math.floor(Fraction(repr(float(warmup))) * total_steps)  # float(): a NumPy scalar's repr
 
 
 def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:

@@ -326,6 +326,10 @@ def test_a_short_runs_loss_curve_marks_whole_epochs():
     ax.figure.canvas.draw()
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks == [0, 1, 2, 3], ticks
+    twenty = [{**history[0], "epoch": e} for e in range(1, 21)]  # integer ticks alone gave 0, 3, ..., 18
+    ax = loss_curve(twenty, [], "t").axes[0]
+    ax.figure.canvas.draw()
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [5, 10, 15, 20]
 
 
 def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():

@@ -86,7 +86,7 @@ def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError, match="download failed: RuntimeError: Error downloading train-images-idx3-ubyte.gz"
-                                        r"\); put the four .gz files there"):  # the cause was left out
+                                        r"\); put the .gz files there"):  # the cause was left out
         load_fashion_mnist(tmp_path / "new" / "deeper", allow_download=True)
     assert not (tmp_path / "new").exists()  # no empty folders left behind
     existing = tmp_path / "a_run_folder"  # e.g. --data-dir given a run folder: it stays as it was
@@ -211,3 +211,20 @@ def test_an_unreadable_data_file_is_one_line(tiny_data, monkeypatch):
     result = cli("data", "--data-dir", tiny_data, "--no-download")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "t10k-images-idx3-ubyte.gz: cannot be read (PermissionError: Permission denied)" in result.stderr
+
+
+def test_an_unreadable_data_folder_is_one_line(tiny_data, monkeypatch):
+    """Looking for the files in a folder this user may not read raised PermissionError's traceback."""
+    from helpers import cli
+
+    real = Path.is_file
+
+    def is_file(self):
+        if self.parent == tiny_data:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    result = cli("data", "--data-dir", tiny_data, "--no-download")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"cannot look into {str(tiny_data)!r} (Permission denied)" in result.stderr

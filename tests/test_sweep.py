@@ -1457,9 +1457,12 @@ def test_a_step_that_needs_many_digits_is_checked_exactly():
     from fashionmlp.errors import ConfigError
     from fashionmlp.sweep.space import _parse_param
 
-    assert _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 1.0e-28}).step == 1.0e-28
+    assert _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0e-17, "step": 1.0e-28}).step == 1.0e-28
     with pytest.raises(ConfigError, match="step 3e-28 does not divide high - low"):
-        _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 3.0e-28})
+        _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0e-17, "step": 3.0e-28})
+    # more points than that (1e28 of them here) are refused: at 1e-300, Optuna's grid arithmetic raised a traceback
+    with pytest.raises(ConfigError, match="step 1e-28 makes more than 1,000,000,000,000 points of 0.0 to 1.0"):
+        _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 1.0e-28})
 
 
 @pytest.mark.parametrize("trials, fits, said", [(20, 100, "up to 8 trials of one shape at once per worker (the default;"),

@@ -64,7 +64,7 @@ def test_twelve_bit_data_in_a_sixteen_bit_file_is_pointed_out_and_scaled_by_its_
     Image.fromarray(full * 16).save(tmp_path / "twelve.png")  # 0-4080
     warned: list[str] = []
     np.testing.assert_array_equal(read_image(tmp_path / "twelve.png", warn=warned.append), full)
-    assert len(warned) == 1 and "values 0 to 4080 fit no standard range" in warned[0]
+    assert len(warned) == 1 and "values 0 to 4080 would read nearly black by 65535 (the brightest 6.2%" in warned[0]
     assert "12-bit data?" in warned[0]
     Image.fromarray(picture.astype(np.uint16) * 257).save(tmp_path / "full.png")  # the full range: no warning
     np.testing.assert_array_equal(read_image(tmp_path / "full.png", warn=pytest.fail), picture)
@@ -581,3 +581,25 @@ def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
         assert result.exit_code == 0, result.output
         assert f"last.pt holds weights that are NaN or infinite ({bias})" in result.stderr, result.output
     assert "NaN or infinite" not in cli("evaluate", good_run, "--checkpoint", "last").stderr
+
+
+def test_a_dark_garment_cut_out_on_transparency_is_told_to_invert(tmp_path, picture):
+    """A black silhouette on a transparent background (an icon) composites to black on black: it was called blank,
+    with no word of --invert, which reads it."""
+    icon = np.dstack([np.zeros((28, 28, 3), np.uint8), picture])  # black everywhere, the garment in alpha
+    Image.fromarray(icon).save(tmp_path / "icon.png")
+    warned: list[str] = []
+    read_image(tmp_path / "icon.png", warn=warned.append)
+    assert any("a blank image" in w and "a dark garment on a transparent background needs --invert" in w
+               for w in warned), warned
+    np.testing.assert_array_equal(read_image(tmp_path / "icon.png", invert=True, warn=pytest.fail), picture)
+
+
+def test_images_a_little_dark_for_their_range_read_no_darker_than_darker_ones(tmp_path, picture):
+    """16-bit maxima of 4000 were stretched to full range while 5000 (brighter) read at 7.6% of white: one cut-off."""
+    full = np.rint(picture / picture.max() * 255).astype(np.float64) / 255
+    seen = {}
+    for top in (4000, 5000, 7000):
+        Image.fromarray(np.rint(full * top).astype(np.uint16)).save(tmp_path / f"{top}.png")
+        seen[top] = read_image(tmp_path / f"{top}.png", warn=lambda _: None).max()
+    assert seen[4000] == seen[5000] == 255 and seen[7000] == round(7000 / 65535 * 255)

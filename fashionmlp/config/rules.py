@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import itertools
 import math
 import re
 import reprlib
@@ -28,7 +29,19 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_SHORT = reprlib.Repr()  # (keyword arguments from Python 3.12 only)
+class _Short(reprlib.Repr):
+    def repr_dict(self, x: dict, level: int) -> str:
+        """In the order written: reprlib sorts a mapping's keys."""
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                  for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(pieces + (["..."] if len(x) > self.maxdict else [])) + "}"
+
+
+_SHORT = _Short()  # (keyword arguments from Python 3.12 only)
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 3, 8, 8, 8, 8
 _SHORT.maxstring = _SHORT.maxother = 60
 

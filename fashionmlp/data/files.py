@@ -49,7 +49,11 @@ def _locate(root: Path, name: str) -> Path | None:
     """The file in `root` or torchvision's `root/FashionMNIST/raw`, gzipped or not."""
     for folder in (root, root / "FashionMNIST" / "raw"):
         for candidate in (folder / name, folder / name.removesuffix(".gz")):
-            if candidate.is_file():
+            try:
+                found = candidate.is_file()
+            except OSError as exc:  # a folder this user may not read: PermissionError's traceback
+                raise DataError(f"cannot look into {str(folder)!r} ({exc.strerror or exc})") from None
+            if found:
                 return candidate
     return None
 
@@ -97,7 +101,7 @@ def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
 
 def _missing_message(root: Path, missing: list[str], reason: str) -> str:
     names = ", ".join(FILES[k][0] for k in missing)
-    return (f"Fashion-MNIST files missing in {str(root)!r}: {names} ({reason}); put the four .gz files there "
+    return (f"Fashion-MNIST files missing in {str(root)!r}: {names} ({reason}); put the .gz files there "
             f"(or in its FashionMNIST/raw/), or point --data-dir / ${ENV_VAR} at the folder that has them")
 
 

@@ -119,3 +119,11 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     idx = np.arange(1, len(v) + 1)
     lo = np.maximum(idx - window, 0)
     return (c[idx] - c[lo]) / (idx - lo)
+
+
+def whole_epochs(axis) -> None:
+    """Ticks at whole epochs, 1-2-5 steps (a short run read "0.5, 1.5"; integer ticks alone gave 0, 3, ... 18 for
+    20 epochs), at least one tick (a one-epoch run)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))

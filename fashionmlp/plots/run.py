@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from fashionmlp.data import CLASSES
-from fashionmlp.plots.common import fit, legend_below, literal_text, percent, plain_log_labels, smooth
+from fashionmlp.plots.common import fit, legend_below, literal_text, percent, plain_log_labels, smooth, whole_epochs
 
 
 @literal_text
@@ -38,7 +37,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     if history and "val_loss" in history[0]:
         ax.plot(epochs, [r["val_loss"] for r in history], "d:", color="tab:purple", label="validation loss")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a short run's axis read "0.5, 1.5" between its epochs
+    whole_epochs(ax.xaxis)
     # distilled: the training loss mixes the KL term to the teacher with the cross-entropy the test loss is
     ax.set_ylabel("loss (test: cross-entropy)" if distilled else "cross-entropy loss")
     if all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in history) and history:

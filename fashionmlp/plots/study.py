@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels, plural
+from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels, plural, whole_epochs
 
 
 def seed_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +68,6 @@ def comparison(series: dict[str, dict], title: str,
     "status": str}. Arrays may hold nan where a diverged seed stopped. The bands are the mean ± the sample
     standard deviation over the seeds (ddof 1, as in summary.md), and say so in the legend.
     """
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(12, 5.4), layout="constrained")
     ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -103,7 +102,7 @@ def comparison(series: dict[str, dict], title: str,
     ax_acc.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        whole_epochs(ax.xaxis)
         if epochs <= 1:  # one epoch (or none finished): the axis around epoch 1, not a range of ±0.05
             ax.set_xlim(0.5, 1.5)
             ax.set_xticks([1])

@@ -214,9 +214,9 @@ def study_from_options(model: str | None, config: Path | None, overrides: Overri
             if section is None:
                 section = raw["model"] = {}
             if not isinstance(section, dict):
-                raise ConfigError(f"model: expected a mapping of keys to values, got {section!r}")
+                raise ConfigError(f"model: expected a mapping of keys to values, got {show(section)}")
             if section.get("name", model) != model:
-                raise UserError(f"--model {model} contradicts model.name {section['name']!r} in {config}")
+                raise UserError(f"--model {model} contradicts model.name {show(section['name'])} in {config}")
             section["name"] = model
     else:
         raw = default_study_dict(model or "mlp")
