@@ -9,7 +9,7 @@ import torch
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint, load_training_state, make_ema, restore_rng
-from fashionmlp.config import RunConfig, load_config, shortcut_values
+from fashionmlp.config import RunConfig, shortcut_values
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
 from fashionmlp.optim import build_optimizer, lr_at
@@ -18,7 +18,15 @@ from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
 from fashionmlp.run import RunResult, recorder_for, run_epochs
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_fits, check_run_dir, group_of, previous_summary, refuse_links, run_data
+from fashionmlp.savedrun import (
+    check_fits,
+    check_run_dir,
+    group_of,
+    previous_summary,
+    refuse_links,
+    run_config,
+    run_data,
+)
 from fashionmlp.session import prepare
 from fashionmlp.tracking import check_folder_writable
 
@@ -38,7 +46,7 @@ def resume(run_dir: Path, *, epochs: int | None = None, data_dir: str | Path | N
     for folder in (run_dir, run_dir / "checkpoints"):  # a resumed run writes both; find out before training
         check_folder_writable(folder, "--resume: run folder" if folder == run_dir else "--resume: folder")
     with lock_run_dir(run_dir):  # before anything is read or rewritten; released however this ends
-        cfg = load_config(run_dir / "config.yaml", values=shortcut_values(epochs=epochs, device=device))
+        cfg = run_config(run_dir, values=shortcut_values(epochs=epochs, device=device))
         state = load_checkpoint(last_pt)
         finishing = check_resumable(cfg, state, run_dir)
         check_fits(cfg, state, last_pt, optimizer_too=True)

@@ -13,8 +13,8 @@ import torch
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint, load_model_state
-from fashionmlp.config import ModelConfig, RunConfig, load_config, with_values
-from fashionmlp.errors import DataMissing, UserError
+from fashionmlp.config import ModelConfig, RunConfig, Values, load_config, with_values
+from fashionmlp.errors import ConfigError, DataMissing, UserError
 from fashionmlp.plots.common import plural
 from fashionmlp.session import prepare
 
@@ -252,11 +252,22 @@ def unfinished_note(status: object, epoch: int, planned: int) -> list[str]:
     return [f"the run is {status} ({why}): these weights are of its epoch {epoch} of {planned}"]
 
 
+def run_config(run_dir: Path, values: Values | None = None) -> RunConfig:
+    """A saved run's config.yaml, whose mistakes name the file (a key from another fashionmlp version read
+    "unknown config key 'model.kernel'", where the user had given no config)."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        return load_config(path, values=values)
+    except ConfigError as exc:
+        text = str(exc)
+        raise ConfigError(text if str(path) in text else f"the run's {str(path)!r}: {text}") from None
+
+
 def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = None) -> LoadedRun:
     """The model of a saved run, from checkpoints/<checkpoint>.pt (default: default_checkpoint), ready for
     inference."""
     run_dir = check_run_dir(run_dir)
-    saved = load_config(run_dir / "config.yaml")
+    saved = run_config(run_dir)
     name = checkpoint or default_checkpoint(saved)
     path = checkpoint_path(run_dir, name)
     notes = [BEST_ON_TEST] if name == "best" and not saved.data.val_size else []

@@ -603,3 +603,18 @@ def test_images_a_little_dark_for_their_range_read_no_darker_than_darker_ones(tm
         Image.fromarray(np.rint(full * top).astype(np.uint16)).save(tmp_path / f"{top}.png")
         seen[top] = read_image(tmp_path / f"{top}.png", warn=lambda _: None).max()
     assert seen[4000] == seen[5000] == 255 and seen[7000] == round(7000 / 65535 * 255)
+
+
+def test_a_runs_config_from_another_version_is_named(good_run, tmp_path):
+    """evaluate said "unknown config key 'model.kernel'" where the user had given no config at all."""
+    import shutil
+
+    run = shutil.copytree(good_run, tmp_path / "run")
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["model"]["kernel"] = 3
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    for args in (("evaluate", run), ("train", "--resume", run, "--epochs", "3")):
+        result = cli(*args)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert result.stderr.startswith(f"error: the run's {str(run / 'config.yaml')!r}: unknown config key "
+                                        "'model.kernel'"), result.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
-from fashionmlp.config import RunConfig, load_config, read_yaml, with_values
+from fashionmlp.config import RunConfig, read_yaml, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import ConfigError, StoppedBeforeStart, UserError
@@ -25,7 +25,7 @@ from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import train
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import previous_summary
+from fashionmlp.savedrun import previous_summary, run_config
 from fashionmlp.session import Session, prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -252,7 +252,7 @@ def _study_teacher(study: Study, started: list[Planned]) -> Teacher | None:
     from fashionmlp.device import resolve_device
     from fashionmlp.teacher import check_same_teacher, load_teacher
 
-    saved = [load_config(p.run_dir / "config.yaml") for p in started]
+    saved = [run_config(p.run_dir) for p in started]
     teacher = load_teacher(saved[0] if saved else study.base, resolve_device(study.base.device))
     for cfg in [*saved[1:], study.base]:
         check_same_teacher(cfg, teacher)
