@@ -95,8 +95,11 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
     where = f"--image {str(path)!r}"
     if path.is_dir():
         raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
-    if not path.is_file():
-        raise UserError(f"{where}: no such file")
+    if not path.is_file():  # a pipe, a device or "-" was called missing
+        raise UserError(f"{where}: " + ("not a file but a pipe, device or socket; save the image to a file and "
+                                        "pass that" if path.exists() else "no such file"
+                                        + ("; standard input is not read: pass an image file" if str(path) == "-"
+                                           else "")))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -618,3 +620,16 @@ def test_a_runs_config_from_another_version_is_named(good_run, tmp_path):
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
         assert result.stderr.startswith(f"error: the run's {str(run / 'config.yaml')!r}: unknown config key "
                                         "'model.kernel'"), result.stderr
+
+
+def test_an_image_that_is_a_pipe_or_a_device_is_not_called_missing(tmp_path):
+    """--image /dev/zero, a FIFO and - said "no such file", though the first two exist."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    for path, words in ((Path("/dev/zero"), "not a file but a pipe, device or socket"),
+                        (tmp_path / "pipe", "not a file but a pipe, device or socket"),
+                        (Path("-"), "no such file; standard input is not read: pass an image file"),
+                        (tmp_path / "nowhere.png", "no such file")):
+        with pytest.raises(UserError, match=re.escape(words)):
+            read_image(path, warn=pytest.fail)
