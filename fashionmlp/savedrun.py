@@ -83,6 +83,8 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
             hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
                     "--checkpoint last)" if not epochs else f"; the run has finished {plural(epochs, 'epoch')}: "
                     "--checkpoint last is the run as it ended")
+        elif checkpoint == "last" and path.with_name("best.pt").is_file():
+            hint = "; checkpoints/best.pt is there: --checkpoint best"
         raise UserError(f"no checkpoint at {str(path)!r}{hint}")
     return path
 

@@ -522,6 +522,10 @@ def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_pa
     result = cli("evaluate", run, "--checkpoint", "best")
     assert result.exit_code == 2 and "the run has finished 1 epoch: --checkpoint last" in result.stderr
     assert "has not finished an epoch" not in result.stderr
+    other = shutil.copytree(good_run, tmp_path / "other")  # the other way round: no word of best.pt
+    (other / "checkpoints" / "last.pt").unlink()
+    result = cli("evaluate", other, "--checkpoint", "last")
+    assert result.exit_code == 2 and "; checkpoints/best.pt is there: --checkpoint best" in result.stderr
 
 
 # ---------------------------------------------------------------- the data a saved run trained on
