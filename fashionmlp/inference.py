@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -242,6 +243,12 @@ def check_figure_path(path: Path, option: str) -> None:
                         f"allowed: {', '.join('.' + f for f in formats)}")
     if not path.parent.is_dir():
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    try:  # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} cannot be written "
+                        f"({exc.strerror or exc})") from None
 
 
 def _format_top(what: str, top: list[tuple[str, float]]) -> str:

@@ -637,3 +637,23 @@ def test_an_image_that_is_a_pipe_or_a_device_is_not_called_missing(tmp_path):
                         (tmp_path / "nowhere.png", "no such file")):
         with pytest.raises(UserError, match=re.escape(words)):
             read_image(path, warn=pytest.fail)
+
+
+def test_a_grid_in_a_folder_that_cannot_be_written_is_refused_first(good_run, tmp_path, monkeypatch):
+    """It was found after the model and the data loaded, and the --index lines computed were never printed."""
+    import tempfile
+
+    real = tempfile.TemporaryFile
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    result = cli("predict", good_run, "--index", "0", "--grid", locked / "g.png")
+    assert result.exit_code == 2 and result.stderr == (f"error: --grid {str(locked / 'g.png')!r}: the folder "
+                                                       f"{str(locked)!r} cannot be written (Permission denied)\n")
+    assert result.stdout == ""
