@@ -58,7 +58,9 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
-    title = f"{Path(run_dir).name} ({checkpoint}.pt, epoch {run.epoch}): test accuracy {result['accuracy']:.2%}"
+    # no-break spaces: the wrapped title read "test" / "accuracy 52.32%"
+    title = (f"{Path(run_dir).name} ({checkpoint}.pt,\u00a0epoch\u00a0{run.epoch}): "
+             f"test\u00a0accuracy\u00a0{result['accuracy']:.2%}")
     json_path = Path(run_dir) / f"evaluation-{checkpoint}.json"
     unsaved = None
     try:  # the numbers are printed even where the run folder cannot be written (a read-only copy, say)
