@@ -522,6 +522,10 @@ BAD_INPUTS = [
      "name: '\\udcff' holds bytes that are not UTF-8 text"),  # TensorBoard's traceback, after the folder was made
     ("nested aliases under name", lambda e: ["train", "--config", e.cfg("nb.yaml", ALIAS_BOMB.replace(
         "sweep:\n  space:\n    model.hidden:", "name:"))], "name: [[1, 1, 1, 1, 1, 1, 1, 1, ...], [[1, 1"),  # 6 GB of text, a minute
+    ("a --set mapping with a key twice", train_with("model={hidden: [10], hidden: [20]}"),
+     "the value cannot be read: duplicate key 'hidden'"),  # it said "expected a mapping"
+    ("a --set list left open", train_with("model.hidden=[100, 50"),
+     "the value cannot be read: expected ',' or ']', but got '<stream end>'"),  # "is not a non-empty list"
     ("a data folder name too long", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", "x" * 300],
      "a name in this path is longer than the file system allows"),
     ("a study variant named null", lambda e: ["compare-optimizers", "--config", e.cfg("v.yaml", "variants: {~: {name: "

@@ -105,7 +105,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = safe_load(value_text)
     except ReadAsAnother as exc:
         raise ConfigError(f"--set {text!r}: {exc.short}") from None
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if value_text.lstrip().startswith(("[", "{")):  # meant as a list or mapping: "is not a list" hid why
+            why = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+            raise ConfigError(f"--set {text!r}: the value cannot be read: {why}") from None
         value = value_text  # not YAML: keep the text; validation will judge it
     return key.split("."), value
 
