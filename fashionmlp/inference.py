@@ -220,8 +220,11 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
             chosen = list(range(min(16, len(test.labels))))
             x = normalize(torch.from_numpy(test.images[chosen])).to(run.device, dtype_of(run.cfg))
             probs = predict_proba(run.model, x, tta=tta).cpu()
+            right = int((probs.argmax(1) == torch.from_numpy(test.labels[chosen])).sum())
             figure = prediction_grid(test.images[chosen], test.labels[chosen].tolist(), probs.argmax(1).tolist(),
-                                     probs.max(1).values.tolist())
+                                     probs.max(1).values.tolist(),
+                                     f"{Path(run_dir).name} ({run.name}.pt,\u00a0epoch\u00a0{run.epoch}): test images "
+                                     f"0-{len(chosen) - 1}, {right} of {len(chosen)} right (wrong ones in red)")
             try:
                 save_figure(figure, grid, dpi=100)
             except OSError as exc:

@@ -169,6 +169,11 @@ def test_grid_shows_what_the_model_sees(good_run, tmp_path):
     assert colors[14, 14].min() > 0.95 and colors[0, 0].max() < 0.05  # light square, black background
     assert cli("predict", good_run, "--grid", tmp_path / "g.svg").exit_code == 0
     assert (tmp_path / "g.svg").stat().st_size > 0
+    # it names the model and says how many it got right (a grid without a title could be any run's)
+    svg = (tmp_path / "g.svg").read_text()
+    texts = [" ".join(part.split(" -->", 1)[0].split()) for part in svg.split("<!-- ")[1:]]  # each text, unwrapped
+    drawn = " ".join(texts)  # a wrapped title is drawn line by line
+    assert f"{good_run.name} (last.pt, epoch 1): test images 0-" in drawn and "right (wrong ones in red)" in drawn
 
 
 # ---------------------------------------------------------------- options combined

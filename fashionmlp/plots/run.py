@@ -81,9 +81,12 @@ def confusion_matrix(confusion: list[list[int]], title: str = "") -> Figure:
 
 @literal_text
 def prediction_grid(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
-                    confidence: Sequence[float]) -> Figure:
-    """A 4x4 grid of (28, 28) images titled 'predicted (p) / true', wrong ones in red."""
+                    confidence: Sequence[float], title: str = "") -> Figure:
+    """A 4x4 grid of (28, 28) images titled 'predicted (p) / true', wrong ones in red; `title` names the model (a
+    grid without one could not be told from another run's)."""
     fig = Figure(figsize=(8, 9), layout="constrained")
+    if title:
+        fig.suptitle(fit(title, fig), fontsize=11)
     for k in range(min(16, len(images))):
         ax = fig.add_subplot(4, 4, k + 1)
         ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)  # as the model sees it: light clothes on black
