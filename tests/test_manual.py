@@ -792,3 +792,18 @@ def test_manual_train_stops_a_diverging_run_in_one_line(manual_baseline):
     assert result.stderr == ("diverged: the loss became non-finite at epoch 1, step 2 (lr 1e+300); try a lower "
                              "learning rate, e.g. --set optimizer.lr=1e+299\n")  # and no RuntimeWarnings
     assert "final test accuracy" not in out
+
+
+def test_ctrl_c_during_the_check_suite_says_so(monkeypatch):
+    """It exited 130 without a word."""
+    import fashionmlp.manual.check as check
+
+    from helpers import cli
+
+    def interrupted(seed=0):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check, "run_checks", interrupted)
+    result = cli("manual", "check")
+    assert result.exit_code == 130, (result.output, result.exception)
+    assert result.stderr == "interrupted: the check suite did not finish (it takes a few seconds; nothing is saved)\n"

@@ -85,11 +85,16 @@ def manual_check(seed: Annotated[int, typer.Option("--seed", metavar="N", help=(
 
     Exit 1 if any row exceeds 1e-7 (relative, vs finite differences) or 1e-10 (vs autograd).
     """
+    from fashionmlp import status
     from fashionmlp.manual.check import format_table, run_checks
 
     if not 0 <= seed < 2**32:
         raise UserError(f"--seed {seed}: out of range; allowed: 0 to {2**32 - 1}")
-    rows = run_checks(seed)
+    try:
+        rows = run_checks(seed)
+    except KeyboardInterrupt:  # it exited 130 without a word
+        err("interrupted: the check suite did not finish (it takes a few seconds; nothing is saved)")
+        raise typer.Exit(status.EXIT_CODES[status.INTERRUPTED]) from None
     typer.echo(format_table(rows))
     if not all(r.passed for r in rows):
         raise typer.Exit(1)
