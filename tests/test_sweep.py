@@ -1080,6 +1080,7 @@ def test_without_optuna_it_says_what_to_install(sweep_config, tmp_path, monkeypa
 
 
 def test_a_config_without_validation_split_gets_one(sweep_config, tmp_path, tiny_data):
+    from fashionmlp.errors import ConfigError
     from fashionmlp.sweep import DEFAULT_VAL_SIZE, load_sweep_file
 
     path = sweep_config(data={"val_size": 0})
@@ -1089,6 +1090,11 @@ def test_a_config_without_validation_split_gets_one(sweep_config, tmp_path, tiny
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2 and "data.val_size: 5000 leaves no training images" in result.stderr
     assert not (tmp_path / "runs").exists()
+    # early stopping watches the split the sweep adds: it was refused for want of one ("set data.val_size")
+    spec = load_sweep_file(sweep_config(data={"val_size": 0}, train={"patience": 2}))
+    assert spec.val_size_added and spec.base.train.patience == 2 and spec.base.data.val_size == 5000
+    with pytest.raises(ConfigError, match="train.patience: 0 is out of range"):
+        load_sweep_file(sweep_config(data={"val_size": 0}, train={"patience": 0}))
 
 
 def test_a_subset_the_default_split_would_empty_is_refused_saying_what_to_set(sweep_config, tmp_path):

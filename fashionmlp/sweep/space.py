@@ -15,6 +15,7 @@ from typing import Any
 from fashionmlp.config import (
     Overrides,
     RunConfig,
+    apply_overrides,
     check_choice,
     check_int,
     config_from_dict,
@@ -251,7 +252,11 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
         if key not in SWEEP_DEFAULTS:
             raise ConfigError(f"sweep: {unknown_key(str(key), list(SWEEP_DEFAULTS), 'key')}")
     s = {**SWEEP_DEFAULTS, **{k: v for k, v in section.items() if v is not None}}  # null: the default
-    base = config_from_dict(raw, overrides)
+    # early stopping needs a validation split, which a config without one gets below: checked once it has it (a
+    # config with train.patience and no data.val_size was refused, though the sweep holds images out itself)
+    train = apply_overrides(raw, overrides).get("train")
+    patience = train.get("patience") if isinstance(train, dict) else None
+    base = config_from_dict(raw, overrides, values=None if patience is None else {"train.patience": None})
     added = base.data.val_size == 0
     if added:
         subset = base.data.subset
@@ -260,6 +265,8 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
                               f"config holds out none; the default, {DEFAULT_VAL_SIZE}, leaves none of data.subset "
                               f"{subset} to train on: set data.val_size (e.g. {max(1, subset // 5)})")
         base = with_values(base, {"data.val_size": DEFAULT_VAL_SIZE})
+    if patience is not None:
+        base = with_values(base, {"train.patience": patience})
     metric = check_choice("sweep.metric", s["metric"], tuple(METRICS))
     count = check_int("sweep.trials", s["trials"], 1)
     if trials is not None:
