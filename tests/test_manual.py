@@ -807,3 +807,26 @@ def test_ctrl_c_during_the_check_suite_says_so(monkeypatch):
     result = cli("manual", "check")
     assert result.exit_code == 130, (result.output, result.exception)
     assert result.stderr == "interrupted: the check suite did not finish (it takes a few seconds; nothing is saved)\n"
+
+
+@pytest.mark.parametrize(("hidden", "gain"), [("relu", 2.0), ("tanh", 1.0), ("sigmoid", 1.0)])
+def test_the_initial_weights_have_the_documented_variance(hidden, gain):
+    """docs/manual.md: N(0, 2/fan_in) for ReLU (He), 1/fan_in otherwise; a gain of 1 for ReLU passed every check."""
+    net = M.MLP([784, 2000, 10], hidden=hidden, seed=0)
+    variance = float(net.weights[0].var())  # 1,568,000 draws: the sample variance within ~0.2%
+    assert variance == pytest.approx(gain / 784, rel=0.01)
+    assert float(net.weights[1].var()) == pytest.approx(gain / 2000 if hidden == "relu" else 1 / 2000, rel=0.05)
+
+
+def test_the_epochs_train_loss_is_the_mean_over_its_images(tiny_data):
+    """With an lr too small to move a weight, the epoch's train loss is the initial network's mean loss over the
+    training images; weighting each batch by the batch size instead of its length passed every test."""
+    from fashionmlp.manual.train import _as_arrays, evaluate_numpy
+
+    cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [8]}, "train": {"epochs": 1, "batch_size": 32},
+                            "optimizer": {"name": "sgd", "lr": 1e-300}, "data": {"subset": 65}})  # 32 + 32 + 1
+    data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=65)
+    epoch = next(iter(train_numpy(cfg, data)))
+    start = M.MLP([784, 8, 10], hidden="relu", output="softmax", seed=cfg.seed)
+    loss, _ = evaluate_numpy(start, _as_arrays(data.train.images), data.train.labels)
+    assert epoch.train_loss == pytest.approx(loss, rel=1e-12)
