@@ -830,3 +830,13 @@ def test_the_epochs_train_loss_is_the_mean_over_its_images(tiny_data):
     start = M.MLP([784, 8, 10], hidden="relu", output="softmax", seed=cfg.seed)
     loss, _ = evaluate_numpy(start, _as_arrays(data.train.images), data.train.labels)
     assert epoch.train_loss == pytest.approx(loss, rel=1e-12)
+
+
+def test_a_float32_network_stays_float32_through_a_step():
+    """The softmax head's float64 one-hot labels made a float32 MLP's gradients, then its weights, float64."""
+    net = M.MLP([6, 5, 3], hidden="relu", output="softmax", seed=0, dtype=np.float32)
+    X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    _, grads = net.loss_and_grads(X, np.array([0, 1, 2, 1]))
+    assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
+    net.sgd_step(grads, 0.1)
+    assert {w.dtype for w in net.weights + net.biases} == {np.dtype(np.float32)}

@@ -250,7 +250,8 @@ def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(softmax(z) - Y) / B, shaped like the logits."""
     logits = floats(logits, "cross_entropy_grad: logits")
     Y = check_labels(CLASSES, "cross_entropy_grad", "logits", logits.shape, y)
-    return (softmax(logits, axis=1) - Y) / logits.shape[0]
+    # in the logits' precision: the float64 one-hot made a float32 MLP's gradients, then its weights, float64
+    return (softmax(logits, axis=1) - Y.astype(logits.dtype, copy=False)) / logits.shape[0]
 
 
 def squared_error(z: np.ndarray, y: np.ndarray) -> float:
