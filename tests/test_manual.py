@@ -840,3 +840,15 @@ def test_a_float32_network_stays_float32_through_a_step():
     assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
     net.sgd_step(grads, 0.1)
     assert {w.dtype for w in net.weights + net.biases} == {np.dtype(np.float32)}
+
+
+def test_probability_rows_a_little_off_one_get_the_gradient_of_their_loss():
+    """Rows summing to 1.000009 were accepted and cross_entropy_grad was off its loss's gradient by 2.5e-5."""
+    z = np.array([[0.2, -1.0, 0.5]])
+    rows = np.array([[0.5, 0.500009, 0.0]])
+    zt = torch.tensor(z, requires_grad=True)
+    target = torch.tensor(rows / rows.sum())  # what the loss now scores: the row made to sum to 1
+    (-(target * torch.log_softmax(zt, 1)).sum()).backward()
+    assert M.cross_entropy(z, rows) == pytest.approx(-(target * torch.log_softmax(torch.tensor(z), 1)).sum().item(),
+                                                     rel=1e-12)
+    assert M.relative_error(M.cross_entropy_grad(z, rows), zt.grad.numpy()) < AUTOGRAD_TOL

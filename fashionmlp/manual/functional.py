@@ -217,9 +217,9 @@ def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
     """Integer labels (B,) in [0, k) -> one-hot (B, k) float64; a (B, k) array of one-hot or probability rows
-    (non-negative, summing to 1) is returned as float64. Other rows ([2, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5])
-    are refused: cross_entropy_grad's (softmax - Y) / B is the gradient only for rows that sum to 1, and it was
-    silently wrong for them."""
+    (non-negative, summing to 1 within 1e-5) is returned as float64, each row divided by its sum. Other rows
+    ([2, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]) are refused: cross_entropy_grad's (softmax - Y) / B is the gradient
+    only for rows that sum to 1, and it was silently wrong for them."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == k:
         rows = y.astype(np.float64)
@@ -228,7 +228,9 @@ def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
         if np.any(bad):
             raise ValueError(f"{where}: (B, {k}) labels must be one-hot, or probabilities summing to 1 per row; row "
                              f"{int(np.argmax(bad))} is {np.asarray(y[bad][0]).tolist()}")
-        return rows
+        # rows within isclose's 1e-5 of summing to 1, made to sum to it: (softmax - Y) / B is the gradient of the
+        # loss for such rows only (a row summing to 1.000009 was off by 2.5e-5); a one-hot row is unchanged
+        return rows / rows.sum(axis=1, keepdims=True)
     if y.ndim != 1:
         raise ValueError(f"{where}: y of shape {y.shape}; expected int labels (B,) or one-hot labels (B, {k})")
     bad = (np.mod(y, 1) != 0) | (y < 0) | (y >= k)
