@@ -121,15 +121,7 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         gray = 1.0 - gray
     if alpha is not None:
         gray = gray * alpha
-    if gray.max() - gray.min() < 0.5 / 255:  # transparent, black or one colour: every answer is a guess
-        # a black garment on a transparent background composites to black on black: --invert draws it
-        cutout = alpha is not None and not invert and float(alpha.max() - alpha.min()) > 0.5
-        warn(f"warning: {where}: every pixel is the same ({gray.max():.0%} of white): a blank image; its "
-             "prediction says nothing about a garment" + ("; a dark garment on a transparent background needs "
-                                                          "--invert" if cutout else ""))
-    elif gray.max() < NEARLY_BLACK:
-        warn(f"warning: {where}: nearly black (its brightest pixel is {gray.max():.1%} of white); the garment "
-             "may be too dark for the model to see")
+    _say_if_dark(gray, alpha, invert, where, warn)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
     if border > 0.5:
         warn(f"warning: {where}: its border is light ({border:.0%} of white on average) while Fashion-MNIST's "
@@ -162,6 +154,21 @@ def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[
     rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255
     gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as PIL's convert("L")
     return gray, (rgba[..., 3] if has_alpha else None)
+
+
+def _say_if_dark(gray: np.ndarray, alpha: np.ndarray | None, invert: bool, where: str,
+                 warn: Callable[[str], None]) -> None:
+    """A warning for a blank picture (transparent, black or one colour: every answer is a guess) or a nearly
+    black one."""
+    if gray.max() - gray.min() < 0.5 / 255:
+        # a black garment on a transparent background composites to black on black: --invert draws it
+        cutout = alpha is not None and not invert and float(alpha.max() - alpha.min()) > 0.5
+        warn(f"warning: {where}: every pixel is the same ({gray.max():.0%} of white): a blank image; its "
+             "prediction says nothing about a garment" + ("; a dark garment on a transparent background needs "
+                                                          "--invert" if cutout else ""))
+    elif gray.max() < NEARLY_BLACK:
+        warn(f"warning: {where}: nearly black (its brightest pixel is {gray.max():.1%} of white); the garment "
+             "may be too dark for the model to see")
 
 
 def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], None]) -> np.ndarray:

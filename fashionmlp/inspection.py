@@ -132,8 +132,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     per_class = per_class_accuracy(confusion)
     pairs = confused_pairs(confusion)
     wrong = confident_mistakes(probs, labels)
-    # no-break spaces: a wrapped title read "(last.pt, epoch" / "2)" (pictures only)
-    name = f"{run_dir.name} ({checkpoint}.pt,\u00a0epoch\u00a0{run.epoch})"
+    name = f"{run_dir.name} ({checkpoint}.pt,\u00a0epoch\u00a0{run.epoch})"  # no-break: "epoch" / "2)" read badly
 
     weights = weights_figure(run.model, split.x, test.images, labels, name)
     figures = {
