@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
-from fashionmlp.savedrun import load_run, refuse_links, run_data
-from fashionmlp.tracking import save_figure, write_json
+from fashionmlp.savedrun import load_run, refuse_links, run_test_split
+from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
 
 @dataclass
@@ -53,14 +52,12 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     run = load_run(run_dir, checkpoint, device)
     refuse_links(Path(run_dir), "evaluate", writes_checkpoints=False)
     checkpoint = run.name
-    images = run_data(run_dir, run.cfg, data_dir, test_only=True)
+    images = run_test_split(run_dir, run.cfg, data_dir)
     test = TensorSplit.from_split(images, run.device, dtype_of(run.cfg))
     result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
     figure_path = Path(run_dir) / "confusion_matrix.png"
-    # no-break spaces: the wrapped title read "test" / "accuracy 52.32%"
-    title = (f"{Path(run_dir).name} ({checkpoint}.pt,\u00a0epoch\u00a0{run.epoch}): "
-             f"test\u00a0accuracy\u00a0{result['accuracy']:.2%}")
+    title = f"{run.title}: test\u00a0accuracy\u00a0{result['accuracy']:.2%}"  # no-break: "test" / "accuracy"
     json_path = Path(run_dir) / f"evaluation-{checkpoint}.json"
     unsaved = None
     try:  # the numbers are printed even where the run folder cannot be written (a read-only copy, say)
@@ -98,11 +95,11 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
     where = f"--image {str(path)!r}"
     if path.is_dir():
         raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
-    if not path.is_file():  # a pipe, a device or "-" was called missing
-        raise UserError(f"{where}: " + ("not a file but a pipe, device or socket; save the image to a file and "
-                                        "pass that" if path.exists() else "no such file"
-                                        + ("; standard input is not read: pass an image file" if str(path) == "-"
-                                           else "")))
+    if path.exists() and not path.is_file():  # a pipe or a device was called missing
+        raise UserError(f"{where}: not a file but a pipe, device or socket; save the image to a file and pass that")
+    if not path.is_file():
+        stdin = "; standard input is not read: pass an image file" if str(path) == "-" else ""
+        raise UserError(f"{where}: no such file{stdin}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment
@@ -215,7 +212,7 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
         for image, top in zip(images, top_k(predict_proba(run.model, x, tta=tta))):
             lines.append(_format_top(f"{image}", top))
     if indices or grid is not None:
-        test = run_data(run_dir, run.cfg, data_dir, test_only=True)
+        test = run_test_split(run_dir, run.cfg, data_dir)
         bad = [i for i in indices if not 0 <= i < len(test.labels)]
         if bad:
             raise UserError(f"--index {bad[0]}: out of range; allowed: 0 to {len(test.labels) - 1}")
@@ -230,8 +227,8 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
             right = int((probs.argmax(1) == torch.from_numpy(test.labels[chosen])).sum())
             figure = prediction_grid(test.images[chosen], test.labels[chosen].tolist(), probs.argmax(1).tolist(),
                                      probs.max(1).values.tolist(),
-                                     f"{Path(run_dir).name} ({run.name}.pt,\u00a0epoch\u00a0{run.epoch}): test images "
-                                     f"0-{len(chosen) - 1}, {right} of {len(chosen)} right (wrong ones in red)")
+                                     f"{run.title}: test images 0-{len(chosen) - 1}, {right} of {len(chosen)} "
+                                     "right (wrong ones in red)")
             try:
                 save_figure(figure, grid, dpi=100)
             except OSError as exc:
@@ -255,12 +252,8 @@ def check_figure_path(path: Path, option: str) -> None:
                         f"allowed: {', '.join('.' + f for f in formats)}")
     if not path.parent.is_dir():
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
-    try:  # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
-        raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} cannot be written "
-                        f"({exc.strerror or exc})") from None
+    # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
+    check_folder_writable(path.parent, f"{option} {str(path)!r}: the folder", hint="give a folder you can write")
 
 
 def _format_top(what: str, top: list[tuple[str, float]]) -> str:

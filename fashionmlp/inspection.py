@@ -34,7 +34,7 @@ from fashionmlp.plots.model import (
     mlp_weights_figure,
     per_class_figure,
 )
-from fashionmlp.savedrun import load_run, refuse_links, run_data
+from fashionmlp.savedrun import load_run, refuse_links, run_test_split
 from fashionmlp.tracking import save_figure, write_json
 
 DPI = 100
@@ -119,7 +119,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     out_dir = run_dir / "inspect"
     refuse_links(run_dir, "inspect", writes_checkpoints=False)
     check_writable_folder(out_dir)
-    test = run_data(run_dir, run.cfg, data_dir, test_only=True)
+    test = run_test_split(run_dir, run.cfg, data_dir)
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")
     split = TensorSplit.from_split(test, run.device, dtype_of(run.cfg))
     probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,
@@ -132,7 +132,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     per_class = per_class_accuracy(confusion)
     pairs = confused_pairs(confusion)
     wrong = confident_mistakes(probs, labels)
-    name = f"{run_dir.name} ({checkpoint}.pt,\u00a0epoch\u00a0{run.epoch})"  # no-break: "epoch" / "2)" read badly
+    name = run.title
 
     weights = weights_figure(run.model, split.x, test.images, labels, name)
     figures = {

@@ -6,8 +6,10 @@ import dataclasses
 import glob
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -123,14 +125,27 @@ def previous_summary(run_dir: Path) -> dict:
     return previous if isinstance(previous, dict) else {}
 
 
-def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None, test_only: bool = False):
-    """The data a saved run's config asks for (load_data), or its test split alone (load_test: a Split); where the
-    files are missing, the message names the folder the run trained on (summary.json's data.dir) when that
-    folder has them."""
-    from fashionmlp.data import file_status, load_data, load_test
+def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
+    """The data a saved run's config asks for (load_data), for a run to go on with."""
+    from fashionmlp.data import load_data
+
+    return _naming_the_trained_folder(run_dir, lambda: load_data(cfg, data_dir))
+
+
+def run_test_split(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
+    """The test split alone (load_test), for scoring a saved run: evaluate, predict and inspect."""
+    from fashionmlp.data import load_test
+
+    return _naming_the_trained_folder(run_dir, lambda: load_test(cfg, data_dir))
+
+
+def _naming_the_trained_folder(run_dir: Path, load: Callable[[], Any]) -> Any:
+    """load(); where the files are missing, the message names the folder the run trained on (summary.json's
+    data.dir) when that folder has them."""
+    from fashionmlp.data import file_status
 
     try:
-        return load_test(cfg, data_dir) if test_only else load_data(cfg, data_dir)
+        return load()
     except DataMissing as exc:
         trained = (previous_summary(run_dir).get("data") or {}).get("dir")
         if not isinstance(trained, str) or not trained or any(
@@ -219,6 +234,12 @@ class LoadedRun:
     global_step: int = 0  # the optimizer steps behind the checkpoint: the x axis of the run's TensorBoard log
     name: str = "best"  # which checkpoint: best | last
     notes: list[str] = field(default_factory=list)  # what the user should know about the choices made
+
+    @property
+    def title(self) -> str:
+        """'<run folder> (<best|last>.pt, epoch N)', as pictures name the model (no-break spaces: a wrapped title
+        read "(last.pt, epoch" / "2)")."""
+        return f"{self.checkpoint.parent.parent.name} ({self.name}.pt,\u00a0epoch\u00a0{self.epoch})"
 
 
 def default_checkpoint(cfg: RunConfig) -> str:

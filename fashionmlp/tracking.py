@@ -75,14 +75,13 @@ def check_writable(runs_dir: Path) -> None:
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
 
 
-def check_folder_writable(folder: Path, what: str) -> None:
+def check_folder_writable(folder: Path, what: str, hint: str = "copy it somewhere writable and use the copy") -> None:
     """Fail early when files cannot be created in `folder` (read-only file system or permissions)."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise UserError(f"{what} {str(folder)!r} cannot be written ({exc.strerror or exc}); copy it somewhere "
-                        "writable and use the copy") from None
+        raise UserError(f"{what} {str(folder)!r} cannot be written ({exc.strerror or exc}); {hint}") from None
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -660,5 +660,6 @@ def test_a_grid_in_a_folder_that_cannot_be_written_is_refused_first(good_run, tm
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     result = cli("predict", good_run, "--index", "0", "--grid", locked / "g.png")
     assert result.exit_code == 2 and result.stderr == (f"error: --grid {str(locked / 'g.png')!r}: the folder "
-                                                       f"{str(locked)!r} cannot be written (Permission denied)\n")
+                                                       f"{str(locked)!r} cannot be written (Permission denied); give a folder "
+                                                       "you can write\n")
     assert result.stdout == ""

@@ -184,16 +184,16 @@ def _refuse_a_lost_optimizer_key(section: Any, variants_raw: dict) -> None:
     if not isinstance(section, dict):
         return
     defaults = {f.name: f.default for f in dataclasses.fields(OptimConfig)}
-    lost = [(key, value) for key, value in section.items()
-            if (list(value) if isinstance(value, (list, tuple)) else value) != (
-                list(defaults[key]) if isinstance(defaults.get(key), tuple) else defaults.get(key, object()))
-            and any(not isinstance(v, dict) or key not in v for v in variants_raw.values())]
-    if lost:
-        key, value = lost[0]
-        name = next(n for n, v in variants_raw.items() if not isinstance(v, dict) or key not in v)
-        raise ConfigError(f"optimizer.{key}: {show(value)} would be ignored: a study's optimizers are its variants, "
-                          f"each with its own optimizer section, and variant {name!r} does not set {key}; write it "
-                          f"into every variant, e.g. variants.{name}: {{..., {key}: {show(value)}}}")
+    for key, value in section.items():
+        default = defaults.get(key, object())
+        same = list(value) == list(default) if isinstance(value, (list, tuple)) and isinstance(default, tuple) else (
+            value == default)
+        without = [name for name, v in variants_raw.items() if not isinstance(v, dict) or key not in v]
+        if not same and without:
+            raise ConfigError(f"optimizer.{key}: {show(value)} would be ignored: a study's optimizers are its "
+                              f"variants, each with its own optimizer section, and variant {without[0]!r} does not "
+                              f"set {key}; write it into every variant, e.g. variants.{without[0]}: "
+                              f"{{..., {key}: {show(value)}}}")
 
 
 def _check_variant_keys(name: str, keys: list) -> None:

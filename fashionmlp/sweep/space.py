@@ -254,9 +254,9 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     s = {**SWEEP_DEFAULTS, **{k: v for k, v in section.items() if v is not None}}  # null: the default
     # early stopping needs a validation split, which a config without one gets below: checked once it has it (a
     # config with train.patience and no data.val_size was refused, though the sweep holds images out itself)
-    train = apply_overrides(raw, overrides).get("train")
-    patience = train.get("patience") if isinstance(train, dict) else None
-    base = config_from_dict(raw, overrides, values=None if patience is None else {"train.patience": None})
+    raw = apply_overrides(raw, overrides)
+    patience = raw["train"].get("patience") if isinstance(raw.get("train"), dict) else None
+    base = config_from_dict(raw, values=None if patience is None else {"train.patience": None})
     added = base.data.val_size == 0
     if added:
         subset = base.data.subset
