@@ -279,6 +279,7 @@ class RunRecorder:
             "model": cfg.model.name,
             "optimizer": cfg.optimizer.name,
             "lr": cfg.optimizer.lr,
+            "weight_decay": cfg.optimizer.weight_decay,
             "n_params": n_params(self.trainee.model),
             "data": self.data,
             **self.provenance,

@@ -300,6 +300,30 @@ def test_a_diverged_run_names_the_lr_of_the_step_that_diverged(write_config, tmp
         assert f"--set optimizer.lr={cfg.optimizer.lr / 10:g}" in result.stderr  # a tenth of the peak, not of it
 
 
+@pytest.mark.parametrize("seeds", [None, "0,1"], ids=["single", "population"])
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_a_run_diverged_by_its_weight_decay_is_told_to_lower_the_weight_decay(write_config, tmp_path, seeds, name):
+    """lr 0.1 x weight decay 100: every step multiplies the weights by 1 - 10, so they blow up at any sane lr; the
+    advice was a tenth of the lr (0.01: lr x decay 1, weights zeroed every step), never the weight decay."""
+    path = write_config(optimizer={"name": name, "lr": 0.1, "weight_decay": 100.0}, train={"epochs": 2})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path / "runs", *(["--seeds", seeds] if seeds else []))
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("diverged: ")]
+    assert len(lines) == (2 if seeds else 1)
+    for line in lines:
+        assert line.endswith("try a lower weight decay (lr x weight_decay = 10: past 1 the decay alone moves every "
+                             "weight past zero each step), e.g. --set optimizer.weight_decay=1"), line
+    for run in [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]:
+        assert summary(run)["weight_decay"] == 100.0
+
+
+def test_a_run_diverged_by_its_lr_beside_a_modest_weight_decay_is_told_to_lower_the_lr(write_config, tmp_path):
+    path = write_config(optimizer={"name": "sgd", "lr": 1e6, "weight_decay": 1e-7}, train={"epochs": 2})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 3, result.output
+    assert "try a lower learning rate, e.g. --set optimizer.lr=100000" in result.stderr
+
+
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
     import fashionmlp.engine
 

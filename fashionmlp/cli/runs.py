@@ -26,7 +26,7 @@ from fashionmlp.cli.common import (
     one_seed_option,
     user_errors,
 )
-from fashionmlp.cli.show import PopulationLines, lower_lr, progress, report_run, study_table
+from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table, what_to_lower
 from fashionmlp.errors import UserError
 
 
@@ -135,8 +135,8 @@ def _seeds_report(result) -> int:
     diverged = [o for o in result.outcomes if o.status == status.DIVERGED]
     for o in diverged:
         d = o.summary["diverged"]
-        err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g} at that step); try a lower "
-            f"learning rate, e.g. --set optimizer.lr={lower_lr(o.summary, d)}")
+        err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g} at that step); "
+            f"{what_to_lower(o.summary, d)}")
     code = end_study(result, "train")
     return 3 if code == 0 and diverged else code
 

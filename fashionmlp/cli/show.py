@@ -108,10 +108,17 @@ def study_table(result, title: str) -> None:
     typer.echo(f"table: {result.study_dir / 'summary.md'}")
 
 
-def lower_lr(summary: dict, diverged: dict) -> str:
-    """A tenth of the configured lr (optimizer.lr is the schedule's peak: the diverged step's own lr, in a
-    warm-up far below it, would suggest orders of magnitude too little)."""
-    return f"{(summary.get('lr') or diverged['lr']) / 10:g}"
+def what_to_lower(summary: dict, diverged: dict) -> str:
+    """Advice for a diverged run: a tenth of the configured lr (optimizer.lr is the schedule's peak: the diverged
+    step's own lr, in a warm-up far below it, would suggest orders of magnitude too little), or a lower weight decay
+    where lr x weight_decay > 1 (SGD's and AdamW's decay alone then moves every weight past zero each step; Adam's
+    coupled decay is divided by its own scale)."""
+    lr = summary.get("lr") or diverged["lr"]
+    decay = lr * (summary.get("weight_decay") or 0.0)
+    if decay > 1 and summary.get("optimizer") != "adam":
+        return (f"try a lower weight decay (lr x weight_decay = {decay:g}: past 1 the decay alone moves every "
+                f"weight past zero each step), e.g. --set optimizer.weight_decay={0.1 / lr:g}")
+    return f"try a lower learning rate, e.g. --set optimizer.lr={lr / 10:g}"
 
 
 def report_run(result) -> None:
@@ -132,8 +139,7 @@ def report_run(result) -> None:
     elif result.status == status.DIVERGED:
         d = s["diverged"]
         err(f"diverged: {status.diverged_where(d)} (lr {d['lr']:g} at that step); "
-            f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; try a lower learning rate, "
-            f"e.g. --set optimizer.lr={lower_lr(s, d)}")
+            f"checkpoints/last.pt keeps epoch {d['last_good_epoch']}; {what_to_lower(s, d)}")
     else:
         err(f"interrupted after epoch {s['epochs']}; resume with: {s['resume_command']}")
     typer.echo(str(result.run_dir))
