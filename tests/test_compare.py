@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from fashionmlp.config import read_yaml
 from fashionmlp.errors import ConfigError
 from fashionmlp.study import default_study_dict, load_study
 
-from helpers import cli, scalars, summary
+from helpers import cli, run_dir_of, scalars, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -384,6 +385,28 @@ def test_population_and_sequential_studies_agree_in_float64(tmp_path, tiny_data)
         for key in ("final_train_loss", "final_test_loss", "final_test_accuracy", "best_test_accuracy"):
             assert float(a[name][key]) == pytest.approx(float(b[name][key]), rel=1e-9), (name, key)
     assert "Trained on the population engine, 8 models at once" in (dirs["population"] / "summary.md").read_text()
+
+
+def test_a_torchvision_loader_group_with_dropout_trains_what_its_seeds_train_alone(write_config, tmp_path):
+    """The population serves its batches itself and drew the dropout masks without the DataLoader's draw from the
+    global generator that a run alone made each epoch: its members were other runs than their own `train`, and
+    their summary.json named the torchvision loader that never served them."""
+    path = write_config(data={"loader": "torchvision"}, model={"dropout": 0.2},
+                        train={"epochs": 2, "precision": "fp64"})
+    result = cli("train", "--config", path, "--seeds", "0,1", "--runs-dir", tmp_path / "group", "--engine",
+                 "population")
+    assert result.exit_code == 0, result.output
+    group = Path(result.stdout.strip().splitlines()[-1])
+    for seed in (0, 1):
+        member = group / f"seed{seed}"
+        assert summary(member)["engine"] == "population" and summary(member)["data"]["loader"] == "fast"
+        alone = cli("train", "--config", member / "config.yaml", "--runs-dir", tmp_path / "alone")
+        assert alone.exit_code == 0, alone.output
+        assert summary(run_dir_of(alone))["data"]["loader"] == "torchvision"
+        a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True)["model"]
+                for r in (member, run_dir_of(alone)))
+        for key in a:  # the torchvision loader rounds its images to float32 on the way: close, not equal
+            assert torch.allclose(a[key], b[key], rtol=0, atol=1e-5), key
 
 
 def test_auto_engine_trains_the_cnn_one_run_after_another_on_a_cpu_and_says_so(tmp_path, tiny_data):

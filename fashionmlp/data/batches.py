@@ -138,7 +138,9 @@ def classic_batches(split: Split, batch_size: int, order: torch.Tensor, num_work
     """The same batches as `fast_batches`, through torchvision transforms and a DataLoader (images in `dtype`:
     ToTensor makes float32, a float64 run's weights want float64)."""
     pin = device is not None and device.type == "cuda"
+    # a generator of its own for the seed each epoch's iterator draws: from torch's global one, which draws the
+    # dropout masks, it shifted every mask after it
     loader = torch.utils.data.DataLoader(_PilDataset(split), batch_size=batch_size, sampler=_FixedOrder(order),
-                                         num_workers=num_workers, pin_memory=pin)
+                                         num_workers=num_workers, pin_memory=pin, generator=torch.Generator())
     for x, y in loader:
         yield x.to(device, dtype, non_blocking=True), y.to(device, non_blocking=True)

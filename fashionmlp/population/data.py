@@ -54,8 +54,9 @@ def population_data(full: FashionMNIST, cfg: RunConfig, seeds: list[int], device
             index = torch.from_numpy(val_index).to(device)
             val = TensorSplit(pool.x.index_select(0, index), pool.y.index_select(0, index))
         groups[seed] = SeedGroup(seed, torch.from_numpy(train_index).to(device), val)
+    # the engine serves every member's batches as the fast loader does, whatever data.loader says
     info = {"dir": str(full.root), "train_size": len(pool) - cfg.data.val_size, "val_size": cfg.data.val_size,
-            "test_size": len(full.test.labels), "loader": cfg.data.loader}
+            "test_size": len(full.test.labels), "loader": "fast"}
     cached = cached_logits(cfg, teacher, pool.x)
     return PopulationData(pool, TensorSplit.from_split(full.test, device, dtype_of(cfg)), groups, info, teacher,
                           cached)
