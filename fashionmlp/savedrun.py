@@ -129,14 +129,29 @@ def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
     """The data a saved run's config asks for (load_data), for a run to go on with."""
     from fashionmlp.data import load_data
 
-    return _naming_the_trained_folder(run_dir, lambda: load_data(cfg, data_dir))
+    return _saved_runs_data(run_dir, cfg, data_dir, load_data)
 
 
 def run_test_split(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
     """The test split alone (load_test), for scoring a saved run: evaluate, predict and inspect."""
     from fashionmlp.data import load_test
 
-    return _naming_the_trained_folder(run_dir, lambda: load_test(cfg, data_dir))
+    return _saved_runs_data(run_dir, cfg, data_dir, load_test)
+
+
+def _saved_runs_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None,
+                     load: Callable[[RunConfig, str | Path | None], Any]) -> Any:
+    """load(cfg, data_dir), where a saved config's data.dir is where to look, never where to download: a run
+    folder from someone else (`data.dir: ~/anything`, `download: true`) made that folder and wrote into it. Without
+    --data-dir, a saved data.dir is searched with the download off."""
+    if data_dir is not None or not cfg.data.dir or not cfg.data.download:
+        return _naming_the_trained_folder(run_dir, lambda: load(cfg, data_dir))
+    searched = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, download=False))
+    try:
+        return _naming_the_trained_folder(run_dir, lambda: load(searched, data_dir))
+    except DataMissing as exc:
+        raise DataMissing(f"{exc} (a saved run's data.dir is searched, never downloaded into: `fashionmlp data "
+                          f"--data-dir {shlex.quote(cfg.data.dir)}` fetches them there)") from None
 
 
 def _naming_the_trained_folder(run_dir: Path, load: Callable[[], Any]) -> Any:

@@ -576,6 +576,30 @@ def test_scoring_a_saved_run_needs_only_the_test_files(good_run, tiny_data, tmp_
     assert "train-images" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict", "inspect", "resume"])
+def test_a_saved_runs_data_dir_is_searched_and_never_downloaded_into(good_run, tmp_path, monkeypatch, command):
+    """A run folder from someone else with `data.dir: <anywhere>` and `download: true` in its config.yaml made that
+    folder and downloaded into it when evaluated, predicted, inspected or resumed without --data-dir."""
+    import shutil
+
+    import fashionmlp.data.files
+
+    run = shutil.copytree(good_run, tmp_path / "run")
+    elsewhere = tmp_path / "not-yours" / "data"
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["data"] = {**raw["data"], "dir": str(elsewhere), "download": True}
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    asked = []
+    monkeypatch.setattr(fashionmlp.data.files, "download", lambda root, keys=(): asked.append(root))
+    args = {"evaluate": ("evaluate", run), "predict": ("predict", run, "--index", "0"), "inspect": ("inspect", run),
+            "resume": ("train", "--resume", run, "--epochs", "2")}[command]
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert asked == [] and not elsewhere.parent.exists()
+    assert f"a saved run's data.dir is searched, never downloaded into: `fashionmlp data --data-dir {elsewhere}`" \
+        in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
     """A NaN in a checkpoint was scored as test loss nan, accuracy 10.00%, and predicted as 'Bag nan%', silently."""
     import shutil
