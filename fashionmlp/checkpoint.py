@@ -26,7 +26,9 @@ VERSION = 1
 
 def rng_state(data_generator: torch.Generator, torch_generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every generator that affects training, in plain types. `torch_generator` stands in for torch's global one
-    (a member of a population draws its dropout masks from its own)."""
+    (a member of a population draws its dropout masks from its own). NumPy's, Python's and CUDA's are the
+    process's: a population's members share them (nothing in training draws from NumPy's or Python's; CUDA's
+    would be a run's dropout on a GPU, which a member does not draw from)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state = {

@@ -97,6 +97,20 @@ def test_failed_download_says_where_to_put_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in existing.iterdir()) == ["config.yaml"]
 
 
+def test_a_bug_in_the_download_raises_instead_of_blaming_the_network(tmp_path, monkeypatch):
+    """Every exception was "download failed" (exit 2): a torchvision API change (TypeError) would have been told
+    to the user as a network problem."""
+    import torchvision.datasets
+
+    def changed_api(root, train, download):
+        raise TypeError("FashionMNIST() got an unexpected keyword argument 'download'")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", changed_api)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        load_fashion_mnist(tmp_path / "new", allow_download=True)
+    assert not (tmp_path / "new").exists()
+
+
 def test_scoring_downloads_the_test_split_alone(tmp_path, monkeypatch):
     """evaluate, predict and inspect fetched the training split too (30 MB) where they score the test images."""
     import torchvision.datasets

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import zlib
@@ -121,9 +122,14 @@ def download(root: Path, keys: tuple[str, ...] = tuple(FILES)) -> None:
         for train in (True, False):
             if any(key.startswith("train" if train else "test") for key in keys):
                 TorchvisionFashionMNIST(str(root), train=train, download=True)
-    except Exception as exc:  # any network or mirror failure: the user's fix is the same
+    except BaseException as exc:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)  # leave no empty folders behind a failed download
+        # a network, mirror or disk failure (URLError and gzip's errors are OSErrors; torchvision says RuntimeError for
+        # a failed fetch or MD5; a cut connection can be http.client's IncompleteRead or a truncated archive's
+        # EOFError): the user's fix is the same. Anything else (a bug, Ctrl-C) raises as it is.
+        if not isinstance(exc, (OSError, RuntimeError, EOFError, http.client.HTTPException)):
+            raise
         why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""  # e.g. "Name or service not known"
         raise DataMissing(_missing_message(root, [k for k in keys if _locate(root, FILES[k][0]) is None],
                                          f"download failed: {exc.__class__.__name__}" + (f": {why}" if why else ""))

@@ -24,6 +24,7 @@ from fashionmlp.population.evaluate import evaluate_members
 from fashionmlp.population.stack import Stack, Stepper, forward, member_losses
 from fashionmlp.progress import EpochResult, PopulationProgress, StopRequest, evaluation_broke
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
+from fashionmlp.run import steps_per_epoch
 
 if TYPE_CHECKING:
     from fashionmlp.config import RunConfig
@@ -86,7 +87,7 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     as there are now), gives members that join from their epoch 1 on (a sweep's next trials); `ended(member)`
     is told of every run that ended, as it ends (not of those a stop interrupts: their results say so)."""
     cfg, members = members[0].cfg, list(members)
-    used, steps = _steps(data, cfg)
+    used, steps = steps_per_epoch(cfg, data.n_train)
     capacity = capacity or len(members)
     cohorts: dict[tuple[int, int], SeedGroup] = {}
     _join(members, 0, data, cohorts)
@@ -143,12 +144,6 @@ def _end_epoch(active: list[Member], data: PopulationData, seconds: float, progr
         member.recorder.record(result)
     progress.end_epoch([(m.label, r) for m, r in kept], cfg.train.epochs)
     return _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
-
-
-def _steps(data: PopulationData, cfg: RunConfig) -> tuple[int, int]:
-    """The training images an epoch uses (BatchNorm drops a last batch of one) and its optimizer steps."""
-    used = data.n_train - (1 if cfg.model.batchnorm and data.n_train % cfg.train.batch_size == 1 else 0)
-    return used, math.ceil(used / cfg.train.batch_size)
 
 
 def _join(members: list[Member], joined: int, data: PopulationData, cohorts: dict) -> None:
@@ -315,7 +310,7 @@ def _evaluate(active: list[Member], data: PopulationData, seconds: float, eval_b
 
 def _batch_sizes(data: PopulationData, cfg: RunConfig) -> Tensor:
     """The images in each of an epoch's steps (the last batch may be shorter)."""
-    used, steps = _steps(data, cfg)
+    used, steps = steps_per_epoch(cfg, data.n_train)
     sizes = torch.full((steps,), float(cfg.train.batch_size), dtype=torch.float64)
     sizes[-1] = used - cfg.train.batch_size * (steps - 1)
     return sizes
