@@ -139,15 +139,21 @@ class RangeTest:
 
 
 def steepest_descent(lrs: list[float], smoothed: list[float], skip_start: int = SKIP_START) -> float | None:
-    """argmin of d(smoothed loss)/d(log lr) between the first steps and the minimum; None if too short."""
+    """argmin of d(smoothed loss)/d(log lr) from the first steps up to (not at) the minimum; None if too short.
+    Central differences wherever a neighbour exists on both sides: with the window cut at the minimum, its last
+    point took a one-sided difference and was credited with the fall into it, so the suggestion could be the
+    minimum itself, a step before the loss blew up."""
     loss = np.asarray(smoothed, dtype=np.float64)
     finite = np.isfinite(loss)
-    end = int(np.argmin(np.where(finite, loss, np.inf))) + 1 if finite.any() else 0
-    begin = min(skip_start, max(end - 3, 0))  # keep at least 3 points where the run is short
-    if end - begin < 2:
+    if not finite.any():
         return None
-    slope = np.gradient(loss[begin:end], np.log10(np.asarray(lrs[begin:end], dtype=np.float64)))
-    return float(lrs[begin + int(np.argmin(slope))])
+    lowest = int(np.argmin(np.where(finite, loss, np.inf)))
+    begin = min(skip_start, max(lowest - 2, 0))  # keep at least 3 points where the run is short
+    if lowest - begin < 1:
+        return None
+    stop = lowest + 2 if lowest + 1 < len(loss) and finite[lowest + 1] else lowest + 1
+    slope = np.gradient(loss[:stop], np.log10(np.asarray(lrs[:stop], dtype=np.float64)))
+    return float(lrs[begin + int(np.argmin(slope[begin:lowest]))])
 
 
 def range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
