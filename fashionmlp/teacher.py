@@ -99,6 +99,13 @@ def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:
                              "distill.fingerprint": teacher.fingerprint})
 
 
+def teacher_path_absolute(cfg: RunConfig) -> RunConfig:
+    """cfg with distill.teacher as an absolute path (as `pinned` records it), for configs written to be trained
+    from anywhere (a sweep's best.yaml and sweep.yaml: a relative path was refused from another folder)."""
+    given = cfg.distill.teacher
+    return cfg if given is None else with_values(cfg, {"distill.teacher": str(Path(given).expanduser().resolve())})
+
+
 def teacher_notes(cfg: RunConfig, teacher: Teacher) -> list[str]:
     """What a taught run's summary notes about its teacher: validation images it may have seen, a best.pt
     chosen on the test set."""

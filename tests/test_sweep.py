@@ -459,6 +459,29 @@ def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_co
     assert old.exit_code == 0, old.output
 
 
+def test_best_yaml_names_its_teacher_by_an_absolute_path(sweep_config, tmp_path, tiny_data, quick_pictures,
+                                                         monkeypatch):
+    """A teacher given as a relative path stayed relative in best.yaml and sweep.yaml: `train --config
+    best.yaml` from another folder was refused (no such folder)."""
+    from fashionmlp.config import config_from_dict
+    from fashionmlp.run import train
+
+    monkeypatch.chdir(tmp_path)
+    teacher = train(config_from_dict(tiny_config(tiny_data, name="teacher")), runs_dir=Path("teachers")).run_dir
+    assert not teacher.is_absolute()
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 1}, distill={"teacher": str(teacher)})
+    first = cli("sweep", "--config", path, "--runs-dir", "runs")
+    assert first.exit_code == 0, first.output
+    folder = sweep_dir(tmp_path / "runs")
+    for name in ("best.yaml", "sweep.yaml"):
+        assert yaml.safe_load((folder / name).read_text())["distill"]["teacher"] == str(tmp_path / teacher), name
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("train", "--config", folder / "best.yaml", "--epochs", 1)
+    assert result.exit_code == 0, result.output
+
+
 def _start(path: Path, runs: Path, *extra, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fashionmlp", "sweep", "--config", str(path), "--runs-dir",

@@ -20,6 +20,7 @@ from fashionmlp.sweep.backend import TrialState
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import METRICS, SweepSpec
 from fashionmlp.sweep.storage import OWNER
+from fashionmlp.teacher import teacher_path_absolute
 from fashionmlp.tracking import atomic_write
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     atomic_write(folder / "trials.csv", lambda fh: fh.write(text), mode="w")
     best = result.best
     if best is not None:
-        cfg = trial_config(spec, best["params"], f"{result.study}-best")
+        cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best"))
         header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
                   f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n")

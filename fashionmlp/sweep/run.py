@@ -28,6 +28,7 @@ from fashionmlp.sweep.space import end_mixes
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
 from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, fail_dead_trials, open_storage
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
+from fashionmlp.teacher import teacher_path_absolute
 from fashionmlp.tracking import create_run_dir, write_config, write_json
 
 # at most 88 characters: each trial's run is named <study>-trial-NNNNN, and a run name at most 100 (a name of 90
@@ -89,7 +90,7 @@ def _without_password(label: str | None) -> str | None:
 def _new_sweep_dir(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Path:
     path = create_run_dir(runs_dir, f"sweep-{study}")
     write_json(path / "sweep.json", {"study": study, "storage": label})
-    write_config(path / "sweep.yaml", {**spec.base.to_dict(), "sweep": spec.section()})
+    write_config(path / "sweep.yaml", {**teacher_path_absolute(spec.base).to_dict(), "sweep": spec.section()})
     return path
 
 
