@@ -111,6 +111,10 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     """A run ended by early stopping is not continued; a finished one only with more epochs; one whose end was
     not written (ends_here) is finished: True then, when resuming it only writes its end."""
     check_layout(state, run_dir / "checkpoints" / "last.pt", RESUME_KEYS)
+    teacher = cfg.distill.teacher
+    if teacher is not None and Path(teacher).expanduser().resolve() == run_dir.resolve():
+        raise UserError(f"--resume {str(run_dir)!r}: its config.yaml names the run itself as distill.teacher: a run "
+                        "cannot teach itself (each epoch would change its teacher); name another run")
     done = int(state["epoch"])
     best_epoch = (state.get("best") or {}).get("epoch")
     if ends_here(cfg, state, run_dir):

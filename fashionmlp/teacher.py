@@ -73,7 +73,10 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
     fingerprint = weights_fingerprint(state["model"])
     _same_weights(cfg, path, fingerprint)
     model = prepare_model(saved, device)  # the teacher's own architecture and precision
-    load_model_state(model, state["model"], path)
+    try:  # weights of other shapes than its config.yaml says: named as the teacher's too
+        load_model_state(model, state["model"], path)
+    except UserError as exc:
+        raise UserError(f"{KEY} {given!r}: {exc}") from None
     model.eval().requires_grad_(False)
     return Teacher(model, run_dir, path, int(state["epoch"]), saved.train.tta == "flip", fingerprint,
                    dtype_of(saved), saved, status)

@@ -131,6 +131,39 @@ def test_a_changed_teacher_stops_the_resume(tiny_data, teacher, tmp_path):
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_run_cannot_be_made_its_own_teacher(tiny_data, teacher, tmp_path):
+    """A student whose config.yaml was edited to name itself as its teacher (as the docs say to do for a moved
+    teacher) resumed, taught by its own last.pt, then could never resume again (its pin no longer held)."""
+    run = train(config_from_dict(student(tiny_data, teacher, train={"epochs": 1})), runs_dir=tmp_path / "runs").run_dir
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["distill"] = {**saved["distill"], "teacher": str(run), "fingerprint": None}
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    result = cli("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "names the run itself as distill.teacher" in result.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_a_teachers_weights_of_other_shapes_are_named_as_the_teachers(tiny_data, teacher, tmp_path):
+    """The message was "<file>: checkpoint does not fit the configured model", which reads as the student's."""
+    import shutil
+
+    crafted = shutil.copytree(teacher, tmp_path / "five-classes")
+    for path in (crafted / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        weight, bias = [k for k in state["model"] if k.endswith("weight")][-1], [
+            k for k in state["model"] if k.endswith("bias")][-1]
+        state["model"][weight], state["model"][bias] = state["model"][weight][:5], state["model"][bias][:5]
+        torch.save(state, path)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump(student(tiny_data, crafted)))
+    result = cli("train", "--config", cfg, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: distill.teacher {str(crafted)!r}: ") and "does not fit" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_moved_teacher_is_named_and_found_again_by_its_weights(tiny_data, teacher, tmp_path):
     """A student whose teacher's folder moved could never be resumed: "no such folder; train a teacher first",
     and with config.yaml pointed at the new folder, "the checkpoint was made with distill.teacher: <old>"."""
