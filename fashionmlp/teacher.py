@@ -92,7 +92,8 @@ def _same_weights(cfg: RunConfig, path: Path, fingerprint: str) -> None:
     if pinned_to is not None and pinned_to != fingerprint:
         raise UserError(f"{KEY} {cfg.distill.teacher!r}: the weights of {path.name} are not the ones "
                         f"distill.fingerprint names ({pinned_to[:12]}..., found {fingerprint[:12]}...): the teacher "
-                        "changed since the config was written")
+                        "changed since the config was written (a new run taught by its weights as they are now: "
+                        "--set distill.fingerprint=null)")
 
 
 def pinned(cfg: RunConfig, teacher: Teacher) -> RunConfig:

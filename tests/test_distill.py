@@ -247,7 +247,8 @@ BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one lin
     "config does not fit": (lambda tmp, t: {"teacher": str(_mismatched(tmp, t))}, "does not fit the configured model"),
     "NaN weights": (lambda tmp, t: {"teacher": str(_not_finite(tmp, t))}, "holds weights that are not finite"),
     "pinned to other weights": (lambda tmp, t: {"teacher": str(t), "fingerprint": "a" * 64},
-                                "the teacher changed since the config was written"),
+                                "the teacher changed since the config was written (a new run taught by its weights "
+                                "as they are now: --set distill.fingerprint=null)"),
     "fingerprint alone": (lambda tmp, t: {"fingerprint": "a" * 64}, "set without distill.teacher"),
     "bad fingerprint": (lambda tmp, t: {"teacher": str(t), "fingerprint": "abc"}, "is not a SHA-256"),
     "empty teacher": (lambda tmp, t: {"teacher": ""}, "'' is not a run folder"),
