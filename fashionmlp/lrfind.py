@@ -77,7 +77,9 @@ def lr_schedule(start: float, end: float, steps: int) -> np.ndarray:
     tiny starts such as 1e-300 do not overflow end/start)."""
     if steps == 1:
         return np.array([start])
-    return np.exp(np.linspace(math.log(start), math.log(end), steps))
+    lrs = np.exp(np.linspace(math.log(start), math.log(end), steps))
+    lrs[0], lrs[-1] = start, end  # exp(log(x)) can miss x by a rounding: --start 1e-6 trained at 1.0000000000000004e-06
+    return lrs
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ def test_schedule_is_exponential_from_start_to_end():
     assert len(lrs) == 200 and lrs[0] == pytest.approx(1e-6, rel=1e-12) and lrs[-1] == pytest.approx(10, rel=1e-12)
     assert np.diff(np.log(lrs)) == pytest.approx(np.full(199, math.log(1e7) / 199), rel=1e-9)
     assert lr_schedule(0.1, 1.0, 1).tolist() == [0.1]
+    for start, end, steps in ((1e-6, 10.0, 2), (1e6, 1e12, 30), (1e-7, 10.0, 200)):  # the ends as given
+        lrs = lr_schedule(start, end, steps)
+        assert (lrs[0], lrs[-1]) == (start, end)
     extreme = lr_schedule(1e-300, 1e300, 5)  # end/start overflows a float; the schedule must not
     assert np.isfinite(extreme).all() and extreme[2] == pytest.approx(1.0)
 
