@@ -68,6 +68,22 @@ def assert_same_run(population_run: Path, single_run: Path, engine: str = "popul
     assert sa["engine"] == engine and sb["engine"] == "single"  # what trained the last session
 
 
+def test_batchnorm_counters_averaged_by_ema_equal_the_single_runs(tiny_data, tmp_path):
+    """The population counted a BatchNorm batch after the EMA's update, a single model in its forward: the
+    average's num_batches_tracked (an integer EMA, truncated) ended at 149 where the run alone has 150."""
+    cfg = config_from_dict(tiny_config(tiny_data, model={"name": "mlp", "hidden": [16], "batchnorm": True},
+                                       train={"epochs": 4, "batch_size": 8, "precision": "fp64", "threads": 1,
+                                              "ema": 0.9}))
+    members = [with_values(cfg, {"seed": seed, "name": f"m{seed}"}) for seed in (0, 1)]
+    train_population([MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members])
+    for c in members:
+        single = train(c, runs_dir=tmp_path / "single").run_dir
+        assert_same_run(tmp_path / "population" / c.name, single)  # the integers with torch.equal
+        counter = last(single)["model"]["2.num_batches_tracked"]
+        assert int(counter) == 150 and torch.equal(last(tmp_path / "population" / c.name)["model"][
+            "2.num_batches_tracked"], counter)
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_member_equals_its_single_run_in_float64(tiny_data, tmp_path, model):
     members = variety(base(tiny_data, model))

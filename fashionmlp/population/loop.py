@@ -204,6 +204,7 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             logits = forward(template, stack.params, stack.buffers, x, members.sizes, True, members.rngs)
             losses = member_losses(logits, y, members.smoothing, distill)
+        stack.count_batch()  # in the forward, as a single model's BatchNorm counts: before the EMA reads it
         stack.zero_grad()
         losses.sum().backward()
         stack.hand_out_grads()
@@ -211,7 +212,6 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         for member in active:
             if member.trainee.ema is not None:
                 member.trainee.ema.update_parameters(member.trainee.model)
-        stack.count_batch()
         for member, value in zip(active, losses.detach().unbind(0)):
             member.losses.append(value)
         progress.step(step + 1)
