@@ -471,6 +471,19 @@ def test_margin_charts_say_over_how_many_seeds_and_skip_variants_with_no_curve(t
     assert [e.value for e in acc.Scalars("cut/train_loss/lower")] == pytest.approx([0.1])
 
 
+def test_resuming_a_seeds_folder_names_the_one_option_it_takes(write_config, tmp_path):
+    """`--resume <a --seeds folder> --seeds 5,6` (or --set, --name, ...) said only --epochs, --device and
+    --data-dir may be given, while --epochs and --device are refused there too."""
+    result = cli("train", "--config", write_config(train={"epochs": 1}), "--seeds", "0,1", "--runs-dir", tmp_path)
+    group = Path(result.stdout.strip().splitlines()[-1])
+    for extra in (["--seeds", "5,6"], ["--set", "train.epochs=2"], ["--name", "x"], ["--epochs", "2"],
+                  ["--device", "cpu"]):
+        refused = cli("train", "--resume", group, *extra)
+        assert refused.exit_code == 2 and refused.stderr == (
+            "error: --resume of a --seeds folder continues its runs as they were planned; only --data-dir may be "
+            "given with it\n"), (extra, refused.stderr)
+
+
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
     """Every seed with train.patience (the first included: the population's shared data must not carry it)."""
     cfg = write_config(train={"epochs": 6, "patience": 1}, data={"val_size": 64},

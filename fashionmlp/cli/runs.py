@@ -59,11 +59,12 @@ def train(
     one_seed_option(seeds, seed, set_)
     with graceful_stop() as stop:
         if resume is not None:
+            group = (resume / "study.json").is_file()
             if (config is not None or set_ or seed is not None or seeds or name is not None or runs_dir is not None
                     or engine != "auto"):
-                raise UserError("--resume continues a run in its own folder with its saved config; only --epochs, "
-                                "--device and --data-dir may be given with it")
-            if (resume / "study.json").is_file():
+                raise UserError(SEEDS_RESUME_OPTIONS if group else "--resume continues a run in its own folder with "
+                                "its saved config; only --epochs, --device and --data-dir may be given with it")
+            if group:
                 raise typer.Exit(_resume_seeds(resume, epochs, device, data_dir, stop))
             result = _resume_run(resume, epochs, device, data_dir, stop)
         else:
@@ -112,12 +113,15 @@ def _train_seeds(cfg, seeds: str, engine: str, runs_dir, data_dir, stop) -> int:
     return _seeds_report(result)
 
 
+SEEDS_RESUME_OPTIONS = ("--resume of a --seeds folder continues its runs as they were planned; only --data-dir may "
+                        "be given with it")
+
+
 def _resume_seeds(folder: Path, epochs, device, data_dir, stop) -> int:
     from fashionmlp.study import resume_study
 
     if epochs is not None or device is not None:
-        raise UserError("--resume of a --seeds folder continues its runs as they were planned; only --data-dir may "
-                        "be given with it")
+        raise UserError(SEEDS_RESUME_OPTIONS)
     result = resume_study(folder, data_dir=data_dir, make_progress=progress, population_progress=PopulationLines(),
                           stop=stop, command=command_line(), notify=note)
     return _seeds_report(result)
