@@ -262,9 +262,14 @@ def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data
 
     cfg = config_from_dict(tiny_config(tiny_data))
     per_model, shared = device.memory_parts(cfg, 480, 320)
-    monkeypatch.setattr(device, "memory_total", lambda dev: (int((shared + 3.5 * per_model) / 0.9), "this"))
+    import fashionmlp.population.run
+
+    small = lambda dev: (int((shared + 3.5 * per_model) / 0.9), "this machine's")  # noqa: E731
+    monkeypatch.setattr(device, "memory_total", small)
+    monkeypatch.setattr(fashionmlp.population.run, "memory_total", small)
     specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / str(s), str(s)) for s in range(5)]
-    with pytest.raises(UserError, match="a population of 5 of these models needs about .* at most 3 fit at once"):
+    with pytest.raises(UserError, match=r"a population of 5 of these models needs about .* GiB, more than this "
+                                        r"machine's 0.0 GiB allow; at most 3 fit at once"):  # it said "than cpu has"
         train_population(specs)
     assert not any(tmp_path.iterdir())
 

@@ -173,6 +173,8 @@ def test_interrupt_saves_and_resumes(slow_config, tmp_path, sig):
     assert s["status"] == "interrupted" and s["epochs"] >= 2
     command = shlex.split(s["resume_command"])
     assert s["resume_command"] in err and "Traceback" not in err
+    again = "press Ctrl-C again" if sig == signal.SIGINT else "send it again (or press Ctrl-C)"  # a SIGTERM's sender
+    assert f"{sig.name}: stopping after this step ({again} to quit at once)" in err  # may have no Ctrl-C to press
     assert command[:3] == ["fashionmlp", "train", "--resume"] and Path(command[3]) == run
     assert command[4] == "--data-dir" and Path(command[5]) == Path(s["data"]["dir"]) and len(command) == 6
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

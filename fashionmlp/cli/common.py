@@ -162,7 +162,8 @@ def graceful_stop() -> Iterator:
             err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact)")
             os._exit(130)
         stop.request()
-        err(f"\n{signal.Signals(signum).name}: stopping after this step (press Ctrl-C again to quit at once)")
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again (or press Ctrl-C)"
+        err(f"\n{signal.Signals(signum).name}: stopping after this step ({again} to quit at once)")
 
     previous = {}
     try:
