@@ -878,6 +878,31 @@ def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_
     assert trials[-1].state.name == "WAITING" and trials[-1].system_attrs["failed_trial"] == trial.number  # retried
 
 
+def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_config, tmp_path, monkeypatch,
+                                                                          quick_pictures):
+    """The start checked only this machine's dead workers: a trial of another machine whose heartbeat had gone
+    stale was found only by a running worker, and none ran when finished + running made the target ("1 running
+    elsewhere", exit 0, training nothing, for ever)."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 2)
+    url = f"sqlite:///{tmp_path / 'pg-stand-in.db'}"
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random", "seed": 0})
+    first = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--storage", url, "--trials", 1)
+    assert first.exit_code == 0, first.output
+    study = optuna.load_study(study_name="tiny", storage=sweep_storage.open_storage(url))
+    with pytest.warns(UserWarning):  # heartbeats are experimental
+        lost = study.ask()  # another machine's trial: it beat once, then its machine died
+    study._storage.record_heartbeat(lost._trial_id)
+    time.sleep(2.5)
+    again = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--storage", url)
+    assert again.exit_code == 0, again.output
+    assert f"trial(s) {lost.number} had lost their worker (killed?): marked failed, queued again" in again.stdout
+    states = [t.state for t in study.get_trials()]
+    assert states[lost.number] == optuna.trial.TrialState.FAIL and len(finished(study)) == 2
+
+
 def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):
     runs = tmp_path / "runs"
     proc = _start(slow_sweep, runs, "--population", 2)

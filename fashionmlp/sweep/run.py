@@ -26,7 +26,14 @@ from fashionmlp.sweep.backend import TrialState, finished_states, optuna, requir
 from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_report
 from fashionmlp.sweep.space import end_mixes
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
-from fashionmlp.sweep.storage import JOURNAL, _create_or_load, _storage_label, fail_dead_trials, open_storage
+from fashionmlp.sweep.storage import (
+    JOURNAL,
+    _create_or_load,
+    _storage_label,
+    fail_dead_trials,
+    fail_stale_trials,
+    open_storage,
+)
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
 from fashionmlp.teacher import teacher_path_absolute
 from fashionmlp.tracking import create_run_dir, write_config, write_json
@@ -144,7 +151,9 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     for line in said:
         echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
-    revived = fail_dead_trials(books, sweep_dir)
+    # a database's trials whose worker (on any machine) stopped beating, and this machine's dead workers' trials:
+    # else a study whose last trials were lost elsewhere stayed "running elsewhere" for ever, training nothing
+    revived = fail_stale_trials(books) + fail_dead_trials(books, sweep_dir)
     if revived:
         echo(f"trial(s) {', '.join(map(str, revived))} had lost their worker (killed?): marked failed, queued again")
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))

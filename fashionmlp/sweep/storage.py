@@ -298,9 +298,12 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
         thread.join()
 
 
-def fail_stale_trials(study) -> None:
+def fail_stale_trials(study) -> list[int]:
     """Optuna's own check of a database's heartbeats (Study.optimize runs it before each trial): running trials
-    whose worker stopped beating are failed, and their values queued again by the storage's retry callback."""
+    whose worker stopped beating are failed, and their values queued again by the storage's retry callback;
+    returns their numbers."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # marked experimental
         optuna.storages.fail_stale_trials(study)
+    return sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running)

@@ -89,8 +89,7 @@ def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) 
 def find_lost(books, echo: Callable[[str], None], sweep_dir: Path) -> None:
     """Running trials whose worker died are failed and queued again: a database's (heartbeats, any machine), and
     on this machine the journal's (the worker's pid); their run folders in `sweep_dir` say "killed"."""
-    fail_stale_trials(books)
-    revived = fail_dead_trials(books, sweep_dir)
+    revived = fail_stale_trials(books) + fail_dead_trials(books, sweep_dir)
     if revived:
         echo(f"trial(s) {', '.join(map(str, revived))} lost their worker: marked failed, queued to run again")
 
