@@ -878,6 +878,32 @@ def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_
     assert trials[-1].state.name == "WAITING" and trials[-1].system_attrs["failed_trial"] == trial.number  # retried
 
 
+def test_a_grid_whose_queueing_was_cut_short_trains_every_point_on_the_next_run(sweep_config, tmp_path, monkeypatch,
+                                                                                quick_pictures):
+    """The study's config was stored before its points were queued, and points were queued only for a new
+    study: a process killed while queueing (10 of 60 queued) left the rest untrained by every later run, which
+    said "run the same command again to train them" and exited 0."""
+    grid = {"optimizer.lr": [0.01, 0.02, 0.03], "optimizer.momentum": [0.0, 0.5]}
+    path = sweep_config(train={"epochs": 1}, sweep={"sampler": "grid", "trials": 6, "space": grid})
+    real, calls = optuna.Study.enqueue_trial, []
+
+    def killed_after_two(study, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise SystemExit("killed")  # as a kill -9 while queueing: nothing after it runs
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", killed_after_two)
+    assert cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs").exit_code != 0
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", real)
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "not complete" not in result.stdout
+    study = load_study(sweep_dir(tmp_path / "runs"))
+    done = sorted((t.params["optimizer.lr"], t.params["optimizer.momentum"]) for t in finished(study))
+    assert done == sorted((lr, m) for lr in grid["optimizer.lr"] for m in grid["optimizer.momentum"])  # each once
+
+
 def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_config, tmp_path, monkeypatch,
                                                                           quick_pictures):
     """The start checked only this machine's dead workers: a trial of another machine whose heartbeat had gone
@@ -895,10 +921,11 @@ def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_
     with pytest.warns(UserWarning):  # heartbeats are experimental
         lost = study.ask()  # another machine's trial: it beat once, then its machine died
     study._storage.record_heartbeat(lost._trial_id)
-    time.sleep(2.5)
+    time.sleep(3.5)  # past the 2 s grace: SQLite's clock counts whole seconds
     again = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--storage", url)
     assert again.exit_code == 0, again.output
-    assert f"trial(s) {lost.number} had lost their worker (killed?): marked failed, queued again" in again.stdout
+    assert f"trial(s) {lost.number} had lost their worker (killed?): marked failed, queued again" in again.stdout, \
+        again.stdout
     states = [t.state for t in study.get_trials()]
     assert states[lost.number] == optuna.trial.TrialState.FAIL and len(finished(study)) == 2
 

@@ -109,9 +109,6 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
     theirs = study.user_attrs.get("fashionmlp_sweep")
     if theirs is None:
         study.set_user_attr("fashionmlp_sweep", mine)
-        if spec.sampler == "grid":  # every point queued once; the storage hands each to one worker
-            for point in spec.grid_points():
-                study.enqueue_trial(point)
     elif theirs != mine and theirs != _as_before_pinning(mine, theirs, spec):
         ours = {**_flat(mine["config"]), **_flat(mine["sweep"], "sweep.")}
         old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
@@ -124,7 +121,22 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
         said = [f"{k} {show(ours.get(k))} (the study has {show(old.get(k))})" for k in diff]
         raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(said[:3])}"
                         "; continue it with the same config, or start a new study with --study NEW_NAME")
+    if spec.sampler == "grid":
+        _queue_the_grid(study, spec)
     return study
+
+
+def _queue_the_grid(study, spec: SweepSpec) -> None:
+    """Queue every grid point that no trial holds (waiting, running or finished; a failed trial's point is
+    queued again by its retry), so that the storage hands each to one worker: the whole grid for a new study,
+    and what a process killed while it queued left out (those points were never trained, the study's config
+    being stored already). Two processes queueing at once may queue a point twice: the later copy is failed when
+    it is asked (trials.duplicate_of)."""
+    held = {json.dumps(t.system_attrs.get("fixed_params") or t.params, sort_keys=True)
+            for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    for point in spec.grid_points():
+        if json.dumps(point, sort_keys=True) not in held:
+            study.enqueue_trial(point)
 
 
 def _as_before_pinning(mine: dict, theirs: dict, spec: SweepSpec) -> dict | None:
