@@ -904,6 +904,33 @@ def test_a_grid_whose_queueing_was_cut_short_trains_every_point_on_the_next_run(
     assert done == sorted((lr, m) for lr in grid["optimizer.lr"] for m in grid["optimizer.momentum"])  # each once
 
 
+OPEN_AT = """
+import sys, time
+from pathlib import Path
+from fashionmlp.sweep.run import _open_study
+from fashionmlp.sweep.space import load_sweep_file
+spec = load_sweep_file(Path(sys.argv[1]))
+while time.time() < float(sys.argv[3]):
+    pass
+print(_open_study(spec, "tiny", None, Path(sys.argv[2]))[1])
+"""
+
+
+def test_two_commands_started_together_share_one_study(sweep_config, tmp_path):
+    """Each found no folder of the study and made its own (sweep-tiny-<time> and sweep-tiny-<time>-2), each
+    with its own journal and study: every point of a grid was trained twice."""
+    path = sweep_config(sweep={"sampler": "grid", "trials": 2, "space": {"optimizer.lr": [0.01, 0.03]}})
+    at = time.time() + 6  # both have imported by then, and open the study at the same instant
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(path), str(tmp_path / "runs"), str(at)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert outs[0][0] == outs[1][0] and [p.name for p in (tmp_path / "runs").iterdir()] == [
+        Path(outs[0][0].strip()).name]
+    assert len(load_study(sweep_dir(tmp_path / "runs")).get_trials()) == 2  # the grid queued once (or a copy failed)
+
+
 def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_config, tmp_path, monkeypatch,
                                                                           quick_pictures):
     """The start checked only this machine's dead workers: a trial of another machine whose heartbeat had gone

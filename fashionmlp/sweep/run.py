@@ -14,7 +14,8 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,11 +207,33 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
     if storage is not None:
         store = open_storage(storage)
         _create_or_load(store, study, spec, label)
-        return label, _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec), store
-    sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
-    store = open_storage(None, sweep_dir / JOURNAL)
-    _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
+        with _one_process_at_a_time(runs_dir):
+            sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+        return label, sweep_dir, store
+    with _one_process_at_a_time(runs_dir):
+        sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+        store = open_storage(None, sweep_dir / JOURNAL)
+        _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
     return label, sweep_dir, store
+
+
+@contextmanager
+def _one_process_at_a_time(runs_dir: Path) -> Iterator[None]:
+    """Finding or making a study's sweep folder, one process at a time (an flock on the runs folder itself,
+    dropped by the kernel when the process ends): two commands started together each made a folder, and on
+    the journal each its own study, training every point twice."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no advisory locks, as for run folders (runlock)
+        yield
+        return
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    folder = os.open(runs_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)
 
 
 def _validation_line(spec: SweepSpec) -> str:
