@@ -411,6 +411,11 @@ def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pict
         f"error: --study 'tiny' in {folder / 'optuna.journal'} was started from a different sweep config: "
         "train.batch_size 16 (the study has 32); continue it with the same config, or start a new study with "
         "--study NEW_NAME"]
+    # a search space of long lists: both sides were the whole space cut at the same place, hiding the difference
+    space = {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}, "optimizer.momentum": [0.0, 0.5]}
+    other = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--set", f"sweep.space={space}")
+    assert other.exit_code == 2 and (
+        "sweep.space['optimizer.momentum'] [0.0, 0.5] (not in the study's)") in other.stderr, other.stderr
 
 
 def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_config, tmp_path, tiny_data,

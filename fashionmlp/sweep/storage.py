@@ -118,7 +118,7 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
                             f"(distill.teacher {spec.base.distill.teacher!r} holds {ours[diff[0]][:12]}..., the study "
                             f"was taught by {str(old.get(diff[0]))[:12]}...); give it its teacher back, or start a new "
                             "study with --study NEW_NAME")
-        said = [f"{k} {show(ours.get(k))} (the study has {show(old.get(k))})" for k in diff]
+        said = [_one_difference(k, ours, old) for k in diff]
         raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(said[:3])}"
                         "; continue it with the same config, or start a new study with --study NEW_NAME")
     if spec.sampler == "grid":
@@ -139,6 +139,14 @@ def _queue_the_grid(study, spec: SweepSpec) -> None:
             study.enqueue_trial(point)
 
 
+def _one_difference(key: str, ours: dict, theirs: dict) -> str:
+    if key not in theirs:
+        return f"{key} {show(ours[key])} (not in the study's)"
+    if key not in ours:
+        return f"{key} absent (the study has {show(theirs[key])})"
+    return f"{key} {show(ours[key])} (the study has {show(theirs[key])})"
+
+
 def _as_before_pinning(mine: dict, theirs: dict, spec: SweepSpec) -> dict | None:
     """`mine` as a study made before sweeps pinned their teacher's weights stored it (the teacher's path as given;
     no fingerprint unless the config had one), so that such a study continues; None without a teacher."""
@@ -152,10 +160,13 @@ def _as_before_pinning(mine: dict, theirs: dict, spec: SweepSpec) -> dict | None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 5}} -> {"train.epochs": 5}."""
+    """{"train": {"epochs": 5}} -> {"train.epochs": 5}; the search space's keys as sweep.space['optimizer.lr']
+    (the whole space shown cut at 60 characters on both sides hid what differed)."""
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and prefix + key != "sweep.space":
+        if isinstance(value, dict) and prefix + key == "sweep.space":  # its keys hold dots: one level, by name
+            flat.update({f"sweep.space[{name!r}]": values for name, values in value.items()})
+        elif isinstance(value, dict):
             flat.update(_flat(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
