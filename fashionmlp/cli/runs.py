@@ -96,8 +96,8 @@ def _resume_run(run_dir: Path, epochs, device, data_dir, stop):
     if run_dir.is_dir() and group_of(run_dir) == "sweep":
         raise UserError(f"--resume {str(run_dir)!r}: this run is a trial of the sweep "
                         f"{str(run_dir.resolve().parent)!r}, whose study holds its result; the sweep command, run "
-                        "again, continues its stopped trials (one stopped before its first epoch ended starts again in a "
-                        "new folder); copy the run folder out of the sweep to train it on alone")
+                        "again, continues its stopped trials (one stopped before its first epoch ended starts again "
+                        "in a new folder); copy the run folder out of the sweep to train it on alone")
     return resume(run_dir, epochs=epochs, data_dir=data_dir, device=device, progress=progress(), stop=stop,
                   command=command_line(), notify=note)
 

@@ -107,7 +107,8 @@ def _best(study, spec: SweepSpec) -> dict | None:
         except (OSError, ValueError, KeyError):
             pass
     return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
-            "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy}
+            "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy,
+            "threads": t.user_attrs.get("threads")}
 
 
 def _fmt(value: Any, key: str = "") -> str:
@@ -166,10 +167,13 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     atomic_write(folder / "trials.csv", lambda fh: fh.write(text), mode="w")
     best = result.best
     if best is not None:
-        cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best"))
+        threads = best["threads"] if isinstance(best["threads"], int) and best["threads"] > 0 else 0
+        cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best", threads))
         header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
                   f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
-                  f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n")
+                  f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n"
+                  + (f"# train.threads: {threads}, the trial's: a float32 run's numbers depend on the thread count "
+                     "(0 takes every free core, faster and a little different)\n" if threads else ""))
         body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
     figures, not_drawn = sweep_figures(study, spec, folder)

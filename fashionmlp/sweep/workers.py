@@ -144,6 +144,7 @@ def _tell(study, books, spec: SweepSpec, a: Asked, result, echo: Callable[[str],
     a.trial.set_user_attr("epochs", result.summary["epochs"])
     a.trial.set_user_attr("status", result.status)
     a.trial.set_user_attr("seconds", result.summary.get("seconds"))
+    a.trial.set_user_attr("threads", result.summary.get("threads"))  # best.yaml's: float32 numbers depend on it
     if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
         frozen = study.tell(a.trial, state=TrialState.PRUNED)
     else:
