@@ -184,6 +184,16 @@ def test_interrupt_saves_and_resumes(slow_config, tmp_path, sig):
     assert summary(run)["status"] == "completed" and len(metrics_rows(run)) == s["epochs"] + 1
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(slow_config, tmp_path):
+    """Ctrl-C in the first ~2 s (importing torch) printed Python's traceback and died by the signal."""
+    proc = _start(slow_config, tmp_path / "runs")
+    time.sleep(0.4)  # inside the imports (about 2 s on 2 cores)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted while starting: nothing was done" and not (tmp_path / "runs").exists()
+
+
 def test_kill_9_keeps_completed_epochs(slow_config, tmp_path):
     proc = _start(slow_config, tmp_path)
     run = _wait_for_epochs(tmp_path, 2, proc)
