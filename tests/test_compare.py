@@ -493,7 +493,11 @@ def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config
     group = Path(result.stdout.strip().splitlines()[-1])
     for seed in (0, 1):
         stopped = summary(group / f"seed{seed}")
-        assert stopped["status"] == "completed" and stopped["early_stopping"]["stopped_after_epoch"] < 6
+        early = stopped["early_stopping"]
+        assert stopped["status"] == "completed" and early["stopped_after_epoch"] < 6
+        # said as a single run says it (the population's lines for that seed just stopped)
+        assert (f"seed {seed}: stopped early after epoch {early['stopped_after_epoch']} (no better validation "
+                f"accuracy in 1 epoch); best weights restored from epoch {early['restored_epoch']}") in result.stdout
     # the row's best: each run's epoch chosen on validation (it took each run's highest *test* accuracy, which
     # could be an epoch after the one early stopping restored)
     bests = [summary(group / f"seed{seed}")["best"] for seed in (0, 1)]

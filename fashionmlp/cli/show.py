@@ -9,7 +9,7 @@ import typer
 
 from fashionmlp import status
 from fashionmlp.cli.common import err
-from fashionmlp.plots.common import loss_text
+from fashionmlp.plots.common import loss_text, plural
 from fashionmlp.progress import EpochResult, PopulationProgress, Progress
 
 
@@ -86,11 +86,18 @@ class PopulationLines(PopulationProgress):
 
     def end_epoch(self, results: list[tuple[str, EpochResult]], epochs: int) -> None:
         for label, result in results:
-            line = epoch_line(result, epochs, label)
-            if self.bar is not None:
-                self.bar.bar.console.print(line, highlight=False)
-            else:
-                typer.echo(line)
+            self._say(epoch_line(result, epochs, label))
+
+    def stopped_early(self, label: str, early: dict) -> None:
+        self._say(f"{label.strip()}: stopped early after epoch {early['stopped_after_epoch']} (no better validation "
+                  f"accuracy in {plural(early['patience'], 'epoch')}); best weights restored from epoch "
+                  f"{early['restored_epoch']} (checkpoints/best.pt)")
+
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.bar.console.print(line, highlight=False)
+        else:
+            typer.echo(line)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -143,7 +143,12 @@ def _end_epoch(active: list[Member], data: PopulationData, seconds: float, progr
     for member, result in kept:
         member.recorder.record(result)
     progress.end_epoch([(m.label, r) for m, r in kept], cfg.train.epochs)
-    return _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
+    still = _after_epoch([m for m, _ in kept], [r for _, r in kept], prune, cfg.train.epochs)
+    for member, _ in kept:  # a single run says so as it ends; a member's lines just stopped
+        early = (member.result.summary.get("early_stopping") or {}) if member.result is not None else {}
+        if early.get("stopped_after_epoch"):
+            progress.stopped_early(member.label, early)
+    return still
 
 
 def _join(members: list[Member], joined: int, data: PopulationData, cohorts: dict) -> None:
