@@ -16,6 +16,7 @@ from fashionmlp.engine import evaluate, predict_proba
 from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
+from fashionmlp.plots.common import loss_text
 from fashionmlp.savedrun import load_run, refuse_links, run_test_split
 from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
@@ -70,7 +71,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
         unsaved = (f"{figure_path.name} and {json_path.name} could not be written to {str(run_dir)!r} "
                    f"({why}); the results above are not saved")
     lines = [f"run {run_dir}  checkpoint {checkpoint}.pt (epoch {run.epoch})  {len(images.labels)} test images",
-             f"test loss {result['loss']:.4f}   test accuracy {result['accuracy']:.2%}", "",
+             f"test loss {loss_text(result['loss'])}   test accuracy {result['accuracy']:.2%}", "",
              "per-class accuracy:"]
     lines += [f"  {name:<12} {acc:7.2%}" for name, acc in zip(CLASSES, per_class)]
     lines += ["", "confusion matrix (rows: true class, columns: predicted):", format_confusion(result["confusion"])]

@@ -282,11 +282,11 @@ RUNNING_WHY = "still training, or its process died without a word"  # summary.js
 def unfinished_note(status: object, epoch: int, planned: int) -> list[str]:
     """A note for the weights of a run that did not end (evaluate, predict and inspect printed its numbers as
     any run's); none for a finished one."""
-    if status not in (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED):
+    if status not in (st.RUNNING, st.INTERRUPTED, st.KILLED, st.CRASHED, st.DIVERGED):
         return []
     why = {st.RUNNING: RUNNING_WHY,
            st.INTERRUPTED: "stopped; --resume continues it", st.KILLED: "its process was killed",
-           st.CRASHED: "it crashed"}[status]
+           st.CRASHED: "it crashed", st.DIVERGED: "its loss became non-finite after its last good epoch"}[status]
     return [f"the run is {status} ({why}): these weights are of its epoch {epoch} of {planned}"]
 
 

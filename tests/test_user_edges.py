@@ -369,6 +369,8 @@ def test_more_threads_than_cores_gets_a_note(tmp_path, write_config):
 def test_the_weights_of_an_unfinished_run_say_so(tmp_path, tiny_data):
     """evaluate, predict and inspect printed an interrupted (or killed, or still training) run's numbers as any
     run's."""
+    import torch
+
     from fashionmlp.config import config_from_dict
     from fashionmlp.progress import Progress, StopRequest
     from fashionmlp.run import train
@@ -390,6 +392,17 @@ def test_the_weights_of_an_unfinished_run_say_so(tmp_path, tiny_data):
     assert "the run is running (still training, or its process died without a word)" in cli("evaluate", run).stderr
     done = cli("train", "--resume", run)
     assert done.exit_code == 0 and "the run is" not in cli("evaluate", run).stderr
+    # a diverged run (its last good epoch's weights): said so, and a huge loss not in 20 digits
+    summary_path.write_text(summary_path.read_text().replace('"completed"', '"diverged"'))
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    bias = [k for k in state["model"] if k.endswith("bias")][-1]
+    state["model"][bias][0] = 1e20  # every image called class 0 with a loss of ~1e20 where it is not
+    torch.save(state, run / "checkpoints" / "last.pt")
+    scored = cli("evaluate", run, "--checkpoint", "last")
+    assert scored.exit_code == 0 and ("note: the run is diverged (its loss became non-finite after its last good "
+                                      "epoch): these weights are of its epoch 3 of 3") in scored.stderr
+    loss = re.search(r"test loss (\S+)", scored.stdout).group(1)
+    assert "e+" in loss and len(loss) < 12, loss
 
 
 def test_summary_records_the_command_only_when_run_from_the_command_line(good_run, tmp_path, tiny_data):
