@@ -352,6 +352,18 @@ def test_a_one_epoch_comparison_shows_the_spread_as_bars_at_epoch_1():
     assert len(xs) == 2 and 0.5 < xs[0] < 1 < xs[1] < 1.5
 
 
+def test_a_study_with_no_finished_epoch_says_so_in_its_picture():
+    """Every seed diverged in its first epoch: two empty panels, and a legend explaining bars that were not
+    there."""
+    from fashionmlp.plots import comparison
+
+    none = np.full((2, 0), np.nan)
+    fig = comparison({"divg": {"epochs": [], "train_loss": none, "test_accuracy": none, "status": "diverged"}}, "t")
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.texts] == ["no epoch finished:\nevery run diverged in its first epoch"]
+    assert not any("mean ± sample std" in t.get_text() for t in fig.legends[0].get_texts())
+
+
 def test_the_bands_are_mean_plus_minus_std_except_a_loss_band_that_would_reach_zero():
     from fashionmlp.plots.study import band_low
 

@@ -107,8 +107,15 @@ def comparison(series: dict[str, dict], title: str,
             ax.set_xlim(0.5, 1.5)
             ax.set_xticks([1])
         ax.grid(alpha=0.3)
+    drawn = any(np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).any() for s in series.values())
+    if not drawn:  # empty panels, and a legend explaining bars that are not there
+        every = {s["status"] for s in series.values()} == {"diverged"}
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.7, "no epoch finished:\nevery run diverged in its first epoch" if every else
+                    "no epoch finished", transform=ax.transAxes, ha="center", va="center", fontsize=11,
+                    bbox={"facecolor": "white", "edgecolor": "lightgray"})  # above the chance line
     handles, labels = ax_acc.get_legend_handles_labels()
-    if seeds > 1:
+    if seeds > 1 and drawn:
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="gray", alpha=0.3))
