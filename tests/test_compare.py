@@ -691,6 +691,8 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
     again = cli("compare-optimizers", "--resume", resumed.study_dir)
     assert again.exit_code == 0 and "every run of the study has finished: its report" in again.output
     assert study_rows(resumed.study_dir) == a and (resumed.study_dir / "comparison.png").is_file()
+    epochs = study.base.train.epochs  # the table's title as when it began, not the folder's name
+    assert f"Optimizer comparison: {study.base.model.name}, {epochs} epoch{'s' * (epochs != 1)}" in again.stdout
 
 
 def test_a_row_with_no_finished_run_leaves_the_others_their_common_n():

@@ -73,7 +73,7 @@ def compare_optimizers(
             result = resume_study(resume, data_dir=data_dir, make_progress=progress,
                                   population_progress=PopulationLines(), stop=stop, command=command_line(),
                                   notify=note)
-            study_name = result.study_dir.name
+            study_name = _title_of_resumed(result)
         else:
             one_seed_option(seeds, None, set_, has_seed=False)
             if model is not None and model not in ("mlp", "cnn"):
@@ -87,6 +87,17 @@ def compare_optimizers(
             study_name = f"{study.base.model.name}, {plural(study.base.train.epochs, 'epoch')}"
     study_table(result, f"Optimizer comparison: {study_name}")
     raise typer.Exit(end_study(result, "compare-optimizers"))
+
+
+def _title_of_resumed(result) -> str:
+    """The table title the study had when it began, "mlp, 6 epochs" (from its runs' summaries), else its folder."""
+    from fashionmlp.plots import plural
+
+    for outcome in result.outcomes:
+        s = outcome.summary or {}
+        if s.get("model") and isinstance(s.get("epochs_planned"), int):
+            return f"{s['model']}, {plural(s['epochs_planned'], 'epoch')}"
+    return result.study_dir.name
 
 
 def seed_list_option(seeds: str | None) -> list[int] | None:
