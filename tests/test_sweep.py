@@ -574,6 +574,9 @@ def test_two_workers_share_one_journal_and_a_kill_9_fails_only_its_trial(slow_sw
             assert (trained / ".lock").read_text().strip() == str(owners[t.number]["pid"])
     rows = {int(r["number"]): r for r in trials_csv(folder)}
     assert rows[killed]["state"] == "fail" and rows[killed]["note"] == "worker lost (killed?)"
+    # the epochs it reported before the kill (the column was blank), and no seconds: the time until its loss was
+    # noticed is not the trial's
+    assert int(rows[killed]["epochs"]) == len(trials[killed].intermediate_values) >= 1 and rows[killed]["seconds"] == ""
     assert rows[retry[0].number]["note"] == f"retry of {killed}; continued its run {run.name}"
 
 

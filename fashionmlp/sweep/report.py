@@ -76,20 +76,30 @@ def trial_rows(study, spec: SweepSpec) -> list[dict]:
         state, attrs = t.state.name.lower(), _attrs(t)
         row.update({"state": st.DIVERGED if attrs.get("status") == st.DIVERGED else state,
                     spec.metric: t.value,
-                    "epochs": attrs.get("epochs"),
+                    "epochs": _epochs(t, attrs),
                     "seconds": _seconds(t),
                     "note": _note(t)})
         rows.append(row)
     return rows
 
 
+def _epochs(trial, attrs: dict) -> int | None:
+    """The epochs a trial's run finished: recorded when it ends, else (its worker killed) the epochs it reported."""
+    if attrs.get("epochs") is not None:
+        return attrs["epochs"]
+    return len(trial.intermediate_values) if trial.state == TrialState.FAIL else None
+
+
 def _seconds(trial) -> float | None:
     """A trial's own seconds: its run's (summary.json's, recorded when it ends), else the time Optuna had it
-    (a trial of a population was told when the whole population ended)."""
+    (a trial of a population was told when the whole population ended); none for a failed one without its
+    own (its worker lost: the time until someone noticed is not the trial's)."""
     own = trial.user_attrs.get("seconds")
     if own is not None:
         return round(float(own), 1)
-    return round(trial.duration.total_seconds(), 1) if trial.duration is not None else None
+    if trial.duration is None or trial.state == TrialState.FAIL:
+        return None
+    return round(trial.duration.total_seconds(), 1)
 
 
 def _best(study, spec: SweepSpec) -> dict | None:
