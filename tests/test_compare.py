@@ -148,6 +148,15 @@ def test_lists_are_read_as_written(tmp_path, tiny_data, option, value, why):
         "; expected e.g. --seeds 0,1,2\n" if option == "--seeds" else "; give each once\n") and not runs.exists()
 
 
+def test_model_and_a_set_model_name_that_contradict_it_are_refused(tmp_path):
+    """--model cnn --set model.name=mlp trained an MLP with the CNN study's settings, silently (a config's
+    model.name against --model was refused already)."""
+    runs = tmp_path / "r"
+    result = cli("compare-optimizers", "--model", "cnn", "--set", "model.name=mlp", "--runs-dir", runs)
+    assert result.exit_code == 2 and result.stderr == "error: --model cnn contradicts --set model.name=mlp\n"
+    assert not runs.exists()
+
+
 @pytest.mark.parametrize("seeds", ["0,0", "0,2,0", "3, 3"])
 def test_repeated_seeds_are_refused_before_any_folder(tmp_path, tiny_data, seeds):
     runs = tmp_path / "r"

@@ -220,4 +220,7 @@ def study_from_options(model: str | None, config: Path | None, overrides: Overri
             section["name"] = model
     else:
         raw = default_study_dict(model or "mlp")
-    return load_study(raw, overrides, only, values)
+    study = load_study(raw, overrides, only, values)
+    if model is not None and study.base.model.name != model:  # the CNN study's settings trained an MLP, silently
+        raise UserError(f"--model {model} contradicts --set model.name={study.base.model.name}")
+    return study
