@@ -1121,6 +1121,8 @@ BAD_OPTIONS = {
     "--jobs beyond the cores": (["--jobs", len(os.sched_getaffinity(0)) + 1], "(the CPU cores this process may use"),
     "bad study name": (["--study", "a/b"], "--study: 'a/b' is not allowed"),
     "empty study name": (["--study", ""], "--study: '' is not allowed"),
+    "study name of dots": (["--study", ".."], "--study: '..' is not allowed; use letters, digits, '_', '.', '-', "
+                                              "beginning with a letter or digit"),
     # its trials' runs, <study>-trial-0000, would pass 100 characters: the folder was made, every trial refused
     "study name too long for its trials": (["--study", "s" * 89], "(at most 88 characters: each trial's run is"),
     "storage not a URL": (["--storage", "study.db"], "--storage 'study.db' is not a database URL"),

@@ -42,7 +42,8 @@ from fashionmlp.tracking import create_run_dir, write_config, write_json
 # at most 88 characters: each trial's run is named <study>-trial-NNNNN, and a run name at most 100 (a name of 90
 # was taken, its folder made, and every trial then refused, blamed on the search space)
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,87}")
-STUDY_NAME_RULE = "use letters, digits, '_', '.', '-' (at most 88 characters: each trial's run is <study>-trial-NNNN)"
+STUDY_NAME_RULE = ("use letters, digits, '_', '.', '-', beginning with a letter or digit (at most 88 characters: "
+                   "each trial's run is <study>-trial-NNNN)")
 
 
 @dataclass
