@@ -1412,6 +1412,35 @@ def test_a_stop_after_the_last_trial_ended_is_a_finished_sweep(tmp_path, capsys)
     assert "interrupted: 15 of 16 trials finished" in capsys.readouterr().err
 
 
+def test_stopped_trials_are_drawn_over_their_retries_and_diverged_ones_named():
+    """A stopped trial's curve lay under the retry that continued its run (the same points), and trials pruned
+    by a diverging loss were counted as pruned."""
+    import matplotlib.pyplot as plt
+
+    from fashionmlp.plots.sweep import intermediate_values
+
+    study = optuna.create_study(direction="maximize")
+    x = optuna.distributions.FloatDistribution(0, 1)
+    stopped = study.ask({"x": x})
+    stopped.report(0.5, 1)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    retry = study.ask({"x": x})
+    for epoch, value in ((1, 0.5), (2, 0.7)):
+        retry.report(value, epoch)
+    study.tell(retry, 0.7)
+    diverged = study.ask({"x": x})
+    diverged.report(0.1, 1)
+    diverged.set_user_attr("status", "diverged")
+    study.tell(diverged, state=optuna.trial.TrialState.PRUNED)
+    ax = intermediate_values(study, "val_accuracy")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "diverged (1)", "stopped (failed or interrupted) (1)", "best: trial 1"]
+    orange = [line for line in ax.lines if line.get_color() == "tab:orange"]
+    assert len(orange) == 1 and orange[0].get_linestyle() == "--"
+    assert ax.lines.index(orange[0]) == len(ax.lines) - 2  # over everything but the best
+    plt.close(ax.figure)
+
+
 def test_the_sweep_figures_stay_readable_with_many_trials():
     """intermediate_values.png had a legend entry per trial, cut off past ~25 trials; param_importances.png had
     its title drawn over by the study's name."""

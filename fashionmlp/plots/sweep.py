@@ -153,18 +153,23 @@ def intermediate_values(study, name: str):
     best = _best_number(study)
     kinds = {TrialState.COMPLETE: ("complete", "tab:blue", 0.6), TrialState.PRUNED: ("pruned", "tab:gray", 0.5),
              TrialState.RUNNING: ("running (elsewhere)", "tab:green", 0.6)}
+    stopped = ("stopped (failed or interrupted)", "tab:orange", 0.8)
     counts: dict[str, int] = {}
     drawn: set[str] = set()
-    for t in study.get_trials(deepcopy=False):
+    # the stopped last, dashed: a retry that continued a stopped trial's run drew the same points over it
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.state not in kinds):
         if not t.intermediate_values:
             continue
-        label, color, alpha = kinds.get(t.state, ("stopped (failed or interrupted)", "tab:orange", 0.6))
+        label, color, alpha = kinds.get(t.state, stopped)
+        if t.state == TrialState.PRUNED and t.user_attrs.get("status") == "diverged":  # pruned by its loss
+            label, color, alpha = "diverged", "tab:purple", 0.7
         if t.number == best:  # counted with its kind, drawn on top in red
             counts[label] = counts.get(label, 0) + 1
             continue
         epochs = sorted(t.intermediate_values)
-        ax.plot(epochs, [t.intermediate_values[e] for e in epochs], "o-", color=color, alpha=alpha, markersize=3,
-                linewidth=1, label=None if label in drawn else label)  # one legend entry per kind
+        ax.plot(epochs, [t.intermediate_values[e] for e in epochs], "o--" if label == stopped[0] else "o-",
+                color=color, alpha=alpha, markersize=3, linewidth=1,
+                label=None if label in drawn else label)  # one legend entry per kind
         drawn.add(label)
         counts[label] = counts.get(label, 0) + 1
     if best is not None and study.trials[best].intermediate_values:
