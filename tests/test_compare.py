@@ -621,8 +621,8 @@ def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
     group = Path(run.stdout.strip().splitlines()[-1])
     again = cli("train", "--resume", group / "seed0", "--engine", "population")
     assert again.exit_code == 2 and "only --epochs, --device and --data-dir" in again.stderr
-    whole = cli("train", "--resume", group, "--engine", "sequential")
-    assert whole.exit_code == 2 and "only --epochs, --device and --data-dir" in whole.stderr
+    whole = cli("train", "--resume", group, "--engine", "sequential")  # a --seeds folder takes --data-dir alone
+    assert whole.exit_code == 2 and "only --data-dir may be given with it" in whole.stderr
     bogus = cli("train", "--config", write_config(), "--engine", "bogus", "--runs-dir", tmp_path / "b")
     assert bogus.exit_code == 2 and "--engine: 'bogus' is not allowed" in bogus.stderr
 
