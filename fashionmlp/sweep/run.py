@@ -231,7 +231,10 @@ def _one_process_at_a_time(runs_dir: Path) -> Iterator[None]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     folder = os.open(runs_dir, os.O_RDONLY)
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): on unlocked, as before
+            pass
         yield
     finally:
         os.close(folder)
