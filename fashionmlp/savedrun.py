@@ -127,28 +127,38 @@ def previous_summary(run_dir: Path) -> dict:
 
 def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
     """The data a saved run's config asks for (load_data), for a run to go on with."""
-    from fashionmlp.data import load_data
+    from fashionmlp.data import FILES, load_data
 
-    return _saved_runs_data(run_dir, cfg, data_dir, load_data)
+    return _saved_runs_data(run_dir, cfg, data_dir, load_data, tuple(FILES))
 
 
 def run_test_split(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
     """The test split alone (load_test), for scoring a saved run: evaluate, predict and inspect."""
     from fashionmlp.data import load_test
 
-    return _saved_runs_data(run_dir, cfg, data_dir, load_test)
+    return _saved_runs_data(run_dir, cfg, data_dir, load_test, ("test_images", "test_labels"))
 
 
 def _saved_runs_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None,
-                     load: Callable[[RunConfig, str | Path | None], Any]) -> Any:
-    """load(cfg, data_dir), where a saved config's data.dir is where to look, never where to download: a run
-    folder from someone else (`data.dir: ~/anything`, `download: true`) made that folder and wrote into it. Without
-    --data-dir, a saved data.dir is searched with the download off."""
+                     load: Callable[[RunConfig, str | Path | None], Any], keys: tuple[str, ...]) -> Any:
+    def searched_then_loaded():
+        check_saved_data_dir(cfg, data_dir, keys)
+        return load(cfg, data_dir)
+
+    return _naming_the_trained_folder(run_dir, searched_then_loaded)
+
+
+def check_saved_data_dir(cfg: RunConfig, data_dir: str | Path | None, keys: tuple[str, ...] | None = None) -> None:
+    """A saved config's data.dir is where to look, never where to download: a run or study folder from someone
+    else (`data.dir: ~/anywhere`, `download: true`) made that folder and wrote into it. Without --data-dir, the
+    files `keys` names (all four by default) must be there already."""
+    from fashionmlp.data import FILES, ensure_files
+
     if data_dir is not None or not cfg.data.dir or not cfg.data.download:
-        return _naming_the_trained_folder(run_dir, lambda: load(cfg, data_dir))
-    searched = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, download=False))
+        return
     try:
-        return _naming_the_trained_folder(run_dir, lambda: load(searched, data_dir))
+        ensure_files(Path(cfg.data.dir).expanduser(), verify_md5=False, allow_download=False,
+                     keys=keys or tuple(FILES))
     except DataMissing as exc:
         raise DataMissing(f"{exc} (a saved run's data.dir is searched, never downloaded into: `fashionmlp data "
                           f"--data-dir {shlex.quote(cfg.data.dir)}` fetches them there)") from None

@@ -613,6 +613,31 @@ def test_a_saved_runs_data_dir_is_searched_and_never_downloaded_into(good_run, t
         in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("engine", ["population", "sequential"])
+def test_a_saved_studys_data_dir_is_searched_and_never_downloaded_into(write_config, tmp_path, monkeypatch, engine):
+    """The same for a study folder: `train --resume GROUP` (and compare-optimizers --resume) loaded its data with
+    the saved configs' download."""
+    import shutil
+
+    import fashionmlp.data.files
+
+    result = cli("train", "--config", write_config(train={"epochs": 1}), "--seeds", "0,1", "--engine", engine,
+                 "--runs-dir", tmp_path / "runs")
+    group = run_dir_of(result)
+    elsewhere = tmp_path / "not-yours" / "data"
+    for path in group.rglob("*.yaml"):  # each run's config.yaml; study.yaml's base and each variant's config
+        raw = yaml.safe_load(path.read_text())
+        for cfg in [raw] if "data" in raw else [raw["base"], *raw["variants"].values()]:
+            cfg["data"] = {**cfg["data"], "dir": str(elsewhere), "download": True}
+        path.write_text(yaml.safe_dump(raw))
+    shutil.rmtree(group / "seed1")  # a run left to train
+    asked = []
+    monkeypatch.setattr(fashionmlp.data.files, "download", lambda root, keys=(): asked.append(root))
+    resumed = cli("train", "--resume", group)
+    assert resumed.exit_code == 2, resumed.output
+    assert asked == [] and not elsewhere.parent.exists() and "never downloaded into" in resumed.stderr
+
+
 def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
     """A NaN in a checkpoint was scored as test loss nan, accuracy 10.00%, and predicted as 'Bag nan%', silently."""
     import shutil

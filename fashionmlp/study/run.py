@@ -25,7 +25,7 @@ from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import train
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import previous_summary, run_config
+from fashionmlp.savedrun import check_saved_data_dir, previous_summary, run_config
 from fashionmlp.session import Session, prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -216,6 +216,7 @@ def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, 
         raise UserError(f"--resume {str(study_dir)!r}: {str(lost[0])!r} has no checkpoints/last.pt to continue "
                         "from; delete that folder to train its run anew")
     fresh = [p for p in todo if p not in started]
+    check_saved_data_dir(todo[0].cfg, data_dir)  # the study's saved data.dir: searched, never downloaded into
     teacher = _study_teacher(study, started)  # before anything trains: one teacher, the one every run pins
     for p in fresh:
         notify(f"{p.label.strip()} has no run folder yet ({p.run_dir.name}): it trains from its first epoch")
