@@ -207,6 +207,9 @@ def memory_parts(cfg: RunConfig, n_images: int, n_train: int | None = None) -> t
     return size * per_model, size * n_images * 28 * 28
 
 
+USABLE = 0.9  # of a device's memory that a run or population may take (the rest: the process, the system)
+
+
 def memory_total(device: torch.device) -> tuple[int, str]:
     """The memory of `device` in bytes, and how to name it."""
     if device.type == "cuda":
@@ -218,7 +221,7 @@ def check_memory(cfg: RunConfig, device: torch.device, n_images: int, n_train: i
     """Refuse, before a run folder exists, a model and batch size that cannot fit in this machine's memory."""
     total, what = memory_total(device)
     need = memory_needed(cfg, n_images, n_train)
-    if need > 0.9 * total:
+    if need > USABLE * total:
         widths = f"model.hidden {list(cfg.model.hidden)}" + (
             f", model.channels {list(cfg.model.channels)}" if cfg.model.name == "cnn" else "")
         raise UserError(f"{widths} at train.batch_size {min(cfg.train.batch_size, n_train)} need about "
@@ -230,4 +233,4 @@ def largest_population(cfg: RunConfig, device: torch.device, n_images: int, n_tr
     """How many models of `cfg`'s shape fit in the device's memory when trained at once (0: not even one)."""
     per_model, shared = memory_parts(cfg, n_images, n_train)
     total, _ = memory_total(device)
-    return max(0, int((0.9 * total - shared) // per_model))
+    return max(0, int((USABLE * total - shared) // per_model))

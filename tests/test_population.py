@@ -264,12 +264,16 @@ def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data
     per_model, shared = device.memory_parts(cfg, 480, 320)
     import fashionmlp.population.run
 
-    small = lambda dev: (int((shared + 3.5 * per_model) / 0.9), "this machine's")  # noqa: E731
+    small = lambda dev: (2**30 * 10, "this machine's")  # noqa: E731
+    per_model = (9 * 2**30 - shared) / 3.5  # 3.5 models in the 9 GiB (90%) a population may use
+    for module in (device, fashionmlp.population.run):
+        monkeypatch.setattr(module, "memory_parts", lambda *args: (per_model, shared))
     monkeypatch.setattr(device, "memory_total", small)
     monkeypatch.setattr(fashionmlp.population.run, "memory_total", small)
     specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / str(s), str(s)) for s in range(5)]
-    with pytest.raises(UserError, match=r"a population of 5 of these models needs about .* GiB, more than this "
-                                        r"machine's 0.0 GiB allow; at most 3 fit at once"):  # it said "than cpu has"
+    with pytest.raises(UserError, match=r"a population of 5 of these models needs about 12.9 GiB, more than the "
+                                        r"9.0 GiB it may use \(90% of this machine's 10.0 GiB\); at most 3 fit at "
+                                        "once"):  # it said "more than cpu has"
         train_population(specs)
     assert not any(tmp_path.iterdir())
 
