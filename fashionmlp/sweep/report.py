@@ -87,7 +87,9 @@ def _epochs(trial, attrs: dict) -> int | None:
     """The epochs a trial's run finished: recorded when it ends, else (its worker killed) the epochs it reported."""
     if attrs.get("epochs") is not None:
         return attrs["epochs"]
-    return len(trial.intermediate_values) if trial.state == TrialState.FAIL else None
+    if trial.state != TrialState.FAIL or not trial.intermediate_values:  # e.g. a grid point's skipped copy: none
+        return None
+    return max(trial.intermediate_values)
 
 
 def _seconds(trial) -> float | None:

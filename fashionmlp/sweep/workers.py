@@ -223,6 +223,7 @@ def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) 
     """A trial stopped before its end: failed, its run folder says so, and its values are queued again."""
     trial.set_user_attr("epochs", 0 if result is None else result.summary["epochs"])
     trial.set_user_attr("status", st.INTERRUPTED if result is None else result.status)  # None: asked, not started
+    trial.set_user_attr("seconds", None if result is None else result.summary.get("seconds"))
     study.tell(trial, state=TrialState.FAIL)
     _retry(books, trial.number)
     echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
