@@ -940,12 +940,18 @@ def test_a_grid_whose_queueing_was_cut_short_trains_every_point_on_the_next_run(
 OPEN_AT = """
 import sys, time
 from pathlib import Path
-from fashionmlp.sweep.run import _open_study
+import fashionmlp.sweep.run as run
 from fashionmlp.sweep.space import load_sweep_file
+find = run._find_sweep_dir
+def slow(*args):  # a second between looking for the folder and making it: without the lock both make one
+    found = find(*args)
+    time.sleep(1)
+    return found
+run._find_sweep_dir = slow
 spec = load_sweep_file(Path(sys.argv[1]))
 while time.time() < float(sys.argv[3]):
     pass
-print(_open_study(spec, "tiny", None, Path(sys.argv[2]))[1])
+print(run._open_study(spec, "tiny", None, Path(sys.argv[2]))[1])
 """
 
 
