@@ -501,8 +501,8 @@ def test_resuming_a_seeds_folder_names_the_one_option_it_takes(write_config, tmp
                   ["--device", "cpu"]):
         refused = cli("train", "--resume", group, *extra)
         assert refused.exit_code == 2 and refused.stderr == (
-            "error: --resume of a --seeds folder continues its runs as they were planned; only --data-dir may be "
-            "given with it\n"), (extra, refused.stderr)
+            "error: --resume of a study folder (train --seeds, compare-optimizers) continues its runs as they were "
+            "planned; only --data-dir may be given with it\n"), (extra, refused.stderr)
 
 
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):

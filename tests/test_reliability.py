@@ -323,8 +323,8 @@ def test_a_run_diverged_by_its_weight_decay_is_told_to_lower_the_weight_decay(wr
     lines = [line for line in result.stderr.splitlines() if line.startswith("diverged: ")]
     assert len(lines) == (2 if seeds else 1)
     for line in lines:
-        assert line.endswith("try a lower weight decay (lr x weight_decay = 10: past 1 the decay alone moves every "
-                             "weight past zero each step), e.g. --set optimizer.weight_decay=1"), line
+        assert line.endswith("try a lower weight decay (lr x weight_decay = 10: past 2 the decay alone makes every "
+                             "weight grow, flipping its sign each step), e.g. --set optimizer.weight_decay=1"), line
     for run in [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]:
         assert summary(run)["weight_decay"] == 100.0
 

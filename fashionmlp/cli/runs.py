@@ -113,8 +113,8 @@ def _train_seeds(cfg, seeds: str, engine: str, runs_dir, data_dir, stop) -> int:
     return _seeds_report(result)
 
 
-SEEDS_RESUME_OPTIONS = ("--resume of a --seeds folder continues its runs as they were planned; only --data-dir may "
-                        "be given with it")
+SEEDS_RESUME_OPTIONS = ("--resume of a study folder (train --seeds, compare-optimizers) continues its runs as they "
+                        "were planned; only --data-dir may be given with it")
 
 
 def _resume_seeds(folder: Path, epochs, device, data_dir, stop) -> int:

@@ -89,8 +89,7 @@ class PopulationLines(PopulationProgress):
             self._say(epoch_line(result, epochs, label))
 
     def stopped_early(self, label: str, early: dict) -> None:
-        self._say(f"{label.strip()}: stopped early after epoch {early['stopped_after_epoch']} (no better validation "
-                  f"accuracy in {plural(early['patience'], 'epoch')}); best weights restored from epoch "
+        self._say(f"{label.strip()}: {stopped_early_text(early)}; best weights restored from epoch "
                   f"{early['restored_epoch']} (checkpoints/best.pt)")
 
     def _say(self, line: str) -> None:
@@ -118,14 +117,20 @@ def study_table(result, title: str) -> None:
 def what_to_lower(summary: dict, diverged: dict) -> str:
     """Advice for a diverged run: a tenth of the configured lr (optimizer.lr is the schedule's peak: the diverged
     step's own lr, in a warm-up far below it, would suggest orders of magnitude too little), or a lower weight decay
-    where lr x weight_decay > 1 (SGD's and AdamW's decay alone then moves every weight past zero each step; Adam's
-    coupled decay is divided by its own scale)."""
+    where lr x weight_decay > 2 (SGD's and AdamW's decay alone then multiplies every weight by 1 - lr x decay, past
+    -1, at each step: it grows, flipping sign; Adam's coupled decay is divided by its own scale)."""
     lr = summary.get("lr") or diverged["lr"]
     decay = lr * (summary.get("weight_decay") or 0.0)
-    if decay > 1 and summary.get("optimizer") != "adam":
-        return (f"try a lower weight decay (lr x weight_decay = {decay:g}: past 1 the decay alone moves every "
-                f"weight past zero each step), e.g. --set optimizer.weight_decay={0.1 / lr:g}")
+    if decay > 2 and summary.get("optimizer") != "adam":
+        return (f"try a lower weight decay (lr x weight_decay = {decay:g}: past 2 the decay alone makes every weight "
+                f"grow, flipping its sign each step), e.g. --set optimizer.weight_decay={0.1 / lr:g}")
     return f"try a lower learning rate, e.g. --set optimizer.lr={lr / 10:g}"
+
+
+def stopped_early_text(early: dict) -> str:
+    """summary.json's early_stopping as `train` and a population's lines say it."""
+    return (f"stopped early after epoch {early['stopped_after_epoch']} (no better validation accuracy in "
+            f"{plural(early['patience'], 'epoch')})")
 
 
 def report_run(result) -> None:
@@ -135,8 +140,7 @@ def report_run(result) -> None:
         err(f"note: {line}")
     if result.status == status.COMPLETED and "early_stopping" in s:
         early = s["early_stopping"]
-        when = (f"stopped early after epoch {early['stopped_after_epoch']} (no better validation accuracy in "
-                f"{early['patience']} epochs)" if early["stopped_after_epoch"] else f"{s['epochs']} epochs")
+        when = stopped_early_text(early) if early["stopped_after_epoch"] else f"{s['epochs']} epochs"
         typer.echo(f"done: {when}; best weights restored from epoch {early['restored_epoch']} "
                    f"(checkpoints/best.pt): val accuracy {s['final']['val_accuracy']:.2%}, test accuracy "
                    f"{s['final']['test_accuracy']:.2%}, {s['seconds']:.1f}s")

@@ -61,8 +61,7 @@ def compare_optimizers(
     130 interrupted.
     """
     from fashionmlp.config import shortcut_values
-    from fashionmlp.plots import plural
-    from fashionmlp.study import resume_study, run_study, study_from_options
+    from fashionmlp.study import read_study, resume_study, run_study, study_from_options
 
     with graceful_stop() as stop:
         if resume is not None:
@@ -73,7 +72,7 @@ def compare_optimizers(
             result = resume_study(resume, data_dir=data_dir, make_progress=progress,
                                   population_progress=PopulationLines(), stop=stop, command=command_line(),
                                   notify=note)
-            study_name = _title_of_resumed(result)
+            study_name = study_title(read_study(result.study_dir)[0].base)  # as it began; not the folder's name
         else:
             one_seed_option(seeds, None, set_, has_seed=False)
             if model is not None and model not in ("mlp", "cnn"):
@@ -84,20 +83,16 @@ def compare_optimizers(
             result = run_study(study, seeds=seed_list, runs_dir=runs_dir or RUNS, data_dir=data_dir, engine=engine,
                                make_progress=progress, population_progress=PopulationLines(), stop=stop,
                                command=command_line(), notify=note)
-            study_name = f"{study.base.model.name}, {plural(study.base.train.epochs, 'epoch')}"
+            study_name = study_title(study.base)
     study_table(result, f"Optimizer comparison: {study_name}")
     raise typer.Exit(end_study(result, "compare-optimizers"))
 
 
-def _title_of_resumed(result) -> str:
-    """The table title the study had when it began, "mlp, 6 epochs" (from its runs' summaries), else its folder."""
+def study_title(base) -> str:
+    """The table's title after "Optimizer comparison: ": "mlp, 20 epochs"."""
     from fashionmlp.plots import plural
 
-    for outcome in result.outcomes:
-        s = outcome.summary or {}
-        if s.get("model") and isinstance(s.get("epochs_planned"), int):
-            return f"{s['model']}, {plural(s['epochs_planned'], 'epoch')}"
-    return result.study_dir.name
+    return f"{base.model.name}, {plural(base.train.epochs, 'epoch')}"
 
 
 def seed_list_option(seeds: str | None) -> list[int] | None:

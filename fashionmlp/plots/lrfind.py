@@ -53,8 +53,8 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     stopped = stop_text(test.stop, blow_up)
     if stopped and ok.any():
         last = np.flatnonzero(ok)[-1]
-        # off the scale: just below the top, where the loss-per-step triangles (drawn at the top) leave it seen
-        ax.plot([lrs[last]], [smooth[last] if smooth[last] <= top else 0.95 * top], "x", color="black",
+        # at most just below the top, where the loss-per-step triangles (drawn at the top) leave it seen
+        ax.plot([lrs[last]], [min(smooth[last], 0.95 * top)], "x", color="black",
                 markersize=9, markeredgewidth=2,
                 clip_on=False, label=f"{stopped} (lr {lrs[-1]:.3g})")
     above = ok_raw & (raw > top)

@@ -15,9 +15,17 @@ from fashionmlp.study.config import (
     study_from_options,
 )
 from fashionmlp.study.report import first_column, markdown_table, summarize, table_rows, unfinished
-from fashionmlp.study.run import ENGINES, StudyResult, VariantOutcome, choose_engine, resume_study, run_study
+from fashionmlp.study.run import (
+    ENGINES,
+    StudyResult,
+    VariantOutcome,
+    choose_engine,
+    read_study,
+    resume_study,
+    run_study,
+)
 
 __all__ = ["CHANCE", "DEFAULT_VARIANTS", "ENGINES", "FAILED_MARGIN", "Study", "StudyResult", "VariantOutcome",
-           "choose_engine", "default_study_dict", "first_column", "load_study", "markdown_table", "resume_study",
-           "run_study", "seeds_study", "study_from_dict", "study_from_options", "summarize", "table_rows",
-           "unfinished"]
+           "choose_engine", "default_study_dict", "first_column", "load_study", "markdown_table", "read_study",
+           "resume_study", "run_study", "seeds_study", "study_from_dict", "study_from_options", "summarize",
+           "table_rows", "unfinished"]

@@ -180,12 +180,12 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     best = result.best
     if best is not None:
         threads = best["threads"] if isinstance(best["threads"], int) and best["threads"] > 0 else 0
-        cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best", threads))
+        cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best"))
         header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
                   f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n"
-                  + (f"# train.threads: {threads}, the trial's: a float32 run's numbers depend on the thread count "
-                     "(0 takes every free core, faster and a little different)\n" if threads else ""))
+                  + (f"# The trial trained on {threads} CPU thread(s): a float32 run's numbers depend on the count; "
+                     f"--set train.threads={threads} repeats them\n" if threads else ""))
         body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
     figures, not_drawn = sweep_figures(study, spec, folder)
