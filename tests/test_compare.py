@@ -327,6 +327,17 @@ def test_a_diverging_loss_axis_reads_in_powers_of_ten():
     assert max(float(t.replace(",", "")) for t in labels) >= 1e28, labels
 
 
+def test_a_loss_curve_smooths_only_where_an_epoch_has_steps_to_smooth():
+    """Under 20 steps an epoch the window was 1: the "smoothed" line was the raw one, drawn over it."""
+    from fashionmlp.plots import loss_curve
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "test_accuracy": 0.5} for e in (1, 2)]
+    labels = lambda steps: [line.get_label() for line in loss_curve(history, list(np.geomspace(2, 0.5, steps)),  # noqa: E731
+                                                                     "t").axes[0].lines]
+    assert "train loss (smoothed)" not in labels(30) and "train loss (per step)" in labels(30)  # 15 an epoch
+    assert {"train loss (smoothed)", "train loss (per step)"} <= set(labels(40))  # 20 an epoch: a window of 2
+
+
 def test_a_short_runs_loss_curve_marks_whole_epochs():
     """Three epochs were marked 0.0, 0.5, 1.0, ... 3.0: half epochs a run never ended."""
     from fashionmlp.plots.run import loss_curve

@@ -27,9 +27,13 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     if step_losses and epochs:
         steps_per_epoch = len(step_losses) / max(epochs)
         x = (np.arange(len(step_losses)) + 1) / steps_per_epoch
-        ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
-        ax.plot(x, smooth(step_losses, max(1, int(steps_per_epoch // 10))), color="tab:blue", alpha=0.5,
-                linewidth=0.8, label="train loss (smoothed)")
+        window = int(steps_per_epoch // 10)  # a tenth of an epoch
+        if window >= 2:
+            ax.plot(x, step_losses, color="tab:blue", alpha=0.15, linewidth=0.6, label="train loss (per step)")
+            ax.plot(x, smooth(step_losses, window), color="tab:blue", alpha=0.5, linewidth=0.8,
+                    label="train loss (smoothed)")
+        else:  # under 20 steps an epoch there is nothing to smooth: the "smoothed" line was the raw one over it
+            ax.plot(x, step_losses, color="tab:blue", alpha=0.5, linewidth=0.8, label="train loss (per step)")
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue",
             label=f"train loss (epoch{note})")
     if history and "test_loss" in history[0]:
