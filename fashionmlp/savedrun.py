@@ -305,10 +305,15 @@ def run_config(run_dir: Path, values: Values | None = None) -> RunConfig:
     "unknown config key 'model.kernel'", where the user had given no config)."""
     path = Path(run_dir) / "config.yaml"
     try:
-        return load_config(path, values=values)
+        cfg = load_config(path)
     except ConfigError as exc:
         text = str(exc)
         raise ConfigError(text if str(path) in text else f"the run's {str(path)!r}: {text}") from None
+    try:  # the options given with it (--epochs 0 was blamed on config.yaml)
+        return with_values(cfg, values) if values else cfg
+    except ConfigError as exc:
+        given = ", ".join(f"--{key.rsplit('.', 1)[-1]} {value}" for key, value in values.items())
+        raise ConfigError(f"{given}: {exc}") from None
 
 
 def load_run(run_dir: Path, checkpoint: str | None = None, device: str | None = None) -> LoadedRun:

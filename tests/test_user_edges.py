@@ -638,6 +638,14 @@ def test_a_saved_studys_data_dir_is_searched_and_never_downloaded_into(write_con
     assert asked == [] and not elsewhere.parent.exists() and "never downloaded into" in resumed.stderr
 
 
+def test_a_resume_option_out_of_range_is_named_as_typed(good_run):
+    """`--resume RUN --epochs 0` said "the run's '.../config.yaml': train.epochs: 0 is out of range", blaming the
+    file for what was typed."""
+    result = cli("train", "--resume", good_run, "--epochs", "0")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --epochs 0: train.epochs: 0 is out of range; allowed: >= 1\n"
+
+
 def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
     """A NaN in a checkpoint was scored as test loss nan, accuracy 10.00%, and predicted as 'Bag nan%', silently."""
     import shutil
