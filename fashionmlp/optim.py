@@ -56,7 +56,7 @@ def build_optimizer(cfg: OptimConfig, params: Iterable[torch.nn.Parameter]) -> t
 
 
 @functools.lru_cache(maxsize=64)  # asked at every step of every member
-def _warmup_steps(warmup: float, total_steps: int) -> int:
+def warmup_length(warmup: float, total_steps: int) -> int:
     """floor(warmup x steps) of the fraction as written: int(0.29 * 100) is 28 (0.29 is 0.28999... in binary)."""
     return math.floor(Fraction(repr(float(warmup))) * total_steps)  # float(): a NumPy scalar's repr
 
@@ -71,7 +71,7 @@ def lr_at(cfg: OptimConfig, step: int, total_steps: int) -> float:
       cosine    lr * (1 + cos(pi t)) / 2   (with warm-up: the one-cycle schedule with a cosine anneal)
       onecycle  lr * (1 - t)                (linear anneal towards 0: warm-up + this is the triangular one cycle)
     """
-    warmup_steps = _warmup_steps(cfg.warmup, total_steps)
+    warmup_steps = warmup_length(cfg.warmup, total_steps)
     if step < warmup_steps:
         return cfg.lr * (step + 1) / (warmup_steps + 1)
     if cfg.schedule == "constant":

@@ -23,6 +23,7 @@ from fashionmlp.population.loop import Ended, Member, Prune, run_population
 from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.recorder import RunRecorder, RunResult, Trainee
 from fashionmlp.resume import check_resumable, previous_summary, restore_trainee
+from fashionmlp.run import recipe_notes
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_fits, check_run_dir, refuse_links
 from fashionmlp.session import Session, prepare
@@ -107,13 +108,14 @@ def _pinned_as_saved(cfg: RunConfig, state: dict) -> RunConfig:
     return with_values(cfg, {"distill.fingerprint": saved})
 
 
-def member_notes(cfg: RunConfig, session: Session) -> dict:
+def member_notes(cfg: RunConfig, session: Session, n_train: int) -> dict:
     """A member recorder's notes (the session's, and the teacher's about this member's validation images) and
     its teacher's record."""
+    notes = list(session.notes) + recipe_notes(cfg, n_train)
     if session.teacher is None:
-        return {"notes": list(session.notes)}
+        return {"notes": notes}
     note = teacher_note(cfg, session.teacher)
-    return {"notes": list(session.notes) + ([note] if note else []), "distill": session.teacher.info(cfg)}
+    return {"notes": notes + ([note] if note else []), "distill": session.teacher.info(cfg)}
 
 
 def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
@@ -156,7 +158,7 @@ def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, comma
     spec.run_dir.mkdir(parents=True, exist_ok=False)
     locks.enter_context(lock_run_dir(spec.run_dir))
     recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads, command,
-                           engine="population", **member_notes(cfg, session)).start()
+                           engine="population", **member_notes(cfg, session, pdata.n_train)).start()
     return Member(cfg, trainee, recorder, spec.label)
 
 
@@ -195,7 +197,7 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
             model = prepare_model(cfg, session.device)
             trainee = restore_trainee(model, cfg, state, last, own_rng=True)
             recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads,
-                                   command, engine="population", **member_notes(cfg, session)
+                                   command, engine="population", **member_notes(cfg, session, pdata.n_train)
                                    ).reopen(state, previous_summary(spec.run_dir))
             members.append(Member(cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune, ended=ended)
