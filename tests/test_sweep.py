@@ -998,6 +998,36 @@ def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_
     assert states[lost.number] == optuna.trial.TrialState.FAIL and len(finished(study)) == 2
 
 
+def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
+    """A database blip killed the heartbeat thread for good: 180 s later the live trial was failed as lost and
+    trained a second time elsewhere, and its worker crashed on its next report."""
+    import sqlalchemy.exc
+
+    from fashionmlp.sweep import storage as sweep_storage
+
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 2)
+    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(study_name="hb", storage=store)
+    with pytest.warns(UserWarning):
+        trial = study.ask()
+    real, calls = sweep_storage.Beats.beat, []
+
+    def blip_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {}, Exception("server closed"))
+        return real(self)
+
+    monkeypatch.setattr(sweep_storage.Beats, "beat", blip_once)
+    with sweep_storage.heartbeats(store, "hb", [trial.number]):
+        time.sleep(3.5)  # past the grace period since the last beat, had the thread died at the first
+        sweep_storage.fail_stale_trials(study)
+        assert study.get_trials()[trial.number].state.name == "RUNNING"
+    assert len(calls) >= 2
+    assert "warning: a heartbeat could not be recorded (OperationalError); trying again" in capsys.readouterr().err
+
+
 def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):
     runs = tmp_path / "runs"
     proc = _start(slow_sweep, runs, "--population", 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -304,13 +305,24 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
     if not interval:
         yield Beats()
         return
+    import sqlalchemy.exc  # a database storage (only those beat): SQLAlchemy is there
+
+    unreachable = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError)
     beats = Beats(storage, study_name)
     beats.add(numbers)
     done = threading.Event()
 
     def beat() -> None:
+        failing = False
         while not done.wait(interval):
-            beats.beat()
+            try:
+                beats.beat()
+                failing = False
+            except unreachable as exc:  # a database blip killed this thread, and the live trials were failed as
+                if not failing:  # lost 180 s later and trained twice: beat again at the next interval
+                    sys.stderr.write(f"warning: a heartbeat could not be recorded ({exc.__class__.__name__}); "
+                                     "trying again every interval\n")
+                failing = True
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
