@@ -1028,6 +1028,20 @@ def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
     assert "warning: a heartbeat could not be recorded (OperationalError); trying again" in capsys.readouterr().err
 
 
+def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, monkeypatch):
+    """A worker killed between asking for a trial and writing its claim (and before its first heartbeat) left it
+    RUNNING for ever: every later command said "1 still running elsewhere" and trained nothing."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    study = optuna.create_study(direction="maximize")
+    lost = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert sweep_storage.fail_dead_trials(study, tmp_path) == []  # just asked: its worker may be claiming it
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", -1)  # as if asked long ago
+    assert sweep_storage.fail_dead_trials(study, tmp_path) == [lost.number]
+    first, retry = study.get_trials()
+    assert first.state.name == "FAIL" and retry.state.name == "WAITING" and retry.params == first.params
+
+
 def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):
     runs = tmp_path / "runs"
     proc = _start(slow_sweep, runs, "--population", 2)

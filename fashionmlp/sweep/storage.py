@@ -3,6 +3,7 @@ heartbeats), the study's identity (the sweep config it was made from), and trial
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -200,8 +201,9 @@ def _alive(owner: dict[str, Any]) -> bool:
 
 
 def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
-    """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`) and queue
-    their parameters again with Optuna's retry callback; returns their numbers.
+    """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`), and those no
+    worker claimed for longer than the grace period (any machine's), and queue their parameters again with
+    Optuna's retry callback; returns their numbers.
 
     Database storages do the same for every machine through heartbeats; the journal file has none, so the
     worker's pid (and start time) recorded on the trial stand in for it on this machine.
@@ -209,8 +211,11 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER)
+        if not owner:  # asked, never claimed: its worker died within its first moments (a live one claims at once)
+            if not _unclaimed_for_long(t):
+                continue
         # a retried trial inherits the dead worker's record until its new worker writes its own: check "trial"
-        if not owner or owner.get("trial") != t.number or owner.get("host") != host or _alive(owner):
+        elif owner.get("trial") != t.number or owner.get("host") != host or _alive(owner):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -220,6 +225,14 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
         failed.append(t.number)
     mark_killed_runs(study, sweep_dir)
     return failed
+
+
+def _unclaimed_for_long(trial) -> bool:
+    """A running trial no worker has claimed (its worker attribute is written right after it is asked) for longer
+    than a database's grace period: killed between the two, it stayed "running elsewhere" for ever (it never beat,
+    and has no worker whose death could be seen)."""
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > GRACE_SECONDS
 
 
 def mark_killed_runs(study, sweep_dir: Path) -> None:
