@@ -1042,6 +1042,18 @@ def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, mo
     assert first.state.name == "FAIL" and retry.state.name == "WAITING" and retry.params == first.params
 
 
+def test_a_storage_without_heartbeats_announces_no_stale_trials(monkeypatch):
+    """Its "stale" trials were those RUNNING before the check and FAIL after: with the journal (no heartbeats)
+    a trial its own live worker failed meanwhile (interrupted, skipped) was announced as lost and queued again."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    study = optuna.create_study()
+    trial = study.ask()
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials",
+                        lambda s: s.tell(trial, state=optuna.trial.TrialState.FAIL))  # another worker, meanwhile
+    assert sweep_storage.fail_stale_trials(study) == []
+
+
 def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):
     runs = tmp_path / "runs"
     proc = _start(slow_sweep, runs, "--population", 2)

@@ -349,7 +349,11 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
 def fail_stale_trials(study) -> list[int]:
     """Optuna's own check of a database's heartbeats (Study.optimize runs it before each trial): running trials
     whose worker stopped beating are failed, and their values queued again by the storage's retry callback;
-    returns their numbers."""
+    returns their numbers (none for the journal, which has no heartbeats: a trial failed meanwhile by its own live
+    worker, interrupted or skipped, was announced as lost)."""
+    storage = getattr(study, "_storage", None)
+    if not (hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval()):
+        return []
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # marked experimental
