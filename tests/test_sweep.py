@@ -884,6 +884,7 @@ def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not
 
 def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):
     """Study.optimize beats for its trial; the ask/tell workers beat themselves (storage.heartbeats)."""
+    from fashionmlp.sweep import heartbeats as sweep_heartbeats
     from fashionmlp.sweep import storage as sweep_storage
 
     monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
@@ -897,17 +898,17 @@ def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_
         with sqlite3.connect(tmp_path / "hb.db") as db:
             return {row[0] for row in db.execute("SELECT trial_id FROM trial_heartbeats")}
 
-    with sweep_storage.heartbeats(store, "hb", [trial.number]) as beats:
+    with sweep_heartbeats.heartbeats(store, "hb", [trial.number]) as beats:
         assert beaten() == {trial._trial_id}
         beats.add([late.number])  # a trial that joins a running population: beaten at once
         assert beaten() == {trial._trial_id, late._trial_id}
         beats.drop(late.number)  # its run ended (a real one is told; this one is left silent)
         time.sleep(3.5)
-        sweep_storage.fail_stale_trials(study)
+        sweep_heartbeats.fail_stale_trials(study)
         states = [t.state.name for t in study.get_trials()]
         assert states[trial.number] == "RUNNING" and states[late.number] == "FAIL"  # beating: alive; dropped: not
     time.sleep(3.5)
-    sweep_storage.fail_stale_trials(study)
+    sweep_heartbeats.fail_stale_trials(study)
     trials = study.get_trials()
     assert trials[trial.number].state.name == "FAIL"  # silent past the grace period: failed ...
     assert trials[-1].state.name == "WAITING" and trials[-1].system_attrs["failed_trial"] == trial.number  # retried
@@ -1003,6 +1004,7 @@ def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
     trained a second time elsewhere, and its worker crashed on its next report."""
     import sqlalchemy.exc
 
+    from fashionmlp.sweep import heartbeats as sweep_heartbeats
     from fashionmlp.sweep import storage as sweep_storage
 
     monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
@@ -1011,7 +1013,7 @@ def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
     study = optuna.create_study(study_name="hb", storage=store)
     with pytest.warns(UserWarning):
         trial = study.ask()
-    real, calls = sweep_storage.Beats.beat, []
+    real, calls = sweep_heartbeats.Beats.beat, []
 
     def blip_once(self):
         calls.append(1)
@@ -1019,10 +1021,10 @@ def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
             raise sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {}, Exception("server closed"))
         return real(self)
 
-    monkeypatch.setattr(sweep_storage.Beats, "beat", blip_once)
-    with sweep_storage.heartbeats(store, "hb", [trial.number]):
+    monkeypatch.setattr(sweep_heartbeats.Beats, "beat", blip_once)
+    with sweep_heartbeats.heartbeats(store, "hb", [trial.number]):
         time.sleep(3.5)  # past the grace period since the last beat, had the thread died at the first
-        sweep_storage.fail_stale_trials(study)
+        sweep_heartbeats.fail_stale_trials(study)
         assert study.get_trials()[trial.number].state.name == "RUNNING"
     assert len(calls) >= 2
     assert "warning: a heartbeat could not be recorded (OperationalError); trying again" in capsys.readouterr().err
@@ -1045,13 +1047,13 @@ def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, mo
 def test_a_storage_without_heartbeats_announces_no_stale_trials(monkeypatch):
     """Its "stale" trials were those RUNNING before the check and FAIL after: with the journal (no heartbeats)
     a trial its own live worker failed meanwhile (interrupted, skipped) was announced as lost and queued again."""
-    from fashionmlp.sweep import storage as sweep_storage
+    from fashionmlp.sweep import heartbeats as sweep_heartbeats
 
     study = optuna.create_study()
     trial = study.ask()
     monkeypatch.setattr(optuna.storages, "fail_stale_trials",
                         lambda s: s.tell(trial, state=optuna.trial.TrialState.FAIL))  # another worker, meanwhile
-    assert sweep_storage.fail_stale_trials(study) == []
+    assert sweep_heartbeats.fail_stale_trials(study) == []
 
 
 def test_a_population_of_trials_is_interrupted_together_and_retried(slow_sweep, tmp_path):

@@ -59,6 +59,19 @@ def _dodge(variants: int) -> float:
     return min(0.08, 0.6 / max(1, variants))
 
 
+def _say_if_empty(series: dict[str, dict], axes) -> bool:
+    """Whether any epoch finished; if none did, the panels say so (they were empty, under a legend explaining
+    bars that were not there)."""
+    if any(np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).any() for s in series.values()):
+        return True
+    every = {s["status"] for s in series.values()} == {"diverged"}
+    for ax in axes:
+        ax.text(0.5, 0.7, "no epoch finished:\nevery run diverged in its first epoch" if every else
+                "no epoch finished", transform=ax.transAxes, ha="center", va="center", fontsize=11,
+                bbox={"facecolor": "white", "edgecolor": "lightgray"})  # above the chance line
+    return False
+
+
 @literal_text
 def comparison(series: dict[str, dict], title: str,
                loss_label: str = "training loss (cross-entropy, log scale)") -> Figure:
@@ -107,13 +120,7 @@ def comparison(series: dict[str, dict], title: str,
             ax.set_xlim(0.5, 1.5)
             ax.set_xticks([1])
         ax.grid(alpha=0.3)
-    drawn = any(np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).any() for s in series.values())
-    if not drawn:  # empty panels, and a legend explaining bars that are not there
-        every = {s["status"] for s in series.values()} == {"diverged"}
-        for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.7, "no epoch finished:\nevery run diverged in its first epoch" if every else
-                    "no epoch finished", transform=ax.transAxes, ha="center", va="center", fontsize=11,
-                    bbox={"facecolor": "white", "edgecolor": "lightgray"})  # above the chance line
+    drawn = _say_if_empty(series, (ax_loss, ax_acc))
     handles, labels = ax_acc.get_legend_handles_labels()
     if seeds > 1 and drawn:
         from matplotlib.patches import Patch

@@ -24,6 +24,7 @@ from fashionmlp.errors import ConfigError, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna, require_optuna
+from fashionmlp.sweep.heartbeats import fail_stale_trials
 from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_report
 from fashionmlp.sweep.space import end_mixes
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
@@ -32,7 +33,6 @@ from fashionmlp.sweep.storage import (
     _create_or_load,
     _storage_label,
     fail_dead_trials,
-    fail_stale_trials,
     open_storage,
 )
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost

@@ -20,6 +20,7 @@ from fashionmlp.data import load_data
 from fashionmlp.errors import UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
+from fashionmlp.sweep.heartbeats import fail_stale_trials, heartbeats
 from fashionmlp.sweep.report import progress_line
 from fashionmlp.sweep.sampler import PerTrialSeed
 from fashionmlp.sweep.spec import SweepSpec
@@ -29,8 +30,6 @@ from fashionmlp.sweep.storage import (
     _owner,
     _retry,
     fail_dead_trials,
-    fail_stale_trials,
-    heartbeats,
     open_storage,
 )
 from fashionmlp.sweep.trials import Asked, configure, duplicate_of, keeps_shape, train_batch
