@@ -876,10 +876,13 @@ def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not
     from fashionmlp.sweep.report import _epochs, _seconds
 
     ran = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    ran.set_user_attr(OWNER, _owner(ran.number))
     _tell_interrupted(study, study, ran, SimpleNamespace(summary={"epochs": 2, "seconds": 3.44},
                                                          status="interrupted"), lines.append)
     stopped = study.get_trials()[ran.number]
     assert (_epochs(stopped, stopped.user_attrs), _seconds(stopped)) == (2, 3.4)
+    retry = study.get_trials()[-1]  # queued, never run: not its parent's 3.4 s
+    assert retry.state.name == "WAITING" and retry.user_attrs["seconds"] == 3.44 and _seconds(retry) is None
 
 
 def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):
@@ -1032,7 +1035,8 @@ def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
 
 def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, monkeypatch):
     """A worker killed between asking for a trial and writing its claim (and before its first heartbeat) left it
-    RUNNING for ever: every later command said "1 still running elsewhere" and trained nothing."""
+    RUNNING for ever: every later command said "1 still running elsewhere" and trained nothing. A retry asked
+    so carries its dead predecessor's record (Optuna copies it), which it was taken for."""
     from fashionmlp.sweep import storage as sweep_storage
 
     study = optuna.create_study(direction="maximize")
@@ -1042,6 +1046,32 @@ def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, mo
     assert sweep_storage.fail_dead_trials(study, tmp_path) == [lost.number]
     first, retry = study.get_trials()
     assert first.state.name == "FAIL" and retry.state.name == "WAITING" and retry.params == first.params
+    claimed = study.ask()  # claimed by a worker of this machine, which then died
+    claimed.set_user_attr(sweep_storage.OWNER, {"trial": claimed.number, "host": socket.gethostname(),
+                                                "pid": 2**22 + 1})  # past Linux's largest pid: not alive
+    assert sweep_storage.fail_dead_trials(study, tmp_path) == [claimed.number]
+    inherited = study.ask()  # its retry: asked, killed before its claim, with the dead worker's record
+    assert inherited.number == claimed.number + 1
+    assert study.get_trials()[inherited.number].user_attrs[sweep_storage.OWNER]["trial"] == claimed.number
+    assert sweep_storage.fail_dead_trials(study, tmp_path) == [inherited.number]
+
+
+def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
+    """A worker killed between asking and its first heartbeat left a trial that never beat, which Optuna's stale
+    check skips for ever ("running elsewhere")."""
+    from fashionmlp.sweep import heartbeats as sweep_heartbeats
+    from fashionmlp.sweep import storage as sweep_storage
+
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 1)
+    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(study_name="hb", storage=store)
+    with pytest.warns(UserWarning):
+        trial = study.ask()
+    sweep_heartbeats.beat_once(study, trial)  # as _ask does right after study.ask()
+    time.sleep(2.5)  # past the grace period (SQLite counts whole seconds)
+    assert sweep_heartbeats.fail_stale_trials(study) == [trial.number]
+    sweep_heartbeats.beat_once(optuna.create_study(), trial)  # the journal (no heartbeats): nothing, no error
 
 
 def test_a_storage_without_heartbeats_announces_no_stale_trials(monkeypatch):

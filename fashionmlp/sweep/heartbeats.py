@@ -12,6 +12,20 @@ from contextlib import contextmanager
 from fashionmlp.sweep.backend import TrialState, optuna
 
 
+def beats_every(storage) -> int | None:
+    """A storage's heartbeat interval in seconds: a database's (set by storage.open_storage); None for the journal,
+    which has no heartbeats."""
+    return storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+
+
+def beat_once(study, trial) -> None:
+    """One heartbeat for a trial just asked, before its worker claims it: a worker killed in between left a trial
+    that had never beaten, which Optuna's stale check skips for ever."""
+    storage = getattr(study, "_storage", None)
+    if beats_every(storage):
+        storage.record_heartbeat(trial._trial_id)
+
+
 class Beats:
     """The running trials a worker records heartbeats for (a database storage only; none for the journal):
     `add` beats a trial at once, as it starts (one joining a running population too), `drop` stops beating one
@@ -48,7 +62,7 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
     """While the trials `numbers` (and those `add`ed) train, record their heartbeats every interval in a
     background thread, as Study.optimize does for its one trial (a database storage fails a running trial whose
     heartbeats stopped: its worker, on whatever machine, died); nothing for the journal, which has none."""
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    interval = beats_every(storage)
     if not interval:
         yield Beats()
         return
@@ -85,8 +99,7 @@ def fail_stale_trials(study) -> list[int]:
     whose worker stopped beating are failed, and their values queued again by the storage's retry callback;
     returns their numbers (none for the journal, which has no heartbeats: a trial failed meanwhile by its own live
     worker, interrupted or skipped, was announced as lost)."""
-    storage = getattr(study, "_storage", None)
-    if not (hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval()):
+    if not beats_every(getattr(study, "_storage", None)):
         return []
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():

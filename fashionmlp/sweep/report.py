@@ -96,7 +96,7 @@ def _seconds(trial) -> float | None:
     """A trial's own seconds: its run's (summary.json's, recorded when it ends), else the time Optuna had it
     (a trial of a population was told when the whole population ended); none for a failed one without its
     own (its worker lost: the time until someone noticed is not the trial's)."""
-    own = trial.user_attrs.get("seconds")
+    own = _attrs(trial).get("seconds")  # not the seconds of the trial a retry repeats
     if own is not None:
         return round(float(own), 1)
     if trial.duration is None or trial.state == TrialState.FAIL:

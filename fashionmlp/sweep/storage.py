@@ -17,6 +17,7 @@ from fashionmlp.config import show
 from fashionmlp.errors import UserError
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
+from fashionmlp.sweep.heartbeats import beats_every
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.tracking import without_passwords, write_json
 
@@ -204,14 +205,15 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
     Database storages do the same for every machine through heartbeats; the journal file has none, so the
     worker's pid (and start time) recorded on the trial stand in for it on this machine.
     """
-    host, failed = socket.gethostname(), []
+    host, failed, journal = socket.gethostname(), [], not beats_every(getattr(study, "_storage", None))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER)
-        if not owner:  # asked, never claimed: its worker died within its first moments (a live one claims at once)
-            if not _unclaimed_for_long(t):
+        # asked, never claimed (a retry inherits the dead worker's record until its new worker writes its own):
+        # its worker died within its first moments. A database's heartbeat check finds those (beat_once)
+        if not owner or owner.get("trial") != t.number:
+            if not (journal and _unclaimed_for_long(t)):
                 continue
-        # a retried trial inherits the dead worker's record until its new worker writes its own: check "trial"
-        elif owner.get("trial") != t.number or owner.get("host") != host or _alive(owner):
+        elif owner.get("host") != host or _alive(owner):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -224,9 +226,9 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
 
 
 def _unclaimed_for_long(trial) -> bool:
-    """A running trial no worker has claimed (its worker attribute is written right after it is asked) for longer
-    than a database's grace period: killed between the two, it stayed "running elsewhere" for ever (it never beat,
-    and has no worker whose death could be seen)."""
+    """A journal's running trial no worker has claimed (its worker attribute is written right after it is asked)
+    for longer than a database's grace period: killed between the two, it stayed "running elsewhere" for ever (no
+    worker whose death could be seen). The journal's times are this machine's clock."""
     started = trial.datetime_start
     return started is not None and (datetime.datetime.now() - started).total_seconds() > GRACE_SECONDS
 

@@ -20,7 +20,7 @@ from fashionmlp.data import load_data
 from fashionmlp.errors import UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
-from fashionmlp.sweep.heartbeats import fail_stale_trials, heartbeats
+from fashionmlp.sweep.heartbeats import beat_once, fail_stale_trials, heartbeats
 from fashionmlp.sweep.report import progress_line
 from fashionmlp.sweep.sampler import PerTrialSeed
 from fashionmlp.sweep.spec import SweepSpec
@@ -179,6 +179,7 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "heartbeat ... with Study.optimize": this worker beats itself
             trial = study.ask()
+        beat_once(study, trial)
         record = next(t for t in books.get_trials(deepcopy=False) if t.number == trial.number)
         if spec.sampler == "grid" and "fixed_params" not in record.system_attrs:
             _skip(study, trial, "not run: another worker took the grid's last point first")
