@@ -971,9 +971,25 @@ def test_two_commands_started_together_share_one_study(sweep_config, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert outs[0][0] == outs[1][0] and [p.name for p in (tmp_path / "runs").iterdir()] == [
+    assert outs[0][0] == outs[1][0] and [p.name for p in (tmp_path / "runs").iterdir() if p.name != ".sweep.lock"] == [
         Path(outs[0][0].strip()).name]
     assert len(load_study(sweep_dir(tmp_path / "runs")).get_trials()) == 2  # the grid queued once (or a copy failed)
+
+
+def test_a_runs_folder_that_cannot_be_locked_goes_on_unlocked_and_says_so(tmp_path, monkeypatch, capsys):
+    """A file system without locks (ENOLCK) was a traceback; then, with the error passed over, no word."""
+    import errno
+    import fcntl
+
+    from fashionmlp.sweep.run import _one_process_at_a_time
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with _one_process_at_a_time(tmp_path / "runs"):
+        pass
+    assert "cannot lock (No locks available); two sweep commands started at this moment" in capsys.readouterr().err
 
 
 def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_config, tmp_path, monkeypatch,

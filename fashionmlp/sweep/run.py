@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -220,24 +221,22 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
 
 @contextmanager
 def _one_process_at_a_time(runs_dir: Path) -> Iterator[None]:
-    """Finding or making a study's sweep folder, one process at a time (an flock on the runs folder itself,
-    dropped by the kernel when the process ends): two commands started together each made a folder, and on
-    the journal each its own study, training every point twice."""
+    """Finding or making a study's sweep folder, one process at a time (an flock on runs_dir/.sweep.lock, a file
+    opened for writing as NFS's emulated flock needs; the kernel drops it when the process ends): two commands
+    started together each made a folder, and on the journal each its own study, training every point twice."""
     try:
         import fcntl
     except ImportError:  # not POSIX (Windows): no advisory locks, as for run folders (runlock)
         yield
         return
     runs_dir.mkdir(parents=True, exist_ok=True)
-    folder = os.open(runs_dir, os.O_RDONLY)
-    try:
+    with open(runs_dir / ".sweep.lock", "a+", encoding="utf-8") as lock:
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks (some network mounts): on unlocked, as before
-            pass
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks: on unlocked, said
+            sys.stderr.write(f"warning: {runs_dir}: cannot lock ({exc.strerror or exc}); two sweep commands "
+                             "started at this moment may make two folders of one study\n")
         yield
-    finally:
-        os.close(folder)
 
 
 def _validation_line(spec: SweepSpec) -> str:
