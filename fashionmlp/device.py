@@ -226,7 +226,14 @@ def check_memory(cfg: RunConfig, device: torch.device, n_images: int, n_train: i
             f", model.channels {list(cfg.model.channels)}" if cfg.model.name == "cnn" else "")
         raise UserError(f"{widths} at train.batch_size {min(cfg.train.batch_size, n_train)} need about "
                         f"{need / 2**30:,.1f} GiB (weights, gradients, optimizer state, one batch's activations), "
-                        f"more than {what} {total / 2**30:,.1f} GiB; use smaller widths or batches")
+                        f"{more_than_usable(device)}; use smaller widths or batches")
+
+
+def more_than_usable(device: torch.device) -> str:
+    """ "more than the 9.0 GiB it may use (90% of this machine's 10.0 GiB)": the limit the checks hold to."""
+    total, what = memory_total(device)
+    return (f"more than the {USABLE * total / 2**30:,.1f} GiB it may use ({USABLE:.0%} of {what} "
+            f"{total / 2**30:,.1f} GiB)")
 
 
 def largest_population(cfg: RunConfig, device: torch.device, n_images: int, n_train: int) -> int:

@@ -269,7 +269,6 @@ def test_a_population_too_large_for_memory_is_refused_naming_what_fits(tiny_data
     for module in (device, fashionmlp.population.run):
         monkeypatch.setattr(module, "memory_parts", lambda *args: (per_model, shared))
     monkeypatch.setattr(device, "memory_total", small)
-    monkeypatch.setattr(fashionmlp.population.run, "memory_total", small)
     specs = [MemberSpec(with_values(cfg, {"seed": s}), tmp_path / str(s), str(s)) for s in range(5)]
     with pytest.raises(UserError, match=r"a population of 5 of these models needs about 12.9 GiB, more than the "
                                         r"9.0 GiB it may use \(90% of this machine's 10.0 GiB\); at most 3 fit at "

@@ -499,6 +499,9 @@ BAD_INPUTS = [
      "--seeds: seed: 4294967296 is out of range"),
     ("hidden width beyond memory", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "model.hidden=[16777216]"],
      "model.hidden [16777216] at train.batch_size 32 need about"),
+    ("the memory it may use, named", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set",
+                                                 "model.hidden=[16777216]"],  # it said "more than this machine's"
+     "GiB it may use (90% of this machine's "),
     ("--name escapes the runs dir", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "../../x"],
      "name: '../../x' contains '/'; a run name is one folder name"),
     ("--name with a slash", lambda e: ["train", "--config", e.cfg("g.yaml"), "--name", "sweep/a"], "contains '/'"),

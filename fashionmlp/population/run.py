@@ -13,7 +13,7 @@ import torch
 from fashionmlp.checkpoint import load_checkpoint, make_ema
 from fashionmlp.config import RunConfig, whole_training_set, with_values
 from fashionmlp.data import FashionMNIST
-from fashionmlp.device import USABLE, largest_population, memory_parts, memory_total, prepare_model
+from fashionmlp.device import largest_population, memory_parts, more_than_usable, prepare_model
 from fashionmlp.distill import Teacher
 from fashionmlp.engine import seed_everything
 from fashionmlp.errors import UserError
@@ -70,11 +70,9 @@ def check_population_memory(cfg: RunConfig, n: int, session: Session) -> None:
     fits = largest_population(cfg, session.device, n_images, n_train)
     if n > fits:
         per_model, shared = memory_parts(cfg, n_images, n_train)
-        total, what = memory_total(session.device)
         raise UserError(f"a population of {n} of these models needs about {(n * per_model + shared) / 2**30:,.1f} "
-                        f"GiB, more than the {USABLE * total / 2**30:,.1f} GiB it may use ({USABLE:.0%} of {what} "
-                        f"{total / 2**30:,.1f} GiB); at most {fits} fit at once (--engine sequential trains one at a "
-                        "time)")
+                        f"GiB, {more_than_usable(session.device)}; at most {fits} fit at once (--engine sequential "
+                        "trains one at a time)")
 
 
 def setup_population(cfgs: list[RunConfig], data_dir: str | Path | None = None, data: FashionMNIST | None = None,
