@@ -280,6 +280,7 @@ class RunRecorder:
             "optimizer": cfg.optimizer.name,
             "lr": cfg.optimizer.lr,
             "weight_decay": cfg.optimizer.weight_decay,
+            "momentum": cfg.optimizer.momentum,
             "n_params": n_params(self.trainee.model),
             "data": self.data,
             **self.provenance,

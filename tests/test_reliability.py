@@ -323,10 +323,30 @@ def test_a_run_diverged_by_its_weight_decay_is_told_to_lower_the_weight_decay(wr
     lines = [line for line in result.stderr.splitlines() if line.startswith("diverged: ")]
     assert len(lines) == (2 if seeds else 1)
     for line in lines:
-        assert line.endswith("try a lower weight decay (lr x weight_decay = 10: past 2 the decay alone makes every "
-                             "weight grow, flipping its sign each step), e.g. --set optimizer.weight_decay=1"), line
+        assert line.endswith("try a lower weight decay (lr x weight_decay = 10: past 2 the decay alone makes the "
+                             "weights grow, flipping sign), e.g. --set optimizer.weight_decay=1"), line
     for run in [p.parent for p in (tmp_path / "runs").rglob("metrics.csv")]:
         assert summary(run)["weight_decay"] == 100.0
+
+
+def test_the_decay_alone_diverges_past_a_limit_that_momentum_moves():
+    """The advice's limit was 2 for every optimizer: SGD with momentum 0.9 shrinks its weights at lr x decay 3.5
+    and Nesterov's blows them up at 1.5. Checked here on the decay alone (zero gradients), in float64."""
+    from fashionmlp.cli.show import decay_limit
+
+    def size_after(name: str, decay: float, momentum: float) -> float:
+        p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+        opt = (torch.optim.AdamW([p], lr=0.1, weight_decay=decay / 0.1) if name == "adamw" else
+               torch.optim.SGD([p], lr=0.1, momentum=momentum, nesterov=name == "nesterov", weight_decay=decay / 0.1))
+        for _ in range(400):
+            p.grad = torch.zeros_like(p)
+            opt.step()
+        return abs(p.item())
+
+    for name, momentum in (("sgd", 0.0), ("sgd", 0.9), ("nesterov", 0.9), ("nesterov", 0.5), ("adamw", 0.0)):
+        limit = decay_limit(name, momentum)
+        assert size_after(name, 0.97 * limit, momentum) < 1e-6 < 1e6 < size_after(name, 1.03 * limit, momentum)
+    assert decay_limit("adam", 0.0) is None
 
 
 def test_a_run_diverged_by_its_lr_beside_a_modest_weight_decay_is_told_to_lower_the_lr(write_config, tmp_path):
