@@ -141,6 +141,8 @@ def run_test_split(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):
 
 def _saved_runs_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None,
                      load: Callable[[RunConfig, str | Path | None], Any], keys: tuple[str, ...]) -> Any:
+    """load(cfg, data_dir), its files (`keys`) searched for in a saved data.dir without a download, and a missing
+    file's message naming the folder the run trained on."""
     def searched_then_loaded():
         check_saved_data_dir(cfg, data_dir, keys)
         return load(cfg, data_dir)
@@ -312,7 +314,8 @@ def run_config(run_dir: Path, values: Values | None = None) -> RunConfig:
     try:  # the options given with it (--epochs 0 was blamed on config.yaml)
         return with_values(cfg, values) if values else cfg
     except ConfigError as exc:
-        given = ", ".join(f"--{key.rsplit('.', 1)[-1]} {value}" for key, value in values.items())
+        at_fault = [key for key in values if str(exc).startswith(f"{key}:")] or list(values)
+        given = ", ".join(f"--{key.rsplit('.', 1)[-1]} {values[key]}" for key in at_fault)
         raise ConfigError(f"{given}: {exc}") from None
 
 

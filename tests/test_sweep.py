@@ -886,7 +886,7 @@ def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not
 
 
 def test_heartbeats_keep_a_training_trial_alive_and_a_silent_one_is_retried(tmp_path, monkeypatch):
-    """Study.optimize beats for its trial; the ask/tell workers beat themselves (storage.heartbeats)."""
+    """Study.optimize beats for its trial; the ask/tell workers beat themselves (heartbeats.heartbeats)."""
     from fashionmlp.sweep import heartbeats as sweep_heartbeats
     from fashionmlp.sweep import storage as sweep_storage
 
@@ -1599,8 +1599,10 @@ def test_the_sweep_figures_stay_readable_with_many_trials():
     ax.figure.canvas.draw()
     assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1]  # not 0.945-1.05
     plt.close(ax.figure)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    import matplotlib
+
+    with warnings.catch_warnings(), matplotlib.rc_context():  # Optuna's plots switch the process to ggplot for good
+        warnings.simplefilter("ignore")  # (sweep_figures draws them so too): a later picture test came out other
         ax = optuna.visualization.matplotlib.plot_param_importances(study)
     titled(ax, ": study s")
     titles = [ax.get_title(loc) for loc in ("left", "center", "right")]

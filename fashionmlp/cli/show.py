@@ -153,7 +153,7 @@ def report_run(result) -> None:
         err(f"note: {line}")
     if result.status == status.COMPLETED and "early_stopping" in s:
         early = s["early_stopping"]
-        when = stopped_early_text(early) if early["stopped_after_epoch"] else f"{s['epochs']} epochs"
+        when = stopped_early_text(early) if early["stopped_after_epoch"] else plural(s["epochs"], "epoch")
         typer.echo(f"done: {when}; best weights restored from epoch {early['restored_epoch']} "
                    f"(checkpoints/best.pt): val accuracy {s['final']['val_accuracy']:.2%}, test accuracy "
                    f"{s['final']['test_accuracy']:.2%}, {s['seconds']:.1f}s")

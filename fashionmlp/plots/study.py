@@ -59,7 +59,7 @@ def _dodge(variants: int) -> float:
     return min(0.08, 0.6 / max(1, variants))
 
 
-def _say_if_empty(series: dict[str, dict], axes) -> bool:
+def _any_epoch_finished(series: dict[str, dict], axes) -> bool:
     """Whether any epoch finished; if none did, the panels say so (they were empty, under a legend explaining
     bars that were not there)."""
     if any(np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).any() for s in series.values()):
@@ -120,7 +120,7 @@ def comparison(series: dict[str, dict], title: str,
             ax.set_xlim(0.5, 1.5)
             ax.set_xticks([1])
         ax.grid(alpha=0.3)
-    drawn = _say_if_empty(series, (ax_loss, ax_acc))
+    drawn = _any_epoch_finished(series, (ax_loss, ax_acc))
     handles, labels = ax_acc.get_legend_handles_labels()
     if seeds > 1 and drawn:
         from matplotlib.patches import Patch

@@ -7,7 +7,8 @@ worker protocol and the figures are Optuna's; what is ours is the mapping from Y
 folders and the report.
 
 spec.py: the SweepSpec; space.py: reading and checking a sweep config; backend.py: Optuna, imported there
-only; storage.py: journal and database storages, dead workers; workers.py: the trials' workers; report.py:
+only; storage.py: journal and database storages, dead workers; heartbeats.py: a database's heartbeats and
+stale trials; workers.py: the trials' workers; report.py:
 tables and files; run.py: run_sweep.
 """
 
