@@ -1018,20 +1018,27 @@ def test_a_study_whose_last_trials_were_lost_on_another_machine_continues(sweep_
     assert states[lost.number] == optuna.trial.TrialState.FAIL and len(finished(study)) == 2
 
 
+def _a_beating_study(tmp_path: Path, monkeypatch, grace: int):
+    """(storage, study, a trial just asked) on an SQLite database beating every second, stale after `grace`."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", grace)
+    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
+    study = optuna.create_study(study_name="hb", storage=store)
+    with pytest.warns(UserWarning):  # heartbeats are experimental
+        trial = study.ask()
+    return store, study, trial
+
+
 def test_a_heartbeat_that_fails_once_beats_again(tmp_path, monkeypatch, capsys):
     """A database blip killed the heartbeat thread for good: 180 s later the live trial was failed as lost and
     trained a second time elsewhere, and its worker crashed on its next report."""
     import sqlalchemy.exc
 
     from fashionmlp.sweep import heartbeats as sweep_heartbeats
-    from fashionmlp.sweep import storage as sweep_storage
 
-    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 2)
-    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
-    study = optuna.create_study(study_name="hb", storage=store)
-    with pytest.warns(UserWarning):
-        trial = study.ask()
+    store, study, trial = _a_beating_study(tmp_path, monkeypatch, grace=2)
     real, calls = sweep_heartbeats.Beats.beat, []
 
     def blip_once(self):
@@ -1076,14 +1083,8 @@ def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     """A worker killed between asking and its first heartbeat left a trial that never beat, which Optuna's stale
     check skips for ever ("running elsewhere")."""
     from fashionmlp.sweep import heartbeats as sweep_heartbeats
-    from fashionmlp.sweep import storage as sweep_storage
 
-    monkeypatch.setattr(sweep_storage, "HEARTBEAT_SECONDS", 1)
-    monkeypatch.setattr(sweep_storage, "GRACE_SECONDS", 1)
-    store = sweep_storage.open_storage(f"sqlite:///{tmp_path / 'hb.db'}")
-    study = optuna.create_study(study_name="hb", storage=store)
-    with pytest.warns(UserWarning):
-        trial = study.ask()
+    _, study, trial = _a_beating_study(tmp_path, monkeypatch, grace=1)
     sweep_heartbeats.beat_once(study, trial)  # as _ask does right after study.ask()
     time.sleep(2.5)  # past the grace period (SQLite counts whole seconds)
     assert sweep_heartbeats.fail_stale_trials(study) == [trial.number]
