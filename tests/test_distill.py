@@ -114,6 +114,15 @@ def test_resume_is_exact_with_distillation(tiny_data, teacher, tmp_path, augment
     assert summary(first)["distill"] == summary(straight)["distill"]
 
 
+def _resume_is_refused(run: Path, why: str) -> None:
+    """`train --resume run --epochs 2` is one error line saying `why`, and leaves last.pt as it was."""
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    result = cli("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and why in result.stderr
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
 def test_a_changed_teacher_stops_the_resume(tiny_data, teacher, tmp_path):
     import shutil
 
@@ -124,11 +133,7 @@ def test_a_changed_teacher_stops_the_resume(tiny_data, teacher, tmp_path):
     state = torch.load(taught / "checkpoints" / "last.pt", weights_only=True)
     state["model"]["0.weight" if "0.weight" in state["model"] else next(iter(state["model"]))] += 1.0
     torch.save(state, taught / "checkpoints" / "last.pt")
-    before = (run / "checkpoints" / "last.pt").read_bytes()
-    result = cli("train", "--resume", run, "--epochs", 2)
-    assert result.exit_code == 2, result.output
-    assert result.stderr.count("\n") == 1 and "the teacher changed since the config was written" in result.stderr
-    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    _resume_is_refused(run, "the teacher changed since the config was written")
 
 
 def test_a_run_cannot_be_made_its_own_teacher(tiny_data, teacher, tmp_path):
@@ -138,11 +143,7 @@ def test_a_run_cannot_be_made_its_own_teacher(tiny_data, teacher, tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     saved["distill"] = {**saved["distill"], "teacher": str(run), "fingerprint": None}
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
-    before = (run / "checkpoints" / "last.pt").read_bytes()
-    result = cli("train", "--resume", run, "--epochs", 2)
-    assert result.exit_code == 2, result.output
-    assert result.stderr.count("\n") == 1 and "names the run itself as distill.teacher" in result.stderr
-    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    _resume_is_refused(run, "names the run itself as distill.teacher")
 
 
 def test_a_teachers_weights_of_other_shapes_are_named_as_the_teachers(tiny_data, teacher, tmp_path):
