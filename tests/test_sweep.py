@@ -971,9 +971,38 @@ def test_two_commands_started_together_share_one_study(sweep_config, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert outs[0][0] == outs[1][0] and [p.name for p in (tmp_path / "runs").iterdir() if p.name != ".sweep.lock"] == [
-        Path(outs[0][0].strip()).name]
+    folders = [out.splitlines()[-1] for out, _ in outs]  # the later one first said it waits for the other
+    assert folders[0] == folders[1] and [p.name for p in (tmp_path / "runs").iterdir() if p.name != ".sweep.lock"] == [
+        Path(folders[0]).name]
     assert len(load_study(sweep_dir(tmp_path / "runs")).get_trials()) == 2  # the grid queued once (or a copy failed)
+
+
+def test_a_command_waiting_for_another_to_open_its_study_says_so_and_ctrl_c_ends_the_wait(tmp_path):
+    """It waited in silence (~30 s behind a stale journal lock), and its first Ctrl-C was only noted."""
+    import fcntl
+
+    from fashionmlp.errors import StoppedBeforeStart
+    from fashionmlp.progress import StopRequest
+    from fashionmlp.sweep.run import _one_process_at_a_time
+
+    (tmp_path / "runs").mkdir()
+    stop, lines = StopRequest(), []
+
+    def echo(line):  # the user presses Ctrl-C once the wait is said
+        lines.append(line)
+        stop.request()
+
+    with open(tmp_path / "runs" / ".sweep.lock", "a+") as other:  # another command holds it
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(StoppedBeforeStart, match="interrupted before the sweep started: nothing was written"):
+            with _one_process_at_a_time(tmp_path / "runs", echo, stop):
+                pytest.fail("entered while another command held the lock")
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    assert lines == [f"waiting for another sweep command to open its study in {tmp_path / 'runs'} (Ctrl-C to give up)"]
+    lines.clear()
+    with _one_process_at_a_time(tmp_path / "runs", lines.append, StopRequest()):
+        pass
+    assert lines == []  # free: no word
 
 
 def test_a_runs_folder_that_cannot_be_locked_goes_on_unlocked_and_says_so(tmp_path, monkeypatch, capsys):

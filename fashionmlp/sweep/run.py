@@ -15,13 +15,14 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionmlp.device import check_memory, largest_population
-from fashionmlp.errors import ConfigError, UserError
+from fashionmlp.errors import ConfigError, StoppedBeforeStart, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna, require_optuna
@@ -150,7 +151,7 @@ def _pinned_teacher(spec: SweepSpec, session) -> tuple[SweepSpec, list[str]]:
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
          echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int,
          said: list[str], notes: list[str]) -> SweepResult:
-    label, sweep_dir, store = _open_study(spec, study, storage, runs_dir)  # the storage's refusals first
+    label, sweep_dir, store = _open_study(spec, study, storage, runs_dir, echo, stop)  # the storage's refusals first
     for line in said:
         echo(line)
     books = optuna.load_study(study_name=study, storage=store, sampler=optuna.samplers.RandomSampler())
@@ -203,16 +204,17 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     return result
 
 
-def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path):
+def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path,
+                echo: Callable[[str], None] = print, stop: StopRequest | None = None):
     """(the storage's label, the sweep folder, the storage) of the study, created or continued."""
     label = _storage_label(storage)
     if storage is not None:
         store = open_storage(storage)
         _create_or_load(store, study, spec, label)
-        with _one_process_at_a_time(runs_dir):
+        with _one_process_at_a_time(runs_dir, echo, stop):
             sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
         return label, sweep_dir, store
-    with _one_process_at_a_time(runs_dir):
+    with _one_process_at_a_time(runs_dir, echo, stop):
         sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
         store = open_storage(None, sweep_dir / JOURNAL)
         _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
@@ -220,10 +222,12 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
 
 
 @contextmanager
-def _one_process_at_a_time(runs_dir: Path) -> Iterator[None]:
+def _one_process_at_a_time(runs_dir: Path, echo: Callable[[str], None] = print,
+                           stop: StopRequest | None = None) -> Iterator[None]:
     """Finding or making a study's sweep folder, one process at a time (an flock on runs_dir/.sweep.lock, a file
     opened for writing as NFS's emulated flock needs; the kernel drops it when the process ends): two commands
-    started together each made a folder, and on the journal each its own study, training every point twice."""
+    started together each made a folder, and on the journal each its own study, training every point twice.
+    A command that waits says so, and a Ctrl-C (`stop`) ends its wait (it waited silently, the Ctrl-C noted)."""
     try:
         import fcntl
     except ImportError:  # not POSIX (Windows): no advisory locks, as for run folders (runlock)
@@ -232,11 +236,26 @@ def _one_process_at_a_time(runs_dir: Path) -> Iterator[None]:
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / ".sweep.lock", "a+", encoding="utf-8") as lock:
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            _wait_for_lock(fcntl, lock.fileno(), runs_dir, echo, stop or StopRequest())
         except OSError as exc:  # a file system without locks: on unlocked, said
             sys.stderr.write(f"warning: {runs_dir}: cannot lock ({exc.strerror or exc}); two sweep commands "
                              "started at this moment may make two folders of one study\n")
         yield
+
+
+def _wait_for_lock(fcntl, fd: int, runs_dir: Path, echo: Callable[[str], None], stop: StopRequest) -> None:
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if stop.requested:
+                raise StoppedBeforeStart("the sweep") from None
+            if not said:
+                echo(f"waiting for another sweep command to open its study in {runs_dir} (Ctrl-C to give up)")
+                said = True
+            time.sleep(0.1)
 
 
 def _validation_line(spec: SweepSpec) -> str:
