@@ -390,6 +390,27 @@ def test_a_space_rejected_in_every_worker_is_one_error_line(sweep_config, tmp_pa
 # ---------------------------------------------------------------- continuing a study
 
 
+def test_a_read_only_sweep_folder_is_refused_in_one_line(sweep_config, tmp_path, quick_pictures, monkeypatch):
+    """It was Optuna's traceback (PermissionError making the journal's lock), after the data had loaded."""
+    import errno
+
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 1})
+    assert cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs").exit_code == 0
+    folder = sweep_dir(tmp_path / "runs")
+    journal = (folder / "optuna.journal").read_bytes()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    more = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--trials", 2)
+    assert more.exit_code == 2 and more.stderr.strip().splitlines() == [
+        f"error: study 'tiny': its sweep folder {str(folder)!r} cannot be written (Read-only file system); its "
+        "trials and their run folders are written there; copy the runs folder somewhere writable and give that as "
+        "--runs-dir"]
+    assert (folder / "optuna.journal").read_bytes() == journal and len(trials_csv(folder)) == 1
+
+
 def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pictures):
     path = sweep_config(train={"epochs": 1}, sweep={"trials": 2})
     first = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")

@@ -39,7 +39,7 @@ from fashionmlp.sweep.storage import (
 )
 from fashionmlp.sweep.workers import _Job, _replace_worker, _run_workers, _work, find_lost
 from fashionmlp.teacher import teacher_path_absolute
-from fashionmlp.tracking import create_run_dir, write_config, write_json
+from fashionmlp.tracking import check_folder_writable, create_run_dir, write_config, write_json
 
 # at most 88 characters: each trial's run is named <study>-trial-NNNNN, and a run name at most 100 (a name of 90
 # was taken, its folder made, and every trial then refused, blamed on the search space)
@@ -212,13 +212,24 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
         store = open_storage(storage)
         _create_or_load(store, study, spec, label)
         with _one_process_at_a_time(runs_dir, echo, stop):
-            sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+            sweep_dir = _sweep_folder(runs_dir, study, label, spec)
         return label, sweep_dir, store
     with _one_process_at_a_time(runs_dir, echo, stop):
-        sweep_dir = _find_sweep_dir(runs_dir, study, label) or _new_sweep_dir(runs_dir, study, label, spec)
+        sweep_dir = _sweep_folder(runs_dir, study, label, spec)
         store = open_storage(None, sweep_dir / JOURNAL)
         _create_or_load(store, study, spec, f"{sweep_dir / JOURNAL}")
     return label, sweep_dir, store
+
+
+def _sweep_folder(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Path:
+    """The study's sweep folder, found (and writable: a read-only one was a traceback from Optuna's journal lock)
+    or made."""
+    found = _find_sweep_dir(runs_dir, study, label)
+    if found is None:
+        return _new_sweep_dir(runs_dir, study, label, spec)
+    check_folder_writable(found, f"study {study!r}: its sweep folder", "its trials and their run folders are "
+                          "written there; copy the runs folder somewhere writable and give that as --runs-dir")
+    return found
 
 
 @contextmanager
