@@ -832,14 +832,26 @@ def test_the_epochs_train_loss_is_the_mean_over_its_images(tiny_data):
     assert epoch.train_loss == pytest.approx(loss, rel=1e-12)
 
 
-def test_a_float32_network_stays_float32_through_a_step():
-    """The softmax head's float64 one-hot labels made a float32 MLP's gradients, then its weights, float64."""
-    net = M.MLP([6, 5, 3], hidden="relu", output="softmax", seed=0, dtype=np.float32)
-    X = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
-    _, grads = net.loss_and_grads(X, np.array([0, 1, 2, 1]))
+@pytest.mark.parametrize("output, y", [("softmax", [0, 1, 2]), ("sigmoid", [1.0, 0.0, 1.0]),
+                                       ("margin", [1.0, -1.0, 1.0]), ("identity", [0.5, -2.0, 1.0])])
+def test_a_float32_network_stays_float32_through_a_step(output, y):
+    """Float64 labels (the softmax head's one-hot, the others' float labels) made a float32 MLP's gradients, then
+    its weights, float64; the softmax head was mended first, the sigmoid, margin and identity heads later."""
+    net = M.MLP([6, 5, 3 if output == "softmax" else 1], hidden="relu", output=output, seed=0, dtype=np.float32)
+    X = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    loss, grads = net.loss_and_grads(X, np.array(y))
+    assert np.asarray(loss).dtype == np.float32  # the input's precision, as the module promises
     assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
     net.sgd_step(grads, 0.1)
     assert {w.dtype for w in net.weights + net.biases} == {np.dtype(np.float32)}
+
+
+def test_the_margin_heads_torch_reference_is_exact_past_softplus_threshold():
+    """torch's softplus returns x itself past x = 20 (gradient 1, not σ(x)), so the reference was the wrong side by
+    7.6e-10 at a margin of 21, and the cross-check flagged a correct NumPy gradient."""
+    net = M.MLP.from_weights([np.array([[21.0]])], [np.array([0.0])], "relu", "margin")
+    diffs = M.crosscheck(net, np.array([[1.0]]), np.array([[-1.0]]))
+    assert max(d["rel"] for d in diffs.values()) < 1e-15, diffs
 
 
 def test_probability_rows_a_little_off_one_get_the_gradient_of_their_loss():

@@ -127,8 +127,9 @@ def _batch_shape(where: str, name: str, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{where}: {name} of shape {shape}; expected (B,) or (B, K) with B, K >= 1")
 
 
-def check_labels(kind: str, where: str, name: str, shape: tuple[int, ...], y) -> np.ndarray:
-    """y checked against an input of `shape` (called `name` in messages), returned ready for the loss.
+def check_labels(kind: str, where: str, name: str, shape: tuple[int, ...], y, dtype=None) -> np.ndarray:
+    """y checked against an input of `shape` (called `name` in messages), returned ready for the loss, in
+    `dtype` (the input's: float64 labels made a float32 MLP's gradients, then its weights, float64) if given.
 
     kind BINARY, MARGIN or REAL: y reshaped to `shape` (one output unit: (B,) and (B, 1) are both fine).
     kind CLASSES: `shape` is (B, K) logits and y int labels (B,) or one-hot (B, K); returned one-hot.
@@ -141,7 +142,8 @@ def check_labels(kind: str, where: str, name: str, shape: tuple[int, ...], y) ->
         if y.shape not in ((b,), (b, k)):
             raise ValueError(f"{where}: y of shape {y.shape} does not fit {name} of shape {shape}; expected int "
                              f"labels of shape ({b},) or one-hot labels of shape ({b}, {k})")
-        return one_hot(y, k, where=where)
+        Y = one_hot(y, k, where=where)
+        return Y if dtype is None else Y.astype(dtype, copy=False)
     _batch_shape(where, name, shape)
     single = shape[1:] in ((), (1,))
     if y.shape != shape and not (single and y.shape in ((shape[0],), (shape[0], 1))):
@@ -154,7 +156,8 @@ def check_labels(kind: str, where: str, name: str, shape: tuple[int, ...], y) ->
     if kind == MARGIN and not np.all(np.abs(y) == 1):
         raise ValueError(f"{where}: labels y must be -1 or +1, got {_some(y[np.abs(y) != 1])} "
                          "(labels 0/1 belong to stable_logistic_loss)")
-    return y.reshape(shape)
+    y = y.reshape(shape)
+    return y if dtype is None else y.astype(dtype, copy=False)
 
 
 def _some(bad: np.ndarray) -> str:
@@ -175,43 +178,45 @@ def logistic_loss(y_hat: np.ndarray, y: np.ndarray) -> float:
     Correct in the middle, but log(1-ŷ) loses everything once σ(z) rounds to 1: use stable_logistic_loss.
     """
     y_hat = _input("logistic_loss", "y_hat", y_hat)
-    y = check_labels(BINARY, "logistic_loss", "y_hat", y_hat.shape, y)
+    y = check_labels(BINARY, "logistic_loss", "y_hat", y_hat.shape, y, y_hat.dtype)
     p = np.clip(y_hat, LOG_EPS, 1.0 - LOG_EPS)
     return -np.sum(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)) / y_hat.shape[0]
 
 
 def logistic_loss_grad(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """d/dz of logistic_loss(σ(z), y) = (ŷ - y) / B (the σ' cancels the 1/(ŷ(1-ŷ))); shaped like ŷ."""
+    """d/dz of logistic_loss(σ(z), y) = (ŷ - y) / B (the σ' cancels the 1/(ŷ(1-ŷ))); shaped like ŷ. Where
+    logistic_loss clips ŷ (σ(z) within LOG_EPS of 0 or 1) its loss is flat and this is not its gradient: the
+    gradient of the unclipped loss, which stable_logistic_loss computes in full."""
     y_hat = _input("logistic_loss_grad", "y_hat", y_hat)
-    y = check_labels(BINARY, "logistic_loss_grad", "y_hat", y_hat.shape, y)
+    y = check_labels(BINARY, "logistic_loss_grad", "y_hat", y_hat.shape, y, y_hat.dtype)
     return (y_hat - y) / y_hat.shape[0]
 
 
 def stable_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Binary cross-entropy from logits, y in {0, 1}: (1/B) Σ [log(1 + e^z) - y z], via logaddexp(0, z)."""
     z = _input("stable_logistic_loss", "z", z)
-    y = check_labels(BINARY, "stable_logistic_loss", "z", z.shape, y)
+    y = check_labels(BINARY, "stable_logistic_loss", "z", z.shape, y, z.dtype)
     return np.sum(np.logaddexp(0.0, z) - y * z) / z.shape[0]
 
 
 def stable_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(σ(z) - y) / B, shaped like z."""
     z = _input("stable_logistic_loss_grad", "z", z)
-    y = check_labels(BINARY, "stable_logistic_loss_grad", "z", z.shape, y)
+    y = check_labels(BINARY, "stable_logistic_loss_grad", "z", z.shape, y, z.dtype)
     return (sigmoid(z) - y) / z.shape[0]
 
 
 def margin_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Logistic loss with labels y in {-1, +1}: (1/B) Σ log(1 + e^{-y z})."""
     z = _input("margin_logistic_loss", "z", z)
-    y = check_labels(MARGIN, "margin_logistic_loss", "z", z.shape, y)
+    y = check_labels(MARGIN, "margin_logistic_loss", "z", z.shape, y, z.dtype)
     return np.sum(np.logaddexp(0.0, -y * z)) / z.shape[0]
 
 
 def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """-y σ(-y z) / B, shaped like z."""
     z = _input("margin_logistic_loss_grad", "z", z)
-    y = check_labels(MARGIN, "margin_logistic_loss_grad", "z", z.shape, y)
+    y = check_labels(MARGIN, "margin_logistic_loss_grad", "z", z.shape, y, z.dtype)
     return -y * sigmoid(-y * z) / z.shape[0]
 
 
@@ -244,27 +249,26 @@ def one_hot(y: np.ndarray, k: int, *, where: str = "one_hot") -> np.ndarray:
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """-(1/B) Σ_i Σ_k Y_ik log softmax(z_i)_k, with y as int labels (B,) or one-hot (B, K)."""
     logits = floats(logits, "cross_entropy: logits")
-    Y = check_labels(CLASSES, "cross_entropy", "logits", logits.shape, y)
+    Y = check_labels(CLASSES, "cross_entropy", "logits", logits.shape, y, logits.dtype)
     return -np.sum(Y * log_softmax(logits, axis=1)) / logits.shape[0]
 
 
 def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(softmax(z) - Y) / B, shaped like the logits."""
     logits = floats(logits, "cross_entropy_grad: logits")
-    Y = check_labels(CLASSES, "cross_entropy_grad", "logits", logits.shape, y)
-    # in the logits' precision: the float64 one-hot made a float32 MLP's gradients, then its weights, float64
-    return (softmax(logits, axis=1) - Y.astype(logits.dtype, copy=False)) / logits.shape[0]
+    Y = check_labels(CLASSES, "cross_entropy_grad", "logits", logits.shape, y, logits.dtype)
+    return (softmax(logits, axis=1) - Y) / logits.shape[0]
 
 
 def squared_error(z: np.ndarray, y: np.ndarray) -> float:
     """(1/B) Σ ½ (z - y)²: the loss of an identity output."""
     z = _input("squared_error", "z", z)
-    y = check_labels(REAL, "squared_error", "z", z.shape, y)
+    y = check_labels(REAL, "squared_error", "z", z.shape, y, z.dtype)
     return 0.5 * np.sum((z - y) ** 2) / z.shape[0]
 
 
 def squared_error_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(z - y) / B, shaped like z."""
     z = _input("squared_error_grad", "z", z)
-    y = check_labels(REAL, "squared_error_grad", "z", z.shape, y)
+    y = check_labels(REAL, "squared_error_grad", "z", z.shape, y, z.dtype)
     return (z - y) / z.shape[0]
