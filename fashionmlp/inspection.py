@@ -10,7 +10,6 @@ typer).
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 from collections.abc import Callable
@@ -34,8 +33,9 @@ from fashionmlp.plots.model import (
     mlp_weights_figure,
     per_class_figure,
 )
+from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import load_run, refuse_links, run_test_split
-from fashionmlp.tracking import save_figure, write_json
+from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
 DPI = 100
 
@@ -103,9 +103,8 @@ def check_writable_folder(out_dir: Path) -> None:
         raise UserError(f"{str(out_dir)!r} is a file, not a folder; inspect writes its pictures into a folder of "
                         "that name: move the file away")
     where = out_dir if out_dir.exists() else out_dir.parent
-    if not os.access(where, os.W_OK | os.X_OK):
-        raise UserError(f"{str(where)!r} cannot be written (no write permission); inspect writes its pictures "
-                        f"into {str(out_dir)!r}")
+    # a probe, not os.access: a read-only file system was called "no write permission"
+    check_folder_writable(where, "folder", f"inspect writes its pictures into {str(out_dir)!r}")
 
 
 def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
@@ -115,11 +114,25 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     `echo` is told of each stage (for progress)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint, device)
-    checkpoint = run.name
     out_dir = run_dir / "inspect"
     refuse_links(run_dir, "inspect", writes_checkpoints=False)
     check_writable_folder(out_dir)
     test = run_test_split(run_dir, run.cfg, data_dir)
+    try:
+        out_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
+    # two inspections of one run: one removed the other's TensorBoard files while it wrote them (a traceback)
+    lock = lock_run_dir(out_dir, "inspect folder")
+    try:
+        return _inspect(run_dir, run, test, out_dir, embedding_images, echo)
+    finally:
+        lock.close()
+
+
+def _inspect(run_dir: Path, run, test, out_dir: Path, embedding_images: int,
+             echo: Callable[[str], None]) -> InspectReport:
+    checkpoint = run.name
     echo(f"inspect: scoring {len(test.labels):,} test images with {checkpoint}.pt (epoch {run.epoch})")
     split = TensorSplit.from_split(test, run.device, dtype_of(run.cfg))
     probs_t, features = predict_with_features(run.model, split.x, run.cfg.train.eval_batch_size,
@@ -158,7 +171,6 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
     }
     echo(f"inspect: drawing {', '.join(f'{key}.png' for key in figures)}")
     try:
-        out_dir.mkdir(exist_ok=True)
         for key, figure in figures.items():
             save_figure(figure, out_dir / f"{key}.png", dpi=DPI)
     except OSError as exc:

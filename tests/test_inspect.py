@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,37 @@ def test_unwritable_inspect_folder_is_one_line(mlp_run, tmp_path):
     line = one_error_line(cli("inspect", run))
     assert line == f"error: {str(run / 'inspect')!r} is a file, not a folder; inspect writes its pictures into a " \
                    "folder of that name: move the file away"
+
+
+def test_a_second_inspection_of_a_run_is_refused_while_the_first_writes(mlp_run, tmp_path):
+    """Two at once: one removed the other's TensorBoard files as it wrote them (FileNotFoundError's traceback)."""
+    from fashionmlp.runlock import lock_run_dir
+
+    run = copy_run(mlp_run, tmp_path / "run")
+    (run / "inspect").mkdir()
+    first = lock_run_dir(run / "inspect", "inspect folder")  # the other inspection, drawing
+    try:
+        line = one_error_line(cli("inspect", run))
+    finally:
+        first.close()
+    assert line == (f"error: inspect folder {str(run / 'inspect')!r} is in use by another process (pid {os.getpid()}); "
+                    "wait for it to finish or stop it first")
+    assert sorted(p.name for p in (run / "inspect").iterdir()) == [".lock"]  # nothing drawn
+    assert cli("inspect", run).exit_code == 0  # once it is done
+
+
+def test_a_read_only_file_system_is_not_called_a_permission(mlp_run, tmp_path, monkeypatch):
+    import errno
+
+    run = copy_run(mlp_run, tmp_path / "run")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    line = one_error_line(cli("inspect", run))
+    assert line == (f"error: folder {str(run)!r} cannot be written (Read-only file system); inspect writes its "
+                    f"pictures into {str(run / 'inspect')!r}")
 
 
 # ---------------------------------------------------------------- the numbers, on constructed inputs
