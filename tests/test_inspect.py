@@ -237,6 +237,24 @@ def test_unwritable_inspect_folder_is_one_line(mlp_run, tmp_path):
                    "folder of that name: move the file away"
 
 
+def test_test_images_are_drawn_on_one_scale_of_their_stored_0_to_255():
+    """Each was stretched to its own range: a faint garment (at most 60 of 255) looked as bold as the others."""
+    from matplotlib.image import AxesImage
+
+    from fashionmlp.plots.model import mistakes_figure
+
+    faint = np.zeros((2, 28, 28), dtype=np.uint8)
+    faint[:, 5:20, 5:20] = 60
+    figure = mistakes_figure(faint, [0, 1], [1, 0], [0.9, 0.8], [3, 4], "faint")
+    images = [a for ax in figure.axes for a in ax.get_children() if isinstance(a, AxesImage)]
+    assert len(images) == 2 and {im.get_clim() for im in images} == {(0, 255)}
+    filters = np.random.default_rng(0).normal(size=(4, 1, 3, 3))
+    maps = np.random.default_rng(0).random((2, 4, 14, 14))
+    figure = cnn_weights_figure(filters, faint, [0, 1], maps, maps, "faint")
+    drawn = [im for ax in figure.axes for im in ax.get_images() if im.get_array().shape == (28, 28)]
+    assert len(drawn) == 2 and {im.get_clim() for im in drawn} == {(0, 255)}
+
+
 def test_a_second_inspection_of_a_run_is_refused_while_the_first_writes(mlp_run, tmp_path):
     """Two at once: one removed the other's TensorBoard files as it wrote them (FileNotFoundError's traceback)."""
     from fashionmlp.runlock import lock_run_dir

@@ -86,7 +86,7 @@ def cnn_weights_figure(filters: np.ndarray, images: np.ndarray, labels: Sequence
     fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
     for row in range(n):
         ax = fig.add_subplot(grid[row + 1, 0])
-        ax.imshow(images[row], cmap="gray_r")
+        ax.imshow(images[row], cmap="gray_r", vmin=0, vmax=255)  # one scale for all, as stored
         ax.set_ylabel(CLASSES[labels[row]], fontsize=8, rotation=0, ha="right", va="center")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -114,7 +114,7 @@ def mistakes_figure(images: np.ndarray, true: Sequence[int], predicted: Sequence
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k < len(images):
-            ax.imshow(images[k], cmap="gray_r")
+            ax.imshow(images[k], cmap="gray_r", vmin=0, vmax=255)  # one scale: a faint image was stretched
             ax.set_title(f"#{indices[k]}  true: {CLASSES[true[k]]}\npredicted: {CLASSES[predicted[k]]} "
                          f"({percent(confidence[k])})", fontsize=8)
     if not len(images):
