@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +100,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         raise UserError(f"{where}: not a file but a pipe, device or socket; save the image to a file and pass that")
     if not path.is_file():
         stdin = "; standard input is not read: pass an image file" if str(path) == "-" else ""
-        raise UserError(f"{where}: no such file{stdin}")
+        pattern = ("; a pattern is expanded by the shell only unquoted, and each file then needs its own --image: "
+                   "pass their folder instead" if any(c in path.name for c in "*?[") else "")
+        raise UserError(f"{where}: no such file{stdin}{pattern}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment
@@ -191,6 +193,43 @@ def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], Non
     return (values - low) / (high - low)
 
 
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The --image values with each folder replaced by its image files (by their extensions, PIL's; sorted by
+    name); a folder was refused as "a directory", and a pattern had to be written out file by file."""
+    from PIL import Image
+
+    known = set(Image.registered_extensions())
+    files = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        try:
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in known and p.is_file())
+        except OSError as exc:
+            raise UserError(f"--image {str(path)!r}: the folder cannot be read ({exc.strerror or exc})") from None
+        if not found:
+            raise UserError(f"--image {str(path)!r}: a folder with no image files (named .png, .jpg, .tif ...)")
+        files += found
+    return files
+
+
+def _read_images(images: list[Path], invert: bool, warn: Callable[[str], None]) -> np.ndarray:
+    """(N, 28, 28) uint8; every file that cannot be read named in one error (the first one's stopped the batch,
+    hiding the others)."""
+    pixels, problems = [], []
+    for image in images:
+        try:
+            pixels.append(read_image(image, invert, warn))
+        except UserError as exc:
+            problems.append(str(exc))
+    if len(problems) > 1:
+        raise UserError(f"{len(problems)} of {len(images)} images cannot be read: " + "; ".join(problems))
+    if problems:
+        raise UserError(problems[0])
+    return np.stack(pixels)
+
+
 def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
     values, indices = probs.topk(k, dim=1)
     return [[(CLASSES[i], float(p)) for p, i in zip(v, ix)] for v, ix in zip(values.tolist(), indices.tolist())]
@@ -208,7 +247,8 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
     tta = run.cfg.train.tta == "flip"
     lines = []
     if images:  # every file read (and refused) before any prediction; then one batch
-        pixels = np.stack([read_image(image, invert, warn) for image in images])
+        images = image_files(images)
+        pixels = _read_images(images, invert, warn)
         x = normalize(torch.from_numpy(pixels)).to(run.device, dtype_of(run.cfg))
         for image, top in zip(images, top_k(predict_proba(run.model, x, tta=tta))):
             lines.append(_format_top(f"{image}", top))

@@ -151,8 +151,32 @@ def test_predict_several_image_files_at_once(trained, tmp_path):
     np.save(np_file, images)
     npy = cli("predict", trained, "--image", np_file)
     assert npy.exit_code == 2 and "a NumPy array is not an image: save it as PNG first" in npy.stderr
+    both = cli("predict", trained, "--image", broken, "--image", paths[1], "--image", np_file)  # the first alone was named
+    assert both.exit_code == 2 and both.stdout == "" and len(both.stderr.strip().splitlines()) == 1
+    assert both.stderr.startswith(f"error: 2 of 3 images cannot be read: --image '{broken}': not an image file PIL")
+    assert f"; --image '{np_file}': not an image file PIL can read" in both.stderr
     invert = cli("predict", trained, "--index", 0, "--invert")  # was ignored
     assert invert.exit_code == 2 and "--invert inverts --image files" in invert.stderr
+
+
+def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
+    """A folder was refused ("is a directory"), and a quoted pattern was "no such file" with no word of why."""
+    from helpers import make_images
+
+    images, _ = make_images(3, 2)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for k, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"x{k}.png")
+    (folder / "notes.txt").write_text("not a picture")  # skipped: not an image's name
+    (folder / "more.png").mkdir()  # a folder inside: skipped
+    files = sorted(folder.glob("x*.png"))
+    one_by_one = cli("predict", trained, *[arg for path in files for arg in ("--image", path)])
+    whole = cli("predict", trained, "--image", folder)
+    assert whole.exit_code == 0, whole.output
+    assert whole.stdout == one_by_one.stdout and whole.stdout.count("%") == 9
+    pattern = cli("predict", trained, "--image", folder / "x*.png")
+    assert pattern.exit_code == 2 and "no such file; a pattern is expanded by the shell only unquoted" in pattern.stderr
 
 
 def test_same_seed_same_metrics(write_config, tmp_path):

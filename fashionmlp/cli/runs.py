@@ -185,7 +185,8 @@ def predict(
     index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
                                                     help="Test-set image index, 0-9999 (repeatable).")] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", metavar="FILE", help=(
-        "An image file (PNG, JPEG, TIFF...; colour becomes gray), repeatable; 28x28 is used as is, other sizes "
+        "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them, repeatable; 28x28 is used "
+        "as is, other sizes "
         "are resized to 28x28 with a warning."))] = None,
     invert: Annotated[bool, typer.Option("--invert/--no-invert", help=(
         "Invert each --image (for dark objects on a light background; Fashion-MNIST is light on dark)."))] = False,
