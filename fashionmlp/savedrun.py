@@ -162,8 +162,10 @@ def check_saved_data_dir(cfg: RunConfig, data_dir: str | Path | None, keys: tupl
         ensure_files(Path(cfg.data.dir).expanduser(), verify_md5=False, allow_download=False,
                      keys=keys or tuple(FILES))
     except DataMissing as exc:
-        raise DataMissing(f"{exc} (a saved run's data.dir is searched, never downloaded into: `fashionmlp data "
-                          f"--data-dir {shlex.quote(cfg.data.dir)}` fetches them there)") from None
+        # the saved folder is not offered as a download target: it may be someone else's choice of path
+        raise DataMissing(f"{exc} (a saved run's data.dir is searched, never downloaded into: give --data-dir "
+                          "DIR where the files are; `fashionmlp data --data-dir DIR` fetches them into a folder "
+                          "you choose)") from None
 
 
 def _naming_the_trained_folder(run_dir: Path, load: Callable[[], Any]) -> Any:

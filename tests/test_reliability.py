@@ -498,7 +498,7 @@ BAD_INPUTS = [
         ("resume: checkpoint does not fit", lambda e: ["train", "--resume", str(e.wrong_fit), "--epochs", "9"],
          "checkpoint does not fit the configured model"),
         ("malicious checkpoint", lambda e: ["evaluate", str(e.evil), "--checkpoint", "best"],
-         "not a readable fashionmlp checkpoint"),
+         "refused: it holds Python objects beyond tensors and numbers, which are never loaded (they could run code)"),
         ("evaluate: not a run", lambda e: ["evaluate", str(e.tmp)], "is not a fashionmlp run"),
         ("predict: not a run", lambda e: ["predict", str(e.tmp / "notes.txt"), "--index", "1"], "is a file, not a directory"),
         ("predict: missing image", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "nope.png")], "no such file"),
