@@ -130,7 +130,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
                                                              "a dark garment on a light background needs --invert"))
     if gray.shape != (28, 28):
         h, w = gray.shape
-        warn(f"warning: {where} is {w}x{h}; padded to a square and resized to 28x28 (Fashion-MNIST's size)")
+        how = ("resized" if h == w else "padded to a square with black (the garment shrinks: cropped to it, the "
+               "image gives the model more to see) and resized")
+        warn(f"warning: {where} is {w}x{h}; {how} to 28x28 (Fashion-MNIST's size)")
         side = max(h, w)
         square = np.zeros((side, side))
         square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray

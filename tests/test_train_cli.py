@@ -124,7 +124,11 @@ def test_predict_image_file(trained, tmp_path):
     assert "x.png:" in result.stdout and result.stdout.count("%") == 3
     Image.fromarray(images[0]).resize((56, 56)).save(tmp_path / "big.png")
     result = cli("predict", trained, "--image", tmp_path / "big.png")
-    assert result.exit_code == 0 and "resized to 28x28" in result.stderr
+    assert result.exit_code == 0 and "is 56x56; resized to 28x28" in result.stderr  # a square: nothing padded
+    Image.fromarray(images[0]).resize((84, 56)).save(tmp_path / "wide.png")
+    result = cli("predict", trained, "--image", tmp_path / "wide.png")
+    assert result.exit_code == 0 and "is 84x56; padded to a square with black (the garment shrinks: cropped" \
+        in result.stderr
 
 
 def test_predict_several_image_files_at_once(trained, tmp_path):
