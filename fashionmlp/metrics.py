@@ -61,6 +61,9 @@ def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int 
     hit = np.asarray(correct, dtype=np.float64)
     if conf.shape != hit.shape or conf.ndim != 1:
         raise ValueError(f"confidence {conf.shape} and correct {hit.shape} must be 1-D and of equal length")
+    # a NaN confidence (weights gone NaN) is no confidence: it was cast to a bin, all of them to 0.9-1.0
+    finite = np.isfinite(conf)
+    conf, hit = conf[finite], hit[finite]
     # right-closed bins: a confidence of exactly 0.5 belongs to (0.4, 0.5]; 0 joins the first bin
     which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)

@@ -320,6 +320,15 @@ def test_reliability_bins():
     assert rel.ece == pytest.approx(expected)
 
 
+def test_nan_confidences_fall_in_no_bin():
+    """A checkpoint with NaN weights: every NaN confidence was cast into the 0.9-1.0 bin (a confident model)."""
+    with np.errstate(invalid="raise"):  # and no cast of NaN to an integer
+        rel = reliability([np.nan, 0.95, np.nan, 0.15], [False, True, False, False])
+    assert rel.counts == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert rel.ece == pytest.approx((0.05 + 0.15) / 2)
+    assert reliability([np.nan] * 3, [False] * 3).counts == [0] * 10
+
+
 def test_confident_mistakes_on_constructed_probabilities():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95], [0.7, 0.3]])
     labels = np.array([1, 1, 1, 0, 0])  # wrong: 0 (0.9), 2 (0.6), 3 (0.95)
