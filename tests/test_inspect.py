@@ -320,6 +320,18 @@ def test_reliability_bins():
     assert rel.ece == pytest.approx(expected)
 
 
+def test_the_dashed_all_classes_line_runs_behind_the_bars_and_their_labels():
+    """It was drawn over them, crossing the white labels of every bar that reached past it."""
+    from fashionmlp.plots.model import per_class_figure
+
+    figure = per_class_figure([0.9] * 10, [], 0.85, "t")
+    left = figure.axes[0]
+    dashed = [line for line in left.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    assert dashed[0].get_zorder() < min(bar.get_zorder() for bar in left.patches)
+    assert dashed[0].get_zorder() < min(text.get_zorder() for text in left.texts)
+
+
 def test_nan_confidences_fall_in_no_bin():
     """A checkpoint with NaN weights: every NaN confidence was cast into the 0.9-1.0 bin (a confident model)."""
     with np.errstate(invalid="raise"):  # and no cast of NaN to an integer

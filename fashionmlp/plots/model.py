@@ -137,7 +137,8 @@ def per_class_figure(accuracy: Sequence[float], pairs: list[dict], overall: floa
         left.text(v - 1 if inside else v + 1, yi, f"{v:.1f}%", ha="right" if inside else "left", va="center",
                   color="white" if inside else "black", fontsize=8)
     if overall is not None:
-        left.axvline(100 * overall, color="black", linestyle="--", linewidth=1)
+        left.axvline(100 * overall, color="black", linestyle="--", linewidth=1, zorder=0.5)  # behind the bars
+        # and their labels: it crossed the labels of the bars past it
     left.set_yticks(y, CLASSES, fontsize=9)
     left.invert_yaxis()
     left.set_xlim(0, 100)
