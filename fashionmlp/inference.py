@@ -108,6 +108,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment
             with Image.open(path) as img:
                 img.load()  # the first frame of an animation or multi-page file
+                if getattr(img, "n_frames", 1) > 1:
+                    warn(f"warning: {where}: {img.n_frames} frames (an animation or a multi-page file); the first "
+                         "is used")
                 gray, alpha = _luminance_and_alpha(ImageOps.exif_transpose(img), where, warn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "

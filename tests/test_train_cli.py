@@ -119,12 +119,18 @@ def test_predict_image_file(trained, tmp_path):
 
     images, labels = make_images(1, 2)  # the first tiny test image
     Image.fromarray(images[0]).save(tmp_path / "x.png")
-    result = cli("predict", trained, "--image", tmp_path / "x.png")
+    result = result_of_x = cli("predict", trained, "--image", tmp_path / "x.png")
     assert result.exit_code == 0, result.output
     assert "x.png:" in result.stdout and result.stdout.count("%") == 3
     Image.fromarray(images[0]).resize((56, 56)).save(tmp_path / "big.png")
     result = cli("predict", trained, "--image", tmp_path / "big.png")
     assert result.exit_code == 0 and "is 56x56; resized to 28x28" in result.stderr  # a square: nothing padded
+    frames = [Image.fromarray(images[0]), Image.fromarray(255 - images[0])]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    moving = cli("predict", trained, "--image", tmp_path / "moving.gif")  # the first frame, without a word
+    assert moving.exit_code == 0 and "moving.gif': 2 frames (an animation or a multi-page file); the first is used" \
+        in moving.stderr
+    assert moving.stdout.split(":", 1)[1] == result_of_x.stdout.split(":", 1)[1]  # the first frame's answer
     Image.fromarray(images[0]).resize((84, 56)).save(tmp_path / "wide.png")
     result = cli("predict", trained, "--image", tmp_path / "wide.png")
     assert result.exit_code == 0 and "is 84x56; padded to a square with black (the garment shrinks: cropped" \
