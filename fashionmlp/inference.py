@@ -98,6 +98,8 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
     if path.exists() and not path.is_file():  # a pipe or a device was called missing
         raise UserError(f"{where}: not a file but a pipe, device or socket; save the image to a file and pass that")
+    if path.is_symlink() and not path.exists():  # a dangling or looping link was "no such file"
+        raise UserError(f"{where}: a symbolic link to nothing (its target is missing, or it leads back to itself)")
     if not path.is_file():
         stdin = "; standard input is not read: pass an image file" if str(path) == "-" else ""
         pattern = ("; a pattern is expanded by the shell only unquoted, and each file then needs its own --image: "

@@ -185,6 +185,9 @@ def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
     whole = cli("predict", trained, "--image", folder)
     assert whole.exit_code == 0, whole.output
     assert whole.stdout == one_by_one.stdout and whole.stdout.count("%") == 9
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    loop = cli("predict", trained, "--image", tmp_path / "loop.png")
+    assert loop.exit_code == 2 and "a symbolic link to nothing (its target is missing, or it leads back to" in loop.stderr
     pattern = cli("predict", trained, "--image", folder / "x*.png")
     assert pattern.exit_code == 2 and "no such file; a pattern is expanded by the shell only unquoted" in pattern.stderr
 
