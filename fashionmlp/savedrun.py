@@ -152,8 +152,8 @@ def _saved_runs_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None,
 
 def check_saved_data_dir(cfg: RunConfig, data_dir: str | Path | None, keys: tuple[str, ...] | None = None) -> None:
     """A saved config's data.dir is where to look, never where to download: a run or study folder from someone
-    else (`data.dir: ~/anywhere`, `download: true`) made that folder and wrote into it. Without --data-dir, the
-    files `keys` names (all four by default) must be there already."""
+    else (`data.dir: ~/anywhere`, `download: true`) made that folder and wrote into it; nor is it offered as a
+    download target. Without --data-dir, the files `keys` names (all four by default) must be there already."""
     from fashionmlp.data import FILES, ensure_files
 
     if data_dir is not None or not cfg.data.dir or not cfg.data.download:
@@ -162,7 +162,6 @@ def check_saved_data_dir(cfg: RunConfig, data_dir: str | Path | None, keys: tupl
         ensure_files(Path(cfg.data.dir).expanduser(), verify_md5=False, allow_download=False,
                      keys=keys or tuple(FILES))
     except DataMissing as exc:
-        # the saved folder is not offered as a download target: it may be someone else's choice of path
         raise DataMissing(f"{exc} (a saved run's data.dir is searched, never downloaded into: give --data-dir "
                           "DIR where the files are; `fashionmlp data --data-dir DIR` fetches them into a folder "
                           "you choose)") from None
