@@ -158,6 +158,9 @@ def test_yaml_merge_keys_work_and_an_explicit_key_overrides_the_merged_one(tmp_p
     path.write_text("model:\n  <<: {name: mlp}\n  hidden: [7]\n  hidden: [8]\n")
     with pytest.raises(ConfigError, match="duplicate key 'hidden'"):
         read_yaml(path)
+    path.write_text("optimizer:\n  <<: {lr: 0.1}\n  <<: {lr: 0.3}\n")  # the last one won, silently
+    with pytest.raises(ConfigError, match=r"duplicate key '<<' \(first at line 2, again at line 3\)"):
+        read_yaml(path)
 
 
 @pytest.mark.parametrize(("text", "message"), [

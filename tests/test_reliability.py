@@ -547,6 +547,17 @@ BAD_INPUTS = [
      "does not exist"),
     ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished), "--checkpoint", "best"],
      "--checkpoint last"),
+    # Found by a demanding-user pass (2026-12-01): a traceback, or a run folder left behind by a crash
+    ("an integer too large for a float", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set",
+                                                    "optimizer.lr=" + "9" * 400],
+     "optimizer.lr: 999999999999999999999999999999999999999999999999999999999... is too large for a 64-bit float"),
+    ("an integer too large for a float (YAML)", lambda e: ["train", "--config", e.cfg("b.yaml", model={"dropout": 10**400})],
+     "model.dropout: 100000000000000000000000000000000000000000000000000000000... is too large for a 64-bit float"),
+    ("a batch beyond 2^31 - 1", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.batch_size=" + "1" + "0" * 330],
+     "train.batch_size: 100000000000000000000000000000000000000000000000000000000... is out of range; allowed: >= 1 "
+     "and <= 2147483647"),
+    ("more than a million epochs", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.epochs=" + "1" + "0" * 400],
+     "is out of range; allowed: >= 1 and <= 1000000"),
     # Found by a demanding-user pass (2026-11-30)
     ("a study's config given to train", lambda e: ["train", "--config", str(e.study)],
      "variants: this section makes it a config for `fashionmlp compare-optimizers --config`, not for this command"),

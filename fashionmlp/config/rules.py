@@ -120,6 +120,8 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
                 raise ConfigError(f"{key}: {show(text)} {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: {show(value)} is not a number")
+        if isinstance(value, int) and abs(value) > 1.7e308:  # no float form: OverflowError's traceback
+            raise ConfigError(f"{key}: {show(value)} is too large for a 64-bit float")
         if not math.isfinite(value):
             raise ConfigError(f"{key}: {show(value)} is not a finite number")
         check_range(key, float(value), rules)

@@ -69,9 +69,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _spec(20, ge=1)
-    batch_size: int = _spec(128, ge=1)
-    eval_batch_size: int = _spec(2000, ge=1)  # evaluation has no backward pass: big batches are cheap
+    # the upper bounds: past them a run folder was made and the run crashed (a step count of 0 or too large for a
+    # float, torch's samplers' 2^63); a batch larger than the data set is the whole set, which 2^31 - 1 also is
+    epochs: int = _spec(20, ge=1, le=1_000_000)
+    batch_size: int = _spec(128, ge=1, le=2**31 - 1)
+    eval_batch_size: int = _spec(2000, ge=1, le=2**31 - 1)  # evaluation has no backward pass: big batches are cheap
     threads: int = _spec(0, ge=0, le=1024)  # CPU intra-op threads; 0 = one per core that other work does not keep busy
     channels_last: bool = _spec(True)  # CNN on CPU: faster (scripts/bench.py measures both layouts)
     deterministic: bool = _spec(True)  # CUDA: deterministic kernels (same numbers every run); the CPU always is
