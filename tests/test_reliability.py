@@ -613,7 +613,7 @@ BAD_INPUTS = [
         "sweep", "--config", e.cfg("s3.yaml", "sweep: {space: {optimizer.lr: {low: 0.1, high: 1, step: 1.0e-300}}}\n"),
         "--runs-dir", str(e.tmp / "runs")], "step 1e-300 makes more than 1,000,000,000,000 points"),  # Optuna's traceback
     ("a whole-number sweep range past 2**53", lambda e: [
-        "sweep", "--config", e.cfg("s4.yaml", "sweep: {space: {train.batch_size: {low: 1, high: 1000000000000000000000}}}\n"),
+        "sweep", "--config", e.cfg("s4.yaml", "sweep: {space: {train.patience: {low: 1, high: 1000000000000000000000}}}\n"),
         "--runs-dir", str(e.tmp / "runs")], "reaches past 2**53, where Optuna's 64-bit floats"),  # trials.csv misread it
     ("a sweep step that does not divide its range", lambda e: [
         "sweep", "--config", e.cfg("s.yaml", "sweep: {space: {optimizer.lr: {low: 0.01, high: 0.1, step: 0.04}}}\n"),

@@ -104,7 +104,7 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
                                   f"{int(value)}")
             raise ConfigError(f"{key}: {show(value)} is " + ("text, not a whole number: write it without quotes"
                                                              if quoted else f"a decimal number: write {int(value)}"
-                                                             if whole else "not a whole number"))
+                                                             if whole else "not a whole number" + _bool_hint(value)))
         check_range(key, value, rules)
         return value
     if kind is float:
@@ -119,7 +119,7 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
             if problem:
                 raise ConfigError(f"{key}: {show(text)} {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: {show(value)} is not a number")
+            raise ConfigError(f"{key}: {show(value)} is not a number{_bool_hint(value)}")
         if isinstance(value, int) and abs(value) > 1.7e308:  # no float form: OverflowError's traceback
             raise ConfigError(f"{key}: {show(value)} is too large for a 64-bit float")
         if not math.isfinite(value):
@@ -128,8 +128,7 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
         return float(value)
     if kind is str:
         if not isinstance(value, str):  # YAML read 123, yes, 1.5 or a date as one: quoted, it is text
-            hint = ("; YAML reads yes, no, on and off as true and false: quote the word to make it text"
-                    if isinstance(value, bool) else
+            hint = (_bool_hint(value) + ": quote the word to make it text" if isinstance(value, bool) else
                     f'; quote it to make it text: "{value}" (with --set: {key}=\'"{value}"\')'
                     if isinstance(value, (int, float, datetime.date)) else "")
             raise ConfigError(f"{key}: {show(value)} is not a string{hint}")
@@ -157,12 +156,30 @@ def coerce(key: str, value: Any, annotation: Any, rules: dict[str, Any]) -> Any:
     return scalar(key, value, annotation, rules)
 
 
-def unknown_key(key: str, allowed: list[str], what: str = "config key") -> ConfigError:
-    """'unknown config key 'optimizer.lrr' (did you mean 'lr'?); allowed: ...'."""
+def _bool_hint(value: Any) -> str:
+    """Why `seed: yes` reads 'True' in a message."""
+    return "; YAML reads yes, no, on and off as true and false" if isinstance(value, bool) else ""
+
+
+def unknown_key(key: str, allowed: list[str], what: str = "config key", homes: list[str] | None = None) -> ConfigError:
+    """'unknown config key 'optimizer.lrr' (did you mean 'lr'?); allowed: ...'; `homes`: where the key is one
+    ('train.lr' was refused with no word of optimizer.lr)."""
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(leaf, list(allowed), n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = (f" (it is a key of another section: {', '.join(homes)})" if homes else
+            f" (did you mean {close[0]!r}?)" if close else "")
     return ConfigError(f"unknown {what} {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _homes(leaf: Any, cls: Any = RunConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of the config whose last part is `leaf`: 'lr' -> ['optimizer.lr']."""
+    found = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            found += _homes(leaf, hint, f"{prefix}{name}.")
+        elif name == leaf:
+            found.append(f"{prefix}{name}")
+    return found
 
 
 def build(cls: type, raw: Any, prefix: str) -> Any:
@@ -179,7 +196,7 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
             if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train
                 raise ConfigError(f"{key}: this section makes it a config for `{elsewhere[key]}`, not for this "
                                   "command")
-            raise unknown_key(f"{prefix}{key}", list(fields))
+            raise unknown_key(f"{prefix}{key}", list(fields), homes=_homes(key))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = build(hint, {} if value is None else value, f"{prefix}{key}.")
@@ -254,7 +271,7 @@ def check_path(path: list[str], where: str) -> None:
             raise ConfigError(f"{where}: {'.'.join(path[:depth])} is a value, not a section")
         names = [f.name for f in dataclasses.fields(cls)]
         if part not in names:
-            raise unknown_key(".".join(path[:depth + 1]), names)
+            raise unknown_key(".".join(path[:depth + 1]), names, homes=_homes(part) if depth == len(path) - 1 else None)
         cls = typing.get_type_hints(cls)[part]
 
 
