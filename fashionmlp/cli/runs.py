@@ -213,7 +213,9 @@ def predict(
 @app.command()
 @user_errors
 def data(
-    data_dir: DataDir = None,
+    data_dir: Annotated[Path | None, typer.Option(  # not DataDir: this command reads no config
+        "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: "
+                                          "$FASHIONMLP_DATA_DIR, then ./data).")] = None,
     download: Annotated[bool, typer.Option("--download/--no-download",
                                            help="Fetch missing files through torchvision's mirrors.")] = True,
 ) -> None:
