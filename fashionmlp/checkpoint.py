@@ -101,9 +101,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors of every kind: the file is not a checkpoint we can trust
-        if "Weights only load failed" in str(exc):  # a pickle of code read as a damaged file ("UnpicklingError")
-            raise UserError(f"{path}: refused: it holds Python objects beyond tensors and numbers, which are never "
-                            "loaded (they could run code); not a checkpoint fashionmlp wrote") from None
+        # a pickle of code read as merely damaged ("UnpicklingError"); torch's weights-only refusal cannot tell the
+        # two apart (a pickle's first opcode already stops it), so the line names both
+        if "Weights only load failed" in str(exc):
+            raise UserError(f"{path}: not a readable fashionmlp checkpoint: damaged, or it holds Python objects "
+                            "beyond tensors and numbers, which are never loaded (they could run code)") from None
         raise UserError(f"{path}: not a readable fashionmlp checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a fashionmlp checkpoint")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fashionmlp.config import config_from_dict
-from fashionmlp.errors import ConfigError
+from fashionmlp.errors import ConfigError, UserError
 
 from helpers import cli, run_dir_of, scalars, summary, tiny_config
 
@@ -498,7 +498,8 @@ BAD_INPUTS = [
         ("resume: checkpoint does not fit", lambda e: ["train", "--resume", str(e.wrong_fit), "--epochs", "9"],
          "checkpoint does not fit the configured model"),
         ("malicious checkpoint", lambda e: ["evaluate", str(e.evil), "--checkpoint", "best"],
-         "refused: it holds Python objects beyond tensors and numbers, which are never loaded (they could run code)"),
+         "not a readable fashionmlp checkpoint: damaged, or it holds Python objects beyond tensors and numbers, which "
+         "are never loaded (they could run code)"),
         ("evaluate: not a run", lambda e: ["evaluate", str(e.tmp)], "is not a fashionmlp run"),
         ("predict: not a run", lambda e: ["predict", str(e.tmp / "notes.txt"), "--index", "1"], "is a file, not a directory"),
         ("predict: missing image", lambda e: ["predict", str(e.good_run), "--image", str(e.tmp / "nope.png")], "no such file"),
@@ -556,7 +557,9 @@ BAD_INPUTS = [
     ("a batch beyond 2^31 - 1", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.batch_size=" + "1" + "0" * 330],
      "train.batch_size: 100000000000000000000000000000000000000000000000000000000... is out of range; allowed: >= 1 "
      "and <= 2147483647"),
-    ("more than a million epochs", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.epochs=" + "1" + "0" * 400],
+    ("more than a million epochs", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.epochs=1000001"],
+     "train.epochs: 1000001 is out of range; allowed: >= 1 and <= 1000000"),
+    ("epochs with no float form", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "train.epochs=1" + "0" * 400],
      "is out of range; allowed: >= 1 and <= 1000000"),
     # Found by a demanding-user pass (2026-11-30)
     ("a study's config given to train", lambda e: ["train", "--config", str(e.study)],
@@ -637,6 +640,24 @@ def assert_one_line_exit_2(result, message: str) -> str:
     assert message in err[0], err[0]
     assert "Traceback" not in result.output
     return err[0]
+
+
+def test_a_checkpoint_torch_will_not_unpickle_is_said_to_be_damaged_or_code(tmp_path):
+    """A pickle of code read as merely damaged ("(UnpicklingError)"); torch's refusal cannot tell the two apart,
+    so the line names both, for garbage too."""
+    from fashionmlp.checkpoint import load_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "code.pt").write_bytes(pickle.dumps(Payload()))
+    for name in ("damaged.pt", "code.pt"):
+        with pytest.raises(UserError, match=rf"{name}: not a readable fashionmlp checkpoint: damaged, or it holds "
+                                            "Python objects beyond tensors and numbers"):
+            load_checkpoint(tmp_path / name)
+    assert not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.parametrize("make_args,message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
