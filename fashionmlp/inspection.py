@@ -85,7 +85,8 @@ class InspectReport:
         worst = min(s["per_class_accuracy"].items(), key=lambda kv: kv[1])
         lines = [f"run {s['run']}  checkpoint {s['checkpoint']}.pt (epoch {s['epoch']})  "
                  f"{s['test_images']} test images",
-                 f"test accuracy {s['test_accuracy']:.2%}   expected calibration error {s['ece']:.2%}   "
+                 f"test accuracy {s['test_accuracy']:.2%}   expected calibration error "
+                 f"{'none (predictions not finite)' if s['ece'] is None else format(s['ece'], '.2%')}   "
                  f"weakest class {worst[0]} ({worst[1]:.1%})"]
         if s["confused_pairs"]:
             p = s["confused_pairs"][0]

@@ -45,7 +45,8 @@ class Reliability:
     counts: list[int]
     accuracy: list[float | None]  # None for an empty bin
     confidence: list[float | None]
-    ece: float
+    ece: float | None  # None where a confidence is not finite (NaN weights): no error can be said
+    nonfinite: int = 0  # the predictions left out of the bins for that
 
     def rows(self) -> list[dict]:
         """One dict per bin: lower, upper, count, accuracy, confidence."""
@@ -63,6 +64,7 @@ def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int 
         raise ValueError(f"confidence {conf.shape} and correct {hit.shape} must be 1-D and of equal length")
     # a NaN confidence (weights gone NaN) is no confidence: it was cast to a bin, all of them to 0.9-1.0
     finite = np.isfinite(conf)
+    nonfinite = int((~finite).sum())
     conf, hit = conf[finite], hit[finite]
     # right-closed bins: a confidence of exactly 0.5 belongs to (0.4, 0.5]; 0 joins the first bin
     which = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
@@ -75,10 +77,12 @@ def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int 
     ece = float(sum(c / n * abs(a - m) for c, a, m in zip(counts, acc, mean_conf) if c))
     return Reliability([i / bins for i in range(bins + 1)], counts.tolist(),
                        [float(a) if c else None for c, a in zip(counts, acc)],
-                       [float(m) if c else None for c, m in zip(counts, mean_conf)], ece)
+                       [float(m) if c else None for c, m in zip(counts, mean_conf)], None if nonfinite else ece,
+                       nonfinite)
 
 
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = N_BINS) -> float:
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool],
+                               bins: int = N_BINS) -> float | None:
     return reliability(confidence, correct, bins).ece
 
 

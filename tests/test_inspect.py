@@ -18,7 +18,7 @@ from fashionmlp.engine import predict_proba
 from fashionmlp.inspection import DPI
 from fashionmlp.metrics import confident_mistakes, confused_pairs, expected_calibration_error, reliability
 from fashionmlp.plots import percent
-from fashionmlp.plots.model import SIZES, cnn_weights_figure, grid_shape, mlp_weights_figure, mosaic
+from fashionmlp.plots.model import SIZES, calibration_figure, cnn_weights_figure, grid_shape, mlp_weights_figure, mosaic
 from fashionmlp.savedrun import load_run
 
 from helpers import accumulator, cli, run_dir_of, tiny_config
@@ -336,9 +336,12 @@ def test_nan_confidences_fall_in_no_bin():
     """A checkpoint with NaN weights: every NaN confidence was cast into the 0.9-1.0 bin (a confident model)."""
     with np.errstate(invalid="raise"):  # and no cast of NaN to an integer
         rel = reliability([np.nan, 0.95, np.nan, 0.15], [False, True, False, False])
-    assert rel.counts == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
-    assert rel.ece == pytest.approx((0.05 + 0.15) / 2)
-    assert reliability([np.nan] * 3, [False] * 3).counts == [0] * 10
+    assert rel.counts == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1] and rel.nonfinite == 2
+    assert rel.ece is None  # no error can be said of predictions that are not numbers (all-NaN read as 0.00%)
+    every = reliability([np.nan] * 3, [False] * 3)
+    assert every.counts == [0] * 10 and every.ece is None and every.nonfinite == 3
+    title = calibration_figure(every, "t").axes[0].get_title()
+    assert "no calibration error: 3 predictions are not finite" in title and "%" not in title
 
 
 def test_confident_mistakes_on_constructed_probabilities():

@@ -189,7 +189,10 @@ def calibration_figure(rel: Reliability, title: str = "") -> Figure:
     top.set_ylabel("accuracy")
     top.legend(loc="best", fontsize=8)  # where the bars leave room (upper left hid a weak model's tallest bar)
     # under the title, not over the bars, which covered it where a weak model's bins of low confidence are tall
-    top.set_title(fit(f"{title}\nexpected calibration error (ECE) {rel.ece:.2%}", fig, 10) + "\n", fontsize=10)
+    error = (f"expected calibration error (ECE) {rel.ece:.2%}" if rel.ece is not None else
+             f"no calibration error: {rel.nonfinite:,} predictions are not finite (NaN weights?); the bars show "
+             "the rest")
+    top.set_title(fit(f"{title}\n{error}", fig, 10) + "\n", fontsize=10)
     top.text(0.5, 1.01, "bars below the diagonal: over-confident (the confidence exceeds the accuracy); above it: "
              "under-confident", transform=top.transAxes, ha="center", va="bottom", fontsize=8, color="dimgray")
     top.grid(alpha=0.3)
