@@ -89,28 +89,19 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
     from its own range where that would leave it nearly black (12-bit data in a 16-bit file), with a warning, as
     for a blank or nearly black picture; colour becomes luminance
     (ITU-R 601); transparent pixels are composited over black, Fashion-MNIST's background, after --invert
-    (which flips the object's pixels only). Other sizes are padded to a square and resized, with a warning.
+    (which flips the object's pixels only). Other sizes are resized (padded to a square first if they are not
+    one), with a warning.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     where = f"--image {str(path)!r}"
-    if path.is_dir():
-        raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
-    if path.exists() and not path.is_file():  # a pipe or a device was called missing
-        raise UserError(f"{where}: not a file but a pipe, device or socket; save the image to a file and pass that")
-    if path.is_symlink() and not path.exists():  # a dangling or looping link was "no such file"
-        raise UserError(f"{where}: a symbolic link to nothing (its target is missing, or it leads back to itself)")
-    if not path.is_file():
-        stdin = "; standard input is not read: pass an image file" if str(path) == "-" else ""
-        pattern = ("; a pattern is expanded by the shell only unquoted, and each file then needs its own --image: "
-                   "pass their folder instead" if any(c in path.name for c in "*?[") else "")
-        raise UserError(f"{where}: no such file{stdin}{pattern}")
+    _check_image_path(path, where)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # far too big to be one garment
             with Image.open(path) as img:
                 img.load()  # the first frame of an animation or multi-page file
-                if getattr(img, "n_frames", 1) > 1:
+                if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":  # a phone JPEG's preview: not frames
                     warn(f"warning: {where}: {img.n_frames} frames (an animation or a multi-page file); the first "
                          "is used")
                 gray, alpha = _luminance_and_alpha(ImageOps.exif_transpose(img), where, warn)
@@ -145,6 +136,21 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         gray = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((28, 28), resample),
                           dtype=np.float64)
     return np.clip(np.rint(gray * 255), 0, 255).astype(np.uint8)
+
+
+def _check_image_path(path: Path, where: str) -> None:
+    """A UserError unless `path` is a file (a folder, a pipe, a dangling link, a missing file or a pattern)."""
+    if path.is_dir():
+        raise UserError(f"{where} is a directory; pass an image file (PNG, JPEG, TIFF ...)")
+    if path.exists() and not path.is_file():  # a pipe or a device was called missing
+        raise UserError(f"{where}: not a file but a pipe, device or socket; save the image to a file and pass that")
+    if path.is_symlink() and not path.exists():  # a dangling or looping link was "no such file"
+        raise UserError(f"{where}: a symbolic link to nothing (its target is missing, or it leads back to itself)")
+    if not path.is_file():
+        stdin = "; standard input is not read: pass an image file" if str(path) == "-" else ""
+        pattern = ("; a pattern is expanded by the shell only unquoted, and each file then needs its own --image: "
+                   "pass their folder instead" if any(c in path.name for c in "*?[") else "")
+        raise UserError(f"{where}: no such file{stdin}{pattern}")
 
 
 def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -200,19 +206,23 @@ def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], Non
     return (values - low) / (high - low)
 
 
+# what a folder given to --image contributes: formats PIL reads (its registered extensions held save-only and
+# stub ones, .pdf, .h5, and a catalog.pdf among the photos stopped the batch); hidden files (._x.png) are left out
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
+                            ".webp", ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico"})
+
+
 def image_files(paths: Sequence[Path]) -> list[Path]:
     """The --image values with each folder replaced by its image files (by their extensions, PIL's; sorted by
     name); a folder was refused as "a directory", and a pattern had to be written out file by file."""
-    from PIL import Image
-
-    known = set(Image.registered_extensions())
     files = []
     for path in paths:
         if not path.is_dir():
             files.append(path)
             continue
         try:
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in known and p.is_file())
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
         except OSError as exc:
             raise UserError(f"--image {str(path)!r}: the folder cannot be read ({exc.strerror or exc})") from None
         if not found:

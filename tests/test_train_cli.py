@@ -180,6 +180,8 @@ def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
         Image.fromarray(image).save(folder / f"x{k}.png")
     (folder / "notes.txt").write_text("not a picture")  # skipped: not an image's name
     (folder / "more.png").mkdir()  # a folder inside: skipped
+    (folder / "catalog.pdf").write_bytes(b"%PDF-1.4\n")  # PIL registers .pdf, but only to save one
+    (folder / "._x0.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's AppleDouble shadow of x0.png
     files = sorted(folder.glob("x*.png"))
     one_by_one = cli("predict", trained, *[arg for path in files for arg in ("--image", path)])
     whole = cli("predict", trained, "--image", folder)

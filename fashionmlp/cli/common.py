@@ -78,9 +78,11 @@ Overrides = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE",
     help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1; a mapping "
          "edits a section: --set 'model={activation: tanh}'")]
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: config data.dir, then "
-                                      "$FASHIONMLP_DATA_DIR, then ./data).")]
+_DATA_DIR = "Folder with the four Fashion-MNIST .gz files (default: {}$FASHIONMLP_DATA_DIR, then ./data)."
+DataDir = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
+                                              help=_DATA_DIR.format("config data.dir, then "))]
+DataDirNoConfig = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",  # `data`: it reads no config
+                                                      help=_DATA_DIR.format(""))]
 RunsDir = Annotated[Path | None, typer.Option(
     "--runs-dir", metavar="DIR", help="Where the command's folder is made [default: runs].")]
 SweepRunsDir = Annotated[Path | None, typer.Option(

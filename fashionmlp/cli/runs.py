@@ -11,6 +11,7 @@ from fashionmlp.cli.common import (
     RUNS,
     Checkpoint,
     DataDir,
+    DataDirNoConfig,
     Device,
     Engine,
     Epochs,
@@ -184,7 +185,7 @@ def predict(
     run_dir: RunDir,
     index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
                                                     help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[list[Path] | None, typer.Option("--image", metavar="FILE", help=(
+    image: Annotated[list[Path] | None, typer.Option("--image", metavar="PATH", help=(
         "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them, repeatable; 28x28 is used "
         "as is, other sizes "
         "are resized to 28x28 with a warning."))] = None,
@@ -203,7 +204,8 @@ def predict(
     if index and image:
         raise UserError("give --index or --image, not both")
     if not index and not image and grid is None:
-        raise UserError("nothing to predict: give --index I (repeatable), --image FILE (repeatable) or --grid OUT.png")
+        raise UserError("nothing to predict: give --index I (repeatable), --image FILE or FOLDER (repeatable) or "
+                        "--grid OUT.png")
     if invert and not image:
         raise UserError("--invert inverts --image files; the test images (--index, --grid) are Fashion-MNIST's own")
     typer.echo(predict_run(run_dir, indices=index or [], images=image or [], invert=invert, grid=grid,
@@ -213,9 +215,7 @@ def predict(
 @app.command()
 @user_errors
 def data(
-    data_dir: Annotated[Path | None, typer.Option(  # not DataDir: this command reads no config
-        "--data-dir", metavar="DIR", help="Folder with the four Fashion-MNIST .gz files (default: "
-                                          "$FASHIONMLP_DATA_DIR, then ./data).")] = None,
+    data_dir: DataDirNoConfig = None,
     download: Annotated[bool, typer.Option("--download/--no-download",
                                            help="Fetch missing files through torchvision's mirrors.")] = True,
 ) -> None:
