@@ -8,6 +8,7 @@ processes lock two different files of the same name).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +41,10 @@ def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
         handle.close()
         raise UserError(f"{what} {str(run_dir)!r} is in use by another process (pid {holder}); wait for it to "
                         "finish or stop it first") from None
+    except OSError as exc:  # a file system without locks (ENOLCK): on unlocked, said, as a sweep's folder lock does
+        sys.stderr.write(f"warning: {what} {str(run_dir)!r}: cannot lock ({exc.strerror or exc}); two processes in "
+                         "it at once are not kept apart\n")
+        return handle
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")  # for the message above, in the process that finds the folder taken

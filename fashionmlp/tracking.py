@@ -71,8 +71,12 @@ def check_writable(runs_dir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({str(probe)!r} is not a directory)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written (no write permission on {str(probe)!r})")
+    try:  # a probe, not os.access: a read-only file system was called "no write permission"
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({exc.strerror or exc} in "
+                        f"{str(probe)!r})") from None
 
 
 def check_folder_writable(folder: Path, what: str, hint: str = "copy it somewhere writable and use the copy") -> None:

@@ -23,6 +23,21 @@ def _fashionmlp(*args) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+def test_a_file_system_without_locks_goes_on_unlocked_and_says_so(tmp_path, monkeypatch, capsys):
+    """ENOLCK (some network file systems) was a traceback from train and inspect."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    handle = lock_run_dir(tmp_path, "inspect folder")
+    handle.close()
+    assert capsys.readouterr().err == (f"warning: inspect folder {str(tmp_path)!r}: cannot lock (No locks available); "
+                                       "two processes in it at once are not kept apart\n")
+
+
 def test_a_second_lock_on_the_same_folder_is_refused_until_the_first_is_closed(tmp_path):
     first = lock_run_dir(tmp_path)
     with pytest.raises(UserError, match=rf"run folder '{tmp_path}' is in use by another process \(pid {os.getpid()}\)"):

@@ -279,6 +279,16 @@ def test_resume_on_a_read_only_run_is_refused_before_training(good_run, monkeypa
     assert (good_run / "metrics.csv").read_text() == before
 
 
+def test_a_runs_folder_on_a_read_only_file_system_is_not_called_a_permission(write_config, tmp_path, monkeypatch):
+    """os.access said "no write permission" for a read-only mount, whose cause is not a permission."""
+    monkeypatch.setattr("tempfile.TemporaryFile", _read_only)
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"error: runs directory {str(tmp_path / 'runs')!r} cannot be written (Read-only file system in "
+        f"{str(tmp_path)!r})"]
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------- small things
 
 
@@ -645,7 +655,7 @@ def test_a_resume_option_out_of_range_is_named_as_typed(good_run):
     file for what was typed."""
     result = cli("train", "--resume", good_run, "--epochs", "0")
     assert result.exit_code == 2
-    assert result.stderr == "error: --epochs 0: train.epochs: 0 is out of range; allowed: >= 1\n"
+    assert result.stderr == "error: --epochs 0: train.epochs: 0 is out of range; allowed: >= 1 and <= 1000000\n"
 
 
 def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
