@@ -399,8 +399,12 @@ def test_a_read_only_sweep_folder_is_refused_in_one_line(sweep_config, tmp_path,
     folder = sweep_dir(tmp_path / "runs")
     journal = (folder / "optuna.journal").read_bytes()
 
-    def read_only(*args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system")
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # the sweep folder only (its runs folder is writable)
+        if dir is not None and Path(dir) == folder:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr("tempfile.TemporaryFile", read_only)
     more = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--trials", 2)
@@ -1013,12 +1017,21 @@ def test_a_command_waiting_for_another_to_open_its_study_says_so_and_ctrl_c_ends
         lines.append(line)
         stop.request()
 
-    with open(tmp_path / "runs" / ".sweep.lock", "a+") as other:  # another command holds it
-        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(StoppedBeforeStart, match="interrupted before the sweep started: nothing was written"):
-            with _one_process_at_a_time(tmp_path / "runs", echo, stop):
-                pytest.fail("entered while another command held the lock")
-        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    def hung(signum, frame):  # without the fix the wait never ends: fail instead of hanging the suite
+        raise TimeoutError("still waiting for the lock 20 s after Ctrl-C")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with open(tmp_path / "runs" / ".sweep.lock", "a+") as other:  # another command holds it
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+            with pytest.raises(StoppedBeforeStart, match="interrupted before the sweep started: nothing was written"):
+                with _one_process_at_a_time(tmp_path / "runs", echo, stop):
+                    pytest.fail("entered while another command held the lock")
+            fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert lines == [f"waiting for another sweep command to open its study in {tmp_path / 'runs'} (Ctrl-C to give up)"]
     lines.clear()
     with _one_process_at_a_time(tmp_path / "runs", lines.append, StopRequest()):
@@ -1800,6 +1813,9 @@ def test_a_step_that_needs_many_digits_is_checked_exactly():
     # more points than that (1e28 of them here) are refused: at 1e-300, Optuna's grid arithmetic raised a traceback
     with pytest.raises(ConfigError, match="step 1e-28 makes more than 1,000,000,000,000 points of 0.0 to 1.0"):
         _parse_param("optimizer.lr", {"low": 0.0, "high": 1.0, "step": 1.0e-28})
+    # a whole bound with no float form: (high - low) / step was OverflowError's traceback
+    with pytest.raises(ConfigError, match="step 1 makes more than 1,000,000,000,000 points of 1 to 1000"):
+        _parse_param("train.patience", {"low": 1, "high": 10**400, "step": 1})
 
 
 @pytest.mark.parametrize("trials, fits, said", [(20, 100, "up to 8 trials of one shape at once per worker (the default;"),

@@ -210,8 +210,8 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
     label = _storage_label(storage)
     if storage is not None:
         store = open_storage(storage)
-        _create_or_load(store, study, spec, label)
-        with _one_process_at_a_time(runs_dir, echo, stop):
+        with _one_process_at_a_time(runs_dir, echo, stop):  # before the study is made: a stop there writes nothing
+            _create_or_load(store, study, spec, label)
             sweep_dir = _sweep_folder(runs_dir, study, label, spec)
         return label, sweep_dir, store
     with _one_process_at_a_time(runs_dir, echo, stop):

@@ -130,7 +130,9 @@ def _parse_param(key: Any, spec: Any) -> Param:
         if log:
             raise ConfigError(f"{where}: step and log cannot be combined (Optuna samples either on a grid or in log)")
         _check_step(where, low, high, step)
-        if (high - low) / step > MAX_GRID_POINTS:  # Optuna's decimal arithmetic on the grid raised InvalidOperation
+        # Optuna's decimal arithmetic on the grid raised InvalidOperation; in decimals here, as a 400-digit whole
+        # bound has no float form (OverflowError's traceback)
+        if (decimal.Decimal(str(high)) - decimal.Decimal(str(low))) / decimal.Decimal(str(step)) > MAX_GRID_POINTS:
             raise ConfigError(f"{where}: step {step!r} makes more than {MAX_GRID_POINTS:,} points of {low!r} to "
                               f"{high!r}; give a coarser step, or none (a continuous range)")
     return Param(key, "range", low, high, log, step)
