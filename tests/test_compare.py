@@ -173,6 +173,8 @@ def test_repeated_seeds_are_refused_before_any_folder(tmp_path, tiny_data, seeds
     (["variants.adam.lrr=1"], r"^--set 'variants.adam.lrr=1': unknown optimizer key 'variants.adam.lrr' \(did you mean 'lr'\?\)"),
     (["variants.adam.lr=-1"], "optimizer.lr: -1.0 is out of range"),
     (["variants.adam={lrr: 1}"], r"unknown optimizer key 'variants.adam.lrr' \(did you mean 'lr'\?\)"),
+    (["variants.adam.epochs=3"], r"unknown optimizer key 'variants.adam.epochs' \(it is a key of another section: "
+                                 r"train.epochs\)"),
     (["variants.adam=0.1"], r"expected variants.<name>.<optimizer key>=VALUE, or variants.<name>=\{"),
 ])
 def test_bad_study_overrides(overrides, message):

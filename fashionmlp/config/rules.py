@@ -120,8 +120,10 @@ def scalar(key: str, value: Any, kind: type, rules: dict[str, Any]) -> Any:
                 raise ConfigError(f"{key}: {show(text)} {problem}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: {show(value)} is not a number{_bool_hint(value)}")
-        if isinstance(value, int) and abs(value) > 1.7e308:  # no float form: OverflowError's traceback
-            raise ConfigError(f"{key}: {show(value)} is too large for a 64-bit float")
+        try:
+            float(value)
+        except OverflowError:  # a whole number with no float form: OverflowError's traceback
+            raise ConfigError(f"{key}: {show(value)} is too large for a 64-bit float") from None
         if not math.isfinite(value):
             raise ConfigError(f"{key}: {show(value)} is not a finite number")
         check_range(key, float(value), rules)
@@ -171,12 +173,12 @@ def unknown_key(key: str, allowed: list[str], what: str = "config key", homes: l
     return ConfigError(f"unknown {what} {key!r}{hint}; allowed: {', '.join(allowed)}")
 
 
-def _homes(leaf: Any, cls: Any = RunConfig, prefix: str = "") -> list[str]:
+def homes_of(leaf: Any, cls: Any = RunConfig, prefix: str = "") -> list[str]:
     """The dotted keys of the config whose last part is `leaf`: 'lr' -> ['optimizer.lr']."""
     found = []
     for name, hint in typing.get_type_hints(cls).items():
         if dataclasses.is_dataclass(hint):
-            found += _homes(leaf, hint, f"{prefix}{name}.")
+            found += homes_of(leaf, hint, f"{prefix}{name}.")
         elif name == leaf:
             found.append(f"{prefix}{name}")
     return found
@@ -196,7 +198,7 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
             if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train
                 raise ConfigError(f"{key}: this section makes it a config for `{elsewhere[key]}`, not for this "
                                   "command")
-            raise unknown_key(f"{prefix}{key}", list(fields), homes=_homes(key))
+            raise unknown_key(f"{prefix}{key}", list(fields), homes=homes_of(key))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = build(hint, {} if value is None else value, f"{prefix}{key}.")
@@ -271,7 +273,8 @@ def check_path(path: list[str], where: str) -> None:
             raise ConfigError(f"{where}: {'.'.join(path[:depth])} is a value, not a section")
         names = [f.name for f in dataclasses.fields(cls)]
         if part not in names:
-            raise unknown_key(".".join(path[:depth + 1]), names, homes=_homes(part) if depth == len(path) - 1 else None)
+            last = depth == len(path) - 1  # a leaf named elsewhere ('train.lr'), not a section on the way
+            raise unknown_key(".".join(path[:depth + 1]), names, homes=homes_of(part) if last else None)
         cls = typing.get_type_hints(cls)[part]
 
 

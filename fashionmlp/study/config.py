@@ -26,7 +26,7 @@ from fashionmlp.config import (
     read_yaml,
     set_value,
 )
-from fashionmlp.config.rules import check_name, show, unknown_key
+from fashionmlp.config.rules import check_name, homes_of, show, unknown_key
 from fashionmlp.config.schema import OptimConfig
 from fashionmlp.errors import ConfigError, UserError
 
@@ -202,7 +202,7 @@ def _check_variant_keys(name: str, keys: list) -> None:
     allowed = [f.name for f in dataclasses.fields(OptimConfig)]
     for key in keys:
         if key not in allowed:
-            raise unknown_key(f"variants.{name}.{key}", allowed, "optimizer key")
+            raise unknown_key(f"variants.{name}.{key}", allowed, "optimizer key", homes=homes_of(key))
 
 
 def study_from_options(model: str | None, config: Path | None, overrides: Overrides, only: list[str] | None,
