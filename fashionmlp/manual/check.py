@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fashionmlp.manual import functional as F
-from fashionmlp.manual.crosscheck import crosscheck
+from fashionmlp.manual.crosscheck import crosscheck, torch_loss
 from fashionmlp.manual.gradcheck import check_network, gradcheck, relative_error
 from fashionmlp.manual.mlp import MLP
 
@@ -110,10 +110,9 @@ def _cases(rng: np.random.Generator, seed: int) -> list[tuple]:
     ones_net = MLP.from_weights([np.ones((4, 5)), np.ones((5, 1))], None, "sigmoid", "sigmoid")
     X_ones = np.full((4, 4), 0.24)
 
-    bce = lambda t, y: T.binary_cross_entropy_with_logits(t, y, reduction="sum") / len(t)  # noqa: E731
-    # log(1 + e^x) exactly: torch's softplus returns x itself past x = 20 (its gradient 1, not σ(x))
-    margin = lambda t, y: torch.logaddexp(torch.zeros_like(t), -y * t).sum() / len(t)  # noqa: E731
-    half_squares = lambda t, y: 0.5 * ((t - y) ** 2).sum() / len(t)  # noqa: E731
+    bce = lambda t, y: torch_loss("sigmoid", t, y)  # noqa: E731 (the cross-check's torch losses, one copy)
+    margin = lambda t, y: torch_loss("margin", t, y)  # noqa: E731
+    half_squares = lambda t, y: torch_loss("identity", t, y)  # noqa: E731
     ce = lambda t, y: T.cross_entropy(t, y.long())  # noqa: E731
     return [
         (_elementwise, "sigmoid / sigmoid_grad", F.sigmoid, F.sigmoid_grad, torch.sigmoid, z, w),
