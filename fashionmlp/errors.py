@@ -15,8 +15,8 @@ class StoppedBeforeStart(Exception):
 
     exit_code = 130
 
-    def __init__(self, what: str = "the run") -> None:
-        super().__init__(f"interrupted before {what} started: nothing was written")
+    def __init__(self, what: str = "the run", left: str = "nothing was written") -> None:
+        super().__init__(f"interrupted before {what} started: {left}")
 
 
 class ConfigError(UserError):

@@ -210,8 +210,8 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
     label = _storage_label(storage)
     if storage is not None:
         store = open_storage(storage)
-        with _one_process_at_a_time(runs_dir, echo, stop):  # before the study is made: a stop there writes nothing
-            _create_or_load(store, study, spec, label)
+        _create_or_load(store, study, spec, label)  # its refusals before anything is made on this machine
+        with _one_process_at_a_time(runs_dir, echo, stop, "nothing was trained (the study is in the database)"):
             sweep_dir = _sweep_folder(runs_dir, study, label, spec)
         return label, sweep_dir, store
     with _one_process_at_a_time(runs_dir, echo, stop):
@@ -233,8 +233,8 @@ def _sweep_folder(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Pa
 
 
 @contextmanager
-def _one_process_at_a_time(runs_dir: Path, echo: Callable[[str], None] = print,
-                           stop: StopRequest | None = None) -> Iterator[None]:
+def _one_process_at_a_time(runs_dir: Path, echo: Callable[[str], None] = print, stop: StopRequest | None = None,
+                           left: str = "nothing was written") -> Iterator[None]:
     """Finding or making a study's sweep folder, one process at a time (an flock on runs_dir/.sweep.lock, a file
     opened for writing as NFS's emulated flock needs; the kernel drops it when the process ends): two commands
     started together each made a folder, and on the journal each its own study, training every point twice.
@@ -247,14 +247,15 @@ def _one_process_at_a_time(runs_dir: Path, echo: Callable[[str], None] = print,
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / ".sweep.lock", "a+", encoding="utf-8") as lock:
         try:
-            _wait_for_lock(fcntl, lock.fileno(), runs_dir, echo, stop or StopRequest())
+            _wait_for_lock(fcntl, lock.fileno(), runs_dir, echo, stop or StopRequest(), left)
         except OSError as exc:  # a file system without locks: on unlocked, said
             sys.stderr.write(f"warning: {runs_dir}: cannot lock ({exc.strerror or exc}); two sweep commands "
                              "started at this moment may make two folders of one study\n")
         yield
 
 
-def _wait_for_lock(fcntl, fd: int, runs_dir: Path, echo: Callable[[str], None], stop: StopRequest) -> None:
+def _wait_for_lock(fcntl, fd: int, runs_dir: Path, echo: Callable[[str], None], stop: StopRequest,
+                   left: str) -> None:
     said = False
     while True:
         try:
@@ -262,7 +263,7 @@ def _wait_for_lock(fcntl, fd: int, runs_dir: Path, echo: Callable[[str], None], 
             return
         except BlockingIOError:
             if stop.requested:
-                raise StoppedBeforeStart("the sweep") from None
+                raise StoppedBeforeStart("the sweep", left) from None
             if not said:
                 echo(f"waiting for another sweep command to open its study in {runs_dir} (Ctrl-C to give up)")
                 said = True
