@@ -86,7 +86,8 @@ class InspectReport:
         lines = [f"run {s['run']}  checkpoint {s['checkpoint']}.pt (epoch {s['epoch']})  "
                  f"{s['test_images']} test images",
                  f"test accuracy {s['test_accuracy']:.2%}   expected calibration error "
-                 f"{'none (predictions not finite)' if s['ece'] is None else format(s['ece'], '.2%')}   "
+                 + (f"none ({s['nonfinite_predictions']:,} predictions not finite)" if s["ece"] is None
+                    else f"{s['ece']:.2%}") + "   "
                  f"weakest class {worst[0]} ({worst[1]:.1%})"]
         if s["confused_pairs"]:
             p = s["confused_pairs"][0]
@@ -162,6 +163,7 @@ def _inspect(run_dir: Path, run, test, out_dir: Path, embedding_images: int,
     summary = {
         "run": str(run_dir), "checkpoint": checkpoint, "epoch": run.epoch, "model": run.cfg.model.name,
         "test_images": len(labels), "test_accuracy": float(correct.mean()), "ece": rel.ece,
+        "nonfinite_predictions": rel.nonfinite,
         "calibration_bins": rel.rows(),
         "per_class_accuracy": dict(zip(CLASSES, per_class)),
         "confused_pairs": pairs,

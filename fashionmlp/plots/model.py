@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from fashionmlp.data import CLASSES
 from fashionmlp.metrics import Reliability
-from fashionmlp.plots.common import fit, literal_text, percent
+from fashionmlp.plots.common import fit, literal_text, percent, plural
 
 SIZES = {"weights_mlp": (10, 10.6), "weights_cnn": (9.5, 12.5), "mistakes": (11, 8.6), "per_class": (12, 5),
          "calibration": (6.5, 7)}  # inches; at DPI 100 a file is 100x these in pixels
@@ -190,8 +190,8 @@ def calibration_figure(rel: Reliability, title: str = "") -> Figure:
     top.legend(loc="best", fontsize=8)  # where the bars leave room (upper left hid a weak model's tallest bar)
     # under the title, not over the bars, which covered it where a weak model's bins of low confidence are tall
     error = (f"expected calibration error (ECE) {rel.ece:.2%}" if rel.ece is not None else
-             f"no calibration error: {rel.nonfinite:,} predictions are not finite (NaN weights?); the bars show "
-             "the rest")
+             f"no calibration error: {plural(rel.nonfinite, 'prediction')} not finite (NaN weights?), left out "
+             "of the bars")
     top.set_title(fit(f"{title}\n{error}", fig, 10) + "\n", fontsize=10)
     top.text(0.5, 1.01, "bars below the diagonal: over-confident (the confidence exceeds the accuracy); above it: "
              "under-confident", transform=top.transAxes, ha="center", va="bottom", fontsize=8, color="dimgray")
