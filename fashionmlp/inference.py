@@ -208,13 +208,14 @@ def _scaled(values: np.ndarray, mode: str, where: str, warn: Callable[[str], Non
 
 # what a folder given to --image contributes: formats PIL reads (its registered extensions held save-only and
 # stub ones, .pdf, .h5, and a catalog.pdf among the photos stopped the batch); hidden files (._x.png) are left out
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-                            ".webp", ".pgm", ".pbm", ".ppm", ".pnm", ".tga", ".ico"})
+IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif",
+                            ".tiff", ".webp", ".avif", ".jp2", ".j2k", ".jpx", ".qoi", ".pgm", ".pbm", ".ppm", ".pnm",
+                            ".tga", ".ico"})
 
 
 def image_files(paths: Sequence[Path]) -> list[Path]:
-    """The --image values with each folder replaced by its image files (by their extensions, PIL's; sorted by
-    name); a folder was refused as "a directory", and a pattern had to be written out file by file."""
+    """The --image values with each folder replaced by its image files (by their extensions: IMAGE_SUFFIXES;
+    sorted by name); a folder was refused as "a directory", and a pattern had to be written out file by file."""
     files = []
     for path in paths:
         if not path.is_dir():
