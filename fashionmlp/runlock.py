@@ -15,6 +15,7 @@ from typing import IO
 from fashionmlp.errors import UserError
 
 LOCK_NAME = ".lock"
+_UNLOCKED: list[str] = []  # the first folder this process could not lock (the warning is given once)
 
 
 def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
@@ -41,9 +42,11 @@ def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
         handle.close()
         raise UserError(f"{what} {str(run_dir)!r} is in use by another process (pid {holder}); wait for it to "
                         "finish or stop it first") from None
-    except OSError as exc:  # a file system without locks (ENOLCK): on unlocked, said, as a sweep's folder lock does
-        sys.stderr.write(f"warning: {what} {str(run_dir)!r}: cannot lock ({exc.strerror or exc}); two processes in "
-                         "it at once are not kept apart\n")
+    except OSError as exc:  # any other flock failure (ENOLCK: a file system without locks): on unlocked, said once
+        if not _UNLOCKED:  # a study's members and a sweep's trials would each say it
+            _UNLOCKED.append(str(run_dir))
+            sys.stderr.write(f"warning: {what} {str(run_dir)!r}: cannot lock ({exc.strerror or exc}); two processes "
+                             "in it at once are not kept apart (said once)\n")
         return handle
     handle.seek(0)
     handle.truncate()
