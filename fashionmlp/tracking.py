@@ -67,8 +67,12 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
 def check_writable(runs_dir: Path) -> None:
     """Fail early, before loading data, when the runs directory cannot hold a new run."""
     probe = runs_dir
-    while not probe.exists():
-        probe = probe.parent
+    try:
+        while not probe.exists():
+            probe = probe.parent
+    except OSError as exc:  # a folder on the way this user may not enter (PermissionError's traceback)
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({exc.strerror or exc} at "
+                        f"{str(probe)!r})") from None
     if not probe.is_dir():
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({str(probe)!r} is not a directory)")
     try:  # a probe, not os.access: a read-only file system was called "no write permission"

@@ -289,6 +289,25 @@ def test_a_runs_folder_on_a_read_only_file_system_is_not_called_a_permission(wri
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_runs_folder_under_one_this_user_may_not_enter_is_one_line(write_config, tmp_path, monkeypatch):
+    """Path.exists raises PermissionError (not False) under a folder without search permission: a traceback."""
+    from pathlib import Path as RealPath
+
+    locked = tmp_path / "someone-elses"
+    real_exists = RealPath.exists
+
+    def exists(self, *args, **kwargs):
+        if self == locked / "runs":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(RealPath, "exists", exists)
+    result = cli("train", "--config", write_config(), "--runs-dir", locked / "runs")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"error: runs directory {str(locked / 'runs')!r} cannot be written (Permission denied at "
+        f"{str(locked / 'runs')!r})"]
+
+
 # ---------------------------------------------------------------- small things
 
 
