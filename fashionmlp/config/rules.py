@@ -168,7 +168,8 @@ def unknown_key(key: str, allowed: list[str], what: str = "config key", homes: l
     ('train.lr' was refused with no word of optimizer.lr)."""
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(leaf, list(allowed), n=1, cutoff=0.5)
-    hint = (f" (it is a key of another section: {', '.join(homes)})" if homes else
+    where = "elsewhere" if any("." not in home for home in homes or []) else "a key of another section"
+    hint = (f" (it is {where}: {', '.join(homes)})" if homes else
             f" (did you mean {close[0]!r}?)" if close else "")
     return ConfigError(f"unknown {what} {key!r}{hint}; allowed: {', '.join(allowed)}")
 
