@@ -532,6 +532,8 @@ BAD_INPUTS = [
     ("--data-dir is a file", lambda e: ["train", "--config", e.cfg("g.yaml"), "--data-dir", str(e.tmp / "notes.txt")],
      "is a file, not a folder"),
     ("data: --data-dir is a file", lambda e: ["data", "--data-dir", str(e.tmp / "notes.txt")], "is a file, not a folder"),
+    ("data.dir is a file", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", f"data.dir={e.tmp / 'notes.txt'}"],
+     "is a file, not a folder; point --data-dir, $FASHIONMLP_DATA_DIR or a config's data.dir at the folder"),
     ("duplicate YAML key", lambda e: ["train", "--config", e.cfg("d.yaml", "optimizer:\n  name: sgd\nseed: 1\noptimizer:\n  name: adam\n")],
      "duplicate key 'optimizer' (first at line 1, again at line 4)"),
     ("float underflow (--set)", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "optimizer.lr=1e-400"],

@@ -82,14 +82,18 @@ class FileStatus:
     md5_ok: bool | None  # None: not checked (missing, or verify_md5 off)
 
 
+# what may name the data folder (a config's data.dir too: the value at fault may be one)
+WHERE_TO = f"--data-dir, ${ENV_VAR} or a config's data.dir"
+
+
 def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
     if root.is_symlink() and not root.exists():  # it was called missing, and a download into it tried
         raise DataError(f"data directory {str(root)!r} is a symbolic link that leads nowhere (to "
-                        f"{os.readlink(root)!r}: a missing folder, or a loop of links); point --data-dir / "
-                        f"${ENV_VAR} at the folder that holds the four Fashion-MNIST .gz files")
+                        f"{os.readlink(root)!r}: a missing folder, or a loop of links); point {WHERE_TO} at the "
+                        "folder that holds the four Fashion-MNIST .gz files")
     if root.exists() and not root.is_dir():
-        raise DataError(f"data directory {str(root)!r} is a file, not a folder; point --data-dir / ${ENV_VAR} at "
-                        "the folder that holds the four Fashion-MNIST .gz files")
+        raise DataError(f"data directory {str(root)!r} is a file, not a folder; point {WHERE_TO} at the folder that "
+                        "holds the four Fashion-MNIST .gz files")
     rows = []
     for key, (name, _) in FILES.items():
         path = _locate(root, name)
@@ -103,7 +107,7 @@ def file_status(root: Path, verify_md5: bool = True) -> list[FileStatus]:
 def _missing_message(root: Path, missing: list[str], reason: str) -> str:
     names = ", ".join(FILES[k][0] for k in missing)
     return (f"Fashion-MNIST files missing in {str(root)!r}: {names} ({reason}); put the .gz files there "
-            f"(or in its FashionMNIST/raw/), or point --data-dir / ${ENV_VAR} at the folder that has them")
+            f"(or in its FashionMNIST/raw/), or point {WHERE_TO} at the folder that has them")
 
 
 def download(root: Path, keys: tuple[str, ...] = tuple(FILES)) -> None:
