@@ -16,6 +16,7 @@ import torch
 from fashionmlp import status as st
 from fashionmlp.checkpoint import make_ema
 from fashionmlp.config import RunConfig
+from fashionmlp.config.rules import unused_keys
 from fashionmlp.data import (
     FashionMNIST,
     TensorSplit,
@@ -73,7 +74,8 @@ def recorder_for(run_dir: Path, session: Session, trainee: Trainee, command: str
 
 def recipe_notes(cfg: RunConfig, n_train: int) -> list[str]:
     """What a short run does to the recipe without a word: an EMA whose average is still mostly the first step's
-    weights (train.ema 0.999 over 32 steps ended at 18% test accuracy), a warm-up of 0 steps."""
+    weights (train.ema 0.999 over 32 steps ended at 18% test accuracy), a warm-up of 0 steps; and the values it
+    does not use (config.rules.unused_keys)."""
     total = steps_per_epoch(cfg, n_train)[1] * cfg.train.epochs
     notes = []
     share = cfg.train.ema ** (total - 1)  # of the copy made after the first step, in the average at the end
@@ -83,7 +85,7 @@ def recipe_notes(cfg: RunConfig, n_train: int) -> list[str]:
                      "steps), and that average is what is evaluated: a smaller decay, or more epochs")
     if cfg.optimizer.warmup and warmup_length(cfg.optimizer.warmup, total) == 0:
         notes.append(f"optimizer.warmup {cfg.optimizer.warmup:g} of this run's {total:,} steps is 0 steps: no warm-up")
-    return notes
+    return notes + unused_keys(cfg)
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> tuple[int, int]:

@@ -218,3 +218,21 @@ def test_a_write_that_runs_out_of_space_says_so(tmp_path, monkeypatch, failure):
     if failure != "ENOSPC":  # with space left, torch's failure is a bug of its own, raised as it is
         with pytest.raises(RuntimeError, match="unexpected pos"):
             tracking.atomic_write(tmp_path / "last.pt", write)
+
+
+def test_values_a_run_does_not_use_are_noted():
+    """optimizer.momentum 0.9 with adam (and the like) trained without a word, as if it mattered."""
+    from fashionmlp.config.rules import unused_keys
+
+    assert unused_keys(config_from_dict({})) == []
+    assert unused_keys(config_from_dict({"optimizer": {"name": "nesterov", "momentum": 0.9}})) == []
+    notes = unused_keys(config_from_dict({
+        "optimizer": {"name": "adamw", "momentum": 0.5}, "model": {"name": "mlp", "channels": [8, 8]},
+        "data": {"num_workers": 2}, "distill": {"alpha": 0.9}}))
+    assert notes == ["optimizer.momentum 0.5 is not used by adamw (its betas are)",
+                     "model.channels is not used by the MLP (it sets the CNN's conv blocks)",
+                     "data.num_workers is used by the torchvision loader only (this run's is 'fast')",
+                     "distill.temperature, alpha and checkpoint are not used without distill.teacher"]
+    assert unused_keys(config_from_dict({"optimizer": {"name": "sgd", "betas": [0.8, 0.99]}})) == [
+        "optimizer.betas [0.8, 0.99] are not used by sgd (adam and adamw use them)"]
+    assert unused_keys(config_from_dict({"data": {"loader": "torchvision", "num_workers": 2}})) == []

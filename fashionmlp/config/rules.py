@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from fashionmlp.config.schema import MODEL_DEFAULTS, RunConfig
+from fashionmlp.config.schema import MODEL_DEFAULTS, DistillConfig, ModelConfig, OptimConfig, RunConfig
 from fashionmlp.errors import ConfigError
 
 
@@ -285,3 +285,22 @@ def is_section(path: list[str]) -> bool:
     for part in path:
         cls = typing.get_type_hints(cls)[part]
     return dataclasses.is_dataclass(cls)
+
+
+def unused_keys(cfg: RunConfig) -> list[str]:
+    """Notes for values this run does not use, set away from their defaults (optimizer.momentum 0.9 with adam
+    trained without a word, as if it mattered)."""
+    o, notes = cfg.optimizer, []
+    if o.name in ("adam", "adamw") and o.momentum:
+        notes.append(f"optimizer.momentum {o.momentum:g} is not used by {o.name} (its betas are)")
+    if o.name in ("sgd", "nesterov") and tuple(o.betas) != OptimConfig().betas:
+        notes.append(f"optimizer.betas {list(o.betas)} are not used by {o.name} (adam and adamw use them)")
+    if cfg.model.name == "mlp" and tuple(cfg.model.channels) != ModelConfig().channels:
+        notes.append("model.channels is not used by the MLP (it sets the CNN's conv blocks)")
+    if cfg.data.loader != "torchvision" and cfg.data.num_workers:
+        notes.append(f"data.num_workers is used by the torchvision loader only (this run's is {cfg.data.loader!r})")
+    d, default = cfg.distill, DistillConfig()
+    if d.teacher is None and (d.temperature, d.alpha, d.checkpoint) != (default.temperature, default.alpha,
+                                                                        default.checkpoint):
+        notes.append("distill.temperature, alpha and checkpoint are not used without distill.teacher")
+    return notes
