@@ -172,6 +172,12 @@ def _input(where: str, name: str, z) -> np.ndarray:
     return z
 
 
+def _batch_mean(total, like: np.ndarray):
+    """A loss's sum over the batch divided by B, in `like`'s precision: NumPy 1.x made a float32 scalar over a
+    Python int (or times a Python float) float64."""
+    return total / like.dtype.type(like.shape[0])
+
+
 def logistic_loss(y_hat: np.ndarray, y: np.ndarray) -> float:
     """Naive binary cross-entropy from probabilities: -(1/B) Σ [y log ŷ + (1-y) log(1-ŷ)], ŷ clipped.
 
@@ -180,7 +186,7 @@ def logistic_loss(y_hat: np.ndarray, y: np.ndarray) -> float:
     y_hat = _input("logistic_loss", "y_hat", y_hat)
     y = check_labels(BINARY, "logistic_loss", "y_hat", y_hat.shape, y, y_hat.dtype)
     p = np.clip(y_hat, LOG_EPS, 1.0 - LOG_EPS)
-    return -np.sum(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)) / y_hat.shape[0]
+    return _batch_mean(-np.sum(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)), y_hat)
 
 
 def logistic_loss_grad(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -196,7 +202,7 @@ def stable_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Binary cross-entropy from logits, y in {0, 1}: (1/B) Σ [log(1 + e^z) - y z], via logaddexp(0, z)."""
     z = _input("stable_logistic_loss", "z", z)
     y = check_labels(BINARY, "stable_logistic_loss", "z", z.shape, y, z.dtype)
-    return np.sum(np.logaddexp(0.0, z) - y * z) / z.shape[0]
+    return _batch_mean(np.sum(np.logaddexp(0.0, z) - y * z), z)
 
 
 def stable_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -210,7 +216,7 @@ def margin_logistic_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Logistic loss with labels y in {-1, +1}: (1/B) Σ log(1 + e^{-y z})."""
     z = _input("margin_logistic_loss", "z", z)
     y = check_labels(MARGIN, "margin_logistic_loss", "z", z.shape, y, z.dtype)
-    return np.sum(np.logaddexp(0.0, -y * z)) / z.shape[0]
+    return _batch_mean(np.sum(np.logaddexp(0.0, -y * z)), z)
 
 
 def margin_logistic_loss_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -250,7 +256,7 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """-(1/B) Σ_i Σ_k Y_ik log softmax(z_i)_k, with y as int labels (B,) or one-hot (B, K)."""
     logits = floats(logits, "cross_entropy: logits")
     Y = check_labels(CLASSES, "cross_entropy", "logits", logits.shape, y, logits.dtype)
-    return -np.sum(Y * log_softmax(logits, axis=1)) / logits.shape[0]
+    return _batch_mean(-np.sum(Y * log_softmax(logits, axis=1)), logits)
 
 
 def cross_entropy_grad(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -264,7 +270,7 @@ def squared_error(z: np.ndarray, y: np.ndarray) -> float:
     """(1/B) Σ ½ (z - y)²: the loss of an identity output."""
     z = _input("squared_error", "z", z)
     y = check_labels(REAL, "squared_error", "z", z.shape, y, z.dtype)
-    return 0.5 * np.sum((z - y) ** 2) / z.shape[0]
+    return _batch_mean(np.sum((z - y) ** 2) * z.dtype.type(0.5), z)
 
 
 def squared_error_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
