@@ -194,6 +194,16 @@ def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
     assert pattern.exit_code == 2 and "no such file; a pattern is expanded by the shell only unquoted" in pattern.stderr
 
 
+@pytest.mark.parametrize("engine", ["population", "sequential"])
+def test_a_seeds_group_says_its_recipe_notes_once(write_config, tmp_path, engine):
+    """Its members' notes (an unused value, a short EMA) reached their summary.json only, never the terminal."""
+    path = write_config(optimizer={"name": "sgd", "lr": 0.05, "betas": [0.8, 0.99]}, train={"epochs": 1})
+    result = cli("train", "--config", path, "--seeds", "0,1", "--engine", engine, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    said = "note: optimizer.betas [0.8, 0.99] are not used by sgd (adam and adamw use them)"
+    assert result.stderr.count(said) == 1
+
+
 def test_same_seed_same_metrics(write_config, tmp_path):
     path = write_config(train={"epochs": 2})
     runs = [run_dir_of(cli("train", "--config", path, "--runs-dir", tmp_path / "r")) for _ in range(2)]

@@ -23,7 +23,7 @@ from fashionmlp.errors import ConfigError, StoppedBeforeStart, UserError
 from fashionmlp.population import MemberSpec, resume_population, setup_population, train_population
 from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
-from fashionmlp.run import train
+from fashionmlp.run import recipe_notes, train
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.savedrun import check_saved_data_dir, previous_summary, run_config
 from fashionmlp.session import Session, prepare
@@ -110,6 +110,10 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
         study, planned = _one_teacher(study, seeds, session, notify)
     for run in planned:
         check_trainable(run.cfg, len(session.data.train.labels))
+    # what the runs' summaries note about their recipe (a short EMA, an unused value), said once: no run of a
+    # study or a --seeds group printed them
+    for note in dict.fromkeys(n for p in planned for n in recipe_notes(p.cfg, len(session.data.train.labels))):
+        notify(note)
     engine, why = choose_engine(engine, study.base, session.device.type)
     whole = None if study.base.data.val_size else session.data  # the population draws each seed's split itself
     setup = (setup_population([p.cfg for p in planned], data_dir, whole, teacher=session.teacher)
