@@ -15,7 +15,7 @@ from typing import IO
 from fashionmlp.errors import UserError
 
 LOCK_NAME = ".lock"
-_UNLOCKED: list[str] = []  # the first folder this process could not lock (the warning is given once)
+_said_unlocked = False  # whether this process has warned that a folder could not be locked (said once)
 
 
 def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
@@ -43,8 +43,9 @@ def lock_run_dir(run_dir: Path, what: str = "run folder") -> IO[str]:
         raise UserError(f"{what} {str(run_dir)!r} is in use by another process (pid {holder}); wait for it to "
                         "finish or stop it first") from None
     except OSError as exc:  # any other flock failure (ENOLCK: a file system without locks): on unlocked, said once
-        if not _UNLOCKED:  # a study's members and a sweep's trials would each say it
-            _UNLOCKED.append(str(run_dir))
+        global _said_unlocked
+        if not _said_unlocked:  # a study's members and a sweep's trials would each say it
+            _said_unlocked = True
             sys.stderr.write(f"warning: {what} {str(run_dir)!r}: cannot lock ({exc.strerror or exc}); two processes "
                              "in it at once are not kept apart (said once)\n")
         return handle

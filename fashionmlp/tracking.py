@@ -75,21 +75,25 @@ def check_writable(runs_dir: Path) -> None:
                         f"{str(probe)!r})") from None
     if not probe.is_dir():
         raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({str(probe)!r} is not a directory)")
-    try:  # a probe, not os.access: a read-only file system was called "no write permission"
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({exc.strerror or exc} in "
-                        f"{str(probe)!r})") from None
+    why = _cannot_write(probe)  # a probe, not os.access: a read-only file system was called "no write permission"
+    if why:
+        raise UserError(f"runs directory {str(runs_dir)!r} cannot be written ({why} in {str(probe)!r})")
 
 
 def check_folder_writable(folder: Path, what: str, hint: str = "copy it somewhere writable and use the copy") -> None:
     """Fail early when files cannot be created in `folder` (read-only file system or permissions)."""
+    why = _cannot_write(folder)
+    if why:
+        raise UserError(f"{what} {str(folder)!r} cannot be written ({why}); {hint}")
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why a file cannot be made in `folder` (a nameless temporary one is tried), or None."""
     try:
         with tempfile.TemporaryFile(dir=folder):
-            pass
+            return None
     except OSError as exc:
-        raise UserError(f"{what} {str(folder)!r} cannot be written ({exc.strerror or exc}); {hint}") from None
+        return str(exc.strerror or exc)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -34,7 +34,7 @@ def test_a_file_system_without_locks_goes_on_unlocked_and_says_so(tmp_path, monk
     import fashionmlp.runlock
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
-    monkeypatch.setattr(fashionmlp.runlock, "_UNLOCKED", [])
+    monkeypatch.setattr(fashionmlp.runlock, "_said_unlocked", False)
     for _ in range(2):  # a study's members would each say it: once is enough
         lock_run_dir(tmp_path, "inspect folder").close()
     assert capsys.readouterr().err == (f"warning: inspect folder {str(tmp_path)!r}: cannot lock (No locks available); "
