@@ -49,7 +49,7 @@ def format_confusion(confusion: list[list[int]]) -> str:
 
 def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
                  device: str | None = None) -> EvaluationReport:
-    """Evaluate a run's checkpoint on the test set; writes confusion_matrix.png and evaluation-<ckpt>.json."""
+    """Evaluate a run's checkpoint on the test set; writes confusion_matrix-<ckpt>.png and evaluation-<ckpt>.json."""
     run = load_run(run_dir, checkpoint, device)
     refuse_links(Path(run_dir), "evaluate", writes_checkpoints=False)
     checkpoint = run.name
@@ -57,7 +57,7 @@ def evaluate_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str 
     test = TensorSplit.from_split(images, run.device, dtype_of(run.cfg))
     result = evaluate(run.model, test, run.cfg.train.eval_batch_size, tta=run.cfg.train.tta == "flip")
     per_class = per_class_accuracy(result["confusion"])
-    figure_path = Path(run_dir) / "confusion_matrix.png"
+    figure_path = Path(run_dir) / f"confusion_matrix-{checkpoint}.png"  # best and last: one each, as the JSON
     title = f"{run.title}: test\u00a0accuracy\u00a0{result['accuracy']:.2%}"  # no-break: "test" / "accuracy"
     json_path = Path(run_dir) / f"evaluation-{checkpoint}.json"
     unsaved = None

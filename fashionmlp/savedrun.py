@@ -112,8 +112,8 @@ def refuse_links(run_dir: Path, what: str, writes_checkpoints: bool = True) -> N
         raise UserError(f"{what} {str(run_dir)!r}: {folder!r} is a folder where the run keeps a file")
 
 
-WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_curve.png", "confusion_matrix.png",
-                 "checkpoints/best.pt", "checkpoints/last.pt")  # the files of a run folder that commands write
+WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_curve.png", "confusion_matrix-best.png",
+                 "confusion_matrix-last.png", "checkpoints/best.pt", "checkpoints/last.pt")  # what commands write
 
 
 def previous_summary(run_dir: Path) -> dict:

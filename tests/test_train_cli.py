@@ -89,7 +89,8 @@ def test_evaluate(trained):
     s = summary(trained)
     assert f"test accuracy {s['final']['test_accuracy']:.2%}" in result.stdout
     assert all(name in result.stdout for name in CLASSES)
-    assert (trained / "confusion_matrix.png").is_file()
+    # named by the checkpoint, as evaluation-last.json: evaluating best.pt next would not overwrite it
+    assert (trained / "confusion_matrix-last.png").is_file() and not (trained / "confusion_matrix.png").exists()
     # the matrix's columns headed by whole names (cut to 7 characters they read "Pullove", "Ankle b"), its rows
     # the counts that evaluation-last.json holds, in the columns under them
     import json

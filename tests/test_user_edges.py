@@ -528,7 +528,7 @@ def test_links_inside_a_run_folder_never_steer_a_write_out_of_it(tmp_path, write
     for item in elsewhere.iterdir():
         item.rename(run / "checkpoints" / item.name)
     # the lock, a picture, metrics.csv: each linked file was opened, appended or saved through its link
-    for name in (".lock", "loss_curve.png", "metrics.csv", "inspect/weights.png", "confusion_matrix.png"):
+    for name in (".lock", "loss_curve.png", "metrics.csv", "inspect/weights.png", "confusion_matrix-best.png"):
         target = tmp_path / "outside" / name.replace("/", "_")
         target.parent.mkdir(exist_ok=True)
         target.write_text("theirs")
