@@ -17,7 +17,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
 from fashionmlp.plots.common import loss_text
-from fashionmlp.savedrun import load_run, refuse_links, run_test_split
+from fashionmlp.savedrun import WRITTEN_FILES, load_run, refuse_links, run_test_split
 from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
 
@@ -259,6 +259,7 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
     """Top-3 predictions as text; optionally a 16-image grid picture of the test set."""
     if grid is not None:
         check_figure_path(grid, "--grid")
+        _not_a_run_file(grid, Path(run_dir))
     run = load_run(run_dir, checkpoint, device)
     for note in run.notes:
         warn(f"note: {note}")
@@ -313,6 +314,17 @@ def check_figure_path(path: Path, option: str) -> None:
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
     check_folder_writable(path.parent, f"{option} {str(path)!r}: the folder", hint="give a folder you can write")
+
+
+def _not_a_run_file(path: Path, run_dir: Path) -> None:
+    """--grid does not overwrite a picture or record of the run itself (its loss_curve.png, say)."""
+    try:
+        inside = path.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return
+    if inside in WRITTEN_FILES or inside.startswith(("inspect/", "checkpoints/")):
+        raise UserError(f"--grid {str(path)!r} is the run's own {inside}; give another file name, e.g. "
+                        f"{str(path.with_name('grid.png'))!r}")
 
 
 def _format_top(what: str, top: list[tuple[str, float]]) -> str:

@@ -115,6 +115,17 @@ def test_predict_index_and_grid(trained, tmp_path):
     assert Image.open(tmp_path / "g.png").size[0] > 100
 
 
+def test_predict_grid_does_not_overwrite_the_runs_own_pictures(trained):
+    before = (trained / "loss_curve.png").read_bytes()
+    for name in ("loss_curve.png", "confusion_matrix-best.png"):
+        result = cli("predict", trained, "--index", 0, "--grid", trained / name)
+        assert result.exit_code == 2 and f"is the run's own {name}" in result.stderr, result.output
+    assert (trained / "loss_curve.png").read_bytes() == before
+    result = cli("predict", trained, "--grid", trained / "grid.png")  # a new file in the folder is the user's
+    assert result.exit_code == 0 and (trained / "grid.png").is_file(), result.output
+    (trained / "grid.png").unlink()
+
+
 def test_predict_image_file(trained, tmp_path):
     from helpers import make_images
 
