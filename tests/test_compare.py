@@ -255,6 +255,29 @@ def test_log_scale_loss_axes_read_as_plain_numbers(low, high):
         assert all(float(t.replace(",", "")) > 0 for t in labels)
 
 
+@pytest.mark.parametrize(("low", "high", "expect"), [(1.5576, 1.5939, "1.575"), (0.17, 2000.0, "0.2"),
+                                                     (0.9990, 1.0004, "0.9994")])
+def test_log_loss_labels_are_distinct_and_reach_the_curves(low, high, expect):
+    """Labels at 1.555, 1.56, 1.565 read "1.56", "1.56" (3 digits), the mean 1.575 sat on a "1.57"; a study
+    whose failed variant reached 2,000 labelled 1, 10, 100, 1,000 only, its useful curves (0.17-1) unlabelled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fashionmlp.plots import comparison
+
+    loss = np.array([[high, (low * high) ** 0.5, low]])
+    fig = comparison({"sgd": {"epochs": [1, 2, 3], "train_loss": loss, "test_accuracy": loss * 0 + 0.5,
+                              "status": "completed"}}, "t")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    bottom, top = ax.get_ylim()
+    ticks = [(t.get_text(), t.get_position()[1]) for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+             if t.get_text() and bottom <= t.get_position()[1] <= top]
+    texts = [text for text, _ in ticks]
+    assert expect in texts and len(set(texts)) == len(texts), texts
+    assert all(abs(float(text.replace(",", "")) / at - 1) < 1e-3 for text, at in ticks), ticks
+    assert len(ticks) <= 16, texts  # 1, 2, 5 a decade, not every minor tick of 4 decades (36)
+
+
 def _reaches_past_its_edges(fig) -> bool:
     """Whether anything drawn in the figure (titles, labels, tick labels, legends) lies past its edges."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

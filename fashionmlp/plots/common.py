@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -101,10 +102,32 @@ def plain_log_labels(axis) -> None:
     from matplotlib.ticker import LogFormatter
 
     class Plain(LogFormatter):
+        digits = 3
+
         def __call__(self, x, pos=None):
-            if not super().__call__(x, pos):
+            if not super().__call__(x, pos) and not self._two_or_five(x):
                 return ""
-            return f"{x:.3g}" if x < 1000 else f"{x:,.0f}" if x < 1e6 else f"{x:.0e}"  # 1e+33, not 33 digits
+            return f"{x:.{self.digits}g}" if x < 1000 else f"{x:,.0f}" if x < 1e6 else f"{x:.0e}"  # not 33 digits
+
+        def _two_or_five(self, x) -> bool:
+            """Over 2 to 5 decades matplotlib labels no minor tick (a study's loss axis read 1, 10, 100, its
+            useful curves between 0.17 and 1 unlabelled): 2 and 5 of each decade are, then."""
+            if self.labelOnlyBase or self.axis is None or not x > 0:
+                return False
+            low, high = sorted(self.axis.get_view_interval())
+            if not (low > 0 and 2 < math.log10(high / low) <= 5):
+                return False
+            return round(x / 10 ** math.floor(math.log10(x) + 1e-9), 6) in (2.0, 5.0)
+
+        def format_ticks(self, values):
+            """As many digits as tell the labelled ticks apart (3 labelled 1.555 and 1.565 both "1.56")."""
+            self.set_locs(values)
+            for self.digits in range(3, 8):
+                labels = [self(x, i) for i, x in enumerate(values)]
+                shown = [label for label in labels if label]
+                if len(set(shown)) == len(shown):
+                    break
+            return labels
 
     axis.set_major_formatter(Plain())
     axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
