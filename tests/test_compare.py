@@ -278,6 +278,31 @@ def test_log_loss_labels_are_distinct_and_reach_the_curves(low, high, expect):
     assert len(ticks) <= 16, texts  # 1, 2, 5 a decade, not every minor tick of 4 decades (36)
 
 
+def test_a_seed_that_stops_is_marked_where_the_mean_loses_it():
+    """One seed of four diverged in its first epoch, another after epoch 1: the legend said "up to 4" (the runs,
+    not the seeds an epoch's mean is over), the mean loss fell 5,000-fold where the second left it with nothing
+    to say so, and a variant with no finished epoch was a legend entry alone."""
+    from fashionmlp.plots import comparison
+
+    nan = np.nan
+    loss = np.array([[nan] * 3, [14875.0, nan, nan], [2.7, 2.6, 2.5], [2.8, 2.7, 2.6]])
+    acc = np.array([[nan] * 3, [0.3, nan, nan], [0.2, 0.19, 0.21], [0.18, 0.19, 0.2]])
+    fig = comparison({"nest": {"epochs": [1, 2, 3], "train_loss": loss, "test_accuracy": acc,
+                               "status": "completed (2), diverged (2)"},
+                      "nest_1": {"epochs": [1, 2, 3], "train_loss": loss * nan, "test_accuracy": acc * nan,
+                                 "status": "diverged"}}, "t")
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("band: mean ± sample std over the seeds at each epoch (up to 3)") for t in texts), texts
+    assert "nest: completed (2), diverged (2)" in texts and "nest_1: diverged, no epoch finished" in texts
+    assert any(t.startswith("from here the mean is over fewer seeds") for t in texts)
+    for ax, at in zip(fig.axes[:2], (2.65, 19.0)):  # a ring at epoch 2, on the mean of the two seeds left
+        rings = [line for line in ax.get_lines() if line.get_marker() == "o" and line.get_markerfacecolor() == "none"]
+        assert len(rings) == 1 and list(rings[0].get_xdata()) == [2] and rings[0].get_ydata()[0] == pytest.approx(at)
+    steady = comparison({"sgd": {"epochs": [1, 2], "train_loss": np.ones((2, 2)), "test_accuracy": np.ones((2, 2)),
+                                 "status": "completed"}}, "t")
+    assert not any("fewer seeds" in t.get_text() for t in steady.legends[0].get_texts())
+
+
 def _reaches_past_its_edges(fig) -> bool:
     """Whether anything drawn in the figure (titles, labels, tick labels, legends) lies past its edges."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -320,7 +345,8 @@ def test_many_variants_legend_stays_inside_the_study_picture():
     assert not _reaches_past_its_edges(fig)
     (legend,) = fig.legends
     texts = [t.get_text().replace("\n", "") for t in legend.get_texts()]
-    assert all(any(t.startswith(n) for t in texts) for n in names) and len(legend.get_texts()) == 10
+    # 8 variants, chance, the band, the ring where a seed stopped after epoch 2
+    assert all(any(t.startswith(n) for t in texts) for n in names) and len(legend.get_texts()) == 11
 
 
 def test_a_run_with_a_validation_split_shows_its_validation_accuracy():

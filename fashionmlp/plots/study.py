@@ -72,6 +72,20 @@ def _any_epoch_finished(series: dict[str, dict], axes) -> bool:
     return False
 
 
+FEWER_SIZE = 9  # the ring marking where a mean loses a seed
+
+
+def _mark_fewer_seeds(ax, x: np.ndarray, mean: np.ndarray, values: np.ndarray, color: str) -> bool:
+    """A ring on the mean curve at each epoch whose mean is over fewer seeds than the one before (a seed
+    diverged or stopped early: the mean fell 2,000-fold where a diverged seed left it); whether any."""
+    count = np.isfinite(values).sum(axis=0)
+    fewer = np.flatnonzero((count[1:] < count[:-1]) & (count[1:] > 0)) + 1
+    if len(fewer):
+        ax.plot(x[fewer], mean[fewer], linestyle="", marker="o", markersize=FEWER_SIZE, markerfacecolor="none",
+                markeredgecolor=color, markeredgewidth=1.5)
+    return bool(len(fewer))
+
+
 @literal_text
 def comparison(series: dict[str, dict], title: str,
                loss_label: str = "training loss (cross-entropy, log scale)") -> Figure:
@@ -85,6 +99,10 @@ def comparison(series: dict[str, dict], title: str,
     fig = Figure(figsize=(12, 5.4), layout="constrained")
     ax_loss, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     seeds = max((np.asarray(s["train_loss"]).shape[0] for s in series.values()), default=1)
+    # the most seeds any epoch's mean is over (runs, not seeds, were counted: "up to 4" where one diverged at once)
+    most = max((int(np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).sum(axis=0).max(initial=0))
+                for s in series.values()), default=0)
+    dropped = False  # a mean over fewer seeds from some epoch on (marked: it jumps where a seed stops)
     # a diverged or unfinished seed leaves gaps: the band is then over the seeds that reached each epoch
     partial = any(np.asarray(s["test_accuracy"]).shape[0] < seeds or not np.isfinite(s["test_accuracy"]).all()
                   for s in series.values())
@@ -93,7 +111,9 @@ def comparison(series: dict[str, dict], title: str,
     step = _dodge(len(series)) if epochs <= 1 else 0.0
     for k, (name, s) in enumerate(series.items()):
         color = f"C{k}"
-        label = name if s["status"] == "completed" else f"{name} ({s['status']})"
+        label = name if s["status"] == "completed" else f"{name}: {s['status']}"  # its counts are in ( )
+        if not np.isfinite(np.asarray(s["test_accuracy"], dtype=np.float64)).any():
+            label += ", no epoch finished"  # in the legend only: nothing of it is drawn
         style = "-" if s["status"] == "completed" else "--"
         for ax, key, scale in ((ax_loss, "train_loss", 1.0), (ax_acc, "test_accuracy", 100.0)):
             values = np.asarray(s[key], dtype=np.float64) * scale
@@ -102,6 +122,7 @@ def comparison(series: dict[str, dict], title: str,
             ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
             if values.shape[0] > 1 and np.isfinite(std).any():
                 stopped |= _band(ax, x, mean, std, band_low(mean, std, values, key == "train_loss"), color)
+            dropped |= _mark_fewer_seeds(ax, x, mean, values, color)
             if s["status"] == "diverged":
                 last = np.flatnonzero(np.isfinite(mean))
                 if len(last):
@@ -122,12 +143,19 @@ def comparison(series: dict[str, dict], title: str,
         ax.grid(alpha=0.3)
     drawn = _any_epoch_finished(series, (ax_loss, ax_acc))
     handles, labels = ax_acc.get_legend_handles_labels()
-    if seeds > 1 and drawn:
+    if most > 1 and drawn:
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="gray", alpha=0.3))
-        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds_over(seeds, partial)}"
+        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds_over(most, partial)}"
                       + (f"; {CUT_BAND}" if stopped else ""))
+    if dropped:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="", marker="o", markersize=FEWER_SIZE, markerfacecolor="none",
+                              markeredgecolor="gray"))
+        labels.append("from here the mean is over fewer seeds (one diverged or stopped early): a jump there is "
+                      "not learning")
     # below the panels: inside, it covered the curves
     legend_below(fig, handles, labels)
     fig.suptitle(fit(title, fig))
