@@ -27,7 +27,6 @@ from fashionmlp.plots import confusion_matrix, loss_curve
 from fashionmlp.progress import EpochResult
 from fashionmlp.savedrun import group_of
 from fashionmlp.tracking import (
-    HPARAM_METRICS,
     MetricsFile,
     TensorBoardLog,
     atomic_copy,
@@ -218,7 +217,7 @@ class RunRecorder:
                                        "restored_epoch": self.best.get("epoch")}
         try:
             if status != st.INTERRUPTED:
-                self.finish_outputs()
+                self.finish_outputs(extra.get("early_stopping", {}))
             self.tb.close()
             return RunResult(self.run_dir, status, self.write_summary(status, **extra))
         except UserError as exc:  # a full disk, with every epoch saved: a traceback, and a run that said 'running'
@@ -240,7 +239,7 @@ class RunRecorder:
         except UserError:  # no room for it either: `exc` says what happened
             pass
 
-    def finish_outputs(self) -> None:
+    def finish_outputs(self, early_stopping: dict) -> None:
         """The run's pictures (loss curve, confusion matrix in TensorBoard) and its HParams entry."""
         cfg = self.cfg
         # the seed: a group's members (a study's seeds) otherwise had the same title
@@ -250,17 +249,25 @@ class RunRecorder:
                              + (["augmented images"] if cfg.data.shift or cfg.data.flip else [])
                              + ([f"distilled: T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}"]
                                 if cfg.distill.teacher is not None else []))
-            save_figure(loss_curve(self.history, self.step_losses, title, note, cfg.distill.teacher is not None),
+            save_figure(loss_curve(self.history, self.step_losses, title, note, cfg.distill.teacher is not None,
+                                   early_stopping.get("restored_epoch"), early_stopping.get("stopped_after_epoch")),
                         self.run_dir / "loss_curve.png", dpi=110)
         if self.confusion:
-            self.tb.figure("confusion_matrix/test", confusion_matrix(self.confusion, title), self.global_step)
-        # The metric values are the last points of these scalar tags, already in this run.
-        self.tb.hparams(hparams_of(cfg.to_dict()), {tag: 0.0 for tag in HPARAM_METRICS})
+            last = self.history[-1]  # the last epoch's, with early stopping too: said in the title
+            self.tb.figure("confusion_matrix/test", confusion_matrix(
+                self.confusion, f"{title}: epoch {last['epoch']}, test accuracy {last['test_accuracy']:.2%}"),
+                self.global_step)
+        self.tb.hparams(hparams_of(cfg.to_dict()), self.result_row(early_stopping), self.global_step)
+
+    def result_row(self, early_stopping: dict) -> dict:
+        """The metrics row the run reports as its result: the last epoch's, or with early stopping the restored
+        (best) epoch's, whose weights the run ends with (best.pt)."""
+        if early_stopping.get("restored_epoch") is not None:
+            return next(r for r in self.history if r["epoch"] == early_stopping["restored_epoch"])
+        return self.history[-1] if self.history else {}
 
     def write_summary(self, status: str, **extra: Any) -> dict:
-        last = self.history[-1] if self.history else {}
-        if "early_stopping" in extra:  # the run ends with the best epoch's weights (best.pt): report those
-            last = next(r for r in self.history if r["epoch"] == extra["early_stopping"]["restored_epoch"])
+        last = self.result_row(extra.get("early_stopping", {}))
         cfg = self.cfg
         summary = {
             "status": status,

@@ -236,12 +236,17 @@ class TensorBoardLog:
         w.add_scalar("perf/samples_per_second", samples_per_second, step)
         w.flush()
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Write the HParams session into THIS run (add_hparams would make a separate sub-run)."""
+    def hparams(self, hparams: dict[str, Any], result: dict[str, float], step: int) -> None:
+        """Write the HParams session into THIS run (add_hparams would make a separate sub-run), its metrics the
+        run's result (summary.json's `final`: with early stopping the restored epoch's, not the last epoch's
+        curve points it showed before) as final/* scalars at `step`."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+        metrics = {tag: float(result[key]) for key, tag in HPARAM_METRICS if result.get(key) is not None}
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        for summary in hparams_summary(clean, metrics):
+        for summary in hparams_summary(clean, dict.fromkeys(metrics, 0.0)):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
 
@@ -253,7 +258,9 @@ class TensorBoardLog:
         self.writer.close()
 
 
-HPARAM_METRICS = ("accuracy/test", "loss/test", "loss/train", "accuracy/val", "loss/val")  # val: when there is one
+HPARAM_METRICS = (("test_accuracy", "final/test_accuracy"), ("test_loss", "final/test_loss"),
+                  ("train_loss", "final/train_loss"), ("val_accuracy", "final/val_accuracy"),
+                  ("val_loss", "final/val_loss"))  # summary.json's final key -> its tag; val: when there is one
 
 
 def hparams_of(config: dict) -> dict[str, Any]:

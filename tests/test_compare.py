@@ -303,6 +303,27 @@ def test_a_seed_that_stops_is_marked_where_the_mean_loses_it():
     assert not any("fewer seeds" in t.get_text() for t in steady.legends[0].get_texts())
 
 
+def test_a_runs_loss_curve_marks_its_result_epoch_and_chance():
+    """Early stopping's result (the restored epoch 5 of 8) was not marked: the last point read as the result; a
+    run near chance had an accuracy axis of 10-14% where its wiggle looked like learning."""
+    from fashionmlp.plots.run import loss_curve
+
+    history = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "test_accuracy": 0.8, "val_loss": 1 / e,
+                "val_accuracy": 0.8} for e in range(1, 9)]
+    fig = loss_curve(history, [1.0] * 80, "t", result_epoch=5, stopped_after=8)
+    texts = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert "the run's result: epoch 5 (best validation accuracy; its weights restored, stopped early after " \
+           "epoch 8)" in texts and "chance (10%)" not in texts, texts
+    assert [list(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"] == [[5, 5]]
+    last = loss_curve(history, [1.0] * 80, "t", result_epoch=8)  # the last epoch is the result: nothing to mark
+    assert not any("result" in t.get_text() for t in last.legends[0].get_texts())
+    failed = [{"epoch": e, "train_loss": 2.3, "test_loss": 2.3, "test_accuracy": a} for e, a in
+              enumerate((0.1389, 0.12, 0.1009), 1)]
+    fig = loss_curve(failed, [2.3] * 30, "t")
+    assert "chance (10%)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert fig.axes[1].get_ylim() == (0, 30)
+
+
 def _reaches_past_its_edges(fig) -> bool:
     """Whether anything drawn in the figure (titles, labels, tick labels, legends) lies past its edges."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

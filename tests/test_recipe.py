@@ -259,6 +259,19 @@ def test_early_stopping_restores_the_best_epoch(write_config, tmp_path):
     assert len(rows) == 3 and s["final"]["test_accuracy"] == pytest.approx(float(rows[0]["test_accuracy"]))
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 1
     assert "stopped early after epoch 3" in result.stdout
+    # TensorBoard's HParams tab shows the result too (it showed the last points of the curves: epoch 3's)
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from helpers import accumulator, scalars
+
+    tags = scalars(run)
+    final = {key: tags[f"final/{key}"] for key in ("test_accuracy", "test_loss", "train_loss", "val_accuracy",
+                                                   "val_loss")}
+    end = tags["accuracy/test"][-1][0]  # the last epoch's step
+    assert final == {key: [(end, pytest.approx(value, rel=1e-6))] for key, value in s["final"].items()}, final
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        accumulator(run).PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert sorted(m.name.tag for m in experiment.metric_infos) == sorted(f"final/{key}" for key in final)
     again = cli("train", "--resume", run, "--epochs", 8)
     assert again.exit_code == 2 and "early stopping ends this run: no better validation accuracy in the 2 epochs " \
         "since epoch 1 (train.patience = 2)" in again.stderr

@@ -14,11 +14,13 @@ from fashionmlp.plots.common import fit, legend_below, literal_text, percent, pl
 
 @literal_text
 def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "", train_note: str = "",
-               distilled: bool = False) -> Figure:
+               distilled: bool = False, result_epoch: int | None = None, stopped_after: int | None = None) -> Figure:
     """Train/test loss per epoch, per-step train loss (smoothed), test accuracy on a second axis.
 
     `train_note` says how the training loss differs from the test loss's plain cross-entropy on the test images
     (e.g. "label smoothing 0.1, augmented images"), so a reader does not take the gap for overfitting's opposite.
+    `result_epoch`: with early stopping, the epoch whose weights the run ends with (marked where it is not the
+    last: the last point read as the result); `stopped_after`: the epoch early stopping ended the run after.
     """
     note = f", {train_note}" if train_note else ""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
@@ -55,7 +57,15 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         # not the validation loss's purple: the two were told apart by their markers alone
         ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v:", color="tab:red",
                  label="validation accuracy")
+    accuracies = [r[k] for r in history for k in ("test_accuracy", "val_accuracy") if k in r]
+    if accuracies and min(accuracies) < 0.2:  # near chance: an axis of 10-14% drew a wiggle there as learning
+        ax2.axhline(10, color="gray", linestyle=":", linewidth=1, label="chance (10%)")
+        ax2.set_ylim(0, max(30.0, 100 * max(accuracies) + 5))  # from 0: a flat line at chance looks flat
     ax2.set_ylabel("accuracy (%)" if history and "val_accuracy" in history[0] else "test accuracy (%)")
+    if result_epoch is not None and epochs and result_epoch != epochs[-1]:
+        ax.axvline(result_epoch, color="black", linestyle="--", linewidth=1,
+                   label=f"the run's result: epoch {result_epoch} (best validation accuracy; its weights restored"
+                         + (f", stopped early after epoch {stopped_after})" if stopped_after else ")"))
     legend_below(fig, max_cols=3, wrap=60)  # a distilled run's note with smoothing and augmentation is long
     ax.set_title(fit(title, fig))
     ax.grid(alpha=0.3)
