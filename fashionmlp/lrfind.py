@@ -292,5 +292,6 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     config_lr = cfg.optimizer.lr if start <= cfg.optimizer.lr <= end else None  # marked when in the range
     distill = cfg.distill if cfg.distill.teacher is not None else None
     save_figure(lr_find_figure(test, steepest, lowest if steepest is not None else None, config_lr, title,
-                               cfg.train.label_smoothing, BLOW_UP, distill), out_dir / "lr_find.png", dpi=100)
+                               cfg.train.label_smoothing, BLOW_UP, distill, test.no_suggestion),
+                out_dir / "lr_find.png", dpi=100)
     return LRFindResult(out_dir, test, summary)

@@ -242,7 +242,7 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
 
     test = RangeTest([1e-3, 1e-2], [2.3, 2.2], [2.3, 2.25], "end", 0.0, 2)
     assert lr_find_figure(test, None, None, label_smoothing=0.1).axes[0].get_ylabel() == \
-        "training loss (cross-entropy with label smoothing 0.1)"
+        "training loss (cross-entropy with label\nsmoothing 0.1)"  # wrapped: it ran off the picture's top
     assert lr_find_figure(test, None, None).axes[0].get_ylabel() == "training loss (cross-entropy)"
     from fashionmlp.config.schema import DistillConfig
 
@@ -258,6 +258,23 @@ def test_a_one_step_range_test_draws_its_point():
     one = RangeTest([1e-3], [2.3], [2.3], "end", 0.0, 1)
     smoothed = [line for line in lr_find_figure(one, None, None).axes[0].get_lines() if line.get_linewidth() == 1.8]
     assert len(smoothed) == 1 and smoothed[0].get_marker() == "o"
+
+
+def test_the_picture_says_why_there_is_no_suggestion_and_marks_only_lrs_tested():
+    """No suggestion was a flat line without a word; 6 steps across 7 decades were a line ending low at lr 10; a
+    minimum/10 outside the lrs tested stretched the axis to it."""
+    from fashionmlp.plots.lrfind import lr_find_figure
+
+    six = RangeTest(list(np.geomspace(1e-6, 10, 6)), [2.3] * 5 + [1.8], [2.3] * 5 + [1.8], "end", 0.0, 6)
+    fig = lr_find_figure(six, None, None, config_lr=1e-2, no_suggestion="6 step(s) are too few to judge")
+    ax = fig.axes[0]
+    assert any(t.get_text() == "no suggestion: 6 step(s) are too few to judge" for t in ax.texts)
+    assert [line.get_marker() for line in ax.get_lines() if line.get_linewidth() == 1.8] == ["o"]
+    wide = RangeTest(list(np.geomspace(0.5, 2, 30)), [2.3] * 30, [2.3] * 30, "end", 0.0, 30)
+    fig = lr_find_figure(wide, 1.0, 0.07)  # its minimum / 10, 0.007, is below the lrs tested
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "minimum of smoothed loss / 10: 0.007 (outside the lrs tested)" in texts
+    assert fig.axes[0].get_xlim()[0] > 0.3 and not fig.axes[0].texts
 
 
 def test_notes_say_what_the_test_does_not_do_as_train(write_config, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +12,9 @@ from fashionmlp.plots.common import fit, legend_below, literal_text
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
+
+
+MARKED_BELOW = 20  # steps: fewer are drawn as points (lrfind.MIN_STEPS: fewer give no suggestion)
 
 
 def smoothing_label(beta: float) -> str:
@@ -27,10 +31,13 @@ def stop_text(stop: str, blow_up: float) -> str | None:
 
 @literal_text
 def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
-                   title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0, distill=None) -> Figure:
+                   title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0, distill=None,
+                   no_suggestion: str | None = None) -> Figure:
     """Loss vs learning rate (log x): raw per step and smoothed; the suggestion, the minimum/10, the config's
-    lr and where the test stopped are marked. The y axis stops at 1.5x the first loss: a blow-up runs off the
-    top (marked there, its peak in the legend) instead of flattening the useful part of the curve."""
+    lr and where the test stopped are marked (a mark outside the lrs tested is in the legend only: a line there
+    stretched the axis over lrs never tried). The y axis stops at 1.5x the first loss: a blow-up runs off the
+    top (marked there, its peak in the legend) instead of flattening the useful part of the curve.
+    `no_suggestion`: why there is none, written in the plot (a flat line said nothing of it)."""
     fig = Figure(figsize=(8, 5.2), layout="constrained")
     ax = fig.add_subplot()
     lrs = np.asarray(test.lrs, dtype=np.float64)
@@ -39,7 +46,8 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     ok_raw, ok = np.isfinite(raw), np.isfinite(smooth)
     ax.plot(lrs[ok_raw], raw[ok_raw], color="tab:blue", alpha=0.3, linewidth=0.7, label="loss per step")
     ax.plot(lrs[ok], smooth[ok], color="tab:blue", linewidth=1.8, label=smoothing_label(test.beta),
-            marker="o" if ok.sum() < 3 else None)  # a line of one point draws nothing
+            marker="o" if ok.sum() < MARKED_BELOW else None)  # few steps: each a point (6 joined across 7
+    # decades read as a curve); a line of one point draws nothing
     top = 1.5 * smooth[ok][0] if ok.any() else 1.0
     marks = [(steepest, "tab:red", "--", "suggestion (steepest descent)"),
              (None if lowest is None else lowest / 10, "tab:green", "--", "minimum of smoothed loss / 10"),
@@ -47,8 +55,11 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     for lr, color, style, text in marks:
         if lr is None:
             continue
+        if not (len(lrs) and lrs[0] <= lr <= lrs[-1]):
+            ax.plot([], [], color=color, linestyle=style, label=f"{text}: {lr:.3g} (outside the lrs tested)")
+            continue
         ax.axvline(lr, color=color, linestyle=style, linewidth=1.2, label=f"{text}: {lr:.3g}")
-        if ok.any() and lrs[0] <= lr <= lrs[-1]:
+        if ok.any():
             ax.plot([lr], [np.interp(np.log(lr), np.log(lrs[ok]), smooth[ok])], "o", color=color)
     stopped = stop_text(test.stop, blow_up)
     if stopped and ok.any():
@@ -69,8 +80,11 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
     if distill is not None:  # not the ~2.3 a cross-entropy starts at: the KL term to the teacher weighs in
         ax.set_ylabel(f"training loss ({distill.alpha:g} T² KL to the teacher\n+ {1 - distill.alpha:g} {ce}, "
                       f"T = {distill.temperature:g})")
-    else:
-        ax.set_ylabel(f"training loss ({ce})")
+    else:  # wrapped: "... label smoothing 0.2)" ran off the top of the picture
+        ax.set_ylabel(textwrap.fill(f"training loss ({ce})", 40))
+    if no_suggestion:
+        ax.text(0.5, 0.06, textwrap.fill(f"no suggestion: {no_suggestion}", 70), transform=ax.transAxes,
+                ha="center", va="bottom", fontsize=9, bbox={"facecolor": "white", "edgecolor": "lightgray"})
     ax.set_title(fit(title, fig, 10), fontsize=10)
     ax.grid(alpha=0.3)
     legend_below(fig, max_cols=2)
