@@ -324,6 +324,21 @@ def test_a_runs_loss_curve_marks_its_result_epoch_and_chance():
     assert fig.axes[1].get_ylim() == (0, 30)
 
 
+def test_a_long_title_stays_above_the_mlp_weight_tiles():
+    """A 96-character run name wrapped its weights.png title to 4 lines, the last drawn over the first row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fashionmlp.plots.model import mlp_weights_figure
+
+    for units, name in ((100, "wide_mlp_" + "with_a_long_name_" * 5 + "x" * 2 + "-20261201-082554"), (100, "mlp")):
+        fig = mlp_weights_figure(np.ones((units, 784)), "What the MLP's first layer learned: the first 100 of 256 "
+                                 f"units, each unit's 784 input weights as a 28x28 image\n{name} (last.pt, epoch 2)")
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        title = fig._suptitle.get_window_extent(renderer)
+        tiles = max(ax.get_tightbbox(renderer).y1 for ax in fig.axes[:units])
+        assert title.y0 >= tiles, (units, title.y0, tiles)
+
+
 def _reaches_past_its_edges(fig) -> bool:
     """Whether anything drawn in the figure (titles, labels, tick labels, legends) lies past its edges."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

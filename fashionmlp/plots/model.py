@@ -54,8 +54,11 @@ def mlp_weights_figure(weights: np.ndarray, title: str = "") -> Figure:
     limit = float(np.percentile(np.abs(weights), 99)) or 1.0
     # fixed margins, no layout engine: constrained layout takes seconds to place 100 axes
     fig = Figure(figsize=SIZES["weights_mlp"])
+    title = fit(title, fig)
+    # each wrapped line of a long run name's title moves the grid down (the 4th line sat on the first row)
+    top = 0.925 - title.count("\n") * 1.2 * 12 / 72 / fig.get_figheight()
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw=dict(left=0.01, right=0.84, bottom=0.01,
-                                                                     top=0.925, wspace=0.08, hspace=0.2))
+                                                                     top=top, wspace=0.08, hspace=0.2))
     image = None
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -65,7 +68,7 @@ def mlp_weights_figure(weights: np.ndarray, title: str = "") -> Figure:
             ax.set_title(f"unit {k}", fontsize=6 if cols >= 10 else 8, pad=1)
     fig.colorbar(image, cax=fig.add_axes((0.87, 0.3, 0.02, 0.4)), extend="both",
                  label="weight on a normalized pixel\n(scale clipped at the 99th percentile of |w|)")
-    fig.suptitle(fit(title, fig), y=0.99, va="top")
+    fig.suptitle(title, y=0.99, va="top")
     return fig
 
 
