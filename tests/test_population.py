@@ -214,6 +214,19 @@ def test_a_stop_in_the_epoch_a_member_diverged_tells_its_end_and_not_the_interru
     assert ended == ["wild"]
 
 
+def test_a_member_that_diverged_before_a_stop_between_checks_is_diverged_as_its_single_run(tiny_data, tmp_path):
+    """The loss is checked every 50 steps: a stop at step 7 of an epoch of 8, after a member's loss went NaN,
+    recorded the member 'interrupted' (exit 130, a resume command) where its single run says 'diverged'."""
+    cfg = base(tiny_data, "mlp")
+    members = [with_values(cfg, {"name": "wild", "optimizer": {"name": "sgd", "lr": 1e30}}),
+               with_values(cfg, {"name": "calm", "optimizer": {"name": "sgd", "lr": 0.05}})]
+    results = train_population([MemberSpec(c, tmp_path / c.name, c.name) for c in members], stop=StopAfter(6))
+    single = train(members[0], runs_dir=tmp_path / "single", stop=StopAfter(6))
+    assert single.status == "diverged", single.summary
+    assert [r.status for r in results] == ["diverged", "interrupted"]
+    assert summary(tmp_path / "wild")["diverged"] == single.summary["diverged"]
+
+
 def test_interrupt_then_resume_the_population_or_one_member(tiny_data, tmp_path):
     members = variety(base(tiny_data, "mlp", epochs=3))
     specs = [MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members]

@@ -220,15 +220,16 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         for member, value in zip(active, losses.detach().unbind(0)):
             member.losses.append(value)
         progress.step(step + 1)
-        checked = (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps
-        if checked:
+        stopping = stop is not None and stop.requested
+        # and at a stop: a loss that went non-finite since the last check is 'diverged', as in a single run
+        if stopping or (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps:
             diverged = _diverged(active, step + 1, total)
             if diverged:
                 active = [m for m in active if m not in diverged]
                 if active:
                     stack = restack(active)
                     members = _Members.of(active, stack, cfg.model.dropout)
-        if not active or (stop is not None and stop.requested):
+        if not active or stopping:
             return active, stack, bool(active)
     return active, stack, False
 
