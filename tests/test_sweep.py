@@ -1619,9 +1619,18 @@ def test_stopped_trials_are_drawn_over_their_retries_and_diverged_ones_named():
     diverged.report(0.1, 1)
     diverged.set_user_attr("status", "diverged")
     study.tell(diverged, state=optuna.trial.TrialState.PRUNED)
+    at_once = study.ask({"x": x})  # diverged in its first epoch: nothing to draw, and it was not counted
+    at_once.set_user_attr("status", "diverged")
+    study.tell(at_once, state=optuna.trial.TrialState.PRUNED)
     ax = intermediate_values(study, "val_accuracy")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "diverged (1)", "stopped (failed or interrupted) (1)", "best: trial 1"]
+    assert ax.get_xlabel() == "epoch (not drawn, no epoch finished: 1 diverged)"
+    from fashionmlp.plots.sweep import _readable_parallel
+
+    ax.set_xticks([])
+    _readable_parallel(ax, study)  # "2 pruned not drawn" counted the diverged trials as pruned
+    assert ax.get_xlabel() == "complete trials only: 2 diverged not drawn"
     orange = [line for line in ax.lines if line.get_color() == "tab:orange"]
     assert len(orange) == 1 and orange[0].get_linestyle() == "--"
     assert ax.lines.index(orange[0]) == len(ax.lines) - 2  # over everything but the best

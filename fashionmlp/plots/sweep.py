@@ -114,9 +114,11 @@ def _readable_parallel(ax, study) -> None:
     texts = [label.get_text() for label in ax.get_xticklabels()]
     ax.set_xticklabels([next((n for n in names if n.startswith(t[:-3])), t) if t.endswith("...") else t
                         for t in texts], rotation=330)
-    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-    if pruned:
-        ax.set_xlabel(f"complete trials only: {pruned} pruned not drawn")
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    diverged = sum(t.user_attrs.get("status") == "diverged" for t in pruned)  # pruned by its loss, not the pruner
+    left_out = [f"{n} {what}" for n, what in ((len(pruned) - diverged, "pruned"), (diverged, "diverged")) if n]
+    if left_out:  # "14 pruned" counted a diverged trial as pruned
+        ax.set_xlabel(f"complete trials only: {' and '.join(left_out)} not drawn")
 
 
 def importance_quantile(complete: int) -> float:
@@ -157,12 +159,15 @@ def intermediate_values(study, name: str):
     counts: dict[str, int] = {}
     drawn: set[str] = set()
     # the stopped last, dashed: a retry that continued a stopped trial's run drew the same points over it
+    unfinished: dict[str, int] = {}  # trials that ended before their first epoch did: nothing to draw
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.state not in kinds):
-        if not t.intermediate_values:
-            continue
         label, color, alpha = kinds.get(t.state, stopped)
         if t.state == TrialState.PRUNED and t.user_attrs.get("status") == "diverged":  # pruned by its loss
             label, color, alpha = "diverged", "tab:purple", 0.7
+        if not t.intermediate_values:
+            if t.state == TrialState.PRUNED:  # diverged in its first epoch (waiting and failed ones: not drawn)
+                unfinished[label] = unfinished.get(label, 0) + 1
+            continue
         if t.number == best:  # counted with its kind, drawn on top in red
             counts[label] = counts.get(label, 0) + 1
             continue
@@ -180,6 +185,9 @@ def intermediate_values(study, name: str):
     labels = [f"{label} ({counts[label]})" if label in counts else label for label in labels]
     ax.legend(handles, labels, fontsize=8)
     ax.set_ylabel(f"{name} after the epoch")
+    if unfinished:  # a trial diverged in its first epoch was left out of the counts without a word
+        ax.set_xlabel("epoch (not drawn, no epoch finished: "
+                      + ", ".join(f"{n} {label}" for label, n in unfinished.items()) + ")")
     ax.set_title("Each trial's metric by epoch")
     ax.grid(alpha=0.3)
     return ax
