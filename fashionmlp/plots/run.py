@@ -41,7 +41,7 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
     if history and "test_loss" in history[0]:
         ax.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test loss")
     if history and "val_loss" in history[0]:
-        ax.plot(epochs, [r["val_loss"] for r in history], "d:", color="tab:purple", label="validation loss")
+        ax.plot(epochs, [r["val_loss"] for r in history], "d-", color="tab:purple", label="validation loss")
     ax.set_xlabel("epoch")
     whole_epochs(ax.xaxis)
     # distilled: the training loss mixes the KL term to the teacher with the cross-entropy the test loss is
@@ -51,11 +51,12 @@ def loss_curve(history: list[dict], step_losses: Sequence[float], title: str = "
         plain_log_labels(ax.yaxis)
     ax2 = ax.twinx()
     if history and "test_accuracy" in history[0]:
-        ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:green",
+        # a colour per split (train blue, test orange, validation purple), losses solid, accuracies dashed: test
+        # accuracy green beside validation red was a pair a red-green colour-blind reader cannot tell apart
+        ax2.plot(epochs, [100 * r["test_accuracy"] for r in history], "^--", color="tab:orange",
                  label="test accuracy")
     if history and "val_accuracy" in history[0]:  # what a sweep scores and best.pt follows
-        # not the validation loss's purple: the two were told apart by their markers alone
-        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v:", color="tab:red",
+        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "v--", color="tab:purple",
                  label="validation accuracy")
     accuracies = [r[k] for r in history for k in ("test_accuracy", "val_accuracy") if k in r]
     if accuracies and min(accuracies) < 0.2:  # near chance: an axis of 10-14% drew a wiggle there as learning
