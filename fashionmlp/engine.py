@@ -103,7 +103,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     """One pass over `batches`; losses stay on the device and are read once at the end (plus rare finite checks).
 
     The recipe's lr_for_step sets the learning rate of global step first_step + i before the epoch's step i;
-    `on_step(i)` is told after each step (1-based); `stop` is checked after each step.
+    `on_step(i)` is told after each step (1-based); `stop` is checked before each step.
     """
     model.train()
     losses: list[torch.Tensor] = []
@@ -113,6 +113,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     interrupted = False
     start = time.perf_counter()
     for x, y, *teacher in batches:  # (x, y), or (x, y, teacher logits) when distilling
+        # before each step, not after: a stop that came during the epoch's last step let the step finish, then
+        # dropped the whole epoch (a full-batch run lost an epoch to every Ctrl-C); now the epoch is recorded
+        if stop is not None and stop.requested:
+            interrupted = True
+            break
         if recipe.lr_for_step is not None:
             set_lr(optimizer, recipe.lr_for_step(first_step + len(losses)))
         losses.append(train_step(model, optimizer, x, y, recipe, *teacher))
@@ -124,9 +129,6 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
             nonfinite_step = first_nonfinite(losses, len(losses) - CHECK_FINITE_EVERY)
             if nonfinite_step is not None:
                 break
-        if stop is not None and stop.requested:
-            interrupted = True
-            break
     step_losses = torch.stack(losses).double().cpu() if losses else torch.zeros(0, dtype=torch.float64)
     seconds = time.perf_counter() - start
     if nonfinite_step is None:

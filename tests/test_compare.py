@@ -396,7 +396,13 @@ def test_a_run_with_a_validation_split_shows_its_validation_accuracy():
     assert list(loss.get_ydata()) == [2, 1]
     line = next(line for line in fig.axes[1].get_lines() if line.get_label() == "validation accuracy")
     assert list(line.get_ydata()) == pytest.approx([50, 60]) and fig.axes[1].get_ylabel() == "accuracy (%)"
-    assert line.get_color() != loss.get_color()  # both were purple, told apart by their markers alone
+    # a colour per split, a line style per quantity: the validation loss and accuracy were told apart by their
+    # markers alone; then validation accuracy red beside test accuracy green, a red-green pair
+    test = next(line for line in fig.axes[1].get_lines() if line.get_label() == "test accuracy")
+    assert line.get_color() == loss.get_color() != test.get_color()
+    assert (loss.get_linestyle(), line.get_linestyle(), test.get_linestyle()) == ("-", "--", "--")
+    colours = {x.get_color() for ax in fig.axes for x in ax.get_lines()}
+    assert not {"tab:red", "tab:green"} <= colours
     plain = loss_curve([{k: v for k, v in r.items() if not k.startswith("val_")} for r in rows], [], "t")
     assert plain.axes[1].get_ylabel() == "test accuracy (%)" and len(plain.axes[1].get_lines()) == 1
 

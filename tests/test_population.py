@@ -227,6 +227,38 @@ def test_a_member_that_diverged_before_a_stop_between_checks_is_diverged_as_its_
     assert summary(tmp_path / "wild")["diverged"] == single.summary["diverged"]
 
 
+@pytest.mark.parametrize("engine", ["single", "population"])
+def test_a_stop_during_an_epochs_last_step_keeps_the_epoch(tiny_data, tmp_path, monkeypatch, engine):
+    """Ctrl-C while the epoch's last step ran: the step finished, then the whole epoch was dropped (a full-batch
+    run lost an epoch to every Ctrl-C). The epoch is evaluated and saved; the next one does not start."""
+    from fashionmlp import engine as single_engine
+    from fashionmlp.population.stack import Stepper
+
+    stop, steps = StopRequest(), []
+
+    def counted(step):
+        def during_the_step(*args, **kwargs):
+            steps.append(1)
+            if len(steps) == 8:  # 8 steps an epoch: the request comes while epoch 1's last step runs
+                stop.request()
+            return step(*args, **kwargs)
+        return during_the_step
+
+    if engine == "single":
+        monkeypatch.setattr(single_engine, "train_step", counted(single_engine.train_step))
+    else:
+        monkeypatch.setattr(Stepper, "step", counted(Stepper.step))
+    cfg = base(tiny_data, "mlp", epochs=3)
+    members = [with_values(cfg, {"name": f"seed{s}", "seed": s}) for s in (0, 1)]
+    if engine == "single":
+        ends = [train(members[0], run_dir=tmp_path / "seed0", stop=stop)]
+    else:
+        ends = train_population([MemberSpec(c, tmp_path / c.name, c.name) for c in members], stop=stop)
+    assert {r.status for r in ends} == {"interrupted"} and len(steps) == 8
+    for result in ends:
+        assert result.summary["epochs"] == 1 and last(result.run_dir)["epoch"] == 1
+
+
 def test_interrupt_then_resume_the_population_or_one_member(tiny_data, tmp_path):
     members = variety(base(tiny_data, "mlp", epochs=3))
     specs = [MemberSpec(c, tmp_path / "population" / c.name, c.name) for c in members]

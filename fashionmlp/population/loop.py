@@ -197,6 +197,11 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         member.losses = []
     members = _Members.of(active, stack, cfg.model.dropout)  # made again when one leaves
     for step in range(steps):
+        if stop is not None and stop.requested:  # before each step: the epoch's last step ends the epoch whole
+            # a loss that went non-finite since the last check is 'diverged', as in a single run
+            gone = _diverged(active, step, total) if step else []
+            active = [m for m in active if m not in gone]
+            return active, stack, bool(active)  # the caller ends the runs left as interrupted
         batches = [group_batch(data, cohorts[key], step * batch, batch, cfg) for key in members.cohorts]
         x = torch.stack([images for images, _, _ in batches])  # (S, B, 1, 28, 28): each cohort's batch once
         y = torch.stack([labels for _, labels, _ in batches]).repeat_interleave(members.repeats, 0)
@@ -220,17 +225,15 @@ def _train_epoch(active: list[Member], stack: Stack, data: PopulationData, cohor
         for member, value in zip(active, losses.detach().unbind(0)):
             member.losses.append(value)
         progress.step(step + 1)
-        stopping = stop is not None and stop.requested
-        # and at a stop: a loss that went non-finite since the last check is 'diverged', as in a single run
-        if stopping or (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps:
+        if (step + 1) % CHECK_FINITE_EVERY == 0 or step + 1 == steps:
             diverged = _diverged(active, step + 1, total)
             if diverged:
                 active = [m for m in active if m not in diverged]
                 if active:
                     stack = restack(active)
                     members = _Members.of(active, stack, cfg.model.dropout)
-        if not active or stopping:
-            return active, stack, bool(active)
+        if not active:
+            return active, stack, False
     return active, stack, False
 
 
