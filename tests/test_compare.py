@@ -182,6 +182,15 @@ def test_bad_study_overrides(overrides, message):
         load_study(default_study_dict("mlp"), overrides)
 
 
+def test_an_edit_of_a_variant_left_out_by_optimizers_is_refused():
+    """--optimizers adam --set variants.sgd.lr=-5 ran with exit 0: the edit was neither checked nor used."""
+    for edit in ("variants.sgd.lr=-5", "variants.adam_lr1.betas=[0.9,1.0]"):
+        with pytest.raises(ConfigError, match=r"variant '(sgd|adam_lr1)' is not among --optimizers adam,nesterov, "
+                                              r"so the edit would not be used"):
+            load_study(default_study_dict("mlp"), [edit], only=["adam", "nesterov"])
+    assert load_study(default_study_dict("mlp"), ["variants.adam.lr=0.1"], only=["adam"]).variants["adam"].optimizer.lr == 0.1
+
+
 def test_a_mapping_edits_a_variants_section():
     """--set 'variants.adam={lr: 0.1}' was refused, though a mapping edits a section everywhere else."""
     study = load_study(default_study_dict("mlp"), ["variants.adam={lr: 0.1, weight_decay: 0.001}"])

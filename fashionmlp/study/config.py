@@ -142,6 +142,9 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
         name = path[1] if len(path) > 1 else ""
         if name not in variants_raw:
             raise ConfigError(f"--set {text!r}: no variant {name!r}; variants: {', '.join(variants_raw)}")
+        if only and name not in only:  # it was neither checked nor used, in silence
+            raise ConfigError(f"--set {text!r}: variant {name!r} is not among --optimizers {','.join(only)}, so "
+                              "the edit would not be used; add it there or leave the --set out")
         if len(path) == 2 and isinstance(value, dict):  # a mapping edits the variant's section, as in train
             edits = list(value.items())
         elif len(path) < 3:
