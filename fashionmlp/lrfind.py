@@ -59,6 +59,10 @@ def check_options(start: float, end: float, steps: int) -> None:
         raise UserError(f"--end {end:g} must be larger than --start {start:g}")
     if not 1 <= steps <= MAX_STEPS:
         raise UserError(f"--steps {steps}: out of range; allowed: 1 to {MAX_STEPS}")
+    if steps > 1 and not (np.diff(lr_schedule(start, end, steps)) > 0).all():  # numpy's warnings and a suggestion
+        # from a slope over equal lrs: --start 0.1 --end 0.10000000000000002
+        raise UserError(f"--start {start!r} and --end {end!r} are too close for {steps} different learning rates; "
+                        "a range test spans decades, e.g. --start 1e-6 --end 10")
 
 
 def smoothing_beta(steps: int) -> float:
@@ -215,8 +219,8 @@ def range_notes(cfg: RunConfig, n_train: int, steps: int) -> list[str]:
         peak = " (optimizer.lr is that schedule's peak)" if cfg.optimizer.schedule != "constant" else ""
         notes.append(f"the range test sets the learning rate itself, so the config's {' and '.join(unused)} "
                      f"{'is' if len(unused) == 1 else 'are'} not used: its suggestion is for a constant lr{peak}")
-    passes = steps * cfg.train.batch_size / max(1, images_per_epoch(n_train, cfg.train.batch_size,
-                                                                    cfg.model.batchnorm))
+    batch = min(cfg.train.batch_size, n_train)  # a batch larger than the data is the whole set
+    passes = steps * batch / max(1, images_per_epoch(n_train, cfg.train.batch_size, cfg.model.batchnorm))
     if passes > 1:
         notes.append(f"the {steps} steps pass over the {n_train:,} training images {passes:.1f} times: a loss that "
                      "falls by memorising them flatters large learning rates; use more images or fewer --steps")

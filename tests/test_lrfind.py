@@ -203,6 +203,10 @@ def test_no_suggestion_from_too_little_evidence(write_config, tmp_path, args, me
     (["--start", "abc"], "--start 'abc': not a number"),
     (["--start", "1", "--end", "1"], "--end 1 must be larger than --start 1"),
     (["--start", "0.1", "--end", "0.01"], "--end 0.01 must be larger than --start 0.1"),
+    # numpy's divide-by-zero warnings and a suggestion from equal lrs; 200 steps over 14 different lrs
+    (["--start", "0.1", "--end", "0.10000000000000002", "--steps", "30"],
+     "--start 0.1 and --end 0.10000000000000002 are too close for 30 different learning rates"),
+    (["--start", "0.01", "--end", "0.0100000000000001"], "--start 0.01 and --end 0.0100000000000001 are too close"),
     (["--steps", "0"], f"--steps 0: out of range; allowed: 1 to {MAX_STEPS}"),
     (["--steps", str(MAX_STEPS + 1)], f"--steps {MAX_STEPS + 1}: out of range; allowed: 1 to {MAX_STEPS}"),
     (["--steps", "1.5"], "--steps '1.5': not a whole number"),
@@ -291,6 +295,9 @@ def test_notes_say_what_the_test_does_not_do_as_train(write_config, tmp_path):
     assert len(notes) == 2 and notes[1].startswith("the 40 steps pass over")
     plain = lr_find(write_config(name="plain.yaml"), tmp_path / "runs", "--steps", 10)  # one pass, constant lr
     assert plain.exit_code == 0 and "note:" not in plain.stderr
+    # a batch larger than the data is the whole set: 30 steps are 30 passes (it said 3840.0 over 1 image)
+    whole = lr_find(write_config(name="whole.yaml", train={"batch_size": 100000}), tmp_path / "runs", "--steps", 30)
+    assert "note: the 30 steps pass over the 320 training images 30.0 times" in whole.stderr, whole.output
 
 
 def test_an_interrupted_test_keeps_what_it_measured(write_config, tmp_path, monkeypatch):
