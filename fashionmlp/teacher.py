@@ -57,6 +57,9 @@ def load_teacher(cfg: RunConfig, device: torch.device) -> Teacher | None:
                                 "an untrained model cannot teach") from None
             raise UserError(f"{KEY} {given!r}: it has no checkpoints/best.pt; distill.checkpoint: last uses its "
                             "last.pt") from None
+        if name == "last" and (run_dir / "checkpoints" / "best.pt").is_file():  # evaluate's hint named --checkpoint
+            raise UserError(f"{KEY} {given!r}: it has no checkpoints/last.pt; distill.checkpoint: best uses its "
+                            "best.pt") from None
         raise UserError(f"{KEY} {given!r}: {exc}") from None
     status = previous_summary(run_dir).get("status")  # before its weights: a run ending meanwhile reads unfinished
     try:  # named as the teacher: "checkpoint does not fit" alone did not say which key gave the file

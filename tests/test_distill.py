@@ -200,12 +200,12 @@ def _untrained(tmp_path: Path, teacher: Path) -> Path:
     return run
 
 
-def _without_best(tmp_path: Path, teacher: Path) -> Path:
+def _without_best(tmp_path: Path, teacher: Path, which: str = "best") -> Path:
     import shutil
 
-    run = tmp_path / "nobest"
+    run = tmp_path / f"no{which}"
     shutil.copytree(teacher, run)
-    (run / "checkpoints" / "best.pt").unlink()
+    (run / "checkpoints" / f"{which}.pt").unlink()
     return run
 
 
@@ -244,6 +244,9 @@ BAD_TEACHERS = {  # what distill.teacher (or its neighbours) says -> the one lin
                "is a file, not a directory; pass its run folder"),
     "no best.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t)), "checkpoint": "best"},
                    "it has no checkpoints/best.pt; distill.checkpoint: last uses its last.pt"),
+    # it said "--checkpoint best", an option of evaluate's that train does not have
+    "no last.pt": (lambda tmp, t: {"teacher": str(_without_best(tmp, t, "last")), "checkpoint": "last"},
+                   "it has no checkpoints/last.pt; distill.checkpoint: best uses its best.pt"),
     "untrained": (lambda tmp, t: {"teacher": str(_untrained(tmp, t))}, "an untrained model cannot teach"),
     "config does not fit": (lambda tmp, t: {"teacher": str(_mismatched(tmp, t))}, "does not fit the configured model"),
     "NaN weights": (lambda tmp, t: {"teacher": str(_not_finite(tmp, t))}, "holds weights that are not finite"),
