@@ -32,7 +32,8 @@ METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "test_accuracy", "lr", "se
 VAL_COLUMNS = ["val_loss", "val_accuracy"]
 
 
-URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*):[^/@\s]*@")  # scheme://user:PASSWORD@
+# scheme://user:PASSWORD@, the password up to the token's last @: a "/" in it (which SQLAlchemy takes) let it through
+URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:'\"]*):[^\s'\"]*@")
 QUERY_PASSWORD = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)  # ...?password=PASSWORD
 
 

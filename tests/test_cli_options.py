@@ -95,14 +95,17 @@ def test_recorded_command_lines_show_no_database_password():
 
     token = ARGV.set(["sweep", "--storage", "postgresql://sweeper:s3cret@127.0.0.1:5432/db",
                       "--storage=postgresql+psycopg://u:p%40ss@h/db", "--storage", "postgresql://u@h/db?password=pw&x=1",
-                      "--set", "name=a:b@c", "--storage", "sqlite:///sweep.db"])
+                      "--set", "name=a:b@c", "--storage", "sqlite:///sweep.db",
+                      "--storage", "postgresql://slash:pa/ss0rd@127.0.0.1:55432/sl1",  # a "/" in it was let through
+                      "--storage", "postgresql://u:un@encoded@h:5432/db", "--storage", "postgresql://h:5432/db"])
     try:
         line = without_passwords(command_line())
     finally:
         ARGV.reset(token)
     assert line == ("fashionmlp sweep --storage postgresql://sweeper:***@127.0.0.1:5432/db "
                     "--storage=postgresql+psycopg://u:***@h/db --storage 'postgresql://u@h/db?password=***&x=1' "
-                    "--set name=a:b@c --storage sqlite:///sweep.db")
+                    "--set name=a:b@c --storage sqlite:///sweep.db --storage postgresql://slash:***@127.0.0.1:55432/sl1 "
+                    "--storage postgresql://u:***@h:5432/db --storage postgresql://h:5432/db")
 
 
 def test_a_run_given_a_command_with_a_password_records_it_masked(tmp_path, tiny_data):
