@@ -1474,12 +1474,50 @@ def postgres():
                 started = True
                 break
         assert started, log.read_text() if log.exists() else start.stderr
-        yield f"postgresql+psycopg://fashionmlp:{password}@127.0.0.1:{port}/postgres"
+
+        def pause(seconds: float) -> None:  # a restart of the server: down for `seconds`
+            subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                           check=True, capture_output=True, timeout=120)
+            time.sleep(seconds)
+            subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
+                            "-t", "60", "start"], check=True, capture_output=True, timeout=120)
+
+        yield Server(f"postgresql+psycopg://fashionmlp:{password}@127.0.0.1:{port}/postgres", pause)
     finally:
         if data.exists():
             subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Server(str):
+    """The database URL, and `pause(seconds)`: the server stopped and started again."""
+
+    def __new__(cls, url: str, pause):
+        made = super().__new__(cls, url)
+        made.pause = pause
+        return made
+
+
+@pytest.mark.postgres
+def test_a_database_restart_mid_sweep_is_waited_out(postgres, sweep_config, tmp_path):
+    """A restart of PostgreSQL while a trial trained: its next report raised, the worker ended with 200 lines of
+    tracebacks, its run folder said 'crashed' and a rerun trained the trial from its first epoch."""
+    path = sweep_config(train={"epochs": 150}, sweep={"trials": 2, "sampler": "random"})
+    proc = _start(path, tmp_path / "runs", "--storage", postgres, "--study", "restart", "--population", 1)
+    try:
+        run, _ = _running_trial(tmp_path / "runs", proc)
+        postgres.pause(3)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "cannot be reached" in err and "answers again after" in err and "Traceback" not in err, err
+    study = optuna.load_study(study_name="restart", storage=postgres)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
+    for n in (0, 1):  # each trained once, to its end
+        s = summary(sweep_dir(tmp_path / "runs") / f"trial-{n:04d}")
+        assert (s["status"], s["epochs"]) == ("completed", 150)
 
 
 def _user_exists(name: str) -> bool:
@@ -1842,3 +1880,72 @@ def test_the_default_population_says_why_it_is_what_it_is(trials, fits, said):
     lines: list[str] = []
     assert choose_population(None, spec, "cpu", fits, lines.append) == min(8, trials, fits)
     assert lines == [f"population: {said} --population K sets it, 1 trains one at a time)"]
+
+
+def test_a_database_outage_is_waited_out_not_a_traceback(capsys):
+    """A database restart that met a trial's report (or tell, or the next ask) ended every worker with a
+    traceback, their run folders 'crashed' and their finished epochs trained again; each call now waits."""
+    import sqlalchemy.exc
+
+    from fashionmlp.errors import UserError
+    from fashionmlp.progress import StopRequest
+    from fashionmlp.sweep.outage import OUTAGE_SECONDS, patient
+
+    class Flaky:
+        def __init__(self, fails: int, error: Exception):
+            self.fails, self.error, self.calls = fails, error, 0
+
+        def get_all_trials(self, study_id, deepcopy=True, states=None):
+            self.calls += 1
+            if self.calls <= self.fails:
+                raise self.error
+            return ["trial"]
+
+        def set_trial_state_values(self, trial_id, state, values=None):
+            self.calls += 1
+            if self.calls == 1:  # the commit landed, the connection dropped before its answer
+                raise optuna.exceptions.StorageInternalError("commit") from sqlalchemy.exc.OperationalError(
+                    "COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            raise optuna.exceptions.UpdateFinishedTrialError("Trial#0 has already finished")
+
+    down = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+    waits: list[float] = []
+    flaky = patient(Flaky(3, down), "postgresql://u:***@h/db", sleep=waits.append)
+    assert flaky.get_all_trials(1) == ["trial"] and waits == [1, 2, 4]
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: the database (postgresql://u:***@h/db) cannot be reached (connection refused); trying "
+                   f"again for up to {OUTAGE_SECONDS // 60} min (Ctrl-C stops)",
+                   "the database (postgresql://u:***@h/db) answers again after 7 s; going on"]
+    assert patient(Flaky(0, down), "x", sleep=waits.append).set_trial_state_values(0, None) is True
+    wrong = patient(Flaky(1, sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception("no such table"))), "x",
+                    sleep=waits.append)
+    with pytest.raises(sqlalchemy.exc.ProgrammingError):  # a wrong call is not an outage: raised at once
+        wrong.get_all_trials(1)
+    stop = StopRequest()
+    stopped = patient(Flaky(10**6, down), "db", stop, sleep=lambda s: stop.request())
+    with pytest.raises(UserError, match=r"^--storage db: the database could not be reached for 1 s \(connection "
+                                        r"refused\); the trials' finished epochs are kept: run the same command again"):
+        stopped.get_all_trials(1)
+    endless = patient(Flaky(10**6, down), "db", sleep=lambda s: None)
+    with pytest.raises(UserError, match=f"could not be reached for {OUTAGE_SECONDS} s"):
+        endless.get_all_trials(1)
+
+
+def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
+    """A worker silent past the heartbeat grace (suspended, cut off) found its trial failed and queued again by
+    another machine: its next report or tell was UpdateFinishedTrialError's traceback, its other trials unrun."""
+    from fashionmlp.progress import EpochResult
+    from fashionmlp.sweep.trials import judge
+    from fashionmlp.sweep.workers import _told
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # as the other machine's stale-trial check does
+    said: list[str] = []
+    spec = type("Spec", (), {"metric": "val_accuracy"})()
+    result = EpochResult(1, {"val_accuracy": 0.5, "seconds": 1.0}, [], 0.0)
+    assert judge(trial, spec, result, 3, said.append) is True  # the run stops
+    assert said[-1].startswith("trial   0: another worker failed it meanwhile")
+    assert _told(study, trial, said.append, {"epochs": 1}, values=0.5) is None
+    assert said[-1] == "trial   0: not told to the study: another worker failed it meanwhile and queued its values again"
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs

@@ -209,7 +209,7 @@ def _open_study(spec: SweepSpec, study: str, storage: str | None, runs_dir: Path
     """(the storage's label, the sweep folder, the storage) of the study, created or continued."""
     label = _storage_label(storage)
     if storage is not None:
-        store = open_storage(storage)
+        store = open_storage(storage, stop=stop)
         _create_or_load(store, study, spec, label)  # its refusals before anything is made on this machine
         with _one_process_at_a_time(runs_dir, echo, stop, "nothing was trained (the study is in the database)"):
             sweep_dir = _sweep_folder(runs_dir, study, label, spec)

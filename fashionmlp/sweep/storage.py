@@ -15,9 +15,11 @@ from typing import Any
 from fashionmlp import status as st
 from fashionmlp.config import show
 from fashionmlp.errors import UserError
+from fashionmlp.progress import StopRequest
 from fashionmlp.runlock import lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.heartbeats import beats_every
+from fashionmlp.sweep.outage import patient
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.tracking import without_passwords, write_json
 
@@ -56,8 +58,9 @@ def _drop_dangling_lock(journal: Path) -> None:
         pass  # another process took or removed it first
 
 
-def open_storage(url: str | None, journal: Path | None = None):
-    """Optuna's journal file storage at `journal` (url None), else its RDB storage with heartbeats."""
+def open_storage(url: str | None, journal: Path | None = None, stop: StopRequest | None = None):
+    """Optuna's journal file storage at `journal` (url None), else its RDB storage with heartbeats, which waits out
+    a database outage (outage.patient; `stop` ends the wait)."""
     if url is None:
         journal_storage = optuna.storages.journal
         journal = Path(journal).absolute()  # Optuna's lock is a link to this path: relative, it would dangle
@@ -77,10 +80,11 @@ def open_storage(url: str | None, journal: Path | None = None):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # heartbeats and their retry callback are marked experimental
-                    return optuna.storages.RDBStorage(
+                    return patient(optuna.storages.RDBStorage(
                         url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
                         grace_period=GRACE_SECONDS,
-                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback()),
+                        _storage_label(url), stop)
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # Workers starting together on an empty database race to create Optuna's tables, and
                 # PostgreSQL's CREATE TABLE IF NOT EXISTS is not atomic: the loser finds them made on a retry.

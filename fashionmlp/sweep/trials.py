@@ -21,7 +21,7 @@ from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.recorder import RunResult
 from fashionmlp.resume import resume
 from fashionmlp.run import train
-from fashionmlp.sweep.backend import TrialState
+from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.retries import Earlier, Stopped, resumable
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import SweepSpec
@@ -62,7 +62,12 @@ def judge(trial, spec: SweepSpec, result, epochs: int, echo: Echo) -> bool:
     value = result.metrics[spec.metric]
     echo(f"trial {trial.number:>3} epoch {result.epoch}/{epochs}  {spec.metric} {value:.4f}  "
          f"{result.metrics['seconds']:.1f}s")
-    trial.report(value, result.epoch)
+    try:
+        trial.report(value, result.epoch)
+    except optuna.exceptions.UpdateFinishedTrialError:  # a traceback ended the worker; its next trials unrun
+        echo(f"trial {trial.number:>3}: another worker failed it meanwhile (this one was silent past the heartbeat "
+             "grace: suspended, or cut off from the database) and queued its values again; this run stops here")
+        return True
     return result.epoch < epochs and trial.should_prune()
 
 

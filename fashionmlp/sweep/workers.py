@@ -61,7 +61,7 @@ def _make_pruner(spec: SweepSpec):
 def _work(job: _Job, data, echo: Callable[[str], None], user_stop: StopRequest) -> bool:
     """One worker: ask for trials (up to job.population at a time), train them, tell the study, until the
     study has its finished trials; True when interrupted."""
-    storage = open_storage(job.storage, job.sweep_dir / JOURNAL)
+    storage = open_storage(job.storage, job.sweep_dir / JOURNAL, user_stop)
     books = optuna.load_study(study_name=job.study, storage=storage, sampler=optuna.samplers.RandomSampler())
     study = optuna.load_study(study_name=job.study, storage=storage, sampler=PerTrialSeed(job.spec, job.population),
                               pruner=_make_pruner(job.spec))
@@ -140,16 +140,30 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
 
 def _tell(study, books, spec: SweepSpec, a: Asked, result, echo: Callable[[str], None]) -> None:
     """A finished trial's outcome to the study (pruned and diverged runs as pruned), and its progress line."""
-    a.trial.set_user_attr("epochs", result.summary["epochs"])
-    a.trial.set_user_attr("status", result.status)
-    a.trial.set_user_attr("seconds", result.summary.get("seconds"))
-    a.trial.set_user_attr("threads", result.summary.get("threads"))  # best.yaml's: float32 numbers depend on it
+    attrs = {"epochs": result.summary["epochs"], "status": result.status, "seconds": result.summary.get("seconds"),
+             "threads": result.summary.get("threads")}  # threads: best.yaml's (float32 numbers depend on it)
     if result.status in (st.PRUNED, st.DIVERGED):  # diverged: the pruner's outcome, reached by the loss
-        frozen = study.tell(a.trial, state=TrialState.PRUNED)
+        frozen = _told(study, a.trial, echo, attrs, state=TrialState.PRUNED)
     else:
-        frozen = study.tell(a.trial, float(result.summary["final"][spec.metric]))
+        frozen = _told(study, a.trial, echo, attrs, values=float(result.summary["final"][spec.metric]))
+    if frozen is None:
+        return
     finished = len(books.get_trials(deepcopy=False, states=finished_states()))
     echo(progress_line(spec, frozen, finished))
+
+
+def _told(study, trial, echo: Callable[[str], None], attrs: dict, **outcome):
+    """The trial's user attributes `attrs` set and study.tell; None when another worker had failed the trial
+    meanwhile (this one was silent past the heartbeat grace) and queued it again: its outcome here is not the
+    study's (it was a traceback)."""
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return study.tell(trial, **outcome)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        echo(f"trial {trial.number:>3}: not told to the study: another worker failed it meanwhile and queued its "
+             "values again")
+        return None
 
 
 def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], most: int = 0,
@@ -221,10 +235,11 @@ def _skip(study, trial, why: str) -> None:
 
 def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) -> None:
     """A trial stopped before its end: failed, its run folder says so, and its values are queued again."""
-    trial.set_user_attr("epochs", 0 if result is None else result.summary["epochs"])
-    trial.set_user_attr("status", st.INTERRUPTED if result is None else result.status)  # None: asked, not started
-    trial.set_user_attr("seconds", None if result is None else result.summary.get("seconds"))
-    study.tell(trial, state=TrialState.FAIL)
+    attrs = {"epochs": 0 if result is None else result.summary["epochs"],
+             "status": st.INTERRUPTED if result is None else result.status,  # None: asked, not started
+             "seconds": None if result is None else result.summary.get("seconds")}
+    if _told(study, trial, echo, attrs, state=TrialState.FAIL) is None:
+        return
     _retry(books, trial.number)
     echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
 
