@@ -257,7 +257,11 @@ def run_lr_find(cfg: RunConfig, *, start: float = 1e-6, end: float = 10.0, steps
     if stop is not None and stop.requested:  # while the data loaded: no folder yet
         raise StoppedBeforeStart("the range test")
     model, n_train = session.model, len(session.data.train.labels)
-    notes = [*session.notes, *range_notes(cfg, n_train, steps)]  # e.g. fewer threads than cores: the curve
+    from fashionmlp.teacher import teacher_note
+
+    # not the note that the teacher may have seen the validation images: a range test reports no validation numbers
+    leak = teacher_note(cfg, session.teacher) if session.teacher is not None else None
+    notes = [*(n for n in session.notes if n != leak), *range_notes(cfg, n_train, steps)]  # e.g. fewer threads
     for note in notes:  # repeats only at the same count
         echo(f"note: {note}")
     out_dir = create_run_dir(runs_dir, f"lr-find-{cfg.run_name}")  # before the test: a folder that cannot be

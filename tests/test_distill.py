@@ -294,6 +294,11 @@ def test_a_run_given_by_its_name_lists_the_folders_of_that_name(tiny_data, teach
 def test_a_validation_split_the_teacher_trained_on_gets_a_note(tiny_data, teacher, tmp_path):
     run = train(config_from_dict(student(tiny_data, teacher, data={"val_size": 32})), runs_dir=tmp_path).run_dir
     assert any("did not hold out this run's validation images" in n for n in summary(run)["notes"])
+    # not lr-find's: a range test reports no validation numbers for the note to be about
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(student(tiny_data, teacher, data={"val_size": 32})))
+    found = cli("lr-find", "--config", path, "--runs-dir", tmp_path / "lrf", "--steps", 20)
+    assert found.exit_code == 0 and "validation images" not in found.stderr, found.output
 
 
 @pytest.mark.parametrize("augment", [False, True], ids=["cached", "per-batch"])
