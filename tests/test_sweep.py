@@ -428,7 +428,9 @@ def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pict
     assert len({r["optimizer.lr"] for r in trials_csv(folder)}) == 3  # the continued sampler draws anew
     fewer = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--trials", 2)
     assert fewer.exit_code == 0, fewer.output
-    assert "3 trials finished, more than the 2 asked for (nothing to run)" in fewer.stdout
+    assert "3 trials finished, more than the 2 asked for (nothing to run)" in fewer.stdout  # as it starts
+    # the report's: it said "nothing to run" too, under the table of trials a worker had run (several machines)
+    assert "Sweep tiny: 3 trials finished, more than the 2 asked for; best first" in fewer.stdout, fewer.stdout
     assert "3 of 2" not in fewer.stdout and "3 of 2" not in (folder / "summary.md").read_text()
     changed = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--set", "train.batch_size=16")
     assert changed.exit_code == 2

@@ -27,10 +27,13 @@ if TYPE_CHECKING:
     from fashionmlp.sweep.run import SweepResult
 
 
-def finished_text(finished: int, target: int) -> str:
-    """'4 of 6 trials finished', or, for a study that has more than a lowered --trials asks for, say so."""
+def finished_text(finished: int, target: int, at_start: bool = False) -> str:
+    """'4 of 6 trials finished', or, for a study that has more than --trials asks for, say so: as a command
+    starts, a lowered --trials (nothing to run); at its end also workers of several machines that asked for the
+    last trials together (the report said "nothing to run" under a table of the trials it ran)."""
     if finished > target:
-        return f"{finished} trials finished, more than the {target} asked for (nothing to run)"
+        return f"{finished} trials finished, more than the {target} asked for" + (" (nothing to run)" if at_start
+                                                                                 else "")
     return f"{finished} of {target} trials finished"
 
 

@@ -166,7 +166,7 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     workers = max(0, min(jobs, remaining))
     cores = len(os.sched_getaffinity(0))  # (jobs <= cores: checked)
     threads = max(1, cores // workers) if workers > 1 else spec.base.train.threads
-    echo(f"study {study!r} ({label}): {finished_text(finished, spec.target)}"
+    echo(f"study {study!r} ({label}): {finished_text(finished, spec.target, at_start=True)}"
          + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
     if spec.grid_size is not None and spec.grid_size < spec.trials:
         echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
