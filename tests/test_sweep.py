@@ -1951,3 +1951,15 @@ def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
     assert _told(study, trial, said.append, {"epochs": 1}, values=0.5) is None
     assert said[-1] == "trial   0: not told to the study: another worker failed it meanwhile and queued its values again"
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs
+
+
+def test_one_database_spelled_with_or_without_its_driver_or_password_is_one_sweep_folder():
+    """postgresql:// and then postgresql+psycopg:// (docs/sweep.md gives both) made a second sweep folder; the
+    first folder's killed trial then said 'running' for ever."""
+    from fashionmlp.sweep.run import _without_password
+
+    same = {_without_password(label) for label in ("postgresql://u:***@h:5432/db", "postgresql+psycopg://u@h:5432/db",
+                                                   "postgresql+psycopg2://u:***@h:5432/db")}
+    assert same == {"postgresql://u@h:5432/db"}
+    assert _without_password("postgresql://u@h:5432/other") != "postgresql://u@h:5432/db"
+    assert _without_password("journal") == "journal" and _without_password(None) is None

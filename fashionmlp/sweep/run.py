@@ -93,9 +93,13 @@ def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
 
 
 def _without_password(label: str | None) -> str | None:
-    """A storage label without even the *** of a password: the same database given with its password in the URL
-    and then through PGPASSWORD (as docs/sweep.md suggests) made a second sweep folder for one study."""
-    return None if label is None else label.replace(":***@", "@", 1)
+    """A storage label without even the *** of a password, nor the driver: the same database given with its
+    password in the URL and then through PGPASSWORD (as docs/sweep.md suggests), or as postgresql:// and then
+    postgresql+psycopg://, made a second sweep folder for one study (a killed trial's folder said 'running')."""
+    if label is None:
+        return None
+    scheme, sep, rest = label.replace(":***@", "@", 1).partition("://")
+    return scheme.partition("+")[0] + sep + rest
 
 
 def _new_sweep_dir(runs_dir: Path, study: str, label: str, spec: SweepSpec) -> Path:
