@@ -113,7 +113,8 @@ def refuse_links(run_dir: Path, what: str, writes_checkpoints: bool = True) -> N
 
 
 WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_curve.png", "confusion_matrix-best.png",
-                 "confusion_matrix-last.png", "checkpoints/best.pt", "checkpoints/last.pt")  # what commands write
+                 "confusion_matrix-last.png", "confusion_matrix.png",  # evaluate's name before 2026-12-01
+                 "checkpoints/best.pt", "checkpoints/last.pt")  # what commands write
 
 
 def previous_summary(run_dir: Path) -> dict:

@@ -208,7 +208,7 @@ def test_resume_with_every_ingredient_is_bit_for_bit(tiny_data, tmp_path, model)
         calls = 0
 
         @property
-        def requested(self) -> bool:  # read after every step: 9 steps per epoch (288 images, batch 32)
+        def requested(self) -> bool:  # read before every step: 9 steps per epoch (288 images, batch 32)
             self.calls += 1
             return self.calls == 2 * 9 + 4
 

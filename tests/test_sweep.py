@@ -1884,6 +1884,23 @@ def test_the_default_population_says_why_it_is_what_it_is(trials, fits, said):
     assert lines == [f"population: {said} --population K sets it, 1 trains one at a time)"]
 
 
+def test_the_calls_optunas_cache_makes_of_a_database_wait_out_an_outage(tmp_path):
+    """Only the storage's public methods waited: Optuna's cache (every study on a database) calls private ones
+    for get_trials, ask and suggest, and an outage there was still a traceback."""
+    from fashionmlp.sweep.outage import PRIVATE
+    from fashionmlp.sweep.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'sweep.db'}")
+    study = optuna.create_study(storage=storage)
+    backend = study._storage._backend
+    assert backend is storage
+    for name in (*PRIVATE, "get_trial", "set_trial_state_values", "set_trial_intermediate_value"):
+        assert getattr(backend, name).__qualname__.endswith("_waiting.<locals>.call"), name
+    assert not backend.record_heartbeat.__qualname__.endswith("call")  # its thread retries it
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)  # ask, suggest, tell through the wrapper
+    assert len(study.trials) == 2
+
+
 def test_a_database_outage_is_waited_out_not_a_traceback(capsys):
     """A database restart that met a trial's report (or tell, or the next ask) ended every worker with a
     traceback, their run folders 'crashed' and their finished epochs trained again; each call now waits."""
@@ -1893,44 +1910,58 @@ def test_a_database_outage_is_waited_out_not_a_traceback(capsys):
     from fashionmlp.progress import StopRequest
     from fashionmlp.sweep.outage import OUTAGE_SECONDS, patient
 
-    class Flaky:
-        def __init__(self, fails: int, error: Exception):
-            self.fails, self.error, self.calls = fails, error, 0
+    def error(kind, words: str) -> Exception:
+        return kind("SELECT 1", {}, Exception(words))
 
-        def get_all_trials(self, study_id, deepcopy=True, states=None):
+    class Flaky:  # a storage whose calls fail `fails` times with `raised`
+        def __init__(self, fails: int, raised: Exception):
+            self.fails, self.raised, self.calls = fails, raised, 0
+
+        def _answer(self, value):
             self.calls += 1
             if self.calls <= self.fails:
-                raise self.error
-            return ["trial"]
+                raise optuna.exceptions.StorageInternalError("commit") from self.raised
+            return value
+
+        def _get_trials(self, study_id, states, included, excluded):  # what Optuna's cache calls: get_trials, ask
+            return self._answer(["trial"])
 
         def set_trial_state_values(self, trial_id, state, values=None):
-            self.calls += 1
-            if self.calls == 1:  # the commit landed, the connection dropped before its answer
-                raise optuna.exceptions.StorageInternalError("commit") from sqlalchemy.exc.OperationalError(
-                    "COMMIT", {}, Exception("server closed the connection unexpectedly"))
-            raise optuna.exceptions.UpdateFinishedTrialError("Trial#0 has already finished")
+            return self._answer(True)
 
-    down = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("connection refused"))
-    waits: list[float] = []
-    flaky = patient(Flaky(3, down), "postgresql://u:***@h/db", sleep=waits.append)
-    assert flaky.get_all_trials(1) == ["trial"] and waits == [1, 2, 4]
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def flaky(fails: int, words: str, stop=None, kind=sqlalchemy.exc.OperationalError):
+        return patient(Flaky(fails, error(kind, words)), "postgresql://u:***@h/db", stop, sleep, lambda: now[0])
+
+    assert flaky(3, "connection failed: Connection refused")._get_trials(1, None, None, None) == ["trial"]
+    assert now[0] == 1 + 2 + 4
     err = capsys.readouterr().err.splitlines()
-    assert err == ["warning: the database (postgresql://u:***@h/db) cannot be reached (connection refused); trying "
-                   f"again for up to {OUTAGE_SECONDS // 60} min (Ctrl-C stops)",
+    assert err == ["warning: the database (postgresql://u:***@h/db) cannot be reached (connection failed: Connection "
+                   f"refused); trying again for up to {OUTAGE_SECONDS // 60} min (Ctrl-C stops)",
                    "the database (postgresql://u:***@h/db) answers again after 7 s; going on"]
-    assert patient(Flaky(0, down), "x", sleep=waits.append).set_trial_state_values(0, None) is True
-    wrong = patient(Flaky(1, sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception("no such table"))), "x",
-                    sleep=waits.append)
-    with pytest.raises(sqlalchemy.exc.ProgrammingError):  # a wrong call is not an outage: raised at once
-        wrong.get_all_trials(1)
+    # a call that would do its work twice is tried again only where nothing was sent (a refused connection)
+    assert flaky(1, "could not connect to server").set_trial_state_values(0, None) is True
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        flaky(1, "server closed the connection unexpectedly").set_trial_state_values(0, None)
+    for words, kind in (("password authentication failed for user u", sqlalchemy.exc.OperationalError),
+                        ("database is locked", sqlalchemy.exc.OperationalError),
+                        ("no such table: trials", sqlalchemy.exc.ProgrammingError)):
+        with pytest.raises(optuna.exceptions.StorageInternalError):  # not an outage: raised at once
+            flaky(1, words, kind=kind)._get_trials(1, None, None, None)
+    with pytest.raises(optuna.exceptions.StorageInternalError):  # an empty message: not an outage (an IndexError)
+        flaky(1, "")._get_trials(1, None, None, None)
     stop = StopRequest()
-    stopped = patient(Flaky(10**6, down), "db", stop, sleep=lambda s: stop.request())
-    with pytest.raises(UserError, match=r"^--storage db: the database could not be reached for 1 s \(connection "
-                                        r"refused\); the trials' finished epochs are kept: run the same command again"):
-        stopped.get_all_trials(1)
-    endless = patient(Flaky(10**6, down), "db", sleep=lambda s: None)
-    with pytest.raises(UserError, match=f"could not be reached for {OUTAGE_SECONDS} s"):
-        endless.get_all_trials(1)
+    stop.request()
+    with pytest.raises(UserError, match=r"^--storage postgresql://u:\*\*\*@h/db: the database could not be reached "
+                                        r"\(Connection refused\), stopped while waiting for it; the trials' finished "
+                                        r"epochs are kept: run the same command again"):
+        flaky(10**6, "Connection refused", stop)._get_trials(1, None, None, None)
+    with pytest.raises(UserError, match=f"could not be reached \\(Connection refused\\), for {OUTAGE_SECONDS} s"):
+        flaky(10**6, "Connection refused")._get_trials(1, None, None, None)
 
 
 def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
@@ -1946,10 +1977,10 @@ def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
     said: list[str] = []
     spec = type("Spec", (), {"metric": "val_accuracy"})()
     result = EpochResult(1, {"val_accuracy": 0.5, "seconds": 1.0}, [], 0.0)
-    assert judge(trial, spec, result, 3, said.append) is True  # the run stops
-    assert said[-1].startswith("trial   0: another worker failed it meanwhile")
+    assert judge(trial, spec, result, 3, said.append) == "taken"  # the run stops, as interrupted
+    assert said[-1].startswith("trial   0: it was failed meanwhile (its heartbeats were not recorded")
     assert _told(study, trial, said.append, {"epochs": 1}, values=0.5) is None
-    assert said[-1] == "trial   0: not told to the study: another worker failed it meanwhile and queued its values again"
+    assert said[-1] == "trial   0: not told to the study: it was failed meanwhile and its values queued again"
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs
 
 

@@ -388,7 +388,7 @@ def test_evaluating_a_run_without_a_finished_epoch_says_so(write_config, tmp_pat
     from fashionmlp.config import load_config
     from fashionmlp.run import train
 
-    # asked once before the run starts, then after the first step: checkpoints/last.pt keeps the initial weights
+    # asked once before the run starts, then before the first step: checkpoints/last.pt keeps the initial weights
     result = train(load_config(write_config()), runs_dir=tmp_path, stop=StopAfter(1))
     assert result.status == "interrupted" and not (result.run_dir / "checkpoints" / "best.pt").exists()
     evaluated = cli("evaluate", result.run_dir)

@@ -87,9 +87,15 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
+    from fashionmlp.sweep.outage import on_back
+
+    # when the database answers again, this worker's trials beat at once: after an outage longer than the grace
+    # period every running trial is stale, and the first stale check (any machine's) failed the live ones too
+    forget = on_back(beats.beat)
     try:
         yield beats
     finally:
+        forget()
         done.set()
         thread.join()
 

@@ -47,27 +47,33 @@ class TrialStop:
     def __init__(self, user: StopRequest):
         self.user = user
         self.pruned = False
+        self.taken = False  # another worker failed the trial meanwhile: the run ends interrupted (continuable)
 
     @property
-    def requested(self) -> bool:  # read by engine.fit after every step
-        return self.pruned or self.user.requested
+    def requested(self) -> bool:  # read by engine.train_one_epoch before every step
+        return self.pruned or self.taken or self.user.requested
 
     @property
     def reason(self) -> str:  # read by run.run_epochs when the run stops
-        return st.INTERRUPTED if self.user.requested else st.PRUNED
+        return st.INTERRUPTED if self.user.requested or self.taken else st.PRUNED
 
 
-def judge(trial, spec: SweepSpec, result, epochs: int, echo: Echo) -> bool:
-    """Report a trial's finished epoch to the study (and a line to `echo`); True when the pruner stops it."""
+TAKEN = "taken"  # judge's verdict for a trial another worker failed meanwhile
+
+
+def judge(trial, spec: SweepSpec, result, epochs: int, echo: Echo) -> bool | str:
+    """Report a trial's finished epoch to the study (and a line to `echo`); True when the pruner stops it, TAKEN
+    when another worker had failed it meanwhile (its values are queued again: the run stops)."""
     value = result.metrics[spec.metric]
     echo(f"trial {trial.number:>3} epoch {result.epoch}/{epochs}  {spec.metric} {value:.4f}  "
          f"{result.metrics['seconds']:.1f}s")
     try:
         trial.report(value, result.epoch)
     except optuna.exceptions.UpdateFinishedTrialError:  # a traceback ended the worker; its next trials unrun
-        echo(f"trial {trial.number:>3}: another worker failed it meanwhile (this one was silent past the heartbeat "
-             "grace: suspended, or cut off from the database) and queued its values again; this run stops here")
-        return True
+        echo(f"trial {trial.number:>3}: it was failed meanwhile (its heartbeats were not recorded for longer than "
+             "the grace period: suspended, or cut off from the database) and its values queued again; this run "
+             "stops here")
+        return TAKEN
     return result.epoch < epochs and trial.should_prune()
 
 
@@ -78,8 +84,8 @@ def report_earlier(trial, spec: SweepSpec, history: list[dict]) -> None:
 
 
 class Report(Progress):
-    """A single trial's progress: each epoch judged (the run stops after the next step when pruned; that
-    unfinished epoch is dropped); a continued run's `earlier` epochs reported once it has started."""
+    """A single trial's progress: each epoch judged (the run stops before the next epoch's first step when
+    pruned); a continued run's `earlier` epochs reported once it has started."""
 
     def __init__(self, trial, spec: SweepSpec, stop: TrialStop, echo: Echo, earlier: list[dict] | None = None):
         self.trial, self.spec, self.stop, self.echo, self.earlier = trial, spec, stop, echo, earlier
@@ -90,7 +96,10 @@ class Report(Progress):
             self.earlier = None
 
     def end_epoch(self, result, epochs: int) -> None:
-        if judge(self.trial, self.spec, result, epochs, self.echo):
+        verdict = judge(self.trial, self.spec, result, epochs, self.echo)
+        if verdict == TAKEN:
+            self.stop.taken = True
+        elif verdict:
             self.stop.pruned = True
 
 
@@ -235,9 +244,9 @@ class _Judged:
     echo: Echo
     ended: Callable[[Asked, RunResult], None] | None
 
-    def prune(self, member, result) -> bool:
-        return judge(self.trials[member.recorder.run_dir].trial, self.spec, result, member.cfg.train.epochs,
-                     self.echo)
+    def prune(self, member, result) -> bool:  # a member taken meanwhile stops too (its folder then says pruned)
+        return bool(judge(self.trials[member.recorder.run_dir].trial, self.spec, result, member.cfg.train.epochs,
+                     self.echo))
 
     def on_end(self, member) -> None:
         if self.ended is not None:

@@ -160,10 +160,12 @@ def _told(study, trial, echo: Callable[[str], None], attrs: dict, **outcome):
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return study.tell(trial, **outcome)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        echo(f"trial {trial.number:>3}: not told to the study: another worker failed it meanwhile and queued its "
-             "values again")
-        return None
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # ValueError: "Cannot tell a FAIL trial"
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            echo(f"trial {trial.number:>3}: not told to the study: it was failed meanwhile and its values queued "
+                 "again")
+            return None
+        raise
 
 
 def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], most: int = 0,
