@@ -72,7 +72,7 @@ def _any_epoch_finished(series: dict[str, dict], axes) -> bool:
     return False
 
 
-FEWER_SIZE = 9  # the ring marking where a mean loses a seed
+RING = {"marker": "o", "markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.5}  # a mean loses a seed
 
 
 def _mark_fewer_seeds(ax, x: np.ndarray, mean: np.ndarray, values: np.ndarray, color: str) -> bool:
@@ -81,8 +81,7 @@ def _mark_fewer_seeds(ax, x: np.ndarray, mean: np.ndarray, values: np.ndarray, c
     count = np.isfinite(values).sum(axis=0)
     fewer = np.flatnonzero((count[1:] < count[:-1]) & (count[1:] > 0)) + 1
     if len(fewer):
-        ax.plot(x[fewer], mean[fewer], linestyle="", marker="o", markersize=FEWER_SIZE, markerfacecolor="none",
-                markeredgecolor=color, markeredgewidth=1.5)
+        ax.plot(x[fewer], mean[fewer], linestyle="", markeredgecolor=color, **RING)
     return bool(len(fewer))
 
 
@@ -142,21 +141,24 @@ def comparison(series: dict[str, dict], title: str,
             ax.set_xticks([1])
         ax.grid(alpha=0.3)
     drawn = _any_epoch_finished(series, (ax_loss, ax_acc))
-    handles, labels = ax_acc.get_legend_handles_labels()
-    if most > 1 and drawn:
-        from matplotlib.patches import Patch
-
-        handles.append(Patch(color="gray", alpha=0.3))
-        labels.append(f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds_over(most, partial)}"
-                      + (f"; {CUT_BAND}" if stopped else ""))
-    if dropped:
-        from matplotlib.lines import Line2D
-
-        handles.append(Line2D([], [], linestyle="", marker="o", markersize=FEWER_SIZE, markerfacecolor="none",
-                              markeredgecolor="gray"))
-        labels.append("from here the mean is over fewer seeds (one diverged or stopped early): a jump there is "
-                      "not learning")
-    # below the panels: inside, it covered the curves
-    legend_below(fig, handles, labels)
+    spread = (f"{'band' if epochs > 1 else 'bars'}: mean ± sample std over {seeds_over(most, partial)}"
+              + (f"; {CUT_BAND}" if stopped else "")) if most > 1 and drawn else None
+    legend_below(fig, *_legend(ax_acc, spread, dropped))  # below the panels: inside, it covered the curves
     fig.suptitle(fit(title, fig))
     return fig
+
+
+def _legend(ax, spread: str | None, dropped: bool) -> tuple[list, list[str]]:
+    """The variants' entries, then the band's (`spread`: what it is over) and the ring's, where drawn."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    if spread:
+        handles.append(Patch(color="gray", alpha=0.3))
+        labels.append(spread)
+    if dropped:
+        handles.append(Line2D([], [], linestyle="", **{**RING, "markeredgecolor": "gray"}))
+        labels.append("from here the mean is over fewer seeds (one diverged or stopped early): a jump there is "
+                      "not learning")
+    return handles, labels
