@@ -116,6 +116,14 @@ def default_study_dict(model: str) -> dict[str, Any]:
             "variants": copy.deepcopy(DEFAULT_VARIANTS)}
 
 
+def _chosen(only: list[str] | None, names: list[str]) -> list[str]:
+    """The variants --optimizers picks (all without it); an unknown name is a ConfigError."""
+    unknown = [n for n in only or [] if n not in names]
+    if unknown:
+        raise ConfigError(f"--optimizers: unknown variant {unknown[0]!r}; variants: {', '.join(names)}")
+    return only or names
+
+
 def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] | None = None,
                values: Values | None = None) -> Study:
     """Validate a study dict: `variants.<name>.<key>=v` overrides edit a variant, the rest edit the base, as do
@@ -161,14 +169,8 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
             set_value(section, ["optimizer", key, *path[3:]], val, f"--set {text!r}")
         variants_raw[name] = section["optimizer"]
     base = config_from_dict(raw, base_overrides, values)
-    names = list(variants_raw)
-    if only:
-        unknown = [n for n in only if n not in variants_raw]
-        if unknown:
-            raise ConfigError(f"--optimizers: unknown variant {unknown[0]!r}; variants: {', '.join(names)}")
-        names = only
     variants = {}
-    for name in names:
+    for name in _chosen(only, list(variants_raw)):
         section = variants_raw[name]
         if not isinstance(section, dict):
             raise ConfigError(f"variants.{name}: expected an optimizer section such as {{name: adam, lr: 0.01}}")
