@@ -107,14 +107,13 @@ def refuse_links(run_dir: Path, what: str, writes_checkpoints: bool = True) -> N
             raise UserError(f"{what} {str(run_dir)!r}: {str(link.relative_to(run_dir))!r} is a symbolic link (to "
                             f"{str(link.resolve())!r}); a run folder's files must be its own: nothing is written "
                             "through a link")
-    folder = next((name for name in WRITTEN_FILES if (run_dir / name).is_dir()), None)
+    folder = next((name for name in WRITTEN_FILES if (run_dir / name).is_dir()), None)  # what commands write
     if folder is not None:  # found before anything is written (best.pt was met after a whole epoch)
         raise UserError(f"{what} {str(run_dir)!r}: {folder!r} is a folder where the run keeps a file")
 
 
 WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_curve.png", "confusion_matrix-best.png",
-                 "confusion_matrix-last.png", "confusion_matrix.png",  # evaluate's name before 2026-12-01
-                 "checkpoints/best.pt", "checkpoints/last.pt")  # what commands write
+                 "confusion_matrix-last.png", "confusion_matrix.png", "checkpoints/best.pt", "checkpoints/last.pt")
 
 
 def previous_summary(run_dir: Path) -> dict:
