@@ -1144,6 +1144,23 @@ def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, mo
     assert sweep_storage.fail_dead_trials(study, tmp_path) == [inherited.number]
 
 
+def test_a_trial_of_another_container_on_this_host_is_not_failed_as_dead():
+    """Workers in two containers of one host (host network: one host name) failed each other's live trials: each
+    checked the other's pid in its own pid namespace, where it does not exist. The pid namespace and boot id
+    now say whether the pid can be checked here; a record without them (older versions) goes by host name."""
+    from fashionmlp.sweep import storage as sweep_storage
+
+    study = optuna.create_study(direction="maximize")
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 1, "started": None}  # past Linux's largest pid
+    here = sweep_storage._owner(0)
+    assert here["boot"] and here["pidns"] and sweep_storage._here(here)
+    elsewhere = [study.ask() for _ in range(3)]
+    for trial, other in zip(elsewhere, ({"pidns": "1"}, {"boot": "another-boot-id"},
+                                        {"pidns": here["pidns"], "boot": here["boot"]})):
+        trial.set_user_attr(sweep_storage.OWNER, {**dead, **other, "trial": trial.number})
+    assert sweep_storage.fail_dead_trials(study, Path(".")) == [elsewhere[2].number]  # only the one seen here
+
+
 def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     """A worker killed between asking and its first heartbeat left a trial that never beat, which Optuna's stale
     check skips for ever ("running elsewhere")."""

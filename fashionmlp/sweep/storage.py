@@ -4,6 +4,7 @@ heartbeats), the study's identity (the sweep config it was made from), and trial
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import socket
@@ -185,9 +186,31 @@ def _process_start(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[19]
 
 
+def _place() -> dict[str, str | None]:
+    """Where this process's pid means something: the host name, the kernel's boot id and the pid namespace. Two
+    containers on one host (host network: one host name) see each other's pids as absent; machines cloned with
+    one host name boot with different ids."""
+    return {"host": socket.gethostname(), **_kernel()}
+
+
+@functools.cache
+def _kernel() -> dict[str, str | None]:
+    try:
+        return {"boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                "pidns": str(os.stat("/proc/self/ns/pid").st_ino)}
+    except OSError:  # not Linux
+        return {"boot": None, "pidns": None}
+
+
+def _here(owner: dict[str, Any]) -> bool:
+    """Whether the worker that wrote `owner` ran where this process can see its pid (a record without boot id
+    and pid namespace, as older versions wrote it, by its host name alone)."""
+    place = _place()
+    return all(owner.get(key) == value for key, value in place.items() if key == "host" or key in owner)
+
+
 def _owner(number: int) -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid()),
-            "trial": number}
+    return {**_place(), "pid": os.getpid(), "started": _process_start(os.getpid()), "trial": number}
 
 
 def _alive(owner: dict[str, Any]) -> bool:
@@ -209,7 +232,7 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
     Database storages do the same for every machine through heartbeats; the journal file has none, so the
     worker's pid (and start time) recorded on the trial stand in for it on this machine.
     """
-    host, failed, journal = socket.gethostname(), [], not beats_every(getattr(study, "_storage", None))
+    failed, journal = [], not beats_every(getattr(study, "_storage", None))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER)
         # asked, never claimed (a retry inherits the dead worker's record until its new worker writes its own):
@@ -217,7 +240,7 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
         if not owner or owner.get("trial") != t.number:
             if not (journal and _unclaimed_for_long(t)):
                 continue
-        elif owner.get("host") != host or _alive(owner):
+        elif not _here(owner) or _alive(owner):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -242,7 +265,7 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
     "running" (their worker was killed, here or, through a database's heartbeat, anywhere): the folder says
     "killed" instead, since the values were queued again as a new trial. The storage's run_dir is data: a copied
     sweep folder, or a journal from someone else, never has a file outside `sweep_dir` rewritten."""
-    host, inside = socket.gethostname(), Path(sweep_dir).resolve()
+    inside = Path(sweep_dir).resolve()
     last: dict[str, Any] = {}  # run folder -> the last trial that trained there (a retry may continue a run)
     for t in study.get_trials(deepcopy=False):
         owner, run_dir = t.user_attrs.get(OWNER) or {}, t.user_attrs.get("run_dir")
@@ -250,7 +273,7 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
             last[run_dir] = t
     for run_dir, t in last.items():
         owner = t.user_attrs[OWNER]
-        if t.state != TrialState.FAIL or owner.get("host") != host:
+        if t.state != TrialState.FAIL or not _here(owner):
             continue
         path = Path(run_dir) / "summary.json"
         if not path.resolve().is_relative_to(inside) or not path.is_file():
