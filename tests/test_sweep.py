@@ -1161,6 +1161,38 @@ def test_a_trial_of_another_container_on_this_host_is_not_failed_as_dead():
     assert sweep_storage.fail_dead_trials(study, Path(".")) == [elsewhere[2].number]  # only the one seen here
 
 
+def test_two_commands_creating_one_study_with_different_configs_at_once_are_not_both_accepted(sweep_config,
+                                                                                              monkeypatch):
+    """Two commands started together with one --study name and different sweep configs both saw a study without
+    a config, both stored theirs and both trained: one study of two searches. Only the creator stores its config
+    now; the other waits for it and is refused."""
+    import threading
+
+    from fashionmlp.errors import UserError
+    from fashionmlp.sweep import load_sweep_file
+    from fashionmlp.sweep import storage as sweep_storage
+
+    first = load_sweep_file(sweep_config(train={"epochs": 2}))
+    second = load_sweep_file(sweep_config("other.yaml", train={"epochs": 3}))
+    storage = optuna.storages.InMemoryStorage()
+    created, real = threading.Event(), optuna.study.Study.set_user_attr
+
+    def slowly(study, key, value):  # the creator, between creating the study and storing its config
+        created.set()
+        time.sleep(0.5)
+        real(study, key, value)
+
+    monkeypatch.setattr(optuna.study.Study, "set_user_attr", slowly)
+    creator = threading.Thread(target=sweep_storage._create_or_load, args=(storage, "s", first, "here"))
+    creator.start()
+    assert created.wait(10)
+    with pytest.raises(UserError, match=r"started from a different sweep config: train.epochs 3 \(the study has 2\)"):
+        sweep_storage._create_or_load(storage, "s", second, "here")
+    creator.join()
+    assert sweep_storage._create_or_load(storage, "s", first, "here").user_attrs["fashionmlp_sweep"]["config"][
+        "train"]["epochs"] == 2
+
+
 def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     """A worker killed between asking and its first heartbeat left a trial that never beat, which Optuna's stale
     check skips for ever ("running elsewhere")."""

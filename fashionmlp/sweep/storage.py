@@ -28,6 +28,7 @@ JOURNAL = "optuna.journal"
 OWNER = "worker"  # trial user attribute: the process that runs it {host, pid, started, trial}
 HEARTBEAT_SECONDS = 60  # database storages: a worker's running trial is failed after
 GRACE_SECONDS = 180  # ... this long without its heartbeat (another machine, killed)
+CONFIG_WAIT_SECONDS = 5  # how long a command waits for the sweep config of a study another one just created
 DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
            "MySQLdb": "mysqlclient"}  # the module SQLAlchemy imports -> the package to install
 
@@ -107,10 +108,8 @@ def open_storage(url: str | None, journal: Path | None = None, stop: StopRequest
 
 def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
     """The study `name` (created when new); a study made from a different sweep config is a UserError."""
-    study = optuna.create_study(study_name=name, storage=storage, direction=spec.direction, load_if_exists=True,
-                                sampler=optuna.samplers.RandomSampler())
     mine = spec.definition()
-    theirs = study.user_attrs.get("fashionmlp_sweep")
+    study, theirs = _created_or_loaded(storage, name, spec.direction)
     if theirs is None:
         study.set_user_attr("fashionmlp_sweep", mine)
     elif theirs != mine and theirs != _as_before_pinning(mine, theirs, spec):
@@ -128,6 +127,23 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
     if spec.sampler == "grid":
         _queue_the_grid(study, spec)
     return study
+
+
+def _created_or_loaded(storage, name: str, direction: str):
+    """The study and the sweep config stored on it (None when this process created it). The storage creates a
+    study once (the second of two commands started together gets DuplicatedStudyError), so only its creator
+    stores its config: the other waits for it (the creator stores it right away) and compares. A study with no
+    config after that wait (its creator was killed in between; a study made by Optuna alone) takes ours."""
+    sampler = optuna.samplers.RandomSampler()
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler), None
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    deadline = time.monotonic() + CONFIG_WAIT_SECONDS
+    while (theirs := study.user_attrs.get("fashionmlp_sweep")) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return study, theirs
 
 
 def _queue_the_grid(study, spec: SweepSpec) -> None:
