@@ -19,6 +19,13 @@ class StoppedBeforeStart(Exception):
         super().__init__(f"interrupted before {what} started: {left}")
 
 
+class StoppedWaiting(UserError):
+    """Ctrl-C or SIGTERM ended a wait for something outside the tool (a database that went away): one line, exit
+    code 130, as for any other stop."""
+
+    exit_code = 130
+
+
 class ConfigError(UserError):
     """A config key, value or override that does not validate."""
 

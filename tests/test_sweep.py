@@ -2007,8 +2007,9 @@ def test_a_database_outage_is_waited_out_not_a_traceback(capsys):
     stop.request()
     with pytest.raises(UserError, match=r"^--storage postgresql://u:\*\*\*@h/db: the database could not be reached "
                                         r"\(Connection refused\), stopped while waiting for it; the trials' finished "
-                                        r"epochs are kept: run the same command again"):
+                                        r"epochs are kept: run the same command again") as stopped:
         flaky(10**6, "Connection refused", stop)._get_trials(1, None, None, None)
+    assert stopped.value.exit_code == 130  # a stop, as Ctrl-C anywhere else (it was 2, a mistake)
     with pytest.raises(UserError, match=f"could not be reached \\(Connection refused\\), for {OUTAGE_SECONDS} s"):
         flaky(10**6, "Connection refused")._get_trials(1, None, None, None)
 

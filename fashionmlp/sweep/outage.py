@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from fashionmlp.errors import UserError
+from fashionmlp.errors import StoppedWaiting, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import optuna
 
@@ -85,10 +85,11 @@ def _waiting(method, name: str, label: str, stop: StopRequest | None, sleep: Cal
                                      f"up to {OUTAGE_SECONDS // 60} min (Ctrl-C stops)\n")
                 waited = clock() - since
                 if waited >= OUTAGE_SECONDS or (stop is not None and stop.requested):
-                    stopped = "stopped while waiting for it" if waited < OUTAGE_SECONDS else f"for {waited:.0f} s"
-                    raise UserError(f"--storage {label}: the database could not be reached ({why}), {stopped}; "
-                                    "the trials' finished epochs are kept: run the same command again when it is "
-                                    "back") from None
+                    timed_out = waited >= OUTAGE_SECONDS  # else a stop: exit code 130, as Ctrl-C anywhere else
+                    stopped = f"for {waited:.0f} s" if timed_out else "stopped while waiting for it"
+                    raise (UserError if timed_out else StoppedWaiting)(
+                        f"--storage {label}: the database could not be reached ({why}), {stopped}; the trials' "
+                        "finished epochs are kept: run the same command again when it is back") from None
                 sleep(WAITS[min(tries, len(WAITS) - 1)])
                 tries += 1
                 continue

@@ -17,7 +17,7 @@ from pathlib import Path
 from fashionmlp import status as st
 from fashionmlp.config import whole_training_set
 from fashionmlp.data import load_data
-from fashionmlp.errors import UserError
+from fashionmlp.errors import StoppedWaiting, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
 from fashionmlp.sweep.heartbeats import beat_once, fail_stale_trials, heartbeats
@@ -268,8 +268,8 @@ def _spawned(job: _Job, parent: int, errors) -> None:
     try:
         interrupted = _work(job, None, lambda line: print(line, flush=True), flag)
     except UserError as exc:  # told to the command, which says it once for all its workers
-        errors.put(str(exc))
-        raise SystemExit(2) from None
+        errors.put((str(exc), exc.exit_code))
+        raise SystemExit(exc.exit_code) from None
     raise SystemExit(130 if interrupted else 0)
 
 
@@ -297,7 +297,8 @@ def _run_workers(jobs: list[_Job], stop: StopRequest, echo: Callable[[str], None
                     p.terminate()  # SIGTERM: finish the step, fail and requeue the trial, exit
             forwarded = True
     if not errors.empty():
-        raise UserError(errors.get())
+        message, code = errors.get()
+        raise (StoppedWaiting if code == StoppedWaiting.exit_code else UserError)(message)
     problems = []
     for p in procs:
         if forwarded and p.exitcode == -signal.SIGTERM:
