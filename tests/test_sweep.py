@@ -1193,6 +1193,37 @@ def test_two_commands_creating_one_study_with_different_configs_at_once_are_not_
         "train"]["epochs"] == 2
 
 
+@pytest.mark.parametrize("rival_asks", [False, True])
+def test_a_worker_that_asked_alongside_another_for_the_last_trial_does_not_run_it(sweep_config, tmp_path, rival_asks):
+    """Three processes that all saw 11 of 12 trials taken all asked, and the study ran 13 of 12. Each checks
+    after asking: the trials asked before its own that count (or will) towards the target come first."""
+    from fashionmlp.sweep import load_sweep_file
+    from fashionmlp.sweep.workers import _ask, _Job
+
+    spec = load_sweep_file(sweep_config(sweep={"trials": 3, "sampler": "random"}))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for value in (0.5, 0.6):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), value)
+    rival, real = optuna.load_study(study_name="s", storage=storage), study.ask
+
+    def asked_alongside(*args, **kwargs):  # the other worker passed the same check and asked first
+        if rival_asks:
+            rival.ask()
+        return real(*args, **kwargs)
+
+    study.ask = asked_alongside
+    job = _Job(spec, "s", None, tmp_path / "sweep", None, worker=0, threads=1)
+    lines: list[str] = []
+    asked = _ask(study, study, spec, job, lines.append)
+    trials = study.get_trials()
+    if not rival_asks:
+        assert [a.trial.number for a in asked] == [2] and len(trials) == 3
+        return
+    assert asked == [] and [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "RUNNING", "FAIL"]
+    assert trials[3].user_attrs["skipped"] == "not run: other workers took the study's 3 trials first"
+
+
 def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     """A worker killed between asking and its first heartbeat left a trial that never beat, which Optuna's stale
     check skips for ever ("running elsewhere")."""
@@ -1606,11 +1637,15 @@ def test_two_machines_share_a_study_in_postgresql(postgres, sweep_config, tmp_pa
     study = optuna.load_study(study_name="pg", storage=postgres)
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))
-    assert 4 <= len(finished(study)) <= 5 and len(trials) == len(finished(study))
+    done = {t.number for t in finished(study)}
+    assert len(done) == 4  # not 5 when both machines asked for the last trial at once
+    # the one that asked second does not run it: failed at once, saying why
+    assert all(t.user_attrs["skipped"].startswith("not run: other workers took") for t in trials
+               if t.number not in done)
     here = {runs: {int(p.name.split("-")[1]) for p in runs.glob("sweep-pg-*/trial-*")} for runs in machines}
     assert here[machines[0]] and here[machines[1]], "both machines ran trials"
     assert not here[machines[0]] & here[machines[1]]  # no trial number ran twice
-    assert here[machines[0]] | here[machines[1]] == {t.number for t in trials}
+    assert here[machines[0]] | here[machines[1]] == done
     for runs in machines:  # each machine's report covers the whole study
         folder = sweep_dir(runs)
         assert len(trials_csv(folder)) == len(trials)

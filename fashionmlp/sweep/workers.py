@@ -196,7 +196,11 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
             warnings.simplefilter("ignore")  # "heartbeat ... with Study.optimize": this worker beats itself
             trial = study.ask()
         beat_once(study, trial)
-        record = next(t for t in books.get_trials(deepcopy=False) if t.number == trial.number)
+        trials = books.get_trials(deepcopy=False)
+        record = next(t for t in trials if t.number == trial.number)
+        if spec.sampler != "grid" and _taken_before(trials, trial.number) >= spec.target:
+            _skip(study, trial, f"not run: other workers took the study's {spec.target} trials first")
+            break
         if spec.sampler == "grid" and "fixed_params" not in record.system_attrs:
             _skip(study, trial, "not run: another worker took the grid's last point first")
             break
@@ -225,6 +229,13 @@ def _ask(study, books, spec: SweepSpec, job: _Job, echo: Callable[[str], None], 
 
 
 REJECTED_IN_A_ROW = 20
+
+
+def _taken_before(trials, number: int) -> int:
+    """Trials asked before trial `number` that count, or will, towards the study's target: workers that passed
+    the check before asking at the same moment all asked (three racing for the last two trials ran 13 of 12),
+    and the trials asked first are the ones that run. A waiting one is a retry that the next ask takes."""
+    return sum(1 for t in trials if t.number < number and t.state != TrialState.FAIL)
 
 
 def _skip(study, trial, why: str) -> None:
