@@ -618,6 +618,23 @@ def test_resuming_a_seeds_folder_names_the_one_option_it_takes(write_config, tmp
             "planned; only --data-dir may be given with it\n"), (extra, refused.stderr)
 
 
+def test_a_study_resumed_by_the_other_command_is_reported_as_it_began(write_config, tmp_path, tiny_data):
+    """compare-optimizers --resume of a `train --seeds` group titled its table "Optimizer comparison" and left
+    out the per-seed lines (and train --resume of a comparison titled it by the folder's name)."""
+    cfg = write_config(train={"epochs": 1})
+    group = Path(cli("train", "--config", cfg, "--seeds", "0,1", "--runs-dir", tmp_path).stdout.strip().splitlines()[-1])
+    study = Path(cli("compare-optimizers", "--config", study_config(tmp_path, tiny_data), "--optimizers", "sgd",
+                     "--epochs", "1", "--runs-dir", tmp_path).stdout.strip().splitlines()[-1])
+    for command in ("train", "compare-optimizers"):
+        seeds = cli(command, "--resume", group)
+        assert seeds.exit_code == 0, seeds.output
+        assert f"{group.name}: mean ± std over the seeds" in seeds.stdout and "Optimizer comparison" not in seeds.stdout
+        assert "tiny: final test accuracy" in seeds.stdout and "(mean ± std, n = 2)" in seeds.stdout
+        compared = cli(command, "--resume", study)
+        assert compared.exit_code == 0, compared.output
+        assert "Optimizer comparison: mlp, 1 epoch" in compared.stdout and "mean ± std over the seeds" not in compared.stdout
+
+
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
     """Every seed with train.patience (the first included: the population's shared data must not carry it)."""
     cfg = write_config(train={"epochs": 6, "patience": 1}, data={"val_size": 64},
@@ -681,8 +698,8 @@ def test_a_variant_row_averages_its_finished_runs_and_counts_them():
     assert spread["best_epoch"] == 4.0 and table_rows([spread])[1][0][6] == "82.00% ± 2.83% (3-5)"
 
 
-def test_the_seeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tmp_path, capsys):
-    from fashionmlp.cli.runs import _seeds_report
+def test_theseeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tmp_path, capsys):
+    from fashionmlp.cli.runs import seeds_report
     from fashionmlp.study import StudyResult
 
     row = {"optimizer": "tiny", "lr": 0.1, "momentum": None, "n": 2, "runs": 4, "final_train_loss": 0.5,
@@ -696,12 +713,12 @@ def test_the_seeds_report_of_mixed_runs_exits_3_and_names_what_did_not_finish(tm
                 VariantOutcome("tiny", 1, tmp_path / "seed1", "diverged", [], diverged),
                 VariantOutcome("tiny", 2, tmp_path / "seed2", "completed", [], {}),
                 VariantOutcome("tiny", 3, tmp_path / "seed3", "interrupted", [], {})]
-    assert _seeds_report(StudyResult(tmp_path, [row], outcomes, kind="seeds")) == 3
+    assert seeds_report(StudyResult(tmp_path, [row], outcomes, kind="seeds")) == 3
     out, err = capsys.readouterr()
     assert "(mean ± std, n = 2; 2 of the 4 runs did not finish: diverged (1), interrupted (1))" in out
     assert "diverged: seed 1, the loss became non-finite at epoch 2, step 9" in err
     interrupted = StudyResult(tmp_path, [row], outcomes, interrupted=True, kind="seeds")
-    assert _seeds_report(interrupted) == 130  # a stop outranks a divergence: resume it first
+    assert seeds_report(interrupted) == 130  # a stop outranks a divergence: resume it first
 
 
 def test_a_mixed_row_says_how_many_of_its_runs_each_status_concerns(tmp_path):

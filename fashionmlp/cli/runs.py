@@ -111,7 +111,7 @@ def _train_seeds(cfg, seeds: str, engine: str, runs_dir, data_dir, stop) -> int:
     result = run_study(seeds_study(cfg), seeds=seed_list_option(seeds), runs_dir=runs_dir or RUNS,
                        data_dir=data_dir, engine=engine, make_progress=progress, population_progress=PopulationLines(),
                        stop=stop, command=command_line(), notify=note)
-    return _seeds_report(result)
+    return seeds_report(result)
 
 
 SEEDS_RESUME_OPTIONS = ("--resume of a study folder (train --seeds, compare-optimizers) continues its runs as they "
@@ -119,16 +119,17 @@ SEEDS_RESUME_OPTIONS = ("--resume of a study folder (train --seeds, compare-opti
 
 
 def _resume_seeds(folder: Path, epochs, device, data_dir, stop) -> int:
+    from fashionmlp.cli.studies import report_resumed
     from fashionmlp.study import resume_study
 
     if epochs is not None or device is not None:
         raise UserError(SEEDS_RESUME_OPTIONS)
     result = resume_study(folder, data_dir=data_dir, make_progress=progress, population_progress=PopulationLines(),
                           stop=stop, command=command_line(), notify=note)
-    return _seeds_report(result)
+    return report_resumed(result)
 
 
-def _seeds_report(result) -> int:
+def seeds_report(result) -> int:
     """The table, a line per config (mean ± std over its finished runs), the runs that diverged; the exit code:
     130 interrupted, 3 when a seed diverged (as `train` alone), else 0."""
     from fashionmlp import status

@@ -61,7 +61,7 @@ def compare_optimizers(
     130 interrupted.
     """
     from fashionmlp.config import shortcut_values
-    from fashionmlp.study import read_study, resume_study, run_study, study_from_options
+    from fashionmlp.study import resume_study, run_study, study_from_options
 
     with graceful_stop() as stop:
         if resume is not None:
@@ -72,7 +72,7 @@ def compare_optimizers(
             result = resume_study(resume, data_dir=data_dir, make_progress=progress,
                                   population_progress=PopulationLines(), stop=stop, command=command_line(),
                                   notify=note)
-            study_name = study_title(read_study(result.study_dir)[0].base)  # as it began; not the folder's name
+            raise typer.Exit(report_resumed(result))
         else:
             one_seed_option(seeds, None, set_, has_seed=False)
             if model is not None and model not in ("mlp", "cnn"):
@@ -86,6 +86,18 @@ def compare_optimizers(
             study_name = study_title(study.base)
     study_table(result, f"Optimizer comparison: {study_name}")
     raise typer.Exit(end_study(result, "compare-optimizers"))
+
+
+def report_resumed(result) -> int:
+    """A resumed study's table, lines and exit code as the command that began it gives them, whichever of the
+    two resumed it (a `train --seeds` group resumed by compare-optimizers was an "Optimizer comparison")."""
+    from fashionmlp.cli.runs import seeds_report
+    from fashionmlp.study import read_study
+
+    if result.kind == "seeds":
+        return seeds_report(result)
+    study_table(result, f"Optimizer comparison: {study_title(read_study(result.study_dir)[0].base)}")
+    return end_study(result, "compare-optimizers")  # its name as it began; not the folder's
 
 
 def study_title(base) -> str:
