@@ -147,7 +147,7 @@ def test_members_that_join_a_running_population_equal_their_single_runs_in_float
         asked.append(places)
         return [spec[c.name] for c in late[:places]] if len(asked) == 1 else []
 
-    results = train_population([spec["a"], spec["b"]], prune=lambda m, r: m.cfg.name == "a", more=more,
+    results = train_population([spec["a"], spec["b"]], prune=lambda m, r: "pruned" if m.cfg.name == "a" else None, more=more,
                                ended=lambda m: ended.append((m.cfg.name, m.recorder.epoch, m.result.status)))
     assert [r.status for r in results] == ["pruned", "completed", "completed"]
     assert ended == [("a", 1, "pruned"), ("b", 2, "completed"), ("c", 2, "completed")]

@@ -2067,6 +2067,18 @@ def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
     assert _told(study, trial, said.append, {"epochs": 1}, values=0.5) is None
     assert said[-1] == "trial   0: not told to the study: it was failed meanwhile and its values queued again"
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and "epochs" not in study.trials[0].user_attrs
+    # a population's member so taken ends interrupted (continuable), as a single trial does; it said "pruned"
+    from types import SimpleNamespace
+
+    from fashionmlp.sweep.trials import _Judged
+
+    member = SimpleNamespace(recorder=SimpleNamespace(run_dir=Path("t")), cfg=SimpleNamespace(
+        train=SimpleNamespace(epochs=3)))
+    judged = _Judged({Path("t"): SimpleNamespace(trial=trial)}, spec, said.append, None)
+    assert judged.prune(member, result) == "interrupted"
+    live = study.ask()
+    judged.trials[Path("t")] = SimpleNamespace(trial=live)
+    assert judged.prune(member, result) is None  # the pruner has nothing to compare with: it goes on
 
 
 def test_one_database_spelled_with_or_without_its_driver_or_password_is_one_sweep_folder():

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from fashionmlp.config import RunConfig
 
 Tensor = torch.Tensor
-Prune = Callable[["Member", EpochResult], bool]
+Prune = Callable[["Member", EpochResult], str | None]  # the status to end the run with there (pruned), or None
 Refill = Callable[[int], list["Member"]]  # free places -> new members at their epoch 0 (or none)
 Ended = Callable[["Member"], None]
 
@@ -82,10 +82,11 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     """Train every member from where its recorder stands (all at the same epoch) to the end of its run; the
     results of every member, those that joined after them included, in the order they came.
     `prune(member, result)` is told of each of a member's epochs and answers whether to stop it there (a
-    sweep's pruner; after its last epoch the answer is ignored): the run then ends "pruned" and stops costing
-    compute. `refill(places)`, asked after an epoch that left fewer than `capacity` members (default: as many
-    as there are now), gives members that join from their epoch 1 on (a sweep's next trials); `ended(member)`
-    is told of every run that ended, as it ends (not of those a stop interrupts: their results say so)."""
+    sweep's pruner; after its last epoch the answer is ignored): the run then ends with the status it names
+    ("pruned"; "interrupted" for a trial another worker took) and stops costing compute. `refill(places)`,
+    asked after an epoch that left fewer than `capacity` members (default: as many as there are now), gives
+    members that join from their epoch 1 on (a sweep's next trials); `ended(member)` is told of every run that
+    ended, as it ends (not of those a stop interrupts: their results say so)."""
     cfg, members = members[0].cfg, list(members)
     used, steps = steps_per_epoch(cfg, data.n_train)
     capacity = capacity or len(members)
@@ -176,13 +177,13 @@ def _after_epoch(active: list[Member], results: list, prune: Prune | None, epoch
     """Each member judged by the pruner, then early stopping first, as in a single run; the members whose run
     ended (their last epoch, early stopping, pruning) get their result; those still training are returned."""
     for member, result in zip(active, results):
-        pruned = prune is not None and prune(member, result)
+        ending = prune(member, result) if prune is not None else None
         if member.recorder.epoch >= epochs:
             member.result = member.recorder.finish(st.COMPLETED, None, False)
         elif member.recorder.out_of_patience():
             member.result = member.recorder.finish(st.COMPLETED, result, True)
-        elif pruned:
-            member.result = member.recorder.finish(st.PRUNED)
+        elif ending:
+            member.result = member.recorder.finish(ending)
     return [m for m in active if m.result is None]
 
 

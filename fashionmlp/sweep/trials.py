@@ -244,9 +244,12 @@ class _Judged:
     echo: Echo
     ended: Callable[[Asked, RunResult], None] | None
 
-    def prune(self, member, result) -> bool:  # a member taken meanwhile stops too (its folder then says pruned)
-        return bool(judge(self.trials[member.recorder.run_dir].trial, self.spec, result, member.cfg.train.epochs,
-                     self.echo))
+    def prune(self, member, result) -> str | None:
+        """The status the member's run ends with after this epoch, if it ends: pruned, or interrupted when another
+        worker took the trial meanwhile (it said pruned; its values are queued again, as for a single trial)."""
+        verdict = judge(self.trials[member.recorder.run_dir].trial, self.spec, result, member.cfg.train.epochs,
+                        self.echo)
+        return st.INTERRUPTED if verdict == TAKEN else st.PRUNED if verdict else None
 
     def on_end(self, member) -> None:
         if self.ended is not None:

@@ -120,7 +120,10 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
     def ended(a: Asked, result) -> None:
         told.add(a.trial.number)
         beats.drop(a.trial.number)
-        _tell(study, books, spec, a, result, echo)
+        if result.status == st.INTERRUPTED:  # another worker took it meanwhile (sweep.trials.TAKEN)
+            _tell_interrupted(study, books, a.trial, result, echo)
+        else:
+            _tell(study, books, spec, a, result, echo)
 
     with heartbeats(storage, job.study, [a.trial.number for a in asked]) as beats:
         results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo, job.command,
