@@ -1236,6 +1236,34 @@ def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     sweep_heartbeats.beat_once(optuna.create_study(), trial)  # the journal (no heartbeats): nothing, no error
 
 
+def test_a_first_heartbeat_during_a_database_blip_is_left_to_the_heartbeat_thread(tmp_path, monkeypatch):
+    """The heartbeat of a trial just asked (beat_once), of one joining a population (Beats.add) and the one
+    after an outage (on_back) were recorded unretried on the main thread: a blip there was a traceback that
+    ended the worker. An unreachable database skips that beat (the thread beats when it answers); any other
+    error still raises."""
+    import sqlalchemy.exc
+
+    from fashionmlp.sweep import heartbeats as sweep_heartbeats
+
+    store, study, trial = _a_beating_study(tmp_path, monkeypatch, grace=60)
+
+    def refused(trial_id):
+        raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(store, "record_heartbeat", refused)
+    sweep_heartbeats.beat_once(study, trial)
+    beats = sweep_heartbeats.Beats(store, study.study_name)
+    beats.add([trial.number])
+    assert beats.ids == {trial.number: trial._trial_id}  # beaten by the thread from its next interval on
+
+    def broken(trial_id):
+        raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("no such table: trial_heartbeats"))
+
+    monkeypatch.setattr(store, "record_heartbeat", broken)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="no such table"):
+        sweep_heartbeats.beat_once(study, trial)
+
+
 def test_a_storage_without_heartbeats_announces_no_stale_trials(monkeypatch):
     """Its "stale" trials were those RUNNING before the check and FAIL after: with the journal (no heartbeats)
     a trial its own live worker failed meanwhile (interrupted, skipped) was announced as lost and queued again."""

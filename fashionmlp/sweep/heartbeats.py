@@ -23,7 +23,19 @@ def beat_once(study, trial) -> None:
     that had never beaten, which Optuna's stale check skips for ever."""
     storage = getattr(study, "_storage", None)
     if beats_every(storage):
-        storage.record_heartbeat(trial._trial_id)
+        unless_unreachable(storage.record_heartbeat, trial._trial_id)
+
+
+def unless_unreachable(beat, *args) -> None:
+    """`beat(*args)` (a heartbeat), skipped when the database cannot be reached: the heartbeat thread beats the
+    trial when it answers again (a blip between asking for a trial and its first beat was a traceback)."""
+    from fashionmlp.sweep.outage import why_unreachable
+
+    try:
+        beat(*args)
+    except Exception as exc:
+        if why_unreachable(exc) is None:
+            raise
 
 
 class Beats:
@@ -44,7 +56,7 @@ class Beats:
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
             with self.lock:
                 self.ids[number] = trial_id
-            self.storage.record_heartbeat(trial_id)
+            unless_unreachable(self.storage.record_heartbeat, trial_id)
 
     def drop(self, number: int) -> None:
         with self.lock:
@@ -91,7 +103,7 @@ def heartbeats(storage, study_name: str, numbers: list[int]) -> Iterator[Beats]:
 
     # when the database answers again, this worker's trials beat at once: after an outage longer than the grace
     # period every running trial is stale, and the first stale check (any machine's) failed the live ones too
-    forget = on_back(beats.beat)
+    forget = on_back(lambda: unless_unreachable(beats.beat))
     try:
         yield beats
     finally:
