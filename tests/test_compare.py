@@ -744,6 +744,32 @@ def test_a_mixed_row_says_how_many_of_its_runs_each_status_concerns(tmp_path):
     assert seeds_line(row, outcomes[:1]).endswith("(n = 1; 2 of the 3 runs did not finish: not started (2))")
 
 
+def test_a_variant_a_stop_kept_from_starting_keeps_its_row(tmp_path, tiny_data):
+    """An interrupted sequential study's table, summary.md and summary.csv left out the variants whose first run
+    had not started, saying nothing of them."""
+    from fashionmlp.study import load_study, run_study
+
+    study = load_study(yaml.safe_load(study_config(tmp_path, tiny_data).read_text()), only=["nesterov", "adam"])
+
+    class StopInEpoch2:
+        reason = "interrupted"
+        asked = 0
+
+        @property
+        def requested(self) -> bool:
+            self.asked += 1
+            return self.asked > 10 + 3  # 10 steps per epoch: in nesterov's first run's second epoch
+
+    stopped = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "runs", engine="sequential", stop=StopInEpoch2())
+    assert stopped.interrupted
+    rows = {row["optimizer"]: row for row in stopped.rows}
+    assert (rows["adam"]["n"], rows["adam"]["runs"], rows["adam"]["status"]) == (0, 2, "not started")
+    assert rows["nesterov"]["status"] == "interrupted (1), not started (1)"
+    assert set(study_rows(stopped.study_dir)) == {"nesterov", "adam"}
+    assert "| adam |" in (stopped.study_dir / "summary.md").read_text()
+    assert (stopped.study_dir / "comparison.png").is_file()
+
+
 def test_engine_is_refused_where_it_chooses_nothing(write_config, tmp_path):
     alone = cli("train", "--config", write_config(), "--engine", "sequential", "--runs-dir", tmp_path / "a")
     assert alone.exit_code == 2 and "--engine sequential" in alone.stderr and not (tmp_path / "a").exists()
