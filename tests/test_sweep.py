@@ -505,6 +505,15 @@ def test_best_yaml_names_the_thread_count_of_its_trial(sweep_config, tmp_path, q
     assert yaml.safe_load(text)["train"]["threads"] == 0 and threads >= 1
     assert (f"# The trial trained on {threads} CPU thread(s): a float32 run's numbers depend on the count; --set "
             f"train.threads={threads} repeats them") in text
+    # trained with another trial, batched: a run of its own does not repeat its float32 numbers bit for bit
+    for population in (1, 2):
+        runs = tmp_path / f"population{population}"
+        assert cli("sweep", "--config", path, "--runs-dir", runs, "--population", population).exit_code == 0
+        sweep = sweep_dir(runs)
+        best = max(trials_csv(sweep), key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
+        engine = summary(sweep / f"trial-{int(best['number']):04d}")["engine"]
+        said = "# It trained in a population (with other trials, batched)" in (sweep / "best.yaml").read_text()
+        assert said == (engine == "population") == (population == 2), engine
 
 
 def test_best_yaml_names_its_teacher_by_an_absolute_path(sweep_config, tmp_path, tiny_data, quick_pictures,
@@ -717,7 +726,7 @@ def test_which_stopped_runs_a_retry_continues(tiny_data, tmp_path, quick_picture
     the retry from the start in a folder of its own."""
     import dataclasses
 
-    from fashionmlp.config import config_from_dict
+    from fashionmlp.config import config_from_dict, with_values
     from fashionmlp.run import train
     from fashionmlp.sweep.retries import _same_run, resumable
 
@@ -741,6 +750,23 @@ def test_which_stopped_runs_a_retry_continues(tiny_data, tmp_path, quick_picture
     resolved = config_from_dict(tiny_config(tiny_data, distill={**taught, "teacher": "/abs/runs/cnn"}))
     other = config_from_dict(tiny_config(tiny_data, distill={"teacher": "/abs/runs/cnn", "fingerprint": "b" * 64}))
     assert _same_run(resolved, as_given) and not _same_run(other, as_given)
+    # its teacher moved (the sweep run again with distill.teacher naming the new folder): the retry continues
+    # it, its config.yaml naming the new folder (it said "no such folder" and trained the trial from epoch 1)
+    import shutil
+
+    from fashionmlp.config import load_config
+    from fashionmlp.resume import resume
+
+    teacher = train(config_from_dict(tiny_config(tiny_data, name="teacher")), runs_dir=tmp_path / "teachers").run_dir
+    taught = _stopped_run(tiny_data, sweep / "trial-0002", "s-trial-0002", distill={"teacher": str(teacher)})
+    pinned = load_config(sweep / "trial-0002" / "config.yaml").distill.fingerprint
+    moved = shutil.move(teacher, tmp_path / "moved")
+    retry = with_values(taught, {"name": "s-trial-0006", "distill.teacher": os.path.relpath(moved),
+                                 "distill.fingerprint": pinned})
+    stopped = resumable(sweep / "trial-0002", retry, sweep)
+    assert stopped is not None and stopped.cfg.distill.teacher == str(Path(moved).resolve())
+    assert load_config(sweep / "trial-0002" / "config.yaml").distill.teacher == str(Path(moved).resolve())
+    assert resume(sweep / "trial-0002").summary["epochs"] == taught.train.epochs
 
 
 class _FakeTrial:
@@ -1234,6 +1260,42 @@ def test_a_database_trial_beats_once_as_it_is_asked(tmp_path, monkeypatch):
     time.sleep(2.5)  # past the grace period (SQLite counts whole seconds)
     assert sweep_heartbeats.fail_stale_trials(study) == [trial.number]
     sweep_heartbeats.beat_once(optuna.create_study(), trial)  # the journal (no heartbeats): nothing, no error
+
+
+def test_a_journal_cut_short_or_gone_is_said_not_a_traceback(sweep_config, tmp_path, quick_pictures):
+    """A journal whose last record a crash or a full disk cut short: the next command appended to that line and
+    every later one ended in a JSONDecodeError traceback. A sweep folder whose journal is gone: FileExistsError's
+    traceback (a trial's folder was there), after the new journal had been given trials marked running."""
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random", "seed": 0})
+    runs = tmp_path / "runs"
+    assert cli("sweep", "--config", path, "--runs-dir", runs).exit_code == 0
+    journal = sweep_dir(runs) / "optuna.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + whole.splitlines(keepends=True)[-1][:40])  # a record's first 40 bytes
+    more = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "3")
+    assert more.exit_code == 0, more.output
+    assert f"warning: {journal}: its last record was cut short (a crash, or a full disk, while it was written): " \
+           "dropped (40 bytes)" in more.stderr
+    assert len(finished(load_study(sweep_dir(runs)))) == 3
+    again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "3")  # readable: nothing more to do
+    assert again.exit_code == 0 and "cut short" not in again.stderr, again.output
+    journal.unlink()
+    gone = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "4")
+    assert gone.exit_code == 2 and gone.stderr == (
+        f"error: {journal}: missing, while its sweep folder has trial folders: the study's record (the trials' "
+        "values and results) is gone; put the file back, or move the sweep folder away to begin the study again\n")
+    assert not journal.exists()
+
+
+def test_an_empty_sweep_key_names_null_as_its_default():
+    """`--set sweep.trials=` offered `sweep.trials=null for none`, and null there is the key's default (20)."""
+    from fashionmlp.config.files import parse_override
+    from fashionmlp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"give one, or sweep.trials=null for its default$"):
+        parse_override("sweep.trials=")
+    with pytest.raises(ConfigError, match=r"give one, or train.patience=null for none$"):
+        parse_override("train.patience=")
 
 
 def test_a_first_heartbeat_during_a_database_blip_is_left_to_the_heartbeat_thread(tmp_path, monkeypatch):

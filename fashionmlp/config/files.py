@@ -101,7 +101,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.1")
     if not value_text.strip():  # e.g. distill.teacher=$TEACHER with the variable unset: not a silent null
-        raise ConfigError(f"--set {text!r}: no value after '='; give one, or {key}=null for none")
+        none = "its default" if key.startswith("sweep.") else "none"  # a sweep key's null is its default
+        raise ConfigError(f"--set {text!r}: no value after '='; give one, or {key}=null for {none}")
     try:
         value = safe_load(value_text)
     except ReadAsAnother as exc:

@@ -115,15 +115,16 @@ def _best(study, spec: SweepSpec) -> dict | None:
     t = pick(complete, key=lambda tr: tr.value)
     params = {p.key: p.decode(t.params[p.key]) for p in spec.params if p.key in t.params}
     run_dir = Path(t.user_attrs["run_dir"])
-    test_accuracy = None
+    test_accuracy = engine = None
     if t.user_attrs[OWNER]["host"] == socket.gethostname():
         try:
-            test_accuracy = json.loads((run_dir / "summary.json").read_text())["final"]["test_accuracy"]
-        except (OSError, ValueError, KeyError):
+            run = json.loads((run_dir / "summary.json").read_text())
+            test_accuracy, engine = run["final"]["test_accuracy"], run.get("engine")
+        except (OSError, ValueError, KeyError, TypeError):
             pass
     return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
             "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy,
-            "threads": t.user_attrs.get("threads")}
+            "threads": t.user_attrs.get("threads"), "engine": engine}
 
 
 def _fmt(value: Any, key: str = "") -> str:
@@ -188,7 +189,10 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
                   f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n"
                   + (f"# The trial trained on {threads} CPU thread(s): a float32 run's numbers depend on the count; "
-                     f"--set train.threads={threads} repeats them\n" if threads else ""))
+                     f"--set train.threads={threads} repeats them\n" if threads else "")
+                  + ("# It trained in a population (with other trials, batched): a run of its own adds up in "
+                     "another order, so its float32 numbers come close, not bit for bit\n"
+                     if best.get("engine") == "population" else ""))
         body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
     figures, not_drawn = sweep_figures(study, spec, folder)

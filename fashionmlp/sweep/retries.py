@@ -14,11 +14,13 @@ from typing import Any
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import load_checkpoint
-from fashionmlp.config import load_config
+from fashionmlp.config import load_config, with_values
 from fashionmlp.errors import UserError
 from fashionmlp.progress import PopulationProgress
 from fashionmlp.resume import check_resumable
 from fashionmlp.savedrun import config_difference
+from fashionmlp.teacher import teacher_path_absolute
+from fashionmlp.tracking import write_config
 
 
 @dataclass
@@ -51,6 +53,7 @@ def resumable(run_dir: Path, cfg, sweep_dir: Path) -> Stopped | None:
         saved = load_config(run_dir / "config.yaml")
         if not _same_run(saved, cfg):
             return None
+        saved = _follow_the_teacher(run_dir, saved, cfg)
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         finishing = check_resumable(saved, state, run_dir)
     except (OSError, ValueError, UserError):
@@ -66,6 +69,20 @@ def _same_run(saved, cfg) -> bool:
     same_teacher = saved.distill.fingerprint is not None and saved.distill.fingerprint == cfg.distill.fingerprint
     skipped = {"name", "train.threads"} | ({"distill.teacher"} if same_teacher else set())
     return config_difference(saved.to_dict(), cfg.to_dict(), skipped) is None
+
+
+def _follow_the_teacher(run_dir: Path, saved, cfg):
+    """A stopped run whose teacher (the same weights: _same_run) the sweep now names at another path, moved or
+    on another machine: its config.yaml names the new one, as a user would edit it for `train --resume`, so
+    the retry continues it (it said "no such folder" and trained the trial again from its first epoch)."""
+    if saved.distill.teacher is None:
+        return saved
+    there = teacher_path_absolute(cfg).distill.teacher
+    if Path(saved.distill.teacher) == Path(there):
+        return saved
+    moved = with_values(saved, {"distill.teacher": there})
+    write_config(run_dir / "config.yaml", moved.to_dict())
+    return moved
 
 
 class Earlier(PopulationProgress):

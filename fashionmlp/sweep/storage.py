@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -60,13 +61,39 @@ def _drop_dangling_lock(journal: Path) -> None:
         pass  # another process took or removed it first
 
 
+def _drop_a_torn_record(journal: Path) -> None:
+    """A journal whose last record a crash or a full disk cut short: Optuna reads past it, and the next record
+    appended to that line made the journal unreadable (a JSONDecodeError traceback for every later command).
+    Every append holds the journal's lock, so under it a last line without its newline was never finished."""
+    if not journal.is_file():
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(journal), grace_period=JOURNAL_LOCK_GRACE)
+    lock.acquire()
+    try:
+        with open(journal, "rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return
+            whole = data.rfind(b"\n") + 1
+            f.truncate(whole)
+        sys.stderr.write(f"warning: {journal}: its last record was cut short (a crash, or a full disk, while it was "
+                         f"written): dropped ({len(data) - whole} bytes)\n")
+    finally:
+        lock.release()
+
+
 def open_storage(url: str | None, journal: Path | None = None, stop: StopRequest | None = None):
     """Optuna's journal file storage at `journal` (url None), else its RDB storage with heartbeats, which waits out
     a database outage (outage.patient; `stop` ends the wait)."""
     if url is None:
         journal_storage = optuna.storages.journal
         journal = Path(journal).absolute()  # Optuna's lock is a link to this path: relative, it would dangle
+        if not journal.exists() and any(journal.parent.glob("trial-*")):
+            raise UserError(f"{journal}: missing, while its sweep folder has trial folders: the study's record (the "
+                            "trials' values and results) is gone; put the file back, or move the sweep folder away "
+                            "to begin the study again")
         _drop_dangling_lock(journal)
+        _drop_a_torn_record(journal)
         return journal_storage.JournalStorage(journal_storage.JournalFileBackend(str(journal)))
     if "://" not in url:
         raise UserError(f"--storage {url!r} is not a database URL; e.g. postgresql://user:password@host/db, "
