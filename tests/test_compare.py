@@ -635,6 +635,30 @@ def test_a_study_resumed_by_the_other_command_is_reported_as_it_began(write_conf
         assert "Optimizer comparison: mlp, 1 epoch" in compared.stdout and "mean ± std over the seeds" not in compared.stdout
 
 
+def test_a_study_member_given_fewer_epochs_than_it_has_is_told_to_resume_without_them(write_config, tmp_path):
+    """It was told to copy the folder out of the study "to extend it alone", which a shorter run is not."""
+    result = cli("train", "--config", write_config(train={"epochs": 2}), "--seeds", "0,1", "--runs-dir", tmp_path)
+    member = Path(result.stdout.strip().splitlines()[-1]) / "seed0"
+    fewer = cli("train", "--resume", member, "--epochs", "1")
+    assert fewer.exit_code == 2 and fewer.stderr.endswith(
+        "--epochs 1 is fewer than the 2 epochs the run already has; resume it without --epochs (its study's runs "
+        "all train to one length)\n"), fewer.stderr
+    same = cli("train", "--resume", member, "--epochs", "2")
+    assert same.exit_code == 2 and same.stderr.endswith("copy the run folder out of the study to extend it alone (its "
+                                                        "table averages runs of one length)\n"), same.stderr
+
+
+def test_compare_resume_of_no_folder_or_of_a_run_says_which(write_config, tmp_path):
+    """Both were "not a study folder (it needs study.yaml and study.json ...)"."""
+    gone = cli("compare-optimizers", "--resume", tmp_path / "nothing")
+    assert gone.exit_code == 2 and gone.stderr == (f"error: --resume {str(tmp_path / 'nothing')!r}: no such folder; "
+                                                   "pass a study folder such as runs/compare-mlp-20260101-120000\n")
+    run = Path(cli("train", "--config", write_config(), "--runs-dir", tmp_path).stdout.strip().splitlines()[-1])
+    member = cli("compare-optimizers", "--resume", run)
+    assert member.exit_code == 2 and member.stderr == (
+        f"error: --resume {str(run)!r} is a run folder, not a study folder: `fashionmlp train --resume` continues it\n")
+
+
 def test_train_seeds_with_early_stopping_stops_each_seed_on_its_own(write_config, tmp_path):
     """Every seed with train.patience (the first included: the population's shared data must not carry it)."""
     cfg = write_config(train={"epochs": 6, "patience": 1}, data={"val_size": 64},

@@ -271,6 +271,12 @@ def read_study(study_dir: Path) -> tuple[Study, list[int], str]:
         meta = json.loads((study_dir / "study.json").read_text())
         raw = read_yaml(study_dir / "study.yaml")
     except (OSError, ValueError):
+        if not study_dir.is_dir():
+            raise UserError(f"{where}: no such folder; pass a study folder such as runs/compare-mlp-20260101-120000"
+                            ) from None
+        if (study_dir / "config.yaml").is_file():
+            raise UserError(f"{where} is a run folder, not a study folder: `fashionmlp train --resume` continues it"
+                            ) from None
         raise UserError(f"{where} is not a study folder (it needs study.yaml and study.json, written by "
                         "compare-optimizers and train --seeds)") from None
     seeds = meta.get("seeds") if isinstance(meta, dict) else None
