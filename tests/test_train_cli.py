@@ -395,3 +395,33 @@ def test_evaluating_a_run_without_a_finished_epoch_says_so(write_config, tmp_pat
     assert evaluated.exit_code == 0, evaluated.output
     assert "note: last.pt is from epoch 0: the run has not finished an epoch, these are its initial weights" \
         in evaluated.stderr
+
+
+@pytest.mark.parametrize("seeds", [None, "0,1"])
+def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_path, monkeypatch, seeds):
+    """"SIGINT: stopping after this step", then the table and exit 0 with no word of the stop: a stop during the
+    last step lets it finish the work (docs/runs.md), and now says so. A real SIGINT, during step 20 of 20."""
+    import os
+    import signal
+
+    from fashionmlp import engine as single_engine
+    from fashionmlp.population.stack import Stepper
+
+    steps = []
+
+    def counted(step):
+        def then_ctrl_c(*args, **kwargs):
+            steps.append(1)
+            if len(steps) == 20:  # 320 images, batch 32: 10 steps an epoch, 2 epochs
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(*args, **kwargs)
+        return then_ctrl_c
+
+    if seeds is None:
+        monkeypatch.setattr(single_engine, "train_step", counted(single_engine.train_step))
+    else:
+        monkeypatch.setattr(Stepper, "step", counted(Stepper.step))
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path, *(["--seeds", seeds] if seeds else []))
+    assert result.exit_code == 0 and len(steps) == 20, result.output
+    assert "SIGINT: stopping after this step" in result.stderr
+    assert "note: the stop came during the last step, which finished the work: nothing is left to resume" in result.stderr

@@ -65,6 +65,7 @@ DEBUG_ENV = "FASHIONMLP_DEBUG"
 RUNS = Path("runs")  # where folders are made when --runs-dir is not given
 VERBOSE = contextvars.ContextVar("fashionmlp_verbose", default=False)  # set by the root callback per invocation
 ARGV: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fashionmlp_argv", default=None)
+STOP = contextvars.ContextVar("fashionmlp_stop", default=None)  # this command's StopRequest (graceful_stop)
 
 # ---------------------------------------------------------------- options, declared once
 
@@ -158,6 +159,7 @@ def graceful_stop() -> Iterator:
     from fashionmlp.progress import StopRequest
 
     stop = StopRequest()
+    STOP.set(stop)  # for stop_came_late, after the block too
 
     def handler(signum, frame):
         if stop.requested:
@@ -178,6 +180,14 @@ def graceful_stop() -> Iterator:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_came_late(interrupted: bool) -> None:
+    """After "stopping after this step" a command whose work had finished anyway (the stop came during its last
+    step, which ends it: docs/runs.md) said nothing of it, and exited 0."""
+    stop = STOP.get()
+    if stop is not None and stop.requested and not interrupted:
+        note("the stop came during the last step, which finished the work: nothing is left to resume")
 
 
 def command_line() -> str | None:

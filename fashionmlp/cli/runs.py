@@ -25,6 +25,7 @@ from fashionmlp.cli.common import (
     graceful_stop,
     note,
     one_seed_option,
+    stop_came_late,
     user_errors,
 )
 from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table, what_to_lower
@@ -85,6 +86,7 @@ def train(
             result = train_run(cfg, runs_dir=runs_dir or RUNS, data_dir=data_dir, progress=progress(), stop=stop,
                                command=command_line())
     report_run(result)
+    stop_came_late(result.status == "interrupted")
     raise typer.Exit(result.exit_code)
 
 

@@ -25,6 +25,7 @@ from fashionmlp.cli.common import (
     graceful_stop,
     note,
     one_seed_option,
+    stop_came_late,
     user_errors,
 )
 from fashionmlp.cli.show import PopulationLines, print_table, progress, study_table
@@ -123,6 +124,7 @@ def end_study(result, command: str) -> int:
             + resume_command(command, result.study_dir, data_dir))
         typer.echo(str(result.study_dir))
         return 130
+    stop_came_late(False)
     typer.echo(str(result.study_dir))
     return 0
 
@@ -200,5 +202,6 @@ def _sweep_exit(result) -> int:
             + "; run the same command again to continue")
         typer.echo(str(result.sweep_dir))
         return 1 if result.problems else 0
+    stop_came_late(False)
     typer.echo(str(result.sweep_dir))
     return 0
