@@ -159,7 +159,7 @@ def test_a_trials_draws_depend_on_its_number_not_on_which_process_asks(sweep_con
     from fashionmlp.sweep.sampler import PerTrialSeed
     from fashionmlp.sweep.space import load_sweep_file
 
-    spec = load_sweep_file(sweep_config(sweep={"trials": 6, "sampler": sampler, "seed": 0,
+    spec = load_sweep_file(sweep_config(optimizer={"name": "sgd"}, sweep={"trials": 6, "sampler": sampler, "seed": 0,
                                                "sampler_startup_trials": 2, "space": {
         "optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "optimizer.momentum": {"low": 0.0, "high": 0.9}}}))
 
@@ -439,10 +439,10 @@ def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pict
         "train.batch_size 16 (the study has 32); continue it with the same config, or start a new study with "
         "--study NEW_NAME"]
     # a search space of long lists: both sides were the whole space cut at the same place, hiding the difference
-    space = {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}, "optimizer.momentum": [0.0, 0.5]}
+    space = {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}, "train.label_smoothing": [0.0, 0.5]}
     other = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--set", f"sweep.space={space}")
     assert other.exit_code == 2 and (
-        "sweep.space['optimizer.momentum'] [0.0, 0.5] (not in the study's)") in other.stderr, other.stderr
+        "sweep.space['train.label_smoothing'] [0.0, 0.5] (not in the study's)") in other.stderr, other.stderr
 
 
 def test_a_sweep_pins_its_teacher_notes_what_it_saw_and_refuses_another(sweep_config, tmp_path, tiny_data,
@@ -976,7 +976,8 @@ def test_a_grid_whose_queueing_was_cut_short_trains_every_point_on_the_next_run(
     study: a process killed while queueing (10 of 60 queued) left the rest untrained by every later run, which
     said "run the same command again to train them" and exited 0."""
     grid = {"optimizer.lr": [0.01, 0.02, 0.03], "optimizer.momentum": [0.0, 0.5]}
-    path = sweep_config(train={"epochs": 1}, sweep={"sampler": "grid", "trials": 6, "space": grid})
+    path = sweep_config(train={"epochs": 1}, optimizer={"name": "sgd"}, sweep={"sampler": "grid", "trials": 6,
+                                                                             "space": grid})
     real, calls = optuna.Study.enqueue_trial, []
 
     def killed_after_two(study, *args, **kwargs):
@@ -1450,10 +1451,25 @@ BAD_SWEEPS = {
                    **{key: [0.001 * k for k in range(1, 8)] for key in ("optimizer.lr", "optimizer.weight_decay",
                                                                          "train.label_smoothing")}}},
         "sweep.space: no mix of its values makes a valid config (e.g. optimizer.lr=0.001, optimizer.momentum=0.0, "),
+    "a key no trial reads": ({"space": {"optimizer.lr": [0.01, 0.1], "optimizer.momentum": [0.1, 0.9]}},
+                             "sweep.space.optimizer.momentum: no trial would use it (adam uses its betas, not a "
+                             "momentum), so its values would train alike; leave it out, or search it beside values "
+                             "that use it"),  # its trials scored alike, with no word on the terminal
+    "distillation without a teacher": ({"space": {"distill.temperature": [2.0, 4.0]}},
+                                       "sweep.space.distill.temperature: no trial would use it (there is no "
+                                       "distill.teacher)"),
     "bad base config": ({"__base__": {"optimizer": {"lr": -1}}}, "optimizer.lr: -1.0 is out of range"),
     "a width no memory holds": ({"space": {"model.hidden": [[32], [2**24]]}},
                                 "sweep.space: model.hidden [16777216] at train.batch_size 32 need about"),
 }
+
+
+def test_a_key_some_trials_read_may_be_searched(sweep_config):
+    from fashionmlp.sweep import load_sweep_file
+
+    spec = load_sweep_file(sweep_config(sweep={"space": {"optimizer.name": ["sgd", "adam"],
+                                                         "optimizer.momentum": [0.1, 0.9]}}))
+    assert [p.key for p in spec.params] == ["optimizer.momentum", "optimizer.name"]
 
 
 @pytest.mark.parametrize("case", list(BAD_SWEEPS), ids=list(BAD_SWEEPS))
@@ -1939,7 +1955,7 @@ def test_param_importances_wait_for_enough_trials_and_compare_at_least_three(swe
     from fashionmlp.plots.sweep import sweep_figures
     from fashionmlp.sweep.space import load_sweep_file
 
-    spec = load_sweep_file(sweep_config(sweep={"trials": 12, "space": {
+    spec = load_sweep_file(sweep_config(optimizer={"name": "sgd"}, sweep={"trials": 12, "space": {
         "optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True}, "optimizer.momentum": {"low": 0.0, "high": 0.9}}}))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     lr, momentum = (optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),

@@ -302,3 +302,21 @@ def unused_keys(cfg: RunConfig) -> list[str]:
     if cfg.distill.teacher is None and cfg.distill != DistillConfig():  # (a fingerprint needs a teacher: refused)
         notes.append("distill.temperature, alpha and checkpoint are not used without distill.teacher")
     return notes
+
+
+def keys_not_used(cfg: RunConfig) -> dict[str, str]:
+    """The dotted keys this config's run does not read, whatever their values, each with why (a sweep that
+    searches one of them trains its trials alike: sweep.space refuses it)."""
+    o, unused = cfg.optimizer, {}
+    if o.name in ("adam", "adamw"):
+        unused["optimizer.momentum"] = f"{o.name} uses its betas, not a momentum"
+    if o.name in ("sgd", "nesterov"):
+        unused["optimizer.betas"] = f"{o.name} has no betas (adam and adamw use them)"
+    if cfg.model.name == "mlp":
+        unused["model.channels"] = "the MLP has no conv blocks"
+    if cfg.data.loader != "torchvision":
+        unused["data.num_workers"] = f"the {cfg.data.loader!r} loader has no worker processes"
+    if cfg.distill.teacher is None:
+        unused.update(dict.fromkeys(("distill.temperature", "distill.alpha", "distill.checkpoint"),
+                                    "there is no distill.teacher"))
+    return unused

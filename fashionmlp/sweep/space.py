@@ -26,6 +26,7 @@ from fashionmlp.config import (
     unknown_key,
     with_values,
 )
+from fashionmlp.config.rules import keys_not_used
 from fashionmlp.errors import ConfigError
 from fashionmlp.sweep.spec import (
     DEFAULT_VAL_SIZE,
@@ -200,13 +201,20 @@ def end_mixes(params: tuple[Param, ...], base_raw: dict, most: int):
 
 
 def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
-    """Some mix of the space's values must make a valid config: each value can be valid alone while none goes
-    with the others (optimizer.name [nesterov] with optimizer.momentum [0.0]), and every trial would fail."""
-    first = None
+    """Some mix of the space's values must make a valid config (optimizer.name [nesterov] with optimizer.momentum
+    [0.0]: every trial failed), and each key must be read by some (momentum with adam alone: all alike)."""
+    first, why, used = None, {}, set()
     for mix, cfg in end_mixes(params, base_raw, 4096):
-        if not isinstance(cfg, ConfigError):
+        if isinstance(cfg, ConfigError):
+            first = first or (mix, cfg)
+            continue
+        used |= {p.key for p in params if p.key not in (why := keys_not_used(cfg))}
+        if len(used) == len(params):
             return
-        first = first or (mix, cfg)
+    if why:  # a valid mix, and a key none of them reads
+        key = next(p.key for p in params if p.key not in used)
+        raise ConfigError(f"sweep.space.{key}: no trial would use it ({why[key]}), so its values would train alike; "
+                          "leave it out, or search it beside values that use it")
     if first is not None and math.prod(len(ends(p)) for p in params) <= 4096:  # beyond: the workers' guard
         shown = ", ".join(f"{p.key}={show(v)}" for p, v in zip(params, first[0]))
         raise ConfigError(f"sweep.space: no mix of its values makes a valid config (e.g. {shown}: {first[1]}); "
