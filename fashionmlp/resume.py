@@ -127,7 +127,8 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
         has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
                f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
         way = (f"pass --epochs N with N > {done} to extend it" if group_of(run_dir) != "study" else
-               "resume it without --epochs (its study's runs all train to one length)" if cfg.train.epochs < done
+               "a study's runs all train to one length (without --epochs, --resume continues an unfinished one)"
+               if cfg.train.epochs < done
                else "copy the run folder out of the study to extend it alone (its table averages runs of one length)")
         raise UserError(f"--resume {str(run_dir)!r}: {has}; {way}")
     return False

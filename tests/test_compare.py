@@ -636,13 +636,14 @@ def test_a_study_resumed_by_the_other_command_is_reported_as_it_began(write_conf
 
 
 def test_a_study_member_given_fewer_epochs_than_it_has_is_told_to_resume_without_them(write_config, tmp_path):
-    """It was told to copy the folder out of the study "to extend it alone", which a shorter run is not."""
+    """It was told to copy the folder out of the study "to extend it alone", which a shorter run is not (and a
+    finished one cannot be resumed at all: it is not told to resume without --epochs)."""
     result = cli("train", "--config", write_config(train={"epochs": 2}), "--seeds", "0,1", "--runs-dir", tmp_path)
     member = Path(result.stdout.strip().splitlines()[-1]) / "seed0"
     fewer = cli("train", "--resume", member, "--epochs", "1")
     assert fewer.exit_code == 2 and fewer.stderr.endswith(
-        "--epochs 1 is fewer than the 2 epochs the run already has; resume it without --epochs (its study's runs "
-        "all train to one length)\n"), fewer.stderr
+        "--epochs 1 is fewer than the 2 epochs the run already has; a study's runs all train to one length (without "
+        "--epochs, --resume continues an unfinished one)\n"), fewer.stderr
     same = cli("train", "--resume", member, "--epochs", "2")
     assert same.exit_code == 2 and same.stderr.endswith("copy the run folder out of the study to extend it alone (its "
                                                         "table averages runs of one length)\n"), same.stderr

@@ -909,8 +909,9 @@ def test_a_grid_point_another_machine_is_training_is_not_called_missing(sweep_co
 def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not_lost():
     """A population's trial that a stop kept from starting was queued again, as the terminal said, while the
     table, summary.md and trials.csv called it `worker lost (killed?)`."""
+    from fashionmlp.sweep.owners import _owner
     from fashionmlp.sweep.report import _note
-    from fashionmlp.sweep.storage import OWNER, _owner
+    from fashionmlp.sweep.storage import OWNER
     from fashionmlp.sweep.workers import _tell_interrupted
 
     study = optuna.create_study(direction="maximize")
@@ -918,7 +919,7 @@ def test_a_trial_asked_but_not_started_when_a_stop_came_is_noted_interrupted_not
     trial.set_user_attr(OWNER, _owner(trial.number))  # as configure() leaves an asked trial
     trial.set_user_attr("status", "running")
     lines: list[str] = []
-    _tell_interrupted(study, study, trial, None, lines.append)
+    assert _tell_interrupted(study, study, trial, None, lines.append) is True
     first, retry = study.get_trials()
     assert first.state == optuna.trial.TrialState.FAIL and _note(first) == "interrupted"
     assert retry.state == optuna.trial.TrialState.WAITING and retry.params == first.params
@@ -1171,21 +1172,43 @@ def test_a_trial_asked_and_never_claimed_is_failed_and_queued_again(tmp_path, mo
     assert sweep_storage.fail_dead_trials(study, tmp_path) == [inherited.number]
 
 
-def test_a_trial_of_another_container_on_this_host_is_not_failed_as_dead():
+@pytest.mark.parametrize("storage", ["journal", "database"])
+def test_a_trial_of_another_container_on_this_host_is_not_failed_as_dead(tmp_path, monkeypatch, storage):
     """Workers in two containers of one host (host network: one host name) failed each other's live trials: each
     checked the other's pid in its own pid namespace, where it does not exist. The pid namespace and boot id
-    now say whether the pid can be checked here; a record without them (older versions) goes by host name."""
+    now say whether the pid can be checked here. On a journal (no heartbeats) a trial of another pid namespace
+    is dead when its run folder's lock is free (a container restarted: it stayed "running" for ever), and one of
+    an earlier boot of this host is dead (rebooted); on a database the heartbeats decide those."""
+    from fashionmlp.runlock import lock_run_dir
+    from fashionmlp.sweep import owners as sweep_owners
     from fashionmlp.sweep import storage as sweep_storage
 
+    if storage == "database":
+        monkeypatch.setattr(sweep_storage, "beats_every", lambda storage: 60)
     study = optuna.create_study(direction="maximize")
     dead = {"host": socket.gethostname(), "pid": 2**22 + 1, "started": None}  # past Linux's largest pid
-    here = sweep_storage._owner(0)
-    assert here["boot"] and here["pidns"] and sweep_storage._here(here)
-    elsewhere = [study.ask() for _ in range(3)]
-    for trial, other in zip(elsewhere, ({"pidns": "1"}, {"boot": "another-boot-id"},
-                                        {"pidns": here["pidns"], "boot": here["boot"]})):
+    here = sweep_owners._owner(0)
+    assert here["boot"] and here["pidns"] and sweep_owners._here(here)
+    kinds = {"container, its folder locked": {"pidns": "1", "boot": here["boot"]},
+             "container, its folder free": {"pidns": "1", "boot": here["boot"]},
+             "earlier boot": {"pidns": here["pidns"], "boot": "another-boot-id"},
+             "this process's place": {"pidns": here["pidns"], "boot": here["boot"]},
+             "another host": {"host": "elsewhere", "pidns": "1", "boot": "another-boot-id"}}
+    trials = {}
+    for kind, other in kinds.items():
+        trial = trials[kind] = study.ask()
+        run_dir = tmp_path / f"trial-{trial.number:04d}"
+        run_dir.mkdir()
+        trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr(sweep_storage.OWNER, {**dead, **other, "trial": trial.number})
-    assert sweep_storage.fail_dead_trials(study, Path(".")) == [elsewhere[2].number]  # only the one seen here
+    held = lock_run_dir(tmp_path / f"trial-{trials['container, its folder locked'].number:04d}")  # a live worker
+    try:
+        failed = sweep_storage.fail_dead_trials(study, tmp_path)
+    finally:
+        held.close()
+    expected = ["this process's place"] + (["container, its folder free", "earlier boot"] if storage == "journal"
+                                           else [])
+    assert sorted(failed) == sorted(trials[kind].number for kind in expected)
 
 
 def test_two_commands_creating_one_study_with_different_configs_at_once_are_not_both_accepted(sweep_config,
@@ -1470,6 +1493,11 @@ def test_a_key_some_trials_read_may_be_searched(sweep_config):
     spec = load_sweep_file(sweep_config(sweep={"space": {"optimizer.name": ["sgd", "adam"],
                                                          "optimizer.momentum": [0.1, 0.9]}}))
     assert [p.key for p in spec.params] == ["optimizer.momentum", "optimizer.name"]
+    # more mixes than are looked at (4096), the first ones all adam: not refused (the review's 8192-mix space)
+    big = {"optimizer.name": ["adam", "sgd"], "optimizer.momentum": {"low": 0.0, "high": 0.9},
+           "optimizer.lr": [0.001 * k for k in range(1, 17)], "train.batch_size": list(range(16, 32)),
+           "train.label_smoothing": [0.01 * k for k in range(8)]}
+    assert len(load_sweep_file(sweep_config(sweep={"space": big})).params) == 5
 
 
 @pytest.mark.parametrize("case", list(BAD_SWEEPS), ids=list(BAD_SWEEPS))
@@ -2182,6 +2210,11 @@ def test_a_trial_another_worker_failed_meanwhile_stops_without_a_traceback():
         train=SimpleNamespace(epochs=3)))
     judged = _Judged({Path("t"): SimpleNamespace(trial=trial)}, spec, said.append, None)
     assert judged.prune(member, result) == "interrupted"
+    from fashionmlp.sweep.workers import _tell_interrupted  # not a stop of this worker: it goes on with others
+
+    run = SimpleNamespace(summary={"epochs": 1, "seconds": 1.0}, status="interrupted")
+    assert _tell_interrupted(study, study, trial, run, said.append) is False  # (it ended the worker, exit 130)
+    assert len(study.trials) == 1  # not queued a second time
     live = study.ask()
     judged.trials[Path("t")] = SimpleNamespace(trial=live)
     assert judged.prune(member, result) is None  # the pruner has nothing to compare with: it goes on

@@ -45,8 +45,8 @@ def summarize(outcomes: list[VariantOutcome], study: Study, planned: int = 0) ->
     rows = []
     for name, cfg in study.variants.items():
         runs = [o for o in outcomes if o.name == name]
-        if not runs and not planned:
-            continue  # (a stop before a variant's first run: its row says "not started"; it had none)
+        if not runs and not planned:  # (with `planned`, a variant a stop kept from starting has a row: not started)
+            continue
         missing = max(0, planned - len(runs))
         done = [o for o in runs if o.status in FINISHED]  # the means: runs that reached their end, and only those
         finals = [o.summary["final"] for o in done]

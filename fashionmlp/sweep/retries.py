@@ -53,13 +53,15 @@ def resumable(run_dir: Path, cfg, sweep_dir: Path) -> Stopped | None:
         saved = load_config(run_dir / "config.yaml")
         if not _same_run(saved, cfg):
             return None
-        saved = _follow_the_teacher(run_dir, saved, cfg)
+        followed = _follow_the_teacher(saved, cfg)
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        finishing = check_resumable(saved, state, run_dir)
+        finishing = check_resumable(followed, state, run_dir)
+        history = list(state["history"])
+        if history and followed is not saved:  # only a run the retry continues is changed
+            write_config(run_dir / "config.yaml", followed.to_dict())
     except (OSError, ValueError, UserError):
         return None
-    history = list(state["history"])
-    return Stopped(run_dir, saved, history, finishing) if history else None
+    return Stopped(run_dir, followed, history, finishing) if history else None
 
 
 def _same_run(saved, cfg) -> bool:
@@ -71,18 +73,14 @@ def _same_run(saved, cfg) -> bool:
     return config_difference(saved.to_dict(), cfg.to_dict(), skipped) is None
 
 
-def _follow_the_teacher(run_dir: Path, saved, cfg):
+def _follow_the_teacher(saved, cfg):
     """A stopped run whose teacher (the same weights: _same_run) the sweep now names at another path, moved or
-    on another machine: its config.yaml names the new one, as a user would edit it for `train --resume`, so
-    the retry continues it (it said "no such folder" and trained the trial again from its first epoch)."""
+    on another machine: its config with the new one (written to its config.yaml, as a user would edit it for
+    `train --resume`, when the retry continues it: it said "no such folder" and trained the trial again)."""
     if saved.distill.teacher is None:
         return saved
     there = teacher_path_absolute(cfg).distill.teacher
-    if Path(saved.distill.teacher) == Path(there):
-        return saved
-    moved = with_values(saved, {"distill.teacher": there})
-    write_config(run_dir / "config.yaml", moved.to_dict())
-    return moved
+    return saved if Path(saved.distill.teacher) == Path(there) else with_values(saved, {"distill.teacher": there})
 
 
 class Earlier(PopulationProgress):

@@ -211,7 +211,7 @@ def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
         used |= {p.key for p in params if p.key not in (why := keys_not_used(cfg))}
         if len(used) == len(params):
             return
-    if why:  # a valid mix, and a key none of them reads
+    if why and math.prod(len(ends(p)) for p in params) <= 4096:  # a key no valid mix reads (beyond: not all seen)
         key = next(p.key for p in params if p.key not in used)
         raise ConfigError(f"sweep.space.{key}: no trial would use it ({why[key]}), so its values would train alike; "
                           "leave it out, or search it beside values that use it")

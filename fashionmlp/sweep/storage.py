@@ -4,9 +4,7 @@ heartbeats), the study's identity (the sweep config it was made from), and trial
 from __future__ import annotations
 
 import datetime
-import functools
 import json
-import os
 import socket
 import sys
 import time
@@ -22,6 +20,7 @@ from fashionmlp.runlock import lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.heartbeats import beats_every
 from fashionmlp.sweep.outage import patient
+from fashionmlp.sweep.owners import _gone
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.tracking import without_passwords, write_json
 
@@ -220,53 +219,6 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` (Linux /proc, clock ticks since boot): tells a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _place() -> dict[str, str | None]:
-    """Where this process's pid means something: the host name, the kernel's boot id and the pid namespace. Two
-    containers on one host (host network: one host name) see each other's pids as absent; machines cloned with
-    one host name boot with different ids."""
-    return {"host": socket.gethostname(), **_kernel()}
-
-
-@functools.cache
-def _kernel() -> dict[str, str | None]:
-    try:
-        return {"boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                "pidns": str(os.stat("/proc/self/ns/pid").st_ino)}
-    except OSError:  # not Linux
-        return {"boot": None, "pidns": None}
-
-
-def _here(owner: dict[str, Any]) -> bool:
-    """Whether the worker that wrote `owner` ran where this process can see its pid (a record without boot id
-    and pid namespace, as older versions wrote it, by its host name alone)."""
-    place = _place()
-    return all(owner.get(key) == value for key, value in place.items() if key == "host" or key in owner)
-
-
-def _owner(number: int) -> dict[str, Any]:
-    return {**_place(), "pid": os.getpid(), "started": _process_start(os.getpid()), "trial": number}
-
-
-def _alive(owner: dict[str, Any]) -> bool:
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        pass
-    started = _process_start(int(owner["pid"]))
-    return not (owner.get("started") and started and started != owner["started"])
-
-
 def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
     """Mark FAIL the running trials whose worker process on this machine is gone (e.g. `kill -9`), and those no
     worker claimed for longer than the grace period (any machine's), and queue their parameters again with
@@ -283,7 +235,7 @@ def fail_dead_trials(study, sweep_dir: Path) -> list[int]:
         if not owner or owner.get("trial") != t.number:
             if not (journal and _unclaimed_for_long(t)):
                 continue
-        elif not _here(owner) or _alive(owner):
+        elif not _gone(owner, journal, t.user_attrs.get("run_dir"), sweep_dir):
             continue
         try:
             study.tell(t.number, state=TrialState.FAIL)
@@ -316,8 +268,8 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
             last[run_dir] = t
     for run_dir, t in last.items():
         owner = t.user_attrs[OWNER]
-        if t.state != TrialState.FAIL or not _here(owner):
-            continue
+        if t.state != TrialState.FAIL or owner.get("host") != socket.gethostname():
+            continue  # (its folder's lock tells a live process, in whatever container of this host)
         path = Path(run_dir) / "summary.json"
         if not path.resolve().is_relative_to(inside) or not path.is_file():
             continue

@@ -22,10 +22,11 @@ from fashionmlp.recorder import RunResult
 from fashionmlp.resume import resume
 from fashionmlp.run import train
 from fashionmlp.sweep.backend import TrialState, optuna
+from fashionmlp.sweep.owners import _owner
 from fashionmlp.sweep.retries import Earlier, Stopped, resumable
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import SweepSpec
-from fashionmlp.sweep.storage import OWNER, _owner
+from fashionmlp.sweep.storage import OWNER
 
 Echo = Callable[[str], None]
 

@@ -21,13 +21,13 @@ from fashionmlp.errors import StoppedWaiting, UserError
 from fashionmlp.progress import StopRequest
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna
 from fashionmlp.sweep.heartbeats import beat_once, fail_stale_trials, heartbeats
+from fashionmlp.sweep.owners import _owner
 from fashionmlp.sweep.report import progress_line
 from fashionmlp.sweep.sampler import PerTrialSeed
 from fashionmlp.sweep.spec import SweepSpec
 from fashionmlp.sweep.storage import (
     JOURNAL,
     OWNER,
-    _owner,
     _retry,
     fail_dead_trials,
     open_storage,
@@ -117,23 +117,25 @@ def _train_asked(asked: list[Asked], study, books, storage, job: _Job, data, ful
         beats.add([a.trial.number for a in new])
         return new
 
+    interrupted = False
+
     def ended(a: Asked, result) -> None:
+        nonlocal interrupted
         told.add(a.trial.number)
         beats.drop(a.trial.number)
-        if result.status == st.INTERRUPTED:  # another worker took it meanwhile (sweep.trials.TAKEN)
-            _tell_interrupted(study, books, a.trial, result, echo)
+        if result.status == st.INTERRUPTED:  # a stop (a continued run), or taken by another worker meanwhile
+            interrupted = _tell_interrupted(study, books, a.trial, result, echo) or interrupted
         else:
             _tell(study, books, spec, a, result, echo)
 
     with heartbeats(storage, job.study, [a.trial.number for a in asked]) as beats:
         results = train_batch(asked, spec, job.population, data, job.data_dir, full, user_stop, echo, job.command,
                               more if refill else None, ended)
-    interrupted = False
     for a in [a for a in asked if a.trial.number not in told]:
         result = results.get(a.trial.number)
         if result is None or result.status == st.INTERRUPTED:  # not started, or stopped mid-way: run it later
-            _tell_interrupted(study, books, a.trial, result, echo)
-            interrupted = True
+            # (not a trial another worker took meanwhile: this worker goes on with others)
+            interrupted = _tell_interrupted(study, books, a.trial, result, echo) or interrupted
             continue
         _tell(study, books, spec, a, result, echo)
     if refused:
@@ -249,15 +251,17 @@ def _skip(study, trial, why: str) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) -> None:
-    """A trial stopped before its end: failed, its run folder says so, and its values are queued again."""
+def _tell_interrupted(study, books, trial, result, echo: Callable[[str], None]) -> bool:
+    """A trial stopped before its end: failed, its run folder says so, and its values are queued again; False
+    when another worker had failed it meanwhile (and queued it again)."""
     attrs = {"epochs": 0 if result is None else result.summary["epochs"],
              "status": st.INTERRUPTED if result is None else result.status,  # None: asked, not started
              "seconds": None if result is None else result.summary.get("seconds")}
     if _told(study, trial, echo, attrs, state=TrialState.FAIL) is None:
-        return
+        return False
     _retry(books, trial.number)
     echo(f"trial {trial.number:>3} interrupted: marked failed and queued to run again")
+    return True
 
 
 def _spawned(job: _Job, parent: int, errors) -> None:
