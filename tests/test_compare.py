@@ -30,6 +30,18 @@ def study_config(tmp_path, tiny_data, **extra) -> Path:
     return path
 
 
+class StopInEpoch2:
+    """A stop request that comes in the second epoch of a tiny study's first run (10 steps an epoch)."""
+
+    reason = "interrupted"
+    asked = 0
+
+    @property
+    def requested(self) -> bool:
+        self.asked += 1
+        return self.asked > 10 + 3
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_data):
     tmp = tmp_path_factory.mktemp("study")
@@ -776,15 +788,6 @@ def test_a_variant_a_stop_kept_from_starting_keeps_its_row(tmp_path, tiny_data):
 
     study = load_study(yaml.safe_load(study_config(tmp_path, tiny_data).read_text()), only=["nesterov", "adam"])
 
-    class StopInEpoch2:
-        reason = "interrupted"
-        asked = 0
-
-        @property
-        def requested(self) -> bool:
-            self.asked += 1
-            return self.asked > 10 + 3  # 10 steps per epoch: in nesterov's first run's second epoch
-
     stopped = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "runs", engine="sequential", stop=StopInEpoch2())
     assert stopped.interrupted
     rows = {row["optimizer"]: row for row in stopped.rows}
@@ -857,15 +860,6 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
     raw = yaml.safe_load(study_config(tmp_path, tiny_data).read_text())
     raw["train"] = {**raw["train"], "precision": "fp64", "epochs": 3}
     study = load_study(raw, only=["nesterov", "adam"])
-
-    class StopInEpoch2:
-        reason = "interrupted"
-        asked = 0
-
-        @property
-        def requested(self) -> bool:
-            self.asked += 1
-            return self.asked > 10 + 3  # 10 steps per epoch
 
     stopped = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "a", stop=StopInEpoch2())
     assert stopped.interrupted and {summary(o.run_dir)["status"] for o in stopped.outcomes} == {"interrupted"}
