@@ -75,8 +75,8 @@ def _drop_a_torn_record(journal: Path) -> None:
                 return
             whole = data.rfind(b"\n") + 1
             f.truncate(whole)
-        sys.stderr.write(f"warning: {journal}: its last record was cut short (a crash, or a full disk, while it was "
-                         f"written): dropped ({len(data) - whole} bytes)\n")
+        print(f"warning: {journal}: its last record was cut short (a crash, or a full disk, while it was written): "
+              f"dropped ({len(data) - whole} bytes)", file=sys.stderr, flush=True)
     finally:
         lock.release()
 
