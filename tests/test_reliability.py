@@ -566,6 +566,10 @@ BAD_INPUTS = [
     # Found by a demanding-user pass (2026-11-30)
     ("a study's config given to train", lambda e: ["train", "--config", str(e.study)],
      "variants: this section makes it a config for `fashionmlp compare-optimizers --config`, not for this command"),
+    # the helper's pass of 2026-12-02: it said "a study needs variants" where train names the sweep: section
+    ("a sweep's config given to compare-optimizers", lambda e: ["compare-optimizers", "--config",
+                                                                str(ROOT / "configs" / "sweep_mlp.yaml")],
+     "sweep: this section makes it a config for `fashionmlp sweep --config`, not for this command"),
     ("a whole float where an int is needed", lambda e: ["train", "--config", e.cfg("e.yaml", train={"epochs": 2.0})],
      "train.epochs: 2.0 is a decimal number: write 2"),
     ("subset beyond the training set", lambda e: ["train", "--config", e.cfg("g.yaml"), "--set", "data.subset=70000"],

@@ -130,6 +130,8 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
     the typed `values` (e.g. the --epochs and --device shortcuts)."""
     raw = copy.deepcopy(raw)
     variants_raw = raw.pop("variants", None)
+    if variants_raw is None and "sweep" in raw:  # as train says it of a study's or a sweep's config
+        raise ConfigError("sweep: this section makes it a config for `fashionmlp sweep --config`, not for this command")
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ConfigError("variants: a study needs a mapping of variant name -> optimizer section, "
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")
