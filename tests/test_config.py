@@ -229,10 +229,10 @@ def test_values_a_run_does_not_use_are_noted():
     notes = unused_keys(config_from_dict({
         "optimizer": {"name": "adamw", "momentum": 0.5}, "model": {"name": "mlp", "channels": [8, 8]},
         "data": {"num_workers": 2}, "distill": {"alpha": 0.9}}))
-    assert notes == ["optimizer.momentum 0.5 is not used by adamw (its betas are)",
-                     "model.channels is not used by the MLP (it sets the CNN's conv blocks)",
-                     "data.num_workers is used by the torchvision loader only (this run's is 'fast')",
-                     "distill.temperature, alpha and checkpoint are not used without distill.teacher"]
+    assert notes == ["optimizer.momentum 0.5 is not used: adamw uses its betas, not a momentum",
+                     "model.channels [8, 8] is not used: the MLP has no conv blocks",
+                     "data.num_workers 2 is not used: the 'fast' loader has no worker processes",
+                     "distill.alpha 0.9 is not used: there is no distill.teacher"]
     assert unused_keys(config_from_dict({"optimizer": {"name": "sgd", "betas": [0.8, 0.99]}})) == [
-        "optimizer.betas [0.8, 0.99] are not used by sgd (adam and adamw use them)"]
+        "optimizer.betas [0.8, 0.99] is not used: sgd has no betas (adam and adamw use them)"]
     assert unused_keys(config_from_dict({"data": {"loader": "torchvision", "num_workers": 2}})) == []

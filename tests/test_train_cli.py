@@ -212,7 +212,7 @@ def test_a_seeds_group_says_its_recipe_notes_once(write_config, tmp_path, engine
     path = write_config(optimizer={"name": "sgd", "lr": 0.05, "betas": [0.8, 0.99]}, train={"epochs": 1})
     result = cli("train", "--config", path, "--seeds", "0,1", "--engine", engine, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
-    said = "note: optimizer.betas [0.8, 0.99] are not used by sgd (adam and adamw use them)"
+    said = "note: optimizer.betas [0.8, 0.99] is not used: sgd has no betas (adam and adamw use them)"
     assert result.stderr.count(said) == 1
 
 

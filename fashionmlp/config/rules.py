@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from fashionmlp.config.schema import MODEL_DEFAULTS, DistillConfig, ModelConfig, OptimConfig, RunConfig
+from fashionmlp.config.schema import MODEL_DEFAULTS, RunConfig
 from fashionmlp.errors import ConfigError
 
 
@@ -185,6 +185,14 @@ def homes_of(leaf: Any, cls: Any = RunConfig, prefix: str = "") -> list[str]:
     return found
 
 
+ELSEWHERE = {"variants": "fashionmlp compare-optimizers --config", "sweep": "fashionmlp sweep --config"}
+
+
+def for_another_command(section: str) -> ConfigError:
+    """A config whose top-level `section` (ELSEWHERE) makes it another command's: said as one line."""
+    return ConfigError(f"{section}: this section makes it a config for `{ELSEWHERE[section]}`, not for this command")
+
+
 def build(cls: type, raw: Any, prefix: str) -> Any:
     """Validate a mapping against a config dataclass and return the frozen instance."""
     where = prefix.rstrip(".") or "config"
@@ -195,10 +203,8 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in fields:
-            elsewhere = {"variants": "fashionmlp compare-optimizers --config", "sweep": "fashionmlp sweep --config"}
-            if not prefix and key in elsewhere:  # a study's or a sweep's config, given to train
-                raise ConfigError(f"{key}: this section makes it a config for `{elsewhere[key]}`, not for this "
-                                  "command")
+            if not prefix and key in ELSEWHERE:  # a study's or a sweep's config, given to train
+                raise for_another_command(key)
             raise unknown_key(f"{prefix}{key}", list(fields), homes=homes_of(key))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
@@ -288,19 +294,14 @@ def is_section(path: list[str]) -> bool:
 
 
 def unused_keys(cfg: RunConfig) -> list[str]:
-    """Notes for values this run does not use, set away from their defaults (optimizer.momentum 0.9 with adam
-    trained without a word, as if it mattered)."""
-    o, notes = cfg.optimizer, []
-    if o.name in ("adam", "adamw") and o.momentum:
-        notes.append(f"optimizer.momentum {o.momentum:g} is not used by {o.name} (its betas are)")
-    if o.name in ("sgd", "nesterov") and tuple(o.betas) != OptimConfig().betas:
-        notes.append(f"optimizer.betas {list(o.betas)} are not used by {o.name} (adam and adamw use them)")
-    if cfg.model.name == "mlp" and tuple(cfg.model.channels) != ModelConfig().channels:
-        notes.append("model.channels is not used by the MLP (it sets the CNN's conv blocks)")
-    if cfg.data.loader != "torchvision" and cfg.data.num_workers:
-        notes.append(f"data.num_workers is used by the torchvision loader only (this run's is {cfg.data.loader!r})")
-    if cfg.distill.teacher is None and cfg.distill != DistillConfig():  # (a fingerprint needs a teacher: refused)
-        notes.append("distill.temperature, alpha and checkpoint are not used without distill.teacher")
+    """Notes for values this run does not use (keys_not_used), set away from their defaults (optimizer.momentum
+    0.9 with adam trained without a word, as if it mattered)."""
+    notes = []
+    for key, why in keys_not_used(cfg).items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value != getattr(type(getattr(cfg, section))(), name):
+            notes.append(f"{key} {show(list(value) if isinstance(value, tuple) else value)} is not used: {why}")
     return notes
 
 

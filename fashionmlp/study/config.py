@@ -26,7 +26,7 @@ from fashionmlp.config import (
     read_yaml,
     set_value,
 )
-from fashionmlp.config.rules import check_name, homes_of, show, unknown_key
+from fashionmlp.config.rules import check_name, for_another_command, homes_of, show, unknown_key
 from fashionmlp.config.schema import OptimConfig
 from fashionmlp.errors import ConfigError, UserError
 
@@ -131,7 +131,7 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
     raw = copy.deepcopy(raw)
     variants_raw = raw.pop("variants", None)
     if variants_raw is None and "sweep" in raw:  # as train says it of a study's or a sweep's config
-        raise ConfigError("sweep: this section makes it a config for `fashionmlp sweep --config`, not for this command")
+        raise for_another_command("sweep")
     if not isinstance(variants_raw, dict) or not variants_raw:
         raise ConfigError("variants: a study needs a mapping of variant name -> optimizer section, "
                           "e.g. variants: {sgd: {name: sgd, lr: 0.01}}")

@@ -191,8 +191,7 @@ def _check_space(params: tuple[Param, ...], base_raw: dict) -> tuple[Param, ...]
 
 
 def end_mixes(params: tuple[Param, ...], base_raw: dict, most: int):
-    """Up to `most` mixes of the space's ends (choices, range bounds), each with its config or the ConfigError
-    that refuses it: (mix, RunConfig | ConfigError)."""
+    """Up to `most` (mix, its config or the ConfigError refusing it) of the space's ends (choices, bounds)."""
     for mix in itertools.islice(itertools.product(*(ends(p) for p in params)), most):
         try:
             yield mix, config_from_dict(base_raw, values={p.key: v for p, v in zip(params, mix)})
@@ -201,8 +200,8 @@ def end_mixes(params: tuple[Param, ...], base_raw: dict, most: int):
 
 
 def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
-    """Some mix of the space's values must make a valid config (optimizer.name [nesterov] with optimizer.momentum
-    [0.0]: every trial failed), and each key must be read by some (momentum with adam alone: all alike)."""
+    """Some mix of the space's values makes a valid config (not so: optimizer.name [nesterov], momentum [0.0]),
+    which reads each key (not so: momentum with adam alone: all trials alike)."""
     first, why, used = None, {}, set()
     for mix, cfg in end_mixes(params, base_raw, 4096):
         if isinstance(cfg, ConfigError):
@@ -211,11 +210,12 @@ def _check_some_point(params: tuple[Param, ...], base_raw: dict) -> None:
         used |= {p.key for p in params if p.key not in (why := keys_not_used(cfg))}
         if len(used) == len(params):
             return
-    if why and math.prod(len(ends(p)) for p in params) <= 4096:  # a key no valid mix reads (beyond: not all seen)
-        key = next(p.key for p in params if p.key not in used)
+    if math.prod(len(ends(p)) for p in params) > 4096:
+        return  # not every mix was seen: the workers' guard (trials rejected in a row)
+    if why and (key := next(p.key for p in params if p.key not in used)):  # a key no valid mix reads
         raise ConfigError(f"sweep.space.{key}: no trial would use it ({why[key]}), so its values would train alike; "
                           "leave it out, or search it beside values that use it")
-    if first is not None and math.prod(len(ends(p)) for p in params) <= 4096:  # beyond: the workers' guard
+    if first is not None:
         shown = ", ".join(f"{p.key}={show(v)}" for p, v in zip(params, first[0]))
         raise ConfigError(f"sweep.space: no mix of its values makes a valid config (e.g. {shown}: {first[1]}); "
                           "every trial would be rejected")
