@@ -425,3 +425,73 @@ def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_pa
     assert result.exit_code == 0 and len(steps) == 20, result.output
     assert "SIGINT: stopping after this step" in result.stderr
     assert "note: the stop came during the last step, which finished the work: nothing is left to resume" in result.stderr
+
+
+@pytest.mark.parametrize("seeds", [None, "0,1"])
+def test_a_stop_during_the_step_a_run_diverged_is_not_told_the_work_finished(write_config, tmp_path, monkeypatch,
+                                                                              seeds):
+    """A run that diverged in the step a stop came in exits 3 and names where it diverged: the note "the stop came
+    during the last step, which finished the work" was added to it as if it had completed."""
+    import os
+    import signal
+
+    from fashionmlp import engine as single_engine
+    from fashionmlp.population.stack import Stepper
+
+    steps = []
+
+    def counted(step):
+        def then_ctrl_c(*args, **kwargs):
+            steps.append(1)
+            if len(steps) == 10:  # 320 images, batch 32: 10 steps, one epoch
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(*args, **kwargs)
+        return then_ctrl_c
+
+    if seeds is None:
+        monkeypatch.setattr(single_engine, "train_step", counted(single_engine.train_step))
+    else:
+        monkeypatch.setattr(Stepper, "step", counted(Stepper.step))
+    path = write_config(optimizer={"name": "sgd", "lr": 1e30}, train={"epochs": 1})
+    result = cli("train", "--config", path, "--runs-dir", tmp_path, *(["--seeds", seeds] if seeds else []))
+    assert result.exit_code == 3 and len(steps) == 10, result.output
+    assert "SIGINT: stopping after this step" in result.stderr and "diverged" in result.stderr
+    assert "the stop came during the last step" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--config", "CONFIG", "--data-dir", ""],
+    ["train", "--config", "CONFIG", "--runs-dir", " "],
+    ["data", "--data-dir", ""],
+    ["evaluate", ""],
+    ["compare-optimizers", "--model", "mlp", "--runs-dir", ""],
+    ["sweep", "--config", "CONFIG", "--runs-dir", ""],
+], ids=["train-data", "train-runs", "data", "evaluate", "compare", "sweep"])
+def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(write_config, tmp_path, monkeypatch, args):
+    """`--data-dir "$DATA"` with DATA unset was '.': the data were looked for, and downloaded, in the current
+    folder (and `--runs-dir ''` made its folders there)."""
+    monkeypatch.chdir(tmp_path)
+    config = str(write_config())
+    result = cli(*[config if a == "CONFIG" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: Invalid value for ") and "an empty path (an unset variable?)" \
+        in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]  # nothing made here
+
+
+def test_a_stop_while_waiting_is_one_line_without_error_and_exits_130(capsys):
+    """Ctrl-C while a sweep waited out a database outage exits 130 as a stop, but its line began "error:", as
+    a user's mistake's does; a mistake keeps its prefix and exit 2."""
+    import typer
+
+    from fashionmlp.cli.common import user_errors
+    from fashionmlp.errors import StoppedWaiting, UserError
+
+    for kind, code, line in ((StoppedWaiting, 130, "--storage db: stopped while waiting for it"),
+                             (UserError, 2, "error: --storage db: stopped while waiting for it")):
+        def command(kind=kind):
+            raise kind("--storage db: stopped while waiting for it")
+
+        with pytest.raises(typer.Exit) as ended:
+            user_errors(command)()
+        assert ended.value.exit_code == code and capsys.readouterr().err == line + "\n"

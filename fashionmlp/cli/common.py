@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from fashionmlp.errors import StoppedBeforeStart, UserError
+from fashionmlp.errors import StoppedBeforeStart, StoppedWaiting, UserError
 
 
 class _OneLineUsage(TyperGroup):
@@ -79,16 +79,26 @@ Overrides = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE",
     help="Override a config value, KEY=VALUE with a dotted key (repeatable): --set optimizer.lr=0.1; a mapping "
          "edits a section: --set 'model={activation: tanh}'")]
+
+
+def path_text(text: str | Path) -> Path:
+    """A path option's value; an empty one (`--data-dir "$DATA"` with DATA unset) is refused: as '.' it read,
+    downloaded or wrote in the current folder."""
+    if not str(text).strip():
+        raise typer.BadParameter("an empty path (an unset variable?); give a folder, or '.' for this one")
+    return Path(text)
+
+
 _DATA_DIR = "Folder with the four Fashion-MNIST .gz files (default: {}$FASHIONMLP_DATA_DIR, then ./data)."
-DataDir = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
+DataDir = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", parser=path_text,
                                               help=_DATA_DIR.format("config data.dir, then "))]
-DataDirNoConfig = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",  # `data`: it reads no config
+DataDirNoConfig = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", parser=path_text,  # `data`
                                                       help=_DATA_DIR.format(""))]
 RunsDir = Annotated[Path | None, typer.Option(
-    "--runs-dir", metavar="DIR", help="Where the command's folder is made [default: runs].")]
+    "--runs-dir", metavar="DIR", parser=path_text, help="Where the command's folder is made [default: runs].")]
 SweepRunsDir = Annotated[Path | None, typer.Option(
-    "--runs-dir", metavar="DIR", help="Where the sweep's folder is made, and found again to continue it "
-                                      "[default: runs].")]
+    "--runs-dir", metavar="DIR", parser=path_text,
+    help="Where the sweep's folder is made, and found again to continue it [default: runs].")]
 Epochs = Annotated[int | None, typer.Option("--epochs", metavar="N", help="Number of epochs (overrides "
                                                                           "train.epochs).")]
 Device = Annotated[str | None, typer.Option(
@@ -98,7 +108,8 @@ Engine = Annotated[str, typer.Option(
     "sequential: one after another; auto: population, except the CNN on a CPU, where batching does not pay.")]
 Seeds = Annotated[str | None, typer.Option(
     "--seeds", metavar="LIST", help="Comma-separated seeds, e.g. 0,1,2; results are mean ± std over them.")]
-RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder made by `fashionmlp train`.")]
+RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", parser=path_text,
+                                        help="A run folder made by `fashionmlp train`.")]
 Checkpoint = Annotated[str | None, typer.Option(
     "--checkpoint", metavar="best|last", help="Which checkpoint of the run (default: best when the run has a "
                                               "validation split, which chose it; else last).")]
@@ -127,13 +138,13 @@ def user_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except (StoppedBeforeStart, StoppedWaiting) as exc:  # a stop, not a mistake: one line, no "error:"
+            err(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except UserError as exc:
             if verbose():
                 traceback.print_exc()
             err(f"error: {exc}")
-            raise typer.Exit(exc.exit_code) from None
-        except StoppedBeforeStart as exc:
-            err(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:
             if exc.errno != errno.ENAMETOOLONG:
@@ -182,11 +193,12 @@ def graceful_stop() -> Iterator:
             signal.signal(sig, old)
 
 
-def stop_came_late(interrupted: bool) -> None:
+def stop_came_late(finished: bool) -> None:
     """After "stopping after this step" a command whose work had finished anyway (the stop came during its last
-    step, which ends it: docs/runs.md) said nothing of it, and exited 0."""
+    step, which ends it: docs/runs.md) said nothing of it, and exited 0. `finished`: the work ended as it would
+    have without the stop (not interrupted by it, nor a run that diverged, exit 3, which says so itself)."""
     stop = STOP.get()
-    if stop is not None and stop.requested and not interrupted:
+    if stop is not None and stop.requested and finished:
         note("the stop came during the last step, which finished the work: nothing is left to resume")
 
 

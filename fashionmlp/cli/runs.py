@@ -30,6 +30,7 @@ from fashionmlp.cli.common import (
 )
 from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table, what_to_lower
 from fashionmlp.errors import UserError
+from fashionmlp.status import COMPLETED
 
 
 @app.command()
@@ -86,7 +87,7 @@ def train(
             result = train_run(cfg, runs_dir=runs_dir or RUNS, data_dir=data_dir, progress=progress(), stop=stop,
                                command=command_line())
     report_run(result)
-    stop_came_late(result.status == "interrupted")
+    stop_came_late(result.status == COMPLETED)
     raise typer.Exit(result.exit_code)
 
 
@@ -145,7 +146,7 @@ def seeds_report(result) -> int:
         d = o.summary["diverged"]
         err(f"diverged: seed {o.seed}, {status.diverged_where(d)} (lr {d['lr']:g} at that step); "
             f"{what_to_lower(o.summary, d)}")
-    code = end_study(result, "train")
+    code = end_study(result, "train", finished=not diverged)
     return 3 if code == 0 and diverged else code
 
 

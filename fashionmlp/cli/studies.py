@@ -116,15 +116,16 @@ def seed_list_option(seeds: str | None) -> list[int] | None:
     return seed_list
 
 
-def end_study(result, command: str) -> int:
-    """The study folder as the last line; exit 130 when the study was interrupted (resume it), else 0."""
+def end_study(result, command: str, finished: bool = True) -> int:
+    """The study folder as the last line; exit 130 when the study was interrupted (resume it), else 0.
+    `finished`: False where the caller exits otherwise (train --seeds with a seed that diverged: exit 3)."""
     if result.interrupted:
         data_dir = next((o.summary.get("data", {}).get("dir") for o in result.outcomes), None)
         err("interrupted: the study stopped early; the table covers the finished runs; continue it with: "
             + resume_command(command, result.study_dir, data_dir))
         typer.echo(str(result.study_dir))
         return 130
-    stop_came_late(False)
+    stop_came_late(finished)
     typer.echo(str(result.study_dir))
     return 0
 
@@ -202,6 +203,6 @@ def _sweep_exit(result) -> int:
             + "; run the same command again to continue")
         typer.echo(str(result.sweep_dir))
         return 1 if result.problems else 0
-    stop_came_late(False)
+    stop_came_late(True)
     typer.echo(str(result.sweep_dir))
     return 0

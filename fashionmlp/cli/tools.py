@@ -60,7 +60,7 @@ def lr_find(
         result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or RUNS, data_dir=data_dir,
                              command=command_line(), echo=err, stop=stop)
     typer.echo(result.message)
-    stop_came_late(result.test.stop == "interrupted")
+    stop_came_late(result.test.stop != "interrupted")
     typer.echo(str(result.out_dir))
     if result.test.stop == "interrupted":
         raise typer.Exit(130)
