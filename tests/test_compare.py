@@ -863,9 +863,16 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
 
     stopped = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "a", stop=StopInEpoch2())
     assert stopped.interrupted and {summary(o.run_dir)["status"] for o in stopped.outcomes} == {"interrupted"}
+    assert "Trained on the population engine, 4 models at once" in (stopped.study_dir / "summary.md").read_text()
+    alone = cli("train", "--resume", stopped.study_dir / "adam-seed1")  # one run finishes by itself
+    assert alone.exit_code == 0, alone.output
     resumed = resume_study(stopped.study_dir)
     straight = run_study(study, seeds=[0, 1], runs_dir=tmp_path / "b")
     assert not resumed.interrupted
+    # summary.md said all four trained at once (the run continued alone says `engine: single`)
+    assert ("Trained on the population engine, 3 models at once: s/epoch is each model's share of the population's "
+            "epoch; adam-seed1 last trained alone (train --resume), at its own s/epoch.") \
+        in (resumed.study_dir / "summary.md").read_text()
     a, b = study_rows(resumed.study_dir), study_rows(straight.study_dir)
     for name in ("nesterov", "adam"):
         assert float(a[name]["final_test_loss"]) == pytest.approx(float(b[name]["final_test_loss"]), rel=1e-9)

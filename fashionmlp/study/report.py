@@ -187,6 +187,20 @@ def _best_note(base) -> list[str]:
             "the test set, so optimistic; the final column is the honest one)"]
 
 
+def _trained_how(outcomes: list[VariantOutcome], engine: str) -> str:
+    """How the runs trained, from their summaries: a run of a population study continued alone with `train
+    --resume` says `engine: single`, where the study's summary.md said every run trained at once."""
+    alone = [o.run_dir.name for o in outcomes if o.summary.get("engine") == "single"]
+    if engine != "population" or len(alone) == len(outcomes):
+        return "Trained one run after another."
+    together = (f"Trained on the population engine, {plural(len(outcomes) - len(alone), 'model')} at once: s/epoch "
+                "is each model's share of the population's epoch")
+    if not alone:
+        return together + "."
+    each = "each " if len(alone) > 1 else ""
+    return together + f"; {', '.join(alone)} last trained alone (train --resume), {each}at its own s/epoch."
+
+
 def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], rows: list[dict],
                  engine: str = "sequential") -> None:
     """summary.md, summary.csv, comparison.png and the TensorBoard margins of the study folder."""
@@ -198,8 +212,7 @@ def write_report(study_dir: Path, study: Study, outcomes: list[VariantOutcome], 
     notes += [f"- note: {n}" for n in dict.fromkeys(n for o in outcomes for n in o.summary.get("notes", []))]
     how = ("every optimizer starts from the same initial weights and sees the same batches (per seed)"
            if study.kind == "compare" else f"the config {base.run_name}, once with each seed")
-    trained = (f"Trained on the population engine, {len(outcomes)} models at once: s/epoch is each model's share "
-               "of the population's epoch." if engine == "population" else "Trained one run after another.")
+    trained = _trained_how(outcomes, engine)
     if base.distill.teacher is not None:
         trained += (f" Taught by {Path(base.distill.teacher).name} (T={base.distill.temperature:g}, "
                     f"alpha={base.distill.alpha:g}): the train loss is the distillation loss, the test loss the "
