@@ -582,6 +582,63 @@ def test_the_relu_kink_is_checked(monkeypatch):
     assert [r.passed for r in run_checks() if r.check.startswith("relu_grad at z = 0")] == [False]
 
 
+def test_the_relu_kink_row_says_it_is_not_compared_with_finite_differences():
+    """Its "vs finite diff." cell printed 0.00e+00, a value nothing measured (differences have no answer there)."""
+    from fashionmlp.manual.check import format_table
+
+    line = next(x for x in format_table(run_checks()).splitlines() if x.startswith("relu_grad at z = 0"))
+    assert line.split()[-3:] == ["-", "0.00e+00", "pass"]
+
+
+def test_the_stable_logistic_loss_does_not_cancel_for_a_confident_right_answer():
+    """log(1 + e^z) - y z (logaddexp) was 0.0 for z = 40, y = 1, where the loss is 4.2e-18; the mean over
+    z = 20, 30, 40 was off by 9e-7 relative. Against the exact value (50 digits; torch's own formula rounds
+    z = -40, y = 0 to 0.0)."""
+    from decimal import Decimal, localcontext
+
+    def exact(z: list, y: float) -> float:
+        with localcontext() as ctx:
+            ctx.prec = 50
+            total = sum((1 + Decimal(v).exp()).ln() - Decimal(y) * Decimal(v) if v < 0 else
+                        (1 + (-Decimal(v)).exp()).ln() + Decimal(v) * (1 - Decimal(y)) for [v] in z)
+            return float(total / len(z))
+
+    for z in ([[40.0]], [[20.0], [30.0], [40.0]], [[-40.0]], [[700.0], [-700.0]], [[1e10], [-1e10]], [[0.5]]):
+        for y in (1.0, 0.0, 0.25):
+            got = M.stable_logistic_loss(np.array(z), np.full(np.shape(z), y))
+            assert got == pytest.approx(exact(z, y), rel=1e-14, abs=0), (z, y)
+    assert M.stable_logistic_loss(np.array([[40.0]]), np.array([[1.0]])) == pytest.approx(4.248354255291589e-18)
+
+
+def test_the_naive_logistic_loss_is_clipped_in_float32_too():
+    """In float32, 1 - 1e-12 rounds to 1: a confident wrong answer's loss was inf (and a divide-by-zero
+    warning), the clip doing nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = M.logistic_loss(np.array([[1.0], [0.0]], np.float32), np.array([[0.0], [1.0]]))
+    eps = np.finfo(np.float32).eps
+    assert np.isfinite(value) and value == pytest.approx(-np.log(eps), rel=1e-6)
+    assert M.logistic_loss(np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]])) == pytest.approx(-np.log(1e-12))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_entries": 0}, "max_entries=0"), ({"max_entries": -1}, "max_entries=-1"),
+    ({"max_entries": True}, "max_entries=True"), ({"max_entries": 2.5}, "max_entries=2.5"),
+    ({"scale": 10.0}, "scale=10.0"), ({"scale": -0.1}, "scale=-0.1"), ({"scale": float("nan")}, "scale=nan"),
+    ({"eps": 0.0}, "eps=0.0"), ({"eps": float("inf")}, "eps=inf"),
+])
+def test_gradcheck_refuses_settings_that_check_nothing_or_shrink_errors(kwargs, words):
+    """max_entries=0 checked no entry and reported a perfect 0.0 for a gradient wrong by 2x; scale=10 shrank
+    that error to 0.05; -1 failed in NumPy's words."""
+    def doubled(v):
+        return float(np.sum(v ** 2)), 4 * v  # the gradient is 2v
+
+    x = np.arange(1.0, 5.0)
+    assert M.gradcheck(doubled, x) == pytest.approx(1 / 2)  # caught with the defaults
+    with pytest.raises(ValueError, match=rf"^(gradcheck|relative_error): {words}"):
+        M.gradcheck(doubled, x, **kwargs)
+
+
 def test_one_hot_rows_that_are_not_one_hot_are_refused():
     """cross_entropy_grad's (softmax - Y) / B is the gradient only for rows summing to 1: [2, 0, 0] or [0, 0, 0]
     gave a W2 gradient off by 0.19, silently."""
