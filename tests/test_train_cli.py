@@ -466,16 +466,27 @@ def test_a_stop_during_the_step_a_run_diverged_is_not_told_the_work_finished(wri
     ["evaluate", ""],
     ["compare-optimizers", "--model", "mlp", "--runs-dir", ""],
     ["sweep", "--config", "CONFIG", "--runs-dir", ""],
-], ids=["train-data", "train-runs", "data", "evaluate", "compare", "sweep"])
-def test_an_empty_path_option_is_refused_not_read_as_the_current_folder(write_config, tmp_path, monkeypatch, args):
+    ["train", "--config", ""],
+    ["train", "--resume", ""],
+    ["compare-optimizers", "--resume", ""],
+    ["predict", "RUN", "--image", ""],
+    ["predict", "RUN", "--index", "0", "--grid", ""],
+    ["evaluate", "RUN", "--checkpoint", ""],
+    ["inspect", "RUN", "--device", " "],
+    ["sweep", "--config", "CONFIG", "--storage", ""],
+], ids=["train-data", "train-runs", "data", "evaluate", "compare", "sweep", "config", "resume", "compare-resume",
+        "image", "grid", "checkpoint", "device", "storage"])
+def test_an_empty_option_is_refused_not_read_as_the_current_folder_or_default(write_config, tmp_path, monkeypatch,
+                                                                              good_run, args):
     """`--data-dir "$DATA"` with DATA unset was '.': the data were looked for, and downloaded, in the current
-    folder (and `--runs-dir ''` made its folders there)."""
+    folder (`--runs-dir ''` made its folders there, `predict --image ''` predicted every image there);
+    `--checkpoint ''`, `--device ''` and `--storage ''` were their defaults."""
     monkeypatch.chdir(tmp_path)
     config = str(write_config())
-    result = cli(*[config if a == "CONFIG" else a for a in args])
+    result = cli(*[config if a == "CONFIG" else str(good_run) if a == "RUN" else a for a in args])
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: Invalid value for ") and "an empty path (an unset variable?)" \
-        in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: Invalid value for ") and "an empty " in result.stderr \
+        and "(an unset variable?)" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]  # nothing made here
 
 

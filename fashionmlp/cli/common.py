@@ -70,9 +70,17 @@ STOP = contextvars.ContextVar("fashionmlp_stop", default=None)  # this command's
 # ---------------------------------------------------------------- options, declared once
 
 
+def path_text(text: str | Path) -> Path:
+    """A path option's value; an empty one (`--data-dir "$DATA"` with DATA unset) is refused: as '.' it read,
+    downloaded or wrote in the current folder."""
+    if not str(text).strip():
+        raise typer.BadParameter("an empty path (an unset variable?); give one ('.' is the current folder)")
+    return Path(text)
+
+
 def config_option(help: str) -> typer.models.OptionInfo:
     """--config/-c FILE; each command says what its config holds."""
-    return typer.Option("--config", "-c", metavar="FILE", help=help)
+    return typer.Option("--config", "-c", metavar="FILE", parser=path_text, help=help)
 
 
 Overrides = Annotated[list[str] | None, typer.Option(
@@ -81,12 +89,11 @@ Overrides = Annotated[list[str] | None, typer.Option(
          "edits a section: --set 'model={activation: tanh}'")]
 
 
-def path_text(text: str | Path) -> Path:
-    """A path option's value; an empty one (`--data-dir "$DATA"` with DATA unset) is refused: as '.' it read,
-    downloaded or wrote in the current folder."""
-    if not str(text).strip():
-        raise typer.BadParameter("an empty path (an unset variable?); give a folder, or '.' for this one")
-    return Path(text)
+def given_text(text: str) -> str:
+    """A text option's value; an empty one is refused (`--checkpoint ''` was the default checkpoint)."""
+    if not text.strip():
+        raise typer.BadParameter("an empty value (an unset variable?); give one, or leave the option out")
+    return text
 
 
 _DATA_DIR = "Folder with the four Fashion-MNIST .gz files (default: {}$FASHIONMLP_DATA_DIR, then ./data)."
@@ -102,7 +109,7 @@ SweepRunsDir = Annotated[Path | None, typer.Option(
 Epochs = Annotated[int | None, typer.Option("--epochs", metavar="N", help="Number of epochs (overrides "
                                                                           "train.epochs).")]
 Device = Annotated[str | None, typer.Option(
-    "--device", metavar="DEVICE", help="auto | cpu | cuda | cuda:N (default: the config's device).")]
+    "--device", metavar="DEVICE", parser=given_text, help="auto | cpu | cuda | cuda:N (default: the config's device).")]
 Engine = Annotated[str, typer.Option(
     "--engine", metavar="auto|population|sequential", help="population: every run at once, batched (faster); "
     "sequential: one after another; auto: population, except the CNN on a CPU, where batching does not pay.")]
@@ -111,8 +118,9 @@ Seeds = Annotated[str | None, typer.Option(
 RunDir = Annotated[Path, typer.Argument(metavar="RUN_DIR", parser=path_text,
                                         help="A run folder made by `fashionmlp train`.")]
 Checkpoint = Annotated[str | None, typer.Option(
-    "--checkpoint", metavar="best|last", help="Which checkpoint of the run (default: best when the run has a "
-                                              "validation split, which chose it; else last).")]
+    "--checkpoint", metavar="best|last", parser=given_text,
+    help="Which checkpoint of the run (default: best when the run has a validation split, which chose it; else "
+         "last).")]
 
 
 # ---------------------------------------------------------------- errors, interruption, the command line

@@ -25,6 +25,7 @@ from fashionmlp.cli.common import (
     graceful_stop,
     note,
     one_seed_option,
+    path_text,
     stop_came_late,
     user_errors,
 )
@@ -51,7 +52,7 @@ def train(
     runs_dir: RunsDir = None,
     name: Annotated[str | None, typer.Option("--name", metavar="NAME",
                                              help="Run folder prefix, one folder name (overrides name).")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", metavar="RUN_DIR", help=(
+    resume: Annotated[Path | None, typer.Option("--resume", metavar="RUN_DIR", parser=path_text, help=(
         "Continue the run in this folder from its last checkpoint (with --epochs N to extend it); a folder of "
         "--seeds continues each of its unfinished runs."))] = None,
 ) -> None:
@@ -189,13 +190,13 @@ def predict(
     run_dir: RunDir,
     index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
                                                     help="Test-set image index, 0-9999 (repeatable).")] = None,
-    image: Annotated[list[Path] | None, typer.Option("--image", metavar="PATH", help=(
+    image: Annotated[list[Path] | None, typer.Option("--image", metavar="PATH", parser=path_text, help=(
         "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them, repeatable; 28x28 is used "
         "as is, other sizes "
         "are resized to 28x28 with a warning."))] = None,
     invert: Annotated[bool, typer.Option("--invert/--no-invert", help=(
         "Invert each --image (for dark objects on a light background; Fashion-MNIST is light on dark)."))] = False,
-    grid: Annotated[Path | None, typer.Option("--grid", metavar="FILE", help=(
+    grid: Annotated[Path | None, typer.Option("--grid", metavar="FILE", parser=path_text, help=(
         "Save a picture of 16 test images with predicted/true labels (.png, .pdf, .svg, .jpg ...)."))] = None,
     checkpoint: Checkpoint = None,
     data_dir: DataDir = None,

@@ -22,9 +22,11 @@ from fashionmlp.cli.common import (
     config_option,
     csv_list,
     err,
+    given_text,
     graceful_stop,
     note,
     one_seed_option,
+    path_text,
     stop_came_late,
     user_errors,
 )
@@ -53,7 +55,7 @@ def compare_optimizers(
         "Override KEY=VALUE for every variant (train.batch_size=256) or one (variants.adam.lr=0.001; optimizer "
         "keys only so: each variant has its own optimizer). "
         "Repeatable."))] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", metavar="STUDY_DIR", help=(
+    resume: Annotated[Path | None, typer.Option("--resume", metavar="STUDY_DIR", parser=path_text, help=(
         "Continue an interrupted study in this folder: every unfinished run, exactly."))] = None,
 ) -> None:
     """Train the same network with several optimizers from the same start; plot and tabulate the result.
@@ -143,7 +145,7 @@ def sweep(
         "Trials each worker asks for at once; those of one shape train together on the population engine "
         "(default: 8, or what fits in memory, at most the trials; 1 for the CNN on a CPU; 1 trains one at a "
         "time)."))] = None,
-    storage: Annotated[str | None, typer.Option("--storage", metavar="URL", help=(
+    storage: Annotated[str | None, typer.Option("--storage", metavar="URL", parser=given_text, help=(
         "Database URL of a shared study, e.g. postgresql://user:password@host/db (default: a journal file in "
         "the sweep folder)."))] = None,
     study: Annotated[str | None, typer.Option("--study", metavar="NAME", help=(
