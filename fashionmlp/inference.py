@@ -310,10 +310,28 @@ def check_figure_path(path: Path, option: str) -> None:
     if path.suffix.lower().lstrip(".") not in formats:
         raise UserError(f"{option} {str(path)!r}: {path.suffix or 'no extension'} is not a picture format; "
                         f"allowed: {', '.join('.' + f for f in formats)}")
+    _can_write_format(path, option)
     if not path.parent.is_dir():
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
     check_folder_writable(path.parent, f"{option} {str(path)!r}: the folder", hint="give a folder you can write")
+
+
+def _can_write_format(path: Path, option: str) -> None:
+    """matplotlib lists formats that need more than itself: .pgf needs LaTeX (xelatex), .avif a Pillow built with
+    it. A tiny figure is saved in memory first: a .pgf grid ended in a traceback after the predictions."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    try:
+        probe = Figure(figsize=(0.4, 0.4))
+        probe.text(0.5, 0.5, "x")  # pgf starts LaTeX for a text's size
+        probe.savefig(io.BytesIO(), format=path.suffix.lower().lstrip("."))
+    except Exception as exc:  # RuntimeError ('xelatex' not found), KeyError/OSError from Pillow, ...
+        why = str(exc).split(";")[0].strip() or exc.__class__.__name__
+        raise UserError(f"{option} {str(path)!r}: {path.suffix} pictures cannot be written on this machine ({why}); "
+                        "give .png, .pdf or .svg") from None
 
 
 def _not_a_run_file(path: Path, run_dir: Path) -> None:

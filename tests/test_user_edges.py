@@ -764,3 +764,16 @@ def test_a_grid_in_a_folder_that_cannot_be_written_is_refused_first(good_run, tm
                                                        f"{str(locked)!r} cannot be written (Permission denied); give a folder "
                                                        "you can write\n")
     assert result.stdout == ""
+
+
+def test_a_grid_format_this_machine_cannot_write_is_refused_before_predicting(good_run, tmp_path, monkeypatch):
+    """matplotlib lists .pgf, which needs LaTeX: with no xelatex on the PATH, `--grid g.pgf` printed the
+    predictions' lines and then a traceback ('xelatex' not found), exit 1."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no xelatex here, whatever this machine has
+    result = cli("predict", good_run, "--index", "0", "--grid", tmp_path / "g.pgf")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == (f"error: --grid {str(tmp_path / 'g.pgf')!r}: .pgf pictures cannot be written on this "
+                             "machine ('xelatex' not found); give .png, .pdf or .svg\n")
+    assert not (tmp_path / "g.pgf").exists()
+    svg = cli("predict", good_run, "--index", "0", "--grid", tmp_path / "g.svg")
+    assert svg.exit_code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
