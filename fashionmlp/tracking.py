@@ -156,8 +156,20 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    """Strict JSON: a NaN or infinity is written as null (Python wrote NaN, which JSON.parse and jq refuse: the
+    test loss of a checkpoint with NaN weights, say)."""
+    text = json.dumps(_finite_or_null(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def write_config(path: Path, config: dict) -> None:

@@ -693,6 +693,12 @@ def test_weights_that_are_not_finite_are_pointed_out(good_run, tmp_path):
         assert result.exit_code == 0, result.output
         assert f"last.pt holds weights that are NaN or infinite ({bias})" in result.stderr, result.output
     assert "NaN or infinite" not in cli("evaluate", good_run, "--checkpoint", "last").stderr
+    # the files are strict JSON, null for what is not finite: Python's NaN failed JSON.parse and jq
+    assert cli("inspect", run, "--checkpoint", "last").exit_code == 0
+    for path in (run / "evaluation-last.json", run / "inspect" / "summary.json"):
+        data = json.loads(path.read_text(), parse_constant=lambda c, name=path.name: pytest.fail(f"{c} in {name}"))
+        assert data
+    assert json.loads((run / "evaluation-last.json").read_text())["test_loss"] is None
 
 
 def test_a_dark_garment_cut_out_on_transparency_is_told_to_invert(tmp_path, picture):
