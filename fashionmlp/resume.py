@@ -124,9 +124,15 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "
                         f"{cfg.train.patience}); its best weights are in checkpoints/best.pt")
     if cfg.train.epochs <= done:
-        has = (f"the run already has its {done} of {cfg.train.epochs} epochs" if cfg.train.epochs == done else
+        planned = planned_epochs(state, cfg.train.epochs)
+        has = (f"the run already has its {done} of {planned} epochs" if cfg.train.epochs == done == planned else
+               f"--epochs {cfg.train.epochs}: the run already has {done} epoch{'s' * (done != 1)} (of the {planned} "
+               "it planned)"
+               if cfg.train.epochs == done else
                f"--epochs {cfg.train.epochs} is fewer than the {done} epochs the run already has")
-        way = (f"pass --epochs N with N > {done} to extend it" if group_of(run_dir) != "study" else
+        way = ((f"pass --epochs N with N > {done} to extend it" if done >= planned else
+                f"leave --epochs out to continue it to its {planned}, or pass N > {done}")
+               if group_of(run_dir) != "study" else
                "a study's runs all train to one length (without --epochs, --resume continues an unfinished one)"
                if cfg.train.epochs < done
                else "copy the run folder out of the study to extend it alone (its table averages runs of one length)")

@@ -72,6 +72,25 @@ def test_resume_a_finished_run_needs_more_epochs(write_config, tmp_path):
     assert fewer.exit_code == 2 and "--epochs 1 is fewer than the 2 epochs the run already has" in fewer.stderr
 
 
+def test_resume_of_an_interrupted_run_with_as_many_epochs_as_it_has_names_its_plan(write_config, tmp_path):
+    """A run stopped after epoch 1 of 3, resumed with --epochs 1: "the run already has its 1 of 1 epochs; pass
+    --epochs N with N > 1", where it planned 3 (and --resume alone continues to them)."""
+    from test_population import StopAfter
+
+    from fashionmlp.config import load_config
+    from fashionmlp.run import train
+
+    result = train(load_config(write_config(train={"epochs": 3})), runs_dir=tmp_path, stop=StopAfter(10 + 2))
+    assert result.status == "interrupted" and summary(result.run_dir)["epochs"] == 1
+    same = cli("train", "--resume", result.run_dir, "--epochs", "1")
+    assert same.exit_code == 2
+    assert same.stderr.endswith(": --epochs 1: the run already has 1 epoch (of the 3 it planned); leave --epochs out "
+                                "to continue it to its 3, or pass N > 1\n"), same.stderr
+    fewer = cli("train", "--resume", result.run_dir, "--epochs", "0")
+    assert fewer.exit_code == 2 and "0 is out of range" in fewer.stderr
+    assert cli("train", "--resume", result.run_dir).exit_code == 0 and summary(result.run_dir)["epochs"] == 3
+
+
 def _stopped_while_finishing(run: Path) -> None:
     """As a kill (or a second Ctrl-C) leaves a run after its last checkpoint, while it draws its pictures."""
     saved = summary(run)
