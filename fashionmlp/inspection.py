@@ -197,7 +197,7 @@ def weights_figure(model: nn.Module, x: torch.Tensor, images: np.ndarray, labels
                                   labels[firsts].tolist(), maps1, maps2, f"What the CNN learned: {name}")
     linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
     units = linear.weight.shape[0]
-    which = f"{units} units" if units <= MAX_UNITS else f"the first {MAX_UNITS} of {units} units"
+    which = f"{units} unit{'s' * (units != 1)}" if units <= MAX_UNITS else f"the first {MAX_UNITS} of {units} units"
     return mlp_weights_figure(linear.weight[:MAX_UNITS].detach().float().cpu().numpy(),
                               f"What the MLP's first layer learned: {which}, each unit's 784 input weights as a "
                               f"28x28 image\n{name}")

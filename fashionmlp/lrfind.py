@@ -222,7 +222,8 @@ def range_notes(cfg: RunConfig, n_train: int, steps: int) -> list[str]:
     batch = min(cfg.train.batch_size, n_train)  # a batch larger than the data is the whole set
     passes = steps * batch / max(1, images_per_epoch(n_train, cfg.train.batch_size, cfg.model.batchnorm))
     if passes > 1:
-        notes.append(f"the {steps} steps pass over the {n_train:,} training images {passes:.1f} times: a loss that "
+        images = f"{n_train:,} training image{'s' * (n_train != 1)}"
+        notes.append(f"the {steps} steps pass over the {images} {passes:.1f} times: a loss that "
                      "falls by memorising them flatters large learning rates; use more images or fewer --steps")
     return notes
 

@@ -922,3 +922,30 @@ def test_probability_rows_a_little_off_one_get_the_gradient_of_their_loss():
     assert M.cross_entropy(z, rows) == pytest.approx(-(target * torch.log_softmax(torch.tensor(z), 1)).sum().item(),
                                                      rel=1e-12)
     assert M.relative_error(M.cross_entropy_grad(z, rows), zt.grad.numpy()) < AUTOGRAD_TOL
+
+
+def test_the_width_guard_counts_a_batchs_activations_and_running_out_is_one_line(tiny_data, monkeypatch):
+    """The guard counted weights, gradients and updates only: hidden [40000] was said to need 0.73 GiB where it
+    used 1.76 GiB (the evaluation batch's activations), and running out of memory was NumPy's traceback."""
+    import fashionmlp.manual.train as manual_train
+
+    cfg = config_from_dict(DEFAULTS, ["model.hidden=[40000]"])
+    monkeypatch.setattr(manual_train, "_physical_memory", lambda: int(1.5 * 2**30))
+    with pytest.raises(Exception, match=r"^model.hidden: \[40000\] makes 3.18e\+07 parameters, which need about "
+                                        r"2.9 GiB in float64 with their gradients and a batch's activations; this "
+                                        r"machine has 1.5 GiB$"):
+        manual_train.check_manual_config(cfg)
+    monkeypatch.setattr(manual_train, "_physical_memory", lambda: 64 * 2**30)
+    manual_train.check_manual_config(cfg)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 2.34 GiB for an array")
+        yield
+
+    monkeypatch.setattr(manual_train, "train_numpy", out_of_memory)
+    result = cli("manual", "train", "--set", "data.subset=100", "--set", "data.verify_md5=false", "--set",
+                 "model.hidden=[40000]", "--data-dir",
+                 str(tiny_data))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == ("error: model.hidden: [40000]: out of memory after 0 epochs (manual train computes in "
+                             "float64 and saves nothing); use narrower layers\n")

@@ -149,6 +149,9 @@ def manual_train(
                     f"epoch {e.epoch} (at most {CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, "
                     "please report it")
                 raise typer.Exit(1)
+    except MemoryError:  # past the up-front estimate (other processes' memory, a ulimit, a container's limit)
+        raise UserError(f"model.hidden: {list(cfg.model.hidden)}: out of memory after {last.epoch if last else 0} "
+                        f"epochs (manual train computes in float64 and saves nothing); use narrower layers") from None
     except KeyboardInterrupt:
         err(f"interrupted after {last.epoch if last else 0} of {cfg.train.epochs} epochs (manual train saves "
             "nothing)")
