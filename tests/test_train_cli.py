@@ -506,3 +506,28 @@ def test_a_stop_while_waiting_is_one_line_without_error_and_exits_130(capsys):
         with pytest.raises(typer.Exit) as ended:
             user_errors(command)()
         assert ended.value.exit_code == code and capsys.readouterr().err == line + "\n"
+
+
+@pytest.mark.parametrize("command, shortcut, edit, line", [
+    (["train", "--config", "CONFIG"], ["--epochs", "1"], "train.epochs=2",
+     "error: --epochs 1 and --set train.epochs=2 set train.epochs to two values; give one of them\n"),
+    (["train", "--config", "CONFIG"], ["--seed", "1"], "seed=2",
+     "error: --seed 1 and --set seed=2 set seed to two values; give one of them\n"),
+    (["train", "--config", "CONFIG"], ["--epochs", "1"], "train={epochs: 3}",
+     "error: --epochs 1 and --set train.epochs=3 set train.epochs to two values; give one of them\n"),
+    (["manual", "train"], ["--epochs", "1"], "train.epochs=2",
+     "error: --epochs 1 and --set train.epochs=2 set train.epochs to two values; give one of them\n"),
+    (["compare-optimizers", "--model", "mlp"], ["--device", "cpu"], "device=cuda",
+     "error: --device cpu and --set device=cuda set device to two values; give one of them\n"),
+])
+def test_a_shortcut_and_a_set_of_its_key_to_another_value_are_refused(write_config, tmp_path, command, shortcut,
+                                                                       edit, line):
+    """`manual train --epochs 1 --set train.epochs=2` ran 1 epoch without a word: the shortcut won."""
+    config = str(write_config())
+    args = [config if a == "CONFIG" else a for a in command]
+    result = cli(*args, *shortcut, "--set", edit, "--runs-dir" if command[0] != "manual" else "--data-dir",
+                 tmp_path / "runs" if command[0] != "manual" else tmp_path)
+    assert result.exit_code == 2 and result.stderr == line, result.output
+    assert not (tmp_path / "runs").exists()
+    same = cli("train", "--config", config, "--epochs", "1", "--set", "train.epochs=1", "--runs-dir", tmp_path / "r")
+    assert same.exit_code == 0, same.output  # the same value twice: nothing to choose between

@@ -181,10 +181,27 @@ def config_from_dict(raw: Any, overrides: Overrides = (), values: Values | None 
     """Validate a plain dict, with `--set` texts and then typed `values` applied, into a frozen RunConfig."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of keys to values, got {show(raw)}")
-    raw = apply_overrides(raw, overrides)
+    edited = apply_overrides(raw, overrides)
+    touched = apply_overrides({}, overrides) if values else {}  # what the --set texts set, on nothing else
     for key, value in (values or {}).items():
-        set_value(raw, key.split("."), value, key)
-    return check_whole(build(RunConfig, raw, ""))
+        _one_value(key, value, touched)
+        set_value(edited, key.split("."), value, key)
+    return check_whole(build(RunConfig, edited, ""))
+
+
+SHORTCUTS = {"train.epochs": "--epochs", "device": "--device", "seed": "--seed", "name": "--name"}
+
+
+def _one_value(key: str, value: Any, touched: dict) -> None:
+    """A shortcut (--epochs 1) and a --set of its key to another value (train.epochs=2): the shortcut won,
+    without a word."""
+    missing = given = object()
+    node: Any = touched
+    for part in key.split("."):
+        given = node = node.get(part, missing) if isinstance(node, dict) else missing
+    if given is not missing and given != value:
+        raise ConfigError(f"{SHORTCUTS.get(key, key)} {value} and --set {key}={given} set {key} to two values; "
+                          "give one of them")
 
 
 def load_config(path: str | Path | None, overrides: Overrides = (), values: Values | None = None) -> RunConfig:
