@@ -255,6 +255,28 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
         "training loss (0.7 T² KL to the teacher\n+ 0.3 cross-entropy, T = 2)"
 
 
+@pytest.mark.parametrize("start, end", [(1e-3, 1.4e-3), (1e-12, 1.39e-12), (0.02, 0.19)])
+def test_a_range_within_a_decade_has_few_short_tick_labels(start, end):
+    """--start 0.001 --end 0.0014 labelled every minor tick as 1.3×10⁻³, 1.35×10⁻³, ...: they ran into each
+    other (seven on an interrupted test from 1e-12)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from fashionmlp.plots.lrfind import lr_find_figure
+
+    lrs = list(np.geomspace(start, end, 30))
+    losses = list(np.linspace(2.3, 1.8, 30))
+    fig = lr_find_figure(RangeTest(lrs, losses, losses, "end", 0.98, 30), lrs[10], None)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    shown = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+             if t.get_text() and start <= t.get_position()[0] <= end]
+    assert 2 <= len(shown) <= 6 and not any("10^" in t.get_text() or "times" in t.get_text() for t in shown)
+    boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no two labels overlap
+
+
 def test_a_one_step_range_test_draws_its_point():
     """--steps 1: a line of one point, drawn without a marker, left the plot empty."""
     from fashionmlp.plots.lrfind import lr_find_figure

@@ -29,6 +29,16 @@ def stop_text(stop: str, blow_up: float) -> str | None:
             "non_finite": "stopped: loss not finite", "interrupted": "stopped: interrupted"}.get(stop)
 
 
+def few_ticks(axis) -> None:
+    """Within one decade matplotlib labels every minor tick of a log axis in full (1.3×10⁻³, 1.35×10⁻³, ...),
+    and they ran into each other: at most 6 ticks then, as short numbers (0.0013, 1.2e-12)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=2))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda x, pos: f"{x:.3g}"))
+
+
 @literal_text
 def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None, config_lr: float | None = None,
                    title: str = "", label_smoothing: float = 0.0, blow_up: float = 4.0, distill=None,
@@ -75,6 +85,8 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
                 label=f"loss per step above the scale (up to {raw[peak]:.3g}, at lr {lrs[peak]:.3g})")
     ax.set_ylim(0, top)
     ax.set_xscale("log")
+    if len(lrs) and lrs[-1] < 10 * lrs[0]:
+        few_ticks(ax.xaxis)
     ax.set_xlabel("learning rate (log scale; it grows every step)")
     ce = "cross-entropy" + (f" with label smoothing {label_smoothing:g}" if label_smoothing else "")
     if distill is not None:  # not the ~2.3 a cross-entropy starts at: the KL term to the teacher weighs in
