@@ -149,7 +149,8 @@ def test_a_run_stopped_mid_training_is_not_finished_by_a_lower_epochs(write_conf
         torch.save(state, run / "checkpoints" / name)
     (run / "summary.json").write_text(json.dumps({**summary(run), "status": "running", "epochs": 2}))
     result = cli("train", "--resume", run, "--epochs", "2")
-    assert result.exit_code == 2 and "pass --epochs N with N > 2" in result.stderr, result.output
+    assert result.exit_code == 2 and "leave --epochs out to continue it to its 3, or pass N > 2" in result.stderr, \
+        result.output
     assert summary(run)["status"] == "running"
 
 
@@ -599,7 +600,7 @@ BAD_INPUTS = [
                                                            "data.subset=70000", "--runs-dir", str(e.tmp / "runs")],
      "data.subset: 70,000 is more"),
     ("predict: --grid ''", lambda e: ["predict", str(e.good_run), "--index", "0", "--grid", ""],
-     "--grid '.': no file name; give one such as grid.png"),
+     "Invalid value for '--grid': an empty path (an unset variable?)"),
     # Found by a demanding-user pass of every config key (2026-11-30, later): each was a traceback
     ("a width past the cap", train_with(f"model.hidden=[{10**17}]"),
      "model.hidden[0]: 100000000000000000 is out of range; allowed: >= 1 and <= 16777216"),
