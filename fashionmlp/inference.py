@@ -104,7 +104,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
                 if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":  # a phone JPEG's preview: not frames
                     warn(f"warning: {where}: {img.n_frames} frames (an animation or a multi-page file); the first "
                          "is used")
-                gray, alpha = _luminance_and_alpha(ImageOps.exif_transpose(img), where, warn)
+                upright = ImageOps.exif_transpose(img)
+                size = upright.size
+                gray, alpha = _luminance_and_alpha(_shrunk(upright), where, warn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
                         "safely; crop or shrink it to the garment first") from None
@@ -124,11 +126,11 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
              "garments are light on a black background; " + ("--invert made it so: the image may not need it"
                                                              if invert else
                                                              "a dark garment on a light background needs --invert"))
-    if gray.shape != (28, 28):
+    if size != (28, 28):
+        how = ("resized" if size[0] == size[1] else "padded to a square with black (the garment shrinks: cropped to "
+               "it, the image gives the model more to see) and resized")
+        warn(f"warning: {where} is {size[0]}x{size[1]}; {how} to 28x28 (Fashion-MNIST's size)")
         h, w = gray.shape
-        how = ("resized" if h == w else "padded to a square with black (the garment shrinks: cropped to it, the "
-               "image gives the model more to see) and resized")
-        warn(f"warning: {where} is {w}x{h}; {how} to 28x28 (Fashion-MNIST's size)")
         side = max(h, w)
         square = np.zeros((side, side))
         square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray
@@ -136,6 +138,21 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
         gray = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((28, 28), resample),
                           dtype=np.float64)
     return np.clip(np.rint(gray * 255), 0, 255).astype(np.uint8)
+
+
+SHRINK_PAST = 2048  # an image with a longer side is first averaged over k x k blocks, to at least 1024 pixels a side
+
+
+def _shrunk(img):
+    """A large 8-bit image averaged over k x k blocks (PIL's reduce, the area average the 28x28 resize takes
+    anyway; with transparency on premultiplied pixels, as the compositing over black weighs them): a 48-megapixel
+    photo was 2.8 GB of float64 arrays, a 9000x9000 RGBA PNG 5.3 GB. Other modes (16-bit, float) as they are."""
+    k = max(img.size) // 1024
+    if max(img.size) <= SHRINK_PAST or img.mode not in ("L", "RGB", "RGBA", "LA"):
+        return img
+    if img.mode in ("RGBA", "LA"):
+        return img.convert("RGBA").convert("RGBa").reduce(k).convert("RGBA")  # LA: no RGBa of its own
+    return img.reduce(k)
 
 
 def _check_image_path(path: Path, where: str) -> None:

@@ -783,3 +783,27 @@ def test_a_grid_format_this_machine_cannot_write_is_refused_before_predicting(go
     assert not (tmp_path / "g.pgf").exists()
     svg = cli("predict", good_run, "--index", "0", "--grid", tmp_path / "g.svg")
     assert svg.exit_code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+def test_a_large_photo_is_averaged_in_blocks_first_and_reads_as_before(tmp_path, picture, monkeypatch, mode):
+    """A 48-megapixel photo was 2.8 GB of float64 arrays (a 9000x9000 RGBA PNG 5.3 GB) before its resize to 28x28:
+    past 2048 pixels a side it is first averaged over k x k blocks (premultiplied where transparent), the area
+    average the resize takes anyway: the same 28x28 picture within one gray level."""
+    import fashionmlp.inference as inference
+
+    big = np.kron(picture, np.ones((110, 80), dtype=np.uint8))[:3000, :2200]  # 2200 x 3000, not a multiple of k
+    rng = np.random.default_rng(0)
+    noisy = np.clip(big.astype(np.int16) + rng.integers(-20, 21, big.shape), 0, 255).astype(np.uint8)
+    alpha = np.where(rng.random(big.shape) < 0.3, 0, 255).astype(np.uint8)  # holes: premultiplying matters
+    channels = {"L": [noisy], "RGB": [noisy] * 3, "RGBA": [noisy] * 3 + [alpha], "LA": [noisy, alpha]}[mode]
+    path = tmp_path / "big.png"
+    Image.fromarray(np.stack(channels, axis=-1).squeeze(-1) if mode == "L" else np.stack(channels, axis=-1),
+                    mode).save(path)
+    lines = []
+    shrunk = read_image(path, warn=lines.append)
+    assert lines and "is 2200x3000; padded to a square" in lines[-1]  # the size as the file has it
+    assert inference._shrunk(Image.open(path)).size == (1100, 1500)  # k = 3000 // 1024 = 2
+    monkeypatch.setattr(inference, "SHRINK_PAST", 10**9)
+    whole = read_image(path, warn=lambda line: None)
+    assert np.abs(shrunk.astype(int) - whole.astype(int)).max() <= 1
