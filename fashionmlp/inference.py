@@ -18,7 +18,7 @@ from fashionmlp.metrics import per_class_accuracy
 from fashionmlp.plots import confusion_matrix, percent, prediction_grid
 from fashionmlp.plots.common import loss_text
 from fashionmlp.savedrun import WRITTEN_FILES, load_run, refuse_links, run_test_split
-from fashionmlp.tracking import check_folder_writable, save_figure, write_json
+from fashionmlp.tracking import check_folder_writable, check_picture_format, save_figure, write_json
 
 
 @dataclass
@@ -104,9 +104,7 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
                 if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":  # a phone JPEG's preview: not frames
                     warn(f"warning: {where}: {img.n_frames} frames (an animation or a multi-page file); the first "
                          "is used")
-                upright = ImageOps.exif_transpose(img)
-                size = upright.size
-                gray, alpha = _luminance_and_alpha(_shrunk(upright), where, warn)
+                gray, alpha = _luminance_and_alpha(ImageOps.exif_transpose(img), where, warn)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{where}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
                         "safely; crop or shrink it to the garment first") from None
@@ -116,9 +114,9 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
             else ""
         raise UserError(f"{where}: not an image file PIL can read ({why}){hint}") from None
     if invert:
-        gray = 1.0 - gray
+        np.subtract(1.0, gray, out=gray)  # in place: a photo's float64 copies were gigabytes
     if alpha is not None:
-        gray = gray * alpha
+        gray *= alpha
     _say_if_dark(gray, alpha, invert, where, warn)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
     if border > 0.5:
@@ -126,33 +124,18 @@ def read_image(path: Path, invert: bool = False, warn: Callable[[str], None] = p
              "garments are light on a black background; " + ("--invert made it so: the image may not need it"
                                                              if invert else
                                                              "a dark garment on a light background needs --invert"))
-    if size != (28, 28):
-        how = ("resized" if size[0] == size[1] else "padded to a square with black (the garment shrinks: cropped to "
-               "it, the image gives the model more to see) and resized")
-        warn(f"warning: {where} is {size[0]}x{size[1]}; {how} to 28x28 (Fashion-MNIST's size)")
+    if gray.shape != (28, 28):
         h, w = gray.shape
+        how = ("resized" if h == w else "padded to a square with black (the garment shrinks: cropped to it, the "
+               "image gives the model more to see) and resized")
+        warn(f"warning: {where} is {w}x{h}; {how} to 28x28 (Fashion-MNIST's size)")
         side = max(h, w)
-        square = np.zeros((side, side))
+        square = np.zeros((side, side), dtype=np.float32)  # float32 as PIL's "F" takes it, without a float64 twin
         square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray
+        del gray
         resample = Image.Resampling.BOX if side > 28 else Image.Resampling.BILINEAR  # BOX: area average
-        gray = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((28, 28), resample),
-                          dtype=np.float64)
+        gray = np.asarray(Image.fromarray(square, mode="F").resize((28, 28), resample), dtype=np.float64)
     return np.clip(np.rint(gray * 255), 0, 255).astype(np.uint8)
-
-
-SHRINK_PAST = 2048  # an image with a longer side is first averaged over k x k blocks, to at least 1024 pixels a side
-
-
-def _shrunk(img):
-    """A large 8-bit image averaged over k x k blocks (PIL's reduce, the area average the 28x28 resize takes
-    anyway; with transparency on premultiplied pixels, as the compositing over black weighs them): a 48-megapixel
-    photo was 2.8 GB of float64 arrays, a 9000x9000 RGBA PNG 5.3 GB. Other modes (16-bit, float) as they are."""
-    k = max(img.size) // 1024
-    if max(img.size) <= SHRINK_PAST or img.mode not in ("L", "RGB", "RGBA", "LA"):
-        return img
-    if img.mode in ("RGBA", "LA"):
-        return img.convert("RGBA").convert("RGBa").reduce(k).convert("RGBA")  # LA: no RGBa of its own
-    return img.reduce(k)
 
 
 def _check_image_path(path: Path, where: str) -> None:
@@ -170,6 +153,9 @@ def _check_image_path(path: Path, where: str) -> None:
         raise UserError(f"{where}: no such file{stdin}{pattern}")
 
 
+ROWS_AT_ONCE = 256  # rows of an 8-bit colour image turned into floats at a time
+
+
 def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W) luminance in [0, 1] and, for images with transparency, (H, W) opacity in [0, 1] (else None)."""
     mode = img.mode
@@ -179,11 +165,17 @@ def _luminance_and_alpha(img, where: str, warn: Callable[[str], None]) -> tuple[
             raise UserError(f"{where}: the image holds NaN or infinite values")
         return _scaled(values, mode, where, warn), None
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info
-    if mode in ("1", "L"):
+    if mode in ("1", "L") and not has_alpha:  # a gray PNG with a transparent gray level has alpha: RGBA below
         return np.asarray(img.convert("L"), dtype=np.float64) / 255, None
-    rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255
-    gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as PIL's convert("L")
-    return gray, (rgba[..., 3] if has_alpha else None)
+    pixels = np.asarray(img.convert("RGBA" if has_alpha else "RGB"))  # 8-bit; made float a band of rows at a time:
+    gray = np.empty(pixels.shape[:2])  # a 48-megapixel photo as one float64 array (and its /255) was 2.3 GB
+    alpha = np.empty(pixels.shape[:2]) if has_alpha else None
+    for top in range(0, len(pixels), ROWS_AT_ONCE):
+        band = pixels[top:top + ROWS_AT_ONCE].astype(np.float64) / 255
+        gray[top:top + ROWS_AT_ONCE] = band[..., :3] @ np.array([0.299, 0.587, 0.114])  # ITU-R 601, as PIL's "L"
+        if alpha is not None:
+            alpha[top:top + ROWS_AT_ONCE] = band[..., 3]
+    return gray, alpha
 
 
 def _say_if_dark(gray: np.ndarray, alpha: np.ndarray | None, invert: bool, where: str,
@@ -327,28 +319,11 @@ def check_figure_path(path: Path, option: str) -> None:
     if path.suffix.lower().lstrip(".") not in formats:
         raise UserError(f"{option} {str(path)!r}: {path.suffix or 'no extension'} is not a picture format; "
                         f"allowed: {', '.join('.' + f for f in formats)}")
-    _can_write_format(path, option)
+    check_picture_format(path, option)
     if not path.parent.is_dir():
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     # before the model and data load: an unwritable folder was found after them, the --index lines unprinted
     check_folder_writable(path.parent, f"{option} {str(path)!r}: the folder", hint="give a folder you can write")
-
-
-def _can_write_format(path: Path, option: str) -> None:
-    """matplotlib lists formats that need more than itself: .pgf needs LaTeX (xelatex), .avif a Pillow built with
-    it. A tiny figure is saved in memory first: a .pgf grid ended in a traceback after the predictions."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    try:
-        probe = Figure(figsize=(0.4, 0.4))
-        probe.text(0.5, 0.5, "x")  # pgf starts LaTeX for a text's size
-        probe.savefig(io.BytesIO(), format=path.suffix.lower().lstrip("."))
-    except Exception as exc:  # RuntimeError ('xelatex' not found), KeyError/OSError from Pillow, ...
-        why = str(exc).split(";")[0].strip() or exc.__class__.__name__
-        raise UserError(f"{option} {str(path)!r}: {path.suffix} pictures cannot be written on this machine ({why}); "
-                        "give .png, .pdf or .svg") from None
 
 
 def _not_a_run_file(path: Path, run_dir: Path) -> None:

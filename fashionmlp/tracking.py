@@ -133,6 +133,21 @@ def atomic_copy(source: Path, target: Path) -> None:
     atomic_write(target, lambda fh: fh.write(data))
 
 
+def check_picture_format(path: Path, option: str) -> None:
+    """matplotlib lists formats that need more than itself: .pgf needs LaTeX (xelatex), .avif a Pillow built with
+    it. A tiny figure is saved in memory first: a .pgf grid ended in a traceback after the predictions."""
+    from matplotlib.figure import Figure
+
+    try:
+        probe = Figure(figsize=(0.4, 0.4))
+        probe.text(0.5, 0.5, "x")  # pgf starts LaTeX for a text's size
+        probe.savefig(io.BytesIO(), format=path.suffix.lower().lstrip("."))
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:  # 'xelatex' not found; Pillow without AVIF
+        why = str(exc).split(";")[0].strip() or exc.__class__.__name__
+        raise UserError(f"{option} {str(path)!r}: {path.suffix} pictures cannot be written on this machine ({why}); "
+                        "give .png, .pdf or .svg") from None
+
+
 def save_figure(figure: Any, path: Path, dpi: float) -> None:
     """A picture written as atomic_write writes a file, whole or not at all: saved in place, a full disk left
     zero-byte PNGs that every later reader took for pictures."""

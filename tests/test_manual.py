@@ -635,6 +635,7 @@ def test_gradcheck_refuses_settings_that_check_nothing_or_shrink_errors(kwargs, 
 
     x = np.arange(1.0, 5.0)
     assert M.gradcheck(doubled, x) == pytest.approx(1 / 2)  # caught with the defaults
+    assert M.gradcheck(doubled, x, max_entries=np.int64(3), scale=np.float32(0.1)) > 0  # NumPy's numbers are fine
     with pytest.raises(ValueError, match=rf"^(gradcheck|relative_error): {words}"):
         M.gradcheck(doubled, x, **kwargs)
 
@@ -766,8 +767,8 @@ def test_every_config_key_has_a_case():
 def _manual_train(*args):
     import re
 
-    result = cli("manual", "train", "--set", "data.verify_md5=false", "--set", "model.hidden=[8]", "--set",
-                 "train.epochs=2", *args)
+    epochs = [] if "--epochs" in args else ["--set", "train.epochs=2"]  # both: refused, two values for one key
+    result = cli("manual", "train", "--set", "data.verify_md5=false", "--set", "model.hidden=[8]", *epochs, *args)
     return result, re.sub(r"\d+\.\ds\b", "", result.stdout)  # without the timings
 
 

@@ -515,6 +515,8 @@ def test_a_stop_while_waiting_is_one_line_without_error_and_exits_130(capsys):
      "error: --seed 1 and --set seed=2 set seed to two values; give one of them\n"),
     (["train", "--config", "CONFIG"], ["--epochs", "1"], "train={epochs: 3}",
      "error: --epochs 1 and --set train.epochs=3 set train.epochs to two values; give one of them\n"),
+    (["train", "--config", "CONFIG"], ["--seed", "1"], "seed=true",  # True == 1 in Python: it ran
+     "error: --seed 1 and --set seed=true set seed to two values; give one of them\n"),
     (["manual", "train"], ["--epochs", "1"], "train.epochs=2",
      "error: --epochs 1 and --set train.epochs=2 set train.epochs to two values; give one of them\n"),
     (["compare-optimizers", "--model", "mlp"], ["--device", "cpu"], "device=cuda",

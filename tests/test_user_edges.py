@@ -785,25 +785,41 @@ def test_a_grid_format_this_machine_cannot_write_is_refused_before_predicting(go
     assert svg.exit_code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
-def test_a_large_photo_is_averaged_in_blocks_first_and_reads_as_before(tmp_path, picture, monkeypatch, mode):
-    """A 48-megapixel photo was 2.8 GB of float64 arrays (a 9000x9000 RGBA PNG 5.3 GB) before its resize to 28x28:
-    past 2048 pixels a side it is first averaged over k x k blocks (premultiplied where transparent), the area
-    average the resize takes anyway: the same 28x28 picture within one gray level."""
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "L with a transparent level"])
+@pytest.mark.parametrize("invert", [False, True])
+def test_a_colour_image_made_float_a_band_of_rows_at_a_time_reads_bit_for_bit_as_before(tmp_path, monkeypatch,
+                                                                                          mode, invert):
+    """A 48-megapixel photo was one float64 array and its /255 (2.3 GB), then a float64 square and its float32
+    copy: rows are made float a band at a time and the square is float32. The 28x28 picture is the one the
+    whole-array computation gives, bit for bit (bands of 7 rows: the last one short)."""
     import fashionmlp.inference as inference
 
-    big = np.kron(picture, np.ones((110, 80), dtype=np.uint8))[:3000, :2200]  # 2200 x 3000, not a multiple of k
-    rng = np.random.default_rng(0)
-    noisy = np.clip(big.astype(np.int16) + rng.integers(-20, 21, big.shape), 0, 255).astype(np.uint8)
-    alpha = np.where(rng.random(big.shape) < 0.3, 0, 255).astype(np.uint8)  # holes: premultiplying matters
-    channels = {"L": [noisy], "RGB": [noisy] * 3, "RGBA": [noisy] * 3 + [alpha], "LA": [noisy, alpha]}[mode]
+    rng = np.random.default_rng(1)
+    h, w = 215, 301  # odd: the square pads both ways
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(rng.random((h, w)) < 0.3, 0, rgba[..., 3])
+    img = Image.fromarray(rgba, "RGBA")
+    img = {"RGB": img.convert("RGB"), "RGBA": img, "LA": img.convert("LA"),
+           "P": img.convert("RGB").quantize(64), "L with a transparent level": Image.fromarray(
+               np.where(rng.random((h, w)) < 0.5, 3, rgba[..., 0]).astype(np.uint8), "L")}[mode]
     path = tmp_path / "big.png"
-    Image.fromarray(np.stack(channels, axis=-1).squeeze(-1) if mode == "L" else np.stack(channels, axis=-1),
-                    mode).save(path)
-    lines = []
-    shrunk = read_image(path, warn=lines.append)
-    assert lines and "is 2200x3000; padded to a square" in lines[-1]  # the size as the file has it
-    assert inference._shrunk(Image.open(path)).size == (1100, 1500)  # k = 3000 // 1024 = 2
-    monkeypatch.setattr(inference, "SHRINK_PAST", 10**9)
-    whole = read_image(path, warn=lambda line: None)
-    assert np.abs(shrunk.astype(int) - whole.astype(int)).max() <= 1
+    if mode in ("P", "L with a transparent level"):  # a palette entry, or a gray level, as transparent
+        img.save(path, transparency=3)  # the gray one was read opaque: its alpha was dropped
+    else:
+        img.save(path)
+
+    def whole(path: Path) -> np.ndarray:  # the computation before the bands, on the same file
+        with Image.open(path) as opened:
+            has_alpha = opened.mode in ("RGBA", "LA") or "transparency" in opened.info
+            values = np.asarray(opened.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255
+        gray = values[..., :3] @ np.array([0.299, 0.587, 0.114])
+        gray = 1.0 - gray if invert else gray
+        gray = gray * values[..., 3] if has_alpha else gray
+        side = max(h, w)
+        square = np.zeros((side, side))
+        square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = gray
+        small = Image.fromarray(square.astype(np.float32), mode="F").resize((28, 28), Image.Resampling.BOX)
+        return np.clip(np.rint(np.asarray(small, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(inference, "ROWS_AT_ONCE", 7)
+    np.testing.assert_array_equal(read_image(path, invert=invert, warn=lambda line: None), whole(path))

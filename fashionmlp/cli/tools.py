@@ -129,11 +129,11 @@ def manual_train(
     cfg = load_config(config, set_ or [], values) if config is not None else config_from_dict(DEFAULTS, set_ or [],
                                                                                                 values)
     check_manual_config(cfg)
-    worst_loss, worst_weights, last = 0.0, 0.0, None
+    worst_loss, worst_weights, last, training = 0.0, 0.0, None, False
     try:
         data = load_data(cfg, data_dir)
         typer.echo(describe(cfg, data, crosscheck))
-        scheduled = cfg.optimizer.schedule != "constant"
+        scheduled, training = cfg.optimizer.schedule != "constant", True
         for e in train_numpy(cfg, data, crosscheck=crosscheck):
             if e.diverged_step is not None:
                 err(f"diverged: the loss became non-finite at epoch {e.epoch}, step {e.diverged_step} "
@@ -150,6 +150,8 @@ def manual_train(
                     "please report it")
                 raise typer.Exit(1)
     except MemoryError:  # past the up-front estimate (other processes' memory, a ulimit, a container's limit)
+        if not training:  # the data's arrays: not the width's doing
+            raise
         raise UserError(f"model.hidden: {list(cfg.model.hidden)}: out of memory after {last.epoch if last else 0} "
                         f"epochs (manual train computes in float64 and saves nothing); use narrower layers") from None
     except KeyboardInterrupt:

@@ -199,8 +199,9 @@ def _one_value(key: str, value: Any, touched: dict) -> None:
     node: Any = touched
     for part in key.split("."):
         given = node = node.get(part, missing) if isinstance(node, dict) else missing
-    if given is not missing and given != value:
-        raise ConfigError(f"{SHORTCUTS.get(key, key)} {value} and --set {key}={given} set {key} to two values; "
+    if given is not missing and (type(given), given) != (type(value), value):  # True == 1, 1.0 == 1 in Python
+        shown = str(given).lower() if isinstance(given, bool) else given  # as YAML spells it
+        raise ConfigError(f"{SHORTCUTS.get(key, key)} {value} and --set {key}={shown} set {key} to two values; "
                           "give one of them")
 
 

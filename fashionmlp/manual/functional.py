@@ -193,8 +193,8 @@ def logistic_loss(y_hat: np.ndarray, y: np.ndarray) -> float:
 
 def logistic_loss_grad(y_hat: np.ndarray, y: np.ndarray) -> np.ndarray:
     """d/dz of logistic_loss(σ(z), y) = (ŷ - y) / B (the σ' cancels the 1/(ŷ(1-ŷ))); shaped like ŷ. Where
-    logistic_loss clips ŷ (σ(z) within LOG_EPS of 0 or 1) its loss is flat and this is not its gradient: the
-    gradient of the unclipped loss, which stable_logistic_loss computes in full."""
+    logistic_loss clips ŷ (σ(z) within ε of 0 or 1: LOG_EPS, or float32's epsilon) its loss is flat and this is
+    not its gradient: the gradient of the unclipped loss, which stable_logistic_loss computes in full."""
     y_hat = _input("logistic_loss_grad", "y_hat", y_hat)
     y = check_labels(BINARY, "logistic_loss_grad", "y_hat", y_hat.shape, y, y_hat.dtype)
     return (y_hat - y) / y_hat.shape[0]

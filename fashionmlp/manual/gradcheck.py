@@ -14,6 +14,7 @@ np.longdouble is plain float64 (some platforms), the check still works, only les
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -29,7 +30,8 @@ def relative_error(a: np.ndarray, b: np.ndarray, scale: float = 0.0) -> float:
     judges entries far smaller than the largest against a share of it: a network's gradient entries of 1e-8
     beside ones of 0.1 hold the rounding of finite differences (~1e-13) and of float64 cancellation, which
     failed the check suite on correct code for some seeds."""
-    if not (isinstance(scale, (int, float)) and 0.0 <= scale < 1.0):  # a NaN, or 10: a factor-2 error read 0.05
+    # a NaN, or 10 (a factor-2 error read 0.05), is refused
+    if isinstance(scale, bool) or not (isinstance(scale, numbers.Real) and 0.0 <= scale < 1.0):
         raise ValueError(f"relative_error: scale={scale!r}; expected a share of the largest entry, 0 <= scale < 1")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -74,10 +76,10 @@ def gradcheck(f: Fn, x: np.ndarray, eps: float = 1e-6, max_entries: int | None =
     f(x) returns (value, dvalue/dx): a scalar and an array shaped like x (anything else is a ValueError).
     Arrays larger than `max_entries` are checked on a seeded random sample.
     """
-    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)
+    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, numbers.Integral)
                                     or max_entries < 1):  # 0 checked nothing and reported a perfect 0.0
         raise ValueError(f"gradcheck: max_entries={max_entries!r}; expected an int >= 1, or None for every entry")
-    if not (isinstance(eps, (int, float)) and 0.0 < eps < math.inf):
+    if isinstance(eps, bool) or not (isinstance(eps, numbers.Real) and 0.0 < eps < math.inf):
         raise ValueError(f"gradcheck: eps={eps!r}; expected a positive finite step")
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:

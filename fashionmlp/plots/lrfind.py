@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, legend_below, literal_text
+from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
@@ -29,14 +29,33 @@ def stop_text(stop: str, blow_up: float) -> str | None:
             "non_finite": "stopped: loss not finite", "interrupted": "stopped: interrupted"}.get(stop)
 
 
-def few_ticks(axis) -> None:
+def few_ticks(axis, lrs: np.ndarray) -> None:
     """Within one decade matplotlib labels every minor tick of a log axis in full (1.3×10⁻³, 1.35×10⁻³, ...),
-    and they ran into each other: at most 6 ticks then, as short numbers (0.0013, 1.2e-12)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+    and they ran into each other: plain numbers then, as many digits as tell them apart; below a factor of 3,
+    where a log axis is nearly linear, at most 6 evenly spaced ticks (over a larger range those left its low
+    end bare)."""
+    from matplotlib.ticker import Formatter, MaxNLocator, NullLocator
+
+    if not len(lrs) or lrs[-1] >= 10 * lrs[0]:  # a decade or more: matplotlib's own labels
+        return
+    if lrs[-1] >= 3 * lrs[0]:
+        plain_log_labels(axis)
+        return
+
+    class Distinct(Formatter):
+        def __call__(self, x, pos=None):
+            return f"{x:.3g}"
+
+        def format_ticks(self, values):
+            for digits in range(3, 10):
+                labels = [f"{x:.{digits}g}" for x in values]
+                if len(set(labels)) == len(labels):
+                    break
+            return labels
 
     axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=2))
     axis.set_minor_locator(NullLocator())
-    axis.set_major_formatter(FuncFormatter(lambda x, pos: f"{x:.3g}"))
+    axis.set_major_formatter(Distinct())
 
 
 @literal_text
@@ -85,8 +104,7 @@ def lr_find_figure(test: RangeTest, steepest: float | None, lowest: float | None
                 label=f"loss per step above the scale (up to {raw[peak]:.3g}, at lr {lrs[peak]:.3g})")
     ax.set_ylim(0, top)
     ax.set_xscale("log")
-    if len(lrs) and lrs[-1] < 10 * lrs[0]:
-        few_ticks(ax.xaxis)
+    few_ticks(ax.xaxis, lrs)
     ax.set_xlabel("learning rate (log scale; it grows every step)")
     ce = "cross-entropy" + (f" with label smoothing {label_smoothing:g}" if label_smoothing else "")
     if distill is not None:  # not the ~2.3 a cross-entropy starts at: the KL term to the teacher weighs in
