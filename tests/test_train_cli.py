@@ -397,10 +397,9 @@ def test_evaluating_a_run_without_a_finished_epoch_says_so(write_config, tmp_pat
         in evaluated.stderr
 
 
-@pytest.mark.parametrize("seeds", [None, "0,1"])
-def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_path, monkeypatch, seeds):
-    """"SIGINT: stopping after this step", then the table and exit 0 with no word of the stop: a stop during the
-    last step lets it finish the work (docs/runs.md), and now says so. A real SIGINT, during step 20 of 20."""
+def sigint_in_step(monkeypatch, seeds: str | None, at: int) -> list:
+    """A real SIGINT during optimizer step `at` of `train` (a single run, or a population with --seeds); the
+    list it returns counts the steps taken."""
     import os
     import signal
 
@@ -412,7 +411,7 @@ def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_pa
     def counted(step):
         def then_ctrl_c(*args, **kwargs):
             steps.append(1)
-            if len(steps) == 20:  # 320 images, batch 32: 10 steps an epoch, 2 epochs
+            if len(steps) == at:
                 os.kill(os.getpid(), signal.SIGINT)
             return step(*args, **kwargs)
         return then_ctrl_c
@@ -421,6 +420,14 @@ def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_pa
         monkeypatch.setattr(single_engine, "train_step", counted(single_engine.train_step))
     else:
         monkeypatch.setattr(Stepper, "step", counted(Stepper.step))
+    return steps
+
+
+@pytest.mark.parametrize("seeds", [None, "0,1"])
+def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_path, monkeypatch, seeds):
+    """"SIGINT: stopping after this step", then the table and exit 0 with no word of the stop: a stop during the
+    last step lets it finish the work (docs/runs.md), and now says so. A real SIGINT, during step 20 of 20."""
+    steps = sigint_in_step(monkeypatch, seeds, at=20)  # 320 images, batch 32: 10 steps an epoch, 2 epochs
     result = cli("train", "--config", write_config(), "--runs-dir", tmp_path, *(["--seeds", seeds] if seeds else []))
     assert result.exit_code == 0 and len(steps) == 20, result.output
     assert "SIGINT: stopping after this step" in result.stderr
@@ -432,26 +439,7 @@ def test_a_stop_during_the_step_a_run_diverged_is_not_told_the_work_finished(wri
                                                                               seeds):
     """A run that diverged in the step a stop came in exits 3 and names where it diverged: the note "the stop came
     during the last step, which finished the work" was added to it as if it had completed."""
-    import os
-    import signal
-
-    from fashionmlp import engine as single_engine
-    from fashionmlp.population.stack import Stepper
-
-    steps = []
-
-    def counted(step):
-        def then_ctrl_c(*args, **kwargs):
-            steps.append(1)
-            if len(steps) == 10:  # 320 images, batch 32: 10 steps, one epoch
-                os.kill(os.getpid(), signal.SIGINT)
-            return step(*args, **kwargs)
-        return then_ctrl_c
-
-    if seeds is None:
-        monkeypatch.setattr(single_engine, "train_step", counted(single_engine.train_step))
-    else:
-        monkeypatch.setattr(Stepper, "step", counted(Stepper.step))
+    steps = sigint_in_step(monkeypatch, seeds, at=10)  # 320 images, batch 32: 10 steps, one epoch
     path = write_config(optimizer={"name": "sgd", "lr": 1e30}, train={"epochs": 1})
     result = cli("train", "--config", path, "--runs-dir", tmp_path, *(["--seeds", seeds] if seeds else []))
     assert result.exit_code == 3 and len(steps) == 10, result.output
