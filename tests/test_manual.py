@@ -726,7 +726,10 @@ KEY_CASES = [
     ("model.hidden", [12], DIFFERS),
     ("model.hidden", [2**24], "model.hidden: [16777216] makes 1.33e+10 parameters"),
     ("model.activation", "tanh", DIFFERS),
-    ("model.activation", "gelu", "model.activation: 'gelu' is not available in NumPy"),
+    ("model.activation", "gelu", "model.activation: 'gelu' is not available in manual train (NumPy)"),
+    ("model.activation", "RELU", "model.activation: 'RELU' is not available in manual train (NumPy); allowed: relu, "
+                                 "sigmoid, tanh"),  # the config's own rule listed gelu, which manual train refuses
+    ("optimizer.name", "nesterov", "optimizer.name: 'nesterov' is not supported by manual train"),  # not: set momentum
     ("model.channels", [4, 4], SAME),  # CNN only
     ("model.dropout", 0.5, "model.dropout: 0.5 is not supported by manual train (the NumPy MLP has no dropout)"),
     ("model.batchnorm", True, "model.batchnorm: true is not supported by manual train"),
@@ -751,7 +754,7 @@ KEY_CASES = [
     ("train.label_smoothing", 0.1, "train.label_smoothing: 0.1 is not supported by manual train"),
     ("train.ema", 0.99, "train.ema: 0.99 is not supported by manual train"),
     ("train.tta", "flip", "train.tta: 'flip' is not supported by manual train"),
-    ("train.patience", 2, "train.patience: 2 watches the validation accuracy"),  # needs data.val_size first
+    ("train.patience", 2, "train.patience: 2 is not supported by manual train"),  # not: set data.val_size too
     ("distill.teacher", "runs/some_run", "distill.teacher: 'runs/some_run' is not supported by manual train"),
     ("distill.temperature", 2.0, SAME),  # no teacher, nothing to distill (as for `train`)
     ("distill.alpha", 0.9, SAME),

@@ -121,13 +121,21 @@ def manual_train(
     interrupted (nothing is saved).
     """
     from fashionmlp import status
-    from fashionmlp.config import config_from_dict, load_config, shortcut_values
+    from fashionmlp.config import config_from_dict, shortcut_values
+    from fashionmlp.config.files import apply_overrides, read_yaml
     from fashionmlp.data import load_data
-    from fashionmlp.manual.train import CROSSCHECK_TOL, DEFAULTS, check_manual_config, describe, train_numpy
+    from fashionmlp.manual.train import (
+        CROSSCHECK_TOL,
+        DEFAULTS,
+        check_manual_config,
+        check_manual_raw,
+        describe,
+        train_numpy,
+    )
 
-    values = shortcut_values(epochs=epochs)
-    cfg = load_config(config, set_ or [], values) if config is not None else config_from_dict(DEFAULTS, set_ or [],
-                                                                                                values)
+    raw = read_yaml(config) if config is not None else DEFAULTS
+    check_manual_raw(apply_overrides(raw, set_ or []))
+    cfg = config_from_dict(raw, set_ or [], shortcut_values(epochs=epochs))
     check_manual_config(cfg)
     worst_loss, worst_weights, last, training = 0.0, 0.0, None, False
     try:

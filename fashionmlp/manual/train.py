@@ -86,6 +86,27 @@ DEFAULTS = {"name": "manual_mlp", "model": {"name": "mlp", "hidden": [100, 100],
             "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"epochs": 10, "batch_size": 128}}
 
 
+def check_manual_raw(raw: dict) -> None:
+    """What manual train cannot run, refused before the config's own rules: those pointed at a fix it refuses in
+    turn (activation 'RELU': "allowed: ..., gelu"; train.patience: "set data.val_size too"; optimizer.name nesterov:
+    "needs momentum, e.g. 0.9")."""
+    def given(section: str, key: str):
+        part = raw.get(section)
+        return part.get(key) if isinstance(part, dict) else None
+
+    activation, patience = given("model", "activation"), given("train", "patience")
+    optimizer = given("optimizer", "name")
+    if activation is not None and activation not in ("relu", "sigmoid", "tanh"):
+        raise ConfigError(f"model.activation: {activation!r} is not available in manual train (NumPy); allowed: "
+                          "relu, sigmoid, tanh")
+    if patience is not None:
+        raise ConfigError(f"train.patience: {patience!r} is not supported by manual train (it does not stop early); "
+                          "allowed: null")
+    if optimizer is not None and optimizer != "sgd":
+        raise ConfigError(f"optimizer.name: {optimizer!r} is not supported by manual train (plain minibatch SGD); "
+                          "allowed: sgd")
+
+
 def check_manual_config(cfg: RunConfig) -> None:
     """Refuse, in one line, every config value that the NumPy trainer would otherwise ignore or crash on.
 
