@@ -49,7 +49,8 @@ def _one_line_usage() -> Iterator[None]:
 
 def _show_usage_error(exc, file=None) -> None:
     path = exc.ctx.command_path.split()[1:] if getattr(exc, "ctx", None) is not None else []  # after the program
-    typer.echo(f"error: {exc.format_message()} (see {' '.join(['fashionmlp', *path, '--help'])})", err=True)
+    message = exc.format_message().replace(" (env var: 'None')", "")  # typer < 0.17 names a missing env var
+    typer.echo(f"error: {message} (see {' '.join(['fashionmlp', *path, '--help'])})", err=True)
 
 
 app = typer.Typer(cls=_OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
