@@ -509,12 +509,15 @@ def test_a_stop_while_waiting_is_one_line_without_error_and_exits_130(capsys):
      "error: --epochs 1 and --set train.epochs=2 set train.epochs to two values; give one of them\n"),
     (["compare-optimizers", "--model", "mlp"], ["--device", "cpu"], "device=cuda",
      "error: --device cpu and --set device=cuda set device to two values; give one of them\n"),
+    (["sweep", "--config", "SWEEP"], ["--trials", "2"], "sweep={trials: 3}",
+     "error: --trials 2 and --set sweep.trials=3 set sweep.trials to two values; give one of them\n"),
 ])
 def test_a_shortcut_and_a_set_of_its_key_to_another_value_are_refused(write_config, tmp_path, command, shortcut,
                                                                        edit, line):
     """`manual train --epochs 1 --set train.epochs=2` ran 1 epoch without a word: the shortcut won."""
     config = str(write_config())
-    args = [config if a == "CONFIG" else a for a in command]
+    sweep = write_config("sweep.yaml", sweep={"space": {"optimizer.lr": [0.01, 0.1]}, "sampler": "grid", "trials": 2})
+    args = [config if a == "CONFIG" else str(sweep) if a == "SWEEP" else a for a in command]
     result = cli(*args, *shortcut, "--set", edit, "--runs-dir" if command[0] != "manual" else "--data-dir",
                  tmp_path / "runs" if command[0] != "manual" else tmp_path)
     assert result.exit_code == 2 and result.stderr == line, result.output

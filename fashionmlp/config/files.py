@@ -182,9 +182,8 @@ def config_from_dict(raw: Any, overrides: Overrides = (), values: Values | None 
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a mapping of keys to values, got {show(raw)}")
     edited = apply_overrides(raw, overrides)
-    touched = apply_overrides({}, overrides) if values else {}  # what the --set texts set, on nothing else
     for key, value in (values or {}).items():
-        _one_value(key, value, touched)
+        check_shortcut(SHORTCUTS.get(key, key), key, value, overrides)
         set_value(edited, key.split("."), value, key)
     return check_whole(build(RunConfig, edited, ""))
 
@@ -192,17 +191,19 @@ def config_from_dict(raw: Any, overrides: Overrides = (), values: Values | None 
 SHORTCUTS = {"train.epochs": "--epochs", "device": "--device", "seed": "--seed", "name": "--name"}
 
 
-def _one_value(key: str, value: Any, touched: dict) -> None:
-    """A shortcut (--epochs 1) and a --set of its key to another value (train.epochs=2): the shortcut won,
-    without a word."""
-    missing = given = object()
-    node: Any = touched
-    for part in key.split("."):
-        given = node = node.get(part, missing) if isinstance(node, dict) else missing
-    if given is not missing and (type(given), given) != (type(value), value):  # True == 1, 1.0 == 1 in Python
+def check_shortcut(flag: str, key: str, value: Any, overrides: Overrides) -> None:
+    """A shortcut (`--epochs 1`, `--trials 4`) and a --set of its key to another value (`train.epochs=2`, also as
+    `train={epochs: 2}`): the shortcut won, without a word. Types count (True == 1 in Python)."""
+    parts, given = key.split("."), None
+    for text in overrides:
+        path, set_to = parse_override(text)
+        if path == parts[:len(path)]:  # the key itself, or a section above it set as a mapping
+            for part in parts[len(path):]:
+                set_to = set_to.get(part) if isinstance(set_to, Mapping) else None
+            given = set_to if set_to is not None else given
+    if given is not None and (type(given), given) != (type(value), value):
         shown = str(given).lower() if isinstance(given, bool) else given  # as YAML spells it
-        raise ConfigError(f"{SHORTCUTS.get(key, key)} {value} and --set {key}={shown} set {key} to two values; "
-                          "give one of them")
+        raise ConfigError(f"{flag} {value} and --set {key}={shown} set {key} to two values; give one of them")
 
 
 def load_config(path: str | Path | None, overrides: Overrides = (), values: Values | None = None) -> RunConfig:
