@@ -159,7 +159,6 @@ def sweep(
     Running the same command again continues the study until it has its trials. Exit 0 done, 1 a worker died
     before the study was done, 2 bad input, 130 interrupted.
     """
-    from fashionmlp.config.files import check_shortcut
     from fashionmlp.sweep import (
         default_study_name,
         finished_text,
@@ -170,8 +169,6 @@ def sweep(
     )
 
     require_optuna()
-    if trials is not None:
-        check_shortcut("--trials", "sweep.trials", trials, set_ or [])
     spec = load_sweep_file(config, set_ or [], trials)
     with graceful_stop() as stop:
         result = run_sweep(spec, study=default_study_name(spec, config) if study is None else study, jobs=jobs,

@@ -193,7 +193,10 @@ SHORTCUTS = {"train.epochs": "--epochs", "device": "--device", "seed": "--seed",
 
 def check_shortcut(flag: str, key: str, value: Any, overrides: Overrides) -> None:
     """A shortcut (`--epochs 1`, `--trials 4`) and a --set of its key to another value (`train.epochs=2`, also as
-    `train={epochs: 2}`): the shortcut won, without a word. Types count (True == 1 in Python)."""
+    `train={epochs: 2}`): the shortcut won, without a word. Types count (True == 1 in Python). `value` None: no
+    shortcut was given."""
+    if value is None:
+        return
     parts, given = key.split("."), None
     for text in overrides:
         path, set_to = parse_override(text)

@@ -18,6 +18,7 @@ from fashionmlp.config import (
     apply_overrides,
     check_choice,
     check_int,
+    check_shortcut,
     config_from_dict,
     number,
     parse_override,
@@ -257,13 +258,13 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     if not isinstance(section, dict):
         raise ConfigError("sweep: a sweep config needs a `sweep:` section with a `space:` mapping of dotted keys "
                           "to ranges or lists (see configs/sweep_mlp.yaml)")
+    check_shortcut("--trials", "sweep.trials", trials, overrides)  # before the sweep.* texts leave `overrides`
     overrides, section = _sweep_overrides(overrides, section)
     for key in section:
         if key not in SWEEP_DEFAULTS:
             raise ConfigError(f"sweep: {unknown_key(str(key), list(SWEEP_DEFAULTS), 'key')}")
     s = {**SWEEP_DEFAULTS, **{k: v for k, v in section.items() if v is not None}}  # null: the default
-    # early stopping needs a validation split, which a config without one gets below: checked once it has it (a
-    # config with train.patience and no data.val_size was refused, though the sweep holds images out itself)
+    # train.patience needs a validation split, which the sweep adds below: checked once it has one (it was refused)
     raw = apply_overrides(raw, overrides)
     patience = raw["train"].get("patience") if isinstance(raw.get("train"), dict) else None
     base = config_from_dict(raw, values=None if patience is None else {"train.patience": None})
@@ -279,8 +280,7 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
         base = with_values(base, {"train.patience": patience})
     metric = check_choice("sweep.metric", s["metric"], tuple(METRICS))
     count = check_int("sweep.trials", s["trials"], 1)
-    if trials is not None:
-        count = check_int("--trials", trials, 1)
+    count = count if trials is None else check_int("--trials", trials, 1)
     sampler = check_choice("sweep.sampler", s["sampler"], SAMPLERS)
     seed = base.seed if s["seed"] is None else check_int("sweep.seed", s["seed"], 0)
     sampler_startup = check_int("sweep.sampler_startup_trials", s["sampler_startup_trials"], 0)
