@@ -95,6 +95,16 @@ def legend_below(figure, handles: list | None = None, labels: list[str] | None =
         cols -= 1
 
 
+def first_distinct(labels: Callable[[int], list[str]], digits: range = range(3, 8)) -> list[str]:
+    """labels(d) for the fewest digits d whose non-empty labels are all different (the most digits otherwise)."""
+    for d in digits:
+        made = labels(d)
+        shown = [label for label in made if label]
+        if len(set(shown)) == len(shown):
+            break
+    return made
+
+
 def plain_log_labels(axis) -> None:
     """A log-scale axis labelled with plain numbers (0.4, 2.25, 1000) instead of matplotlib's 4×10⁻¹ and
     2.25×10⁰, which a loss axis spanning less than a decade shows on every tick; which ticks get a label is
@@ -122,12 +132,12 @@ def plain_log_labels(axis) -> None:
         def format_ticks(self, values):
             """As many digits as tell the labelled ticks apart (3 labelled 1.555 and 1.565 both "1.56")."""
             self.set_locs(values)
-            for self.digits in range(3, 8):
-                labels = [self(x, i) for i, x in enumerate(values)]
-                shown = [label for label in labels if label]
-                if len(set(shown)) == len(shown):
-                    break
-            return labels
+
+            def labels(digits: int) -> list[str]:
+                self.digits = digits
+                return [self(x, i) for i, x in enumerate(values)]
+
+            return first_distinct(labels)
 
     axis.set_major_formatter(Plain())
     axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import fit, legend_below, literal_text, plain_log_labels
+from fashionmlp.plots.common import first_distinct, fit, legend_below, literal_text, plain_log_labels
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
@@ -47,11 +47,7 @@ def few_ticks(axis, lrs: np.ndarray) -> None:
             return f"{x:.3g}"
 
         def format_ticks(self, values):
-            for digits in range(3, 10):
-                labels = [f"{x:.{digits}g}" for x in values]
-                if len(set(labels)) == len(labels):
-                    break
-            return labels
+            return first_distinct(lambda digits: [f"{x:.{digits}g}" for x in values], range(3, 10))
 
     axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=2))
     axis.set_minor_locator(NullLocator())
