@@ -105,6 +105,9 @@ def test_bad_values_give_one_line(raw, message):
     ("model.epochs=3", "unknown config key 'model.epochs' (it is a key of another section: train.epochs)"),
     ("train.epochs=-2", "train.epochs: -2 is out of range"),
     ("seed.x=1", "--set 'seed.x=1': seed is a value, not a section"),
+    # a section set to null went back to every key's default (optimizer=null trained plain SGD), without a word
+    ("optimizer=null", "--set 'optimizer=null': optimizer is a section, and null would set each of its keys"),
+    ("model=null", "--set 'model=null': model is a section"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=None) as info:

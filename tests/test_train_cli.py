@@ -524,3 +524,15 @@ def test_a_shortcut_and_a_set_of_its_key_to_another_value_are_refused(write_conf
     assert not (tmp_path / "runs").exists()
     same = cli("train", "--config", config, "--epochs", "1", "--set", "train.epochs=1", "--runs-dir", tmp_path / "r")
     assert same.exit_code == 0, same.output  # the same value twice: nothing to choose between
+
+
+def test_a_shortcut_counts_against_the_last_set_of_its_key_only():
+    """`--set train.epochs=2 --set train.epochs=null --epochs 1` was refused as two values: the later --set had
+    unset the key, so only --epochs gives it; a mapping without the key leaves the earlier --set in force."""
+    from fashionmlp.config import check_shortcut
+    from fashionmlp.errors import ConfigError
+
+    check_shortcut("--epochs", "train.epochs", 1, ["train.epochs=2", "train.epochs=null"])
+    check_shortcut("--epochs", "train.epochs", 1, ["train={epochs: 2}", "train.epochs=1"])
+    with pytest.raises(ConfigError, match="--epochs 1 and --set train.epochs=2 set train.epochs to two values"):
+        check_shortcut("--epochs", "train.epochs", 1, ["train.epochs=2", "train={batch_size: 64}"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fashionmlp.config.rules import build, check_path, check_whole, float_problem, show
+from fashionmlp.config.rules import build, check_path, check_whole, float_problem, is_section, show
 from fashionmlp.config.schema import RunConfig
 from fashionmlp.errors import ConfigError
 
@@ -119,6 +119,10 @@ def set_value(raw: dict[str, Any], path: list[str], value: Any, where: str) -> N
     """Set `value` at the dotted `path` of the plain config dict `raw` (in place); a mapping edits the section
     it is set on, it never resets it. `where` names the key's origin in messages."""
     check_path(path, where)
+    if value is None and is_section(path):  # would reset every key of it to its default, without a word
+        key = ".".join(path)
+        raise ConfigError(f"{where}: {key} is a section, and null would set each of its keys to its default; "
+                          f"set the keys themselves (e.g. {key}.KEY=VALUE)")
     node = raw
     for depth, part in enumerate(path[:-1]):
         sub = node.get(part)
@@ -197,13 +201,13 @@ def check_shortcut(flag: str, key: str, value: Any, overrides: Overrides) -> Non
     shortcut was given."""
     if value is None:
         return
-    parts, given = key.split("."), None
+    parts, given, absent = key.split("."), None, object()
     for text in overrides:
         path, set_to = parse_override(text)
         if path == parts[:len(path)]:  # the key itself, or a section above it set as a mapping
             for part in parts[len(path):]:
-                set_to = set_to.get(part) if isinstance(set_to, Mapping) else None
-            given = set_to if set_to is not None else given
+                set_to = set_to.get(part, absent) if isinstance(set_to, Mapping) else absent
+            given = given if set_to is absent else set_to  # the last --set of the key counts (null too)
     if given is not None and (type(given), given) != (type(value), value):
         shown = str(given).lower() if isinstance(given, bool) else given  # as YAML spells it
         raise ConfigError(f"{flag} {value} and --set {key}={shown} set {key} to two values; give one of them")
