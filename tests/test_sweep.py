@@ -516,6 +516,24 @@ def test_best_yaml_names_the_thread_count_of_its_trial(sweep_config, tmp_path, q
         assert said == (engine == "population") == (population == 2), engine
 
 
+def test_a_best_trial_whose_folder_was_deleted_is_not_pointed_at(sweep_config, tmp_path, quick_pictures):
+    """The best trial's run folder deleted, the same command said its test accuracy was 'in <that folder>/
+    summary.json' on this machine (summary.md: 'not on this machine'); the study still has its value and
+    best.yaml still trains it."""
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random", "seed": 0})
+    runs = tmp_path / "runs"
+    first = cli("sweep", "--config", path, "--runs-dir", runs)
+    assert first.exit_code == 0 and "; test accuracy " in first.stdout and "summary.json on" not in first.stdout
+    folder = sweep_dir(runs)
+    best = max(trials_csv(folder), key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
+    shutil.rmtree(folder / f"trial-{int(best['number']):04d}")
+    again = cli("sweep", "--config", path, "--runs-dir", runs)
+    assert again.exit_code == 0, again.output
+    assert "; test accuracy unknown (its run folder is gone) (reported once" in again.stdout
+    assert "its test accuracy unknown (its run folder is gone)" in (folder / "summary.md").read_text()
+    assert (folder / "best.yaml").is_file()
+
+
 def test_best_yaml_names_its_teacher_by_an_absolute_path(sweep_config, tmp_path, tiny_data, quick_pictures,
                                                          monkeypatch):
     """A teacher given as a relative path stayed relative in best.yaml and sweep.yaml: `train --config
@@ -1309,6 +1327,28 @@ def test_a_journal_cut_short_or_gone_is_said_not_a_traceback(sweep_config, tmp_p
         f"error: {journal}: missing, while its sweep folder has trial folders: the study's record (the trials' "
         "values and results) is gone; put the file back, or move the sweep folder away to begin the study again\n")
     assert not journal.exists()
+
+
+def test_a_sweep_folder_whose_sweep_json_is_damaged_is_refused_not_replaced(sweep_config, tmp_path, quick_pictures):
+    """A sweep folder whose sweep.json could not be read was passed over: the same command made a new folder and,
+    on the journal, began the study again from trial 0 without a word (a list there was an AttributeError). A
+    folder holding nothing else (cut short as it was made) is still passed over."""
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 1, "sampler": "random", "seed": 0})
+    runs = tmp_path / "runs"
+    assert cli("sweep", "--config", path, "--runs-dir", runs).exit_code == 0
+    folder = sweep_dir(runs)
+    for text in ('{"study": "tin', "[]"):
+        (folder / "sweep.json").write_text(text)
+        again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "2")
+        assert again.exit_code == 2 and again.stderr == (
+            f"error: {folder}: its sweep.json, which says the study and storage the folder is for, cannot be "
+            "read; repair it, or move the folder out of the runs folder\n"), again.output
+        assert [p.name for p in runs.iterdir() if p.name.startswith("sweep-")] == [folder.name]
+    empty = runs / "sweep-tiny-29991231-000000"  # the newest, looked at first; the real one's sweep.json repaired
+    empty.mkdir()
+    (folder / "sweep.json").write_text(json.dumps({"study": "tiny", "storage": "journal"}))
+    more = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "2")
+    assert more.exit_code == 0 and len(finished(load_study(folder))) == 2, more.output
 
 
 def test_an_empty_sweep_key_names_null_as_its_default():

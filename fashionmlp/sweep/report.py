@@ -16,7 +16,7 @@ import yaml
 from fashionmlp import status as st
 from fashionmlp.plots.common import loss_text
 from fashionmlp.plots.sweep import sweep_figures
-from fashionmlp.sweep.backend import TrialState
+from fashionmlp.sweep.backend import TrialState, finished_states
 from fashionmlp.sweep.space import trial_config
 from fashionmlp.sweep.spec import METRICS, SweepSpec
 from fashionmlp.sweep.storage import OWNER
@@ -116,7 +116,8 @@ def _best(study, spec: SweepSpec) -> dict | None:
     params = {p.key: p.decode(t.params[p.key]) for p in spec.params if p.key in t.params}
     run_dir = Path(t.user_attrs["run_dir"])
     test_accuracy = engine = None
-    if t.user_attrs[OWNER]["host"] == socket.gethostname():
+    here = t.user_attrs[OWNER]["host"] == socket.gethostname()
+    if here:
         try:
             run = json.loads((run_dir / "summary.json").read_text())
             test_accuracy, engine = run["final"]["test_accuracy"], run.get("engine")
@@ -124,7 +125,7 @@ def _best(study, spec: SweepSpec) -> dict | None:
             pass
     return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
             "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy,
-            "threads": t.user_attrs.get("threads"), "engine": engine}
+            "threads": t.user_attrs.get("threads"), "engine": engine, "gone": here and not run_dir.is_dir()}
 
 
 def _fmt(value: Any, key: str = "") -> str:
@@ -212,7 +213,8 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
                   "command or on another machine (run the same command again when they end, to update this report).",
                   ""]
     if best is not None:
-        test = "not on this machine" if best["test_accuracy"] is None else f"{best['test_accuracy']:.2%}"
+        test = (f"{best['test_accuracy']:.2%}" if best["test_accuracy"] is not None else
+                "unknown (its run folder is gone)" if best["gone"] else "not on this machine")
         lines += [f"Best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
                   f"{best['value']:.4f}; its test accuracy {test} "
                   "(reported once, never used for the search). Config: best.yaml.", ""]
@@ -222,3 +224,24 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     lines += [f"Not drawn: {', '.join(not_drawn)}.", ""] if not_drawn else []
     text = "\n".join(lines)
     atomic_write(folder / "summary.md", lambda fh: fh.write(text), mode="w")
+
+
+def missing_points(books, spec: SweepSpec) -> tuple[list[dict], list[dict]]:
+    """The points of a grid sweep that no finished trial (complete or pruned) covers: those no running trial
+    holds, and those one does, with their values as in the config (none for other samplers, nor for a grid
+    whose target is fewer trials than points)."""
+    if spec.sampler != "grid" or spec.target < spec.grid_size:
+        return [], []
+    def points(states) -> set[str]:  # a trial just asked has its point in fixed_params, drawn a moment later
+        return {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)
+                for t in books.get_trials(deepcopy=False, states=states)}
+
+    done, held = points(finished_states()), points((TrialState.RUNNING,))
+    decode = {p.key: p.decode for p in spec.params}
+    missing: list[dict] = []
+    training: list[dict] = []
+    for point in spec.grid_points():
+        key = json.dumps(point, sort_keys=True)
+        if key not in done:
+            (training if key in held else missing).append({k: decode[k](v) for k, v in point.items()})
+    return missing, training

@@ -27,7 +27,7 @@ from fashionmlp.progress import StopRequest
 from fashionmlp.session import prepare
 from fashionmlp.sweep.backend import TrialState, finished_states, optuna, require_optuna
 from fashionmlp.sweep.heartbeats import fail_stale_trials
-from fashionmlp.sweep.report import _best, finished_text, trial_rows, write_report
+from fashionmlp.sweep.report import _best, finished_text, missing_points, trial_rows, write_report
 from fashionmlp.sweep.space import end_mixes
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, SweepSpec
 from fashionmlp.sweep.storage import (
@@ -55,7 +55,7 @@ class SweepResult:
     storage: str  # "journal" or the URL without password
     target: int
     rows: list[dict]  # one per trial, in trial-number order
-    best: dict | None  # number, value, params, run_dir, test_accuracy (None when its folder is not here)
+    best: dict | None  # number, value, params, run_dir, test_accuracy (None when its folder is not here), gone
     finished: int = 0
     running: int = 0
     interrupted: bool = False
@@ -86,6 +86,11 @@ def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
         try:
             meta = json.loads((path / "sweep.json").read_text())
         except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict):  # it started a new folder (and study, on a journal) without a word
+            if any(p.name != "sweep.json" for p in path.iterdir()):  # (empty: cut short as it was made)
+                raise UserError(f"{path}: its sweep.json, which says the study and storage the folder is for, "
+                                "cannot be read; repair it, or move the folder out of the runs folder")
             continue
         if meta.get("study") == study and _without_password(meta.get("storage")) == _without_password(label):
             return path
@@ -281,27 +286,6 @@ def _validation_line(spec: SweepSpec) -> str:
                 f"on {spec.metric}")
     return (f"validation: {spec.base.data.val_size} training images held out (seed {spec.base.seed}, the same for "
             f"every trial); trials are scored on {spec.metric}")
-
-
-def missing_points(books, spec: SweepSpec) -> tuple[list[dict], list[dict]]:
-    """The points of a grid sweep that no finished trial (complete or pruned) covers: those no running trial
-    holds, and those one does, with their values as in the config (none for other samplers, nor for a grid
-    whose target is fewer trials than points)."""
-    if spec.sampler != "grid" or spec.target < spec.grid_size:
-        return [], []
-    def points(states) -> set[str]:  # a trial just asked has its point in fixed_params, drawn a moment later
-        return {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)
-                for t in books.get_trials(deepcopy=False, states=states)}
-
-    done, held = points(finished_states()), points((TrialState.RUNNING,))
-    decode = {p.key: p.decode for p in spec.params}
-    missing: list[dict] = []
-    training: list[dict] = []
-    for point in spec.grid_points():
-        key = json.dumps(point, sort_keys=True)
-        if key not in done:
-            (training if key in held else missing).append({k: decode[k](v) for k, v in point.items()})
-    return missing, training
 
 
 DEFAULT_POPULATION = 8  # trials a worker asks for at once, when they fit and batching pays
