@@ -109,14 +109,7 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
     every recorder; then each recorder's final outputs and summary, one RunResult per recorder. `finish_only`:
     the run has trained all it will (resume.ends_here): no epoch, only its end."""
     cfg, data, device = session.cfg, session.data, session.device
-    dtype = dtype_of(cfg)
-    train_split = TensorSplit.from_split(data.train, device, dtype)
-    test_split = TensorSplit.from_split(data.test, device, dtype)
-    val_split = TensorSplit.from_split(data.val, device, dtype) if data.val is not None else None
-    n = len(train_split)
-    used, steps = steps_per_epoch(cfg, n)
     teacher = session.teacher
-    cached = cached_logits(cfg, teacher, train_split.x)
 
     def batches_for_epoch(epoch: int) -> Iterable[tuple[torch.Tensor, ...]]:
         progress.start_epoch(epoch, cfg.train.epochs, steps)
@@ -131,7 +124,14 @@ def run_epochs(trainee: Trainee, session: Session, recorders: list[RunRecorder],
 
     lead = recorders[0]
     status, last, stopped_early = st.COMPLETED, None, False
-    try:
+    try:  # the set-up too: a failure while the teacher scored the images left summary.json saying 'running'
+        dtype = dtype_of(cfg)
+        train_split = TensorSplit.from_split(data.train, device, dtype)
+        test_split = TensorSplit.from_split(data.test, device, dtype)
+        val_split = TensorSplit.from_split(data.val, device, dtype) if data.val is not None else None
+        n = len(train_split)
+        used, steps = steps_per_epoch(cfg, n)
+        cached = cached_logits(cfg, teacher, train_split.x)
         first = cfg.train.epochs + 1 if finish_only else lead.epoch + 1
         stopped_early = finish_only and lead.out_of_patience() and lead.epoch < cfg.train.epochs
         for result in fit(trainee.model, trainee.optimizer, epochs=range(first, cfg.train.epochs + 1),

@@ -376,6 +376,36 @@ def test_a_run_diverged_by_its_lr_beside_a_modest_weight_decay_is_told_to_lower_
     assert "try a lower learning rate, e.g. --set optimizer.lr=100000" in result.stderr
 
 
+def test_a_crash_as_a_population_sets_up_is_recorded_beside_every_run(write_config, tmp_path, monkeypatch):
+    """A failure while the population stacked its members (before its first step) left every member's
+    summary.json saying 'running', where docs/runs.md promises 'crashed' beside a bug's traceback."""
+    import fashionmlp.population.loop as loop
+
+    def broken(members):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(loop, "restack", broken)
+    result = cli("train", "--config", write_config(), "--seeds", "0,1", "--runs-dir", tmp_path / "runs")
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
+    runs = sorted((tmp_path / "runs").glob("*/*/summary.json"))
+    assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "crashed" for p in runs)
+
+
+def test_a_crash_before_the_first_step_is_recorded(write_config, tmp_path, monkeypatch):
+    """A failure as the run set up its epochs (the teacher scoring the training images, say) left summary.json
+    saying 'running' for ever."""
+    import fashionmlp.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(fashionmlp.run, "cached_logits", broken)
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path / "runs")
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
+    (run,) = (tmp_path / "runs").iterdir()
+    assert summary(run)["status"] == "crashed" and "simulated bug" in summary(run)["error"]
+
+
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
     import fashionmlp.engine
 

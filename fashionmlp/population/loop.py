@@ -91,10 +91,11 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     used, steps = steps_per_epoch(cfg, data.n_train)
     capacity = capacity or len(members)
     cohorts: dict[tuple[int, int], SeedGroup] = {}
-    _join(members, 0, data, cohorts)
-    active = sorted(members, key=lambda m: m.cohort)  # the members of a cohort side by side: they share its batches
-    stack, rounds, told = restack(active), 0, set()
-    try:
+    rounds, told = 0, set()
+    try:  # (a failure in the set-up too is recorded beside every run: their summaries said 'running')
+        _join(members, 0, data, cohorts)
+        active = sorted(members, key=lambda m: m.cohort)  # the members of a cohort side by side: they share batches
+        stack = restack(active)
         while active:
             rounds += 1
             progress.start_epoch(max(m.recorder.epoch for m in active) + 1, cfg.train.epochs, steps, len(active))
