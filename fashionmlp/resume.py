@@ -119,6 +119,11 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     best_epoch = (state.get("best") or {}).get("epoch")
     if ends_here(cfg, state, run_dir):
         return True
+    if previous_summary(run_dir).get("status") == st.DIVERGED:  # it trained the same steps again, to diverge again
+        raise UserError(f"--resume {str(run_dir)!r}: the run diverged; continuing it would repeat that exactly (the "
+                        "same weights, batches and learning rate): train it anew with the change its message "
+                        f"suggested, e.g. fashionmlp train --config {str(run_dir / 'config.yaml')!r} --set "
+                        f"optimizer.lr={cfg.optimizer.lr / 10:g}")
     if _out_of_patience(cfg, state):
         raise UserError(f"--resume {str(run_dir)!r}: early stopping ends this run: no better validation accuracy "
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "

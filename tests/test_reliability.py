@@ -406,6 +406,20 @@ def test_a_crash_before_the_first_step_is_recorded(write_config, tmp_path, monke
     assert summary(run)["status"] == "crashed" and "simulated bug" in summary(run)["error"]
 
 
+def test_resuming_a_diverged_run_is_refused_with_what_to_do(write_config, tmp_path):
+    """`train --resume` of a diverged run trained the same steps from the same checkpoint and diverged again
+    (exit 3); and the message's `--set optimizer.lr=...` is refused with --resume."""
+    path = write_config(optimizer={"name": "sgd", "lr": 1e6}, train={"epochs": 2})
+    assert cli("train", "--config", path, "--runs-dir", tmp_path / "runs").exit_code == 3
+    (run,) = (tmp_path / "runs").iterdir()
+    again = cli("train", "--resume", run)
+    assert again.exit_code == 2 and again.stderr == (
+        f"error: --resume {str(run)!r}: the run diverged; continuing it would repeat that exactly (the same "
+        "weights, batches and learning rate): train it anew with the change its message suggested, e.g. fashionmlp "
+        f"train --config {str(run / 'config.yaml')!r} --set optimizer.lr=100000\n"), again.output
+    assert summary(run)["status"] == "diverged"
+
+
 def test_a_crash_is_recorded_and_raised(write_config, tmp_path, monkeypatch):
     import fashionmlp.engine
 
