@@ -193,7 +193,8 @@ def predict(
     image: Annotated[list[Path] | None, typer.Option("--image", metavar="PATH", parser=path_text, help=(
         "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them, repeatable; 28x28 is used "
         "as is, other sizes "
-        "are resized to 28x28 with a warning."))] = None,
+        "are resized to 28x28 with a warning (padded to a square with black first when not square: crop to the "
+        "garment for the best match)."))] = None,
     invert: Annotated[bool, typer.Option("--invert/--no-invert", help=(
         "Invert each --image (for dark objects on a light background; Fashion-MNIST is light on dark)."))] = False,
     grid: Annotated[Path | None, typer.Option("--grid", metavar="FILE", parser=path_text, help=(
