@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint, lo
 from fashionmlp.config import RunConfig, shortcut_values
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
-from fashionmlp.optim import build_optimizer, lr_at
+from fashionmlp.optim import build_optimizer, lower_setting, lr_at
 from fashionmlp.plots.common import plural
 from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
@@ -119,11 +120,14 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
     best_epoch = (state.get("best") or {}).get("epoch")
     if ends_here(cfg, state, run_dir):
         return True
-    if previous_summary(run_dir).get("status") == st.DIVERGED:  # it trained the same steps again, to diverge again
-        raise UserError(f"--resume {str(run_dir)!r}: the run diverged; continuing it would repeat that exactly (the "
-                        "same weights, batches and learning rate): train it anew with the change its message "
-                        f"suggested, e.g. fashionmlp train --config {str(run_dir / 'config.yaml')!r} --set "
-                        f"optimizer.lr={cfg.optimizer.lr / 10:g}")
+    summary = previous_summary(run_dir)
+    if summary.get("status") == st.DIVERGED and isinstance(summary.get("diverged"), dict):  # it diverged again
+        what, setting = lower_setting(summary, summary["diverged"])
+        data_dir = (summary.get("data") or {}).get("dir")
+        data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else ""
+        raise UserError(f"--resume {str(run_dir)!r}: the run diverged, and continued it would start from the same "
+                        f"weights and batches again; try a lower {what} in a new run: fashionmlp train --config "
+                        f"{shlex.quote(str(run_dir / 'config.yaml'))} --set {setting}{data}")
     if _out_of_patience(cfg, state):
         raise UserError(f"--resume {str(run_dir)!r}: early stopping ends this run: no better validation accuracy "
                         f"in the {done - best_epoch} epochs since epoch {best_epoch} (train.patience = "

@@ -479,6 +479,21 @@ def test_manual_training_runs_numpys_blas_on_train_threads_and_the_twin_on_one(t
     assert counts() == before
 
 
+def test_manual_train_says_when_its_blas_threads_are_more_than_the_cores():
+    """`--set train.threads=1024` ran OpenBLAS on 64 threads on 2 cores without a word (an epoch of 2,000 images:
+    15.0 s against 0.1 s), where `train` notes it."""
+    import os
+
+    from fashionmlp.manual.train import blas_threads
+
+    cores = len(os.sched_getaffinity(0))
+    many = config_from_dict({**DEFAULTS, "train": {"threads": cores + 1}})
+    assert blas_threads(many) == (cores + 1, f"train.threads {cores + 1} is more than the {cores} CPU core(s) this "
+                                  "process may use: threads beyond them wait for each other at every operation (0 "
+                                  "chooses)")
+    assert blas_threads(config_from_dict({**DEFAULTS, "train": {"threads": 1}})) == (1, None)
+
+
 def test_lockstep_training_with_torch(tiny_data):
     cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [20, 20]}, "train": {"epochs": 2, "batch_size": 32},
                             "optimizer": {**DEFAULTS["optimizer"], "schedule": "cosine"}})
@@ -684,7 +699,7 @@ def test_a_crosscheck_that_disagrees_fails(tiny_data, monkeypatch):
     real = mlp.MLP.sgd_step
     monkeypatch.setattr(mlp.MLP, "sgd_step", lambda self, grads, lr: real(self, grads, 2 * lr))
     result = cli("manual", "train", "--epochs", 2, "--crosscheck", "--data-dir", tiny_data,
-                 "--set", "data.verify_md5=false", "--set", "model.hidden=[16]")
+                 "--set", "data.verify_md5=false", "--set", "model.hidden=[16]", "--set", "train.threads=1")
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("crosscheck FAILED: a step of the NumPy MLP and of its torch float64 twin")
     assert "by epoch 1 (at most 1e-09 each)" in result.stderr and "epoch   2/2" not in result.stdout
@@ -765,7 +780,7 @@ KEY_CASES = [
     ("train.epochs", 3, DIFFERS),
     ("train.batch_size", 64, DIFFERS),
     ("train.eval_batch_size", 7, SAME),  # evaluation in batches of 7 gives the same means
-    ("train.threads", 1, SAME),  # NumPy's BLAS threads (it was refused): a product's sums are split the same way
+    ("train.threads", 2, SAME),  # NumPy's BLAS threads (it was refused): a product's sums are split the same way
     ("train.channels_last", False, SAME),  # CNN only
     ("train.deterministic", False, SAME),  # CUDA only
     ("train.precision", "bf16", "train.precision: 'bf16' is not supported by manual train"),
@@ -790,7 +805,9 @@ def _manual_train(*args):
     import re
 
     epochs = [] if "--epochs" in args else ["--set", "train.epochs=2"]  # both: refused, two values for one key
-    result = cli("manual", "train", "--set", "data.verify_md5=false", "--set", "model.hidden=[8]", *epochs, *args)
+    threads = [] if any(str(a).startswith("train.threads=") for a in args) else ["--set", "train.threads=1"]
+    result = cli("manual", "train", "--set", "data.verify_md5=false", "--set", "model.hidden=[8]", *epochs, *threads,
+                 *args)  # (one BLAS thread: on a busy machine the note of fewer threads would come first on stderr)
     return result, re.sub(r"\d+\.\ds\b", "", result.stdout)  # without the timings
 
 
@@ -853,8 +870,8 @@ def test_manual_train_runs_a_huge_epoch_count_until_interrupted(manual_baseline,
 
     real = manual_train.train_numpy
 
-    def one_epoch_then_ctrl_c(cfg, data, crosscheck=False):
-        for epoch in real(cfg, data, crosscheck=crosscheck):
+    def one_epoch_then_ctrl_c(cfg, data, crosscheck=False, threads=None):
+        for epoch in real(cfg, data, crosscheck=crosscheck, threads=threads):
             yield epoch
             raise KeyboardInterrupt
 
@@ -967,8 +984,7 @@ def test_the_width_guard_counts_a_batchs_activations_and_running_out_is_one_line
 
     monkeypatch.setattr(manual_train, "train_numpy", out_of_memory)
     result = cli("manual", "train", "--set", "data.subset=100", "--set", "data.verify_md5=false", "--set",
-                 "model.hidden=[40000]", "--data-dir",
-                 str(tiny_data))
+                 "model.hidden=[40000]", "--set", "train.threads=1", "--data-dir", str(tiny_data))
     assert result.exit_code == 2, result.output
     assert result.stderr == ("error: model.hidden: [40000]: out of memory after 0 epochs (manual train computes in "
                              "float64 and saves nothing); use narrower layers\n")

@@ -352,7 +352,7 @@ def test_a_run_diverged_by_its_weight_decay_is_told_to_lower_the_weight_decay(wr
 def test_the_decay_alone_diverges_past_a_limit_that_momentum_moves():
     """The advice's limit was 2 for every optimizer: SGD with momentum 0.9 shrinks its weights at lr x decay 3.5
     and Nesterov's blows them up at 1.5. Checked here on the decay alone (zero gradients), in float64."""
-    from fashionmlp.cli.show import decay_limit
+    from fashionmlp.optim import decay_limit
 
     def size_after(name: str, decay: float, momentum: float) -> float:
         p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
@@ -376,19 +376,29 @@ def test_a_run_diverged_by_its_lr_beside_a_modest_weight_decay_is_told_to_lower_
     assert "try a lower learning rate, e.g. --set optimizer.lr=100000" in result.stderr
 
 
-def test_a_crash_as_a_population_sets_up_is_recorded_beside_every_run(write_config, tmp_path, monkeypatch):
-    """A failure while the population stacked its members (before its first step) left every member's
-    summary.json saying 'running', where docs/runs.md promises 'crashed' beside a bug's traceback."""
+@pytest.mark.parametrize("where", ["stacking", "the second member's model"])
+def test_a_crash_as_a_population_sets_up_is_recorded_beside_every_run(write_config, tmp_path, monkeypatch, where):
+    """A failure while the population stacked its members (before its first step), or while it made its second
+    member (the first one started), left summary.json saying 'running', where docs/runs.md promises 'crashed'
+    beside a bug's traceback."""
     import fashionmlp.population.loop as loop
+    import fashionmlp.population.run as population_run
 
-    def broken(members):
+    def broken(*args):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(loop, "restack", broken)
+    if where == "stacking":
+        monkeypatch.setattr(loop, "restack", broken)
+    else:
+        made = []
+        real = population_run.prepare_model
+        monkeypatch.setattr(population_run, "prepare_model",
+                            lambda *a: broken() if made else made.append(1) or real(*a))
     result = cli("train", "--config", write_config(), "--seeds", "0,1", "--runs-dir", tmp_path / "runs")
     assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
     runs = sorted((tmp_path / "runs").glob("*/*/summary.json"))
-    assert len(runs) == 2 and all(json.loads(p.read_text())["status"] == "crashed" for p in runs)
+    assert len(runs) == (2 if where == "stacking" else 1)
+    assert all(json.loads(p.read_text())["status"] == "crashed" for p in runs)
 
 
 def test_a_crash_before_the_first_step_is_recorded(write_config, tmp_path, monkeypatch):
@@ -406,17 +416,25 @@ def test_a_crash_before_the_first_step_is_recorded(write_config, tmp_path, monke
     assert summary(run)["status"] == "crashed" and "simulated bug" in summary(run)["error"]
 
 
-def test_resuming_a_diverged_run_is_refused_with_what_to_do(write_config, tmp_path):
+@pytest.mark.parametrize("optimizer, what, setting", [
+    ({"name": "sgd", "lr": 1e6}, "learning rate", "optimizer.lr=100000"),
+    ({"name": "sgd", "lr": 0.1, "weight_decay": 100.0}, "weight decay (lr x weight_decay = 10: past 2 the decay alone "
+     "makes the weights grow, flipping sign)", "optimizer.weight_decay=1"),
+])
+def test_resuming_a_diverged_run_is_refused_with_what_to_do(write_config, tmp_path, optimizer, what, setting):
     """`train --resume` of a diverged run trained the same steps from the same checkpoint and diverged again
-    (exit 3); and the message's `--set optimizer.lr=...` is refused with --resume."""
-    path = write_config(optimizer={"name": "sgd", "lr": 1e6}, train={"epochs": 2})
-    assert cli("train", "--config", path, "--runs-dir", tmp_path / "runs").exit_code == 3
+    (exit 3); and the message's `--set optimizer.lr=...` is refused with --resume: the advice is for a new run,
+    the one the run's own message gave (a weight decay where that made it diverge), with its data folder."""
+    path = write_config(optimizer=optimizer, train={"epochs": 2})
+    first = cli("train", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert first.exit_code == 3 and f"try a lower {what}, e.g. --set {setting}" in first.stderr, first.output
     (run,) = (tmp_path / "runs").iterdir()
     again = cli("train", "--resume", run)
+    data = summary(run)["data"]["dir"]
     assert again.exit_code == 2 and again.stderr == (
-        f"error: --resume {str(run)!r}: the run diverged; continuing it would repeat that exactly (the same "
-        "weights, batches and learning rate): train it anew with the change its message suggested, e.g. fashionmlp "
-        f"train --config {str(run / 'config.yaml')!r} --set optimizer.lr=100000\n"), again.output
+        f"error: --resume {str(run)!r}: the run diverged, and continued it would start from the same weights and "
+        f"batches again; try a lower {what} in a new run: fashionmlp train --config {run / 'config.yaml'} --set "
+        f"{setting} --data-dir {data}\n"), again.output
     assert summary(run)["status"] == "diverged"
 
 

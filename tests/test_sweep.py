@@ -1341,11 +1341,15 @@ def test_a_sweep_folder_whose_sweep_json_is_damaged_is_refused_not_replaced(swee
         (folder / "sweep.json").write_text(text)
         again = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "2")
         assert again.exit_code == 2 and again.stderr == (
-            f"error: {folder}: its sweep.json, which says the study and storage the folder is for, cannot be "
-            "read; repair it, or move the folder out of the runs folder\n"), again.output
+            f"error: {folder}: its sweep.json, which says the study and storage the folder is for, is missing or "
+            "cannot be read; repair it, or move the folder out of the runs folder\n"), again.output
         assert [p.name for p in runs.iterdir() if p.name.startswith("sweep-")] == [folder.name]
-    empty = runs / "sweep-tiny-29991231-000000"  # the newest, looked at first; the real one's sweep.json repaired
+    # the newest, looked at first: a folder cut short as it was made (its sweep.json's temporary file left), and
+    # a file of a folder's name; the real one's sweep.json repaired
+    empty = runs / "sweep-tiny-29991231-000000"
     empty.mkdir()
+    (empty / ".sweep.json.abc123.tmp").write_text("{")
+    (runs / "sweep-tiny-29991231-000001").write_text("not a folder")
     (folder / "sweep.json").write_text(json.dumps({"study": "tiny", "storage": "journal"}))
     more = cli("sweep", "--config", path, "--runs-dir", runs, "--trials", "2")
     assert more.exit_code == 0 and len(finished(load_study(folder))) == 2, more.output

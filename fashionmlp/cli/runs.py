@@ -29,8 +29,9 @@ from fashionmlp.cli.common import (
     stop_came_late,
     user_errors,
 )
-from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table, what_to_lower
+from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table
 from fashionmlp.errors import UserError
+from fashionmlp.optim import what_to_lower
 from fashionmlp.status import COMPLETED
 
 

@@ -9,6 +9,7 @@ import typer
 
 from fashionmlp import status
 from fashionmlp.cli.common import err
+from fashionmlp.optim import what_to_lower
 from fashionmlp.plots.common import loss_text, plural
 from fashionmlp.progress import EpochResult, PopulationProgress, Progress
 
@@ -112,32 +113,6 @@ def study_table(result, title: str) -> None:
     print_table(title, header, cells, left=(first, "status"), width=120, highlight_unless=status.COMPLETED)
     typer.echo(f"plot: {result.study_dir / 'comparison.png'}")
     typer.echo(f"table: {result.study_dir / 'summary.md'}")
-
-
-def what_to_lower(summary: dict, diverged: dict) -> str:
-    """Advice for a diverged run: a tenth of the configured lr (optimizer.lr is the schedule's peak: the diverged
-    step's own lr, in a warm-up far below it, would suggest orders of magnitude too little), or a lower weight decay
-    where lr x weight_decay passes the point past which the decay alone makes the weights grow."""
-    lr = summary.get("lr") or diverged["lr"]
-    decay = lr * (summary.get("weight_decay") or 0.0)
-    limit = decay_limit(summary.get("optimizer"), summary.get("momentum") or 0.0)
-    if limit is not None and decay > limit:
-        return (f"try a lower weight decay (lr x weight_decay = {decay:g}: past {limit:.3g} the decay alone makes the "
-                f"weights grow, flipping sign), e.g. --set optimizer.weight_decay={0.1 / lr:g}")
-    return f"try a lower learning rate, e.g. --set optimizer.lr={lr / 10:g}"
-
-
-def decay_limit(optimizer: str | None, momentum: float) -> float | None:
-    """The lr x weight_decay past which the decay alone diverges: 2 for AdamW (w <- (1 - a) w) and plain SGD,
-    2(1 + m) with heavy-ball momentum m, 2(1 + m)/(1 + 2m) with Nesterov's; none for Adam, whose coupled decay is
-    divided by its own scale."""
-    if optimizer == "adamw":
-        return 2.0
-    if optimizer == "sgd":
-        return 2 * (1 + momentum)
-    if optimizer == "nesterov":
-        return 2 * (1 + momentum) / (1 + 2 * momentum)
-    return None
 
 
 def stopped_early_text(early: dict) -> str:

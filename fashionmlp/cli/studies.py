@@ -160,6 +160,7 @@ def sweep(
     before the study was done, 2 bad input, 130 interrupted.
     """
     from fashionmlp.sweep import (
+        best_test_text,
         default_study_name,
         finished_text,
         load_sweep_file,
@@ -180,9 +181,7 @@ def sweep(
                 left=("state", "note"), width=160)
     best = result.best
     if best is not None:
-        test = (f"{best['test_accuracy']:.2%}" if best["test_accuracy"] is not None else
-                "unknown (its run folder is gone)" if best["gone"] else
-                f"in {best['run_dir']}/summary.json on {best['host']}")
+        test = best_test_text(best)
         typer.echo(f"best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
                    f"{best['value']:.4f}; test accuracy {test} (reported once, not used by the search)")
         typer.echo(f"config: {result.sweep_dir / 'best.yaml'}  (fashionmlp train --config ... --epochs N)")

@@ -127,6 +127,7 @@ def manual_train(
     from fashionmlp.manual.train import (
         CROSSCHECK_TOL,
         DEFAULTS,
+        blas_threads,
         check_manual_config,
         check_manual_raw,
         describe,
@@ -141,8 +142,11 @@ def manual_train(
     try:
         data = load_data(cfg, data_dir)
         typer.echo(describe(cfg, data, crosscheck))
+        threads, why = blas_threads(cfg)
+        if why:
+            note(why)
         scheduled, training = cfg.optimizer.schedule != "constant", True
-        for e in train_numpy(cfg, data, crosscheck=crosscheck):
+        for e in train_numpy(cfg, data, crosscheck=crosscheck, threads=threads):
             if e.diverged_step is not None:
                 err(f"diverged: the loss became non-finite at epoch {e.epoch}, step {e.diverged_step} "
                     f"(lr {e.lr:g}); try a lower learning rate, e.g. --set optimizer.lr={e.lr / 10:g}")

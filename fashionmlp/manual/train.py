@@ -14,7 +14,7 @@ import torch
 
 from fashionmlp.config import RunConfig
 from fashionmlp.data import FashionMNIST, epoch_order, normalize
-from fashionmlp.device import auto_threads
+from fashionmlp.device import auto_threads, oversubscribed
 from fashionmlp.errors import ConfigError
 from fashionmlp.manual.crosscheck import largest, torch_forward, torch_loss
 from fashionmlp.manual.functional import cross_entropy
@@ -199,15 +199,26 @@ def cpu_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False) -> Iterator[ManualEpoch]:
-    """Yield one ManualEpoch per epoch of minibatch SGD (on cpu_threads); batches come from the same seeded order
-    as `train`.
+def blas_threads(cfg: RunConfig) -> tuple[int, str | None]:
+    """NumPy's BLAS threads for `cfg` (train.threads; 0: the cores other work leaves free), and what the user
+    should know about them (fewer than the cores, or more), as `train` says it."""
+    if cfg.train.threads:
+        return cfg.train.threads, oversubscribed(cfg.train.threads)
+    threads, lowered = auto_threads()
+    return threads, lowered and (f"NumPy's BLAS on {threads} thread(s): the other cores were busy with other work "
+                                 "(train.threads: N chooses)")
+
+
+def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False,
+                threads: int | None = None) -> Iterator[ManualEpoch]:
+    """Yield one ManualEpoch per epoch of minibatch SGD (on cpu_threads: `threads` BLAS threads, default
+    train.threads); batches come from the same seeded order as `train`.
 
     A step whose loss is not finite (the learning rate is too high) ends training: its epoch is yielded with
     `diverged_step` set and nan metrics.
     """
     check_manual_config(cfg)
-    with cpu_threads(cfg.train.threads):
+    with cpu_threads(threads or cfg.train.threads):
         yield from _train_numpy(cfg, data, crosscheck)
 
 

@@ -3,8 +3,8 @@ EMA, TTA and patience, each into its own ordinary run folder; and continuing one
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,17 +130,36 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
     setup_population."""
     session, pdata = setup or setup_population([s.cfg for s in specs], data_dir, capacity=capacity, teacher=teacher)
     with ExitStack() as locks:
-        members = [_new_member(spec, session, pdata, command, locks) for spec in specs]
+        members: list[Member] = []
+        with _crash_recorded(members):
+            for spec in specs:
+                members.append(_new_member(spec, session, pdata, command, locks))
 
         def refill(places: int) -> list[Member]:
             joining = more(places)
             if len(joining) > places:
                 raise ValueError(f"{len(joining)} members for {places} places")
             check_one_shape([specs[0].cfg] + [s.cfg for s in joining])
-            return [_new_member(spec, session, pdata, command, locks) for spec in joining]
+            joined: list[Member] = []
+            with _crash_recorded(joined):
+                for spec in joining:
+                    joined.append(_new_member(spec, session, pdata, command, locks))
+            return joined
 
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune,
                               refill if more is not None else None, ended, capacity or len(specs))
+
+
+@contextmanager
+def _crash_recorded(members: list[Member]) -> Iterator[None]:
+    """A failure while members are made (the next one's model, say) recorded beside each one made already: their
+    summary.json said 'running' for ever."""
+    try:
+        yield
+    except Exception as exc:
+        for member in members:
+            member.recorder.crashed(exc)
+        raise
 
 
 def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, command: str | None,
@@ -190,12 +209,13 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
         cfgs = [taught(cfg, session) for cfg in cfgs]  # as each member's folder records it: the teacher pinned
         for cfg, (state, last) in zip(cfgs, states):  # every member checked before any of them trains
             check_fits(cfg, state, last, optimizer_too=True)
-        members = []
-        for spec, cfg, (state, last) in zip(specs, cfgs, states):
-            model = prepare_model(cfg, session.device)
-            trainee = restore_trainee(model, cfg, state, last, own_rng=True)
-            recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads,
-                                   command, engine="population", **member_notes(cfg, session, pdata.n_train)
-                                   ).reopen(state, previous_summary(spec.run_dir))
-            members.append(Member(cfg, trainee, recorder, spec.label))
+        members: list[Member] = []
+        with _crash_recorded(members):
+            for spec, cfg, (state, last) in zip(specs, cfgs, states):
+                model = prepare_model(cfg, session.device)
+                trainee = restore_trainee(model, cfg, state, last, own_rng=True)
+                recorder = RunRecorder(spec.run_dir, cfg, trainee, pdata.info, session.device, session.threads,
+                                       command, engine="population", **member_notes(cfg, session, pdata.n_train)
+                                       ).reopen(state, previous_summary(spec.run_dir))
+                members.append(Member(cfg, trainee, recorder, spec.label))
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune, ended=ended)

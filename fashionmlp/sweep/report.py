@@ -128,6 +128,16 @@ def _best(study, spec: SweepSpec) -> dict | None:
             "threads": t.user_attrs.get("threads"), "engine": engine, "gone": here and not run_dir.is_dir()}
 
 
+def best_test_text(best: dict) -> str:
+    """The best trial's test accuracy as the terminal and summary.md say it: from its run's summary.json when
+    that is on this machine."""
+    if best["test_accuracy"] is not None:
+        return f"{best['test_accuracy']:.2%}"
+    if best["gone"]:
+        return "unknown (its run folder is gone)"
+    return f"in {best['run_dir']}/summary.json on {best['host']}"
+
+
 def _fmt(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
@@ -213,8 +223,7 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
                   "command or on another machine (run the same command again when they end, to update this report).",
                   ""]
     if best is not None:
-        test = (f"{best['test_accuracy']:.2%}" if best["test_accuracy"] is not None else
-                "unknown (its run folder is gone)" if best["gone"] else "not on this machine")
+        test = best_test_text(best)
         lines += [f"Best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
                   f"{best['value']:.4f}; its test accuracy {test} "
                   "(reported once, never used for the search). Config: best.yaml.", ""]

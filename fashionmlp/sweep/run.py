@@ -88,9 +88,9 @@ def _find_sweep_dir(runs_dir: Path, study: str, label: str) -> Path | None:
         except (OSError, ValueError):
             meta = None
         if not isinstance(meta, dict):  # it started a new folder (and study, on a journal) without a word
-            if any(p.name != "sweep.json" for p in path.iterdir()):  # (empty: cut short as it was made)
-                raise UserError(f"{path}: its sweep.json, which says the study and storage the folder is for, "
-                                "cannot be read; repair it, or move the folder out of the runs folder")
+            if (path / JOURNAL).exists() or any(path.glob("trial-*")):  # (else cut short as it was made)
+                raise UserError(f"{path}: its sweep.json, which says the study and storage the folder is for, is "
+                                "missing or cannot be read; repair it, or move the folder out of the runs folder")
             continue
         if meta.get("study") == study and _without_password(meta.get("storage")) == _without_password(label):
             return path
