@@ -886,6 +886,33 @@ def test_an_interrupted_study_resumes_exactly(tmp_path, tiny_data):
     assert f"Optimizer comparison: {study.base.model.name}, {epochs} epoch{'s' * (epochs != 1)}" in again.stdout
 
 
+def test_a_study_whose_member_config_was_edited_is_not_resumed_over_the_edit(tmp_path, tiny_data):
+    """A member's config.yaml edited (optimizer.lr 0.01 -> 0.02) before `compare-optimizers --resume`: the study
+    continued it as study.yaml plans and wrote its config.yaml back over the edit, exit 0, without a word, where
+    `train --resume` of the run alone refuses the edit. The device, the data folder and the teacher's folder may
+    differ (a run continued alone with --device or --data-dir, a teacher that moved)."""
+    from fashionmlp.study import load_study, run_study
+
+    raw = yaml.safe_load(study_config(tmp_path, tiny_data).read_text())
+    raw["train"] = {**raw["train"], "epochs": 3}
+    stopped = run_study(load_study(raw, only=["sgd", "adam"]), seeds=[0], runs_dir=tmp_path / "a",
+                        stop=StopInEpoch2())
+    (member,) = [o.run_dir for o in stopped.outcomes if (o.run_dir / "checkpoints" / "last.pt").is_file()][:1]
+    config = member / "config.yaml"
+    text = config.read_text()
+    lr = yaml.safe_load(text)["optimizer"]["lr"]
+    config.write_text(text.replace(f"lr: {lr}", f"lr: {2 * lr}").replace("device: auto", "device: cpu"))
+    refused = cli("compare-optimizers", "--resume", stopped.study_dir)
+    assert refused.exit_code == 2 and refused.stderr == (
+        f"error: --resume {str(stopped.study_dir)!r}: {member.name}/config.yaml was edited (optimizer.lr: {2 * lr!r} "
+        f"where study.yaml has {lr!r}); a study's runs continue as study.yaml plans them: undo the edit, or copy the "
+        "run folder out of the study and continue it alone (fashionmlp train --resume)\n"), refused.output
+    assert f"lr: {2 * lr}" in config.read_text()  # the edit is still there
+    config.write_text(text)
+    resumed = cli("compare-optimizers", "--resume", stopped.study_dir)
+    assert resumed.exit_code == 0, resumed.output
+
+
 def test_a_row_with_no_finished_run_leaves_the_others_their_common_n():
     from fashionmlp.study import table_rows
 

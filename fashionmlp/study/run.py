@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fashionmlp import status as st
 from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint
-from fashionmlp.config import RunConfig, read_yaml, with_values
+from fashionmlp.config import RunConfig, read_yaml, show, with_values
 from fashionmlp.data import check_trainable, load_data
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import ConfigError, StoppedBeforeStart, UserError
@@ -219,6 +219,7 @@ def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, 
     if lost:  # before anything trains: its finished epochs (if any) cannot be continued, nor silently dropped
         raise UserError(f"--resume {str(study_dir)!r}: {str(lost[0])!r} has no checkpoints/last.pt to continue "
                         "from; delete that folder to train its run anew")
+    _check_unedited(study_dir, started)
     fresh = [p for p in todo if p not in started]
     check_saved_data_dir(todo[0].cfg, data_dir)  # the study's saved data.dir: searched, never downloaded into
     teacher = _study_teacher(study, started)  # before anything trains: one teacher, the one every run pins
@@ -306,6 +307,32 @@ def _check_members(study_dir: Path, planned: list[Planned]) -> None:
         if entry.is_dir() and (entry / "config.yaml").is_file() and entry.name not in names:
             raise UserError(f"--resume {str(study_dir)!r}: the run {entry.name!r} is not one that study.json and "
                             f"study.yaml plan ({', '.join(sorted(names))}); were they edited?")
+
+
+RESUME_MAY_CHANGE = ("device", "data.dir", "distill.teacher", "distill.fingerprint")  # checked on their own
+
+
+def _check_unedited(study_dir: Path, started: list[Planned]) -> None:
+    """A run to continue whose config.yaml says otherwise than study.yaml plans for it was continued as planned,
+    and its config.yaml written back over the edit without a word (`train --resume` of the run alone refuses
+    it): refused, naming what differs."""
+    for p in started:
+        planned, saved = _flat(p.cfg.to_dict()), _flat(run_config(p.run_dir).to_dict())
+        edits = [f"{key}: {show(saved.get(key))} where study.yaml has {show(value)}" for key, value in planned.items()
+                 if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
+        if edits:
+            raise UserError(f"--resume {str(study_dir)!r}: {p.run_dir.name}/config.yaml was edited ("
+                            f"{'; '.join(edits[:3])}); a study's runs continue as study.yaml plans them: undo the "
+                            "edit, or copy the run folder out of the study and continue it alone (fashionmlp train "
+                            "--resume)")
+
+
+def _flat(config: dict) -> dict:
+    """{"train": {"epochs": 5}, "seed": 0} -> {"train.epochs": 5, "seed": 0} (a config's sections: one level)."""
+    flat = {}
+    for section, values in config.items():
+        flat.update({f"{section}.{k}": v for k, v in values.items()} if isinstance(values, dict) else {section: values})
+    return flat
 
 
 def _unfinished(run_dir: Path) -> bool:
