@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashionmlp.plots.common import first_distinct, fit, legend_below, literal_text, plain_log_labels
+from fashionmlp.plots.common import fit, legend_below, literal_text, narrow_log_ticks, plain_log_labels
 
 if TYPE_CHECKING:
     from fashionmlp.lrfind import RangeTest
@@ -34,24 +34,12 @@ def few_ticks(axis, lrs: np.ndarray) -> None:
     and they ran into each other: plain numbers then, as many digits as tell them apart; below a factor of 3,
     where a log axis is nearly linear, at most 6 evenly spaced ticks (over a larger range those left its low
     end bare)."""
-    from matplotlib.ticker import Formatter, MaxNLocator, NullLocator
-
     if not len(lrs) or lrs[-1] >= 10 * lrs[0]:  # a decade or more: matplotlib's own labels
         return
     if lrs[-1] >= 3 * lrs[0]:
         plain_log_labels(axis)
         return
-
-    class Distinct(Formatter):
-        def __call__(self, x, pos=None):
-            return f"{x:.3g}"
-
-        def format_ticks(self, values):
-            return first_distinct(lambda digits: [f"{x:.{digits}g}" for x in values], range(3, 10))
-
-    axis.set_major_locator(MaxNLocator(nbins=5, min_n_ticks=2))
-    axis.set_minor_locator(NullLocator())
-    axis.set_major_formatter(Distinct())
+    narrow_log_ticks(axis)
 
 
 @literal_text
