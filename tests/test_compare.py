@@ -211,6 +211,14 @@ def test_a_mapping_edits_a_variants_section():
     assert study.variants["sgd"].optimizer == load_study(default_study_dict("mlp")).variants["sgd"].optimizer
 
 
+@pytest.mark.parametrize("edit", ["variants={}", "variants=null", "variants={adam: {lr: 0.1}}"])
+def test_a_set_of_variants_itself_says_how_to_edit_one(edit):
+    """`--set 'variants={}'` said "unknown config key 'variants'", the study config's own key."""
+    with pytest.raises(ConfigError, match=rf"^--set '{re.escape(edit)}': the variants are the study config's; edit "
+                                          r"one's keys, e.g. --set variants.adam.lr=0.1 \(--optimizers picks"):
+        load_study(default_study_dict("mlp"), [edit], only=["adam"])
+
+
 def test_an_unknown_key_in_a_variant_section_is_named_as_written():
     raw = default_study_dict("mlp")
     raw["variants"]["adam"] = {"name": "adam", "lrr": 0.001}  # it said "unknown config key 'optimizer.lrr'"

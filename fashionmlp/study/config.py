@@ -145,6 +145,9 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
             raise ConfigError(f"--set {text!r}: a study's optimizers are its variants, each with its own optimizer "
                               f"section; set it per variant, e.g. --set variants.{(only or list(variants_raw))[0]}."
                               f"{key.partition('.')[2] or 'lr'}=...")
+        if key == "variants":  # it was "unknown config key 'variants'", the study config's own key
+            raise ConfigError(f"--set {text!r}: the variants are the study config's; edit one's keys, e.g. --set "
+                              f"variants.{(only or list(variants_raw))[0]}.lr=0.1 (--optimizers picks among them)")
         if not key.startswith("variants."):
             base_overrides.append(text)
             continue
