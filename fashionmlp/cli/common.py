@@ -183,7 +183,8 @@ def graceful_stop() -> Iterator:
 
     def handler(signum, frame):
         if stop.requested:
-            err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact)")
+            err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact: the same command "
+                "with --resume FOLDER continues it)")
             os._exit(130)
         stop.request()
         again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again (or press Ctrl-C)"
