@@ -173,9 +173,10 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=f"Show f
 
 
 @contextmanager
-def graceful_stop() -> Iterator:
-    """First Ctrl-C/SIGTERM: finish the step, save, exit 130. Second Ctrl-C: exit at once. Yields the
-    StopRequest the training loops read."""
+def graceful_stop(left: str = "checkpoints of completed epochs are intact: the same command with --resume FOLDER "
+                              "continues it") -> Iterator:
+    """First Ctrl-C/SIGTERM: finish the step, save, exit 130. Second Ctrl-C: exit at once, saying what is `left`.
+    Yields the StopRequest the training loops read."""
     from fashionmlp.progress import StopRequest
 
     stop = StopRequest()
@@ -183,8 +184,7 @@ def graceful_stop() -> Iterator:
 
     def handler(signum, frame):
         if stop.requested:
-            err("\nsecond interrupt: exiting now (checkpoints of completed epochs are intact: the same command "
-                "with --resume FOLDER continues it)")
+            err(f"\nsecond interrupt: exiting now ({left})")
             os._exit(130)
         stop.request()
         again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again (or press Ctrl-C)"

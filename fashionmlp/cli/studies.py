@@ -171,7 +171,7 @@ def sweep(
 
     require_optuna()
     spec = load_sweep_file(config, set_ or [], trials)
-    with graceful_stop() as stop:
+    with graceful_stop("finished trials are in the study; the same command continues it") as stop:
         result = run_sweep(spec, study=default_study_name(spec, config) if study is None else study, jobs=jobs,
                            storage=storage,
                            runs_dir=runs_dir or RUNS, data_dir=data_dir, population=population, echo=typer.echo,

@@ -56,7 +56,7 @@ def lr_find(
     if config is None:
         raise UserError("--config is required (e.g. --config configs/mlp_sgd.yaml)")
     cfg = load_config(config, set_ or [])
-    with graceful_stop() as stop:
+    with graceful_stop("the range test's folder is left unfinished") as stop:
         result = run_lr_find(cfg, start=start_lr, end=end_lr, steps=n, runs_dir=runs_dir or RUNS, data_dir=data_dir,
                              command=command_line(), echo=err, stop=stop)
     typer.echo(result.message)
