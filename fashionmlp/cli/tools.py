@@ -121,23 +121,10 @@ def manual_train(
     interrupted (nothing is saved).
     """
     from fashionmlp import status
-    from fashionmlp.config import config_from_dict, shortcut_values
-    from fashionmlp.config.files import apply_overrides, read_yaml
     from fashionmlp.data import load_data
-    from fashionmlp.manual.train import (
-        CROSSCHECK_TOL,
-        DEFAULTS,
-        blas_threads,
-        check_manual_config,
-        check_manual_raw,
-        describe,
-        train_numpy,
-    )
+    from fashionmlp.manual.train import CROSSCHECK_TOL, blas_threads, describe, train_numpy
 
-    raw = read_yaml(config) if config is not None else DEFAULTS
-    check_manual_raw(apply_overrides(raw, set_ or []))
-    cfg = config_from_dict(raw, set_ or [], shortcut_values(epochs=epochs))
-    check_manual_config(cfg)
+    cfg = _manual_config(config, set_ or [], epochs)
     worst_loss, worst_weights, last, training = 0.0, 0.0, None, False
     try:
         data = load_data(cfg, data_dir)
@@ -156,11 +143,7 @@ def manual_train(
             worst_weights = max(worst_weights, e.max_param_diff or 0.0)
             last = e
             if crosscheck and not (worst_loss <= CROSSCHECK_TOL and worst_weights <= CROSSCHECK_TOL):
-                err(f"crosscheck FAILED: a step of the NumPy MLP and of its torch float64 twin, from equal weights, "
-                    f"differ by {worst_loss:.2e} in the loss and {worst_weights:.2e} in a weight (relative) by "
-                    f"epoch {e.epoch} (at most {CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, "
-                    "please report it")
-                raise typer.Exit(1)
+                _crosscheck_failed(worst_loss, worst_weights, e.epoch)
     except MemoryError:  # past the up-front estimate (other processes' memory, a ulimit, a container's limit)
         if not training:  # the data's arrays: not the width's doing
             raise
@@ -174,3 +157,26 @@ def manual_train(
     if crosscheck:
         typer.echo(f"crosscheck vs torch (float64, every step from equal weights, relative to max(1, |value|)): "
                    f"largest loss difference {worst_loss:.2e}, in the weights after a step {worst_weights:.2e}")
+
+
+def _manual_config(config: Path | None, overrides: list[str], epochs: int | None):
+    """manual train's config: the file (or its defaults) with --set and --epochs, refused where the NumPy trainer
+    cannot run it, before the config's own rules (which pointed at fixes it then refused)."""
+    from fashionmlp.config import config_from_dict, shortcut_values
+    from fashionmlp.config.files import apply_overrides, read_yaml
+    from fashionmlp.manual.train import DEFAULTS, check_manual_config, check_manual_raw
+
+    raw = read_yaml(config) if config is not None else DEFAULTS
+    check_manual_raw(apply_overrides(raw, overrides))
+    cfg = config_from_dict(raw, overrides, shortcut_values(epochs=epochs))
+    check_manual_config(cfg)
+    return cfg
+
+
+def _crosscheck_failed(worst_loss: float, worst_weights: float, epoch: int) -> None:
+    from fashionmlp.manual.train import CROSSCHECK_TOL
+
+    err(f"crosscheck FAILED: a step of the NumPy MLP and of its torch float64 twin, from equal weights, differ by "
+        f"{worst_loss:.2e} in the loss and {worst_weights:.2e} in a weight (relative) by epoch {epoch} (at most "
+        f"{CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, please report it")
+    raise typer.Exit(1)

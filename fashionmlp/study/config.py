@@ -124,6 +124,18 @@ def _chosen(only: list[str] | None, names: list[str]) -> list[str]:
     return only or names
 
 
+def _refuse_a_whole_section(text: str, key: str, variant: str) -> None:
+    """A --set of the base's optimizer (each variant's section replaces it) or of `variants` itself (it was
+    "unknown config key 'variants'", the study config's own key): refused, saying how to edit a variant."""
+    if key == "optimizer" or key.startswith("optimizer."):
+        raise ConfigError(f"--set {text!r}: a study's optimizers are its variants, each with its own optimizer "
+                          f"section; set it per variant, e.g. --set variants.{variant}.{key.partition('.')[2] or 'lr'}"
+                          "=...")
+    if key == "variants":
+        raise ConfigError(f"--set {text!r}: the variants are the study config's; edit one's keys, e.g. --set "
+                          f"variants.{variant}.lr=0.1 (--optimizers picks among them)")
+
+
 def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] | None = None,
                values: Values | None = None) -> Study:
     """Validate a study dict: `variants.<name>.<key>=v` overrides edit a variant, the rest edit the base, as do
@@ -141,13 +153,7 @@ def load_study(raw: dict[str, Any], overrides: Overrides = (), only: list[str] |
     base_overrides = []
     for text in overrides:
         key = text.partition("=")[0].strip()
-        if key == "optimizer" or key.startswith("optimizer."):  # each variant's section replaces the base's
-            raise ConfigError(f"--set {text!r}: a study's optimizers are its variants, each with its own optimizer "
-                              f"section; set it per variant, e.g. --set variants.{(only or list(variants_raw))[0]}."
-                              f"{key.partition('.')[2] or 'lr'}=...")
-        if key == "variants":  # it was "unknown config key 'variants'", the study config's own key
-            raise ConfigError(f"--set {text!r}: the variants are the study config's; edit one's keys, e.g. --set "
-                              f"variants.{(only or list(variants_raw))[0]}.lr=0.1 (--optimizers picks among them)")
+        _refuse_a_whole_section(text, key, (only or list(variants_raw))[0])
         if not key.startswith("variants."):
             base_overrides.append(text)
             continue
