@@ -13,7 +13,7 @@ from fashionmlp.checkpoint import RESUME_KEYS, check_layout, load_checkpoint, lo
 from fashionmlp.config import RunConfig, shortcut_values
 from fashionmlp.distill import Teacher
 from fashionmlp.errors import UserError
-from fashionmlp.optim import build_optimizer, lower_setting, lr_at
+from fashionmlp.optim import build_optimizer, lr_at
 from fashionmlp.plots.common import plural
 from fashionmlp.progress import Progress, StopRequest
 from fashionmlp.recorder import Trainee
@@ -122,7 +122,7 @@ def check_resumable(cfg: RunConfig, state: dict, run_dir: Path) -> bool:
         return True
     summary = previous_summary(run_dir)
     if summary.get("status") == st.DIVERGED and isinstance(summary.get("diverged"), dict):  # it diverged again
-        what, setting = lower_setting(summary, summary["diverged"])
+        what, setting = st.lower_setting(summary, summary["diverged"])
         data_dir = (summary.get("data") or {}).get("dir")
         data = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else ""
         raise UserError(f"--resume {str(run_dir)!r}: the run diverged, and continued it would start from the same "

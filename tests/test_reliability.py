@@ -352,7 +352,7 @@ def test_a_run_diverged_by_its_weight_decay_is_told_to_lower_the_weight_decay(wr
 def test_the_decay_alone_diverges_past_a_limit_that_momentum_moves():
     """The advice's limit was 2 for every optimizer: SGD with momentum 0.9 shrinks its weights at lr x decay 3.5
     and Nesterov's blows them up at 1.5. Checked here on the decay alone (zero gradients), in float64."""
-    from fashionmlp.optim import decay_limit
+    from fashionmlp.status import decay_limit
 
     def size_after(name: str, decay: float, momentum: float) -> float:
         p = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))

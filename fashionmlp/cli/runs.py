@@ -31,8 +31,7 @@ from fashionmlp.cli.common import (
 )
 from fashionmlp.cli.show import PopulationLines, progress, report_run, study_table
 from fashionmlp.errors import UserError
-from fashionmlp.optim import what_to_lower
-from fashionmlp.status import COMPLETED
+from fashionmlp.status import COMPLETED, what_to_lower
 
 
 @app.command()

@@ -9,9 +9,9 @@ import typer
 
 from fashionmlp import status
 from fashionmlp.cli.common import err
-from fashionmlp.optim import what_to_lower
 from fashionmlp.plots.common import loss_text, plural
 from fashionmlp.progress import EpochResult, PopulationProgress, Progress
+from fashionmlp.status import what_to_lower
 
 
 def epoch_line(result: EpochResult, epochs: int, label: str = "") -> str:
