@@ -184,16 +184,16 @@ def evaluate_numpy(net: MLP, X: np.ndarray, y: np.ndarray, batch: int = EVAL_BAT
 
 @contextmanager
 def cpu_threads(threads: int) -> Iterator[None]:
-    """NumPy's BLAS on `threads` threads (train.threads; 0: device.auto_threads, the cores other work leaves free)
-    and torch, the twin, on one meanwhile. On 2 cores (Zen 4) an epoch of the training set with the twin took
-    8.7-9.4 s with both libraries' thread pools on both cores (waiting for each other), 3.6-3.9 s with torch on
-    one; 6,000 images beside a busy process, 3.0 s against 0.4 s."""
+    """NumPy's BLAS on `threads` threads (blas_threads) and torch, the twin, on one meanwhile. On 2 cores (Zen 4)
+    an epoch of the training set with the twin took 8.7-9.4 s with both libraries' thread pools on both cores
+    (waiting for each other), 3.6-3.9 s with torch on one; 6,000 images beside a busy process, 3.0 s against
+    0.4 s."""
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=threads or auto_threads()[0], user_api="blas"):
+        with threadpool_limits(limits=threads, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(before)
@@ -212,13 +212,13 @@ def blas_threads(cfg: RunConfig) -> tuple[int, str | None]:
 def train_numpy(cfg: RunConfig, data: FashionMNIST, *, crosscheck: bool = False,
                 threads: int | None = None) -> Iterator[ManualEpoch]:
     """Yield one ManualEpoch per epoch of minibatch SGD (on cpu_threads: `threads` BLAS threads, default
-    train.threads); batches come from the same seeded order as `train`.
+    blas_threads' count); batches come from the same seeded order as `train`.
 
     A step whose loss is not finite (the learning rate is too high) ends training: its epoch is yielded with
     `diverged_step` set and nan metrics.
     """
     check_manual_config(cfg)
-    with cpu_threads(threads or cfg.train.threads):
+    with cpu_threads(threads or blas_threads(cfg)[0]):
         yield from _train_numpy(cfg, data, crosscheck)
 
 

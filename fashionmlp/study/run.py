@@ -25,7 +25,7 @@ from fashionmlp.progress import PopulationProgress, Progress, StopRequest
 from fashionmlp.resume import ends_here, resume
 from fashionmlp.run import recipe_notes, train
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import check_saved_data_dir, previous_summary, run_config
+from fashionmlp.savedrun import check_saved_data_dir, config_difference, previous_summary, run_config
 from fashionmlp.session import Session, prepare
 from fashionmlp.study.config import CHANCE, FAILED_MARGIN, Study, study_from_dict
 from fashionmlp.study.report import summarize, write_report
@@ -309,7 +309,7 @@ def _check_members(study_dir: Path, planned: list[Planned]) -> None:
                             f"study.yaml plan ({', '.join(sorted(names))}); were they edited?")
 
 
-RESUME_MAY_CHANGE = ("device", "data.dir", "distill.teacher", "distill.fingerprint")  # checked on their own
+RESUME_MAY_CHANGE = frozenset({"device", "data.dir", "distill.teacher", "distill.fingerprint"})  # checked apart
 
 
 def _check_unedited(study_dir: Path, started: list[Planned]) -> None:
@@ -317,22 +317,13 @@ def _check_unedited(study_dir: Path, started: list[Planned]) -> None:
     and its config.yaml written back over the edit without a word (`train --resume` of the run alone refuses
     it): refused, naming what differs."""
     for p in started:
-        planned, saved = _flat(p.cfg.to_dict()), _flat(run_config(p.run_dir).to_dict())
-        edits = [f"{key}: {show(saved.get(key))} where study.yaml has {show(value)}" for key, value in planned.items()
-                 if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
-        if edits:
-            raise UserError(f"--resume {str(study_dir)!r}: {p.run_dir.name}/config.yaml was edited ("
-                            f"{'; '.join(edits[:3])}); a study's runs continue as study.yaml plans them: undo the "
-                            "edit, or copy the run folder out of the study and continue it alone (fashionmlp train "
-                            "--resume)")
-
-
-def _flat(config: dict) -> dict:
-    """{"train": {"epochs": 5}, "seed": 0} -> {"train.epochs": 5, "seed": 0} (a config's sections: one level)."""
-    flat = {}
-    for section, values in config.items():
-        flat.update({f"{section}.{k}": v for k, v in values.items()} if isinstance(values, dict) else {section: values})
-    return flat
+        differ = config_difference(run_config(p.run_dir).to_dict(), p.cfg.to_dict(), RESUME_MAY_CHANGE)
+        if differ:
+            key, saved, planned = differ
+            raise UserError(f"--resume {str(study_dir)!r}: {p.run_dir.name}/config.yaml was edited ({key}: "
+                            f"{show(saved)} where study.yaml has {show(planned)}); a study's runs continue as "
+                            "study.yaml plans them: undo the edit, or copy the run folder out of the study and "
+                            "continue it alone (fashionmlp train --resume)")
 
 
 def _unfinished(run_dir: Path) -> bool:

@@ -19,5 +19,5 @@ from fashionmlp.sweep.space import load_sweep, load_sweep_file, trial_config
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, Param, SweepSpec
 
 __all__ = ["DEFAULT_VAL_SIZE", "Param", "SweepResult", "SweepSpec", "best_test_text", "default_study_name",
-           "finished_text",
-           "load_sweep", "load_sweep_file", "require_optuna", "run_sweep", "table_rows", "trial_config"]
+           "finished_text", "load_sweep", "load_sweep_file", "require_optuna", "run_sweep", "table_rows",
+           "trial_config"]
