@@ -19,9 +19,14 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.reason = INTERRUPTED
+        # set by a loop once no training step is left, saying what it still does (a population's last epoch:
+        # evaluating it, every member's pictures, the report); a stop then has nothing to stop, and says so
+        self.finishing: str | None = None
+        self.came_finishing = False  # the request came while `finishing` was set
 
     def request(self, reason: str = INTERRUPTED) -> None:
         self.requested, self.reason = True, reason
+        self.came_finishing = self.finishing is not None
 
 
 @dataclass

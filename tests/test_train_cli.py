@@ -1,6 +1,7 @@
 """`fashionmlp train`, `evaluate` and `predict` end to end on the tiny data set."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -432,6 +433,37 @@ def test_a_stop_during_the_last_step_says_the_work_finished(write_config, tmp_pa
     assert result.exit_code == 0 and len(steps) == 20, result.output
     assert "SIGINT: stopping after this step" in result.stderr
     assert "note: the stop came during the last step, which finished the work: nothing is left to resume" in result.stderr
+
+
+def test_a_stop_while_a_population_draws_its_pictures_says_the_training_has_ended(write_config, tmp_path,
+                                                                                 monkeypatch):
+    """A Ctrl-C after a population's last step (400 runs draw their pictures for minutes) said "stopping after this
+    step", then drew on, then "the stop came during the last step": it says the training has ended and what is
+    left, and every run is finished as without the stop. A real SIGINT, while the first member's picture is drawn."""
+    import os
+    import signal
+
+    from fashionmlp import recorder
+
+    drawn = []
+
+    def then_ctrl_c(*args, **kwargs):
+        drawn.append(1)
+        if len(drawn) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss_curve(*args, **kwargs)
+
+    loss_curve = recorder.loss_curve
+    monkeypatch.setattr(recorder, "loss_curve", then_ctrl_c)
+    result = cli("train", "--config", write_config(), "--runs-dir", tmp_path, "--seeds", "0,1")
+    assert result.exit_code == 0 and len(drawn) == 2, result.output
+    assert ("SIGINT: the training has ended, nothing is left to stop: evaluating the last epoch, then drawing the "
+            "pictures of 2 runs") in result.stderr
+    assert "stopping after this step" not in result.stderr
+    assert "note: the stop came after the training had ended: the results are complete" in result.stderr
+    members = sorted(p.parent for p in tmp_path.glob("*/*/summary.json"))
+    assert len(members) == 2 and all((m / "loss_curve.png").exists() for m in members)
+    assert {json.loads((m / "summary.json").read_text())["status"] for m in members} == {"completed"}
 
 
 @pytest.mark.parametrize("seeds", [None, "0,1"])

@@ -188,7 +188,11 @@ def graceful_stop(left: str = "checkpoints of completed epochs are intact: the s
             os._exit(130)
         stop.request()
         again = "press Ctrl-C again" if signum == signal.SIGINT else "send it again (or press Ctrl-C)"
-        err(f"\n{signal.Signals(signum).name}: stopping after this step ({again} to quit at once)")
+        if stop.finishing:  # it said "stopping after this step", then drew pictures for minutes
+            err(f"\n{signal.Signals(signum).name}: the training has ended, nothing is left to stop: {stop.finishing} "
+                f"({again} to quit at once)")
+        else:
+            err(f"\n{signal.Signals(signum).name}: stopping after this step ({again} to quit at once)")
 
     previous = {}
     try:
@@ -209,7 +213,8 @@ def stop_came_late(finished: bool) -> None:
     have without the stop (not interrupted by it, nor a run that diverged, exit 3, which says so itself)."""
     stop = STOP.get()
     if stop is not None and stop.requested and finished:
-        note("the stop came during the last step, which finished the work: nothing is left to resume")
+        note("the stop came after the training had ended: the results are complete" if stop.came_finishing else
+             "the stop came during the last step, which finished the work: nothing is left to resume")
 
 
 def command_line() -> str | None:

@@ -112,6 +112,9 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
                     member.result = member.recorder.finish(reason)
                 _tell_ended(members, told, ended)  # those that diverged in the interrupted epoch
                 break
+            if stop is not None and refill is None and all(m.recorder.epoch + 1 == cfg.train.epochs for m in active):
+                stop.finishing = (f"evaluating the last epoch, then drawing the pictures of {len(active)} runs "
+                                  "(about half a second a run) and writing the results")
             left = _end_epoch(active, data, seconds, progress, prune) if active else active
             _tell_ended(members, told, ended)
             joining = refill(capacity - len(left)) if refill and len(left) < capacity and not (
