@@ -222,10 +222,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", "
                             ".tga", ".ico"})
 
 
-def image_files(paths: Sequence[Path]) -> list[Path]:
+def image_files(paths: Sequence[Path]) -> tuple[list[Path], set[Path]]:
     """The --image values with each folder replaced by its image files (by their extensions: IMAGE_SUFFIXES;
-    sorted by name); a folder was refused as "a directory", and a pattern had to be written out file by file."""
-    files = []
+    sorted by name), and which of them a folder gave; a folder was refused as "a directory", and a pattern had to
+    be written out file by file."""
+    files, in_folders = [], set()
     for path in paths:
         if not path.is_dir():
             files.append(path)
@@ -238,23 +239,32 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
         if not found:
             raise UserError(f"--image {str(path)!r}: a folder with no image files (named .png, .jpg, .tif ...)")
         files += found
-    return files
+        in_folders.update(found)
+    return files, in_folders.difference(paths)  # a file named itself too is refused if it cannot be read
 
 
-def _read_images(images: list[Path], invert: bool, warn: Callable[[str], None]) -> np.ndarray:
-    """(N, 28, 28) uint8; every file that cannot be read named in one error (the first one's stopped the batch,
-    hiding the others)."""
-    pixels, problems = [], []
+def _read_images(images: list[Path], in_folders: set[Path], invert: bool,
+                 warn: Callable[[str], None]) -> tuple[list[Path], np.ndarray]:
+    """The files read and their (N, 28, 28) uint8 pixels. A file named with --image that cannot be read is an
+    error naming every such file (the first one's stopped the batch, hiding the others); one a folder gave is
+    skipped with a warning (a folder's one damaged file stopped the predictions of all the others)."""
+    read, pixels, problems, skipped = [], [], [], []
     for image in images:
         try:
             pixels.append(read_image(image, invert, warn))
+            read.append(image)
         except UserError as exc:
-            problems.append(str(exc))
+            (skipped if image in in_folders else problems).append(str(exc))
     if len(problems) > 1:
         raise UserError(f"{len(problems)} of {len(images)} images cannot be read: " + "; ".join(problems))
     if problems:
         raise UserError(problems[0])
-    return np.stack(pixels)
+    if skipped and not read:
+        raise UserError(f"no image file in the folder{'s' if len(images) > 1 else ''} can be read: "
+                        + "; ".join(skipped))
+    for problem in skipped:
+        warn(f"warning: {problem}: skipped (a file in a folder given with --image)")
+    return read, np.stack(pixels)
 
 
 def top_k(probs: torch.Tensor, k: int = 3) -> list[list[tuple[str, float]]]:
@@ -275,8 +285,7 @@ def predict_run(run_dir: Path, *, indices: list[int], images: list[Path] | None 
     tta = run.cfg.train.tta == "flip"
     lines = []
     if images:  # every file read (and refused) before any prediction; then one batch
-        images = image_files(images)
-        pixels = _read_images(images, invert, warn)
+        images, pixels = _read_images(*image_files(images), invert, warn)
         x = normalize(torch.from_numpy(pixels)).to(run.device, dtype_of(run.cfg))
         for image, top in zip(images, top_k(predict_proba(run.model, x, tta=tta))):
             lines.append(_format_top(f"{image}", top))

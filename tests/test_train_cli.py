@@ -205,6 +205,19 @@ def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
     assert loop.exit_code == 2 and "a symbolic link to nothing (its target is missing, or it leads back to" in loop.stderr
     pattern = cli("predict", trained, "--image", folder / "x*.png")
     assert pattern.exit_code == 2 and "no such file; a pattern is expanded by the shell only unquoted" in pattern.stderr
+    damaged = folder / "x9.png"  # a folder's damaged file stopped the predictions of every other one
+    damaged.write_bytes((folder / "x0.png").read_bytes()[:60])
+    skipped = cli("predict", trained, "--image", folder)
+    assert skipped.exit_code == 0 and skipped.stdout == whole.stdout, skipped.output
+    assert f"warning: --image '{damaged}': not an image file PIL can read (" in skipped.stderr
+    assert ": skipped (a file in a folder given with --image)" in skipped.stderr
+    named = cli("predict", trained, "--image", folder, "--image", damaged)  # named itself: still refused
+    assert named.exit_code == 2 and named.stdout == "" and f"--image '{damaged}': not an image file" in named.stderr
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "a.png").write_bytes(b"not a picture")
+    none = cli("predict", trained, "--image", only)
+    assert none.exit_code == 2 and none.stderr.startswith("error: no image file in the folder can be read: --image")
 
 
 @pytest.mark.parametrize("engine", ["population", "sequential"])

@@ -191,7 +191,8 @@ def predict(
     index: Annotated[list[int] | None, typer.Option("--index", metavar="I",
                                                     help="Test-set image index, 0-9999 (repeatable).")] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", metavar="PATH", parser=path_text, help=(
-        "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them, repeatable; 28x28 is used "
+        "An image file (PNG, JPEG, TIFF...; colour becomes gray) or a folder of them (its files that cannot be "
+        "read are skipped with a warning), repeatable; 28x28 is used "
         "as is, other sizes "
         "are resized to 28x28 with a warning (padded to a square with black first when not square: crop to the "
         "garment for the best match)."))] = None,
