@@ -10,8 +10,11 @@ typer).
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,16 +176,50 @@ def _inspect(run_dir: Path, run, test, out_dir: Path, embedding_images: int,
                       "layer": "input of the last Linear layer (the penultimate layer's activations)"},
     }
     echo(f"inspect: drawing {', '.join(f'{key}.png' for key in figures)}")
+    # written beside the last inspection's files, then put in their place: a Ctrl-C or a full disk midway left
+    # some pictures of one checkpoint beside others (and summary.json) of another
+    for stale in out_dir.glob(f"{STAGING}*"):  # a killed inspection's (the lock says none is running)
+        shutil.rmtree(stale, ignore_errors=True)
     try:
-        for key, figure in figures.items():
-            save_figure(figure, out_dir / f"{key}.png", dpi=DPI)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out_dir))
+        try:
+            for key, figure in figures.items():
+                save_figure(figure, staging / f"{key}.png", dpi=DPI)
+            write_json(staging / "summary.json", summary)
+            echo(f"inspect: writing the TensorBoard log and the projector ({n_embed:,} images)")
+            _tensorboard(staging, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
+                         test.images[:n_embed], run.global_step)
+            _put_in_place(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
-    write_json(out_dir / "summary.json", summary)
-    echo(f"inspect: writing the TensorBoard log and the projector ({n_embed:,} images)")
-    _tensorboard(out_dir, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
-                 test.images[:n_embed], run.global_step)
     return InspectReport(out_dir, summary, run.notes)
+
+
+STAGING = ".unfinished-"  # the folder inside inspect/ an inspection writes into before its files replace the last's
+
+
+def _put_in_place(staging: Path, out_dir: Path) -> None:
+    """The new inspection's files in place of the last one's (its pictures, summary, TensorBoard log and
+    projector folders), with Ctrl-C and SIGTERM held off for the milliseconds that takes."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        for old in out_dir.iterdir():
+            if old.is_dir() and not old.is_symlink():
+                if old.name.isdigit():  # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past 99999)
+                    shutil.rmtree(old)
+            elif old.name.startswith("events.out.tfevents.") or old.name in OUTPUTS:
+                old.unlink()
+        for new in staging.iterdir():
+            os.replace(new, out_dir / new.name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+OUTPUTS = {"weights.png", "mistakes.png", "per_class.png", "calibration.png", "summary.json",
+           "projector_config.pbtxt"}
 
 
 def weights_figure(model: nn.Module, x: torch.Tensor, images: np.ndarray, labels: np.ndarray, name: str):
@@ -205,17 +242,11 @@ def weights_figure(model: nn.Module, x: torch.Tensor, images: np.ndarray, labels
 
 def _tensorboard(out_dir: Path, pictures: list[str], features: torch.Tensor, labels: np.ndarray,
                  predicted: np.ndarray, images: np.ndarray, step: int) -> None:
-    """A fresh log in out_dir (the previous inspection's is removed, so TensorBoard shows one, not a mix): the
-    saved pictures, read back rather than drawn twice, and the embedding with labels and an image sprite."""
+    """A log in the new (empty) out_dir, so that TensorBoard shows one inspection, not a mix: the saved pictures,
+    read back rather than drawn twice, and the embedding with labels and an image sprite."""
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
-    for old in out_dir.glob("events.out.tfevents.*"):
-        old.unlink()
-    (out_dir / "projector_config.pbtxt").unlink(missing_ok=True)
-    for old in out_dir.iterdir():  # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past step 99999)
-        if old.name.isdigit() and old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
     writer = SummaryWriter(log_dir=str(out_dir))
     try:
         for key in pictures:

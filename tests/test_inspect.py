@@ -161,6 +161,36 @@ def test_second_inspection_replaces_the_first(mlp_inspected, tmp_path):
     assert report.summary["embedding"]["images"] == 50 and len(tensors) == 50
 
 
+@pytest.mark.parametrize("failure", ["ctrl-c", "full disk"])
+def test_an_inspection_stopped_midway_leaves_the_last_one_whole(mlp_inspected, tmp_path, monkeypatch, failure):
+    """A Ctrl-C (or a full disk) after some pictures were drawn left them beside the last inspection's other
+    pictures and summary.json, of another checkpoint, and Ctrl-C said nothing: the new files are written apart
+    and replace the old ones only when all are there."""
+    import errno
+
+    from fashionmlp import inspection
+
+    run = copy_run(mlp_inspected[0].parent, tmp_path / "run", keep_inspect=True)
+    out = run / "inspect"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    def fails(*args, **kwargs):
+        if failure == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inspection, "_tensorboard", fails)  # after the four pictures and summary.json
+    result = cli("inspect", run, "--checkpoint", "last")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before and not list(out.glob(".unfinished-*"))
+    if failure == "ctrl-c":
+        assert result.exit_code == 130
+        assert result.stderr.endswith(f"interrupted: {str(out)!r} is as the last inspection left it\n")
+    else:
+        assert result.exit_code == 2
+        assert result.stderr.endswith(f"error: {str(out)!r} cannot be written: No space left on device\n")
+
+
 def test_a_link_deep_in_inspect_is_refused_and_old_projectors_of_any_step_go(mlp_inspected, tmp_path):
     """The projector writes into inspect/<step>/penultimate/: a link there (a run folder from someone else)
     must not steer its files out of the run; folders of earlier inspections, 6-digit steps too, are removed."""

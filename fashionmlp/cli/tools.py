@@ -73,7 +73,11 @@ def inspect_(run_dir: RunDir, checkpoint: Checkpoint = None, data_dir: DataDir =
     accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
     from fashionmlp.inspection import inspect_run
 
-    report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device, echo=err)
+    try:
+        report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device, echo=err)
+    except KeyboardInterrupt:  # it exited 130 without a word
+        err(f"interrupted: {str(run_dir / 'inspect')!r} is as the last inspection left it")
+        raise typer.Exit(130) from None
     for message in report.notes:
         note(message)
     typer.echo(report.text)
