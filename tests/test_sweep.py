@@ -496,7 +496,7 @@ def test_best_yaml_names_the_thread_count_of_its_trial(sweep_config, tmp_path, q
     again on 2 threads it scored 84.80% against the trial's 84.00%, with nothing to say why. It keeps the config's
     count (pinning 2 of 16 cores would slow "train the winner longer") and names the trial's."""
     path = sweep_config(train={"epochs": 1, "threads": 0}, sweep={"trials": 2})
-    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--population", 1)
     assert result.exit_code == 0, result.output
     folder = sweep_dir(tmp_path / "runs")
     best = max(trials_csv(folder), key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
@@ -512,8 +512,44 @@ def test_best_yaml_names_the_thread_count_of_its_trial(sweep_config, tmp_path, q
         sweep = sweep_dir(runs)
         best = max(trials_csv(sweep), key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
         engine = summary(sweep / f"trial-{int(best['number']):04d}")["engine"]
-        said = "# It trained in a population (with other trials, batched)" in (sweep / "best.yaml").read_text()
+        text = (sweep / "best.yaml").read_text()
+        said = "# It trained in a population (with other trials, batched)" in text
         assert said == (engine == "population") == (population == 2), engine
+        assert ("repeats them" in text) == (not said)  # it promised a repeat bit for bit no run of its own gives
+
+
+def test_a_sweep_whose_trials_all_diverged_says_there_is_no_best(sweep_config, tmp_path, quick_pictures):
+    """Every trial diverged: exit 0 with no word of a best trial, and no best.yaml, summary.md silent too."""
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random",
+                                                     "space": {"optimizer.lr": {"low": 1e20, "high": 1e30}}})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0 and result.stdout.count(" diverged ") >= 2, result.output
+    said = "no trial completed (each diverged, was pruned or failed), so there is no best trial and no best.yaml"
+    assert f"best: {said}" in result.stdout
+    folder = sweep_dir(tmp_path / "runs")
+    assert f"Best: {said}." in (folder / "summary.md").read_text() and not (folder / "best.yaml").exists()
+
+
+def test_the_report_names_a_best_trial_of_another_runs_folder_by_its_path(sweep_config, tmp_path, quick_pictures):
+    """Two commands sharing one study (a database, or one journal) keep their trials in their own runs folders:
+    each report named the best trial's folder by its name alone, as if it were beside it. Early stopping: best.yaml
+    said the trial's result came after its planned epochs."""
+    path = sweep_config(train={"epochs": 3, "patience": 1}, sweep={"trials": 2, "sampler": "random", "seed": 0})
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = cli("sweep", "--config", path, "--runs-dir", tmp_path / "a", "--storage", url, "--trials", 1)
+    assert first.exit_code == 0, first.output
+    second = cli("sweep", "--config", path, "--runs-dir", tmp_path / "b", "--storage", url)
+    assert second.exit_code == 0, second.output
+    again = cli("sweep", "--config", path, "--runs-dir", tmp_path / "a", "--storage", url)  # the report, in a
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(study_name="tiny", storage=url)
+    best = max(finished(study), key=lambda t: t.value)
+    run_dir = Path(best.user_attrs["run_dir"])
+    for runs, result in (("a", again), ("b", second)):  # one of the two holds it
+        shown = run_dir.name if run_dir.parent == sweep_dir(tmp_path / runs) else str(run_dir)
+        assert f"best: trial {best.number} (run folder {shown}), val_accuracy" in result.stdout
+    text = (sweep_dir(tmp_path / "b") / "best.yaml").read_text()
+    assert f"after {best.user_attrs['epochs']} of its 3 epochs." in text
 
 
 def test_a_best_trial_whose_folder_was_deleted_is_not_pointed_at(sweep_config, tmp_path, quick_pictures):
@@ -523,13 +559,13 @@ def test_a_best_trial_whose_folder_was_deleted_is_not_pointed_at(sweep_config, t
     path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random", "seed": 0})
     runs = tmp_path / "runs"
     first = cli("sweep", "--config", path, "--runs-dir", runs)
-    assert first.exit_code == 0 and "; test accuracy " in first.stdout and "summary.json on" not in first.stdout
+    assert first.exit_code == 0 and "; its test accuracy " in first.stdout and "summary.json on" not in first.stdout
     folder = sweep_dir(runs)
     best = max(trials_csv(folder), key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
     shutil.rmtree(folder / f"trial-{int(best['number']):04d}")
     again = cli("sweep", "--config", path, "--runs-dir", runs)
     assert again.exit_code == 0, again.output
-    assert "; test accuracy unknown (its run folder is gone) (reported once" in again.stdout
+    assert "; its test accuracy unknown (its run folder is gone) (reported once" in again.stdout
     assert "its test accuracy unknown (its run folder is gone)" in (folder / "summary.md").read_text()
     assert (folder / "best.yaml").is_file()
 

@@ -160,7 +160,7 @@ def sweep(
     before the study was done, 2 bad input, 130 interrupted.
     """
     from fashionmlp.sweep import (
-        best_test_text,
+        best_line,
         default_study_name,
         finished_text,
         load_sweep_file,
@@ -179,11 +179,9 @@ def sweep(
     header, cells = table_rows(result.rows, spec)
     print_table(f"Sweep {result.study}: {finished_text(result.finished, result.target)}; best first", header, cells,
                 left=("state", "note"), width=160)
-    best = result.best
-    if best is not None:
-        test = best_test_text(best)
-        typer.echo(f"best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
-                   f"{best['value']:.4f}; test accuracy {test} (reported once, not used by the search)")
+    if result.best is not None or result.rows:
+        typer.echo(f"best: {best_line(result.best, spec, result.sweep_dir)}")
+    if result.best is not None:
         typer.echo(f"config: {result.sweep_dir / 'best.yaml'}  (fashionmlp train --config ... --epochs N)")
     typer.echo(f"table: {result.sweep_dir / 'summary.md'}")
     for problem in result.problems:

@@ -13,11 +13,11 @@ tables and files; run.py: run_sweep.
 """
 
 from fashionmlp.sweep.backend import require_optuna
-from fashionmlp.sweep.report import best_test_text, finished_text, table_rows
+from fashionmlp.sweep.report import best_line, finished_text, table_rows
 from fashionmlp.sweep.run import SweepResult, default_study_name, run_sweep
 from fashionmlp.sweep.space import load_sweep, load_sweep_file, trial_config
 from fashionmlp.sweep.spec import DEFAULT_VAL_SIZE, Param, SweepSpec
 
-__all__ = ["DEFAULT_VAL_SIZE", "Param", "SweepResult", "SweepSpec", "best_test_text", "default_study_name",
+__all__ = ["DEFAULT_VAL_SIZE", "Param", "SweepResult", "SweepSpec", "best_line", "default_study_name",
            "finished_text", "load_sweep", "load_sweep_file", "require_optuna", "run_sweep", "table_rows",
            "trial_config"]

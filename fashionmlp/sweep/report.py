@@ -125,7 +125,22 @@ def _best(study, spec: SweepSpec) -> dict | None:
             pass
     return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
             "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy,
-            "threads": t.user_attrs.get("threads"), "engine": engine, "gone": here and not run_dir.is_dir()}
+            "threads": t.user_attrs.get("threads"), "engine": engine, "gone": here and not run_dir.is_dir(),
+            "epochs": t.user_attrs.get("epochs")}
+
+
+def best_line(best: dict | None, spec: SweepSpec, sweep_dir: Path) -> str:
+    """The best trial as the terminal and summary.md name it: its run folder by name where this sweep folder
+    holds it, else by its path and machine (commands sharing a study on PostgreSQL each keep their own trials'
+    folders: a report named another command's trial-0000 as if it were beside it)."""
+    if best is None:
+        return "no trial completed (each diverged, was pruned or failed), so there is no best trial and no best.yaml"
+    run_dir, host = Path(best["run_dir"]), best["host"]
+    elsewhere = host is not None and host != socket.gethostname()
+    where = (run_dir.name if not elsewhere and run_dir.parent.resolve() == sweep_dir.resolve() else
+             f"{run_dir}" + (f" on {host}" if elsewhere else ""))
+    return (f"trial {best['number']} (run folder {where}), {spec.metric} {best['value']:.4f}; its test accuracy "
+            f"{best_test_text(best)} (reported once, never used for the search)")
 
 
 def best_test_text(best: dict) -> str:
@@ -196,14 +211,15 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     if best is not None:
         threads = best["threads"] if isinstance(best["threads"], int) and best["threads"] > 0 else 0
         cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best"))
+        epochs = best["epochs"] if isinstance(best["epochs"], int) else cfg.train.epochs  # early stopping: fewer
         header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
-                  f"on {cfg.data.val_size} validation images after {cfg.train.epochs} epochs.\n"
+                  f"on {cfg.data.val_size} validation images after {epochs} of its {cfg.train.epochs} epochs.\n"
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n"
-                  + (f"# The trial trained on {threads} CPU thread(s): a float32 run's numbers depend on the count; "
-                     f"--set train.threads={threads} repeats them\n" if threads else "")
                   + ("# It trained in a population (with other trials, batched): a run of its own adds up in "
-                     "another order, so its float32 numbers come close, not bit for bit\n"
-                     if best.get("engine") == "population" else ""))
+                     "another order, so its float32 numbers come close, not bit for bit, at any thread count\n"
+                     if best.get("engine") == "population" else
+                     f"# The trial trained on {threads} CPU thread(s): a float32 run's numbers depend on the count; "
+                     f"--set train.threads={threads} repeats them\n" if threads else ""))
         body = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_write(folder / "best.yaml", lambda fh: fh.write(header + body), mode="w")
     figures, not_drawn = sweep_figures(study, spec, folder)
@@ -212,7 +228,8 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
              f"Storage: {result.storage}. {spec.sampler} sampler (seed {spec.seed}), pruner {spec.pruner}; "
              f"{finished_text(result.finished, result.target)}; metric {spec.metric} "
              f"({spec.direction}d) on {spec.base.data.val_size} validation images; "
-             f"{spec.base.train.epochs} epochs per trial.", ""]
+             + ("epochs per trial: searched." if any(p.key == "train.epochs" for p in spec.params) else
+                f"{spec.base.train.epochs} epoch{'s' * (spec.base.train.epochs != 1)} per trial."), ""]
     lines += [f"Note: {note}" for note in result.notes] + ([""] if result.notes else [])
     if result.missing:
         lines += [f"**The grid is not complete**: {len(result.missing)} point(s) never finished (run the same command "
@@ -222,11 +239,8 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
         lines += [f"**The grid is not complete yet**: {len(result.training)} point(s) still training in another "
                   "command or on another machine (run the same command again when they end, to update this report).",
                   ""]
-    if best is not None:
-        test = best_test_text(best)
-        lines += [f"Best: trial {best['number']} (run folder {Path(best['run_dir']).name}), {spec.metric} "
-                  f"{best['value']:.4f}; its test accuracy {test} "
-                  "(reported once, never used for the search). Config: best.yaml.", ""]
+    if best is not None or result.rows:
+        lines += [f"Best: {best_line(best, spec, folder)}." + (" Config: best.yaml." if best is not None else ""), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
     lines += [""] + [f"![{name}]({name})" for name in figures] + [""]
