@@ -438,6 +438,20 @@ def test_the_same_command_continues_the_study(sweep_config, tmp_path, quick_pict
         f"error: --study 'tiny' in {folder / 'optuna.journal'} was started from a different sweep config: "
         "train.batch_size 16 (the study has 32); continue it with the same config, or start a new study with "
         "--study NEW_NAME"]
+    # a searched key's value in the config is not used (each trial sets its own): changed, the study continues;
+    # given with --set it is refused (the trials' values replaced it without a word)
+    searched = yaml.safe_load(path.read_text())
+    searched["optimizer"]["lr"] = 0.5
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(searched))
+    continued = cli("sweep", "--config", edited, "--runs-dir", tmp_path / "runs", "--study", "tiny")
+    assert continued.exit_code == 0 and "3 trials finished, more than the 2 asked for" in continued.stdout, \
+        continued.output
+    given = cli("sweep", "--config", path, "--runs-dir", tmp_path / "other", "--set", "optimizer.lr=0.5")
+    assert given.exit_code == 2 and not (tmp_path / "other").exists()
+    assert given.stderr == ("error: --set optimizer.lr=0.5: optimizer.lr is searched (sweep.space): each trial "
+                            "sets its own value, so this one would not be used; change its range in sweep.space, or "
+                            "remove it from the space to fix it\n")
     # a search space of long lists: both sides were the whole space cut at the same place, hiding the difference
     space = {"optimizer.lr": {"low": 1e-3, "high": 0.1, "log": True}, "train.label_smoothing": [0.0, 0.5]}
     other = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--set", f"sweep.space={space}")

@@ -21,7 +21,6 @@ from fashionmlp.config import (
     check_shortcut,
     config_from_dict,
     number,
-    parse_override,
     read_yaml,
     show,
     unknown_key,
@@ -41,6 +40,8 @@ from fashionmlp.sweep.spec import (
     Param,
     SweepSpec,
     encode,
+    refuse_searched_sets,
+    sweep_overrides,
 )
 
 
@@ -259,7 +260,7 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
         raise ConfigError("sweep: a sweep config needs a `sweep:` section with a `space:` mapping of dotted keys "
                           "to ranges or lists (see configs/sweep_mlp.yaml)")
     check_shortcut("--trials", "sweep.trials", trials, overrides)  # before the sweep.* texts leave `overrides`
-    overrides, section = _sweep_overrides(overrides, section)
+    overrides, section = sweep_overrides(overrides, section)
     for key in section:
         if key not in SWEEP_DEFAULTS:
             raise ConfigError(f"sweep: {unknown_key(str(key), list(SWEEP_DEFAULTS), 'key')}")
@@ -292,6 +293,7 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
         raise ConfigError("sweep.space: expected a mapping of dotted config keys to a range or a list of values, "
                           "e.g. {optimizer.lr: {low: 1.0e-4, high: 0.1, log: true}, train.batch_size: [64, 128]}")
     params = _check_space(tuple(_parse_param(key, value) for key, value in space.items()), base.to_dict())
+    refuse_searched_sets(overrides, params)
     _check_some_point(params, base.to_dict())
     epochs = max((ends(p)[-1] if p.kind != "choice" else max(p.choices) for p in params if p.key == "train.epochs"),
                  default=base.train.epochs)
@@ -302,23 +304,6 @@ def load_sweep(raw: dict[str, Any], overrides: Overrides = (), trials: int | Non
     if sampler == "grid":
         _check_grid(spec)
     return spec
-
-
-def _sweep_overrides(overrides: Overrides, section: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """`--set sweep.KEY=VALUE` edits the sweep section (`--set sweep.seed=1`, `--set 'sweep.space={...}'`
-    replaces the space); the other overrides are left for the training config."""
-    rest = []
-    for text in overrides:
-        path, value = parse_override(text)
-        if path[0] != "sweep":
-            rest.append(text)
-            continue
-        if len(path) != 2:
-            raise ConfigError(f"--set {text!r}: expected sweep.KEY=VALUE with one of {', '.join(SWEEP_DEFAULTS)}")
-        if path[1] not in SWEEP_DEFAULTS:
-            raise ConfigError(f"--set {text!r}: {unknown_key(path[1], list(SWEEP_DEFAULTS), 'sweep key')}")
-        section = {**section, path[1]: value}
-    return rest, section
 
 
 def _check_grid(spec: SweepSpec) -> None:

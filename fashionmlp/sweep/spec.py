@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fashionmlp.config import RunConfig
+from fashionmlp.config import Overrides, RunConfig, parse_override, unknown_key
+from fashionmlp.errors import ConfigError
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}  # validation only: no tuning on the test set
 
@@ -142,3 +143,32 @@ class SweepSpec:
         section = self.section()
         section.pop("trials")
         return json.loads(json.dumps({"config": cfg, "sweep": section}))  # plain JSON types, for comparison
+
+
+def refuse_searched_sets(overrides, params: tuple[Param, ...]) -> None:
+    """A --set of a searched key: each trial's value replaced it without a word (`--set optimizer.lr=0.5` trained
+    lr 0.0035)."""
+    searched = {p.key for p in params}
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key in searched:
+            raise ConfigError(f"--set {text}: {key} is searched (sweep.space): each trial sets its own value, so "
+                              "this one would not be used; change its range in sweep.space, or remove it from the "
+                              "space to fix it")
+
+
+def sweep_overrides(overrides: Overrides, section: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """`--set sweep.KEY=VALUE` edits the sweep section (`--set sweep.seed=1`, `--set 'sweep.space={...}'`
+    replaces the space); the other overrides are left for the training config."""
+    rest = []
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] != "sweep":
+            rest.append(text)
+            continue
+        if len(path) != 2:
+            raise ConfigError(f"--set {text!r}: expected sweep.KEY=VALUE with one of {', '.join(SWEEP_DEFAULTS)}")
+        if path[1] not in SWEEP_DEFAULTS:
+            raise ConfigError(f"--set {text!r}: {unknown_key(path[1], list(SWEEP_DEFAULTS), 'sweep key')}")
+        section = {**section, path[1]: value}
+    return rest, section

@@ -141,7 +141,10 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
     elif theirs != mine and theirs != _as_before_pinning(mine, theirs, spec):
         ours = {**_flat(mine["config"]), **_flat(mine["sweep"], "sweep.")}
         old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
-        diff = [k for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k)]
+        searched = {p.key for p in spec.params}  # each trial sets its own: the config's value is not used
+        diff = [k for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k) and k not in searched]
+        if not diff:
+            return _queued(study, spec)
         if diff == ["distill.fingerprint"]:
             raise UserError(f"--study {name!r} in {label}: the teacher's weights changed since the study started "
                             f"(distill.teacher {spec.base.distill.teacher!r} holds {ours[diff[0]][:12]}..., the study "
@@ -150,6 +153,10 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
         said = [_one_difference(k, ours, old) for k in diff]
         raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(said[:3])}"
                         "; continue it with the same config, or start a new study with --study NEW_NAME")
+    return _queued(study, spec)
+
+
+def _queued(study, spec: SweepSpec):
     if spec.sampler == "grid":
         _queue_the_grid(study, spec)
     return study
