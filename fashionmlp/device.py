@@ -27,7 +27,7 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"device: {name!r} requested but CUDA is not available on this machine "
-                            f"(torch {torch.__version__}); use --device cpu or --device auto")
+                            f"(torch {torch.__version__}); use cpu or auto (--device cpu, or --set device=cpu)")
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise UserError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} "

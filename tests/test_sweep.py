@@ -914,9 +914,11 @@ def grid_points_trained(folder: Path) -> list[tuple]:
 def test_a_grid_is_covered_exactly_once_by_two_workers(sweep_config, tmp_path, quick_pictures):
     """Two workers used to race in GridSampler: (0.1, 128) trained twice, (0.01, 64) never. The points are now
     queued in the study once and handed out by the storage."""
-    path = sweep_config(train={"epochs": 2}, sweep={"sampler": "grid", "trials": 6, "space": GRID})
+    path = sweep_config(train={"epochs": 2, "threads": 64}, sweep={"sampler": "grid", "trials": 6, "space": GRID})
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs", "--jobs", 2)
     assert result.exit_code == 0, result.output
+    cores = len(os.sched_getaffinity(0))  # train.threads was replaced by the workers' share without a word
+    assert f"note: train.threads 64 is not used: the 2 workers share the {cores} cores" in result.stdout
     folder = sweep_dir(tmp_path / "runs")
     assert grid_points_trained(folder) == sorted((lr, b) for lr in GRID["optimizer.lr"] for b in GRID["train.batch_size"])
     assert len(trials_csv(folder)) == 6 and "not complete" not in result.stdout
@@ -1630,6 +1632,10 @@ BAD_OPTIONS = {
                                         "directory, sqlite:////tmp/sweep.db an absolute one; its folder must exist)"),
     "storage driver missing": (["--storage", "mysql://user:secret@127.0.0.1:9/x"],
                                "--storage mysql://user:***@127.0.0.1:9/x: its database driver is not installed"),
+    "password with @ : /": (["--storage", "postgresql://user:secret@x:y/z@127.0.0.1:9/x"],  # "invalid literal"
+                            "is written percent-encoded: @ as %40, : as %3A, / as %2F"),
+    "--set of a searched key": (["--set", "optimizer.lr=0.5"], "optimizer.lr is searched (sweep.space)"),
+    "CUDA without CUDA": (["--set", "device=cuda"], "use cpu or auto (--device cpu, or --set device=cpu)"),
     "unknown --set key": (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
     "unknown --set sweep key": (["--set", "sweep.sed=3"], "unknown sweep key 'sed' (did you mean 'seed'?)"),
     "--set sweep value out of range": (["--set", "sweep.trials=0"], "sweep.trials: 0 is out of range"),
@@ -1641,6 +1647,8 @@ BAD_OPTIONS = {
 @pytest.mark.parametrize("case", list(BAD_OPTIONS), ids=list(BAD_OPTIONS))
 def test_every_bad_option_gets_one_line_and_exit_2(sweep_config, tmp_path, case, monkeypatch):
     args, message = BAD_OPTIONS[case]
+    if case == "CUDA without CUDA" and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is available here")
     monkeypatch.chdir(tmp_path)
     if case == "storage driver missing":
         monkeypatch.setitem(sys.modules, "MySQLdb", None)  # whatever is installed: simulate it missing

@@ -186,6 +186,9 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     if workers >= 1:
         echo(f"running {remaining} more trial(s) with {workers} worker(s)"
              + (f", {threads} CPU thread(s) each" if workers > 1 else ""))
+        if workers > 1 and spec.base.train.threads not in (0, threads):  # it was replaced without a word
+            echo(f"note: train.threads {spec.base.train.threads} is not used: the {workers} workers share the "
+                 f"{cores} cores")
         job = _Job(spec, study, storage, sweep_dir, None if data_dir is None else str(data_dir), 0,
                    threads if workers > 1 else 0, command, population, workers)
         if workers == 1:

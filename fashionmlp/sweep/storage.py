@@ -129,6 +129,9 @@ def open_storage(url: str | None, journal: Path | None = None, stop: StopRequest
         if url.startswith("sqlite") and "unable to open database file" in first:
             first += (" (sqlite:///sweep.db is a path from the working directory, sqlite:////tmp/sweep.db an "
                       "absolute one; its folder must exist)")
+        elif isinstance(exc, ValueError) and url.partition("://")[2].count("@") > 1:  # "invalid literal for int()"
+            first += ("; a password (or user name) with @, : or / in it is written percent-encoded: @ as %40, : as "
+                      "%3A, / as %2F")
         raise UserError(f"--storage {_storage_label(url)}: cannot use the database: {first}") from None
 
 
