@@ -326,8 +326,9 @@ def check_figure_path(path: Path, option: str) -> None:
     if path.is_dir():
         raise UserError(f"{option} {str(path)!r} is a directory; give a file name such as grid.png")
     if path.suffix.lower().lstrip(".") not in formats:
-        raise UserError(f"{option} {str(path)!r}: {path.suffix or 'no extension'} is not a picture format; "
-                        f"allowed: {', '.join('.' + f for f in formats)}")
+        raise UserError(f"{option} {str(path)!r}: " + (f"{path.suffix} is not a picture format" if path.suffix else
+                        "a file name without an extension, which names the picture's format")
+                        + f"; allowed: {', '.join('.' + f for f in formats)}")
     check_picture_format(path, option)
     if not path.parent.is_dir():
         raise UserError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist")

@@ -82,9 +82,10 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
         hint = ""
         if checkpoint == "best" and path.with_name("last.pt").is_file():
             epochs = epochs_done(Path(run_dir))
-            hint = ("; the run has not finished an epoch yet (checkpoints/last.pt holds its initial weights: "
-                    "--checkpoint last)" if not epochs else f"; the run has finished {plural(epochs, 'epoch')}: "
-                    "--checkpoint last is the run as it ended")
+            diverged = previous_summary(Path(run_dir)).get("status") == st.DIVERGED  # "not ... yet": never will
+            hint = (f"; the run {'diverged in its first epoch' if diverged else 'has not finished an epoch yet'} "
+                    "(checkpoints/last.pt holds its initial weights: --checkpoint last)" if not epochs else
+                    f"; the run has finished {plural(epochs, 'epoch')}: --checkpoint last is the run as it ended")
         elif checkpoint == "last" and path.with_name("best.pt").is_file():
             hint = "; checkpoints/best.pt is there: --checkpoint best"
         raise UserError(f"no checkpoint at {str(path)!r}{hint}")
@@ -119,10 +120,9 @@ WRITTEN_FILES = ("config.yaml", "summary.json", "metrics.csv", ".lock", "loss_cu
 def previous_summary(run_dir: Path) -> dict:
     """The run's summary.json ({} when it is missing or not a mapping)."""
     try:
-        previous = json.loads((run_dir / "summary.json").read_text())
+        return previous if isinstance(previous := json.loads((run_dir / "summary.json").read_text()), dict) else {}
     except (OSError, ValueError):
         return {}
-    return previous if isinstance(previous, dict) else {}
 
 
 def run_data(run_dir: Path, cfg: RunConfig, data_dir: str | Path | None):

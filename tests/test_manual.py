@@ -784,7 +784,9 @@ KEY_CASES = [
     ("train.channels_last", False, SAME),  # CNN only
     ("train.deterministic", False, SAME),  # CUDA only
     ("train.precision", "bf16", "train.precision: 'bf16' is not supported by manual train"),
-    ("train.precision", "fp64", "train.precision: 'fp64' is not supported by manual train"),
+    # it said "(the NumPy MLP computes in float64); allowed: fp32", refusing the very precision it named
+    ("train.precision", "fp64", "train.precision: 'fp64' is not supported by manual train (torch's precision: the "
+                                "NumPy MLP always computes in float64, whatever this says); allowed: fp32"),
     ("train.label_smoothing", 0.1, "train.label_smoothing: 0.1 is not supported by manual train"),
     ("train.ema", 0.99, "train.ema: 0.99 is not supported by manual train"),
     ("train.tta", "flip", "train.tta: 'flip' is not supported by manual train"),

@@ -628,6 +628,9 @@ BAD_INPUTS = [
      "image_folder.png': a folder with no image files (named .png, .jpg, .tif ...)"),
     ("predict: --grid .txt", lambda e: ["predict", str(e.good_run), "--grid", str(e.tmp / "out.txt")],
      ".txt is not a picture format"),
+    ("predict: --grid without an extension", lambda e: ["predict", str(e.good_run), "--grid", "/dev/null"],
+     "'/dev/null': a file name without an extension, which names the picture's format; allowed: ."),  # "no
+    # extension is not a picture format"
     ("predict: --grid in a missing folder", lambda e: ["predict", str(e.good_run), "--grid", str(e.tmp / "no" / "g.png")],
      "does not exist"),
     ("evaluate: run without a finished epoch", lambda e: ["evaluate", str(e.unfinished), "--checkpoint", "best"],

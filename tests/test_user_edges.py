@@ -561,6 +561,31 @@ def test_an_unreadable_checkpoints_folder_is_one_line(good_run, monkeypatch):
         assert "cannot look into" in result.stderr and "(Permission denied)" in result.stderr
 
 
+def test_a_run_that_diverged_in_its_first_epoch_is_not_said_to_finish_one_yet(good_run, tmp_path, monkeypatch):
+    """evaluate --checkpoint best of a run that diverged in epoch 1 said "the run has not finished an epoch yet":
+    it never will. And a Ctrl-C during evaluate exited 130 without a word."""
+    import json
+    import shutil
+
+    from fashionmlp import inference
+
+    run = shutil.copytree(good_run, tmp_path / "copy")
+    (run / "checkpoints" / "best.pt").unlink()
+    (run / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n")
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "diverged", "epochs": 0}))
+    result = cli("evaluate", run, "--checkpoint", "best")
+    assert result.exit_code == 2 and ("; the run diverged in its first epoch (checkpoints/last.pt holds its initial "
+                                      "weights: --checkpoint last)") in result.stderr, result.output
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "evaluate", ctrl_c)
+    stopped = cli("evaluate", good_run)
+    assert stopped.exit_code == 130 and stopped.stderr == "interrupted: the command stopped before it finished\n"
+
+
 def test_a_missing_best_checkpoint_of_a_run_with_epochs_says_so(good_run, tmp_path):
     import shutil
 

@@ -150,6 +150,9 @@ def user_errors(command: Callable) -> Callable:
         except (StoppedBeforeStart, StoppedWaiting) as exc:  # a stop, not a mistake: one line, no "error:"
             err(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # a Ctrl-C where no command says more (evaluate): exit 130 without a word
+            err("interrupted: the command stopped before it finished")
+            raise typer.Exit(130) from None
         except UserError as exc:
             if verbose():
                 traceback.print_exc()

@@ -129,7 +129,7 @@ def check_manual_config(cfg: RunConfig) -> None:
         ("data.loader", cfg.data.loader, cfg.data.loader == "fast", "fast", "the NumPy trainer makes its own batches"),
         ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers == 0, "0", "it uses no DataLoader"),
         ("train.precision", cfg.train.precision, cfg.train.precision == "fp32", "fp32",
-         "the NumPy MLP computes in float64"),
+         "torch's precision: the NumPy MLP always computes in float64, whatever this says"),
         ("model.batchnorm", cfg.model.batchnorm, not cfg.model.batchnorm, "false", "the NumPy MLP has no BatchNorm"),
         ("data.shift", cfg.data.shift, cfg.data.shift == 0, "0", "the NumPy trainer does not augment"),
         ("data.flip", cfg.data.flip, not cfg.data.flip, "false", "the NumPy trainer does not augment"),
