@@ -25,7 +25,7 @@ from fashionmlp.errors import UserError
 from fashionmlp.models import n_params
 from fashionmlp.plots import confusion_matrix, loss_curve
 from fashionmlp.progress import EpochResult
-from fashionmlp.savedrun import group_of
+from fashionmlp.savedrun import group_of, previous_summary
 from fashionmlp.tracking import (
     MetricsFile,
     TensorBoardLog,
@@ -192,10 +192,28 @@ class RunRecorder:
             self.epoch, self.global_step, self.best = epoch_before, first_step - 1, best_before
             del self.history[-1], self.step_losses[len(self.step_losses) - len(result.step_losses):]
             raise
+        self._drop_outputs_of(["last", "best"] if improved else ["last"])
         self.metrics.append(row)
         self.tb.epoch(row, result.step_losses, first_step, result.samples_per_second)
         self.confusion = result.confusion
         self.write_summary(st.RUNNING)
+
+    def _drop_outputs_of(self, replaced: list[str]) -> None:
+        """evaluate's and inspect's files made from the checkpoints (`replaced`: last, best) this epoch replaced:
+        a resumed run kept epoch 6's evaluation-last.json and inspect/ beside epoch 14's last.pt."""
+        dropped = []
+        for name in replaced:
+            for path in (self.run_dir / f"evaluation-{name}.json", self.run_dir / f"confusion_matrix-{name}.png"):
+                if path.is_file():
+                    path.unlink()
+                    dropped.append(path.name)
+        inspected = self.run_dir / "inspect"
+        if (inspected / "summary.json").is_file() and previous_summary(inspected).get("checkpoint") in replaced:
+            shutil.rmtree(inspected)
+            dropped.append("inspect/")
+        if dropped:
+            self.notes.append(f"removed {', '.join(dropped)}: made from a checkpoint that epoch {self.epoch} "
+                              "replaced; evaluate or inspect the run again")
 
     def out_of_patience(self) -> bool:
         """train.patience epochs have passed since the best validation accuracy (early stopping)."""

@@ -848,3 +848,30 @@ def test_a_colour_image_made_float_a_band_of_rows_at_a_time_reads_bit_for_bit_as
 
     monkeypatch.setattr(inference, "ROWS_AT_ONCE", 7)
     np.testing.assert_array_equal(read_image(path, invert=invert, warn=lambda line: None), whole(path))
+
+
+def test_a_resume_removes_what_evaluate_and_inspect_made_of_the_checkpoints_it_replaces(good_run, tmp_path):
+    """evaluation-last.json, confusion_matrix-last.png and inspect/ of epoch 1 stayed beside the resumed run's
+    last.pt of epoch 2, nothing saying they were out of date. Removed, with a note, once an epoch replaces the
+    checkpoint they were made from; those of a checkpoint still there are kept."""
+    import json
+    import shutil
+
+    import torch
+
+    run = shutil.copytree(good_run, tmp_path / "run")
+    assert cli("evaluate", run, "--checkpoint", "last").exit_code == 0
+    assert cli("inspect", run, "--checkpoint", "last").exit_code == 0
+    kept = run / "evaluation-best.json"  # of a best.pt the resumed epoch does not beat (made up: kept as it is)
+    kept.write_text(json.dumps({"checkpoint": "best", "epoch": 1}))
+    history = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["history"]
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    state["best"] = {**state["best"], "test_accuracy": 2.0}  # no epoch can beat it: best.pt stays
+    torch.save(state, run / "checkpoints" / "last.pt")
+    assert len(history) == 1
+    result = cli("train", "--resume", run, "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert ("note: removed evaluation-last.json, confusion_matrix-last.png, inspect/: made from a checkpoint that "
+            "epoch 2 replaced; evaluate or inspect the run again") in result.stderr
+    assert not (run / "evaluation-last.json").exists() and not (run / "inspect").exists()
+    assert kept.is_file() and not (run / "confusion_matrix-last.png").exists()
