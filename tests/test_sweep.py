@@ -2123,6 +2123,33 @@ def test_a_killed_trial_is_marked_only_in_this_sweep_folder(tmp_path):
     assert json.loads((outside / "summary.json").read_text()) == {"status": "running"}
 
 
+def test_a_trial_killed_before_its_run_wrote_a_file_leaves_no_empty_folder(tmp_path):
+    """Killed before its first epoch, a trial's folder held its .lock alone, for ever: no status, and evaluate
+    called it "not a fashionmlp run". Removed once the trial is failed; a folder with anything else is kept, and
+    so is one a process holds."""
+    from fashionmlp.runlock import lock_run_dir
+    from fashionmlp.sweep.storage import OWNER, mark_killed_runs
+
+    sweep = tmp_path / "runs" / "sweep-s"
+    study = optuna.create_study()
+    folders = [sweep / f"trial-000{k}" for k in range(4)]
+    for folder in folders:
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / ".lock").write_text("12345\n")
+        trial = study.ask()
+        trial.set_user_attr(OWNER, {"trial": trial.number, "host": socket.gethostname(), "pid": 1})
+        trial.set_user_attr("run_dir", str(folder))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (folders[1] / "checkpoints" / "last.pt").write_bytes(b"x")  # something of the run: kept
+    (folders[2] / "notes.txt").write_text("mine")  # something of someone's: kept
+    held = lock_run_dir(folders[3])  # a process in it
+    try:
+        mark_killed_runs(study, sweep)
+    finally:
+        held.close()
+    assert [f.exists() for f in folders] == [False, True, True, True]
+
+
 def test_the_journal_lock_points_at_an_absolute_path_and_a_dangling_old_one_is_dropped(tmp_path, monkeypatch):
     """Optuna's journal lock is a link to the journal that it breaks after its grace period; made with a
     relative path (the default runs folder is one) it pointed nowhere, Optuna could not age it, and a worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import socket
 import sys
 import time
@@ -16,7 +17,7 @@ from fashionmlp import status as st
 from fashionmlp.config import show
 from fashionmlp.errors import UserError
 from fashionmlp.progress import StopRequest
-from fashionmlp.runlock import lock_run_dir
+from fashionmlp.runlock import LOCK_NAME, lock_run_dir
 from fashionmlp.sweep.backend import TrialState, optuna
 from fashionmlp.sweep.heartbeats import beats_every
 from fashionmlp.sweep.outage import patient
@@ -265,6 +266,18 @@ def _unclaimed_for_long(trial) -> bool:
     return started is not None and (datetime.datetime.now() - started).total_seconds() > GRACE_SECONDS
 
 
+def _remove_if_empty(run_dir: Path) -> None:
+    """A trial's run folder that holds nothing but its lock (and an empty checkpoints/), unless a process holds it."""
+    try:
+        if not run_dir.is_dir() or {e.name for e in run_dir.iterdir()} - {LOCK_NAME, "checkpoints"} or (
+                run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            return
+        with lock_run_dir(run_dir):
+            shutil.rmtree(run_dir)
+    except (UserError, OSError):
+        return
+
+
 def mark_killed_runs(study, sweep_dir: Path) -> None:
     """Failed trials whose run folder is in `sweep_dir` (this machine's folder of the study) and still says
     "running" (their worker was killed, here or, through a database's heartbeat, anywhere): the folder says
@@ -281,7 +294,10 @@ def mark_killed_runs(study, sweep_dir: Path) -> None:
         if t.state != TrialState.FAIL or owner.get("host") != socket.gethostname():
             continue  # (its folder's lock tells a live process, in whatever container of this host)
         path = Path(run_dir) / "summary.json"
-        if not path.resolve().is_relative_to(inside) or not path.is_file():
+        if not path.resolve().is_relative_to(inside):
+            continue
+        if not path.is_file():  # killed before its run wrote a file: a folder of a .lock alone, for ever
+            _remove_if_empty(path.parent)
             continue
         try:
             if json.loads(path.read_text()).get("status") != st.RUNNING:
