@@ -532,6 +532,18 @@ def test_best_yaml_names_the_thread_count_of_its_trial(sweep_config, tmp_path, q
         assert ("repeats them" in text) == (not said)  # it promised a repeat bit for bit no run of its own gives
 
 
+def test_a_space_with_fewer_points_than_trials_says_points_train_again(sweep_config, tmp_path, quick_pictures):
+    """12 random trials of a 3-point space trained each point 3-5 times, with equal scores, and said nothing."""
+    path = sweep_config(train={"epochs": 1}, sweep={"trials": 3, "sampler": "random",
+                                                     "space": {"optimizer.lr": [0.01, 0.02]}})
+    result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert ("note: the space has 2 points and the sweep asks for 3 trials: the random sampler trains points more than "
+            "once (alike, with one seed); sampler: grid trains each once") in result.stdout
+    wide = cli("sweep", "--config", path, "--runs-dir", tmp_path / "wide", "--trials", 2)
+    assert wide.exit_code == 0 and "note: the space has" not in wide.stdout
+
+
 def test_a_sweep_whose_trials_all_diverged_says_there_is_no_best(sweep_config, tmp_path, quick_pictures):
     """Every trial diverged: exit 0 with no word of a best trial, and no best.yaml, summary.md silent too."""
     path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -179,6 +180,10 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
          + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
     if spec.grid_size is not None and spec.grid_size < spec.trials:
         echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
+    points = math.prod(len(p.choices) for p in spec.params) if all(p.kind == "choice" for p in spec.params) else 0
+    if spec.grid_size is None and 0 < points < spec.trials:  # 12 random trials of 3 points: each 3-5 times, alike
+        echo(f"note: the space has {points} points and the sweep asks for {spec.trials} trials: the {spec.sampler} "
+             "sampler trains points more than once (alike, with one seed); sampler: grid trains each once")
     echo(_validation_line(spec))
     for note in notes:  # after the validation line: what the teacher may have seen of those images
         echo(f"note: {note}")
