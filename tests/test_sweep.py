@@ -2088,6 +2088,10 @@ def test_the_parallel_coordinate_plot_shows_every_trial_and_whole_names(directio
     assert ax.get_ylim() == pytest.approx((low - 0.05 * (high - low), high + 0.05 * (high - low)))  # room at the ends
     logs = [a for a in ax.figure.axes if a.get_yscale() == "log"]
     assert logs and all(a.get_ylim()[0] < before[id(a)][0] for a in logs)
+    labels = [t for a in ax.figure.axes[1:] if a.get_ylabel() != "Objective Value" for t in a.get_yticklabels()
+              if t.get_text()]  # the axes' values on a white ground above the lines ("nesterov" was struck through)
+    assert labels and all(t.get_bbox_patch() is not None and t.get_bbox_patch().get_facecolor()[:3] == (1, 1, 1)
+                          and t.get_zorder() > lines.get_zorder() for t in labels)
     plt.close(ax.figure)
 
 

@@ -110,6 +110,8 @@ def _readable_parallel(ax, study) -> None:
         else:
             margin = (high - low) * 0.05
             axes.set_ylim(low - margin, high + margin)
+        for label in axes.get_yticklabels():  # on a white ground above the lines: "nesterov" was struck through
+            label.set(bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}, zorder=5)
     names = list(dict.fromkeys(k for t in study.get_trials(deepcopy=False) for k in t.params))
     texts = [label.get_text() for label in ax.get_xticklabels()]
     ax.set_xticklabels([next((n for n in names if n.startswith(t[:-3])), t) if t.endswith("...") else t
