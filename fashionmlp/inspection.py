@@ -37,7 +37,7 @@ from fashionmlp.plots.model import (
     per_class_figure,
 )
 from fashionmlp.runlock import lock_run_dir
-from fashionmlp.savedrun import load_run, refuse_links, run_test_split
+from fashionmlp.savedrun import load_run, previous_summary, refuse_links, run_test_split
 from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
 DPI = 100
@@ -102,6 +102,19 @@ class InspectReport:
         return "\n".join(lines)
 
 
+def check_run_dir_not_in(out_dir: Path, run_dir: Path) -> None:
+    """--out inside the run's folder, other than its inspect/ (the default), would mix the pictures with the
+    run's own files."""
+    resolved, run = out_dir.resolve(), run_dir.resolve()
+    if resolved.is_relative_to(run) and resolved != run / "inspect":
+        raise UserError(f"--out {str(out_dir)!r} is inside the run folder: leave --out out for "
+                        f"{str(run_dir / 'inspect')!r}, or give a folder outside it")
+    if out_dir.is_dir() and "embedding" not in previous_summary(out_dir) and any(out_dir.iterdir()):
+        # an inspection replaces its own files (TensorBoard logs, numbered projector folders): not a stranger's
+        raise UserError(f"--out {str(out_dir)!r} holds other files; give a new or empty folder, or one an "
+                        "inspection wrote")
+
+
 def check_writable_folder(out_dir: Path) -> None:
     """Refuse, before any work, a folder for the pictures that is a file or cannot be written."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -114,13 +127,17 @@ def check_writable_folder(out_dir: Path) -> None:
 
 def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str | Path | None = None,
                 device: str | None = None, embedding_images: int = EMBEDDING_IMAGES,
-                echo: Callable[[str], None] = lambda line: None) -> InspectReport:
-    """Draw a saved run's model into RUN_DIR/inspect/ and its TensorBoard log; returns the numbers shown.
-    `echo` is told of each stage (for progress)."""
+                echo: Callable[[str], None] = lambda line: None, out_dir: Path | None = None) -> InspectReport:
+    """Draw a saved run's model into `out_dir` (default RUN_DIR/inspect/) and its TensorBoard log; returns the
+    numbers shown. `echo` is told of each stage (for progress)."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, checkpoint, device)
-    out_dir = run_dir / "inspect"
-    refuse_links(run_dir, "inspect", writes_checkpoints=False)
+    if out_dir is None:
+        out_dir = run_dir / "inspect"
+        refuse_links(run_dir, "inspect", writes_checkpoints=False)
+    else:  # a run that cannot be written (a shared copy): its pictures elsewhere
+        out_dir = Path(out_dir)
+        check_run_dir_not_in(out_dir, run_dir)
     check_writable_folder(out_dir)
     test = run_test_split(run_dir, run.cfg, data_dir)
     try:
@@ -208,7 +225,8 @@ def _put_in_place(staging: Path, out_dir: Path) -> None:
     try:
         for old in out_dir.iterdir():
             if old.is_dir() and not old.is_symlink():
-                if old.name.isdigit():  # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past 99999)
+                # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past 99999), and nothing else
+                if old.name.isdigit() and {e.name for e in old.iterdir()} <= {EMBEDDING_TAG}:
                     shutil.rmtree(old)
             elif old.name.startswith("events.out.tfevents.") or old.name in OUTPUTS:
                 old.unlink()

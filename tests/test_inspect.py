@@ -440,3 +440,35 @@ def test_mosaic_places_tiles_row_major_with_gaps():
     assert m.shape == (2 * 3 - 1, 3 * 3 - 1)
     assert np.array_equal(m[0:2, 3:5], tiles[1]) and np.array_equal(m[3:5, 3:5], tiles[4])
     assert np.isnan(m[2]).all() and np.isnan(m[3:5, 6:8]).all()
+
+
+def test_inspect_out_draws_a_run_it_cannot_write_elsewhere(mlp_run, tmp_path, monkeypatch):
+    """A read-only run (a shared copy) could not be inspected at all: --out DIR takes the pictures elsewhere. It
+    refuses a folder inside the run, and one holding other files (an inspection replaces its own files there:
+    TensorBoard logs, numbered folders), a run folder among them."""
+    run = copy_run(mlp_run, tmp_path / "run")
+    out = tmp_path / "pictures"
+    real = Path.mkdir
+
+    def read_only(self, *args, **kwargs):  # nothing can be made inside the run (chmod does not stop root)
+        if self.resolve().is_relative_to(run.resolve()):
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    result = cli("inspect", run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert PNGS | {"summary.json"} <= {p.name for p in out.iterdir()} and not (run / "inspect").exists()
+    assert json.loads((out / "summary.json").read_text())["run"] == str(run)
+    again = cli("inspect", run, "--out", out)  # its own folder: replaced
+    assert again.exit_code == 0 and len(list(out.glob("events.out.tfevents.*"))) == 1, again.output
+    inside = one_error_line(cli("inspect", run, "--out", run / "checkpoints"))
+    assert inside.startswith(f"error: --out {str(run / 'checkpoints')!r} is inside the run folder")
+    stranger = tmp_path / "logs"
+    (stranger / "2024").mkdir(parents=True)
+    (stranger / "events.out.tfevents.1").write_text("someone's")
+    for other in (stranger, mlp_run):
+        line = one_error_line(cli("inspect", run, "--out", other))
+        assert line == f"error: --out {str(other)!r} holds other files; give a new or empty folder, or one an " \
+                       "inspection wrote"
+    assert (stranger / "2024").is_dir() and (stranger / "events.out.tfevents.1").read_text() == "someone's"
