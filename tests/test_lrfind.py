@@ -256,7 +256,7 @@ def test_progress_on_stderr_and_the_y_label_names_label_smoothing(write_config, 
 
 
 @pytest.mark.parametrize("start, end", [(1e-3, 1.4e-3), (1e-12, 1.39e-12), (0.02, 0.19), (1e-3, 1.00005e-3),
-                                        (1e-3, 9.9e-3)])
+                                        (1e-3, 9.9e-3), (1e-12, 1.1e-12)])
 def test_a_range_within_a_decade_has_few_short_tick_labels(start, end):
     """--start 0.001 --end 0.0014 labelled every minor tick as 1.3×10⁻³, 1.35×10⁻³, ...: they ran into each
     other (seven on an interrupted test from 1e-12)."""
@@ -276,6 +276,8 @@ def test_a_range_within_a_decade_has_few_short_tick_labels(start, end):
     texts = [t.get_text() for t in shown]
     assert 2 <= len(shown) <= 6 and not any("10^" in t or "times" in t for t in texts), texts
     assert len(set(texts)) == len(texts), texts  # 1e-3 to 1.00005e-3 read "0.001" four times
+    # each label says its tick's value: 1.025e-12 and 1.075e-12 read "1.02e-12" and "1.07e-12", as if uneven
+    assert all(float(t.get_text()) == pytest.approx(t.get_position()[0], rel=1e-6) for t in shown), texts
     boxes = sorted((t.get_window_extent(renderer) for t in shown), key=lambda b: b.x0)
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no two labels overlap
 
@@ -284,9 +286,13 @@ def test_a_one_step_range_test_draws_its_point():
     """--steps 1: a line of one point, drawn without a marker, left the plot empty."""
     from fashionmlp.plots.lrfind import lr_find_figure
 
-    one = RangeTest([1e-3], [2.3], [2.3], "end", 0.0, 1)
-    smoothed = [line for line in lr_find_figure(one, None, None).axes[0].get_lines() if line.get_linewidth() == 1.8]
+    one = RangeTest([1e-6], [2.3], [2.3], "end", 0.0, 1)
+    figure = lr_find_figure(one, None, None)
+    smoothed = [line for line in figure.axes[0].get_lines() if line.get_linewidth() == 1.8]
     assert len(smoothed) == 1 and smoothed[0].get_marker() == "o"
+    figure.canvas.draw()  # its lr is the one tick (the ticks were 5e-06 and 1e-05 around a point at 1e-06)
+    ticks = [(t.get_position()[0], t.get_text()) for t in figure.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks == [(1e-6, "1e-06")], ticks
 
 
 def test_the_picture_says_why_there_is_no_suggestion_and_marks_only_lrs_tested():

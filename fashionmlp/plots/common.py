@@ -159,8 +159,14 @@ def narrow_log_ticks(axis, most: int = 5) -> None:
         def __call__(self, x, pos=None):
             return f"{x:.3g}"
 
-        def format_ticks(self, values):
-            return first_distinct(lambda digits: [f"{x:.{digits}g}" for x in values], range(3, 10))
+        def format_ticks(self, values):  # and each value said whole: 1.025e-12 read "1.02e-12", as if uneven
+            step = float(np.min(np.diff(values))) if len(values) > 1 else math.inf
+            for digits in range(3, 10):
+                labels = [f"{x:.{digits}g}" for x in values]
+                if len(set(labels)) == len(labels) and all(abs(float(t) - x) <= 1e-3 * step
+                                                           for t, x in zip(labels, values)):
+                    break
+            return labels
 
     axis.set_major_locator(MaxNLocator(nbins=most, steps=[1, 2, 2.5, 5, 10], min_n_ticks=2))
     axis.set_minor_locator(NullLocator())

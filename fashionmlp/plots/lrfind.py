@@ -34,6 +34,13 @@ def few_ticks(axis, lrs: np.ndarray) -> None:
     and they ran into each other: plain numbers then, as many digits as tell them apart; below a factor of 3,
     where a log axis is nearly linear, at most 6 evenly spaced ticks (over a larger range those left its low
     end bare)."""
+    if len(lrs) == 1:  # one step: its lr alone (the ticks were 5e-06 and 1e-05 around a point at 1e-06)
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        axis.set_major_locator(FixedLocator([float(lrs[0])]))
+        axis.set_minor_locator(NullLocator())
+        axis.set_major_formatter(lambda x, pos=None: f"{x:.3g}")
+        return
     if not len(lrs) or lrs[-1] >= 10 * lrs[0]:  # a decade or more: matplotlib's own labels
         return
     if lrs[-1] >= 3 * lrs[0]:
