@@ -260,8 +260,7 @@ def _read_images(images: list[Path], in_folders: set[Path], invert: bool,
     if problems:
         raise UserError(problems[0])
     if skipped and not read:
-        raise UserError(f"no image file in the folder{'s' if len(images) > 1 else ''} can be read: "
-                        + "; ".join(skipped))
+        raise UserError("no image file in the --image folder(s) can be read: " + "; ".join(skipped))
     for problem in skipped:
         warn(f"warning: {problem}: skipped (a file in a folder given with --image)")
     return read, np.stack(pixels)

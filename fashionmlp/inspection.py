@@ -36,7 +36,7 @@ from fashionmlp.plots.model import (
     mlp_weights_figure,
     per_class_figure,
 )
-from fashionmlp.runlock import lock_run_dir
+from fashionmlp.runlock import LOCK_NAME, lock_run_dir
 from fashionmlp.savedrun import load_run, previous_summary, refuse_links, run_test_split
 from fashionmlp.tracking import check_folder_writable, save_figure, write_json
 
@@ -109,7 +109,8 @@ def check_run_dir_not_in(out_dir: Path, run_dir: Path) -> None:
     if resolved.is_relative_to(run) and resolved != run / "inspect":
         raise UserError(f"--out {str(out_dir)!r} is inside the run folder: leave --out out for "
                         f"{str(run_dir / 'inspect')!r}, or give a folder outside it")
-    if out_dir.is_dir() and "embedding" not in previous_summary(out_dir) and any(out_dir.iterdir()):
+    if out_dir.is_dir() and "embedding" not in previous_summary(out_dir) and any(
+            e.name != LOCK_NAME and not e.name.startswith(STAGING) for e in out_dir.iterdir()):
         # an inspection replaces its own files (TensorBoard logs, numbered projector folders): not a stranger's
         raise UserError(f"--out {str(out_dir)!r} holds other files; give a new or empty folder, or one an "
                         "inspection wrote")
@@ -206,38 +207,85 @@ def _inspect(run_dir: Path, run, test, out_dir: Path, embedding_images: int,
             echo(f"inspect: writing the TensorBoard log and the projector ({n_embed:,} images)")
             _tensorboard(staging, list(figures), features[:n_embed], labels[:n_embed], predicted[:n_embed],
                          test.images[:n_embed], run.global_step)
-            _put_in_place(staging, out_dir)
+            late = _put_in_place(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise UserError(f"{str(out_dir)!r} cannot be written: {exc.strerror or exc}") from None
-    return InspectReport(out_dir, summary, run.notes)
+    return InspectReport(out_dir, summary, run.notes + ([LATE_STOP] if late else []))
+
+
+LATE_STOP = "the stop came as the new files were put in place: the inspection is complete"
 
 
 STAGING = ".unfinished-"  # the folder inside inspect/ an inspection writes into before its files replace the last's
 
 
-def _put_in_place(staging: Path, out_dir: Path) -> None:
-    """The new inspection's files in place of the last one's (its pictures, summary, TensorBoard log and
-    projector folders), with Ctrl-C and SIGTERM held off for the milliseconds that takes."""
-    signals = {signal.SIGINT, signal.SIGTERM}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+def _put_in_place(staging: Path, out_dir: Path) -> bool:
+    """The new inspection's files in place of the last one's (`own_files`), all or none: the old ones are moved
+    aside first and moved back if a move fails. A Ctrl-C or SIGTERM meanwhile is only noted (a signal handler
+    runs in the main thread, whichever thread the signal reached); whether one came: the files are in place, the
+    inspection is done."""
+    came = []
+    held = {}
     try:
-        for old in out_dir.iterdir():
-            if old.is_dir() and not old.is_symlink():
-                # add_embedding's <step:05d>/<tag>/ folders (6 digits and more past 99999), and nothing else
-                if old.name.isdigit() and {e.name for e in old.iterdir()} <= {EMBEDDING_TAG}:
-                    shutil.rmtree(old)
-            elif old.name.startswith("events.out.tfevents.") or old.name in OUTPUTS:
-                old.unlink()
-        for new in staging.iterdir():
-            os.replace(new, out_dir / new.name)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            held[sig] = signal.signal(sig, lambda signum, frame: came.append(signum))
+    except ValueError:  # not the main thread: no handlers to set
+        pass
+    try:
+        aside = Path(tempfile.mkdtemp(prefix=STAGING, dir=out_dir))
+        moved, placed = [], []
+        try:
+            for old in own_files(out_dir):
+                os.replace(old, aside / old.name)
+                moved.append(old.name)
+            for new in staging.iterdir():
+                os.replace(new, out_dir / new.name)
+                placed.append(new.name)
+        except OSError:
+            for name in placed:  # the new files out again, the last inspection back as it was
+                os.replace(out_dir / name, staging / name)
+            for name in moved:
+                os.replace(aside / name, out_dir / name)
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+    return bool(came)
 
 
 OUTPUTS = {"weights.png", "mistakes.png", "per_class.png", "calibration.png", "summary.json",
            "projector_config.pbtxt"}
+
+
+def own_files(out_dir: Path) -> list[Path]:
+    """What an inspection wrote in `out_dir`: its pictures, summary, TensorBoard logs and add_embedding's
+    <step:05d>/<tag>/ folders (6 digits and more past step 99999) holding the projector alone; not its lock,
+    nor anything else someone put there."""
+    found = []
+    for entry in sorted(out_dir.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name.isdigit() and {e.name for e in entry.iterdir()} <= {EMBEDDING_TAG}:
+                found.append(entry)
+        elif entry.name.startswith("events.out.tfevents.") or entry.name in OUTPUTS:
+            found.append(entry)
+    return found
+
+
+def remove_inspection(out_dir: Path) -> bool:
+    """An inspection's own files removed from `out_dir` (a resumed run's, whose checkpoint they no longer
+    describe), under its lock; False where there was none, or another inspection is writing there."""
+    try:
+        with lock_run_dir(out_dir, "inspect folder"):
+            found = own_files(out_dir)
+            for entry in found:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return bool(found)
+    except (UserError, OSError):
+        return False
 
 
 def weights_figure(model: nn.Module, x: torch.Tensor, images: np.ndarray, labels: np.ndarray, name: str):

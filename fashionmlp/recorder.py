@@ -204,13 +204,17 @@ class RunRecorder:
         dropped = []
         for name in replaced:
             for path in (self.run_dir / f"evaluation-{name}.json", self.run_dir / f"confusion_matrix-{name}.png"):
-                if path.is_file():
+                try:
                     path.unlink()
                     dropped.append(path.name)
+                except OSError:  # not there (the common case), or not ours to remove: an epoch is not lost for it
+                    pass
         inspected = self.run_dir / "inspect"
-        if (inspected / "summary.json").is_file() and previous_summary(inspected).get("checkpoint") in replaced:
-            shutil.rmtree(inspected)
-            dropped.append("inspect/")
+        if previous_summary(inspected).get("checkpoint") in replaced:
+            from fashionmlp.inspection import remove_inspection  # (it imports the engine, which imports this)
+
+            if remove_inspection(inspected):  # its own files (not what else is there), unless one is drawing
+                dropped.append("inspect/'s pictures and log")
         if dropped:
             self.notes.append(f"removed {', '.join(dropped)}: made from a checkpoint that epoch {self.epoch} "
                               "replaced; evaluate or inspect the run again")

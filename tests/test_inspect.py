@@ -185,7 +185,7 @@ def test_an_inspection_stopped_midway_leaves_the_last_one_whole(mlp_inspected, t
     assert after == before and not list(out.glob(".unfinished-*"))
     if failure == "ctrl-c":
         assert result.exit_code == 130
-        assert result.stderr.endswith(f"interrupted: {str(out)!r} is as the last inspection left it\n")
+        assert result.stderr.endswith(f"interrupted: nothing new was put in {str(out)!r}\n")
     else:
         assert result.exit_code == 2
         assert result.stderr.endswith(f"error: {str(out)!r} cannot be written: No space left on device\n")
@@ -472,3 +472,59 @@ def test_inspect_out_draws_a_run_it_cannot_write_elsewhere(mlp_run, tmp_path, mo
         assert line == f"error: --out {str(other)!r} holds other files; give a new or empty folder, or one an " \
                        "inspection wrote"
     assert (stranger / "2024").is_dir() and (stranger / "events.out.tfevents.1").read_text() == "someone's"
+
+
+def test_replacing_an_inspection_is_all_or_nothing_and_a_late_stop_is_only_noted(mlp_inspected, tmp_path,
+                                                                                 monkeypatch):
+    """The old files were deleted before the new ones moved in: a failure between left neither inspection. And a
+    Ctrl-C in those milliseconds said the folder was as before, though the new files were in place."""
+    import signal
+
+    from fashionmlp import inspection
+
+    run = copy_run(mlp_inspected[0].parent, tmp_path / "run", keep_inspect=True)
+    out = run / "inspect"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    real, failed = os.replace, []
+
+    def fails_on_the_summary(src, dst):  # the new summary's move in (after the pictures'), once
+        if Path(dst) == out / "summary.json" and not failed:
+            failed.append(src)
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fails_on_the_summary)
+    result = cli("inspect", run, "--checkpoint", "best")
+    assert result.exit_code == 2 and "cannot be written: No space left on device" in result.stderr
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before  # the last inspection, whole
+    monkeypatch.setattr(os, "replace", real)
+
+    def ctrl_c_while_moving(src, dst):
+        if Path(dst).name == "summary.json" and Path(dst).parent == out:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", ctrl_c_while_moving)
+    late = cli("inspect", run, "--checkpoint", "best")
+    assert late.exit_code == 0, late.output
+    assert f"note: {inspection.LATE_STOP}" in late.stderr
+    assert json.loads((out / "summary.json").read_text())["checkpoint"] == "best"
+
+
+def test_a_stopped_first_inspection_does_not_lock_out_its_out_folder(mlp_run, tmp_path, monkeypatch):
+    """A Ctrl-C before any file was written left DIR/.lock, and the next --out DIR was refused as a folder
+    holding other files."""
+    from fashionmlp import inspection
+
+    out = tmp_path / "pictures"
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inspection, "_tensorboard", ctrl_c)
+        stopped = cli("inspect", mlp_run, "--out", out)
+    assert stopped.exit_code == 130 and {p.name for p in out.iterdir()} == {".lock"}
+    again = cli("inspect", mlp_run, "--out", out)
+    assert again.exit_code == 0, again.output

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from fashionmlp.config import config_from_dict, with_values
 from fashionmlp.errors import UserError
 from fashionmlp.population import MemberSpec, resume_population, train_population
-from fashionmlp.progress import StopRequest
+from fashionmlp.progress import PopulationProgress, StopRequest
 from fashionmlp.run import train
 
 from helpers import cli, summary, tiny_config
@@ -382,3 +382,27 @@ def test_bf16_logits_give_the_float32_loss_a_single_run_computes():
         single = [F.cross_entropy(logits[i].t(), y[i], label_smoothing=float(smoothing[i])) for i in range(3)]
     assert losses.dtype == torch.float32
     assert torch.allclose(losses, torch.stack(single), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_only_a_commands_last_population_says_a_stop_has_nothing_left_to_stop(tiny_data, tmp_path, final):
+    """A stop after a population's last step has nothing left to stop only where no training follows in the
+    command: a continued study trains one population per epoch group, then the fresh runs, and every later Ctrl-C
+    said "the training has ended" while it stopped the training in progress."""
+    from fashionmlp.progress import StopRequest
+
+    cfg = config_from_dict(tiny_config(tiny_data, train={"epochs": 2, "batch_size": 32, "threads": 1}))
+    members = [with_values(cfg, {"seed": seed, "name": f"m{seed}"}) for seed in (0, 1)]
+    stop, seen = StopRequest(), []
+
+    class Watch(PopulationProgress):
+        def start_epoch(self, epoch, epochs, steps, members):
+            seen.append(stop.finishing)
+
+        def end_epoch(self, results, epochs):
+            seen.append(stop.finishing)
+
+    train_population([MemberSpec(c, tmp_path / c.name, c.name) for c in members], progress=Watch(), stop=stop,
+                     final=final)
+    assert seen[:3] == [None, None, None]  # epoch 1, its end, epoch 2
+    assert (seen[3] is not None) == final and (not final or seen[3].startswith("evaluating the last epoch"))

@@ -544,13 +544,25 @@ def test_a_space_with_fewer_points_than_trials_says_points_train_again(sweep_con
     assert wide.exit_code == 0 and "note: the space has" not in wide.stdout
 
 
+def test_best_yaml_says_which_epoch_scored_with_early_stopping():
+    """It said 'after 8 epochs' of a trial that stopped after 4 with epoch 3's weights (and score)."""
+    from fashionmlp.sweep.report import _when
+
+    assert _when({"epochs": 8, "restored": None}, 8) == " after 8 epochs"
+    assert _when({"epochs": 8, "restored": 8}, 8) == " after 8 epochs"
+    assert _when({"epochs": 4, "restored": 3}, 8) == ", its epoch 3 (early stopping: it trained 4 of its 8 epochs)"
+    assert _when({"epochs": 8, "restored": 6}, 8) == ", its epoch 6 (early stopping: it trained 8 of its 8 epochs)"
+    assert _when({"epochs": 5, "restored": None}, 8) == " after 5 of its 8 epochs"  # on another machine
+    assert _when({"epochs": None, "restored": None}, 8) == " after 8 epochs"
+
+
 def test_a_sweep_whose_trials_all_diverged_says_there_is_no_best(sweep_config, tmp_path, quick_pictures):
     """Every trial diverged: exit 0 with no word of a best trial, and no best.yaml, summary.md silent too."""
     path = sweep_config(train={"epochs": 1}, sweep={"trials": 2, "sampler": "random",
                                                      "space": {"optimizer.lr": {"low": 1e20, "high": 1e30}}})
     result = cli("sweep", "--config", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0 and result.stdout.count(" diverged ") >= 2, result.output
-    said = "no trial completed (each diverged, was pruned or failed), so there is no best trial and no best.yaml"
+    said = "no trial has completed, so there is no best trial and no best.yaml"
     assert f"best: {said}" in result.stdout
     folder = sweep_dir(tmp_path / "runs")
     assert f"Best: {said}." in (folder / "summary.md").read_text() and not (folder / "best.yaml").exists()
@@ -575,7 +587,9 @@ def test_the_report_names_a_best_trial_of_another_runs_folder_by_its_path(sweep_
         shown = run_dir.name if run_dir.parent == sweep_dir(tmp_path / runs) else str(run_dir)
         assert f"best: trial {best.number} (run folder {shown}), val_accuracy" in result.stdout
     text = (sweep_dir(tmp_path / "b") / "best.yaml").read_text()
-    assert f"after {best.user_attrs['epochs']} of its 3 epochs." in text
+    trained, restored = best.user_attrs["epochs"], summary(run_dir)["early_stopping"]["restored_epoch"]
+    assert (f"its epoch {restored} (early stopping: it trained {trained} of its 3 epochs)." if restored != 3 else
+            " after 3 epochs.") in text, text.splitlines()[0]
 
 
 def test_a_best_trial_whose_folder_was_deleted_is_not_pointed_at(sweep_config, tmp_path, quick_pictures):
@@ -1647,6 +1661,7 @@ BAD_OPTIONS = {
     "password with @ : /": (["--storage", "postgresql://user:secret@x:y/z@127.0.0.1:9/x"],  # "invalid literal"
                             "is written percent-encoded: @ as %40, : as %3A, / as %2F"),
     "--set of a searched key": (["--set", "optimizer.lr=0.5"], "optimizer.lr is searched (sweep.space)"),
+    "--set of a searched key in its section": (["--set", "optimizer={lr: 0.5}"], "optimizer.lr is searched"),
     "CUDA without CUDA": (["--set", "device=cuda"], "use cpu or auto (--device cpu, or --set device=cpu)"),
     "unknown --set key": (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
     "unknown --set sweep key": (["--set", "sweep.sed=3"], "unknown sweep key 'sed' (did you mean 'seed'?)"),

@@ -217,7 +217,7 @@ def test_predict_a_folder_of_images_and_a_quoted_pattern(trained, tmp_path):
     only.mkdir()
     (only / "a.png").write_bytes(b"not a picture")
     none = cli("predict", trained, "--image", only)
-    assert none.exit_code == 2 and none.stderr.startswith("error: no image file in the folder can be read: --image")
+    assert none.exit_code == 2 and none.stderr.startswith("error: no image file in the --image folder(s) can be read: --image")
 
 
 @pytest.mark.parametrize("engine", ["population", "sequential"])

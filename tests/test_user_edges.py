@@ -862,6 +862,7 @@ def test_a_resume_removes_what_evaluate_and_inspect_made_of_the_checkpoints_it_r
     run = shutil.copytree(good_run, tmp_path / "run")
     assert cli("evaluate", run, "--checkpoint", "last").exit_code == 0
     assert cli("inspect", run, "--checkpoint", "last").exit_code == 0
+    (run / "inspect" / "my-notes.txt").write_text("mine")  # not the inspection's: it stays (rmtree took it)
     kept = run / "evaluation-best.json"  # of a best.pt the resumed epoch does not beat (made up: kept as it is)
     kept.write_text(json.dumps({"checkpoint": "best", "epoch": 1}))
     history = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["history"]
@@ -871,7 +872,8 @@ def test_a_resume_removes_what_evaluate_and_inspect_made_of_the_checkpoints_it_r
     assert len(history) == 1
     result = cli("train", "--resume", run, "--epochs", 2)
     assert result.exit_code == 0, result.output
-    assert ("note: removed evaluation-last.json, confusion_matrix-last.png, inspect/: made from a checkpoint that "
-            "epoch 2 replaced; evaluate or inspect the run again") in result.stderr
-    assert not (run / "evaluation-last.json").exists() and not (run / "inspect").exists()
+    assert ("note: removed evaluation-last.json, confusion_matrix-last.png, inspect/'s pictures and log: made from "
+            "a checkpoint that epoch 2 replaced; evaluate or inspect the run again") in result.stderr
+    assert not (run / "evaluation-last.json").exists()
+    assert sorted(p.name for p in (run / "inspect").iterdir()) == [".lock", "my-notes.txt"]
     assert kept.is_file() and not (run / "confusion_matrix-last.png").exists()

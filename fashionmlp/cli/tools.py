@@ -73,14 +73,14 @@ def inspect_(run_dir: RunDir, checkpoint: Checkpoint = None, data_dir: DataDir =
              out: Annotated[Path | None, typer.Option("--out", metavar="DIR", parser=path_text, help=(
                  "Folder for the pictures and the TensorBoard log (default: RUN_DIR/inspect; give one for a run "
                  "you cannot write to)."))] = None) -> None:
-    """Pictures of a trained model in RUN_DIR/inspect/: first-layer weights, confident mistakes, per-class
-    accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
+    """Pictures of a trained model in RUN_DIR/inspect/ (or --out DIR): first-layer weights, confident mistakes,
+    per-class accuracy, calibration; and its TensorBoard log with the penultimate layer in the projector."""
     from fashionmlp.inspection import inspect_run
 
     try:
         report = inspect_run(run_dir, checkpoint=checkpoint, data_dir=data_dir, device=device, echo=err, out_dir=out)
     except KeyboardInterrupt:  # it exited 130 without a word
-        err(f"interrupted: {str(out or run_dir / 'inspect')!r} is as the last inspection left it")
+        err(f"interrupted: nothing new was put in {str(out or run_dir / 'inspect')!r}")
         raise typer.Exit(130) from None
     for message in report.notes:
         note(message)

@@ -95,12 +95,14 @@ def legend_below(figure, handles: list | None = None, labels: list[str] | None =
         cols -= 1
 
 
-def first_distinct(labels: Callable[[int], list[str]], digits: range = range(3, 8)) -> list[str]:
-    """labels(d) for the fewest digits d whose non-empty labels are all different (the most digits otherwise)."""
+def first_distinct(labels: Callable[[int], list[str]], digits: range = range(3, 8),
+                   exact: Sequence[float] = (), within: float = 0.0) -> list[str]:
+    """labels(d) for the fewest digits d whose non-empty labels are all different (the most digits otherwise)
+    and, with `exact`, each within `within` of its value there."""
     for d in digits:
         made = labels(d)
         shown = [label for label in made if label]
-        if len(set(shown)) == len(shown):
+        if len(set(shown)) == len(shown) and all(abs(float(t) - x) <= within for t, x in zip(made, exact)):
             break
     return made
 
@@ -161,12 +163,8 @@ def narrow_log_ticks(axis, most: int = 5) -> None:
 
         def format_ticks(self, values):  # and each value said whole: 1.025e-12 read "1.02e-12", as if uneven
             step = float(np.min(np.diff(values))) if len(values) > 1 else math.inf
-            for digits in range(3, 10):
-                labels = [f"{x:.{digits}g}" for x in values]
-                if len(set(labels)) == len(labels) and all(abs(float(t) - x) <= 1e-3 * step
-                                                           for t, x in zip(labels, values)):
-                    break
-            return labels
+            return first_distinct(lambda digits: [f"{x:.{digits}g}" for x in values], range(3, 10), values,
+                                  1e-3 * step)
 
     axis.set_major_locator(MaxNLocator(nbins=most, steps=[1, 2, 2.5, 5, 10], min_n_ticks=2))
     axis.set_minor_locator(NullLocator())

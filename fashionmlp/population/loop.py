@@ -78,7 +78,7 @@ def restack(members: list[Member]) -> Stack:
 
 def run_population(members: list[Member], data: PopulationData, progress: PopulationProgress,
                    stop: StopRequest | None, prune: Prune | None = None, refill: Refill | None = None,
-                   ended: Ended | None = None, capacity: int | None = None) -> list[RunResult]:
+                   ended: Ended | None = None, capacity: int | None = None, final: bool = False) -> list[RunResult]:
     """Train every member from where its recorder stands (all at the same epoch) to the end of its run; the
     results of every member, those that joined after them included, in the order they came.
     `prune(member, result)` is told of each of a member's epochs and answers whether to stop it there (a
@@ -86,7 +86,8 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
     ("pruned"; "interrupted" for a trial another worker took) and stops costing compute. `refill(places)`,
     asked after an epoch that left fewer than `capacity` members (default: as many as there are now), gives
     members that join from their epoch 1 on (a sweep's next trials); `ended(member)` is told of every run that
-    ended, as it ends (not of those a stop interrupts: their results say so)."""
+    ended, as it ends (not of those a stop interrupts: their results say so). `final`: no training follows in the
+    command, so a stop after the last step (its pictures take half a second a member) has nothing to stop."""
     cfg, members = members[0].cfg, list(members)
     used, steps = steps_per_epoch(cfg, data.n_train)
     capacity = capacity or len(members)
@@ -112,7 +113,8 @@ def run_population(members: list[Member], data: PopulationData, progress: Popula
                     member.result = member.recorder.finish(reason)
                 _tell_ended(members, told, ended)  # those that diverged in the interrupted epoch
                 break
-            if stop is not None and refill is None and all(m.recorder.epoch + 1 == cfg.train.epochs for m in active):
+            if stop is not None and final and refill is None and all(m.recorder.epoch + 1 == cfg.train.epochs
+                                                                     for m in active):
                 stop.finishing = (f"evaluating the last epoch, then drawing the pictures of {len(active)} runs "
                                   "(about half a second a run) and writing the results")
             left = _end_epoch(active, data, seconds, progress, prune) if active else active

@@ -120,14 +120,14 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
                      setup: tuple[Session, PopulationData] | None = None, progress: PopulationProgress | None = None,
                      stop: StopRequest | None = None, command: str | None = None, prune: Prune | None = None,
                      more: Callable[[int], list[MemberSpec]] | None = None, ended: Ended | None = None,
-                     capacity: int = 0, teacher: Teacher | None = None) -> list[RunResult]:
+                     capacity: int = 0, teacher: Teacher | None = None, final: bool = False) -> list[RunResult]:
     """Train every member into its new run folder, all at once; each folder is what `train` would have made
     from the member's config (the same initial weights, batches, augmentation and dropout masks). `setup` is
     setup_population's result, when the caller checked before making folders (with `capacity`, when `more`
     may bring members); `prune`, `ended` as in run_population; `more(places)` gives the specs of members that
     join when others have left (of the same shape; up to `capacity` at once, default the first ones' count).
     The results of every member, those that joined included, in the order they came; `teacher` as in
-    setup_population."""
+    setup_population, `final` as in run_population."""
     session, pdata = setup or setup_population([s.cfg for s in specs], data_dir, capacity=capacity, teacher=teacher)
     with ExitStack() as locks:
         members: list[Member] = []
@@ -147,7 +147,7 @@ def train_population(specs: list[MemberSpec], *, data_dir: str | Path | None = N
             return joined
 
         return run_population(members, pdata, progress or PopulationProgress(), stop, prune,
-                              refill if more is not None else None, ended, capacity or len(specs))
+                              refill if more is not None else None, ended, capacity or len(specs), final)
 
 
 @contextmanager
@@ -182,7 +182,8 @@ def _new_member(spec: MemberSpec, session: Session, pdata: PopulationData, comma
 def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = None,
                       progress: PopulationProgress | None = None, stop: StopRequest | None = None,
                       command: str | None = None, prune: Prune | None = None,
-                      ended: Ended | None = None, teacher: Teacher | None = None) -> list[RunResult]:
+                      ended: Ended | None = None, teacher: Teacher | None = None, final: bool = False
+                      ) -> list[RunResult]:
     """Continue every member from its checkpoints/last.pt (all at the same epoch), exactly as they would have
     gone on; spec.cfg is each member's config as it continues (e.g. with more epochs); `prune` and `ended` as
     in run_population, `teacher` as in setup_population."""
@@ -218,4 +219,5 @@ def resume_population(specs: list[MemberSpec], *, data_dir: str | Path | None = 
                                        command, engine="population", **member_notes(cfg, session, pdata.n_train)
                                        ).reopen(state, previous_summary(spec.run_dir))
                 members.append(Member(cfg, trainee, recorder, spec.label))
-        return run_population(members, pdata, progress or PopulationProgress(), stop, prune, ended=ended)
+        return run_population(members, pdata, progress or PopulationProgress(), stop, prune, ended=ended,
+                              final=final)

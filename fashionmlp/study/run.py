@@ -129,7 +129,7 @@ def run_study(study: Study, *, seeds: list[int], runs_dir: Path = Path("runs"), 
         planned = plan(study, seeds, study_dir)
         if engine == "population":
             train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in planned], setup=setup,
-                             progress=population_progress, stop=stop, command=command)
+                             progress=population_progress, stop=stop, command=command, final=True)
         else:
             _sequential(planned, data_dir, session.data, make_progress, stop, command, teacher=session.teacher)
         return report(study, seeds, planned, study_dir, engine)
@@ -236,13 +236,14 @@ def _resume_study(study_dir: Path, study: Study, seeds: list[int], engine: str, 
                        progress=make_progress(p.label), stop=stop, command=command, notify=notify, teacher=teacher)
             else:  # members continued alone since may stand at other epochs: one population per epoch
                 by_epoch.setdefault(int(states[p.run_dir]["epoch"]), []).append(p)
-        for together in by_epoch.values():
+        for k, together in enumerate(by_epoch.values(), 1):
             if stop is None or not stop.requested:
                 resume_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in together], data_dir=data_dir,
-                                  progress=population_progress, stop=stop, command=command, teacher=teacher)
+                                  progress=population_progress, stop=stop, command=command, teacher=teacher,
+                                  final=k == len(by_epoch) and not fresh)
         if fresh and not (stop is not None and stop.requested):
             train_population([MemberSpec(p.cfg, p.run_dir, p.label) for p in fresh], data_dir=data_dir,
-                             progress=population_progress, stop=stop, command=command, teacher=teacher)
+                             progress=population_progress, stop=stop, command=command, teacher=teacher, final=True)
     else:
         _sequential(todo, data_dir, load_data(todo[0].cfg, data_dir), make_progress, stop, command, resumed=True,
                     teacher=teacher)

@@ -115,18 +115,29 @@ def _best(study, spec: SweepSpec) -> dict | None:
     t = pick(complete, key=lambda tr: tr.value)
     params = {p.key: p.decode(t.params[p.key]) for p in spec.params if p.key in t.params}
     run_dir = Path(t.user_attrs["run_dir"])
-    test_accuracy = engine = None
+    test_accuracy = engine = restored = None
     here = t.user_attrs[OWNER]["host"] == socket.gethostname()
     if here:
         try:
             run = json.loads((run_dir / "summary.json").read_text())
             test_accuracy, engine = run["final"]["test_accuracy"], run.get("engine")
+            restored = (run.get("early_stopping") or {}).get("restored_epoch")
         except (OSError, ValueError, KeyError, TypeError):
             pass
     return {"number": t.number, "value": t.value, "params": params, "run_dir": str(run_dir),
             "host": t.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": test_accuracy,
             "threads": t.user_attrs.get("threads"), "engine": engine, "gone": here and not run_dir.is_dir(),
-            "epochs": t.user_attrs.get("epochs")}
+            "epochs": t.user_attrs.get("epochs"), "restored": restored}
+
+
+def _when(best: dict, planned: int) -> str:
+    """After which epoch the best trial scored what it did: with early stopping, the restored epoch's (best.yaml
+    said 'after 8 epochs' of a trial that stopped after 4 with epoch 3's weights)."""
+    trained, restored = best["epochs"], best["restored"]
+    if not isinstance(trained, int) or trained == planned and restored in (None, trained):
+        return f" after {planned} epochs"
+    return (f", its epoch {restored} (early stopping: it trained {trained} of its {planned} epochs)"
+            if isinstance(restored, int) else f" after {trained} of its {planned} epochs")
 
 
 def best_line(best: dict | None, spec: SweepSpec, sweep_dir: Path) -> str:
@@ -134,7 +145,7 @@ def best_line(best: dict | None, spec: SweepSpec, sweep_dir: Path) -> str:
     holds it, else by its path and machine (commands sharing a study on PostgreSQL each keep their own trials'
     folders: a report named another command's trial-0000 as if it were beside it)."""
     if best is None:
-        return "no trial completed (each diverged, was pruned or failed), so there is no best trial and no best.yaml"
+        return "no trial has completed, so there is no best trial and no best.yaml"
     run_dir, host = Path(best["run_dir"]), best["host"]
     elsewhere = host is not None and host != socket.gethostname()
     where = (run_dir.name if not elsewhere and run_dir.parent.resolve() == sweep_dir.resolve() else
@@ -211,9 +222,8 @@ def write_report(result: SweepResult, spec: SweepSpec, study) -> None:
     if best is not None:
         threads = best["threads"] if isinstance(best["threads"], int) and best["threads"] > 0 else 0
         cfg = teacher_path_absolute(trial_config(spec, best["params"], f"{result.study}-best"))
-        epochs = best["epochs"] if isinstance(best["epochs"], int) else cfg.train.epochs  # early stopping: fewer
         header = (f"# Best trial of study {result.study!r}: trial {best['number']}, {spec.metric} {best['value']:.4f} "
-                  f"on {cfg.data.val_size} validation images after {epochs} of its {cfg.train.epochs} epochs.\n"
+                  f"on {cfg.data.val_size} validation images{_when(best, cfg.train.epochs)}.\n"
                   f"# Train it: fashionmlp train --config best.yaml [--epochs N]\n"
                   + ("# It trained in a population (with other trials, batched): a run of its own adds up in "
                      "another order, so its float32 numbers come close, not bit for bit, at any thread count\n"

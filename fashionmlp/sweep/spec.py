@@ -145,13 +145,25 @@ class SweepSpec:
         return json.loads(json.dumps({"config": cfg, "sweep": section}))  # plain JSON types, for comparison
 
 
+def _sets(path: list[str], value: Any, key: list[str]) -> bool:
+    """Whether `--set PATH=VALUE` sets `key`: the key itself, or a section above it as a mapping that holds it
+    (`optimizer={lr: 0.5}`)."""
+    if key[:len(path)] != path:
+        return False
+    for part in key[len(path):]:
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
 def refuse_searched_sets(overrides, params: tuple[Param, ...]) -> None:
     """A --set of a searched key: each trial's value replaced it without a word (`--set optimizer.lr=0.5` trained
     lr 0.0035)."""
-    searched = {p.key for p in params}
     for text in overrides:
-        key = ".".join(parse_override(text)[0])
-        if key in searched:
+        path, value = parse_override(text)
+        key = next((p.key for p in params if _sets(path, value, p.key.split("."))), None)
+        if key is not None:
             raise ConfigError(f"--set {text}: {key} is searched (sweep.space): each trial sets its own value, so "
                               "this one would not be used; change its range in sweep.space, or remove it from the "
                               "space to fix it")

@@ -267,13 +267,17 @@ def _unclaimed_for_long(trial) -> bool:
 
 
 def _remove_if_empty(run_dir: Path) -> None:
-    """A trial's run folder that holds nothing but its lock (and an empty checkpoints/), unless a process holds it."""
+    """A trial's run folder that holds nothing but its lock (and an empty checkpoints/), unless a process holds it
+    (looked at again once locked)."""
+    def empty() -> bool:
+        return run_dir.is_dir() and not {e.name for e in run_dir.iterdir()} - {LOCK_NAME, "checkpoints"} and not (
+            (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()))
+
     try:
-        if not run_dir.is_dir() or {e.name for e in run_dir.iterdir()} - {LOCK_NAME, "checkpoints"} or (
-                run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            return
-        with lock_run_dir(run_dir):
-            shutil.rmtree(run_dir)
+        if empty():
+            with lock_run_dir(run_dir):
+                if empty():
+                    shutil.rmtree(run_dir)
     except (UserError, OSError):
         return
 
