@@ -527,6 +527,26 @@ def test_the_crosscheck_catches_a_wrong_update_in_an_epoch_that_ends_with_one_im
     assert wrong.max_param_diff > 1e-6, wrong
 
 
+def test_the_crosscheck_catches_a_wrong_gradient_at_any_learning_rate(tiny_data, monkeypatch):
+    """Only the loss and the weights after a step were compared: at lr 1e-8 a doubled dW1 moved the weights by
+    1.5e-9, at the tolerance, and below ~6.5e-9 it passed. The gradients are compared too, relative to each
+    tensor's largest entry: the lr does not scale them."""
+    cfg = config_from_dict({**DEFAULTS, "model": {"hidden": [8]}, "optimizer": {"name": "sgd", "lr": 1e-10},
+                            "train": {"epochs": 1, "batch_size": 32}, "data": {"subset": 64}})
+    data = load_fashion_mnist(tiny_data, verify_md5=False, allow_download=False, subset=64)
+    healthy = list(train_numpy(cfg, data, crosscheck=True))[-1]
+    assert healthy.max_grad_diff < 1e-12, healthy
+    right = M.MLP.loss_and_grads
+
+    def doubled_dw1(self, X, y):
+        loss, grads = right(self, X, y)
+        return loss, {k: 2 * g if k == "W1" else g for k, g in grads.items()}
+
+    monkeypatch.setattr(M.MLP, "loss_and_grads", doubled_dw1)
+    wrong = list(train_numpy(cfg, data, crosscheck=True))[-1]
+    assert wrong.max_param_diff < 1e-9 < wrong.max_grad_diff, wrong  # the weights alone would have passed it
+
+
 @pytest.mark.parametrize("seed", [98, 105, 108])
 def test_the_check_suite_passes_on_seeds_whose_networks_have_tiny_gradient_entries(seed):
     """Correct code failed `manual check --seed` for these: gradient entries of 1e-8 beside 0.1 hold rounding of

@@ -163,7 +163,8 @@ def print_table(title: str, header: list[str], cells: list[list[str]], left: tup
 
 def manual_epoch_line(e, epochs: int, scheduled: bool, crosscheck: bool) -> str:
     """One line per epoch of `manual train`."""
-    extra = f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δθ| max {e.max_param_diff:.1e}" if crosscheck else ""
+    extra = (f"  |Δloss| max {e.max_step_loss_diff:.1e}  |Δ∇| max {e.max_grad_diff:.1e}  |Δθ| max "
+             f"{e.max_param_diff:.1e}" if crosscheck else "")
     val = f"  val loss {loss_text(e.val_loss)}  val acc {e.val_accuracy:6.2%}" if e.val_loss is not None else ""
     lr = f"  lr {e.lr:.3g}" if scheduled else ""
     return (f"epoch {e.epoch:>3}/{epochs}  train loss {loss_text(e.train_loss)}  test loss {loss_text(e.test_loss)}  "

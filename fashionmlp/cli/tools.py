@@ -133,7 +133,7 @@ def manual_train(
     from fashionmlp.manual.train import CROSSCHECK_TOL, blas_threads, describe, train_numpy
 
     cfg = _manual_config(config, set_ or [], epochs)
-    worst_loss, worst_weights, last, training = 0.0, 0.0, None, False
+    worst_loss, worst_grads, worst_weights, last, training = 0.0, 0.0, 0.0, None, False
     try:
         data = load_data(cfg, data_dir)
         typer.echo(describe(cfg, data, crosscheck))
@@ -149,9 +149,10 @@ def manual_train(
             typer.echo(manual_epoch_line(e, cfg.train.epochs, scheduled, crosscheck))
             worst_loss = max(worst_loss, e.max_step_loss_diff or 0.0)
             worst_weights = max(worst_weights, e.max_param_diff or 0.0)
+            worst_grads = max(worst_grads, e.max_grad_diff or 0.0)
             last = e
-            if crosscheck and not (worst_loss <= CROSSCHECK_TOL and worst_weights <= CROSSCHECK_TOL):
-                _crosscheck_failed(worst_loss, worst_weights, e.epoch)
+            if crosscheck and not all(v <= CROSSCHECK_TOL for v in (worst_loss, worst_grads, worst_weights)):
+                _crosscheck_failed(worst_loss, worst_grads, worst_weights, e.epoch)
     except MemoryError:  # past the up-front estimate (other processes' memory, a ulimit, a container's limit)
         if not training:  # the data's arrays: not the width's doing
             raise
@@ -164,7 +165,8 @@ def manual_train(
     typer.echo(f"final test accuracy {last.test_accuracy:.2%}")
     if crosscheck:
         typer.echo(f"crosscheck vs torch (float64, every step from equal weights, relative to max(1, |value|)): "
-                   f"largest loss difference {worst_loss:.2e}, in the weights after a step {worst_weights:.2e}")
+                   f"largest loss difference {worst_loss:.2e}, in the weights after a step {worst_weights:.2e}; "
+                   f"in the gradients (relative to each tensor's largest) {worst_grads:.2e}")
 
 
 def _manual_config(config: Path | None, overrides: list[str], epochs: int | None):
@@ -181,10 +183,11 @@ def _manual_config(config: Path | None, overrides: list[str], epochs: int | None
     return cfg
 
 
-def _crosscheck_failed(worst_loss: float, worst_weights: float, epoch: int) -> None:
+def _crosscheck_failed(worst_loss: float, worst_grads: float, worst_weights: float, epoch: int) -> None:
     from fashionmlp.manual.train import CROSSCHECK_TOL
 
     err(f"crosscheck FAILED: a step of the NumPy MLP and of its torch float64 twin, from equal weights, differ by "
-        f"{worst_loss:.2e} in the loss and {worst_weights:.2e} in a weight (relative) by epoch {epoch} (at most "
-        f"{CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, please report it")
+        f"{worst_loss:.2e} in the loss, {worst_grads:.2e} in a gradient and {worst_weights:.2e} in a weight "
+        f"(relative) by epoch {epoch} (at most {CROSSCHECK_TOL:g} each): a bug in fashionmlp.manual or the twin, "
+        "please report it")
     raise typer.Exit(1)

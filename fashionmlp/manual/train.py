@@ -34,6 +34,7 @@ class ManualEpoch:
     val_accuracy: float | None = None
     max_step_loss_diff: float | None = None  # |loss_numpy - loss_torch|, largest over the epoch's steps
     max_param_diff: float | None = None  # max |θ_numpy - θ_torch| after a step, largest over the epoch's steps
+    max_grad_diff: float | None = None  # max |∇_numpy - ∇_torch| / max |∇_torch| per tensor, over the steps
     diverged_step: int | None = None  # 1-based step whose loss was not finite: training stopped there
 
 
@@ -48,6 +49,7 @@ class TorchTwin:
     lr: float
     params: dict[str, torch.Tensor] = field(init=False)
     optimizer: torch.optim.Optimizer = field(init=False)
+    grads: dict[str, np.ndarray] = field(init=False, default_factory=dict)  # of the last step
 
     def __post_init__(self) -> None:
         self.params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
@@ -65,8 +67,16 @@ class TorchTwin:
         loss = torch_loss(self.net.output, logits, torch.from_numpy(y))
         self.optimizer.zero_grad()
         loss.backward()
+        self.grads = {k: p.grad.detach().numpy().copy() for k, p in self.params.items()}
         self.optimizer.step()
         return loss.item()
+
+    def max_grad_diff(self, grads: dict[str, np.ndarray]) -> float:
+        """max |∇_numpy - ∇_torch| relative to each tensor's largest |∇_torch|, for the step just taken: a wrong
+        gradient shows whatever the lr (the weights after a step differ by lr x the error: at lr 1e-8 a doubled
+        dW1 moved them by 1.5e-9, at the tolerance)."""
+        return max(largest(np.abs(g - self.grads[k])) / max(largest(np.abs(self.grads[k])), 1e-300)
+                   for k, g in grads.items())
 
     def max_diff(self, net: MLP) -> float:
         """max |θ_numpy - θ_torch| / max(1, |θ_numpy|) after both took the same step from equal weights."""
@@ -234,7 +244,7 @@ def _train_numpy(cfg: RunConfig, data: FashionMNIST, crosscheck: bool) -> Iterat
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         order = epoch_order(len(y), generator).numpy()
-        total, worst, worst_weights = 0.0, 0.0, 0.0
+        total, worst, worst_weights, worst_grads = 0.0, 0.0, 0.0, 0.0
         # a diverging run overflows on its way to a non-finite loss: that loss is reported, not the warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for step, i in enumerate(range(0, len(y), bs), start=1):
@@ -248,6 +258,8 @@ def _train_numpy(cfg: RunConfig, data: FashionMNIST, crosscheck: bool) -> Iterat
                 if twin is not None:  # its step from the weights this step starts from
                     diff = abs(float(loss) - twin.step(X[idx], y[idx], lr)) / max(1.0, abs(float(loss)))
                     worst = math.inf if math.isnan(diff) else max(worst, diff)  # max() would drop a NaN
+                    diff = twin.max_grad_diff(grads)
+                    worst_grads = math.inf if math.isnan(diff) else max(worst_grads, diff)
                 net.sgd_step(grads, lr)
                 if twin is not None:  # every step's update: an epoch ending in a batch of 1 hid a wrong 1/B mean
                     diff = twin.max_diff(net)
@@ -261,7 +273,7 @@ def _train_numpy(cfg: RunConfig, data: FashionMNIST, crosscheck: bool) -> Iterat
                               diverged_step=step)
             return
         yield ManualEpoch(epoch, lr, total / len(y), test_loss, test_acc, seconds, val_loss, val_acc,
-                          worst if twin else None, worst_weights if twin else None)
+                          worst if twin else None, worst_weights if twin else None, worst_grads if twin else None)
 
 
 def describe(cfg: RunConfig, data: FashionMNIST, crosscheck: bool = False) -> str:
