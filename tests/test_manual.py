@@ -999,6 +999,15 @@ def test_the_width_guard_counts_a_batchs_activations_and_running_out_is_one_line
         manual_train.check_manual_config(cfg)
     monkeypatch.setattr(manual_train, "_physical_memory", lambda: 64 * 2**30)
     manual_train.check_manual_config(cfg)
+    # a batch is at most the training set (train.batch_size 1e8 was refused for 470 GiB, naming model.hidden),
+    # and the evaluation batch counts too
+    manual_train.check_manual_config(config_from_dict(DEFAULTS, ["train.batch_size=100000000"]))
+    monkeypatch.setattr(manual_train, "_physical_memory", lambda: int(1.0 * 2**30))
+    with pytest.raises(Exception, match=r"^train.batch_size 128 and train.eval_batch_size 10000000: a batch of "
+                                        r"10,000 images needs about"):
+        manual_train.check_manual_config(config_from_dict(DEFAULTS, ["train.eval_batch_size=10000000",
+                                                                     "model.hidden=[4000]"]))
+    monkeypatch.setattr(manual_train, "_physical_memory", lambda: 64 * 2**30)
 
     def out_of_memory(*args, **kwargs):
         raise MemoryError("Unable to allocate 2.34 GiB for an array")

@@ -160,12 +160,17 @@ def check_manual_config(cfg: RunConfig) -> None:
     # float64 weights, their gradients and the updated weights of a step; each layer's outputs, activations and
     # their gradients for the larger of a training and an evaluation batch (the activations made the guard
     # short by 2.4x: 0.73 GiB said, 1.76 GiB used for hidden [40000]); the images as float64
-    rows = max(cfg.train.batch_size, EVAL_BATCH)
+    # (a batch is at most the training set, an evaluation batch the test set: train.batch_size 1e8 was refused
+    # for 470 GiB, and train.eval_batch_size was not counted)
+    rows = max(min(cfg.train.batch_size, 60_000), min(cfg.train.eval_batch_size, 10_000))
     need = 8 * (3 * n_params + 3 * rows * sum(sizes[1:]) + 70_000 * 784)
     memory = _physical_memory()
     if memory is not None and need > memory:
-        raise ConfigError(f"model.hidden: {list(cfg.model.hidden)} makes {n_params:.3g} parameters, which need "
-                          f"about {need / 2**30:,.1f} GiB in float64 with their gradients and a batch's "
+        small = 8 * (3 * n_params + 3 * EVAL_BATCH * sum(sizes[1:]) + 70_000 * 784)
+        what = (f"model.hidden: {list(cfg.model.hidden)} makes {n_params:.3g} parameters, which need" if small > memory
+                else f"train.batch_size {cfg.train.batch_size} and train.eval_batch_size {cfg.train.eval_batch_size}:"
+                     f" a batch of {rows:,} images needs")
+        raise ConfigError(f"{what} about {need / 2**30:,.1f} GiB in float64 with their gradients and a batch's "
                           f"activations; this machine has {memory / 2**30:,.1f} GiB")
 
 
