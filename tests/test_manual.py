@@ -592,6 +592,20 @@ def test_manual_cli(tiny_data, tmp_path):
     assert bad.exit_code == 2 and "plain minibatch SGD" in bad.stderr
 
 
+def test_manual_train_says_its_warm_up_and_the_notes_train_says(tiny_data):
+    """A warm-up was in neither the first line nor an lr column (the lr shows only with a schedule), a warm-up of
+    0 steps and an unused key went without the notes `train` prints for them."""
+    args = ("manual", "train", "--epochs", 2, "--data-dir", tiny_data, "--set", "data.verify_md5=false",
+            "--set", "model.hidden=[16]", "--set", "optimizer.betas=[0.1, 0.2]", "--set", "train.threads=1")
+    long = cli(*args, "--set", "optimizer.warmup=0.9")
+    assert long.exit_code == 0, long.output
+    first, *epochs = [line for line in long.stdout.splitlines() if line.startswith(("NumPy", "epoch"))]
+    assert "SGD lr 0.1 (warm-up 0.9 of the steps)" in first and all("  lr " in line for line in epochs)
+    assert "note: optimizer.betas [0.1, 0.2] is not used: sgd has no betas" in long.stderr
+    short = cli(*args, "--set", "optimizer.warmup=0.01")
+    assert "note: optimizer.warmup 0.01 of this run's " in short.stderr and " is 0 steps: no warm-up" in short.stderr
+
+
 def test_manual_check_fails_loudly(monkeypatch):
     import fashionmlp.manual.check as check
 

@@ -131,16 +131,19 @@ def manual_train(
     from fashionmlp import status
     from fashionmlp.data import load_data
     from fashionmlp.manual.train import CROSSCHECK_TOL, blas_threads, describe, train_numpy
+    from fashionmlp.run import recipe_notes
 
     cfg = _manual_config(config, set_ or [], epochs)
     worst_loss, worst_grads, worst_weights, last, training = 0.0, 0.0, 0.0, None, False
     try:
         data = load_data(cfg, data_dir)
         typer.echo(describe(cfg, data, crosscheck))
+        for message in recipe_notes(cfg, len(data.train.labels)):  # as train says them (a 0-step warm-up, unused
+            note(message)  # keys): manual train said nothing
         threads, why = blas_threads(cfg)
         if why:
             note(why)
-        scheduled, training = cfg.optimizer.schedule != "constant", True
+        scheduled, training = cfg.optimizer.schedule != "constant" or cfg.optimizer.warmup > 0, True  # an lr column
         for e in train_numpy(cfg, data, crosscheck=crosscheck, threads=threads):
             if e.diverged_step is not None:
                 err(f"diverged: the loss became non-finite at epoch {e.epoch}, step {e.diverged_step} "

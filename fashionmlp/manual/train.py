@@ -284,7 +284,9 @@ def _train_numpy(cfg: RunConfig, data: FashionMNIST, crosscheck: bool) -> Iterat
 def describe(cfg: RunConfig, data: FashionMNIST, crosscheck: bool = False) -> str:
     """The first line of `manual train`: the network, the optimizer, the batch and the data."""
     val = f", {len(data.val.labels)} validation images" if data.val is not None else ""
-    schedule = f" ({cfg.optimizer.schedule})" if cfg.optimizer.schedule != "constant" else ""
+    shape = ([cfg.optimizer.schedule] if cfg.optimizer.schedule != "constant" else []) + (
+        [f"warm-up {cfg.optimizer.warmup:g} of the steps"] if cfg.optimizer.warmup else [])  # it was not said
+    schedule = f" ({', '.join(shape)})" if shape else ""
     return (f"NumPy MLP {[784, *cfg.model.hidden, 10]} ({cfg.model.activation}), SGD lr {cfg.optimizer.lr:g}"
             f"{schedule}, batch {cfg.train.batch_size}, {len(data.train.labels)} training images{val}"
             + (", with a torch float64 twin" if crosscheck else ""))
