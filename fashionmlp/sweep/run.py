@@ -158,6 +158,18 @@ def _pinned_teacher(spec: SweepSpec, session) -> tuple[SweepSpec, list[str]]:
     return dataclasses.replace(spec, base=base), teacher_notes(session.cfg, session.teacher)
 
 
+def _space_lines(spec: SweepSpec) -> list[str]:
+    """What the command says of a space with fewer points than the trials it asks for."""
+    if spec.grid_size is not None and spec.grid_size < spec.trials:
+        return [f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}"]
+    points = math.prod(len(p.choices) for p in spec.params) if all(p.kind == "choice" for p in spec.params) else 0
+    if spec.grid_size is None and 0 < points < spec.trials:  # 12 random trials of 3 points: each 3-5 times, alike
+        return [f"note: the space has {points} points and the sweep asks for {spec.trials} trials: the "
+                f"{spec.sampler} sampler trains points more than once (alike, with one seed); sampler: grid trains "
+                "each once"]
+    return []
+
+
 def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: Path, data_dir, data,
          echo: Callable[[str], None], stop: StopRequest, command: str | None, population: int,
          said: list[str], notes: list[str]) -> SweepResult:
@@ -178,12 +190,8 @@ def _run(spec: SweepSpec, study: str, jobs: int, storage: str | None, runs_dir: 
     threads = max(1, cores // workers) if workers > 1 else spec.base.train.threads
     echo(f"study {study!r} ({label}): {finished_text(finished, spec.target, at_start=True)}"
          + (f", {running} running elsewhere" if running else "") + f"; folder {sweep_dir}")
-    if spec.grid_size is not None and spec.grid_size < spec.trials:
-        echo(f"the grid has {spec.grid_size} points: {spec.grid_size} trials, not {spec.trials}")
-    points = math.prod(len(p.choices) for p in spec.params) if all(p.kind == "choice" for p in spec.params) else 0
-    if spec.grid_size is None and 0 < points < spec.trials:  # 12 random trials of 3 points: each 3-5 times, alike
-        echo(f"note: the space has {points} points and the sweep asks for {spec.trials} trials: the {spec.sampler} "
-             "sampler trains points more than once (alike, with one seed); sampler: grid trains each once")
+    for line in _space_lines(spec):
+        echo(line)
     echo(_validation_line(spec))
     for note in notes:  # after the validation line: what the teacher may have seen of those images
         echo(f"note: {note}")
