@@ -102,9 +102,9 @@ class InspectReport:
         return "\n".join(lines)
 
 
-def check_run_dir_not_in(out_dir: Path, run_dir: Path) -> None:
-    """--out inside the run's folder, other than its inspect/ (the default), would mix the pictures with the
-    run's own files."""
+def check_out_folder(out_dir: Path, run_dir: Path) -> None:
+    """--out DIR: not inside the run's folder, other than its inspect/ (the default: it would mix the pictures
+    with the run's own files), and new, empty or an inspection's (whose own files it replaces)."""
     resolved, run = out_dir.resolve(), run_dir.resolve()
     if resolved.is_relative_to(run) and resolved != run / "inspect":
         raise UserError(f"--out {str(out_dir)!r} is inside the run folder: leave --out out for "
@@ -138,7 +138,7 @@ def inspect_run(run_dir: Path, *, checkpoint: str | None = None, data_dir: str |
         refuse_links(run_dir, "inspect", writes_checkpoints=False)
     else:  # a run that cannot be written (a shared copy): its pictures elsewhere
         out_dir = Path(out_dir)
-        check_run_dir_not_in(out_dir, run_dir)
+        check_out_folder(out_dir, run_dir)
     check_writable_folder(out_dir)
     test = run_test_split(run_dir, run.cfg, data_dir)
     try:

@@ -122,6 +122,7 @@ class RunRecorder:
     best: dict = field(default_factory=dict)
     confusion: list = field(default_factory=list)  # of the last completed epoch, for TensorBoard
     prior_seconds: float = 0.0  # wall time of earlier sessions of this run (before a resume)
+    resumed: bool = False  # reopened: evaluate and inspect may have drawn its checkpoints (a new run has none)
     started: float = field(default_factory=time.time)
     provenance: dict = field(default_factory=lambda: {"versions": versions(), "git_commit": git_commit()})
     tb: TensorBoardLog | None = None
@@ -152,7 +153,7 @@ class RunRecorder:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history, self.step_losses = list(state["history"]), state["step_losses"].tolist()
         self.best = dict(state["best"])
-        self.prior_seconds = float(previous_summary.get("seconds") or 0.0)
+        self.prior_seconds, self.resumed = float(previous_summary.get("seconds") or 0.0), True
         if "fingerprints" in previous_summary:
             self.provenance["fingerprints"] = previous_summary["fingerprints"]
         write_config(self.run_dir / "config.yaml", self.cfg.to_dict())
@@ -192,7 +193,8 @@ class RunRecorder:
             self.epoch, self.global_step, self.best = epoch_before, first_step - 1, best_before
             del self.history[-1], self.step_losses[len(self.step_losses) - len(result.step_losses):]
             raise
-        self._drop_outputs_of(["last", "best"] if improved else ["last"])
+        if self.resumed:
+            self._drop_outputs_of(["last", "best"] if improved else ["last"])
         self.metrics.append(row)
         self.tb.epoch(row, result.step_losses, first_step, result.samples_per_second)
         self.confusion = result.confusion

@@ -195,19 +195,31 @@ def config_from_dict(raw: Any, overrides: Overrides = (), values: Values | None 
 SHORTCUTS = {"train.epochs": "--epochs", "device": "--device", "seed": "--seed", "name": "--name"}
 
 
+NOT_SET = object()  # what value_set gives for a --set that does not set the key
+
+
+def value_set(text: str, key: str) -> Any:
+    """The value the `--set` text gives `key`: as the key itself, or inside a section above it set as a mapping
+    (`train={epochs: 2}`); NOT_SET where it does not set it."""
+    path, set_to = parse_override(text)
+    parts = key.split(".")
+    if path != parts[:len(path)]:
+        return NOT_SET
+    for part in parts[len(path):]:
+        set_to = set_to.get(part, NOT_SET) if isinstance(set_to, Mapping) else NOT_SET
+    return set_to
+
+
 def check_shortcut(flag: str, key: str, value: Any, overrides: Overrides) -> None:
     """A shortcut (`--epochs 1`, `--trials 4`) and a --set of its key to another value (`train.epochs=2`, also as
     `train={epochs: 2}`): the shortcut won, without a word. Types count (True == 1 in Python). `value` None: no
     shortcut was given."""
     if value is None:
         return
-    parts, given, absent = key.split("."), None, object()
+    given = None
     for text in overrides:
-        path, set_to = parse_override(text)
-        if path == parts[:len(path)]:  # the key itself, or a section above it set as a mapping
-            for part in parts[len(path):]:
-                set_to = set_to.get(part, absent) if isinstance(set_to, Mapping) else absent
-            given = given if set_to is absent else set_to  # the last --set of the key counts (null too)
+        set_to = value_set(text, key)
+        given = given if set_to is NOT_SET else set_to  # the last --set of the key counts (null too)
     if given is not None and (type(given), given) != (type(value), value):
         shown = str(given).lower() if isinstance(given, bool) else given  # as YAML spells it
         raise ConfigError(f"{flag} {value} and --set {key}={shown} set {key} to two values; give one of them")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fashionmlp.config import Overrides, RunConfig, parse_override, unknown_key
+from fashionmlp.config.files import NOT_SET, value_set
 from fashionmlp.errors import ConfigError
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}  # validation only: no tuning on the test set
@@ -145,24 +146,11 @@ class SweepSpec:
         return json.loads(json.dumps({"config": cfg, "sweep": section}))  # plain JSON types, for comparison
 
 
-def _sets(path: list[str], value: Any, key: list[str]) -> bool:
-    """Whether `--set PATH=VALUE` sets `key`: the key itself, or a section above it as a mapping that holds it
-    (`optimizer={lr: 0.5}`)."""
-    if key[:len(path)] != path:
-        return False
-    for part in key[len(path):]:
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    return True
-
-
 def refuse_searched_sets(overrides, params: tuple[Param, ...]) -> None:
     """A --set of a searched key: each trial's value replaced it without a word (`--set optimizer.lr=0.5` trained
     lr 0.0035)."""
-    for text in overrides:
-        path, value = parse_override(text)
-        key = next((p.key for p in params if _sets(path, value, p.key.split("."))), None)
+    for text in overrides:  # the key itself, or its section as a mapping that holds it (`optimizer={lr: 0.5}`)
+        key = next((p.key for p in params if value_set(text, p.key) is not NOT_SET), None)
         if key is not None:
             raise ConfigError(f"--set {text}: {key} is searched (sweep.space): each trial sets its own value, so "
                               "this one would not be used; change its range in sweep.space, or remove it from the "

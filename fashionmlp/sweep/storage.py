@@ -147,20 +147,16 @@ def _create_or_load(storage, name: str, spec: SweepSpec, label: str):
         old = {**_flat(theirs.get("config", {})), **_flat(theirs.get("sweep", {}), "sweep.")}
         searched = {p.key for p in spec.params}  # each trial sets its own: the config's value is not used
         diff = [k for k in sorted(set(ours) | set(old)) if ours.get(k) != old.get(k) and k not in searched]
-        if not diff:
-            return _queued(study, spec)
         if diff == ["distill.fingerprint"]:
             raise UserError(f"--study {name!r} in {label}: the teacher's weights changed since the study started "
                             f"(distill.teacher {spec.base.distill.teacher!r} holds {ours[diff[0]][:12]}..., the study "
                             f"was taught by {str(old.get(diff[0]))[:12]}...); give it its teacher back, or start a new "
                             "study with --study NEW_NAME")
-        said = [_one_difference(k, ours, old) for k in diff]
-        raise UserError(f"--study {name!r} in {label} was started from a different sweep config: {'; '.join(said[:3])}"
-                        "; continue it with the same config, or start a new study with --study NEW_NAME")
-    return _queued(study, spec)
-
-
-def _queued(study, spec: SweepSpec):
+        if diff:
+            said = [_one_difference(k, ours, old) for k in diff]
+            raise UserError(f"--study {name!r} in {label} was started from a different sweep config: "
+                            f"{'; '.join(said[:3])}; continue it with the same config, or start a new study with "
+                            "--study NEW_NAME")
     if spec.sampler == "grid":
         _queue_the_grid(study, spec)
     return study
